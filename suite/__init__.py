@@ -1,0 +1,1 @@
+"""Benchmarking and reproducibility suite for collaborative CNN inference."""

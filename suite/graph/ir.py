@@ -1,0 +1,138 @@
+"""The DAG IR every other module works on: small data classes and pure queries.
+
+A `Graph` is a topologically ordered dict of `Node`s. Each node records what the region math and
+the cost model need (op kind, sliding-window geometry per axis, output shape, FLOPs, bytes) and what
+the executors need to run it (parameters, a torch callable, or the original ONNX node).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Op kinds. Spatially local ops can be cut into tiles; the others see the whole map.
+WINDOWED = frozenset({"conv", "maxpool", "avgpool"})
+POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity"})
+MERGE = frozenset({"add", "mul", "concat"})
+MIXING = frozenset({"flatten", "linear", "adaptive_avgpool", "opaque"})
+SPATIAL = WINDOWED | POINTWISE | MERGE
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding-window geometry of a conv or pool, per axis (H, W)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    pad_begin: tuple[int, int] = (0, 0)
+    pad_end: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+
+    def span(self, axis: int) -> int:
+        """Input extent one output element reads along `axis`."""
+        return self.dilation[axis] * (self.kernel[axis] - 1) + 1
+
+    def out_length(self, in_length: int, axis: int) -> int:
+        """Output length along `axis`, with PyTorch's and ONNX's ceil-mode rule."""
+        padded = in_length + self.pad_begin[axis] + self.pad_end[axis] - self.span(axis)
+        stride = self.stride[axis]
+        if not self.ceil_mode:
+            return padded // stride + 1
+        n = -(-padded // stride) + 1
+        # The last window must start inside the input or the leading padding.
+        if (n - 1) * stride >= in_length + self.pad_begin[axis]:
+            n -= 1
+        return n
+
+
+@dataclass
+class Node:
+    """One operation. `shape` is the output shape with the batch dimension."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    window: Window | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    fn: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
+    onnx: Any = field(default=None, repr=False)  # the source onnx.NodeProto, for onnxruntime
+    flops: int = 0  # multiply-accumulates for the whole output, as PICO counts them
+    itemsize: int = 4
+
+    @property
+    def is_map(self) -> bool:
+        """True when the output is an NCHW feature map."""
+        return len(self.shape) == 4
+
+    @property
+    def spatial(self) -> bool:
+        """True when tiles of the output can be computed from tiles of the inputs."""
+        return self.op in SPATIAL and self.is_map
+
+    @property
+    def act_bytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.params.values())
+
+    @property
+    def flops_per_position(self) -> float:
+        """FLOPs per output (h, w) position: the cost of a region is this times its area."""
+        if not self.is_map:
+            return float(self.flops)
+        return self.flops / (self.shape[2] * self.shape[3])
+
+
+@dataclass
+class Graph:
+    """A model as a DAG of nodes in topological order, with one input."""
+
+    name: str
+    nodes: dict[str, Node]
+    input: str
+    outputs: tuple[str, ...]
+    source: str  # "torch" or "onnx"
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[self.input].shape
+
+    def consumers(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for src in node.inputs:
+                users[src].append(node.name)
+        return users
+
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes.values())
+
+
+def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]], **attrs) -> int:
+    """Multiply-accumulates of one node over its whole output (PICO's k^2 c_in w h c_out)."""
+    out = math.prod(shape)
+    if op == "conv":
+        kh, kw = attrs["window"].kernel
+        return kh * kw * (in_shapes[0][1] // attrs["groups"]) * out
+    if op in ("maxpool", "avgpool"):
+        kh, kw = attrs["window"].kernel
+        return kh * kw * out
+    if op == "linear":
+        return in_shapes[0][-1] * out
+    if op == "adaptive_avgpool":
+        return math.prod(in_shapes[0])
+    if op in ("input", "dropout", "identity", "flatten", "concat"):
+        return 0
+    return out

@@ -1,0 +1,188 @@
+"""Split a model's spatial layers into tiles, run them, stitch, and compare with the monolithic model.
+
+Two ways to cut: *fused* (every tile runs all spatial layers from its slice of the input, as
+DeepThings and PICO do) and *layer-wise* (every layer is cut and gathered before the next, as MoDNN
+does). Layers that mix the whole map (global pooling, flatten, linear) and everything after them
+run unpartitioned on the stitched map. The verdict is bitwise: the float32 bit patterns of the
+stitched output and of the monolithic model's output are equal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from suite.execute import Backend, Prepared, Tile, run_nodes, run_whole
+from suite.graph import Graph
+from suite.regions import (
+    NodeRegion, RegionError, node_region, plan_regions, redundancy, region_flops, tile_boxes,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Comparison:
+    bit_exact: bool
+    max_abs_diff: float
+    max_ulp: int
+
+
+def _ordered(x: torch.Tensor) -> torch.Tensor:
+    """float32 bit patterns mapped to integers that count ULPs monotonically."""
+    bits = x.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def compare(actual: torch.Tensor, expected: torch.Tensor) -> Comparison:
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
+    a, e = actual.float(), expected.float()
+    exact = torch.equal(a.contiguous().view(torch.int32), e.contiguous().view(torch.int32))
+    if exact:
+        return Comparison(True, 0.0, 0)
+    return Comparison(False, float((a - e).abs().max()), int((_ordered(a) - _ordered(e)).abs().max()))
+
+
+def spatial_front(graph: Graph) -> list[str]:
+    """The nodes, in order, that can be tiled: spatial ops fed only by the input or each other."""
+    front: set[str] = set()
+    for name, node in graph.nodes.items():
+        if name == graph.input:
+            continue
+        if node.spatial and all(src == graph.input or src in front for src in node.inputs):
+            front.add(name)
+    return [n for n in graph.nodes if n in front]
+
+
+def front_outputs(graph: Graph, front: list[str]) -> list[str]:
+    """Front nodes whose maps leave the front: what the tiles must deliver, stitched."""
+    inside = set(front)
+    users = graph.consumers()
+    return [n for n in front
+            if n in graph.outputs or any(u not in inside for u in users[n])]  # fmt: skip
+
+
+def first_unpartitioned(graph: Graph, front: list[str]) -> str | None:
+    """The first node in order that runs unpartitioned while a later node is spatial again."""
+    inside = set(front) | {graph.input}
+    rest = [n for n in graph.nodes if n not in inside]
+    if rest and any(graph[n].spatial for n in rest):
+        node = graph[rest[0]]
+        reason = node.attrs.get("reason", node.op)
+        return f"{rest[0]} ({reason})"
+    return None
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    input_shape: tuple[int, ...]
+    backend: str
+    mode: str
+    parts: int | None
+    grid: str | None
+    bit_exact: bool
+    max_abs_diff: float
+    max_ulp: int
+    first_mismatch: str | None
+    ir_matches_monolithic: bool
+    tiles: int
+    tiled_nodes: int
+    redundancy: float
+    unpartitioned_from: str | None
+    flags: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify(prepared: Prepared, backend: Backend, x: torch.Tensor, rows: int, cols: int = 1,
+           layerwise: bool = False) -> VerifyReport:  # fmt: skip
+    """Tile `prepared.graph` into a `rows` x `cols` grid and compare with the monolithic run."""
+    graph = prepared.graph
+    start = time.perf_counter()
+    front = spatial_front(graph)
+    if not front:
+        first = next(n for n in graph.nodes if n != graph.input)
+        raise RegionError(f"model '{graph.name}' has no spatial layers to partition: its first node "
+                          f"'{first}' ({graph[first].op}) mixes the whole map")  # fmt: skip
+    outputs = front_outputs(graph, front)
+    with backend.active():
+        reference = prepared.monolithic(x)
+        whole = run_whole(graph, x, backend)
+        cut = _layerwise if layerwise else _fused
+        front_maps, tiles, extra_flops, mismatched = cut(graph, backend, x, whole, front, outputs,
+                                                         rows, cols)  # fmt: skip
+        tail = [n for n in graph.nodes if n not in set(front) | {graph.input}]
+        values: dict[str, Tile] = {graph.input: (None, x)}
+        values.update({n: (None, t) for n, t in front_maps.items()})
+        done = run_nodes(graph, tail, values, backend)
+    result = done[graph.outputs[0]][1]
+    mismatched |= {n for n in tail if not compare(done[n][1], whole[n]).bit_exact}
+    final = compare(result, reference)
+    first = next((n for n in graph.nodes if n in mismatched), None)
+    return VerifyReport(
+        model=graph.name,
+        input_shape=tuple(x.shape[1:]),
+        backend=backend.name,
+        mode="layerwise" if layerwise else "fused",
+        parts=rows if cols == 1 else None,
+        grid=f"{rows}x{cols}" if cols > 1 else None,
+        bit_exact=final.bit_exact,
+        max_abs_diff=final.max_abs_diff,
+        max_ulp=final.max_ulp,
+        first_mismatch=first,
+        ir_matches_monolithic=compare(whole[graph.outputs[0]], reference).bit_exact,
+        tiles=tiles,
+        tiled_nodes=len(front),
+        redundancy=extra_flops,
+        unpartitioned_from=first_unpartitioned(graph, front),
+        flags=backend.flags(),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _fused(graph, backend, x, whole, front, outputs, rows, cols):
+    """Each tile runs every front node it needs from its own slice of the input."""
+    boxes = {o: tile_boxes(graph[o], rows, cols) for o in outputs}
+    stitched = {o: torch.empty_like(whole[o]) for o in outputs}
+    mismatched: set[str] = set()
+    plans: list[dict[str, NodeRegion]] = []
+    for i in range(rows * cols):
+        regions = plan_regions(graph, front, {o: boxes[o][i] for o in outputs})
+        plans.append(regions)
+        values = {graph.input: (None, x)}  # each first layer slices exactly what it reads
+        done = run_nodes(graph, list(regions), values, backend, regions)
+        for name, region in regions.items():
+            if not compare(done[name][1], whole[name][region.out.index]).bit_exact:
+                mismatched.add(name)
+        for o in outputs:
+            box, tensor = done[o]
+            stitched[o][boxes[o][i].index] = tensor[boxes[o][i].within(box)]
+    return stitched, len(plans), redundancy(graph, front, plans), mismatched
+
+
+def _layerwise(graph, backend, x, whole, front, outputs, rows, cols):
+    """Every front node is cut into tiles computed from its gathered inputs, then gathered."""
+    values: dict[str, Tile] = {graph.input: (None, x)}
+    mismatched: set[str] = set()
+    tiled_flops = 0.0
+    for name in front:
+        node = graph[name]
+        # A late layer with fewer rows than parts is cut into as many strips as it has rows.
+        r, c = min(rows, node.shape[2]), min(cols, node.shape[3])
+        gathered = torch.empty_like(whole[name])
+        for box in tile_boxes(node, r, c):
+            region = node_region(graph, node, box)
+            tensor = run_nodes(graph, [name], values, backend, {name: region})[name][1]
+            gathered[box.index] = tensor
+            tiled_flops += region_flops(graph, {name: region})
+        values[name] = (None, gathered)
+        if not compare(gathered, whole[name]).bit_exact:
+            mismatched.add(name)
+    whole_flops = sum(graph[n].flops for n in front)
+    extra = tiled_flops / whole_flops - 1.0 if whole_flops else 0.0
+    return {o: values[o][1] for o in outputs}, rows * cols, extra, mismatched
+
