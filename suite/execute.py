@@ -153,103 +153,46 @@ class TorchBackend:
         return {"mkldnn": not self.exact, "nnpack": not self.exact,
                 "threads": self.threads or torch.get_num_threads()}  # fmt: skip
 
-    def run_node(self, node: Node, xs: list[torch.Tensor], region: NodeRegion | None
-                 ) -> torch.Tensor:  # fmt: skip
-        return _TORCH_KERNELS[node.op](node, xs, region)
+    observes_all_nodes = True  # every node's tile comes back, for first_mismatch
 
-
-# ----------------------------------------------------------------------------- onnxruntime
-
-
-@dataclass
-class OrtBackend:
-    """onnxruntime's CPU execution provider, one cached session per node and padding."""
-
-    name: str = "onnxruntime"
-    threads: int | None = None
-    level: object = None
-
-    def __post_init__(self) -> None:
-        self._sessions: dict[tuple, object] = {}
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        with torch.inference_mode():
-            yield
-
-    def flags(self) -> dict[str, object]:
-        import onnxruntime as ort
-
-        return {"onnxruntime": ort.__version__, "graph_optimization": "basic",
-                "threads": self.threads or 0}  # fmt: skip
-
-    def session_options(self):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = self.level or ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-        return opts
-
-    def session(self, model_bytes: bytes):
-        import onnxruntime as ort
-
-        return ort.InferenceSession(model_bytes, self.session_options(),
-                                    providers=["CPUExecutionProvider"])  # fmt: skip
-
-    def run_node(self, node: Node, xs: list[torch.Tensor], region: NodeRegion | None
-                 ) -> torch.Tensor:  # fmt: skip
-        if node.onnx is None:
-            raise BackendError(f"node '{node.name}' has no ONNX form; load the model from ONNX")
-        pads, crop = _ort_geometry(node, region)
-        key = (node.name, pads, len(xs))
-        if key not in self._sessions:
-            from suite.graph.from_onnx import single_node_model
-
-            self._sessions[key] = self.session(single_node_model(node, pads, len(xs)))
-        sess = self._sessions[key]
-        feeds = {i.name: x.contiguous().numpy() for i, x in zip(sess.get_inputs(), xs)}
-        out = torch.from_numpy(np.ascontiguousarray(sess.run(None, feeds)[0]))
-        if crop is not None:
-            out = out[:, :, : crop[0], : crop[1]]
-        return out
-
-
-def _ort_geometry(node: Node, region: NodeRegion | None
-                  ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int] | None]:  # fmt: skip
-    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep.
-
-    Pooling keeps the op's own padding and ceil mode and crops the surplus windows, so that
-    averaging divisors and ceil-mode overhang match the whole map exactly.
-    """
-    if node.window is None or region is None:
-        return None, None
-    top, bottom, left, right = region.pad
-    if node.op == "conv":
-        return (top, left, bottom, right), None
-    w = node.window
-    pads = (min(top, w.pad_begin[0]), min(left, w.pad_begin[1]),
-            min(bottom, w.pad_end[0]), min(right, w.pad_end[1]))  # fmt: skip
-    return pads, (region.out.height, region.out.width)
+    def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
+            regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
+        """Node by node; returns every node's tile (a superset of `outputs`)."""
+        for name in names:
+            node = graph[name]
+            region = region_of(graph, node, regions)
+            reads = region.reads if region is not None else (None,) * len(node.inputs)
+            xs = [values[src][1] if read is None else _slice(values[src], read, name, src)
+                  for src, read in zip(node.inputs, reads)]  # fmt: skip
+            result = _TORCH_KERNELS[node.op](node, xs, region)
+            values[name] = (region.out if region is not None else None, result)
+        return values
 
 
 # ----------------------------------------------------------------------------- execution
 
-Backend = TorchBackend | OrtBackend
 BACKENDS = ("torch", "torch-fast", "onnxruntime")
 
 
-def make_backend(name: str, threads: int | None = None) -> Backend:
+def make_backend(name: str, threads: int | None = None):
+    """A backend by name: `TorchBackend` or `suite.ort.OrtBackend`."""
     if name == "torch":
         return TorchBackend("torch", exact=True, threads=threads)
     if name == "torch-fast":
         return TorchBackend("torch-fast", exact=False, threads=threads)
     if name == "onnxruntime":
+        from suite.ort import OrtBackend
+
         return OrtBackend(threads=threads)
-    raise ValueError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+
+
+def region_of(graph: Graph, node: Node, regions: Mapping[str, NodeRegion]) -> NodeRegion | None:
+    """The node's region in this run; a spatial node without one computes its whole map."""
+    region = regions.get(node.name)
+    if region is None and node.spatial:
+        region = node_region(graph, node, full_box(node))
+    return region
 
 
 def _slice(tile: Tile, read: Box, node: str, src: str) -> torch.Tensor:
@@ -263,60 +206,37 @@ def _slice(tile: Tile, read: Box, node: str, src: str) -> torch.Tensor:
     return tensor[read.within(have)].contiguous()
 
 
-def run_nodes(graph: Graph, names: Sequence[str], values: Mapping[str, Tile],
-              backend: Backend, regions: Mapping[str, NodeRegion] | None = None
-              ) -> dict[str, Tile]:  # fmt: skip
-    """Run `names` in order over `values` (inputs by node name), returning every node's tile.
+def run_segment(graph: Graph, names: Sequence[str], values: Mapping[str, Tile], backend,
+                regions: Mapping[str, NodeRegion] | None = None,
+                outputs: Sequence[str] | None = None) -> dict[str, Tile]:  # fmt: skip
+    """Run `names` (in order) over `values` (tiles of the nodes they read), one backend call.
 
-    A node with a region computes just that region; a node without one computes its whole output.
+    A node with a region computes just that region; one without computes its whole output.
+    Returns at least the tiles of `outputs` (default: the nodes whose results leave `names`).
     """
-    regions = regions or {}
-    out: dict[str, Tile] = dict(values)
-    for name in names:
-        node = graph[name]
-        region = regions.get(name)
-        if region is None and node.spatial:
-            region = node_region(graph, node, full_box(node))
-        reads = region.reads if region is not None else (None,) * len(node.inputs)
-        xs = [
-            out[src][1] if read is None else _slice(out[src], read, name, src)
-            for src, read in zip(node.inputs, reads)
-        ]
-        result = backend.run_node(node, xs, region)
-        out[name] = (region.out if region is not None else None, result)
-    return out
+    outputs = list(outputs) if outputs is not None else graph.boundary(names)
+    return backend.run(graph, list(names), dict(values), regions or {}, outputs)
 
 
-def run_whole(graph: Graph, x: torch.Tensor, backend: Backend) -> dict[str, torch.Tensor]:
-    """Every node's whole output for input `x`: the node-by-node monolithic run."""
+def run_whole(graph: Graph, x: torch.Tensor, backend, outputs: Sequence[str] | None = None
+              ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Whole outputs of `outputs` (default: every node) for input `x`: the untiled run."""
     names = [n for n in graph.nodes if n != graph.input]
-    tiles = run_nodes(graph, names, {graph.input: (None, x)}, backend)
+    tiles = run_segment(graph, names, {graph.input: (None, x)}, backend,
+                        outputs=names if outputs is None else outputs)  # fmt: skip
     return {name: tensor for name, (_, tensor) in tiles.items()}
-
-
-def is_spatial(node: Node) -> bool:
-    return node.op in SPATIAL and node.is_map
 
 
 def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
     """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
+    import warnings
+
     buf = io.BytesIO()
-    with warnings_silenced():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
                           input_names=["input"], output_names=["output"], opset_version=17)  # fmt: skip
     return buf.getvalue()
-
-
-@contextlib.contextmanager
-def warnings_silenced() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-# ----------------------------------------------------------------------------- models on backends
 
 
 @dataclass
@@ -327,46 +247,21 @@ class Prepared:
     monolithic: Callable[[torch.Tensor], torch.Tensor]
 
 
-def prepare(loaded, backend: Backend) -> Prepared:
+def prepare(loaded, backend) -> Prepared:
     """Build the graph `backend` executes and the monolithic model on the same backend.
 
-    torch backends trace the module (`module(x)` is the reference); onnxruntime runs the ONNX
-    model (exported from torch where needed) optimised once at the basic level, and tiles run the
-    nodes of that same optimised model.
+    torch backends trace the module (`module(x)` is the reference; an ONNX model runs node by
+    node); onnxruntime runs the ONNX model, exported from torch where needed.
     """
     from suite.graph import from_torch
     from suite.graph.from_onnx import from_onnx
 
-    if isinstance(backend, TorchBackend):
-        if loaded.module is not None:
-            graph = from_torch(loaded.module, loaded.input_shape, loaded.name)
-            return Prepared(graph, loaded.module)
-        graph = from_onnx(_onnx_model(loaded.onnx_bytes), loaded.name)
-        return Prepared(graph, lambda x: run_whole(graph, x, backend)[graph.outputs[0]])
-    model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape)
-    optimised = _ort_optimise(backend, model_bytes)
-    graph = from_onnx(_onnx_model(optimised), loaded.name)
-    session = backend.session(optimised)
-    feed = session.get_inputs()[0].name
-    return Prepared(graph, lambda x: torch.from_numpy(session.run(None, {feed: x.numpy()})[0]))
-
-
-def _onnx_model(model_bytes: bytes):
+    if not isinstance(backend, TorchBackend):
+        return backend.prepare(loaded)
+    if loaded.module is not None:
+        graph = from_torch(loaded.module, loaded.input_shape, loaded.name)
+        return Prepared(graph, loaded.module)
     import onnx
 
-    return onnx.ModelProto.FromString(model_bytes)
-
-
-def _ort_optimise(backend: OrtBackend, model_bytes: bytes) -> bytes:
-    """The model after onnxruntime's basic graph optimisations (standard ONNX ops only)."""
-    import tempfile
-    from pathlib import Path
-
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = backend.session_options()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-        return Path(opts.optimized_model_filepath).read_bytes()
+    graph = from_onnx(onnx.ModelProto.FromString(loaded.onnx_bytes), loaded.name)
+    return Prepared(graph, lambda x: run_whole(graph, x, backend, graph.outputs)[graph.outputs[0]])

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from suite.execute import Backend, Prepared, Tile, run_nodes, run_whole
+from suite.execute import Prepared, Tile, run_segment, run_whole
 from suite.graph import Graph
 from suite.regions import (
-    NodeRegion, RegionError, node_region, plan_regions, redundancy, region_flops, tile_boxes,
+    NodeRegion, RegionError, plan_regions, redundancy, region_flops, tile_boxes,
 )  # fmt: skip
 
 
@@ -55,12 +55,20 @@ def spatial_front(graph: Graph) -> list[str]:
     return [n for n in graph.nodes if n in front]
 
 
-def front_outputs(graph: Graph, front: list[str]) -> list[str]:
-    """Front nodes whose maps leave the front: what the tiles must deliver, stitched."""
-    inside = set(front)
+def layers(graph: Graph, front: list[str]) -> list[list[str]]:
+    """The front cut into layers: a node with the chain of pointwise and merge nodes it alone feeds
+    (conv + add + relu), the unit MoDNN scatters and gathers and that backends fuse."""
     users = graph.consumers()
-    return [n for n in front
-            if n in graph.outputs or any(u not in inside for u in users[n])]  # fmt: skip
+    groups: list[list[str]] = []
+    for name in front:
+        node = graph[name]
+        last = groups[-1][-1] if groups else None
+        if (last is not None and node.window is None and last in node.inputs
+                and users[last] == [name]):  # fmt: skip
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
 
 
 def first_unpartitioned(graph: Graph, front: list[str]) -> str | None:
@@ -98,7 +106,7 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify(prepared: Prepared, backend: Backend, x: torch.Tensor, rows: int, cols: int = 1,
+def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 1,
            layerwise: bool = False) -> VerifyReport:  # fmt: skip
     """Tile `prepared.graph` into a `rows` x `cols` grid and compare with the monolithic run."""
     graph = prepared.graph
@@ -108,21 +116,24 @@ def verify(prepared: Prepared, backend: Backend, x: torch.Tensor, rows: int, col
         first = next(n for n in graph.nodes if n != graph.input)
         raise RegionError(f"model '{graph.name}' has no spatial layers to partition: its first node "
                           f"'{first}' ({graph[first].op}) mixes the whole map")  # fmt: skip
-    outputs = front_outputs(graph, front)
+    outputs = graph.boundary(front)
+    tail = [n for n in graph.nodes if n not in set(front) | {graph.input}]
+    # The nodes compared one by one: all of them where the backend hands them back.
+    observed = None if backend.observes_all_nodes else list(dict.fromkeys(outputs + list(graph.outputs)))
     with backend.active():
         reference = prepared.monolithic(x)
-        whole = run_whole(graph, x, backend)
+        whole = run_whole(graph, x, backend, observed)
         cut = _layerwise if layerwise else _fused
-        front_maps, tiles, extra_flops, mismatched = cut(graph, backend, x, whole, front, outputs,
-                                                         rows, cols)  # fmt: skip
-        tail = [n for n in graph.nodes if n not in set(front) | {graph.input}]
+        front_maps, tiles, extra_flops, seen = cut(graph, backend, x, front, outputs, rows, cols)
         values: dict[str, Tile] = {graph.input: (None, x)}
         values.update({n: (None, t) for n, t in front_maps.items()})
-        done = run_nodes(graph, tail, values, backend)
+        done = run_segment(graph, tail, values, backend, outputs=observed and
+                           [n for n in observed if n in tail])  # fmt: skip
     result = done[graph.outputs[0]][1]
-    mismatched |= {n for n in tail if not compare(done[n][1], whole[n]).bit_exact}
+    mismatched = {n for tiles_seen in [*seen, done] for n, (box, t) in tiles_seen.items()
+                  if n in whole and n != graph.input
+                  and not compare(t, whole[n] if box is None else whole[n][box.index]).bit_exact}
     final = compare(result, reference)
-    first = next((n for n in graph.nodes if n in mismatched), None)
     return VerifyReport(
         model=graph.name,
         input_shape=tuple(x.shape[1:]),
@@ -133,7 +144,7 @@ def verify(prepared: Prepared, backend: Backend, x: torch.Tensor, rows: int, col
         bit_exact=final.bit_exact,
         max_abs_diff=final.max_abs_diff,
         max_ulp=final.max_ulp,
-        first_mismatch=first,
+        first_mismatch=next((n for n in graph.nodes if n in mismatched), None),
         ir_matches_monolithic=compare(whole[graph.outputs[0]], reference).bit_exact,
         tiles=tiles,
         tiled_nodes=len(front),
@@ -144,45 +155,38 @@ def verify(prepared: Prepared, backend: Backend, x: torch.Tensor, rows: int, col
     )
 
 
-def _fused(graph, backend, x, whole, front, outputs, rows, cols):
-    """Each tile runs every front node it needs from its own slice of the input."""
+def _fused(graph, backend, x, front, outputs, rows, cols):
+    """Each tile runs every front node it needs from its own slice of the input, in one call."""
     boxes = {o: tile_boxes(graph[o], rows, cols) for o in outputs}
-    stitched = {o: torch.empty_like(whole[o]) for o in outputs}
-    mismatched: set[str] = set()
+    stitched = {o: torch.empty(graph[o].shape) for o in outputs}
     plans: list[dict[str, NodeRegion]] = []
+    seen: list[dict[str, Tile]] = []
     for i in range(rows * cols):
         regions = plan_regions(graph, front, {o: boxes[o][i] for o in outputs})
         plans.append(regions)
-        values = {graph.input: (None, x)}  # each first layer slices exactly what it reads
-        done = run_nodes(graph, list(regions), values, backend, regions)
-        for name, region in regions.items():
-            if not compare(done[name][1], whole[name][region.out.index]).bit_exact:
-                mismatched.add(name)
+        done = run_segment(graph, list(regions), {graph.input: (None, x)}, backend, regions, outputs)
+        seen.append(done)
         for o in outputs:
             box, tensor = done[o]
             stitched[o][boxes[o][i].index] = tensor[boxes[o][i].within(box)]
-    return stitched, len(plans), redundancy(graph, front, plans), mismatched
+    return stitched, len(plans), redundancy(graph, front, plans), seen
 
 
-def _layerwise(graph, backend, x, whole, front, outputs, rows, cols):
-    """Every front node is cut into tiles computed from its gathered inputs, then gathered."""
+def _layerwise(graph, backend, x, front, outputs, rows, cols):
+    """Every layer is cut into tiles computed from its gathered inputs, then gathered."""
     values: dict[str, Tile] = {graph.input: (None, x)}
-    mismatched: set[str] = set()
     tiled_flops = 0.0
-    for name in front:
-        node = graph[name]
+    for layer in layers(graph, front):
+        last = graph[layer[-1]]
         # A late layer with fewer rows than parts is cut into as many strips as it has rows.
-        r, c = min(rows, node.shape[2]), min(cols, node.shape[3])
-        gathered = torch.empty_like(whole[name])
-        for box in tile_boxes(node, r, c):
-            region = node_region(graph, node, box)
-            tensor = run_nodes(graph, [name], values, backend, {name: region})[name][1]
-            gathered[box.index] = tensor
-            tiled_flops += region_flops(graph, {name: region})
-        values[name] = (None, gathered)
-        if not compare(gathered, whole[name]).bit_exact:
-            mismatched.add(name)
+        r, c = min(rows, last.shape[2]), min(cols, last.shape[3])
+        gathered = torch.empty(last.shape)
+        for box in tile_boxes(last, r, c):
+            regions = plan_regions(graph, layer, {last.name: box})
+            gathered[box.index] = run_segment(graph, layer, values, backend, regions,
+                                              [last.name])[last.name][1]  # fmt: skip
+            tiled_flops += region_flops(graph, regions)
+        values[last.name] = (None, gathered)
     whole_flops = sum(graph[n].flops for n in front)
     extra = tiled_flops / whole_flops - 1.0 if whole_flops else 0.0
-    return {o: values[o][1] for o in outputs}, rows * cols, extra, mismatched
-
+    return {o: values[o][1] for o in outputs}, rows * cols, extra, [values]

@@ -1,4 +1,4 @@
-"""Build the IR from an ONNX model, and turn one IR node back into a one-node ONNX model.
+"""Build the IR from an ONNX model.
 
 Every IR node keeps its ONNX node, so onnxruntime runs exactly the op the model names; the torch
 backend runs the same node from its kind, attributes and weights.
@@ -204,22 +204,3 @@ def from_onnx(model: onnx.ModelProto, name: str = "model") -> Graph:
     outputs = tuple(o.name for o in graph.output)
     return Graph(name, nodes, input_name, outputs, source="onnx")
 
-
-def single_node_model(node: Node, pads: tuple[int, int, int, int] | None, n_inputs: int) -> bytes:
-    """A one-node ONNX model running `node` on inputs of any H x W, with `pads` if given."""
-    proto, consts = node.onnx
-    proto = onnx.NodeProto.FromString(proto.SerializeToString())
-    if pads is not None:
-        keep = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
-        del proto.attribute[:]
-        proto.attribute.extend(keep + [helper.make_attribute("pads", list(pads))])
-    data = [i for i in proto.input if i and i not in consts]
-    if len(data) != n_inputs:
-        raise ValueError(f"node '{node.name}' takes {len(data)} data inputs, got {n_inputs}")
-    graph_inputs = [helper.make_tensor_value_info(i, onnx.TensorProto.FLOAT, None) for i in data]
-    outputs = [helper.make_tensor_value_info(proto.output[0], onnx.TensorProto.FLOAT, None)]
-    inits = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), name) for name, t in consts.items()]
-    g = helper.make_graph([proto], node.name, graph_inputs, outputs, inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", node.attrs["opset"])])
-    model.ir_version = 8
-    return model.SerializeToString()

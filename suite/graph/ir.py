@@ -8,7 +8,7 @@ the executors need to run it (parameters, a torch callable, or the original ONNX
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,13 @@ class Graph:
             for src in node.inputs:
                 users[src].append(node.name)
         return users
+
+    def boundary(self, names: Sequence[str]) -> list[str]:
+        """Nodes of `names` whose output is read outside `names` or is a graph output."""
+        inside = set(names)
+        users = self.consumers()
+        return [n for n in names
+                if n in self.outputs or any(u not in inside for u in users[n])]  # fmt: skip
 
     def total_flops(self) -> int:
         return sum(n.flops for n in self.nodes.values())

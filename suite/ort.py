@@ -1,0 +1,195 @@
+"""The onnxruntime backend: each segment tile runs as one ONNX graph in one session.
+
+A tile's graph is the model's own nodes for that segment, with each windowed node's padding set to
+what lies outside the map and Slice nodes where a node reads less than its producer made. Running
+the segment as one graph lets onnxruntime apply the same layout transform and fusions (NCHWc
+convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE_ALL: there MLAS's
+NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
+level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from suite.execute import Prepared, Tile, export_onnx, region_of
+from suite.graph import Graph, Node
+from suite.graph.from_onnx import from_onnx
+from suite.regions import Box, NodeRegion, full_box
+
+
+@dataclass
+class OrtBackend:
+    """onnxruntime's CPU execution provider, one cached session per segment and tile geometry."""
+
+    name: str = "onnxruntime"
+    threads: int | None = None
+    observes_all_nodes = False  # a segment's inner nodes stay inside its session
+    _sessions: dict = field(default_factory=dict, repr=False)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.inference_mode():
+            yield
+
+    def flags(self) -> dict[str, object]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "graph_optimization": "all",
+                "threads": self.threads or 0}  # fmt: skip
+
+    def session(self, model_bytes: bytes, level: str = "all"):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+    def prepare(self, loaded) -> Prepared:
+        """The model with ORT's portable basic optimisations applied once (BN folded into convs),
+        as the graph tiles run and as the monolithic session."""
+        model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape)
+        optimised = self._basic_optimised(model_bytes)
+        graph = from_onnx(onnx.ModelProto.FromString(optimised), loaded.name)
+        session = self.session(optimised)
+        feed = session.get_inputs()[0].name
+        return Prepared(graph, lambda x: torch.from_numpy(session.run(None, {feed: x.numpy()})[0]))
+
+    def _basic_optimised(self, model_bytes: bytes) -> bytes:
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+            ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+            return Path(opts.optimized_model_filepath).read_bytes()
+
+    def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
+            regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
+        node_regions = {n: region_of(graph, graph[n], regions) for n in names}
+        inside = set(names)
+        sources = list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
+        held = {s: values[s][0] for s in sources}
+        key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
+        if key not in self._sessions:
+            model = segment_model(graph, names, node_regions, held, outputs)
+            self._sessions[key] = self.session(model)
+        session = self._sessions[key]
+        feeds = {s: values[s][1].contiguous().numpy() for s in sources}
+        results = session.run(list(outputs), feeds)
+        for name, array in zip(outputs, results):
+            region = node_regions.get(name)
+            values[name] = (region.out if region is not None else None, torch.from_numpy(array))
+        return values
+
+
+def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
+                  held: Mapping[str, Box | None], outputs: Sequence[str]) -> bytes:  # fmt: skip
+    """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources."""
+    protos: list[onnx.NodeProto] = []
+    inits: dict[str, torch.Tensor] = {}
+    boxes: dict[str, Box | None] = dict(held)
+    opset = 17
+    for name in names:
+        node = graph[name]
+        if node.onnx is None:
+            raise ValueError(f"node '{name}' has no ONNX form")
+        proto, consts = node.onnx
+        inits.update(consts)
+        opset = node.attrs.get("opset", opset)
+        region = regions.get(name)
+        reads = region.reads if region is not None else (None,) * len(node.inputs)
+        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits)
+                   for src, read in zip(node.inputs, reads)}  # fmt: skip
+        proto = onnx.NodeProto.FromString(proto.SerializeToString())
+        proto.input[:] = [renamed.get(i, i) for i in proto.input]
+        pads, crop = _geometry(node, region)
+        if pads is not None:
+            attrs = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+            del proto.attribute[:]
+            proto.attribute.extend([*attrs, helper.make_attribute("pads", list(pads))])
+        protos.append(proto)
+        if crop is not None:
+            proto.output[0] = f"{name}__uncropped"
+            _add_slice(proto.output[0], name, (0, 0), crop, protos, inits)
+        boxes[name] = region.out if region is not None else None
+    inputs = [helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, list(graph[s].shape[:2])
+                                            + _hw(graph[s], box))
+              for s, box in held.items()]  # fmt: skip
+    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs]
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
+                    for n, t in inits.items()]  # fmt: skip
+    g = helper.make_graph(protos, "segment", inputs, outs, initializers)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _hw(node: Node, box: Box | None) -> list[int]:
+    if len(node.shape) != 4:
+        return list(node.shape[2:])
+    return [node.shape[2], node.shape[3]] if box is None else [box.height, box.width]
+
+
+def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str,
+         protos: list, inits: dict) -> str:  # fmt: skip
+    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`."""
+    if read is None:
+        return src
+    have = have or full_box(graph[src])
+    if have == read:
+        return src
+    start = (read.h0 - have.h0, read.w0 - have.w0)
+    sliced = f"{src}__to__{reader}"
+    _add_slice(src, sliced, start, (start[0] + read.height, start[1] + read.width), protos, inits)
+    if graph[reader].window is not None:
+        return sliced
+    # A 1x1 max pool is an exact identity that onnxruntime lays out in NCHWc like the unsliced
+    # tensor, so an Add reading it fuses into its convolution just as in the monolithic graph.
+    relaid = f"{sliced}__nchwc"
+    protos.append(helper.make_node("MaxPool", [sliced], [relaid], kernel_shape=[1, 1], name=relaid))
+    return relaid
+
+
+def _add_slice(src: str, dst: str, start: tuple[int, int], stop: tuple[int, int],
+               protos: list, inits: dict) -> None:  # fmt: skip
+    """Append `dst = src[:, :, start[0]:stop[0], start[1]:stop[1]]`."""
+    for part, value in (("starts", start), ("ends", stop), ("axes", (2, 3))):
+        inits[f"{dst}__{part}"] = torch.tensor(value, dtype=torch.int64)
+    protos.append(helper.make_node("Slice", [src, f"{dst}__starts", f"{dst}__ends", f"{dst}__axes"],
+                                   [dst], name=dst))  # fmt: skip
+
+
+def _geometry(node: Node, region: NodeRegion | None
+              ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int] | None]:  # fmt: skip
+    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep.
+
+    Pooling keeps the op's own padding and ceil mode and crops the surplus windows, so averaging
+    divisors and the ceil-mode overhang match the whole map exactly.
+    """
+    if node.window is None or region is None:
+        return None, None
+    top, bottom, left, right = region.pad
+    if node.op == "conv":
+        return (top, left, bottom, right), None
+    w = node.window
+    pads = (min(top, w.pad_begin[0]), min(left, w.pad_begin[1]),
+            min(bottom, w.pad_end[0]), min(right, w.pad_end[1]))  # fmt: skip
+    if region.out == full_box(node):
+        return pads, None
+    return pads, (region.out.height, region.out.width)
