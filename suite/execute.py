@@ -18,12 +18,11 @@ import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from suite.errors import UserError
-from suite.graph import SPATIAL, Graph, Node
+from suite.graph import Graph, Node
 from suite.regions import Box, NodeRegion, RegionError, full_box, node_region
 
 Tile = tuple[Box | None, torch.Tensor]  # a tensor and the box of the map it covers (None: whole)
@@ -41,10 +40,33 @@ def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0.0) ->
     return F.pad(x, (left, right, top, bottom), value=value) if any(pad) else x
 
 
+# Measured on x86 MKL: a conv with fewer than ~12 output positions takes a different GEMM path
+# whose rounding depends on the position count. Tiles are computed with at least this many.
+GEMM_MIN_POSITIONS = 64
+
+
 def _conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
-    w = node.window
-    return F.conv2d(_pad(xs[0], region.pad), node.params["weight"], node.params.get("bias"),
-                    w.stride, 0, w.dilation, node.attrs["groups"])  # fmt: skip
+    """Conv over the padded tile; a tile too small for the map-size-independent GEMM path is
+    widened with zero columns, or placed at its offset in a zero map the whole map's size when the
+    whole map is itself that small, and the surplus cropped."""
+    w, out = node.window, region.out
+    x = _pad(xs[0], region.pad)
+    whole_positions = node.shape[2] * node.shape[3]
+    if out.area < whole_positions and out.area < GEMM_MIN_POSITIONS:
+        if whole_positions >= GEMM_MIN_POSITIONS:
+            extra_cols = -(-GEMM_MIN_POSITIONS // out.height) - out.width
+            x = F.pad(x, (0, extra_cols * w.stride[1]))
+        else:
+            canvas = x.new_zeros(*x.shape[:2], (node.shape[2] - 1) * w.stride[0] + w.span(0),
+                                 (node.shape[3] - 1) * w.stride[1] + w.span(1))  # fmt: skip
+            h0, w0 = out.h0 * w.stride[0], out.w0 * w.stride[1]
+            canvas[..., h0:h0 + x.shape[2], w0:w0 + x.shape[3]] = x
+            y = F.conv2d(canvas, node.params["weight"], node.params.get("bias"), w.stride, 0,
+                         w.dilation, node.attrs["groups"])  # fmt: skip
+            return y[out.index]
+    y = F.conv2d(x, node.params["weight"], node.params.get("bias"), w.stride, 0, w.dilation,
+                 node.attrs["groups"])  # fmt: skip
+    return y[..., : out.height, : out.width]
 
 
 def _maxpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
@@ -77,10 +99,40 @@ def _avgpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Te
     return sums / (rows[:, None] * cols[None, :])
 
 
+def _vector_width() -> int:
+    """float32 lanes of the SIMD code PyTorch dispatches to on this CPU."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
 def _batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    """PyTorch's inference BN runs each channel plane through SIMD code and its last
+    `plane % lanes` elements through a tail whose rounding differs. A tile keeps that split: its
+    own plane, padded to whole vectors, takes the SIMD path, and the positions that are the whole
+    map's tail are recomputed through the tail path."""
     p = node.params
-    return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
-                        False, 0.0, node.attrs["eps"])  # fmt: skip
+
+    def bn(x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
+                            False, 0.0, node.attrs["eps"])  # fmt: skip
+
+    x = xs[0]
+    if region is None or x.dim() != 4:
+        return bn(x)
+    lanes = _vector_width()
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    y = bn(F.pad(flat, (0, -(h * w) % lanes)))[..., : h * w].reshape(n, c, h, w)
+    whole_h, whole_w = node.shape[2], node.shape[3]
+    tail = (whole_h * whole_w) % lanes
+    if tail:  # the whole map's last `tail` positions, row-major
+        positions = range(whole_h * whole_w - tail, whole_h * whole_w)
+        out = region.out
+        inside = [(q // whole_w - out.h0, q % whole_w - out.w0) for q in positions
+                  if out.h0 <= q // whole_w < out.h1 and out.w0 <= q % whole_w < out.w1]  # fmt: skip
+        if inside:
+            rows, cols = zip(*inside)
+            y[:, :, rows, cols] = bn(x[:, :, rows, cols])
+    return y
 
 
 def _sum(xs: list[torch.Tensor]) -> torch.Tensor:
@@ -234,8 +286,13 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
-                          input_names=["input"], output_names=["output"], opset_version=17)  # fmt: skip
+        try:
+            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
+                              input_names=["input"], output_names=["output"], opset_version=17)
+        except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
+            detail = str(exc).splitlines()[0][:300]
+            raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
+                               "try another --input-size or --backend torch") from None
     return buf.getvalue()
 
 

@@ -114,7 +114,7 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         opset = node.attrs.get("opset", opset)
         region = regions.get(name)
         reads = region.reads if region is not None else (None,) * len(node.inputs)
-        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits)
+        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
         proto = onnx.NodeProto.FromString(proto.SerializeToString())
         proto.input[:] = [renamed.get(i, i) for i in proto.input]
@@ -147,22 +147,23 @@ def _hw(node: Node, box: Box | None) -> list[int]:
 
 
 def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str,
-         protos: list, inits: dict) -> str:  # fmt: skip
-    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`."""
-    if read is None:
-        return src
-    have = have or full_box(graph[src])
-    if have == read:
-        return src
-    start = (read.h0 - have.h0, read.w0 - have.w0)
-    sliced = f"{src}__to__{reader}"
-    _add_slice(src, sliced, start, (start[0] + read.height, start[1] + read.width), protos, inits)
-    if graph[reader].window is not None:
-        return sliced
-    # A 1x1 max pool is an exact identity that onnxruntime lays out in NCHWc like the unsliced
-    # tensor, so an Add reading it fuses into its convolution just as in the monolithic graph.
-    relaid = f"{sliced}__nchwc"
-    protos.append(helper.make_node("MaxPool", [sliced], [relaid], kernel_shape=[1, 1], name=relaid))
+         protos: list, inits: dict, external: bool) -> str:  # fmt: skip
+    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`.
+
+    A sliced or fed-in map read by a non-windowed node passes through a 1x1 max pool, an exact
+    identity that onnxruntime lays out in NCHWc like a tensor made inside the graph: an Add reading
+    it then fuses into its convolution just as in the monolithic graph, and rounds the same.
+    """
+    name = src
+    if read is not None and read != (have or full_box(graph[src])):
+        have = have or full_box(graph[src])
+        start = (read.h0 - have.h0, read.w0 - have.w0)
+        name = f"{src}__to__{reader}"
+        _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
+    if (name == src and not external) or graph[reader].window is not None or len(graph[src].shape) != 4:
+        return name
+    relaid = f"{name}__nchwc__{reader}"
+    protos.append(helper.make_node("MaxPool", [name], [relaid], kernel_shape=[1, 1], name=relaid))
     return relaid
 
 

@@ -17,7 +17,12 @@ import torch
 from suite.execute import Prepared, Tile, run_segment, run_whole
 from suite.graph import Graph
 from suite.regions import (
-    NodeRegion, RegionError, plan_regions, redundancy, region_flops, tile_boxes,
+    NodeRegion,
+    RegionError,
+    plan_regions,
+    redundancy,
+    region_flops,
+    tile_boxes,
 )  # fmt: skip
 
 

@@ -9,7 +9,6 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 from suite.errors import UserError
 from suite.graph.ir import Graph, Node, Window, node_flops
@@ -172,27 +171,29 @@ def _runner(gm: fx.GraphModule, fx_node: fx.Node) -> Callable[..., torch.Tensor]
     return run
 
 
-class _NamingShapeProp(ShapeProp):
-    """Shape propagation whose errors name the node where the model fails."""
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the traced model once, recording each node's output shape and dtype in its meta; an
+    error names the node where the model fails."""
 
     def __init__(self, gm: fx.GraphModule, model: str, input_shape: Sequence[int]):
         super().__init__(gm)
+        self.extra_traceback = False
         self.model, self.input_shape = model, "x".join(map(str, input_shape))
 
     def run_node(self, n: fx.Node):
         try:
-            return super().run_node(n)
+            result = super().run_node(n)
         except Exception as exc:
-            root = exc
-            while root.__cause__ is not None:
-                root = root.__cause__
-            detail = str(root).splitlines()[0] if str(root) else type(root).__name__
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "too small" in detail:
                 msg = (f"input {self.input_shape} is too small for model '{self.model}': the feature "
                        f"map vanishes at node '{n.name}' ({detail}); use a larger --input-size")
             else:
                 msg = f"model '{self.model}' fails at node '{n.name}' on input {self.input_shape}: {detail}"
             raise GraphImportError(msg) from None
+        if isinstance(result, torch.Tensor):
+            n.meta["shape"], n.meta["dtype"] = tuple(result.shape), result.dtype
+        return result
 
 
 def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model") -> Graph:
@@ -203,7 +204,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphImportError(f"torch.fx cannot trace model '{name}': {reason}") from exc
     with torch.no_grad():
-        _NamingShapeProp(gm, name, input_shape).propagate(torch.zeros(1, *input_shape))
+        _ShapeRecorder(gm, name, input_shape).run(torch.zeros(1, *input_shape))
 
     nodes: dict[str, Node] = {}
     graph_input = None
@@ -213,11 +214,10 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
             result = fx_node.args[0]
             outputs = tuple(r.name for r in (result if isinstance(result, (tuple, list)) else [result]))
             continue
-        meta = fx_node.meta.get("tensor_meta")
-        if not isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata):
+        if "shape" not in fx_node.meta:
             raise GraphImportError(f"node '{fx_node.name}' does not produce a single tensor; "
                                    "only single-tensor dataflow is supported")  # fmt: skip
-        shape = tuple(meta.shape)
+        shape = fx_node.meta["shape"]
         inputs = tuple(a.name for a in fx_node.all_input_nodes)
         if fx_node.op == "placeholder":
             if graph_input is not None:
@@ -251,7 +251,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
             params={k: v.detach() for k, v in params.items()},
             fn=_runner(gm, fx_node) if op in ("elementwise", "opaque") else None,
             flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
-            itemsize=meta.dtype.itemsize,
+            itemsize=fx_node.meta["dtype"].itemsize,
         )
         nodes[node.name] = node
     if graph_input is None:

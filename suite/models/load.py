@@ -89,7 +89,11 @@ def _load_factory(spec: str, input_size: tuple[int, int, int] | None) -> LoadedM
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelError(f"'{module_name}' has no callable '{attr}' for --model {spec}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: report it, don't crash on it
+        raise ModelError(f"--model {spec}: calling {attr}() failed: {type(exc).__name__}: {exc}"
+                         ) from exc  # fmt: skip
     if not isinstance(model, nn.Module):
         raise ModelError(f"--model {spec} returned {type(model).__name__}, not a torch nn.Module")
     return LoadedModel(attr, input_size, module=model.eval().requires_grad_(False))

@@ -1,0 +1,29 @@
+"""Developer sessions. Every install is pinned by constraints.txt (torch's CPU wheel included)."""
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+INSTALL = ("-c", "constraints.txt", "-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, slow zoo checks included (pass -m 'not slow' for the quick set)."""
+    session.install(*INSTALL)
+    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-c", "constraints.txt", "ruff")
+    session.run("ruff", "check", "suite", "tests", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """pytest-benchmark timings, saved under .benchmarks/ for comparison across commits."""
+    session.install(*INSTALL)
+    session.run("pytest", "tests/bench", "--benchmark-only", "--benchmark-autosave",
+                "-p", "no:cacheprovider", *session.posargs)
