@@ -10,9 +10,17 @@ INSTALL = ("-c", "constraints.txt", "-e", ".[test]")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, slow zoo checks included (pass -m 'not slow' for the quick set)."""
+    """The test suite without the whole-zoo matrix (see the `zoo` session)."""
     session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", *session.posargs)
+    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", "-m", "not slow",
+                *session.posargs)
+
+
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """Every zoo model x parts x grids x modes x backends, bit for bit (tens of minutes)."""
+    session.install(*INSTALL)
+    session.run("pytest", "-p", "no:cacheprovider", "-m", "slow", "-v", *session.posargs)
 
 
 @nox.session
