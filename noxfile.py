@@ -28,10 +28,3 @@ def lint(session: nox.Session) -> None:
     session.install("-c", "constraints.txt", "ruff")
     session.run("ruff", "check", "suite", "tests", "noxfile.py")
 
-
-@nox.session
-def bench(session: nox.Session) -> None:
-    """pytest-benchmark timings, saved under .benchmarks/ for comparison across commits."""
-    session.install(*INSTALL)
-    session.run("pytest", "tests/bench", "--benchmark-only", "--benchmark-autosave",
-                "-p", "no:cacheprovider", *session.posargs)
