@@ -7,8 +7,7 @@ numbers. Backends:
 - `torch`: oneDNN (mkldnn) and NNPACK off, so a conv is im2col + GEMM whose result for one output
   element does not depend on the map's size: tiles are bit-exact.
 - `torch-fast`: oneDNN on, the fastest CPU path; tiles may differ from the whole map in the last bits.
-- `onnxruntime`: the CPU execution provider, each node as its own one-node session, graphs
-  optimised at ORT's basic level (the same level the monolithic session uses).
+- `onnxruntime`: the CPU execution provider; each segment tile runs as one graph (`suite/ort.py`).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     params: dict[str, torch.Tensor] = field(default_factory=dict)
     fn: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
-    onnx: Any = field(default=None, repr=False)  # the source onnx.NodeProto, for onnxruntime
+    onnx: Any = field(default=None, repr=False)  # (source onnx.NodeProto, its constants by name)
     flops: int = 0  # multiply-accumulates for the whole output, as PICO counts them
     itemsize: int = 4
 
