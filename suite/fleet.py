@@ -1,0 +1,308 @@
+"""The fleet a plan runs on: devices, their compute profiles, and the link between them.
+
+Plain frozen dataclasses are the model of the world; pydantic checks the YAML under `hardware/`
+(or a user's file) once, at load time, and every mistake comes back as one `FleetError` line
+that names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from suite.errors import UserError
+
+HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
+PROFILES_DIR = HARDWARE / "profiles"
+FLEETS_DIR = HARDWARE / "fleets"
+
+GIB = 2**30
+
+
+class FleetError(UserError):
+    """A fleet or profile that cannot be used; the message is one line naming file, field and fix."""
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Cost of one op kind relative to conv: `alpha` times the conv time per MAC, plus a fixed overhead."""
+
+    alpha: float
+    overhead_s: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How fast one device runs each op kind (PICO's t = alpha_k * FLOPs / capability, plus overhead)."""
+
+    name: str
+    source: str  # a citation, "estimate: <reasoning>" or "measured: <host> <date>"
+    macs_per_s: float
+    ops: Mapping[str, OpCost]
+
+    def cost(self, op: str) -> OpCost:
+        """The cost of `op`, falling back to the "default" entry for kinds the profile does not list."""
+        if op in self.ops:
+            return self.ops[op]
+        if "default" in self.ops:
+            return self.ops["default"]
+        raise FleetError(f"profile '{self.name}' has no cost for op '{op}' and no 'default' entry")
+
+    def node_time(self, op: str, macs: float) -> float:
+        """Seconds to run one node of kind `op` doing `macs` multiply-accumulates."""
+        cost = self.cost(op)
+        return cost.alpha * macs / self.macs_per_s + cost.overhead_s
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    kind: str
+    profile: Profile
+    cores: int
+    freq_ghz: float
+    memory_bytes: int
+
+    @property
+    def capability(self) -> float:
+        """Effective MACs per second: what PICO and MoDNN balance work by."""
+        return self.profile.macs_per_s
+
+
+@dataclass(frozen=True)
+class Link:
+    bandwidth_bps: float
+    latency_s: float
+    shared: bool  # one medium (WiFi): transfers serialize instead of running side by side
+
+    def transfer_time(self, nbytes: float) -> float:
+        return self.latency_s + 8 * nbytes / self.bandwidth_bps
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    devices: tuple[Device, ...]
+    link: Link
+    source: str
+
+    def device(self, name: str) -> Device:
+        for dev in self.devices:
+            if dev.name == name:
+                return dev
+        names = ", ".join(d.name for d in self.devices)
+        raise FleetError(f"fleet '{self.name}' has no device '{name}'; its devices: {names}")
+
+    def fastest(self) -> Device:
+        """The most capable device; the first listed wins a tie."""
+        return max(self.devices, key=lambda d: d.capability)
+
+
+# ---- YAML schema (the boundary) -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _OpCostSpec(_Strict):
+    alpha: float = Field(ge=0)
+    overhead_s: float = Field(ge=0)
+
+
+class _ProfileSpec(_Strict):
+    schema_version: Literal[1]
+    name: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    macs_per_s: float = Field(gt=0)
+    ops: dict[str, _OpCostSpec]
+
+
+class _LinkSpec(_Strict):
+    bandwidth_mbps: float = Field(gt=0)
+    latency_ms: float = Field(ge=0)
+    shared: bool
+
+
+class _DeviceSpec(_Strict):
+    name: str = Field(min_length=1)
+    count: int | None = Field(default=None, ge=1)  # expands into name0 .. name{count-1}
+    kind: str = Field(min_length=1)
+    profile: str = Field(min_length=1)  # a bundled profile name, or a YAML path relative to the fleet file
+    cores: int = Field(ge=1)
+    freq_ghz: float = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+
+
+class _FleetSpec(_Strict):
+    schema_version: Literal[1]
+    name: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    link: _LinkSpec
+    devices: list[_DeviceSpec] = Field(min_length=1)
+
+
+_HINTS = {
+    "missing": "add it",
+    "literal_error": "this suite reads schema_version 1",
+    "too_short": "list at least one",
+}
+
+
+def _shown(path: Path) -> str:
+    """The path as the user would type it: relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _one_line(path: Path, exc: ValidationError, model: type[BaseModel]) -> FleetError:
+    """The first validation error as `file: field.path: message (got value; fix)`."""
+    errors = exc.errors()
+    err = errors[0]
+    where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    notes = []
+    if err["type"] == "extra_forbidden":
+        notes.append(f"remove it; allowed here: {', '.join(_allowed(model, err['loc']))}")
+    else:
+        if err["type"] != "missing":
+            got = repr(err["input"])
+            notes.append(f"got {got if len(got) <= 40 else got[:37] + '...'}")
+        if err["type"] in _HINTS:
+            notes.append(_HINTS[err["type"]])
+    more = f" [and {len(errors) - 1} more]" if len(errors) > 1 else ""
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    return FleetError(f"{_shown(path)}: {where}: {err['msg']}{detail}{more}")
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the sub-model that `loc` (ending in the bad key) points into."""
+    for part in loc[:-1]:
+        if part not in model.model_fields:  # a list index or a dict key
+            continue
+        annotation = model.model_fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     model)  # fmt: skip
+    return list(model.model_fields)
+
+
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
+
+def _read(path: Path, model: type[_Spec]) -> _Spec:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise FleetError(f"{_shown(path)}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FleetError(f"{_shown(path)}: not valid YAML: {problem}{at}") from None
+    if not isinstance(data, dict):
+        raise FleetError(f"{_shown(path)}: expected a mapping of fields at the top level, "
+                         f"got {type(data).__name__}")  # fmt: skip
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _one_line(path, exc, model) from None
+
+
+def _locate(spec: str, folder: Path, what: str) -> Path:
+    """A bundled name or a path to a YAML file."""
+    bundled = folder / f"{spec}.yaml"
+    if "/" not in spec and not spec.endswith((".yaml", ".yml")):
+        if bundled.is_file():
+            return bundled
+        names = ", ".join(_names(folder))
+        raise FleetError(f"unknown {what} '{spec}'; bundled {what}s: {names} (or give a path to a YAML file)")
+    path = Path(spec)
+    if not path.is_file():
+        raise FleetError(f"{what} file '{spec}' does not exist")
+    return path
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def bundled_profiles() -> list[str]:
+    return _names(PROFILES_DIR)
+
+
+def bundled_fleets() -> list[str]:
+    return _names(FLEETS_DIR)
+
+
+def _profile_from(path: Path) -> Profile:
+    spec = _read(path, _ProfileSpec)
+    if "default" not in spec.ops:
+        raise FleetError(f"{_shown(path)}: ops.default: missing (add a 'default' cost for op kinds "
+                         "the profile does not list)")  # fmt: skip
+    ops = {op: OpCost(c.alpha, c.overhead_s) for op, c in spec.ops.items()}
+    return Profile(spec.name, spec.source, spec.macs_per_s, ops)
+
+
+def load_profile(spec: str) -> Profile:
+    """A bundled profile (`hardware/profiles/<name>.yaml`) or a path to a profile YAML."""
+    return _profile_from(_locate(spec, PROFILES_DIR, "profile"))
+
+
+def load_fleet(spec: str) -> Fleet:
+    """A bundled fleet (`hardware/fleets/<name>.yaml`) or a path to a fleet YAML."""
+    path = _locate(spec, FLEETS_DIR, "fleet")
+    fleet = _read(path, _FleetSpec)
+    profiles: dict[str, Profile] = {}
+    devices: list[Device] = []
+    for i, d in enumerate(fleet.devices):
+        if d.profile not in profiles:
+            profiles[d.profile] = _device_profile(path, i, d)
+        names = [f"{d.name}{k}" for k in range(d.count)] if d.count is not None else [d.name]
+        devices += [Device(n, d.kind, profiles[d.profile], d.cores, d.freq_ghz, int(d.memory_gib * GIB))
+                    for n in names]  # fmt: skip
+    seen: set[str] = set()
+    for dev in devices:
+        if dev.name in seen:
+            raise FleetError(f"{_shown(path)}: devices: duplicate device name '{dev.name}' "
+                             "(give each device, or each counted group's prefix, a unique name)")  # fmt: skip
+        seen.add(dev.name)
+    link = Link(fleet.link.bandwidth_mbps * 1e6, fleet.link.latency_ms * 1e-3, fleet.link.shared)
+    return Fleet(fleet.name, tuple(devices), link, fleet.source)
+
+
+def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
+    """The profile a fleet's device names: bundled, or a YAML path relative to the fleet file."""
+    is_path = "/" in d.profile or d.profile.endswith((".yaml", ".yml"))
+    path = fleet_path.parent / d.profile if is_path else PROFILES_DIR / f"{d.profile}.yaml"
+    if not path.is_file():
+        known = f"no such file: {path}" if is_path else f"bundled profiles: {', '.join(bundled_profiles())}"
+        raise FleetError(f"{_shown(fleet_path)}: devices.{index}.profile: unknown profile '{d.profile}' "
+                         f"for device '{d.name}' ({known})")  # fmt: skip
+    return _profile_from(path)
+
+
+# What `--devices N` stands for: one machine's processes talking over loopback, as if switched Gigabit.
+UNIFORM_LINK = Link(bandwidth_bps=1e9, latency_s=50e-6, shared=False)
+
+
+def uniform_fleet(n: int, profile: str = "local") -> Fleet:
+    """N identical one-core devices dev0..dev{n-1} on a switched 1 Gbps link: the `--devices N` shorthand.
+
+    They stand for processes on this host, so each gets an equal share of its memory; the clock is
+    not known (freq_ghz 0) because the profile, not the clock, says how fast they are.
+    """
+    if n < 1:
+        raise FleetError(f"--devices {n} must be at least 1")
+    prof = load_profile(profile)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // n
+    devices = tuple(Device(f"dev{i}", profile, prof, 1, 0.0, memory) for i in range(n))
+    return Fleet(f"{n}x{profile}", devices, UNIFORM_LINK,
+                 f"estimate: {n} identical '{profile}' devices on a switched 1 Gbps, 50 us link")  # fmt: skip

@@ -1,0 +1,171 @@
+"""Measure a device profile on this machine: time each op kind with torch and fit PICO's cost model.
+
+Per op kind, `time = alpha * macs / macs_per_s + overhead_s` is fitted by least squares over several
+tile sizes, with `macs_per_s` taken from the conv fit (so conv's alpha is 1). MACs are counted as
+`suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost model will see.
+Timing uses the exact settings the suite executes with (oneDNN off), medians over repeats.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from suite.fleet import OpCost, Profile
+from suite.graph.ir import Window, node_flops
+
+# (op kind, callable to time, MACs) for one measurement.
+_Case = tuple[str, Callable[[], torch.Tensor], int]
+
+SIZES = (7, 14, 28, 56, 112, 224)
+QUICK_SIZES = (4, 8, 16)
+LINEAR_SHAPES = ((512, 1000), (2048, 1000), (4096, 4096), (25088, 4096))  # (in, out): ResNet/VGG heads
+QUICK_LINEAR_SHAPES = ((256, 100), (1024, 256))
+
+
+def _width(hw: int) -> int:
+    """Channels a zoo CNN has at this map size (64 at 224 doubling per halving, capped at 512)."""
+    return min(512, max(16, 64 * 224 // hw))
+
+
+def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> list[_Case]:
+    """Every measurement, with MACs from node_flops on the shapes the IR would record.
+
+    Convs are the layers the zoo has at each map size (3x3 at full and half width, a bottleneck's
+    1x1, and the RGB stem at the largest size), because conv speed per MAC depends on both.
+    """
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g)
+    cases: list[_Case] = []
+
+    def conv(cin: int, cout: int, k: int, hw: int) -> None:
+        x, w, b = rand(1, cin, hw, hw), rand(cout, cin, k, k), rand(cout)
+        macs = node_flops("conv", (1, cout, hw, hw), [x.shape], window=Window((k, k)), groups=1)
+        cases.append(("conv", lambda: F.conv2d(x, w, b, padding=k // 2), macs))
+
+    conv(3, 64, 3, max(sizes))
+    for hw in sizes:
+        c = _width(hw)
+        conv(c, c, 3, hw)
+        conv(c // 2, c // 2, 3, hw)
+        conv(c, c // 4, 1, hw)
+        for ch in (c, c // 4):
+            x, y = rand(1, ch, hw, hw), rand(1, ch, hw, hw)
+            mean, var, weight, bias = rand(ch), rand(ch).abs() + 1, rand(ch), rand(ch)
+            out = (1, ch, hw, hw)
+            pool_macs = node_flops("maxpool", (1, ch, hw // 2, hw // 2), [out], window=Window((2, 2), (2, 2)))
+            cases += [
+                ("relu", lambda x=x: torch.relu(x), node_flops("relu", out, [out])),
+                ("elementwise", lambda x=x: torch.sigmoid(x), node_flops("elementwise", out, [out])),
+                ("batchnorm", lambda x=x, m=mean, v=var, w=weight, b=bias: F.batch_norm(x, m, v, w, b),
+                 node_flops("batchnorm", out, [out])),
+                ("add", lambda x=x, y=y: x + y, node_flops("add", out, [out, out])),
+                ("mul", lambda x=x, y=y: x * y, node_flops("mul", out, [out, out])),
+                ("concat", lambda x=x, y=y: torch.cat([x, y], 1), 0),
+                ("maxpool", lambda x=x: F.max_pool2d(x, 2, 2), pool_macs),
+                ("avgpool", lambda x=x: F.avg_pool2d(x, 2, 2), pool_macs),
+                ("adaptive_avgpool", lambda x=x: F.adaptive_avg_pool2d(x, 1),
+                 node_flops("adaptive_avgpool", (1, ch, 1, 1), [out])),
+            ]  # fmt: skip
+    for n_in, n_out in linear_shapes:
+        x, w, b = rand(1, n_in), rand(n_out, n_in), rand(n_out)
+        macs = node_flops("linear", (1, n_out), [x.shape])
+        cases.append(("linear", lambda x=x, w=w, b=b: F.linear(x, w, b), macs))
+    return cases
+
+
+def _median_time(fn: Callable[[], torch.Tensor], repeats: int, clock: Callable[[], float]) -> float:
+    fn()  # warm-up: allocator and lazy initialisation
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return statistics.median(times)
+
+
+def _fit(macs: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares of `seconds = slope * macs + overhead`, both terms kept >= 0.
+
+    Each residual is weighted by 1/sqrt(t), as if a timing's variance grew with its length: plain
+    least squares lets the largest tiles set everything (it overshot ResNet-50's whole-model time by
+    60% on this suite's host), relative error lets the smallest ones set the slope (VGG-16 22% short);
+    this middle way kept the zoo within about a third, VGG-16 within a tenth.
+    """
+    if not macs.any():
+        return 0.0, float(np.median(seconds))
+    w = 1 / np.sqrt(seconds)
+    a = np.stack([macs, np.ones_like(macs)], axis=1) * w[:, None]
+    (slope, overhead), *_ = np.linalg.lstsq(a, seconds * w, rcond=None)
+    if overhead < 0:  # refit through the origin
+        overhead = 0.0
+        slope = float(np.sum(macs * seconds * w**2) / np.sum((macs * w) ** 2))
+    if slope < 0:
+        slope, overhead = 0.0, float(np.median(seconds))
+    return float(slope), float(overhead)
+
+
+def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = None,
+                    repeats: int | None = None, quick: bool = False) -> Profile:  # fmt: skip
+    """Time every op kind on this machine with `threads` torch threads and fit a profile.
+
+    `quick` measures a few small tiles only (seconds, for tests); the default takes 10-30 s on a
+    2-core host. With one thread, torch runs each op inline in this thread, so its CPU time is timed:
+    other processes on a busy host then barely disturb the profile. With more threads the wall clock
+    is the only honest measure, and the host should be otherwise idle.
+    """
+    sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
+    repeats = repeats or (3 if quick else 11)
+    cases = _cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
+    saved_threads, saved_mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = False
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    try:
+        with torch.inference_mode():
+            timed = [(op, macs, _median_time(fn, repeats, clock)) for op, fn, macs in cases]
+    finally:
+        torch.set_num_threads(saved_threads)
+        torch.backends.mkldnn.enabled = saved_mkldnn
+    fits = {}
+    for op in dict.fromkeys(op for op, _, _ in timed):
+        rows = [(m, t) for o, m, t in timed if o == op]
+        fits[op] = _fit(np.array([m for m, _ in rows], float), np.array([t for _, t in rows]))
+    macs_per_s = 1.0 / fits["conv"][0]
+    ops = {op: OpCost(slope * macs_per_s, overhead) for op, (slope, overhead) in fits.items()}
+    ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
+    host = platform.node() or "unknown-host"
+    source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "
+              f"torch {torch.__version__}, {threads} thread(s), oneDNN off, tile sizes {list(sizes)}, "
+              f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
+    return Profile(name, source, macs_per_s, ops)
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where Linux has one, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def write_profile(profile: Profile, path: str | Path) -> None:
+    """Write `profile` as the YAML `suite.fleet.load_profile` reads, one line per op kind."""
+    head = {"schema_version": 1, "name": profile.name, "source": profile.source}
+    lines = [yaml.safe_dump(head, sort_keys=False, width=100).rstrip(),
+             f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
+    for op, cost in profile.ops.items():
+        lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
+    Path(path).write_text("\n".join(lines) + "\n")

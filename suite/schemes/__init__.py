@@ -1,0 +1,31 @@
+"""Partitioning schemes. Each module has one job: `plan(graph, fleet, **options) -> list[Stage]`
+plus the hub that holds the frames; `make_plan` times it, checks it and adds the prediction."""
+
+from __future__ import annotations
+
+import time
+from importlib import import_module
+
+from suite.cost import check_memory, predict
+from suite.errors import UserError
+from suite.fleet import Fleet
+from suite.graph import Graph
+from suite.plan import Plan, check_plan
+
+SCHEMES = ("single", "modnn", "deepthings", "halp", "pico")
+
+
+def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
+    if scheme not in SCHEMES:
+        raise UserError(f"unknown scheme '{scheme}'; choose one of {', '.join(SCHEMES)}")
+    module = import_module(f"suite.schemes.{scheme}")
+    start = time.perf_counter()
+    hub, stages, chosen = module.plan(graph, fleet, **options)
+    elapsed = time.perf_counter() - start
+    plan = Plan(scheme=scheme, model=graph.name, input_shape=list(graph.input_shape[1:]),
+                fleet=fleet.name, devices=[d.name for d in fleet.devices], hub=hub, stages=stages,
+                options=chosen, planning_time_s=elapsed)  # fmt: skip
+    check_plan(plan, graph)
+    check_memory(plan, graph, fleet)
+    plan.predicted = predict(plan, graph, fleet)
+    return plan

@@ -1,0 +1,151 @@
+"""Discrete-event simulation of a stream of frames through a plan (simpy).
+
+What the analytical cost model leaves out, the simulator plays out: each device is a resource that
+computes one thing at a time, the link is one shared medium (WiFi: every transfer queues for it)
+or one resource per device and direction (switched), frames arrive at a fixed rate, as a Poisson
+process, or as fast as the pipeline admits them, and the channel may change per frame. A device
+starts its part of a stage as soon as its own inputs have arrived; the stage ends when every part
+is back at the hub. Compute times come from the plan's prediction (the same device profiles).
+
+Time-variant channel (HALP's reliability experiment): per frame, the link bandwidth is scaled by
+`log2(1 + snr * g) / log2(1 + snr)` with Rayleigh fading power gain `g ~ Exp(1)`, i.e. Shannon
+capacity relative to the mean SNR; the share of frames that meet a deadline is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import dataclass, replace
+
+import simpy
+
+from suite.errors import UserError
+from suite.fleet import Fleet, Link
+from suite.plan import Plan, Transfer
+
+
+@dataclass(frozen=True)
+class Workload:
+    frames: int = 50
+    rate: float | None = None  # frames per second at fixed intervals
+    poisson: float | None = None  # mean frames per second, Poisson arrivals
+    tasks_per_batch: int = 1  # frames that arrive together
+    channel: str = "fixed"  # or "rayleigh"
+    snr_db: float = 20.0
+    deadline_s: float | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.frames < 1:
+            raise UserError(f"--frames {self.frames} must be at least 1")
+        if self.rate is not None and self.poisson is not None:
+            raise UserError("give --rate or --poisson, not both")
+        for name, value in (("--rate", self.rate), ("--poisson", self.poisson)):
+            if value is not None and value <= 0:
+                raise UserError(f"{name} {value} must be positive (frames per second)")
+        if self.channel not in ("fixed", "rayleigh"):
+            raise UserError(f"--channel '{self.channel}' is not one of fixed, rayleigh")
+
+
+@dataclass
+class SimResult:
+    latencies_s: list[float]
+    finish_s: list[float]
+    throughput_fps: float
+    latency_median_s: float
+    latency_p95_s: float
+    deadline_met: float | None
+    medium_busy: float  # share of the run the shared medium carried data (0 on a switched link)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("latencies_s", "finish_s")}
+
+
+def fading(link: Link, snr_db: float, rng: random.Random) -> Link:
+    snr = 10 ** (snr_db / 10)
+    gain = rng.expovariate(1.0)
+    scale = math.log2(1 + snr * gain) / math.log2(1 + snr)
+    return replace(link, bandwidth_bps=link.bandwidth_bps * max(scale, 1e-6))
+
+
+def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
+    workload.check()
+    if plan.predicted is None:
+        raise UserError("the plan has no prediction; re-create it with `suite plan`")
+    env = simpy.Environment()
+    rng = random.Random(workload.seed)
+    devices = {name: simpy.Resource(env) for name in plan.devices}
+    medium = simpy.Resource(env) if fleet.link.shared else None
+    ports: dict[tuple[str, str], simpy.Resource] = {}
+    medium_time = [0.0]
+    groups = len({s.group for s in plan.stages})
+    window = simpy.Resource(env, capacity=max(groups, workload.tasks_per_batch))
+    latencies, finishes = [], []
+
+    def send(t: Transfer, link: Link):
+        seconds = link.transfer_time(t.bytes)
+        if medium is not None:
+            with medium.request() as turn:
+                yield turn
+                yield env.timeout(seconds)
+                medium_time[0] += seconds
+            return
+        out = ports.setdefault((t.src, "out"), simpy.Resource(env))
+        inn = ports.setdefault((t.dst, "in"), simpy.Resource(env))
+        with out.request() as a, inn.request() as b:
+            yield a & b
+            yield env.timeout(seconds)
+
+    def part(stage, device: str, seconds: float, link: Link):
+        for t in stage.transfers:
+            if t.dst == device and t.tensor not in stage.outputs:
+                yield env.process(send(t, link))
+        with devices[device].request() as turn:
+            yield turn
+            yield env.timeout(seconds)
+        for t in stage.transfers:
+            if t.src == device and t.tensor in stage.outputs:
+                yield env.process(send(t, link))
+
+    def frame(arrival: float):
+        with window.request() as admitted:
+            yield admitted
+            link = fading(fleet.link, workload.snr_db, rng) if workload.channel == "rayleigh" else fleet.link
+            for stage, cost in zip(plan.stages, plan.predicted.stages):
+                parts = [env.process(part(stage, d, cost.device_compute_s.get(d, 0.0), link))
+                         for d in stage.devices]  # fmt: skip
+                yield simpy.AllOf(env, parts)
+        latencies.append(env.now - arrival)
+        finishes.append(env.now)
+
+    def arrivals():
+        for k in range(workload.frames):
+            env.process(frame(env.now))
+            if (k + 1) % workload.tasks_per_batch:
+                continue
+            if workload.rate:
+                yield env.timeout(1 / workload.rate)
+            elif workload.poisson:
+                yield env.timeout(rng.expovariate(workload.poisson))
+            else:
+                yield env.timeout(0)
+
+    env.process(arrivals())
+    env.run()
+    ordered = sorted(latencies)
+    span = finishes[-1] - finishes[0]
+    throughput = (len(finishes) - 1) / span if span > 0 else 1 / finishes[-1]
+    met = None
+    if workload.deadline_s is not None:
+        met = sum(lat <= workload.deadline_s for lat in latencies) / len(latencies)
+    return SimResult(
+        latencies_s=latencies,
+        finish_s=finishes,
+        throughput_fps=throughput,
+        latency_median_s=statistics.median(ordered),
+        latency_p95_s=ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)],
+        deadline_met=met,
+        medium_busy=medium_time[0] / env.now if env.now else 0.0,
+    )

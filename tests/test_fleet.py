@@ -1,0 +1,208 @@
+"""Fleet and profile loading, the cost arithmetic, one-line errors, and a quick on-host measurement."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from suite.fleet import (
+    Device,
+    Fleet,
+    FleetError,
+    Link,
+    OpCost,
+    Profile,
+    bundled_fleets,
+    bundled_profiles,
+    load_fleet,
+    load_profile,
+    uniform_fleet,
+)
+from suite.profile import measure_profile, write_profile
+
+PAPER_PROFILES = {"rpi4b-600mhz", "rpi4b-800mhz", "rpi4b-1200mhz", "rpi4b-1500mhz", "jetson-agx-xavier",
+                  "gtx1080ti"}  # fmt: skip
+FLEETS = {f"pico-homo-{n}" for n in range(2, 9)} | {"pico-hetero", "halp-gpu", "halp-pi", "local"}
+
+
+DEVICE = {"name": "pi", "kind": "rpi4b", "profile": "rpi4b-1500mhz", "cores": 1, "freq_ghz": 1.5,
+          "memory_gib": 4}  # fmt: skip
+
+
+def _device(**overrides) -> dict:
+    return DEVICE | overrides
+
+
+def _fleet(**overrides) -> dict:
+    base = {
+        "schema_version": 1,
+        "name": "t",
+        "source": "test",
+        "link": {"bandwidth_mbps": 50, "latency_ms": 2, "shared": True},
+        "devices": [_device(count=2)],
+    }
+    return base | overrides
+
+
+def _error(tmp_path, data, loader=load_fleet) -> str:
+    path = tmp_path / "x.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    with pytest.raises(FleetError) as info:
+        loader(str(path))
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_every_bundled_profile_loads_with_a_source():
+    assert PAPER_PROFILES | {"local"} <= set(bundled_profiles())
+    for name in bundled_profiles():
+        p = load_profile(name)
+        assert p.name == name and p.macs_per_s > 0 and "default" in p.ops
+        assert p.ops["conv"].alpha == 1
+        assert p.source.strip()
+    assert load_profile("local").source.startswith("measured: ")
+
+
+def test_pi_profiles_scale_with_the_clock():
+    base = load_profile("rpi4b-1500mhz").macs_per_s
+    for mhz in (600, 800, 1200):
+        assert load_profile(f"rpi4b-{mhz}mhz").macs_per_s == pytest.approx(base * mhz / 1500, rel=1e-3)
+
+
+def test_every_bundled_fleet_loads():
+    assert FLEETS <= set(bundled_fleets())
+    for name in bundled_fleets():
+        fleet = load_fleet(name)
+        assert fleet.name == name and fleet.devices and fleet.source.strip()
+        assert len({d.name for d in fleet.devices}) == len(fleet.devices)
+
+
+def test_paper_fleets_match_their_testbeds():
+    for n in range(2, 9):
+        fleet = load_fleet(f"pico-homo-{n}")
+        assert [d.name for d in fleet.devices] == [f"pi{i}" for i in range(n)]
+        assert {d.profile.name for d in fleet.devices} == {"rpi4b-1500mhz"}
+        assert fleet.link.bandwidth_bps == 50e6 and fleet.link.shared
+    hetero = load_fleet("pico-hetero")
+    assert sorted(d.freq_ghz for d in hetero.devices) == [0.6] * 4 + [0.8] * 2 + [1.2] * 2
+    gpu = load_fleet("halp-gpu")
+    assert gpu.devices[0].kind == "gtx1080ti" and gpu.fastest() is gpu.devices[0]
+    assert {d.kind for d in gpu.devices[1:]} == {"jetson-agx-xavier"}
+    assert len(load_fleet("halp-pi").devices) == 3
+    assert gpu.device("xavier1").memory_bytes == 32 * 2**30
+
+
+def test_uniform_fleet():
+    fleet = uniform_fleet(3)
+    assert fleet.name == "3xlocal"
+    assert [d.name for d in fleet.devices] == ["dev0", "dev1", "dev2"]
+    assert fleet.link.bandwidth_bps == 1e9 and not fleet.link.shared
+    assert all(d.profile == load_profile("local") for d in fleet.devices)
+    assert uniform_fleet(1, "rpi4b-600mhz").devices[0].capability == load_profile("rpi4b-600mhz").macs_per_s
+    with pytest.raises(FleetError, match="at least 1"):
+        uniform_fleet(0)
+
+
+def test_node_time_arithmetic():
+    p = Profile("hand", "test", 1e9, {"conv": OpCost(1.0, 1e-3), "relu": OpCost(4.0, 0.0),
+                                      "default": OpCost(2.0, 5e-6)})  # fmt: skip
+    assert p.node_time("conv", 2e9) == pytest.approx(2.001)
+    assert p.node_time("relu", 1e6) == pytest.approx(4e-3)
+    assert p.node_time("mul", 1e6) == pytest.approx(2e-3 + 5e-6)  # falls back to default
+    assert p.node_time("flatten", 0) == pytest.approx(5e-6)  # zero-MAC ops cost only overhead
+    with pytest.raises(FleetError, match="no cost for op 'relu'"):
+        Profile("bare", "test", 1e9, {"conv": OpCost(1, 0)}).node_time("relu", 1)
+
+
+def test_transfer_time_and_fleet_queries():
+    link = Link(bandwidth_bps=8e6, latency_s=0.01, shared=True)
+    assert link.transfer_time(1e6) == pytest.approx(1.01)
+    slow = Profile("slow", "test", 1e9, {"default": OpCost(1, 0)})
+    fast = Profile("fast", "test", 4e9, {"default": OpCost(1, 0)})
+    fleet = Fleet("f", (Device("a", "k", slow, 1, 1.0, 1), Device("b", "k", fast, 1, 1.0, 1),
+                        Device("c", "k", fast, 1, 1.0, 1)), link, "test")  # fmt: skip
+    assert fleet.fastest().name == "b"
+    assert fleet.device("c").capability == 4e9
+    with pytest.raises(FleetError, match=r"fleet 'f' has no device 'z'; its devices: a, b, c"):
+        fleet.device("z")
+
+
+def test_missing_field(tmp_path):
+    data = _fleet()
+    del data["source"]
+    assert "source: Field required" in _error(tmp_path, data)
+
+
+def test_wrong_type_names_the_field_path(tmp_path):
+    data = _fleet(devices=[_device(name="a"), _device(name="b"), _device(name="c", freq_ghz="fast")])
+    msg = _error(tmp_path, data)
+    assert "devices.2.freq_ghz: Input should be a valid number" in msg and "'fast'" in msg
+
+
+def test_unknown_profile_names_the_device(tmp_path):
+    msg = _error(tmp_path, _fleet(devices=[_device(name="edge", profile="nope")]))
+    assert "devices.0.profile: unknown profile 'nope' for device 'edge'" in msg and "rpi4b-1500mhz" in msg
+
+
+def test_wrong_schema_version(tmp_path):
+    msg = _error(tmp_path, _fleet(schema_version=2))
+    assert "schema_version: Input should be 1" in msg and "got 2" in msg
+
+
+def test_duplicate_names(tmp_path):
+    twice = _fleet(devices=[_device(name="a"), _device(name="a")])
+    assert "duplicate device name 'a'" in _error(tmp_path, twice)
+    clash = _fleet(devices=[_device(name="pi", count=2), _device(name="pi1")])
+    assert "duplicate device name 'pi1'" in _error(tmp_path, clash)
+
+
+def test_empty_devices_and_bad_bandwidth(tmp_path):
+    assert "devices: List should have at least 1 item" in _error(tmp_path, _fleet(devices=[]))
+    link = {"bandwidth_mbps": 0, "latency_ms": 2, "shared": True}
+    assert "link.bandwidth_mbps: Input should be greater than 0" in _error(tmp_path, _fleet(link=link))
+
+
+def test_extra_field_and_bad_yaml(tmp_path):
+    msg = _error(tmp_path, _fleet(devices=[_device(speed=3)]))
+    assert "devices.0.speed: Extra inputs are not permitted" in msg and "allowed here: name, count" in msg
+    assert "not valid YAML" in _error(tmp_path, "devices: [a, b\nname: x\n")
+    assert "expected a mapping" in _error(tmp_path, "- just\n- a list\n")
+
+
+def test_profile_errors(tmp_path):
+    good = {"schema_version": 1, "name": "p", "source": "test", "macs_per_s": 1e9,
+            "ops": {"conv": {"alpha": 1, "overhead_s": 0}}}  # fmt: skip
+    assert "ops.default: missing" in _error(tmp_path, good, load_profile)
+    bad = good | {"ops": {"default": {"alpha": -1, "overhead_s": 0}}}
+    msg = _error(tmp_path, bad, load_profile)
+    assert "ops.default.alpha: Input should be greater than or equal to 0" in msg
+
+
+def test_unknown_bundled_names():
+    with pytest.raises(FleetError) as info:
+        load_fleet("pico-homo-99")
+    assert "unknown fleet 'pico-homo-99'" in str(info.value) and "pico-homo-8" in str(info.value)
+    with pytest.raises(FleetError, match="unknown profile 'rpi5'.*gtx1080ti"):
+        load_profile("rpi5")
+    with pytest.raises(FleetError, match="does not exist"):
+        load_fleet("no/such/fleet.yaml")
+
+
+def test_measure_profile_quick(tmp_path):
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    p = measure_profile("quick", quick=True)
+    assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == (threads, mkldnn)
+    assert p.macs_per_s > 0 and math.isfinite(p.macs_per_s)
+    assert p.ops["conv"].alpha == pytest.approx(1.0)
+    assert {"conv", "maxpool", "avgpool", "batchnorm", "relu", "add", "concat", "linear", "adaptive_avgpool",
+            "default"} <= set(p.ops)  # fmt: skip
+    for cost in p.ops.values():
+        assert math.isfinite(cost.alpha) and cost.alpha >= 0
+        assert math.isfinite(cost.overhead_s) and cost.overhead_s >= 0
+    assert p.source.startswith("measured: ")
+    write_profile(p, tmp_path / "quick.yaml")
+    loaded = load_profile(str(tmp_path / "quick.yaml"))
+    assert loaded.macs_per_s == pytest.approx(p.macs_per_s, rel=1e-3)
+    assert loaded.ops["relu"].alpha == pytest.approx(p.ops["relu"].alpha, rel=1e-3, abs=1e-9)
