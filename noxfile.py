@@ -24,6 +24,15 @@ def zoo(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks in tests/bench (the other sessions skip them); timings to .benchmarks/bench.json."""
+    session.install(*INSTALL)
+    session.run("pytest", "-p", "no:cacheprovider", "tests/bench", "--benchmark-only",
+                "--benchmark-json=.benchmarks/bench.json", "--benchmark-columns=median,iqr,min,max,rounds",
+                *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("-c", "constraints.txt", "ruff")
     session.run("ruff", "check", "suite", "tests", "noxfile.py")

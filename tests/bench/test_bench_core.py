@@ -1,0 +1,115 @@
+"""Core benchmarks: region planning, the cost of running a model as one tile, and of exactness.
+
+Skipped by normal test runs (`--benchmark-skip` in addopts); `nox -s bench` runs them. The machine
+may be shared, so the comparisons run on one thread and time CPU seconds (`CLOCK`): another process
+can neither stall a multi-threaded op's barrier (2 threads: VGG-16 at parts 1 measured 1.2 % over
+monolithic on a lightly loaded machine, 21 % under load) nor count its time slices against us. The two
+sides alternate round by round and medians are compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from suite.execute import make_backend, prepare, run_segment
+from suite.models.load import load_model
+from suite.regions import plan_regions, tile_boxes
+from suite.verify import spatial_front
+
+INPUT = (3, 224, 224)  # the zoo size; VGG-16 takes ~0.5 CPU-s a forward
+ROUNDS = 21
+THREADS = 1
+CLOCK = time.process_time
+
+
+def _input(shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+
+
+def _interleaved(benchmark, timed: Callable[[], object], other: Callable[[], object]) -> float:
+    """Benchmark `timed` with `other` run (and timed here) before each round, so both see the same
+    load; returns `other`'s median seconds, warm-up round excluded."""
+    seconds: list[float] = []
+
+    def run_other() -> None:
+        start = CLOCK()
+        other()
+        seconds.append(CLOCK() - start)
+
+    benchmark.pedantic(timed, setup=run_other, rounds=ROUNDS, warmup_rounds=1)
+    return statistics.median(seconds[-ROUNDS:])
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return make_backend("torch", threads=THREADS)
+
+
+@pytest.fixture(scope="module")
+def vgg16(exact):
+    return prepare(load_model("vgg16", INPUT), exact)
+
+
+def test_regions_inception_v3_8_strips(benchmark, exact):
+    """Planning must stay cheap next to running a tile: all 8 strips' regions under 50 ms."""
+    graph = prepare(load_model("inception_v3"), exact).graph
+
+    def plan_all():
+        front = spatial_front(graph)
+        outputs = graph.boundary(front)
+        boxes = {o: tile_boxes(graph[o], 8) for o in outputs}
+        return [plan_regions(graph, front, {o: boxes[o][i] for o in outputs}) for i in range(8)]
+
+    assert len(benchmark(plan_all)) == 8
+    assert benchmark.stats.stats.median < 0.050
+
+
+@pytest.mark.benchmark(timer=CLOCK)
+def test_parts_1_vgg16_matches_monolithic_speed(benchmark, exact, vgg16):
+    """`--parts 1` is the whole spatial front as one fused tile (explicit padding, per-node regions)
+    plus the unpartitioned tail; it should cost no more than 3 % over the model's own forward.
+    Planned once outside the timing; with one tile, stitching is the identity."""
+    graph, x = vgg16.graph, _input(INPUT)
+    front = spatial_front(graph)
+    outputs = graph.boundary(front)
+    tail = [n for n in graph.nodes if n not in set(front) | {graph.input}]
+    regions = plan_regions(graph, front, {o: tile_boxes(graph[o], 1)[0] for o in outputs})
+
+    def tiled() -> torch.Tensor:
+        done = run_segment(graph, front, {graph.input: (None, x)}, exact, regions, outputs)
+        values = {graph.input: (None, x)} | {o: (None, done[o][1]) for o in outputs}
+        return run_segment(graph, tail, values, exact, outputs=graph.outputs)[graph.outputs[0]][1]
+
+    with exact.active():
+        assert torch.equal(tiled(), vgg16.monolithic(x))
+        monolithic = _interleaved(benchmark, tiled, lambda: vgg16.monolithic(x))
+    ratio = benchmark.stats.stats.median / monolithic
+    benchmark.extra_info.update(input=list(INPUT), monolithic_median_s=monolithic,
+                                tiled_over_monolithic=ratio)  # fmt: skip
+    assert ratio <= 1.03, f"parts 1 is {ratio - 1:.1%} slower than the monolithic forward"
+
+
+@pytest.mark.benchmark(timer=CLOCK)
+@pytest.mark.parametrize("model", ["vgg16", "resnet18"])
+def test_exact_torch_over_torch_fast(benchmark, exact, model):
+    """What exactness costs: the monolithic forward with oneDNN and NNPACK off (`torch`) against
+    oneDNN on (`torch-fast`). A finding, recorded in extra_info, not a target."""
+    fast = make_backend("torch-fast", threads=THREADS)
+    module, x = load_model(model, INPUT).module, _input(INPUT)
+
+    def forward(backend) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with backend.active():
+                return module(x)
+
+        return run
+
+    fast_median = _interleaved(benchmark, forward(exact), forward(fast))
+    ratio = benchmark.stats.stats.median / fast_median
+    benchmark.extra_info.update(input=list(INPUT), torch_fast_median_s=fast_median,
+                                torch_over_torch_fast=ratio)  # fmt: skip
