@@ -29,12 +29,15 @@ from suite.regions import Box, NodeRegion, full_box
 
 @dataclass
 class OrtBackend:
-    """onnxruntime's CPU execution provider, one cached session per segment and tile geometry."""
+    """onnxruntime's CPU execution provider, one cached session per segment and tile geometry of the
+    graph last run (node names and boxes repeat across models and input sizes)."""
 
     name: str = "onnxruntime"
     threads: int | None = None
     observes_all_nodes = False  # a segment's inner nodes stay inside its session
+    _graph: Graph | None = field(default=None, repr=False)
     _sessions: dict = field(default_factory=dict, repr=False)
+    _nchwc: frozenset[str] = field(default=frozenset(), repr=False)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -85,9 +88,11 @@ class OrtBackend:
         inside = set(names)
         sources = list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
         held = {s: values[s][0] for s in sources}
+        if graph is not self._graph:
+            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
         key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
         if key not in self._sessions:
-            model = segment_model(graph, names, node_regions, held, outputs)
+            model = segment_model(graph, names, node_regions, held, outputs, self._nchwc)
             self._sessions[key] = self.session(model)
         session = self._sessions[key]
         feeds = {s: values[s][1].contiguous().numpy() for s in sources}
@@ -97,10 +102,30 @@ class OrtBackend:
             values[name] = (region.out if region is not None else None, torch.from_numpy(array))
         return values
 
+    def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
+        """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
+        graph renames them, or gives them their name back only through a ReorderOutput."""
+        import onnxruntime as ort
+
+        names = [n for n in graph.nodes if n != graph.input]
+        whole = {n: region_of(graph, graph[n], {}) for n in names}
+        model = segment_model(graph, names, whole, {graph.input: None}, graph.outputs)
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+            opts.log_severity_level = 3
+            ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+            optimised = onnx.load(opts.optimized_model_filepath)
+        plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
+        return frozenset(n for n in names if n not in plain)
+
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
-                  held: Mapping[str, Box | None], outputs: Sequence[str]) -> bytes:  # fmt: skip
-    """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources."""
+                  held: Mapping[str, Box | None], outputs: Sequence[str],
+                  nchwc: frozenset[str] = frozenset()) -> bytes:  # fmt: skip
+    """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources;
+    a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so."""
     protos: list[onnx.NodeProto] = []
     inits: dict[str, torch.Tensor] = {}
     boxes: dict[str, Box | None] = dict(held)
@@ -114,11 +139,11 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         opset = node.attrs.get("opset", opset)
         region = regions.get(name)
         reads = region.reads if region is not None else (None,) * len(node.inputs)
-        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held)
+        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
         proto = onnx.NodeProto.FromString(proto.SerializeToString())
         proto.input[:] = [renamed.get(i, i) for i in proto.input]
-        pads, crop = _geometry(node, region)
+        pads, crop = _geometry(graph, node, region)
         if pads is not None:
             attrs = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
             del proto.attribute[:]
@@ -147,12 +172,12 @@ def _hw(node: Node, box: Box | None) -> list[int]:
 
 
 def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str,
-         protos: list, inits: dict, external: bool) -> str:  # fmt: skip
+         protos: list, inits: dict, external: bool, nchwc: bool) -> str:  # fmt: skip
     """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`.
 
-    A sliced or fed-in map read by a non-windowed node passes through a 1x1 max pool, an exact
-    identity that onnxruntime lays out in NCHWc like a tensor made inside the graph: an Add reading
-    it then fuses into its convolution just as in the monolithic graph, and rounds the same.
+    A sliced or fed-in map read by a non-windowed node is in plain layout, so it is relaid out in
+    NCHWc where the whole graph holds it so (`nchwc`): an Add reading it then fuses into its
+    convolution just as in the monolithic graph, and rounds the same (see `_nchwc_identity`).
     """
     name = src
     if read is not None and read != (have or full_box(graph[src])):
@@ -160,11 +185,28 @@ def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
-    if (name == src and not external) or graph[reader].window is not None or len(graph[src].shape) != 4:
+    if (name == src and not external) or not nchwc or graph[reader].window is not None:
         return name
-    relaid = f"{name}__nchwc__{reader}"
-    protos.append(helper.make_node("MaxPool", [name], [relaid], kernel_shape=[1, 1], name=relaid))
-    return relaid
+    return _nchwc_identity(name, f"{name}__nchwc__{reader}", graph[src].shape[1], protos, inits)
+
+
+def _nchwc_identity(src: str, dst: str, channels: int, protos: list, inits: dict) -> str:
+    """Append `dst = src` through an exact identity that onnxruntime runs in NCHWc layout.
+
+    onnxruntime lays out a max pool in NCHWc only when its channels are a multiple of the NCHWc
+    block (16 with AVX-512), so a 1x1 max pool serves there. Fewer channels take a 1x1 convolution
+    with an identity matrix (1 * x plus zeros is x; -0 becomes +0), whose NCHWc kernel reads NCHW
+    input; its LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from
+    fusing the Add into this convolution instead of the real one.
+    """
+    if channels % 16 == 0:
+        protos.append(helper.make_node("MaxPool", [src], [dst], kernel_shape=[1, 1], name=dst))
+        return dst
+    inits[f"{dst}__eye"] = torch.eye(channels).reshape(channels, channels, 1, 1)
+    protos.append(helper.make_node("Conv", [src, f"{dst}__eye"], [f"{dst}__conv"], kernel_shape=[1, 1],
+                                   name=f"{dst}__conv"))  # fmt: skip
+    protos.append(helper.make_node("LeakyRelu", [f"{dst}__conv"], [dst], alpha=1.0, name=dst))
+    return dst
 
 
 def _add_slice(src: str, dst: str, start: tuple[int, int], stop: tuple[int, int],
@@ -176,12 +218,16 @@ def _add_slice(src: str, dst: str, start: tuple[int, int], stop: tuple[int, int]
                                    [dst], name=dst))  # fmt: skip
 
 
-def _geometry(node: Node, region: NodeRegion | None
+def _geometry(graph: Graph, node: Node, region: NodeRegion | None
               ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int] | None]:  # fmt: skip
     """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep.
 
     Pooling keeps the op's own padding and ceil mode and crops the surplus windows, so averaging
-    divisors and the ceil-mode overhang match the whole map exactly.
+    divisors and the ceil-mode overhang match the whole map exactly. A pool in plain layout (its
+    channels not a multiple of the NCHWc block) runs MLAS's NCHW kernels, which sum a window in
+    an order that depends on the shapes: a global kernel when the input is exactly one unpadded
+    stride-1 window, else a row-vector one. A tile whose input is that one window while the whole
+    map's is larger gets an extra padded column, computed and cropped, to take the whole map's kernel.
     """
     if node.window is None or region is None:
         return None, None
@@ -191,6 +237,11 @@ def _geometry(node: Node, region: NodeRegion | None
     w = node.window
     pads = (min(top, w.pad_begin[0]), min(left, w.pad_begin[1]),
             min(bottom, w.pad_end[0]), min(right, w.pad_end[1]))  # fmt: skip
+    source = graph[node.inputs[0]]
+    read = region.reads[0]
+    if (source.shape[1] % 16 and w.stride == (1, 1) and not any(pads)
+            and (read.height, read.width) == w.kernel != tuple(source.shape[2:])):  # fmt: skip
+        return (0, 0, 0, 1), (region.out.height, region.out.width)
     if region.out == full_box(node):
         return pads, None
     return pads, (region.out.height, region.out.width)

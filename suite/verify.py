@@ -62,17 +62,32 @@ def spatial_front(graph: Graph) -> list[str]:
 
 def layers(graph: Graph, front: list[str]) -> list[list[str]]:
     """The front cut into layers: a node with the chain of pointwise and merge nodes it alone feeds
-    (conv + add + relu), the unit MoDNN scatters and gathers and that backends fuse."""
+    (conv + add + relu), the unit MoDNN scatters and gathers and that backends fuse.
+
+    A merge also takes in a lone node whose only consumer it is (a residual block's last conv when
+    the shortcut has its own conv): the layer then holds both convs, as the whole model does, and
+    onnxruntime fuses the add into the same one of them (which rounds differently from the other).
+    """
     users = graph.consumers()
+    order = {n: i for i, n in enumerate(front)}
     groups: list[list[str]] = []
+    group_of: dict[str, list[str]] = {}
     for name in front:
         node = graph[name]
         last = groups[-1][-1] if groups else None
         if (last is not None and node.window is None and last in node.inputs
                 and users[last] == [name]):  # fmt: skip
-            groups[-1].append(name)
+            group = groups[-1]
+            for src in node.inputs:
+                if group_of.get(src) == [src] and group_of[src] is not group and users[src] == [name]:
+                    groups.remove(group_of[src])
+                    group[:] = sorted([*group, src], key=order.__getitem__)
+                    group_of[src] = group
+            group.append(name)
         else:
-            groups.append([name])
+            group = [name]
+            groups.append(group)
+        group_of[name] = group
     return groups
 
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from suite.execute import make_backend, prepare, run_segment
+from suite.execute import BackendError, make_backend, prepare, run_segment
 from suite.graph import GraphImportError, from_torch
 from suite.models.load import LoadedModel
 from suite.regions import Box, RegionError, node_region, plan_regions, redundancy, split_range
@@ -171,8 +171,8 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
     backend = make_backend(backend_name)
     try:
         prepared = prepare(LoadedModel("random", shape, module=module), backend)
-    except GraphImportError:
-        assume(False)  # the drawn stack shrinks the map to nothing
+    except (GraphImportError, BackendError):
+        assume(False)  # the drawn stack shrinks the map to nothing (the ONNX exporter says so first)
     graph = prepared.graph
     out = graph.outputs[0]
     height, width = graph[out].shape[2:]
@@ -194,10 +194,9 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
     assert compare(stitched, expected).bit_exact, (spec, shape, hs, ws)
 
 
-# Open finding (README, "Exactness"): random exploration finds small stacks whose strided 1x1 conv
-# tiles drift by 1 ULP, on onnxruntime in this derandomized set (strict xfail: it turns red the day
-# the drift is fixed) and on torch under other seeds; every zoo model is bit-exact.
-_DRIFT = pytest.mark.xfail(strict=True, reason="1-ULP drift on small strided convs, see README")
+# Derandomized: the same 60 stacks every run. Other seeds still find one open case on onnxruntime
+# (README, "Exactness"): ceil-mode pools whose last window starts past the input, where ONNX shape
+# inference counts one more output than onnxruntime and torch compute.
 _PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
@@ -208,7 +207,6 @@ def test_random_cnn_tiles_equal_whole_torch(case):
     _tiled_equals_whole("torch", case)
 
 
-@_DRIFT
 @_PROPERTY
 @given(_case())
 def test_random_cnn_tiles_equal_whole_onnxruntime(case):

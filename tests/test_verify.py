@@ -23,29 +23,37 @@ def _input_size(model: str, rows: int) -> tuple[int, int, int]:
     return (c, 256, 256) if rows == 8 and h == 224 else (c, h, w)
 
 
+def _cuts(model: str, backend_name: str) -> list[tuple[int, int]]:
+    """CUTS, less 8 strips of vgg16 on onnxruntime: the exporter writes its 7x7 adaptive pool as a
+    spatial AveragePool, and only where the map is a multiple of 7 (256 px does not export), so the
+    tiled maps end at 7 rows at every size that exports."""
+    if model == "vgg16" and backend_name == "onnxruntime":
+        return [cut for cut in CUTS if cut != (8, 1)]
+    return CUTS
+
+
+def _check_zoo(model: str, backend_name: str, layerwise: bool) -> None:
+    backend = make_backend(backend_name)
+    for rows, cols in _cuts(model, backend_name):
+        loaded = load_model(model, _input_size(model, rows))
+        prepared = prepare(loaded, backend)
+        x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
+        report = verify(prepared, backend, x, rows, cols, layerwise)
+        assert report.bit_exact, (model, rows, cols, report.first_mismatch, report.max_ulp)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("model", sorted(ZOO))
 def test_zoo_fused_tiles_are_bit_exact(model, backend_name):
-    backend = make_backend(backend_name)
-    for rows, cols in CUTS:
-        loaded = load_model(model, _input_size(model, rows))
-        prepared = prepare(loaded, backend)
-        x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
-        report = verify(prepared, backend, x, rows, cols)
-        assert report.bit_exact, (model, rows, cols, report.first_mismatch, report.max_ulp)
+    _check_zoo(model, backend_name, layerwise=False)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("model", sorted(ZOO))
-def test_zoo_layerwise_tiles_are_bit_exact_on_torch(model):
-    backend = make_backend("torch")
-    for rows, cols in CUTS:
-        loaded = load_model(model, _input_size(model, rows))
-        prepared = prepare(loaded, backend)
-        x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
-        report = verify(prepared, backend, x, rows, cols, layerwise=True)
-        assert report.bit_exact, (model, rows, cols, report.first_mismatch, report.max_ulp)
+def test_zoo_layerwise_tiles_are_bit_exact(model, backend_name):
+    _check_zoo(model, backend_name, layerwise=True)
 
 
 @pytest.mark.parametrize(("model", "backend_name"), [("vgg16", "torch"), ("resnet18", "torch"),
@@ -56,8 +64,6 @@ def test_small_input_fused_and_layerwise(model, backend_name):
     prepared = prepare(loaded, backend)
     x = torch.randn(1, 3, 64, 64)
     for layerwise in (False, True):
-        if layerwise and backend_name == "onnxruntime":
-            continue  # residual layers drift layer-wise on onnxruntime: see the README
         report = verify(prepared, backend, x, 2, 1, layerwise)
         assert report.bit_exact and report.ir_matches_monolithic, (model, layerwise)
         assert report.redundancy >= 0 and report.tiles == 2
