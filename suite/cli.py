@@ -112,10 +112,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from suite.execute import make_backend, prepare
     from suite.models.load import load_model, parse_input_size
     from suite.plan import save_plan
-    from suite.schemes import SCHEMES, make_plan
+    from suite.schemes import check_scheme, make_plan
 
-    if args.scheme not in SCHEMES:
-        raise UserError(f"unknown scheme '{args.scheme}'; choose one of {', '.join(SCHEMES)}")
+    check_scheme(args.scheme)  # before the model is traced
     fleet = _fleet(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     graph = prepare(load_model(args.model, size, args.seed), make_backend("torch")).graph

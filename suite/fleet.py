@@ -116,10 +116,15 @@ class _OpCostSpec(_Strict):
     overhead_s: float = Field(ge=0)
 
 
-class _ProfileSpec(_Strict):
+class _Document(_Strict):
+    """What every hardware YAML file starts with."""
+
     schema_version: Literal[1]
     name: str = Field(min_length=1)
     source: str = Field(min_length=1)
+
+
+class _ProfileSpec(_Document):
     macs_per_s: float = Field(gt=0)
     ops: dict[str, _OpCostSpec]
 
@@ -140,10 +145,7 @@ class _DeviceSpec(_Strict):
     memory_gib: float = Field(gt=0)
 
 
-class _FleetSpec(_Strict):
-    schema_version: Literal[1]
-    name: str = Field(min_length=1)
-    source: str = Field(min_length=1)
+class _FleetSpec(_Document):
     link: _LinkSpec
     devices: list[_DeviceSpec] = Field(min_length=1)
 

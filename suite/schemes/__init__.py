@@ -15,9 +15,13 @@ from suite.plan import Plan, check_plan
 SCHEMES = ("single", "modnn", "deepthings", "halp", "pico")
 
 
-def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
+def check_scheme(scheme: str) -> None:
     if scheme not in SCHEMES:
         raise UserError(f"unknown scheme '{scheme}'; choose one of {', '.join(SCHEMES)}")
+
+
+def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
+    check_scheme(scheme)
     module = import_module(f"suite.schemes.{scheme}")
     start = time.perf_counter()
     hub, stages, chosen = module.plan(graph, fleet, **options)

@@ -21,22 +21,26 @@ from suite.cost import comm_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.plan import Transfer, box_region, build_stages
+from suite.plan import Transfer, box_region, build_stages, tensor_bytes
 from suite.regions import Box, tile_boxes
 from suite.schemes.chain import StripCosts, pieces, work_time
 
 MAX_GRID = 5
 
 
-def deal(tiles: list[tuple[Box, list]], devices: list[Device]) -> list[tuple[Device, Box, Box]]:
-    """Longest tile first, to the device that would finish it first: (device, output box, input box)."""
+def deal(tiles: list[tuple[Box, tuple[Box, list]]], devices: list[Device]
+         ) -> tuple[list[tuple[Device, Box, Box]], dict[str, float]]:  # fmt: skip
+    """Longest tile first, to the device that would finish it first.
+
+    Returns (device, output box, input box) per tile and each device's busy time.
+    """
     busy = {d.name: 0.0 for d in devices}
     dealt = []
     for out, (inp, work) in sorted(tiles, key=lambda t: -sum(m for _, m in t[1][1])):
         device = min(devices, key=lambda d: (busy[d.name] + work_time(d.profile, work), d.name))
         busy[device.name] += work_time(device.profile, work)
         dealt.append((device, out, inp))
-    return dealt
+    return dealt, busy
 
 
 def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
@@ -57,16 +61,12 @@ def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
                 if n * m == 1 and len(devices) > 1:
                     continue
                 tiles = [(box, costs.tile(0, last, box)) for box in tile_boxes(out, n, m)]
-                dealt = deal(tiles, devices)
-                busy = {d.name: 0.0 for d in devices}
-                transfers = []
-                for device, box, inp in dealt:
-                    busy[device.name] += work_time(device.profile, dict(tiles)[box][1])
-                    if device is not gateway:
-                        transfers += [Transfer(gateway.name, device.name, graph.input, None,
-                                               _bytes(graph, graph.input, inp)),
-                                      Transfer(device.name, gateway.name, out.name, None,
-                                               _bytes(graph, out.name, box))]  # fmt: skip
+                dealt, busy = deal(tiles, devices)
+                transfers = [t for device, box, inp in dealt if device is not gateway for t in (
+                    Transfer(gateway.name, device.name, graph.input, None,
+                             tensor_bytes(graph, graph.input, box_region(inp))),
+                    Transfer(device.name, gateway.name, out.name, None,
+                             tensor_bytes(graph, out.name, box_region(box))))]  # fmt: skip
                 latency = (max(busy.values()) + comm_time(fleet.link, transfers)
                            + work_time(gateway.profile, rest))  # fmt: skip
                 if best is None or latency < best[0]:
@@ -83,7 +83,3 @@ def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
     options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name}
     return gateway.name, build_stages(graph, gateway.name, steps), options
 
-
-def _bytes(graph: Graph, tensor: str, box: Box) -> int:
-    node = graph[tensor]
-    return node.shape[0] * node.shape[1] * box.area * node.itemsize

@@ -25,7 +25,7 @@ from suite.cost import overlapped_time
 from suite.errors import UserError
 from suite.fleet import Fleet
 from suite.graph import Graph
-from suite.plan import Transfer, build_stages
+from suite.plan import Transfer, build_stages, tensor_bytes
 from suite.regions import RegionError, split_range
 from suite.schemes.chain import StripCosts, pieces, work_time
 
@@ -81,12 +81,12 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> tuple[str, lis
                 device = host if who is None else secondaries[who]
                 compute[device.name] = compute.get(device.name, 0.0) + work_time(device.profile, work)
                 if who is not None:
-                    row_in = graph.input_shape[1] * graph.input_shape[3] * 4
-                    row_out = out.shape[1] * out.shape[3] * 4
+                    read = [*in_rows, 0, graph.input_shape[3]]
                     transfers.insert(0, Transfer(host.name, device.name, graph.input, None,
-                                                 row_in * (in_rows[1] - in_rows[0])))  # fmt: skip
+                                                 tensor_bytes(graph, graph.input, read)))  # fmt: skip
+                    made = [*rows, 0, out.shape[3]]
                     transfers.append(Transfer(device.name, host.name, out.name, None,
-                                              row_out * (rows[1] - rows[0])))  # fmt: skip
+                                              tensor_bytes(graph, out.name, made)))  # fmt: skip
             latency = overlapped_time(fleet.link, transfers, compute, [out.name]) + rest
             if best is None or latency < best[0]:
                 best = (latency, last, share, segs)

@@ -38,7 +38,8 @@ from suite.cost import comm_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet, Link, OpCost, Profile
 from suite.graph import Graph
-from suite.plan import COORDINATOR, Transfer, build_stages
+from suite.plan import COORDINATOR, Transfer, build_stages, tensor_bytes
+from suite.schemes import single
 from suite.schemes.chain import Piece, StripCosts, pieces, work_time
 
 INF = math.inf
@@ -69,10 +70,8 @@ class StageTimer:
         return self.memo[key]
 
     def _bytes(self, tensor: str, rows: tuple[int, int] | None) -> int:
-        node = self.graph[tensor]
-        if rows is None:
-            return node.act_bytes
-        return node.act_bytes // node.shape[2] * (rows[1] - rows[0])
+        region = None if rows is None else [*rows, 0, self.graph[tensor].shape[3]]
+        return tensor_bytes(self.graph, tensor, region)
 
     def spatial_end(self, i: int, j: int) -> int:
         """The last piece of i..j in the run of spatial pieces from i (i - 1 if there is none)."""
@@ -242,10 +241,8 @@ def plan(graph: Graph, fleet: Fleet, search: str = "dp") -> tuple[str, list, dic
     alone = work_time(fastest.profile, timer.costs.whole(0, len(chain) - 1))
     if alone <= grouping.period:
         # One stage on one device beats every pipeline: keep the frames on that device.
-        nodes = [n for n in graph.nodes if n != graph.input]
-        steps = [(0, nodes, [(fastest.name, {o: None for o in graph.outputs})])]
-        options = {"search": search, "pieces": len(chain), "stages": [[0, len(chain) - 1, [fastest.name]]]}
-        return fastest.name, build_stages(graph, fastest.name, steps), options
+        hub, stages, _ = single.plan(graph, fleet)
+        return hub, stages, {"search": search, "pieces": len(chain), "stages": [[0, len(chain) - 1, [hub]]]}
     steps = []
     for group, (i, j, devs) in enumerate(grouping.stages):
         devs = sorted(devs, key=lambda d: (-d.capability, d.name))
