@@ -8,6 +8,7 @@ that names the file, the field and the fix.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,11 @@ def load_profile(spec: str) -> Profile:
 
 
 def load_fleet(spec: str) -> Fleet:
-    """A bundled fleet (`hardware/fleets/<name>.yaml`) or a path to a fleet YAML."""
+    """A bundled fleet (`hardware/fleets/<name>.yaml`), a path to a fleet YAML, or `NxPROFILE`
+    (the name `uniform_fleet` gives, so plans made with `--devices N` find their fleet again)."""
+    uniform = re.fullmatch(r"(\d+)x([\w.-]+)", spec)
+    if uniform and not (FLEETS_DIR / f"{spec}.yaml").is_file():
+        return uniform_fleet(int(uniform[1]), uniform[2])
     path = _locate(spec, FLEETS_DIR, "fleet")
     fleet = _read(path, _FleetSpec)
     profiles: dict[str, Profile] = {}

@@ -206,3 +206,8 @@ def test_measure_profile_quick(tmp_path):
     loaded = load_profile(str(tmp_path / "quick.yaml"))
     assert loaded.macs_per_s == pytest.approx(p.macs_per_s, rel=1e-3)
     assert loaded.ops["relu"].alpha == pytest.approx(p.ops["relu"].alpha, rel=1e-3, abs=1e-9)
+
+
+def test_uniform_fleet_name_loads_back():
+    fleet = load_fleet(uniform_fleet(3).name)
+    assert fleet.name == "3xlocal" and len(fleet.devices) == 3
