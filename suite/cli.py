@@ -34,7 +34,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for weights and input (default: 0)")
     p.add_argument("--backend", default="torch",
                    help="torch (exact), torch-fast (oneDNN) or onnxruntime (default: torch)")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads (default: all; `suite run`: per worker, default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_simulate)
+
+    u = sub.add_parser("run", help="run a scheme's plan on local worker processes, time it and check "
+                       "every output bit for bit")  # fmt: skip
+    _add_model_args(u)
+    u.set_defaults(threads=1)
+    u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
+    _add_fleet_args(u)
+    u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
+    u.add_argument("--frames", type=int, default=20, help="frames to time (default: 20)")
+    u.add_argument("--warmup", type=int, default=2, help="frames run first and not timed (default: 2)")
+    u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
+    u.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for any worker before the run fails (default: 30)")
+    u.add_argument("--host", default="127.0.0.1", help="address the coordinator listens on")
+    u.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
+    u.add_argument("--no-emulate", dest="emulate", action="store_false",
+                   help="run every worker at full speed (default: cpu quotas slow each worker to its "
+                   "device's profile when root)")  # fmt: skip
+    u.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the single-device run that the speedup is measured against")
+    u.add_argument("--worker-python", default=sys.executable,
+                   help="interpreter that runs the workers (default: this one)")
+    u.add_argument("-o", "--output", help="results folder (default: results/<time>-<scheme>-<model>)")
+    u.add_argument("--json", action="store_true", help="print one JSON object")
+    u.set_defaults(run=cmd_run)
 
     r = sub.add_parser("report", help="predicted speedups of every scheme over single, per model and fleet")
     r.add_argument("--models", default="vgg16,resnet34,inception_v3", help="comma-separated zoo names")
@@ -205,6 +231,161 @@ def cmd_profile(args: argparse.Namespace) -> int:
     write_profile(profile, path)
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
     return EXIT_OK
+
+
+RUN_BACKENDS = ("torch", "torch-fast")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from suite.datasets import load_frames
+    from suite.execute import make_backend, prepare
+    from suite.models.load import load_model, parse_input_size
+    from suite.runtime.coordinator import RunOptions, execute
+    from suite.runtime.results import save, summary
+
+    _check_run_args(args)
+    size = parse_input_size(args.input_size) if args.input_size else None
+    loaded = load_model(args.model, size, args.seed)
+    backend = make_backend(args.backend, args.threads)
+    prepared = prepare(loaded, backend)
+    graph = prepared.graph
+    plan, fleet = _run_plan(args, graph)
+    frames = load_frames(loaded.input_shape, args.images)
+    _warn_oversubscribed(plan, args.threads)
+    with backend.active():
+        references = {f.name: prepared.monolithic(f.tensor) for f in frames}
+    options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
+                         backend=args.backend, frames=args.frames, warmup=args.warmup,
+                         timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
+                         host=args.host, port=args.port, python=args.worker_python)  # fmt: skip
+    output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
+    run = _with_progress(f"{plan.scheme} on {len(plan.devices)} devices",
+                         lambda tick: execute(plan, graph, fleet, frames, references, backend, options, tick),
+                         options)  # fmt: skip
+    baseline = None
+    if run.complete and args.baseline:
+        if plan.scheme == "single":
+            baseline = run
+        else:
+            from suite.schemes import make_plan
+
+            single = make_plan("single", graph, fleet)
+            baseline = _with_progress("single device",
+                                      lambda tick: execute(single, graph, fleet, frames, references,
+                                                           backend, options, tick), options)  # fmt: skip
+    folder = save(output, run, baseline, fleet, options)
+    result = summary(run, baseline, fleet, options) | {"results": str(folder)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_describe_run(result))
+    if not result["complete"]:
+        print(f"error: {result['error']}", file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    from suite.schemes import check_scheme
+
+    if args.backend not in RUN_BACKENDS:
+        raise UserError(f"--backend {args.backend}: the runtime runs plans on {' or '.join(RUN_BACKENDS)} "
+                        "(plans name the nodes of the torch-traced graph)")  # fmt: skip
+    for name, low in (("frames", 1), ("warmup", 0), ("threads", 1)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name} {getattr(args, name)} must be at least {low}")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout} must be positive")
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port (0 picks a free one)")
+    if args.plan is None:
+        check_scheme(args.scheme)
+
+
+def _warn_oversubscribed(plan, threads: int) -> None:
+    import os
+
+    from suite.runtime.engine import parties
+
+    workers = len(parties(plan)) - 1
+    cores = os.cpu_count() or 1
+    if workers * threads > cores:
+        print(f"warning: {workers} workers x {threads} thread(s) on {cores} cores: the workers share CPUs, "
+              f"so the measured speedup is capped near {cores}x", file=sys.stderr)  # fmt: skip
+
+
+def _run_plan(args: argparse.Namespace, graph):
+    """The plan to run and its fleet: planned now, or read from --plan and checked against the command."""
+    from suite.fleet import load_fleet
+    from suite.plan import check_plan, load_plan
+    from suite.schemes import make_plan
+
+    if args.plan is None:
+        fleet = _fleet(args)
+        options = {"halp": {"tasks_per_batch": 1}}.get(args.scheme, {})
+        return make_plan(args.scheme, graph, fleet, **options), fleet
+    plan = load_plan(args.plan)
+    shape = list(graph.input_shape[1:])
+    if plan.model != graph.name or plan.input_shape != shape:
+        raise UserError(f"plan {args.plan} is for {plan.model} {'x'.join(map(str, plan.input_shape))}, "
+                        f"but the command runs {graph.name} {'x'.join(map(str, shape))}; pass the plan's "
+                        "--model and --input-size or re-plan")  # fmt: skip
+    explicit = args.fleet is not None or args.devices is not None
+    fleet = _fleet(args) if explicit else load_fleet(plan.fleet)
+    if fleet.name != plan.fleet:
+        raise UserError(f"plan {args.plan} was made for fleet '{plan.fleet}', but the command names fleet "
+                        f"'{fleet.name}'; drop --fleet/--devices to use the plan's")  # fmt: skip
+    check_plan(plan, graph)
+    return plan, fleet
+
+
+def _with_progress(label: str, work, options):
+    """Run `work(tick)` under a progress bar on stderr (frames done, of warm-up + timed); without a
+    terminal, a line when the workers are up and at every quarter."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        def tick(done: int, total: int) -> None:
+            if done == 0 or done * 4 // total != (done - 1) * 4 // total:
+                print(f"{label}: {done}/{total} frames", file=sys.stderr, flush=True)
+
+        return work(tick)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=options.warmup + options.frames)
+        return work(lambda done, total: bar.update(task, completed=done))
+
+
+def _describe_run(r: dict) -> str:
+    shape = "x".join(map(str, r["input_shape"]))
+    verdict = "all BIT-EXACT" if r["bit_exact"] else "NOT bit-exact"
+    lines = [f"{r['scheme']} on {r['model']} {shape}, fleet {r['fleet']} ({r['devices']} workers, "
+             f"{r['backend']}): {r['frames']} frames (+{r['warmup']} warm-up), {verdict}"]
+    if r["latency_s"] is not None:
+        p = r["predicted"] or {}
+        lines.append(f"  latency    {r['latency_s']:.3f} s median"
+                     + _vs(p.get("latency_s"), p.get("latency_error")))  # fmt: skip
+        lines.append(f"  throughput {r['throughput_fps']:.2f} fps, {r['in_flight']} frame(s) in flight"
+                     + _vs(p.get("throughput_fps"), p.get("throughput_error")))  # fmt: skip
+    if r["single"] is not None:
+        s = r["single"]
+        lines.append(f"  single device ({s['device']}): latency {s['latency_s']:.3f} s, "
+                     f"{s['throughput_fps']:.2f} fps -> speedup {r['speedup_vs_single']:.2f}x throughput, "
+                     f"{r['latency_speedup_vs_single']:.2f}x latency")  # fmt: skip
+    lines.append(f"  network: {r['network']}")
+    lines.append(f"  results: {r['results']}")
+    return "\n".join(lines)
+
+
+def _vs(predicted: float | None, error: float | None) -> str:
+    if predicted is None or error is None:
+        return ""
+    return f" (predicted {predicted:.3g}, measured {error:+.0%})"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

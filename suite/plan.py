@@ -249,6 +249,11 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"plan file {path} does not exist") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
+    return load_plan_dict(data, str(path))
+
+
+def load_plan_dict(data: object, path: str = "plan") -> Plan:
+    """A plan from its JSON object (a file's content, or what the coordinator sends workers)."""
     if not isinstance(data, dict):
         raise PlanError(f"{path}: a plan is a JSON object")
     version = data.get("schema_version")

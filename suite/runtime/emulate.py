@@ -1,0 +1,114 @@
+"""Emulate a slower device on this host: cap a worker's CPU with a cgroup v1 cpu quota.
+
+A quota of q microseconds per period p lets the cgroup's processes run q/p cores' worth of time,
+so a quarter-core worker on an x86 host runs at about the speed of one Raspberry Pi 4 core.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.errors import UserError
+
+CPU_ROOT = Path("/sys/fs/cgroup/cpu")
+PERIOD_US = 100_000
+MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
+
+
+def cpu_quota_available() -> bool:
+    """True when this process may create cpu-quota cgroups (root and a writable cgroup v1 cpu controller)."""
+    return (os.geteuid() == 0 and (CPU_ROOT / "cpu.cfs_quota_us").is_file()
+            and os.access(CPU_ROOT, os.W_OK))  # fmt: skip
+
+
+def cores_for(device_macs_per_s: float, host_macs_per_s: float, threads: int) -> float | None:
+    """The cores that make `threads` host threads as fast as the device; None when it is not slower."""
+    if device_macs_per_s <= 0 or host_macs_per_s <= 0 or threads < 1:
+        raise ValueError(f"cores_for needs positive speeds and threads, got {device_macs_per_s}, "
+                         f"{host_macs_per_s}, {threads}")
+    ratio = device_macs_per_s / host_macs_per_s
+    return None if ratio >= 1 else threads * ratio
+
+
+@dataclass
+class CpuLimit:
+    """A cgroup `/sys/fs/cgroup/cpu/suite-<pid>-<id>/` holding processes to `cores` cores.
+
+    Use it as a context manager, or call create(), add(pid) and close(). close() moves any processes
+    still inside back to the root cgroup and removes the directory; it is idempotent, and it also
+    runs when the object is collected or the interpreter exits, so no directory is left behind.
+    """
+
+    cores: float
+    period_us: int = PERIOD_US
+    path: Path | None = field(default=None, init=False)
+    _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.cores * self.period_us >= MIN_QUOTA_US:  # `not >=` also refuses NaN
+            raise UserError(f"cpu limit of {self.cores} cores is below the kernel's minimum quota "
+                            f"({MIN_QUOTA_US} us per {self.period_us} us period); use at least "
+                            f"{MIN_QUOTA_US / self.period_us} cores")
+
+    def create(self) -> Path:
+        """Make the cgroup with its quota; a second call returns the same directory."""
+        if self.path is not None:
+            return self.path
+        path = CPU_ROOT / f"suite-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        self._cleanup = weakref.finalize(self, _remove, path, os.getpid())
+        self.path = path
+        try:
+            (path / "cpu.cfs_period_us").write_text(str(self.period_us))
+            (path / "cpu.cfs_quota_us").write_text(str(round(self.cores * self.period_us)))
+        except BaseException:
+            self.close()
+            raise
+        return path
+
+    def add(self, pid: int) -> None:
+        """Move process `pid` (all its threads) into the cgroup."""
+        if self.path is None:
+            raise RuntimeError("CpuLimit.add before create()")
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def close(self) -> None:
+        """Move remaining processes back to the root cgroup and remove the directory; safe to repeat."""
+        if self._cleanup is not None:
+            self._cleanup()  # a finalizer runs at most once
+        self.path = None
+
+    def __enter__(self) -> CpuLimit:
+        self.create()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _remove(path: Path, owner: int, attempts: int = 50) -> None:
+    """Empty the cgroup into the root and rmdir it, retrying while a process is caught mid-fork.
+
+    Only the creating process removes it: a forked child that exits must not dissolve its parent's limit.
+    """
+    if os.getpid() != owner:
+        return
+    for _ in range(attempts):
+        if not path.exists():
+            return
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                (CPU_ROOT / "cgroup.procs").write_text(pid)
+            except ProcessLookupError:
+                pass  # it exited meanwhile
+        try:
+            path.rmdir()
+            return
+        except OSError:  # EBUSY: a process arrived or is still on its way out
+            time.sleep(0.01)
+    path.rmdir()

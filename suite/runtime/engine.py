@@ -1,0 +1,358 @@
+"""What one party (a device or the coordinator) does with a plan, frame after frame.
+
+`compile_program` resolves a plan once into each party's steps: per stage, the messages it sends
+and receives before computing (the stage's inputs), the tiles it computes with their regions, and
+the messages after (the stage's outputs, gathered at the hub). `Runner.frame` plays those steps
+for one frame over a `Transport`: every send and receive is posted before anything waits, so a
+device computes while its inputs to others are still on the wire (HALP's overlap), and a party
+never blocks a peer that is ready.
+
+When the hub is a device (HALP's host, MoDNN's owner, DeepThings' gateway, a single device), the
+frame still starts and ends at the coordinator: an entry step sends it the input and an exit step
+returns the model's outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from suite.execute import Tile, run_segment
+from suite.graph import Graph
+from suite.plan import COORDINATOR, Plan, PlanError, Region, Transfer
+from suite.regions import Box, NodeRegion, full_box, plan_regions
+from suite.runtime.metrics import Event
+
+
+class TransferError(RuntimeError):
+    """A message that did not arrive or could not leave (names the peer, stage and frame)."""
+
+    def __init__(self, message: str, peer: str, stage: int, frame: int):
+        super().__init__(message)
+        self.peer, self.stage, self.frame = peer, stage, frame
+
+
+class Handle(Protocol):
+    def wait(self, timeout_s: float) -> None: ...
+
+
+class Transport(Protocol):
+    """Point-to-point messages between named parties; `tag` tells a frame's messages apart."""
+
+    def send(self, tensor: torch.Tensor, peer: str, tag: int) -> Handle: ...
+
+    def recv(self, tensor: torch.Tensor, peer: str, tag: int) -> Handle: ...
+
+
+@dataclass(frozen=True)
+class Message:
+    index: int  # the transfer's place in the run's transfer list: its tag within a frame
+    peer: str
+    tensor: str
+    region: Region
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Task:
+    """One `Work` of the plan: the nodes to run and, for tiles, the region of each."""
+
+    nodes: list[str]
+    regions: dict[str, NodeRegion]
+    outputs: dict[str, Region]
+
+
+@dataclass
+class Step:
+    stage: int  # -1: the frame enters the hub; len(plan.stages): the outputs return
+    send_before: list[Message] = field(default_factory=list)
+    recv_before: list[Message] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    send_after: list[Message] = field(default_factory=list)
+    recv_after: list[Message] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.send_before or self.recv_before or self.tasks or self.send_after
+                    or self.recv_after)  # fmt: skip
+
+
+@dataclass
+class Program:
+    party: str
+    steps: list[Step]
+    canvases: dict[str, Region]  # what the party holds of each tensor it receives or computes
+    messages: int  # transfers per frame in the whole run (the tag stride)
+    stages: int
+
+    @property
+    def nodes(self) -> set[str]:
+        """The nodes this party computes (the only weights it needs)."""
+        return {n for step in self.steps for task in step.tasks for n in task.nodes}
+
+
+# -- compiling a plan -------------------------------------------------------------------------
+
+
+def run_transfers(plan: Plan, graph: Graph) -> list[tuple[int, Transfer]]:
+    """Every message of one frame as (stage, transfer), in order; entry and exit when the hub is a
+    device."""
+    moves: list[tuple[int, Transfer]] = []
+    if plan.hub != COORDINATOR:
+        moves.append((-1, Transfer(COORDINATOR, plan.hub, graph.input, None,
+                                   graph[graph.input].act_bytes)))  # fmt: skip
+    moves += [(stage.index, t) for stage in plan.stages for t in stage.transfers]
+    if plan.hub != COORDINATOR:
+        last = len(plan.stages)
+        moves += [(last, Transfer(plan.hub, COORDINATOR, o, None, graph[o].act_bytes))
+                  for o in graph.outputs]  # fmt: skip
+    return moves
+
+
+def parties(plan: Plan) -> list[str]:
+    """The coordinator first, then the devices the plan gives work or messages, in plan order."""
+    used = {w.device for s in plan.stages for w in s.work}
+    used |= {p for s in plan.stages for t in s.transfers for p in (t.src, t.dst)}
+    used.add(plan.hub)
+    return [COORDINATOR] + [d for d in plan.devices if d in used]
+
+
+def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
+    moves = run_transfers(plan, graph)
+    steps = {s: Step(s) for s in range(-1, len(plan.stages) + 1)}
+    held: dict[str, list[Region]] = {}
+    for index, (s, t) in enumerate(moves):
+        outputs = set(plan.stages[s].outputs) if 0 <= s < len(plan.stages) else set()
+        when = "after" if t.tensor in outputs else "before"
+        if party in (t.src, t.dst):
+            mine = t.src == party
+            message = Message(index, t.dst if mine else t.src, t.tensor, t.region,
+                              region_shape(graph, t.tensor, t.region))  # fmt: skip
+            getattr(steps[s], f"{'send' if mine else 'recv'}_{when}").append(message)
+            if not mine:
+                held.setdefault(t.tensor, []).append(t.region)
+    for stage in plan.stages:
+        for work in stage.work:
+            if work.device != party:
+                continue
+            steps[stage.index].tasks.append(_task(graph, stage.nodes, work.outputs, stage.index))
+            for tensor, region in work.outputs.items():
+                held.setdefault(tensor, []).append(region)
+    if party == COORDINATOR:
+        held[graph.input] = [None]
+    canvases = {tensor: _hull(graph, tensor, regions) for tensor, regions in held.items()}
+    return Program(party, [s for s in steps.values() if not s.empty], canvases, len(moves), len(plan.stages))
+
+
+def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int) -> Task:
+    regions = list(outputs.values())
+    if regions and all(r is not None and len(r) == 4 for r in regions):
+        tiles = plan_regions(graph, nodes, {t: Box(*r) for t, r in outputs.items()})
+        return Task(list(tiles), tiles, dict(outputs))
+    if any(r is not None for r in regions):
+        linear = len(nodes) == 1 and graph[nodes[0]].op == "linear"
+        if not linear or any(r is None or len(r) != 2 for r in regions):
+            raise PlanError(f"stage {stage}: feature ranges are only supported for a stage of one "
+                            "linear node")  # fmt: skip
+    return Task(list(nodes), {}, dict(outputs))
+
+
+def stage_name(stage: int, stages: int) -> str:
+    if stage < 0:
+        return "sending the frame's input"
+    return "returning the model's output" if stage >= stages else f"stage {stage}"
+
+
+def region_shape(graph: Graph, tensor: str, region: Region) -> tuple[int, ...]:
+    shape = graph[tensor].shape
+    if region is None:
+        return tuple(shape)
+    if len(region) == 2:
+        return (*shape[:-1], region[1] - region[0])
+    return (*shape[:2], region[1] - region[0], region[3] - region[2])
+
+
+def _hull(graph: Graph, tensor: str, regions: list[Region]) -> Region:
+    if any(r is None for r in regions):
+        return None
+    if all(len(r) == 2 for r in regions):
+        hull = [min(r[0] for r in regions), max(r[1] for r in regions)]
+        return None if hull == [0, graph[tensor].shape[-1]] else hull
+    box = Box(*regions[0])
+    for r in regions[1:]:
+        box = box.hull(Box(*r))
+    return None if box == full_box(graph[tensor]) else [box.h0, box.h1, box.w0, box.w1]
+
+
+def prune_weights(graph: Graph, program: Program) -> None:
+    """Drop the parameters of nodes this party never runs, and the rows of a split linear layer it
+    does not compute: a device holds only the weights its plan needs."""
+    needed = program.nodes
+    for name, node in graph.nodes.items():
+        if name not in needed:
+            node.params = {}
+            continue
+        span = program.canvases.get(name)
+        if node.op == "linear" and span is not None and len(span) == 2:
+            node.params = {k: v[span[0]:span[1]].clone() for k, v in node.params.items()}
+            node.attrs["feature_offset"] = span[0]
+
+
+# -- running a frame ---------------------------------------------------------------------------
+
+Observer = Callable[[int, dict[str, Tile]], None]  # (stage, every tile a task computed)
+
+
+@dataclass
+class Runner:
+    """Plays one party's program frame by frame, recording what it does on one clock."""
+
+    graph: Graph
+    program: Program
+    backend: object
+    transport: Transport
+    timeout_s: float
+    rank: int = 0
+    clock: Callable[[], float] = time.perf_counter
+    events: list[Event] = field(default_factory=list)
+    observe: Observer | None = None
+
+    def frame(self, index: int, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Run frame `index` (the coordinator passes its input); returns the whole tensors held.
+
+        Call it inside `backend.active()`: the backend's flags are process-wide, so the caller sets
+        them once for all the frames (and threads) it runs.
+        """
+        store: dict[str, tuple[Region, torch.Tensor]] = {}
+        if x is not None:
+            store[self.graph.input] = (None, x)
+        with torch.inference_mode():
+            for step in self.program.steps:
+                self._step(index, step, store)
+        return {t: v for t, (r, v) in store.items() if r is None}
+
+    def _step(self, frame: int, step: Step, store: dict) -> None:
+        sends = [self._send(frame, step.stage, m, store) for m in step.send_before]
+        before = [self._recv(frame, step.stage, m) for m in step.recv_before]
+        after = [self._recv(frame, step.stage, m) for m in step.recv_after]
+        for pending in before:
+            self._arrive(frame, step.stage, pending, store)
+        for task in step.tasks:
+            start = self.clock()
+            done = self._compute(task, store)
+            self._record("compute", frame, step.stage, start)
+            if self.observe is not None:
+                self.observe(step.stage, done)
+            for tensor, region in task.outputs.items():
+                _put(store, tensor, region, done[tensor][1], self.program.canvases[tensor], self.graph)
+        sends += [self._send(frame, step.stage, m, store) for m in step.send_after]
+        for pending in after:
+            self._arrive(frame, step.stage, pending, store)
+        for message, handle, start, nbytes in sends:
+            self._wait(handle, frame, step.stage, message, "send to")
+            self._record("send", frame, step.stage, start, nbytes, message.peer)
+
+    def _tag(self, frame: int, message: Message) -> int:
+        return (frame * self.program.messages + message.index) % (2**31 - 1)
+
+    def _send(self, frame: int, stage: int, message: Message, store: dict):
+        tensor = _cut(store, message.tensor, message.region, self.graph)
+        start = self.clock()
+        handle = self._post(self.transport.send, tensor, frame, stage, message, "send to")
+        return message, handle, start, tensor.numel() * tensor.element_size()
+
+    def _recv(self, frame: int, stage: int, message: Message):
+        buffer = torch.empty(message.shape)
+        handle = self._post(self.transport.recv, buffer, frame, stage, message, "receive from")
+        return message, buffer, handle
+
+    def _post(self, post, tensor: torch.Tensor, frame: int, stage: int, message: Message, verb: str
+              ) -> Handle:  # fmt: skip
+        try:
+            return post(tensor, message.peer, self._tag(frame, message))
+        except Exception as exc:  # the pair to that peer is already closed
+            raise self._failure(exc, frame, stage, message, verb) from None
+
+    def _arrive(self, frame: int, stage: int, pending, store: dict) -> None:
+        message, buffer, handle = pending
+        start = self.clock()
+        self._wait(handle, frame, stage, message, "receive from")
+        self._record("recv", frame, stage, start, buffer.numel() * buffer.element_size(), message.peer)
+        _put(store, message.tensor, message.region, buffer, self.program.canvases[message.tensor],
+             self.graph)  # fmt: skip
+
+    def _wait(self, handle: Handle, frame: int, stage: int, message: Message, verb: str) -> None:
+        try:
+            handle.wait(self.timeout_s)
+        except Exception as exc:  # gloo raises RuntimeError for a closed pair or a timeout
+            raise self._failure(exc, frame, stage, message, verb) from None
+
+    def _failure(self, exc: Exception, frame: int, stage: int, message: Message, verb: str) -> TransferError:
+        text = str(exc).lower()
+        why = ("the connection closed" if "closed by peer" in text else
+               "the connection was closed after an earlier timeout" if "pair closure" in text else
+               f"nothing within {self.timeout_s:g} s" if "timed out" in text
+               else str(exc).splitlines()[0][:160])  # fmt: skip
+        return TransferError(f"{self.program.party} could not {verb} {message.peer} '{message.tensor}' "
+                             f"({stage_name(stage, self.program.stages)}, frame {frame}): {why}",
+                             message.peer, stage, frame)  # fmt: skip
+
+    def _record(self, kind: str, frame: int, stage: int, start: float, nbytes: int = 0,
+                peer: str | None = None) -> None:  # fmt: skip
+        self.events.append(Event(self.program.party, self.rank, kind, frame, stage, start, self.clock(),
+                                 nbytes, peer))  # fmt: skip
+
+    def _compute(self, task: Task, store: dict) -> dict[str, Tile]:
+        values = {t: (_box(r), v) for t, (r, v) in store.items()}
+        region = next(iter(task.outputs.values()))
+        if region is not None and len(region) == 2:
+            node = self.graph[task.nodes[0]]
+            offset = node.attrs.get("feature_offset", 0)
+            rows = slice(region[0] - offset, region[1] - offset)
+            bias = node.params.get("bias")
+            y = F.linear(values[node.inputs[0]][1], node.params["weight"][rows],
+                         None if bias is None else bias[rows])  # fmt: skip
+            return {node.name: (None, y)}
+        names = list(task.regions) if task.regions else task.nodes
+        return run_segment(self.graph, names, values, self.backend, task.regions or None,
+                           list(task.outputs))  # fmt: skip
+
+
+def _box(region: Region) -> Box | None:
+    return Box(*region) if region is not None and len(region) == 4 else None
+
+
+def _cut(store: Mapping, tensor: str, region: Region, graph: Graph) -> torch.Tensor:
+    """The part `region` of a held tensor, contiguous for the wire."""
+    have, value = store[tensor]
+    if region == have:
+        return value.contiguous()
+    if region is None:
+        raise PlanError(f"'{tensor}' is sent whole from a party that holds only {have}")
+    if len(region) == 2:
+        start = have[0] if have is not None else 0
+        return value[..., region[0] - start:region[1] - start].contiguous()
+    outer = Box(*have) if have is not None else full_box(graph[tensor])
+    return value[Box(*region).within(outer)].contiguous()
+
+
+def _put(store: dict, tensor: str, region: Region, value: torch.Tensor, canvas: Region, graph: Graph
+         ) -> None:  # fmt: skip
+    """Place a received or computed part of `tensor` in the party's canvas for it."""
+    if region == canvas:
+        store[tensor] = (region, value)
+        return
+    if tensor not in store:
+        store[tensor] = (canvas, torch.empty(region_shape(graph, tensor, canvas)))
+    _, whole = store[tensor]
+    if len(region) == 2:
+        start = canvas[0] if canvas is not None else 0
+        whole[..., region[0] - start:region[1] - start] = value
+        return
+    outer = Box(*canvas) if canvas is not None else full_box(graph[tensor])
+    whole[Box(*region).within(outer)] = value

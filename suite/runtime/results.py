@@ -1,0 +1,105 @@
+"""A run's results: the summary people read, and the tables, trace and provenance saved beside it.
+
+Everything is relative to the run's start, in seconds. The frames table is tidy (one row per frame
+per plan run, the single-device baseline included) so any figure can be drawn from it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from suite.fleet import Fleet
+from suite.runtime.coordinator import Measurement, RunOptions
+from suite.runtime.metrics import chrome_trace, device_table, run_metadata, save_results
+
+NETWORK = "loopback, not shaped: the plan's link model is not emulated"
+
+
+def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, options: RunOptions) -> dict:
+    """The keys `suite run --json` prints."""
+    plan = run.plan
+    predicted = plan.predicted
+    single = baseline if baseline is not None and baseline is not run else None
+    speedup = latency_speedup = None
+    if single is not None and run.throughput_fps and single.throughput_fps:
+        speedup = run.throughput_fps / single.throughput_fps
+        latency_speedup = single.latency_s / run.latency_s
+    elif baseline is run:
+        speedup = latency_speedup = 1.0
+    return {
+        "scheme": plan.scheme,
+        "model": plan.model,
+        "input_shape": plan.input_shape,
+        "fleet": fleet.name,
+        "devices": len(run.workers),
+        "backend": options.backend,
+        "frames": len(run.measured),
+        "warmup": options.warmup,
+        "in_flight": run.window,
+        "latency_s": run.latency_s,
+        "throughput_fps": run.throughput_fps,
+        "speedup_vs_single": speedup,
+        "latency_speedup_vs_single": latency_speedup,
+        "single": None if single is None else {"device": single.plan.hub, "latency_s": single.latency_s,
+                                               "throughput_fps": single.throughput_fps},  # fmt: skip
+        "bit_exact": run.bit_exact and (single is None or single.bit_exact),
+        "complete": run.complete and (single is None or single.complete),
+        "error": run.error or (single.error if single is not None else None),
+        "predicted": None if predicted is None else {
+            "latency_s": predicted.latency_s,
+            "throughput_fps": predicted.throughput_fps,
+            "latency_error": _error(run.latency_s, predicted.latency_s),
+            "throughput_error": _error(run.throughput_fps, predicted.throughput_fps),
+        },
+        "bytes_moved": sum(e.bytes for e in run.events if e.kind == "send"),
+        "plan_hash": plan.digest,
+        "network": NETWORK,
+    }
+
+
+def _error(measured: float | None, predicted: float) -> float | None:
+    """Measured over predicted, minus one: +0.25 means 25 % more than the cost model said."""
+    return None if measured is None or not predicted else measured / predicted - 1
+
+
+def frames_table(runs: dict[str, Measurement]) -> pd.DataFrame:
+    rows = []
+    for label, run in runs.items():
+        for f in sorted(run.frames, key=lambda f: f.frame):
+            rows.append({"run": label, "scheme": run.plan.scheme, "frame": f.frame, "image": f.image,
+                         "warmup": f.warmup, "start_s": f.start_s - run.start_s,
+                         "end_s": f.end_s - run.start_s, "latency_s": f.latency_s,
+                         "bit_exact": f.bit_exact})  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "scheme", "frame", "image", "warmup", "start_s", "end_s",
+                                       "latency_s", "bit_exact"])  # fmt: skip
+
+
+def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
+    tables = []
+    for label, run in runs.items():
+        devices = ["coordinator", *run.workers]
+        table = device_table(run.events, devices, run.start_s, run.end_s)
+        table.insert(0, "run", label)
+        table["cpu_cores"] = [None, *(w.get("cpu_cores") for w in run.workers.values())]
+        table["weights_bytes"] = [0, *(w["weights_bytes"] for w in run.workers.values())]
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
+         options: RunOptions) -> Path:  # fmt: skip
+    """Write frames.csv, devices.csv, summary.json (with provenance), plan.json and trace.json."""
+    runs = {"plan": run} | ({"single": baseline} if baseline is not None and baseline is not run else {})
+    shifted = [e.__class__(**{**e.__dict__, "start_s": e.start_s - run.start_s,
+                              "end_s": e.end_s - run.start_s}) for e in run.events]  # fmt: skip
+    meta = run_metadata(fleet=fleet.name, fleet_source=fleet.source, plan_hash=run.plan.digest,
+                        backend=options.backend, threads_per_worker=options.threads,
+                        emulate=options.emulate, timeout_s=options.timeout_s, model=options.model,
+                        seed=options.seed, workers=run.workers)  # fmt: skip
+    documents = {"summary": {**summary(run, baseline, fleet, options), "metadata": meta},
+                 "plan": run.plan.to_dict(),
+                 "trace": chrome_trace(shifted, ["coordinator", *run.workers])}  # fmt: skip
+    return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs)},
+                        documents)  # fmt: skip

@@ -1,0 +1,102 @@
+"""A device's process: `python -m suite.runtime.worker --rank R --world W --master HOST:PORT`.
+
+It reads the run's configuration from the coordinator's store, builds the model, keeps only the
+weights its share of the plan needs, joins the gloo group and plays its program frame by frame.
+Whatever goes wrong is written to the store as one line (`error/R`) for the coordinator to report,
+and the process exits non-zero. Fabric starts the same command on real devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+
+from suite.errors import UserError
+
+STARTUP_TIMEOUT_S = 300.0  # building a large model on a slow device takes a while
+
+
+def parse_master(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--master '{text}' is not HOST:PORT, e.g. 127.0.0.1:29500")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="suite.runtime.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--world", type=int, required=True)
+    parser.add_argument("--master", required=True, help="the coordinator's HOST:PORT")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_master(args.master)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from suite.runtime import transport
+
+    store = transport.connect(host, port, args.rank, args.world, STARTUP_TIMEOUT_S)
+    try:
+        config = json.loads(store.get("config"))
+        runner, frames, ready = _build(config, args.rank)
+    except Exception as exc:  # any failure to start is reported, never a silent hang
+        store.set(f"error/{args.rank}", _one_line(exc))
+        return 2
+    store.set(f"ready/{args.rank}", json.dumps(ready))
+    transport.join(store, args.rank, args.world, config["timeout_s"])
+    transport.answer_clock()
+    try:
+        with runner.backend.active():
+            for frame in range(frames):
+                runner.frame(frame)
+    except Exception as exc:
+        store.set(f"error/{args.rank}", _one_line(exc))
+        return 1
+    store.set(f"events/{args.rank}", json.dumps([asdict(e) for e in runner.events]))
+    store.wait(["finished"])  # the coordinator has every message: closing now loses nothing
+    return 0
+
+
+def _build(config: dict, rank: int):
+    """The runner for this rank's party, the frame count, and what to report when ready."""
+    import torch
+
+    from suite.execute import make_backend, prepare
+    from suite.graph import Graph
+    from suite.models.load import load_model
+    from suite.plan import load_plan_dict
+    from suite.runtime.engine import Runner, compile_program, prune_weights
+    from suite.runtime.transport import GlooTransport
+
+    ranks: dict[str, int] = config["ranks"]
+    party = next(p for p, r in ranks.items() if r == rank)
+    backend = make_backend(config["backend"], config["threads"].get(party, 1))
+    torch.set_num_interop_threads(1)
+    model = config["model"]
+    loaded = load_model(model["spec"], tuple(model["input_size"]), model["seed"])
+    graph: Graph = prepare(loaded, backend).graph
+    del loaded  # the module's own copy of the weights
+    plan = load_plan_dict(config["plan"])
+    program = compile_program(plan, graph, party)
+    prune_weights(graph, program)
+    runner = Runner(graph, program, backend, GlooTransport(ranks), config["timeout_s"], rank)
+    weights = sum(graph[n].param_bytes for n in graph.nodes)
+    return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
+                                      "nodes": len(program.nodes)}  # fmt: skip
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" (at {os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{at}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

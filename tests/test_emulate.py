@@ -1,0 +1,104 @@
+"""CPU quotas really slow a process down, and their cgroups never outlive the run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.errors import UserError
+from suite.runtime.emulate import CPU_ROOT, CpuLimit, cores_for, cpu_quota_available
+
+needs_cgroup = pytest.mark.skipif(not cpu_quota_available(),
+                                  reason="needs root and a writable cgroup v1 cpu controller")  # fmt: skip
+
+# Waits for a line on stdin (so the parent can cage it first), spins 1 s of wall time, prints its CPU time.
+BUSY = "import sys, time; sys.stdin.readline(); end = time.time() + 1.0\nwhile time.time() < end: pass\n" \
+       "print(time.process_time())"  # fmt: skip
+
+
+def test_cores_for_scales_threads_by_relative_speed():
+    assert cores_for(1e9, 4e9, threads=1) == pytest.approx(0.25)
+    assert cores_for(1e9, 4e9, threads=2) == pytest.approx(0.5)
+    assert cores_for(4e9, 4e9, threads=2) is None
+    assert cores_for(8e9, 4e9, threads=1) is None
+    with pytest.raises(ValueError):
+        cores_for(0, 4e9, threads=1)
+
+
+@pytest.mark.parametrize("cores", [0.001, 0.0, -1.0, float("nan")])
+def test_quota_below_kernel_minimum_is_a_user_error(cores):
+    with pytest.raises(UserError, match="cpu limit"):
+        CpuLimit(cores)
+
+
+def test_availability_is_a_bool():
+    assert isinstance(cpu_quota_available(), bool)
+
+
+def _cgroups() -> set[Path]:
+    return set(CPU_ROOT.glob("suite-*"))
+
+
+def _cpu_cgroup(pid: int) -> str:
+    """The cgroup v1 cpu controller path of `pid`, from lines like `1:cpu,cpuacct:/suite-1-ab`."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return path
+    raise AssertionError(f"no cpu cgroup for {pid}")
+
+
+@needs_cgroup
+def test_quarter_core_caps_a_busy_process_and_leaves_nothing_behind():
+    before = _cgroups()
+    child = subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    with CpuLimit(0.25) as limit:
+        path = limit.path
+        assert (path / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        limit.add(child.pid)
+        assert str(child.pid) in (path / "cgroup.procs").read_text().split()
+        out, _ = child.communicate("go\n", timeout=10)
+    cpu_s = float(out)
+    assert 0.05 < cpu_s < 0.5, f"{cpu_s:.2f} s of CPU in 1 s of wall time under a 0.25-core quota"
+    assert not path.exists()
+    assert _cgroups() == before
+
+
+@needs_cgroup
+def test_close_moves_live_processes_back_and_is_idempotent():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        limit = CpuLimit(0.5)
+        path = limit.create()
+        assert limit.create() == path
+        limit.add(child.pid)
+        limit.close()
+        limit.close()
+        assert not path.exists() and limit.path is None
+        assert _cpu_cgroup(child.pid) == "/"
+    finally:
+        child.kill()
+        child.wait()
+
+
+@needs_cgroup
+def test_error_inside_the_block_still_removes_the_cgroup():
+    with pytest.raises(RuntimeError, match="boom"), CpuLimit(0.5) as limit:
+        path = limit.path
+        raise RuntimeError("boom")
+    assert not path.exists()
+
+
+@needs_cgroup
+def test_forgotten_limit_is_removed_when_collected():
+    limit = CpuLimit(0.5)
+    path = limit.create()
+    del limit
+    assert not path.exists()
+
+
+def test_add_before_create_is_refused():
+    with pytest.raises(RuntimeError, match="before create"):
+        CpuLimit(0.5).add(1)

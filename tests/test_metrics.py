@@ -1,0 +1,122 @@
+"""Run outputs: a loadable Chrome trace, busy/idle arithmetic under overlap, provenance, atomic saving."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from suite.errors import UserError
+from suite.runtime.metrics import Event, chrome_trace, device_table, run_metadata, save_results
+
+DEVICES = ["d0", "d1"]
+EVENTS = [
+    Event("d0", 0, "compute", frame=0, stage=0, start_s=10.0, end_s=10.4),
+    Event("d0", 0, "send", frame=0, stage=0, start_s=10.3, end_s=10.5, bytes=1000, peer="d1"),  # over compute
+    Event("d0", 0, "send", frame=0, stage=0, start_s=10.35, end_s=10.45, bytes=500, peer="d1"),  # over send
+    Event("d1", 1, "recv", frame=0, stage=1, start_s=10.3, end_s=10.5, bytes=1500, peer="d0"),
+    Event("d1", 1, "compute", frame=0, stage=1, start_s=10.5, end_s=10.9),
+]
+
+
+def test_event_rejects_unknown_kind_and_negative_duration():
+    with pytest.raises(ValueError, match="kind"):
+        Event("d0", 0, "think", 0, 0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="ends before"):
+        Event("d0", 0, "compute", 0, 0, 1.0, 0.5)
+
+
+def test_chrome_trace_has_a_process_per_device_and_a_track_per_kind():
+    trace = json.loads(json.dumps(chrome_trace(EVENTS, DEVICES)))
+    assert trace["displayTimeUnit"] == "ms"
+    meta = [e for e in trace["traceEvents"] if e["ph"] == "M"]
+    names = {e["args"]["name"]: e["pid"] for e in meta if e["name"] == "process_name"}
+    assert names == {"d0": 1, "d1": 2}
+    assert {e["args"]["name"] for e in meta if e["name"] == "thread_name"} == {"compute", "send", "recv"}
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(EVENTS)
+    first = spans[0]
+    assert first["ts"] == 0 and first["dur"] == pytest.approx(400_000)
+    assert first["name"] == "compute s0 f0" and first["pid"] == 1
+    send = next(e for e in spans if e["cat"] == "send")
+    assert send["tid"] != first["tid"] and send["ts"] == pytest.approx(300_000)
+    assert send["args"] == {"frame": 0, "stage": 0, "rank": 0, "bytes": 1000, "peer": "d1"}
+
+
+def test_chrome_trace_without_events_still_names_devices():
+    trace = chrome_trace([], DEVICES)
+    assert {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"} == set(DEVICES)
+
+
+def test_events_from_outside_the_fleet_are_a_bug():
+    with pytest.raises(ValueError, match="d9"):
+        chrome_trace([Event("d9", 0, "compute", 0, 0, 0.0, 1.0)], DEVICES)
+
+
+def test_device_table_unions_overlapping_busy_time():
+    table = device_table(EVENTS, DEVICES, start_s=10.0, end_s=11.0).set_index("device")
+    assert list(table.columns) == ["compute_s", "send_s", "recv_s", "idle_s", "bytes_sent", "bytes_received",
+                                   "utilisation"]  # fmt: skip
+    d0, d1 = table.loc["d0"], table.loc["d1"]
+    assert d0.compute_s == pytest.approx(0.4)
+    assert d0.send_s == pytest.approx(0.2)  # two sends overlap: their union, not their sum
+    assert d0.idle_s == pytest.approx(0.5)  # busy 10.0-10.5
+    assert d0.bytes_sent == 1500 and d0.bytes_received == 0
+    assert d0.utilisation == pytest.approx(0.4)
+    assert d1.recv_s == pytest.approx(0.2) and d1.idle_s == pytest.approx(0.4)
+    assert d1.bytes_received == 1500
+
+
+def test_device_table_clips_to_the_window_and_lists_idle_devices():
+    table = device_table(EVENTS, [*DEVICES, "d2"], start_s=10.2, end_s=10.6).set_index("device")
+    assert table.loc["d0", "compute_s"] == pytest.approx(0.2)
+    assert table.loc["d1", "compute_s"] == pytest.approx(0.1)
+    assert table.loc["d0", "idle_s"] == pytest.approx(0.1)
+    assert table.loc["d2"].tolist() == [0, 0, 0, pytest.approx(0.4), 0, 0, 0]
+    with pytest.raises(ValueError, match="empty window"):
+        device_table(EVENTS, DEVICES, 1.0, 1.0)
+
+
+def test_run_metadata_records_provenance_and_extras():
+    meta = run_metadata(fleet="pico-homo-4", plan_hash="abc")
+    assert meta["fleet"] == "pico-homo-4" and meta["plan_hash"] == "abc"
+    assert set(meta["versions"]) == {"python", "torch", "numpy", "onnxruntime", "pandas", "suite"}
+    assert meta["versions"]["suite"] and meta["cpu_count"] >= 1 and meta["torch_threads"] >= 1
+    assert meta["timestamp_utc"].endswith("+00:00")
+    if meta["git"] is not None:  # None when the package is installed outside a checkout
+        assert len(meta["git"]["commit"]) == 40 and isinstance(meta["git"]["dirty"], bool)
+    json.dumps(meta)
+
+
+def test_save_results_writes_tables_and_documents(tmp_path):
+    table = pd.DataFrame({"device": ["d0"], "compute_s": [0.5]})
+    out = save_results(tmp_path / "run", {"devices": table}, {"summary": {"n": table["compute_s"].sum()}})
+    assert out == tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == ["devices.csv", "summary.json"]
+    assert pd.read_csv(out / "devices.csv").equals(table)
+    assert json.loads((out / "summary.json").read_text()) == {"n": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging directory left
+    assert os.stat(out).st_mode & 0o777 == 0o755
+
+
+def test_save_results_fills_an_empty_directory_but_never_overwrites(tmp_path):
+    (tmp_path / "empty").mkdir()
+    save_results(tmp_path / "empty", {}, {"summary": {}})
+    with pytest.raises(UserError, match="already exists and is not empty"):
+        save_results(tmp_path / "empty", {}, {"summary": {"again": True}})
+    assert json.loads((tmp_path / "empty" / "summary.json").read_text()) == {}
+
+
+def test_interrupted_save_leaves_nothing(tmp_path):
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        save_results(tmp_path / "run", {"t": pd.DataFrame({"a": [1]})}, {"summary": {"x": Unserialisable()}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_result_names_must_be_plain_file_names(tmp_path):
+    with pytest.raises(ValueError, match="plain file names"):
+        save_results(Path(tmp_path / "run"), {"../escape": pd.DataFrame()}, {})

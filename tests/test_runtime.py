@@ -1,0 +1,247 @@
+"""The runtime: plans played in one process (fast), then on real worker processes over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from suite.datasets import Frame
+from suite.execute import _TORCH_KERNELS, make_backend, prepare
+from suite.fleet import load_fleet, uniform_fleet
+from suite.models.load import load_model
+from suite.plan import COORDINATOR
+from suite.regions import full_box
+from suite.runtime.coordinator import locate_mismatch, replay
+from suite.runtime.engine import compile_program, parties
+from suite.schemes import SCHEMES, make_plan
+from suite.verify import compare
+
+SMALL = (3, 112, 112)
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    backend = make_backend("torch")
+    prepared = prepare(load_model("vgg16", SMALL, 0), backend)
+    x = torch.randn(1, *SMALL, generator=torch.Generator().manual_seed(1))
+    with backend.active():
+        reference = prepared.monolithic(x)
+    return prepared.graph, backend, x, reference
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("fleet", ["3", "pico-hetero", "halp-gpu"])
+def test_replay_is_bit_exact(vgg, scheme, fleet):
+    graph, backend, x, reference = vgg
+    plan = make_plan(scheme, graph, uniform_fleet(3) if fleet == "3" else load_fleet(fleet))
+    out = replay(plan, graph, backend, x)
+    assert compare(out[graph.outputs[0]], reference).bit_exact
+
+
+def test_programs_pair_every_message(vgg):
+    """Each send of one party is the receive of another, with the same tag and shape."""
+    graph, _, _, _ = vgg
+    plan = make_plan("halp", graph, load_fleet("halp-gpu"))
+    programs = {p: compile_program(plan, graph, p) for p in parties(plan)}
+    sends, recvs = set(), set()
+    for party, program in programs.items():
+        for step in program.steps:
+            sends |= {(party, m.peer, m.index, m.shape) for m in step.send_before + step.send_after}
+            recvs |= {(m.peer, party, m.index, m.shape) for m in step.recv_before + step.recv_after}
+    assert sends == recvs and sends
+    # the hub is a device: the frame enters it from the coordinator and the output returns
+    coordinator = programs[COORDINATOR].steps
+    assert coordinator[0].stage == -1 and coordinator[-1].stage == len(plan.stages)
+
+
+def test_locate_mismatch_names_the_first_tiled_node_that_differs(vgg, monkeypatch):
+    graph, backend, x, reference = vgg
+    plan = make_plan("deepthings", graph, uniform_fleet(2))
+    exact_pool = _TORCH_KERNELS["maxpool"]
+
+    def drifting_pool(node, xs, region):  # wrong in tiles only, like a kernel that depends on map size
+        y = exact_pool(node, xs, region)
+        return y if region.out == full_box(node) else y + 1e-3
+
+    monkeypatch.setitem(_TORCH_KERNELS, "maxpool", drifting_pool)
+    said = locate_mismatch(plan, graph, backend, Frame("x", x), reference)
+    first_pool = next(n for n in graph.nodes if graph[n].op == "maxpool")
+    assert f"'{first_pool}'" in said and "dev" in said
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def run_json(tmp_path: Path, *args: str) -> dict:
+    done = suite("run", "--frames", "2", "--warmup", "1", "--json", "-o", str(tmp_path / "out"), *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("scheme,devices", [("single", 2), ("modnn", 3), ("deepthings", 4), ("halp", 3),
+                                            ("pico", 4)])  # fmt: skip
+def test_every_scheme_runs_bit_exact_on_workers(tmp_path, scheme, devices):
+    result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x112x112", "--scheme", scheme,
+                      "--devices", str(devices), "--no-baseline")  # fmt: skip
+    assert result["bit_exact"] and result["complete"] and result["frames"] == 2
+    assert result["scheme"] == scheme and result["latency_s"] > 0 and result["throughput_fps"] > 0
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv")
+    assert len(frames) == 3 and frames["bit_exact"].all()
+
+
+@pytest.mark.parametrize("model,size", [("resnet18", "3x112x112"), ("inception_v3", "3x160x160")])
+@pytest.mark.parametrize("scheme", ["pico", "halp"])
+def test_residual_and_inception_models_run_bit_exact(tmp_path, model, size, scheme):
+    result = run_json(tmp_path, "--model", model, "--input-size", size, "--scheme", scheme,
+                      "--devices", "3", "--no-baseline")  # fmt: skip
+    assert result["bit_exact"] and result["complete"]
+
+
+def test_run_reports_speedup_and_saves_traceable_results(tmp_path):
+    result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x112x112", "--scheme", "pico",
+                      "--devices", "2")  # fmt: skip
+    for key in ("scheme", "model", "devices", "frames", "latency_s", "throughput_fps", "speedup_vs_single",
+                "bit_exact", "predicted"):
+        assert result[key] is not None, key
+    assert result["single"]["throughput_fps"] > 0
+    assert set(result["predicted"]) >= {"latency_s", "throughput_fps", "latency_error", "throughput_error"}
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["plan_hash"] == summary["metadata"]["plan_hash"]
+    assert summary["metadata"]["versions"]["torch"] == torch.__version__
+    frames = pd.read_csv(out / "frames.csv")
+    assert set(frames["run"]) == {"plan", "single"}
+    devices = pd.read_csv(out / "devices.csv")
+    plan_devices = devices[(devices["run"] == "plan") & (devices["device"] != "coordinator")]
+    single = devices[(devices["run"] == "single") & (devices["device"] != "coordinator")]
+    # each pipeline stage keeps only its own layers' weights
+    assert (plan_devices["weights_bytes"] < single["weights_bytes"].max()).all()
+    assert (plan_devices["compute_s"] > 0).all()
+    trace = json.loads((out / "trace.json").read_text())
+    assert {e["cat"] for e in trace["traceEvents"] if e["ph"] == "X"} == {"compute", "send", "recv"}
+
+
+def test_saved_plan_runs_and_is_checked_against_the_command(tmp_path):
+    plan = tmp_path / "plan.json"
+    assert suite("plan", "--model", "vgg16", "--input-size", "3x112x112", "--scheme", "halp", "--devices",
+                 "2", "-o", str(plan)).returncode == 0  # fmt: skip
+    result = run_json(tmp_path, "--plan", str(plan), "--input-size", "3x112x112", "--no-baseline")
+    assert result["scheme"] == "halp" and result["bit_exact"]
+    for args, said in [(("--model", "resnet18"), "is for vgg16 3x112x112"),
+                       (("--input-size", "3x112x112", "--devices", "3"), "made for fleet '2xlocal'")]:
+        done = suite("run", "--plan", str(plan), *args)
+        assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args,said", [
+    (("--backend", "onnxruntime"), "runs plans on torch or torch-fast"),
+    (("--worker-python", "/nonexistent/python3"), "device dev0: cannot start a worker"),
+    (("--frames", "0"), "--frames 0 must be at least 1"),
+])  # fmt: skip
+def test_bad_run_input_is_one_line_exit_2(args, said):
+    done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", *args)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_port_in_use_is_one_line_exit_2():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", _free_port()))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", "--port",
+                     str(port))  # fmt: skip
+    assert done.returncode == 2 and f"--port {port} on 127.0.0.1 is in use" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_worker_without_torch_is_reported_by_device():
+    python = "/usr/bin/python3"
+    if not os.path.exists(python) or subprocess.run([python, "-c", "import torch"],
+                                                    capture_output=True).returncode == 0:  # fmt: skip
+        pytest.skip("needs a system python without torch")
+    done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", "--worker-python",
+                 python)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and "the worker could not start" in lines[0] and "torch" in lines[0]
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum,timeout", [(signal.SIGKILL, 30), (signal.SIGSTOP, 4)])
+def test_a_failing_worker_ends_the_run_naming_its_device(tmp_path, signum, timeout):
+    """A crashed (SIGKILL) or hung (SIGSTOP) worker: the run exits non-zero within the timeout,
+    names the device, leaves no process behind and keeps the frames done, marked incomplete."""
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size",
+                            "3x112x112", "--scheme", "pico", "--devices", "2", "--frames", "500",
+                            "--no-baseline", "--timeout", str(timeout), "-o", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        while "0/502 frames" not in run.stderr.readline():  # the workers are up and frames flow
+            assert run.poll() is None, run.stderr.read()
+        time.sleep(2)
+        workers = sorted(_children(run.pid))
+        assert len(workers) == 2
+        victim = workers[-1]
+        argv = Path(f"/proc/{victim}/cmdline").read_text().split("\0")
+        device = f"dev{int(argv[argv.index('--rank') + 1]) - 1}"  # rank 0 is the coordinator
+        os.kill(victim, signum)
+        killed = time.monotonic()
+        run.wait(timeout + 30)
+        took = time.monotonic() - killed
+        stderr = run.stderr.read()
+    finally:
+        run.kill()
+    assert run.returncode == 1, stderr
+    assert took < timeout + 15
+    error = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and f"device {device}" in error[0], stderr
+    assert not any(_alive(pid) for pid in workers)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and device in summary["error"]
+    assert len(pd.read_csv(out / "frames.csv")) >= 1
