@@ -245,3 +245,19 @@ def test_a_failing_worker_ends_the_run_naming_its_device(tmp_path, signum, timeo
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and device in summary["error"]
     assert len(pd.read_csv(out / "frames.csv")) >= 1
+
+
+def test_fleet_devices_are_slowed_to_their_profile(tmp_path):
+    """A Pi 4B worker gets the share of a host core that its profile says (cgroup quota, root only)."""
+    from suite.fleet import load_profile
+    from suite.runtime.emulate import cpu_quota_available
+
+    result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x64x64", "--scheme", "single",
+                      "--fleet", "pico-homo-2")  # fmt: skip
+    assert result["bit_exact"] and result["speedup_vs_single"] == 1.0
+    devices = pd.read_csv(tmp_path / "out" / "devices.csv").set_index("device")
+    if not cpu_quota_available():
+        assert pd.isna(devices.loc["pi0", "cpu_cores"])
+        pytest.skip("cpu quotas need root and cgroup v1; checked that the worker ran unlimited")
+    expected = load_profile("rpi4b-1500mhz").macs_per_s / load_profile("local").macs_per_s
+    assert devices.loc["pi0", "cpu_cores"] == pytest.approx(expected, abs=0.01)
