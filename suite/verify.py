@@ -147,8 +147,8 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         front_maps, tiles, extra_flops, seen = cut(graph, backend, x, front, outputs, rows, cols)
         values: dict[str, Tile] = {graph.input: (None, x)}
         values.update({n: (None, t) for n, t in front_maps.items()})
-        done = run_segment(graph, tail, values, backend, outputs=observed and
-                           [n for n in observed if n in tail])  # fmt: skip
+        done = values if not tail else run_segment(graph, tail, values, backend, outputs=observed and
+                                                   [n for n in observed if n in tail])  # fmt: skip
     result = done[graph.outputs[0]][1]
     mismatched = {n for tiles_seen in [*seen, done] for n, (box, t) in tiles_seen.items()
                   if n in whole and n != graph.input

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from suite.execute import BackendError, make_backend, prepare, run_segment
+from suite.execute import BackendError, TorchBackend, make_backend, prepare, run_segment
 from suite.graph import GraphImportError, from_torch
 from suite.models.load import LoadedModel
 from suite.regions import Box, RegionError, node_region, plan_regions, redundancy, split_range
@@ -86,6 +88,28 @@ def test_unknown_op_names_the_node():
     (odd,) = [n for n in g.nodes.values() if n.op == "opaque"]
     assert odd.name == "flip" and "flip" in odd.attrs["reason"]
     assert spatial_front(g) == ["_0"]  # the rest runs unpartitioned
+
+
+def test_dropping_dead_tiles_keeps_outputs_and_inputs():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.b(torch.relu(self.a(x))) + x)
+
+    g = _graph(Block(), (2, 12, 12))
+    names = [n for n in g.nodes if n != g.input]
+    regions = plan_regions(g, names, {g.outputs[0]: Box(3, 9, 0, 12)})
+    x = torch.randn(1, 2, 12, 12)
+    kept, freed = make_backend("torch"), replace(make_backend("torch"), observes_all_nodes=False)
+    with kept.active():
+        everything = run_segment(g, list(regions), {g.input: (None, x)}, kept, regions, g.outputs)
+        lean = run_segment(g, list(regions), {g.input: (None, x)}, freed, regions, g.outputs)
+    assert set(everything) == {g.input, *regions}
+    assert set(lean) == {g.input, *g.outputs}  # what it was given and asked for; inner tiles dropped
+    assert torch.equal(lean[g.outputs[0]][1], everything[g.outputs[0]][1])
 
 
 def test_model_too_small_names_the_layer():
@@ -181,6 +205,8 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
     hs, ws = [0, *rows, height], [0, *cols, width]
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed))
     front = spatial_front(graph)
+    # Tiles run as a runtime runs them: on torch, each dead tile dropped after its last reader.
+    tiles_on = replace(backend, observes_all_nodes=False) if isinstance(backend, TorchBackend) else backend
     with backend.active():
         expected = prepared.monolithic(x)
         stitched = torch.empty_like(expected)
@@ -188,15 +214,14 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
             for w0, w1 in zip(ws, ws[1:]):
                 box = Box(h0, h1, w0, w1)
                 regions = plan_regions(graph, front, {out: box})
-                tile = run_segment(graph, list(regions), {graph.input: (None, x)}, backend,
+                tile = run_segment(graph, list(regions), {graph.input: (None, x)}, tiles_on,
                                    regions, [out])[out][1]  # fmt: skip
                 stitched[box.index] = tile
     assert compare(stitched, expected).bit_exact, (spec, shape, hs, ws)
 
 
-# Derandomized: the same 60 stacks every run. Other seeds still find one open case on onnxruntime
-# (README, "Exactness"): ceil-mode pools whose last window starts past the input, where ONNX shape
-# inference counts one more output than onnxruntime and torch compute.
+# Derandomized: the same 60 stacks every run. Seeds 1 and 2 (300 stacks each) pass on both backends,
+# ceil-mode pools included now that the ONNX import takes `Window.out_length` (tests/test_verify.py).
 _PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 

@@ -132,3 +132,50 @@ def test_user_onnx_model_runs_on_both_backends(tmp_path):
         out = _suite("verify", "--model", str(path), "--backend", name, "--parts", "2", "--json")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["bit_exact"] is True
+
+
+class _CeilPoolNet(torch.nn.Module):
+    """conv, a ceil-mode pool, conv, then a global pool and FC tail (the part tiles never cut)."""
+
+    def __init__(self, pool: torch.nn.Module):
+        super().__init__()
+        self.a, self.pool = torch.nn.Conv2d(3, 4, 3, padding=1), pool
+        self.b, self.fc = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.b(self.pool(self.a(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+@pytest.mark.parametrize("pool", [torch.nn.MaxPool2d(2, 2, 1, ceil_mode=True),
+                                  torch.nn.AvgPool2d(3, 3, 1, ceil_mode=True, count_include_pad=False)],
+                         ids=["maxpool", "avgpool"])  # fmt: skip
+def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
+    """On 11 rows ONNX shape inference counts a last window that starts past the input and its
+    leading padding (7 and 5 rows where torch and onnxruntime compute 6 and 4); the import must
+    take the window's own length, and tiles of the corrected graph must be bit-exact."""
+    import onnx
+
+    from suite.execute import export_onnx
+    from suite.graph.from_onnx import from_onnx
+    from suite.models.load import LoadedModel
+
+    shape = (3, 11, 10)  # rows hit the disagreement, columns do not
+    module = _CeilPoolNet(pool).eval()
+    onnx_bytes = export_onnx(module, shape)
+    inferred = onnx.shape_inference.infer_shapes(onnx.ModelProto.FromString(onnx_bytes))
+    graph = from_onnx(onnx.ModelProto.FromString(onnx_bytes), "ceil")
+    (node,) = [n for n in graph.nodes.values() if n.op in ("maxpool", "avgpool")]
+    (onnx_rows,) = [v.type.tensor_type.shape.dim[2].dim_value for v in inferred.graph.value_info
+                    if v.name == node.name]  # fmt: skip
+    expected = tuple(module.pool(module.a(torch.zeros(1, *shape))).shape)
+    assert onnx_rows == expected[2] + 1  # the case still triggers ONNX's count
+    assert node.shape == expected
+    assert graph[graph.outputs[0]].shape == (1, 2)
+    backend = make_backend("onnxruntime")
+    prepared = prepare(LoadedModel("ceil", shape, onnx_bytes=onnx_bytes), backend)
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    for rows, cols in [(2, 1), (3, 1), (2, 2)]:
+        for layerwise in (False, True):
+            report = verify(prepared, backend, x, rows, cols, layerwise)
+            assert report.bit_exact and report.ir_matches_monolithic, (rows, cols, layerwise)

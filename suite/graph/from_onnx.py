@@ -2,6 +2,10 @@
 
 Every IR node keeps its ONNX node, so onnxruntime runs exactly the op the model names; the torch
 backend runs the same node from its kind, attributes and weights.
+
+Shapes come from ONNX shape inference, except a windowed node's: there `Window.out_length` rules,
+since ONNX counts a ceil-mode window that starts past the input and its leading padding, which
+onnxruntime and PyTorch drop. Nodes reading a corrected shape are inferred again from it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,52 @@ def _window(node: onnx.NodeProto, a: dict, kernel: tuple[int, int], in_hw: tuple
         begin, end = pads[:2], pads[2:]
     return Window(kernel, stride, dilation, _ints(begin, (0, 0)), _ints(end, (0, 0)),
                   bool(a.get("ceil_mode", 0)))  # fmt: skip
+
+
+def _window_of(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
+               in_shape: tuple[int, ...]) -> Window | None:  # fmt: skip
+    """The window of a 2-D Conv, MaxPool or AveragePool over a 4-D input, else None."""
+    if len(in_shape) != 4:
+        return None
+    if node.op_type == "Conv":
+        w = params.get(node.input[1])
+        if w is None or w.dim() != 4:
+            return None
+        return _window(node, a, (w.shape[2], w.shape[3]), in_shape[2:])
+    if node.op_type in ("MaxPool", "AveragePool") and len(a.get("kernel_shape", ())) == 2:
+        return _window(node, a, _ints(a["kernel_shape"], (1, 1)), in_shape[2:])
+    return None
+
+
+def _reinfer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto],
+             shapes: dict[str, tuple[int, ...]], params: dict[str, torch.Tensor],
+             model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:  # fmt: skip
+    """Output shapes of `node` inferred by ONNX from the (corrected) shapes of its inputs; their
+    types are added to `types`."""
+    in_types, data = {}, {}
+    for name in node.input:
+        if not name:
+            continue
+        if name in params:
+            data[name] = numpy_helper.from_array(params[name].numpy(), name)
+            in_types[name] = helper.make_tensor_type_proto(data[name].data_type, data[name].dims)
+        elif name in shapes:
+            elem = types[name].tensor_type.elem_type if name in types else onnx.TensorProto.FLOAT
+            in_types[name] = helper.make_tensor_type_proto(elem, list(shapes[name]))
+    try:
+        schema = onnx.defs.get_schema(node.op_type, _opset(model, node.domain), node.domain)
+        out = onnx.shape_inference.infer_node_outputs(schema, node, in_types, data,
+                                                      opset_imports=list(model.opset_import))
+    except Exception as exc:  # onnx raises its own error types per version
+        raise GraphImportError(f"ONNX node '{node.name or node.output[0]}' ({node.op_type}) fails "
+                               f"shape inference: {str(exc).splitlines()[0]}") from exc  # fmt: skip
+    types.update(out)
+    return {name: tuple(d.dim_value for d in t.tensor_type.shape.dim) for name, t in out.items()}
+
+
+def _opset(model: onnx.ModelProto, domain: str) -> int:
+    domains = (domain,) if domain not in ("", "ai.onnx") else ("", "ai.onnx")
+    return next((o.version for o in model.opset_import if o.domain in domains), 17)
 
 
 def _pointwise_fn(op_type: str, a: dict) -> Callable[..., torch.Tensor] | None:
@@ -154,14 +204,20 @@ def from_onnx(model: onnx.ModelProto, name: str = "model") -> Graph:
                                "dimensions; export it with a fixed C x H x W")  # fmt: skip
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except Exception as exc:  # onnx raises its own error types per version
-        raise GraphImportError(f"ONNX model '{name}' fails shape inference: "
-                               f"{str(exc).splitlines()[0]}") from exc  # fmt: skip
+    except Exception:  # onnx raises its own error types per version
+        # A ceil-mode pool's extra row can contradict a later node (a Gemm sized for the real
+        # map): infer what ONNX can, and let the node-by-node pass below correct or report the rest.
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception as exc:
+            raise GraphImportError(f"ONNX model '{name}' fails shape inference: "
+                                   f"{str(exc).splitlines()[0]}") from exc  # fmt: skip
     graph = model.graph
-    shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
-              for v in list(graph.value_info) + list(graph.output) + list(graph.input)}  # fmt: skip
+    types = {v.name: v.type for v in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    shapes = {n: tuple(d.dim_value for d in t.tensor_type.shape.dim) for n, t in types.items()}
     params = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    opset = _opset(model, "")
+    corrected: set[str] = set()  # tensors whose shape differs from ONNX's inference
 
     input_name = inputs[0].name
     nodes: dict[str, Node] = {input_name: Node(input_name, "input", (), shapes[input_name])}
@@ -171,17 +227,31 @@ def from_onnx(model: onnx.ModelProto, name: str = "model") -> Graph:
                 numpy_helper.to_array(proto.attribute[0].t).copy())
             continue
         out = proto.output[0]
+        a = _attrs(proto)
+        data = tuple(i for i in proto.input if i and i not in params)
+        window = _window_of(proto, a, params, shapes.get(data[0], ())) if data else None
+        if window is not None:
+            n, c, *in_hw = shapes[data[0]]
+            c = params[proto.input[1]].shape[0] if proto.op_type == "Conv" else c
+            fixed = (n, c, *(window.out_length(length, axis) for axis, length in enumerate(in_hw)))
+            changed = {o: fixed for o in proto.output if o}  # MaxPool's indices too
+        elif corrected.intersection(data) or not shapes.get(out):
+            changed = _reinfer(proto, types, shapes, params, model)
+        else:
+            changed = {}
+        for name, fixed in changed.items():
+            if fixed != shapes.get(name):
+                shapes[name] = fixed
+                corrected.add(name)
         shape = shapes.get(out)
         if not shape or any(d <= 0 for d in shape):
             raise GraphImportError(f"ONNX node '{proto.name or out}' ({proto.op_type}) has no "
                                    "static output shape")  # fmt: skip
-        data = tuple(i for i in proto.input if i and i not in params)
         missing = [i for i in data if i not in nodes]
         if missing:
             raise GraphImportError(f"ONNX node '{proto.name or out}' reads '{missing[0]}', which no "
                                    "earlier node produces")  # fmt: skip
         in_shapes = [nodes[i].shape for i in data]
-        a = _attrs(proto)
         op, attrs = _classify(proto, a, params, in_shapes, shape)
         attrs["opset"] = opset
         attrs["onnx_op"] = proto.op_type

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from suite.errors import UserError
 
@@ -75,7 +75,9 @@ def _build(config: dict, rank: int):
 
     ranks: dict[str, int] = config["ranks"]
     party = next(p for p, r in ranks.items() if r == rank)
+    # tiles a task no longer needs are freed as it runs, as the module's own forward frees them
     backend = make_backend(config["backend"], config["threads"].get(party, 1))
+    backend = replace(backend, observes_all_nodes=False)
     torch.set_num_interop_threads(1)
     model = config["model"]
     loaded = load_model(model["spec"], tuple(model["input_size"]), model["seed"])

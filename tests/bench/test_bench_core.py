@@ -9,6 +9,8 @@ sides alternate round by round and medians are compared.
 
 from __future__ import annotations
 
+import dataclasses
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -31,17 +33,31 @@ def _input(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _interleaved(benchmark, timed: Callable[[], object], other: Callable[[], object]) -> float:
     """Benchmark `timed` with `other` run (and timed here) before each round, so both see the same
-    load; returns `other`'s median seconds, warm-up round excluded."""
+    load; returns `other`'s median seconds, warm-up round excluded. Each side's median minor page
+    faults go to extra_info: fresh pages, not arithmetic, are where a side's extra CPU time hides."""
     seconds: list[float] = []
+    faults: dict[str, list[int]] = {"timed": [], "other": []}
 
     def run_other() -> None:
-        start = CLOCK()
+        start, first = CLOCK(), _faults()
         other()
         seconds.append(CLOCK() - start)
+        faults["other"].append(_faults() - first)
 
-    benchmark.pedantic(timed, setup=run_other, rounds=ROUNDS, warmup_rounds=1)
+    def run_timed() -> None:
+        first = _faults()
+        timed()
+        faults["timed"].append(_faults() - first)
+
+    benchmark.pedantic(run_timed, setup=run_other, rounds=ROUNDS, warmup_rounds=1)
+    benchmark.extra_info.update({f"page_faults_{side}": statistics.median(n[-ROUNDS:])
+                                 for side, n in faults.items()})  # fmt: skip
     return statistics.median(seconds[-ROUNDS:])
 
 
@@ -70,10 +86,15 @@ def test_regions_inception_v3_8_strips(benchmark, exact):
 
 
 @pytest.mark.benchmark(timer=CLOCK)
-def test_parts_1_vgg16_matches_monolithic_speed(benchmark, exact, vgg16):
-    """`--parts 1` is the whole spatial front as one fused tile (explicit padding, per-node regions)
-    plus the unpartitioned tail; it should cost no more than 3 % over the model's own forward.
+@pytest.mark.parametrize("observes_all_nodes", [False, True], ids=["dead-tiles-freed", "all-tiles-kept"])
+def test_parts_1_vgg16_matches_monolithic_speed(benchmark, exact, vgg16, observes_all_nodes):
+    """`--parts 1` is the whole spatial front as one fused tile (per-node regions and border padding)
+    plus the unpartitioned tail; run as a runtime runs it, dropping each tile after its last reader,
+    it should cost no more than 3 % over the model's own forward. Keeping every node's tile, as
+    `verify` does to name the first mismatching node, is recorded, not asserted: the held maps
+    (~115 MB) make new ones take fresh pages, 7-20k more page faults a forward in most runs (README).
     Planned once outside the timing; with one tile, stitching is the identity."""
+    backend = dataclasses.replace(exact, observes_all_nodes=observes_all_nodes)
     graph, x = vgg16.graph, _input(INPUT)
     front = spatial_front(graph)
     outputs = graph.boundary(front)
@@ -81,17 +102,18 @@ def test_parts_1_vgg16_matches_monolithic_speed(benchmark, exact, vgg16):
     regions = plan_regions(graph, front, {o: tile_boxes(graph[o], 1)[0] for o in outputs})
 
     def tiled() -> torch.Tensor:
-        done = run_segment(graph, front, {graph.input: (None, x)}, exact, regions, outputs)
+        done = run_segment(graph, front, {graph.input: (None, x)}, backend, regions, outputs)
         values = {graph.input: (None, x)} | {o: (None, done[o][1]) for o in outputs}
-        return run_segment(graph, tail, values, exact, outputs=graph.outputs)[graph.outputs[0]][1]
+        return run_segment(graph, tail, values, backend, outputs=graph.outputs)[graph.outputs[0]][1]
 
-    with exact.active():
+    with backend.active():
         assert torch.equal(tiled(), vgg16.monolithic(x))
         monolithic = _interleaved(benchmark, tiled, lambda: vgg16.monolithic(x))
     ratio = benchmark.stats.stats.median / monolithic
     benchmark.extra_info.update(input=list(INPUT), monolithic_median_s=monolithic,
                                 tiled_over_monolithic=ratio)  # fmt: skip
-    assert ratio <= 1.03, f"parts 1 is {ratio - 1:.1%} slower than the monolithic forward"
+    if not observes_all_nodes:
+        assert ratio <= 1.03, f"parts 1 is {ratio - 1:.1%} slower than the monolithic forward"
 
 
 @pytest.mark.benchmark(timer=CLOCK)
