@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
     _add_fleet_args(u)
     u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
+    u.add_argument("--tasks", type=int, default=1,
+                   help="halp: frames kept in flight together (tasks per batch, default: 1)")
     u.add_argument("--frames", type=int, default=20, help="frames to time (default: 20)")
     u.add_argument("--warmup", type=int, default=2, help="frames run first and not timed (default: 2)")
     u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
@@ -325,7 +327,7 @@ def _run_plan(args: argparse.Namespace, graph):
 
     if args.plan is None:
         fleet = _fleet(args)
-        options = {"halp": {"tasks_per_batch": 1}}.get(args.scheme, {})
+        options = {"halp": {"tasks_per_batch": args.tasks}}.get(args.scheme, {})
         return make_plan(args.scheme, graph, fleet, **options), fleet
     plan = load_plan(args.plan)
     shape = list(graph.input_shape[1:])
