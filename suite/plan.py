@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,15 +127,19 @@ def region_box(region: Region, graph: Graph, tensor: str) -> Box:
     return full_box(graph[tensor]) if region is None else Box(*region)
 
 
+def region_shape(graph: Graph, tensor: str, region: Region) -> tuple[int, ...]:
+    """Shape of `region` of a tensor (all channels, the batch dimension included)."""
+    shape = graph[tensor].shape
+    if region is None:
+        return tuple(shape)
+    if len(region) == 2:
+        return (*shape[:-1], region[1] - region[0])
+    return (*shape[:2], region[1] - region[0], region[3] - region[2])
+
+
 def tensor_bytes(graph: Graph, tensor: str, region: Region) -> int:
     """Bytes of `region` of a tensor (all channels)."""
-    node = graph[tensor]
-    if region is None:
-        return node.act_bytes
-    if len(region) == 2:
-        return (region[1] - region[0]) * node.itemsize * node.shape[0]
-    channels = node.shape[0] * node.shape[1]
-    return channels * (region[1] - region[0]) * (region[3] - region[2]) * node.itemsize
+    return math.prod(region_shape(graph, tensor, region)) * graph[tensor].itemsize
 
 
 def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region]) -> dict[str, Region]:

@@ -141,11 +141,11 @@ def execute(plan: Plan, graph: Graph, fleet: Fleet, frames: list[Frame], referen
               "timeout_s": options.timeout_s, "threads": {d: options.threads for d in names[1:]},
               "model": {"spec": options.model, "input_size": list(options.input_size), "seed": options.seed}}
     store.set("config", json.dumps(config))
-    workers = LocalWorkers(options.python, options.host, store.port, len(names))
+    workers = LocalWorkers(options.python, options.host, store, len(names))
     try:
         for name in names[1:]:
             workers.start(ranks[name], name)
-        info = workers.await_ready(store, ranks, STARTUP_TIMEOUT_S)
+        info = workers.await_ready(STARTUP_TIMEOUT_S)
         _emulate(workers, fleet, names[1:], ranks, info, options)
         transport.join(store, 0, len(names), options.timeout_s)
         offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
@@ -276,9 +276,7 @@ def _worker_events(store, devices, ranks, offsets, timeout_s) -> list[Event]:
     store.wait(keys, timedelta(seconds=timeout_s))
     events = []
     for device, key in zip(devices, keys):
-        shift = offsets[device]
-        for e in json.loads(store.get(key)):
-            events.append(Event(**{**e, "start_s": e["start_s"] - shift, "end_s": e["end_s"] - shift}))
+        events += [Event(**e).shifted(offsets[device]) for e in json.loads(store.get(key))]
     return events
 
 
@@ -348,18 +346,17 @@ class LocalWorkers:
 
     python: str
     host: str
-    port: int
+    store: object  # the coordinator's rendezvous store, served on its port
     world: int
     names: dict[int, str] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
     logs: dict[int, Path] = field(default_factory=dict)
     limits: list[CpuLimit] = field(default_factory=list)
-    store: object = None
 
     def start(self, rank: int, name: str) -> None:
         log = Path(tempfile.mkstemp(prefix=f"suite-worker-{rank}-", suffix=".log")[1])
         command = [self.python, "-m", "suite.runtime.worker", "--rank", str(rank), "--world",
-                   str(self.world), "--master", f"{self.host}:{self.port}"]  # fmt: skip
+                   str(self.world), "--master", f"{self.host}:{self.store.port}"]  # fmt: skip
         try:
             with log.open("w") as sink:
                 self.procs[rank] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink,
@@ -370,9 +367,9 @@ class LocalWorkers:
                             f"{exc.strerror}; pass an interpreter that has the suite installed") from None
         self.names[rank], self.logs[rank] = name, log
 
-    def await_ready(self, store, ranks: dict[str, int], timeout_s: float) -> dict[str, dict]:
+    def await_ready(self, timeout_s: float) -> dict[str, dict]:
         """Every worker's report once it has built its model; a worker that exits first is an error."""
-        self.store = store
+        store = self.store
         deadline = time.monotonic() + timeout_s
         waiting = set(self.procs)
         info: dict[str, dict] = {}

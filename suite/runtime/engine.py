@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from suite.execute import Tile, run_segment
 from suite.graph import Graph
-from suite.plan import COORDINATOR, Plan, PlanError, Region, Transfer
+from suite.plan import COORDINATOR, Plan, PlanError, Region, Transfer, box_region, region_box, region_shape
 from suite.regions import Box, NodeRegion, full_box, plan_regions
 from suite.runtime.metrics import Event
 
@@ -168,15 +168,6 @@ def stage_name(stage: int, stages: int) -> str:
     return "returning the model's output" if stage >= stages else f"stage {stage}"
 
 
-def region_shape(graph: Graph, tensor: str, region: Region) -> tuple[int, ...]:
-    shape = graph[tensor].shape
-    if region is None:
-        return tuple(shape)
-    if len(region) == 2:
-        return (*shape[:-1], region[1] - region[0])
-    return (*shape[:2], region[1] - region[0], region[3] - region[2])
-
-
 def _hull(graph: Graph, tensor: str, regions: list[Region]) -> Region:
     if any(r is None for r in regions):
         return None
@@ -186,7 +177,7 @@ def _hull(graph: Graph, tensor: str, regions: list[Region]) -> Region:
     box = Box(*regions[0])
     for r in regions[1:]:
         box = box.hull(Box(*r))
-    return None if box == full_box(graph[tensor]) else [box.h0, box.h1, box.w0, box.w1]
+    return None if box == full_box(graph[tensor]) else box_region(box)
 
 
 def prune_weights(graph: Graph, program: Program) -> None:
@@ -337,8 +328,7 @@ def _cut(store: Mapping, tensor: str, region: Region, graph: Graph) -> torch.Ten
     if len(region) == 2:
         start = have[0] if have is not None else 0
         return value[..., region[0] - start:region[1] - start].contiguous()
-    outer = Box(*have) if have is not None else full_box(graph[tensor])
-    return value[Box(*region).within(outer)].contiguous()
+    return value[Box(*region).within(region_box(have, graph, tensor))].contiguous()
 
 
 def _put(store: dict, tensor: str, region: Region, value: torch.Tensor, canvas: Region, graph: Graph
@@ -354,5 +344,4 @@ def _put(store: dict, tensor: str, region: Region, value: torch.Tensor, canvas: 
         start = canvas[0] if canvas is not None else 0
         whole[..., region[0] - start:region[1] - start] = value
         return
-    outer = Box(*canvas) if canvas is not None else full_box(graph[tensor])
-    whole[Box(*region).within(outer)] = value
+    whole[Box(*region).within(region_box(canvas, graph, tensor))] = value

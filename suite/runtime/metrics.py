@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,10 @@ class Event:
             raise ValueError(f"event kind {self.kind!r} is not one of {KINDS}")
         if self.end_s < self.start_s:
             raise ValueError(f"event ends before it starts: {self}")
+
+    def shifted(self, seconds: float) -> Event:
+        """The same event `seconds` earlier: onto another clock, or relative to a run's start."""
+        return replace(self, start_s=self.start_s - seconds, end_s=self.end_s - seconds)
 
 
 def chrome_trace(events: Iterable[Event], devices: list[str]) -> dict:

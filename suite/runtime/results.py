@@ -21,7 +21,7 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
     """The keys `suite run --json` prints."""
     plan = run.plan
     predicted = plan.predicted
-    single = baseline if baseline is not None and baseline is not run else None
+    single = _separate(run, baseline)
     speedup = latency_speedup = None
     if single is not None and run.throughput_fps and single.throughput_fps:
         speedup = run.throughput_fps / single.throughput_fps
@@ -59,6 +59,11 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
     }
 
 
+def _separate(run: Measurement, baseline: Measurement | None) -> Measurement | None:
+    """The single-device run, unless there is none or the run itself was the single device."""
+    return baseline if baseline is not run else None
+
+
 def _error(measured: float | None, predicted: float) -> float | None:
     """Measured over predicted, minus one: +0.25 means 25 % more than the cost model said."""
     return None if measured is None or not predicted else measured / predicted - 1
@@ -91,9 +96,9 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
 def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
          options: RunOptions) -> Path:  # fmt: skip
     """Write frames.csv, devices.csv, summary.json (with provenance), plan.json and trace.json."""
-    runs = {"plan": run} | ({"single": baseline} if baseline is not None and baseline is not run else {})
-    shifted = [e.__class__(**{**e.__dict__, "start_s": e.start_s - run.start_s,
-                              "end_s": e.end_s - run.start_s}) for e in run.events]  # fmt: skip
+    single = _separate(run, baseline)
+    runs = {"plan": run} | ({"single": single} if single is not None else {})
+    shifted = [e.shifted(run.start_s) for e in run.events]
     meta = run_metadata(fleet=fleet.name, fleet_source=fleet.source, plan_hash=run.plan.digest,
                         backend=options.backend, threads_per_worker=options.threads,
                         emulate=options.emulate, timeout_s=options.timeout_s, model=options.model,
