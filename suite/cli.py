@@ -137,7 +137,7 @@ def _fleet(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from suite.execute import make_backend, prepare
+    from suite.graph import from_model
     from suite.models.load import load_model, parse_input_size
     from suite.plan import save_plan
     from suite.schemes import check_scheme, make_plan
@@ -145,7 +145,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     check_scheme(args.scheme)  # before the model is traced
     fleet = _fleet(args)
     size = parse_input_size(args.input_size) if args.input_size else None
-    graph = prepare(load_model(args.model, size, args.seed), make_backend("torch")).graph
+    graph = from_model(load_model(args.model, size, args.seed, weights=False))
     options = {"pico": {"search": args.search}, "halp": {"tasks_per_batch": args.tasks}}
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
     if args.output:
@@ -242,8 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from suite.backends import make_backend
     from suite.datasets import load_frames
-    from suite.execute import make_backend, prepare
     from suite.models.load import load_model, parse_input_size
     from suite.runtime.coordinator import RunOptions, execute
     from suite.runtime.results import save, summary
@@ -252,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
     backend = make_backend(args.backend, args.threads)
-    prepared = prepare(loaded, backend)
+    prepared = backend.prepare(loaded)
     graph = prepared.graph
     plan, fleet = _run_plan(args, graph)
     frames = load_frames(loaded.input_shape, args.images)
@@ -393,7 +393,7 @@ def _vs(predicted: float | None, error: float | None) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from suite.execute import make_backend, prepare
+    from suite.backends import make_backend
     from suite.models.load import load_model, parse_input_size
     from suite.verify import verify
 
@@ -403,7 +403,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.threads)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
-    prepared = prepare(loaded, backend)
+    prepared = backend.prepare(loaded)
     x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(args.seed))
     report = verify(prepared, backend, x, rows, cols, args.layerwise)
     if args.json:

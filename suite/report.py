@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from suite.execute import make_backend, prepare
+from suite.backends import make_backend
 from suite.fleet import load_fleet
 from suite.models.load import load_model
 from suite.schemes import SCHEMES, make_plan
@@ -23,7 +23,7 @@ def predicted_speedups(models: list[str], fleets: list[str]) -> pd.DataFrame:
     """One row per model x fleet x scheme: predicted latency, throughput and speedups over single."""
     rows = []
     for model in models:
-        graph = prepare(load_model(model), make_backend("torch")).graph
+        graph = make_backend("torch").prepare(load_model(model)).graph
         for name in fleets:
             fleet = load_fleet(name)
             plans = {s: make_plan(s, graph, fleet) for s in SCHEMES}

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from suite.execute import Prepared, Tile, run_segment, run_whole
+from suite.backends import Prepared, Tile, run_segment, run_whole
 from suite.graph import Graph
 from suite.regions import (
     NodeRegion,

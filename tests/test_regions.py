@@ -10,7 +10,7 @@ import torch.nn as nn
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from suite.execute import BackendError, TorchBackend, make_backend, prepare, run_segment
+from suite.backends import BackendError, TorchBackend, make_backend, run_segment
 from suite.graph import GraphImportError, from_torch
 from suite.models.load import LoadedModel
 from suite.regions import Box, RegionError, node_region, plan_regions, redundancy, split_range
@@ -194,7 +194,7 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
     module = RandomNet(spec, shape[0]).eval()
     backend = make_backend(backend_name)
     try:
-        prepared = prepare(LoadedModel("random", shape, module=module), backend)
+        prepared = backend.prepare(LoadedModel("random", shape, module=module))
     except (GraphImportError, BackendError):
         assume(False)  # the drawn stack shrinks the map to nothing (the ONNX exporter says so first)
     graph = prepared.graph

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
+from suite.backends import make_backend
+from suite.backends.torch import _TORCH_KERNELS
 from suite.datasets import Frame
-from suite.execute import _TORCH_KERNELS, make_backend, prepare
 from suite.fleet import load_fleet, uniform_fleet
 from suite.models.load import load_model
 from suite.plan import COORDINATOR
@@ -32,7 +33,7 @@ SMALL = (3, 112, 112)
 @pytest.fixture(scope="module")
 def vgg():
     backend = make_backend("torch")
-    prepared = prepare(load_model("vgg16", SMALL, 0), backend)
+    prepared = backend.prepare(load_model("vgg16", SMALL, 0))
     x = torch.randn(1, *SMALL, generator=torch.Generator().manual_seed(1))
     with backend.active():
         reference = prepared.monolithic(x)

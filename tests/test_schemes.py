@@ -217,10 +217,10 @@ PAPER_FLEETS = [f"pico-homo-{n}" for n in range(2, 9)] + ["pico-hetero", "halp-g
 
 @pytest.mark.parametrize("model", ["vgg16", "resnet18", "resnet34", "resnet50", "inception_v3", "googlenet"])
 def test_pico_is_at_least_single_and_deepthings_on_every_fleet(model):
-    from suite.execute import make_backend, prepare
+    from suite.backends import make_backend
     from suite.models.load import load_model
 
-    graph = prepare(load_model(model), make_backend("torch")).graph
+    graph = make_backend("torch").prepare(load_model(model)).graph
     for name in PAPER_FLEETS:
         fleet = load_fleet(name)
         pico = make_plan("pico", graph, fleet).predicted.throughput_fps

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from suite.execute import make_backend, prepare
+from suite.backends import make_backend
 from suite.models import ZOO
 from suite.models.load import load_model
 from suite.verify import compare, verify
@@ -36,7 +36,7 @@ def _check_zoo(model: str, backend_name: str, layerwise: bool) -> None:
     backend = make_backend(backend_name)
     for rows, cols in _cuts(model, backend_name):
         loaded = load_model(model, _input_size(model, rows))
-        prepared = prepare(loaded, backend)
+        prepared = backend.prepare(loaded)
         x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
         report = verify(prepared, backend, x, rows, cols, layerwise)
         assert report.bit_exact, (model, rows, cols, report.first_mismatch, report.max_ulp)
@@ -61,7 +61,7 @@ def test_zoo_layerwise_tiles_are_bit_exact(model, backend_name):
 def test_small_input_fused_and_layerwise(model, backend_name):
     backend = make_backend(backend_name)
     loaded = load_model(model, (3, 64, 64))
-    prepared = prepare(loaded, backend)
+    prepared = backend.prepare(loaded)
     x = torch.randn(1, 3, 64, 64)
     for layerwise in (False, True):
         report = verify(prepared, backend, x, 2, 1, layerwise)
@@ -72,7 +72,7 @@ def test_small_input_fused_and_layerwise(model, backend_name):
 def test_torch_fast_reports_drift_honestly():
     backend = make_backend("torch-fast")
     loaded = load_model("resnet18", (3, 96, 96))
-    report = verify(prepare(loaded, backend), backend, torch.randn(1, 3, 96, 96), 3)
+    report = verify(backend.prepare(loaded), backend, torch.randn(1, 3, 96, 96), 3)
     assert report.flags["mkldnn"] is True
     assert report.bit_exact == (report.max_ulp == 0)
 
@@ -123,7 +123,7 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle):
 
 
 def test_user_onnx_model_runs_on_both_backends(tmp_path):
-    from suite.execute import export_onnx
+    from suite.backends.ort import export_onnx
 
     module = load_model("resnet18", (3, 64, 64)).module
     path = tmp_path / "net.onnx"
@@ -156,7 +156,7 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
     take the window's own length, and tiles of the corrected graph must be bit-exact."""
     import onnx
 
-    from suite.execute import export_onnx
+    from suite.backends.ort import export_onnx
     from suite.graph.from_onnx import from_onnx
     from suite.models.load import LoadedModel
 
@@ -173,7 +173,7 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
     assert node.shape == expected
     assert graph[graph.outputs[0]].shape == (1, 2)
     backend = make_backend("onnxruntime")
-    prepared = prepare(LoadedModel("ceil", shape, onnx_bytes=onnx_bytes), backend)
+    prepared = backend.prepare(LoadedModel("ceil", shape, onnx_bytes=onnx_bytes))
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
     for rows, cols in [(2, 1), (3, 1), (2, 2)]:
         for layerwise in (False, True):

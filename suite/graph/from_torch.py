@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -171,29 +173,100 @@ def _runner(gm: fx.GraphModule, fx_node: fx.Node) -> Callable[..., torch.Tensor]
     return run
 
 
-class _ShapeRecorder(fx.Interpreter):
-    """Runs the traced model once, recording each node's output shape and dtype in its meta; an
-    error names the node where the model fails."""
+@dataclass(frozen=True)
+class _Shape:
+    """A tensor known by its shape alone, standing in for values during shape propagation."""
 
-    def __init__(self, gm: fx.GraphModule, model: str, input_shape: Sequence[int]):
+    shape: tuple[int, ...]
+
+
+def _classify(gm: fx.GraphModule, fx_node: fx.Node) -> tuple[str, dict]:
+    if fx_node.op == "call_module":
+        return _classify_module(gm.get_submodule(fx_node.target))
+    return _classify_function(fx_node.target, fx_node.args, fx_node.kwargs)
+
+
+def _known_shape(op: str, attrs: dict, node: str, ins: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The output shape of an op kind the IR knows, from its inputs' shapes (None: run it to see).
+
+    The same geometry the region math uses, so planning needs neither weights nor a forward pass.
+    """
+    x = ins[0] if ins else None
+    weight = attrs.get("params", {}).get("weight")
+    if op == "conv" and len(x) == 4:
+        if x[1] != weight.shape[1] * attrs["groups"]:
+            raise GraphImportError(f"node '{node}': conv expects {weight.shape[1] * attrs['groups']} "
+                                   f"input channels but gets {x[1]}")  # fmt: skip
+        w = attrs["window"]
+        return (x[0], weight.shape[0], w.out_length(x[2], 0), w.out_length(x[3], 1))
+    if op in ("maxpool", "avgpool") and len(x) == 4:
+        w = attrs["window"]
+        return (*x[:2], w.out_length(x[2], 0), w.out_length(x[3], 1))
+    if op in ("batchnorm", "relu", "elementwise", "dropout", "identity") and len(ins) == 1:
+        return x
+    if op in ("add", "mul") and len(ins) >= 2:
+        return tuple(torch.broadcast_shapes(*ins))
+    if op == "concat" and all(len(s) == 4 and s[:1] + s[2:] == x[:1] + x[2:] for s in ins):
+        return (x[0], sum(s[1] for s in ins), *x[2:])
+    if op == "flatten":
+        start = attrs["start_dim"] % len(x)
+        return (*x[:start], math.prod(x[start:]))
+    if op == "linear" and x[-1] == weight.shape[1]:
+        return (*x[:-1], weight.shape[0])
+    if op == "adaptive_avgpool" and len(x) == 4:
+        return (*x[:2], *(o if o is not None else i for o, i in zip(attrs["output_size"], x[2:])))
+    return None
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Propagates shapes through the traced model, recording each node's output shape and dtype in
+    its meta. Ops the IR knows are computed from their inputs' shapes; any other node runs, on
+    zeros in place of the tensors it reads. An error names the node where the model fails."""
+
+    def __init__(self, gm: fx.GraphModule, model: str, input_shape: Sequence[int], device: torch.device):
         super().__init__(gm)
         self.extra_traceback = False
+        self.device = device
         self.model, self.input_shape = model, "x".join(map(str, input_shape))
 
     def run_node(self, n: fx.Node):
         try:
-            result = super().run_node(n)
+            result = self._propagate(n)
+        except GraphImportError:
+            raise
         except Exception as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "too small" in detail:
-                msg = (f"input {self.input_shape} is too small for model '{self.model}': the feature "
-                       f"map vanishes at node '{n.name}' ({detail}); use a larger --input-size")
-            else:
-                msg = f"model '{self.model}' fails at node '{n.name}' on input {self.input_shape}: {detail}"
-            raise GraphImportError(msg) from None
-        if isinstance(result, torch.Tensor):
-            n.meta["shape"], n.meta["dtype"] = tuple(result.shape), result.dtype
+            raise GraphImportError(f"model '{self.model}' fails at node '{n.name}' on input "
+                                   f"{self.input_shape}: {detail}") from None  # fmt: skip
+        shape = result.shape if isinstance(result, _Shape | torch.Tensor) else None
+        if shape is not None:
+            if any(d <= 0 for d in shape):
+                raise GraphImportError(f"input {self.input_shape} is too small for model '{self.model}': "
+                                       f"the feature map vanishes at node '{n.name}' (output "
+                                       f"{tuple(shape)}); use a larger --input-size")  # fmt: skip
+            n.meta["shape"] = tuple(shape)
+            n.meta["dtype"] = result.dtype if isinstance(result, torch.Tensor) else torch.float32
         return result
+
+    def _propagate(self, n: fx.Node):
+        if n.op == "placeholder":
+            return _Shape(tuple(next(self.args_iter).shape))
+        if n.op in ("call_module", "call_function", "call_method"):
+            ins = [self.env[a] for a in n.all_input_nodes]
+            if ins and all(isinstance(v, _Shape) for v in ins):
+                op, attrs = _classify(self.module, n)
+                shape = _known_shape(op, attrs, n.name, [v.shape for v in ins])
+                if shape is not None:
+                    return _Shape(shape)
+        return super().run_node(n)
+
+    def _materialize(self, value):
+        return torch.zeros(value.shape, device=self.device) if isinstance(value, _Shape) else value
+
+    def fetch_args_kwargs_from_env(self, n: fx.Node):
+        args, kwargs = super().fetch_args_kwargs_from_env(n)
+        materialize = lambda v: fx.node.map_aggregate(v, self._materialize)
+        return materialize(args), materialize(kwargs)
 
 
 def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model") -> Graph:
@@ -203,8 +276,10 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
     except Exception as exc:  # fx raises many kinds; the user needs the reason in one line
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphImportError(f"torch.fx cannot trace model '{name}': {reason}") from exc
+    # A module built on the meta device (for planning) has no values to run unknown ops on.
+    device = next((t.device for t in module.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        _ShapeRecorder(gm, name, input_shape).run(torch.zeros(1, *input_shape))
+        _ShapeRecorder(gm, name, input_shape, device).run(_Shape((1, *input_shape)))
 
     nodes: dict[str, Node] = {}
     graph_input = None
@@ -228,10 +303,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
         if fx_node.op == "get_attr":
             raise GraphImportError(f"node '{fx_node.name}' reads a tensor attribute directly; "
                                    "register it in a module instead")  # fmt: skip
-        if fx_node.op == "call_module":
-            op, attrs = _classify_module(gm.get_submodule(fx_node.target))
-        else:
-            op, attrs = _classify_function(fx_node.target, fx_node.args, fx_node.kwargs)
+        op, attrs = _classify(gm, fx_node)
         if op in ("add", "mul", "concat") and len(inputs) < 2:
             op, attrs = "elementwise", {}  # x + constant: pointwise in x
         if op in ("add", "mul") and any(nodes[i].shape != shape for i in inputs):

@@ -63,14 +63,19 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.uniform_(m.running_var, 0.5, 1.5)
 
 
-def build_zoo_model(name: str, seed: int = 0) -> nn.Module:
+def build_zoo_model(name: str, seed: int = 0, weights: bool = True) -> nn.Module:
     """Build zoo model ``name`` with weights determined by ``seed``, ready for inference.
 
     The global RNG state is restored afterwards, so building a model never perturbs the
-    caller's randomness. The model is in eval mode with gradients disabled.
+    caller's randomness. The model is in eval mode with gradients disabled. Without `weights`
+    it is built on the meta device: shapes and parameter sizes only, which is all planning needs
+    (VGG-16's 138M random weights take seconds to draw).
     """
     if name not in ZOO:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(ZOO))}")
+    if not weights:
+        with torch.device("meta"):
+            return ZOO[name].factory().eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ZOO[name].factory()

@@ -36,10 +36,13 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def load_model(spec: str, input_size: tuple[int, int, int] | None = None, seed: int = 0
-               ) -> LoadedModel:  # fmt: skip
+def load_model(spec: str, input_size: tuple[int, int, int] | None = None, seed: int = 0,
+               weights: bool = True) -> LoadedModel:  # fmt: skip
+    """The model `spec` names. `weights=False` is for planning: a zoo model is then built on the
+    meta device (shapes, no values); ONNX files and a user's factory are loaded as they are."""
     if spec in ZOO:
-        return LoadedModel(spec, input_size or ZOO[spec].input_size, module=build_zoo_model(spec, seed))
+        module = build_zoo_model(spec, seed, weights)
+        return LoadedModel(spec, input_size or ZOO[spec].input_size, module=module)
     if spec.endswith(".onnx"):
         return _load_onnx(Path(spec), input_size)
     if ":" in spec:

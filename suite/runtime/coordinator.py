@@ -31,9 +31,9 @@ from statistics import median
 import torch
 import torch.distributed as dist
 
+from suite.backends import run_whole
 from suite.datasets import Frame
 from suite.errors import UserError
-from suite.execute import run_whole
 from suite.fleet import Fleet, load_profile
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from suite.execute import Tile, run_segment
+from suite.backends import Tile, run_segment
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Region, Transfer, box_region, region_box, region_shape
 from suite.regions import Box, NodeRegion, full_box, plan_regions

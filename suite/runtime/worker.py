@@ -66,7 +66,7 @@ def _build(config: dict, rank: int):
     """The runner for this rank's party, the frame count, and what to report when ready."""
     import torch
 
-    from suite.execute import make_backend, prepare
+    from suite.backends import make_backend
     from suite.graph import Graph
     from suite.models.load import load_model
     from suite.plan import load_plan_dict
@@ -81,7 +81,7 @@ def _build(config: dict, rank: int):
     torch.set_num_interop_threads(1)
     model = config["model"]
     loaded = load_model(model["spec"], tuple(model["input_size"]), model["seed"])
-    graph: Graph = prepare(loaded, backend).graph
+    graph: Graph = backend.prepare(loaded).graph
     del loaded  # the module's own copy of the weights
     plan = load_plan_dict(config["plan"])
     program = compile_program(plan, graph, party)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from suite.execute import make_backend, prepare, run_segment
+from suite.backends import make_backend, run_segment
 from suite.models.load import load_model
 from suite.regions import plan_regions, tile_boxes
 from suite.verify import spatial_front
@@ -68,12 +68,12 @@ def exact():
 
 @pytest.fixture(scope="module")
 def vgg16(exact):
-    return prepare(load_model("vgg16", INPUT), exact)
+    return INPUT.prepare(load_model("vgg16"), exact)
 
 
 def test_regions_inception_v3_8_strips(benchmark, exact):
     """Planning must stay cheap next to running a tile: all 8 strips' regions under 50 ms."""
-    graph = prepare(load_model("inception_v3"), exact).graph
+    graph = exact.prepare(load_model("inception_v3")).graph
 
     def plan_all():
         front = spatial_front(graph)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from suite.execute import make_backend, prepare
+from suite.backends import make_backend
 from suite.fleet import Device, Fleet, load_fleet
 from suite.models.load import load_model
 from suite.schemes import make_plan
@@ -16,7 +16,7 @@ from suite.schemes.pico import StageTimer, dp_search, exhaustive
 
 
 def _graph(model: str):
-    return prepare(load_model(model), make_backend("torch")).graph
+    return make_backend("torch").prepare(load_model(model)).graph
 
 
 def test_pico_plans_inception_v3_on_pico_hetero_under_a_second(benchmark):

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from suite.backends import make_backend
 from suite.datasets import load_frames
-from suite.execute import make_backend, prepare
 from suite.fleet import uniform_fleet
 from suite.models.load import load_model
 from suite.runtime.coordinator import RunOptions, execute
@@ -66,7 +66,7 @@ def test_gloo_loopback_throughput_1mb(benchmark):
 
 def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, frames: int):
     backend = make_backend("torch")
-    prepared = prepare(load_model(model, size, 0), backend)
+    prepared = backend.prepare(load_model(model, size, 0))
     plan = make_plan(scheme, prepared.graph, uniform_fleet(devices))
     inputs = load_frames(size)[:2]
     with backend.active():

@@ -11,20 +11,26 @@ level its im2col GEMM regroups the reduction by output size and small tiles drif
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from suite.execute import Prepared, Tile, export_onnx, region_of
+from suite.backends.base import BackendError, Prepared, Tile, region_of
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
 from suite.regions import Box, NodeRegion, full_box
+
+if TYPE_CHECKING:
+    from suite.models.load import LoadedModel
 
 
 @dataclass
@@ -62,7 +68,7 @@ class OrtBackend:
             opts.inter_op_num_threads = 1
         return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
-    def prepare(self, loaded) -> Prepared:
+    def prepare(self, loaded: LoadedModel) -> Prepared:
         """The model with ORT's portable basic optimisations applied once (BN folded into convs),
         as the graph tiles run and as the monolithic session."""
         model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape)
@@ -119,6 +125,21 @@ class OrtBackend:
             optimised = onnx.load(opts.optimized_model_filepath)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
         return frozenset(n for n in names if n not in plain)
+
+
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
+    """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
+                              input_names=["input"], output_names=["output"], opset_version=17)
+        except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
+            detail = str(exc).splitlines()[0][:300]
+            raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
+                               "try another --input-size or --backend torch") from None
+    return buf.getvalue()
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],

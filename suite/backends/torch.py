@@ -1,35 +1,30 @@
-"""Run nodes of a graph on tiles, on one backend, returning exactly the requested regions.
+"""The torch backends: PyTorch on the CPU, node by node, each node on exactly its tile.
 
 Every node runs on the real data it reads plus the padding its region says lies outside the map;
-the backend applies that padding itself, so a tile at the border and the whole map see the same
-numbers. Backends:
+the kernels apply that padding themselves, so a tile at the border and the whole map see the same
+numbers.
 
 - `torch`: oneDNN (mkldnn) and NNPACK off, so a conv is im2col + GEMM whose result for one output
-  element does not depend on the map's size: tiles are bit-exact.
+  element does not depend on the map's size: tiles are bit-exact (with the kernels below).
 - `torch-fast`: oneDNN on, the fastest CPU path; tiles may differ from the whole map in the last bits.
-- `onnxruntime`: the CPU execution provider; each segment tile runs as one graph (`suite/ort.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from suite.errors import UserError
-from suite.graph import Graph, Node, Window
-from suite.regions import Box, NodeRegion, RegionError, full_box, node_region
+from suite.backends.base import BackendError, Prepared, Tile, region_of, run_whole
+from suite.graph import Graph, Node, Window, from_model
+from suite.regions import Box, NodeRegion, RegionError
 
-Tile = tuple[Box | None, torch.Tensor]  # a tensor and the box of the map it covers (None: whole)
-
-
-class BackendError(UserError):
-    """A backend cannot run a node (names the node and why)."""
-
+if TYPE_CHECKING:
+    from suite.models.load import LoadedModel
 
 # ----------------------------------------------------------------------------- torch kernels
 
@@ -264,31 +259,12 @@ class TorchBackend:
                     values.pop(src, None)
         return values
 
-
-# ----------------------------------------------------------------------------- execution
-
-BACKENDS = ("torch", "torch-fast", "onnxruntime")
-
-
-def make_backend(name: str, threads: int | None = None):
-    """A backend by name: `TorchBackend` or `suite.ort.OrtBackend`."""
-    if name == "torch":
-        return TorchBackend("torch", exact=True, threads=threads)
-    if name == "torch-fast":
-        return TorchBackend("torch-fast", exact=False, threads=threads)
-    if name == "onnxruntime":
-        from suite.ort import OrtBackend
-
-        return OrtBackend(threads=threads)
-    raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
-
-
-def region_of(graph: Graph, node: Node, regions: Mapping[str, NodeRegion]) -> NodeRegion | None:
-    """The node's region in this run; a spatial node without one computes its whole map."""
-    region = regions.get(node.name)
-    if region is None and node.spatial:
-        region = node_region(graph, node, full_box(node))
-    return region
+    def prepare(self, loaded: LoadedModel) -> Prepared:
+        """A module is traced and is itself the reference; an ONNX model runs node by node."""
+        graph = from_model(loaded)
+        if loaded.module is not None:
+            return Prepared(graph, loaded.module)
+        return Prepared(graph, lambda x: run_whole(graph, x, self, graph.outputs)[graph.outputs[0]])
 
 
 def _slice(tile: Tile, read: Box, node: str, src: str) -> torch.Tensor:
@@ -300,69 +276,3 @@ def _slice(tile: Tile, read: Box, node: str, src: str) -> torch.Tensor:
     if have == read:
         return tensor
     return tensor[read.within(have)].contiguous()
-
-
-def run_segment(graph: Graph, names: Sequence[str], values: Mapping[str, Tile], backend,
-                regions: Mapping[str, NodeRegion] | None = None,
-                outputs: Sequence[str] | None = None) -> dict[str, Tile]:  # fmt: skip
-    """Run `names` (in order) over `values` (tiles of the nodes they read), one backend call.
-
-    A node with a region computes just that region; one without computes its whole output.
-    Returns at least the tiles of `outputs` (default: the nodes whose results leave `names`).
-    """
-    outputs = list(outputs) if outputs is not None else graph.boundary(names)
-    return backend.run(graph, list(names), dict(values), regions or {}, outputs)
-
-
-def run_whole(graph: Graph, x: torch.Tensor, backend, outputs: Sequence[str] | None = None
-              ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Whole outputs of `outputs` (default: every node) for input `x`: the untiled run."""
-    names = [n for n in graph.nodes if n != graph.input]
-    tiles = run_segment(graph, names, {graph.input: (None, x)}, backend,
-                        outputs=names if outputs is None else outputs)  # fmt: skip
-    return {name: tensor for name, (_, tensor) in tiles.items()}
-
-
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
-    """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
-    import warnings
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
-                              input_names=["input"], output_names=["output"], opset_version=17)
-        except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
-            detail = str(exc).splitlines()[0][:300]
-            raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
-                               "try another --input-size or --backend torch") from None
-    return buf.getvalue()
-
-
-@dataclass
-class Prepared:
-    """A model's graph on one backend and its monolithic run (the reference every tile meets)."""
-
-    graph: Graph
-    monolithic: Callable[[torch.Tensor], torch.Tensor]
-
-
-def prepare(loaded, backend) -> Prepared:
-    """Build the graph `backend` executes and the monolithic model on the same backend.
-
-    torch backends trace the module (`module(x)` is the reference; an ONNX model runs node by
-    node); onnxruntime runs the ONNX model, exported from torch where needed.
-    """
-    from suite.graph import from_torch
-    from suite.graph.from_onnx import from_onnx
-
-    if not isinstance(backend, TorchBackend):
-        return backend.prepare(loaded)
-    if loaded.module is not None:
-        graph = from_torch(loaded.module, loaded.input_shape, loaded.name)
-        return Prepared(graph, loaded.module)
-    import onnx
-
-    graph = from_onnx(onnx.ModelProto.FromString(loaded.onnx_bytes), loaded.name)
-    return Prepared(graph, lambda x: run_whole(graph, x, backend, graph.outputs)[graph.outputs[0]])

@@ -1,0 +1,33 @@
+"""Backends run a graph's segments on tiles, exactly as the monolithic model would compute them.
+
+- `torch` (exact: oneDNN and NNPACK off) and `torch-fast` (oneDNN on): `suite/backends/torch.py`;
+- `onnxruntime` (CPU execution provider; each segment tile runs as one ONNX graph):
+  `suite/backends/ort.py`.
+
+`make_backend` is the registry; `base.py` holds the protocol every backend meets.
+"""
+
+from __future__ import annotations
+
+from suite.backends.base import Backend, BackendError, Prepared, Tile, region_of, run_segment, run_whole
+from suite.backends.torch import TorchBackend
+
+BACKENDS = ("torch", "torch-fast", "onnxruntime")
+
+__all__ = [
+    "BACKENDS", "Backend", "BackendError", "Prepared", "Tile", "TorchBackend",
+    "make_backend", "region_of", "run_segment", "run_whole",
+]  # fmt: skip
+
+
+def make_backend(name: str, threads: int | None = None) -> Backend:
+    """A backend by name."""
+    if name == "torch":
+        return TorchBackend("torch", exact=True, threads=threads)
+    if name == "torch-fast":
+        return TorchBackend("torch-fast", exact=False, threads=threads)
+    if name == "onnxruntime":
+        from suite.backends.ort import OrtBackend  # imports onnxruntime only when asked for
+
+        return OrtBackend(threads=threads)
+    raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")

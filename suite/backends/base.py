@@ -1,0 +1,87 @@
+"""What every backend is: the `Backend` protocol, the tiles it passes around, and the two ways to
+run a graph on it (a segment of tiles, or the whole model node by node)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from suite.errors import UserError
+from suite.graph import Graph, Node
+from suite.regions import Box, NodeRegion, full_box, node_region
+
+if TYPE_CHECKING:
+    from suite.models.load import LoadedModel
+
+Tile = tuple[Box | None, torch.Tensor]  # a tensor and the box of the map it covers (None: whole)
+
+
+class BackendError(UserError):
+    """A backend cannot run a node (names the node and why)."""
+
+
+@dataclass
+class Prepared:
+    """A model's graph on one backend and its monolithic run (the reference every tile meets)."""
+
+    graph: Graph
+    monolithic: Callable[[torch.Tensor], torch.Tensor]
+
+
+class Backend(Protocol):
+    """Runs segments of a graph on tiles and the monolithic model, on one numeric library.
+
+    `observes_all_nodes`: `run` hands back every node's tile (for `verify` to name the first node
+    that differs), not only the requested outputs.
+    """
+
+    name: str
+    threads: int | None
+    observes_all_nodes: bool
+
+    def active(self) -> AbstractContextManager[None]:
+        """Process-wide settings (flags, threads) for the frames run inside it."""
+
+    def flags(self) -> dict[str, object]:
+        """The settings results record, so a figure can be traced to them."""
+
+    def prepare(self, loaded: LoadedModel) -> Prepared:
+        """The graph this backend executes, and the monolithic model on the same backend."""
+
+    def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
+            regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
+        """Run `names` in order over `values`; returns at least the tiles of `outputs`."""
+
+
+def region_of(graph: Graph, node: Node, regions: Mapping[str, NodeRegion]) -> NodeRegion | None:
+    """The node's region in this run; a spatial node without one computes its whole map."""
+    region = regions.get(node.name)
+    if region is None and node.spatial:
+        region = node_region(graph, node, full_box(node))
+    return region
+
+
+def run_segment(graph: Graph, names: Sequence[str], values: Mapping[str, Tile], backend: Backend,
+                regions: Mapping[str, NodeRegion] | None = None,
+                outputs: Sequence[str] | None = None) -> dict[str, Tile]:  # fmt: skip
+    """Run `names` (in order) over `values` (tiles of the nodes they read), one backend call.
+
+    A node with a region computes just that region; one without computes its whole output.
+    Returns at least the tiles of `outputs` (default: the nodes whose results leave `names`).
+    """
+    outputs = list(outputs) if outputs is not None else graph.boundary(names)
+    return backend.run(graph, list(names), dict(values), regions or {}, outputs)
+
+
+def run_whole(graph: Graph, x: torch.Tensor, backend: Backend, outputs: Sequence[str] | None = None
+              ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Whole outputs of `outputs` (default: every node) for input `x`: the untiled run."""
+    names = [n for n in graph.nodes if n != graph.input]
+    tiles = run_segment(graph, names, {graph.input: (None, x)}, backend,
+                        outputs=names if outputs is None else outputs)  # fmt: skip
+    return {name: tensor for name, (_, tensor) in tiles.items()}
+
