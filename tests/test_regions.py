@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from suite.backends import BackendError, TorchBackend, make_backend, run_segment
 from suite.graph import GraphImportError, from_torch
+from suite.graph.cuts import spatial_front
 from suite.models.load import LoadedModel
 from suite.regions import Box, RegionError, node_region, plan_regions, redundancy, split_range
-from suite.verify import compare, spatial_front
+from suite.verify import compare
 
 
 def _graph(module: nn.Module, shape=(1, 9, 9)):

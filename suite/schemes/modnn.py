@@ -1,7 +1,7 @@
 """MoDNN (Mao et al., DATE 2017): layer-wise partitioning through a group owner.
 
 Every layer (a conv or pool with the pointwise and merge nodes it alone feeds, see
-`verify.layers`) is cut into full-width row strips sized in proportion to each device's capability
+`graph.cuts.layers`) is cut into full-width row strips sized in proportion to each device's capability
 (the Biased One-Dimensional Partition, BODP). The group owner, the fastest device, scatters each
 device's input rows (with their halo) and gathers the strips before the next layer; nothing is
 pipelined. Fully connected layers are split by output neurons in proportion to capability, with
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from suite.fleet import Fleet
 from suite.graph import Graph
+from suite.graph.cuts import layers, spatial_front
 from suite.plan import build_stages
 from suite.regions import split_range
-from suite.verify import layers, spatial_front
 
 ALIGN = 4  # linear output cut points on multiples of this stay bit-exact
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from suite.backends import make_backend, run_segment
+from suite.graph.cuts import spatial_front
 from suite.models.load import load_model
 from suite.regions import plan_regions, tile_boxes
-from suite.verify import spatial_front
 
 INPUT = (3, 224, 224)  # the zoo size; VGG-16 takes ~0.5 CPU-s a forward
 ROUNDS = 21
