@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -160,21 +161,13 @@ def _describe_plan(plan) -> str:
     lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices), "
              f"planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"]
     for stage, cost in zip(plan.stages, p.stages):
-        parts = ", ".join(f"{w.device} {_region(r)}" for w in stage.work for r in w.outputs.values())
+        parts = ", ".join(f"{w.device} {r}" for w in stage.work for r in w.outputs.values())
         lines.append(f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
                      f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
     lines.append(f"  predicted: latency {p.latency_s:.3g} s, period {p.period_s:.3g} s, "
                  f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}")
     return "\n".join(lines)
-
-
-def _region(region) -> str:
-    if region is None:
-        return "whole"
-    if len(region) == 2:
-        return f"features {region[0]}-{region[1]}"
-    return f"rows {region[0]}-{region[1]} cols {region[2]}-{region[3]}"
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -245,7 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.backends import make_backend
     from suite.datasets import load_frames
     from suite.models.load import load_model, parse_input_size
-    from suite.runtime.coordinator import RunOptions, execute
+    from suite.runtime.coordinator import Coordinator, RunOptions
     from suite.runtime.results import save, summary
 
     _check_run_args(args)
@@ -264,20 +257,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                          timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                          host=args.host, port=args.port, python=args.worker_python)  # fmt: skip
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
-    run = _with_progress(f"{plan.scheme} on {len(plan.devices)} devices",
-                         lambda tick: execute(plan, graph, fleet, frames, references, backend, options, tick),
-                         options)  # fmt: skip
-    baseline = None
-    if run.complete and args.baseline:
-        if plan.scheme == "single":
-            baseline = run
-        else:
-            from suite.schemes import make_plan
-
-            single = make_plan("single", graph, fleet)
-            baseline = _with_progress("single device",
-                                      lambda tick: execute(single, graph, fleet, frames, references,
-                                                           backend, options, tick), options)  # fmt: skip
+    coordinator = Coordinator(graph, backend, fleet, frames, references, options)
+    with _progress(options.warmup + options.frames) as progress:
+        run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
     folder = save(output, run, baseline, fleet, options)
     result = summary(run, baseline, fleet, options) | {"results": str(folder)}
     if args.json:
@@ -344,23 +326,30 @@ def _run_plan(args: argparse.Namespace, graph):
     return plan, fleet
 
 
-def _with_progress(label: str, work, options):
-    """Run `work(tick)` under a progress bar on stderr (frames done, of warm-up + timed); without a
-    terminal, a line when the workers are up and at every quarter."""
+@contextlib.contextmanager
+def _progress(total: int):
+    """Yields `progress(label)`, which gives a run's progress callback: a bar on stderr (frames done,
+    of warm-up + timed), or without a terminal a line when the workers are up and at every quarter."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        def tick(done: int, total: int) -> None:
-            if done == 0 or done * 4 // total != (done - 1) * 4 // total:
-                print(f"{label}: {done}/{total} frames", file=sys.stderr, flush=True)
+        def lines(label: str):
+            def tick(done: int, total: int) -> None:
+                if done == 0 or done * 4 // total != (done - 1) * 4 // total:
+                    print(f"{label}: {done}/{total} frames", file=sys.stderr, flush=True)
+            return tick
 
-        return work(tick)
+        yield lines
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(label, total=options.warmup + options.frames)
-        return work(lambda done, total: bar.update(task, completed=done))
+        def bars(label: str):
+            task = bar.add_task(label, total=total)
+            return lambda done, total: bar.update(task, completed=done)
+
+        yield bars
 
 
 def _describe_run(r: dict) -> str:

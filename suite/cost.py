@@ -2,45 +2,86 @@
 
 PICO's formulas, applied to every scheme alike:
 - a device's time for a node over a region is its profile's `alpha * MACs / capability + overhead`
-  for the node's op kind, and its time for a stage is the sum over the nodes it computes;
+  for the node's op kind, and its time for a stage is the sum over the nodes it computes; so the
+  work is summed by op kind first (`OpWork`) and priced with the profile's vectors;
 - a stage takes its slowest device's compute plus its communication. On a shared medium (WiFi)
   transfers serialize, so communication is their sum; on a switched network each device's link
   works in parallel, so it is the busiest link's sum per direction;
 - in an `overlap` stage (HALP) a device starts as soon as its own inputs arrived, so the stage
   ends when the last device has received, computed and sent its results;
 - latency is the sum of stage times; stages of one pipeline `group` run back to back, groups run
-  concurrently on different frames, so the period is the slowest group's total.
-The simulator (suite/simulate.py) adds what this model leaves out: contention for a shared medium
-between pipeline stages, arrival processes, channels that vary per frame.
+  concurrently on different frames, so the period is the slowest group's total; a plan that keeps
+  more frames in flight than it has groups is paced by its busiest device or medium.
+`stage_time` is the one rule that turns compute and transfers into a stage's time: the schemes'
+searches and `predict` both use it. The simulator (suite/simulate.py) adds what this model leaves
+out: contention for a shared medium between pipeline stages, arrival processes, channels that vary
+per frame.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from suite.errors import UserError
-from suite.fleet import Device, Fleet, Link
+from suite.fleet import Fleet, Link, Profile
 from suite.graph import Graph
+from suite.graph.ir import OP_KINDS
 from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer
-from suite.regions import Box, plan_regions
+from suite.regions import Box, FeatureRange, plan_regions
+
+OP_INDEX = {op: i for i, op in enumerate(OP_KINDS)}
+
+
+@dataclass(frozen=True)
+class OpWork:
+    """What a device computes, summed by op kind (indexed like `OP_KINDS`): MACs and nodes."""
+
+    macs: np.ndarray
+    nodes: np.ndarray
+
+    @staticmethod
+    def of(ops_macs: Iterable[tuple[str, float]]) -> OpWork:
+        """The work of nodes given as (op kind, MACs)."""
+        macs, nodes = np.zeros(len(OP_KINDS)), np.zeros(len(OP_KINDS))
+        for op, m in ops_macs:
+            macs[OP_INDEX[op]] += m
+            nodes[OP_INDEX[op]] += 1
+        return OpWork(macs, nodes)
+
+    def __add__(self, other: OpWork) -> OpWork:
+        return OpWork(self.macs + other.macs, self.nodes + other.nodes)
+
+
+def work_time(profile: Profile, work: OpWork) -> float:
+    return float(work_times([profile], work.macs[None], work.nodes[None])[0])
+
+
+def work_times(profiles: Sequence[Profile], macs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Seconds of each row of work (`macs`, `nodes`: rows x op kinds) on the profile of that row."""
+    per_mac = np.array([p.prices[0] for p in profiles])
+    per_node = np.array([p.prices[1] for p in profiles])
+    seconds = (macs * per_mac).sum(axis=1) + (nodes * per_node).sum(axis=1)
+    for row in np.flatnonzero(np.isnan(seconds)):  # an op kind some profile cannot price
+        op = next(OP_KINDS[k] for k in np.flatnonzero(np.isnan(per_mac[row])) if nodes[row, k])
+        profiles[row].cost(op)  # raises the error that names the profile and the op
+    return seconds
 
 
 def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region]) -> dict[str, float]:
     """MACs per node that one device spends to produce `outputs` of a stage."""
     regions = list(outputs.values())
-    if all(r is not None and len(r) == 4 for r in regions):
-        boxes = plan_regions(graph, nodes, {t: Box(*r) for t, r in outputs.items()})
-        return {n: graph[n].flops_per_position * r.out.area for n, r in boxes.items()}
-    if all(r is not None and len(r) == 2 for r in regions):
-        tensor, (f0, f1) = next(iter(outputs.items()))
-        share = (f1 - f0) / graph[tensor].shape[-1]
+    if all(isinstance(r, Box) for r in regions):
+        tiles = plan_regions(graph, nodes, outputs)
+        return {n: graph[n].flops_per_position * r.out.area for n, r in tiles.items()}
+    if all(isinstance(r, FeatureRange) for r in regions):
+        tensor, features = next(iter(outputs.items()))
+        share = features.size / graph[tensor].shape[-1]
         return {n: graph[n].flops * share for n in nodes}
     return {n: float(graph[n].flops) for n in nodes}
-
-
-def compute_time(graph: Graph, device: Device, macs: Mapping[str, float]) -> float:
-    return sum(device.profile.node_time(graph[n].op, m) for n, m in macs.items())
 
 
 def comm_time(link: Link, transfers: Sequence[Transfer]) -> float:
@@ -53,24 +94,6 @@ def comm_time(link: Link, transfers: Sequence[Transfer]) -> float:
         busy[(t.src, "out")] += link.transfer_time(t.bytes)
         busy[(t.dst, "in")] += link.transfer_time(t.bytes)
     return max(busy.values())
-
-
-def stage_cost(graph: Graph, fleet: Fleet, stage: Stage) -> tuple[StageCost, float]:
-    """The stage's cost and the MACs it spends."""
-    per_device: dict[str, float] = defaultdict(float)
-    total_macs = 0.0
-    for w in stage.work:
-        macs = work_macs(graph, stage.nodes, w.outputs)
-        total_macs += sum(macs.values())
-        per_device[w.device] += compute_time(graph, fleet.device(w.device), macs)
-    compute = max(per_device.values())
-    comm = comm_time(fleet.link, stage.transfers)
-    nbytes = sum(t.bytes for t in stage.transfers)
-    if stage.overlap:
-        time = overlapped_time(fleet.link, stage.transfers, per_device, stage.outputs)
-    else:
-        time = compute + comm
-    return StageCost(compute, comm, time, nbytes, dict(per_device)), total_macs
 
 
 def overlapped_time(link: Link, transfers: Sequence[Transfer], compute: Mapping[str, float],
@@ -91,6 +114,30 @@ def overlapped_time(link: Link, transfers: Sequence[Transfer], compute: Mapping[
     return max(ready[d] + compute[d] + sends[d] for d in compute)
 
 
+def stage_time(link: Link, compute: Mapping[str, float], transfers: Sequence[Transfer],
+               overlap: bool = False, outputs: Iterable[str] = ()) -> float:  # fmt: skip
+    """A stage's time from each device's compute seconds and the stage's transfers."""
+    if overlap:
+        return overlapped_time(link, transfers, compute, outputs)
+    return max(compute.values(), default=0.0) + comm_time(link, transfers)
+
+
+def stage_cost(graph: Graph, fleet: Fleet, stage: Stage) -> tuple[StageCost, float]:
+    """The stage's cost and the MACs it spends."""
+    work: dict[str, OpWork] = {}
+    total_macs = 0.0
+    for w in stage.work:
+        macs = work_macs(graph, stage.nodes, w.outputs)
+        total_macs += sum(macs.values())
+        mine = OpWork.of((graph[n].op, m) for n, m in macs.items())
+        work[w.device] = work[w.device] + mine if w.device in work else mine
+    per_device = {d: work_time(fleet.device(d).profile, w) for d, w in work.items()}
+    time = stage_time(fleet.link, per_device, stage.transfers, stage.overlap, stage.outputs)
+    cost = StageCost(max(per_device.values()), comm_time(fleet.link, stage.transfers), time,
+                     sum(t.bytes for t in stage.transfers), per_device)  # fmt: skip
+    return cost, total_macs
+
+
 def predict(plan: Plan, graph: Graph, fleet: Fleet) -> Predicted:
     costs, macs = zip(*(stage_cost(graph, fleet, s) for s in plan.stages))
     group_time: dict[int, float] = defaultdict(float)
@@ -98,12 +145,12 @@ def predict(plan: Plan, graph: Graph, fleet: Fleet) -> Predicted:
         group_time[stage.group] += cost.time_s
     latency = sum(c.time_s for c in costs)
     period = max(group_time.values())
-    tasks = plan.options.get("tasks_per_batch", 1)
-    if tasks > 1:
-        # K frames in flight: each device and the medium work on one frame while others wait
-        # on another, so the busiest resource sets the pace; the batch ends K - 1 periods later.
+    if plan.frames_in_flight > len(group_time):
+        # More frames in flight than pipeline groups (HALP's K per batch): each device and the
+        # medium work on one frame while others wait on another, so the busiest resource sets the
+        # pace; the batch ends K - 1 periods after its first frame.
         period = _busiest_resource(fleet.link, plan.stages, costs)
-        latency += (tasks - 1) * period
+        latency += (plan.frames_in_flight - 1) * period
     total = graph.total_flops()
     return Predicted(
         latency_s=latency,

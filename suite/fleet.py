@@ -11,13 +11,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from suite.errors import UserError
+from suite.graph.ir import OP_KINDS
 
 HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
 PROFILES_DIR = HARDWARE / "profiles"
@@ -60,6 +63,15 @@ class Profile:
         cost = self.cost(op)
         return cost.alpha * macs / self.macs_per_s + cost.overhead_s
 
+    @cached_property
+    def prices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds per MAC and seconds per node for each kind of `OP_KINDS` (NaN for a kind the
+        profile cannot price): the vectors that price a `suite.cost.OpWork`."""
+        costs = [self.ops.get(op, self.ops.get("default")) for op in OP_KINDS]
+        per_mac = [np.nan if c is None else c.alpha / self.macs_per_s for c in costs]
+        per_node = [np.nan if c is None else c.overhead_s for c in costs]
+        return np.array(per_mac), np.array(per_node)
+
 
 @dataclass(frozen=True)
 class Device:
@@ -100,9 +112,12 @@ class Fleet:
         names = ", ".join(d.name for d in self.devices)
         raise FleetError(f"fleet '{self.name}' has no device '{name}'; its devices: {names}")
 
+    def by_capability(self) -> list[Device]:
+        """The devices, most capable first; the first listed wins a tie."""
+        return sorted(self.devices, key=lambda d: -d.capability)
+
     def fastest(self) -> Device:
-        """The most capable device; the first listed wins a tie."""
-        return max(self.devices, key=lambda d: d.capability)
+        return self.by_capability()[0]
 
 
 # ---- YAML schema (the boundary) -------------------------------------------------------------------

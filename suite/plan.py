@@ -6,28 +6,39 @@ devices that share it, the region of the stage's output tensors each device prod
 and the transfers that bring inputs to those devices and outputs back to the *hub* (the device or
 coordinator that holds the frames and gathers results). Stages with the same `group` run one after
 the other on the same frame; different groups form a pipeline and work on different frames at once.
+`frames_in_flight` says how many frames the plan keeps in flight together: one per pipeline group,
+or more where a scheme overlaps frames (HALP's tasks per batch).
 
-Regions are JSON lists: `[h0, h1, w0, w1]` (a box of a feature map), `[f0, f1]` (a range of a
-linear layer's output features), or `null` (the whole tensor).
+Regions are `suite.regions` types in memory and JSON lists in the file (`[h0, h1, w0, w1]`,
+`[f0, f1]`, `null`); `plan_to_dict` and `load_plan_dict` are the only places that convert.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from suite.errors import UserError
 from suite.graph import Graph
-from suite.regions import Box, full_box, plan_regions, segment_inputs
+from suite.regions import (
+    WHOLE,
+    Box,
+    Region,
+    RegionError,
+    Whole,
+    full_part,
+    normalized,
+    plan_regions,
+    region_from_json,
+    region_size,
+    segment_inputs,
+)  # fmt: skip
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: frames_in_flight
 COORDINATOR = "coordinator"
-
-Region = list[int] | None
 
 
 class PlanError(UserError):
@@ -90,6 +101,17 @@ class Predicted:
 
 
 @dataclass
+class Layout:
+    """What a scheme decides: the hub that holds the frames, the stages, the frames it keeps in
+    flight together (None: one per pipeline group), and the choices it made, for people to read."""
+
+    hub: str
+    stages: list[Stage]
+    options: dict
+    frames_in_flight: int | None = None
+
+
+@dataclass
 class Plan:
     scheme: str
     model: str
@@ -98,13 +120,14 @@ class Plan:
     devices: list[str]
     hub: str
     stages: list[Stage]
+    frames_in_flight: int = 1
     predicted: Predicted | None = None
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the choices the scheme made, for people to read
     planning_time_s: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return plan_to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -119,38 +142,21 @@ class Plan:
 # -- building blocks the schemes share ---------------------------------------------------------
 
 
-def box_region(box: Box) -> Region:
-    return [box.h0, box.h1, box.w0, box.w1]
-
-
-def region_box(region: Region, graph: Graph, tensor: str) -> Box:
-    return full_box(graph[tensor]) if region is None else Box(*region)
-
-
-def region_shape(graph: Graph, tensor: str, region: Region) -> tuple[int, ...]:
-    """Shape of `region` of a tensor (all channels, the batch dimension included)."""
-    shape = graph[tensor].shape
-    if region is None:
-        return tuple(shape)
-    if len(region) == 2:
-        return (*shape[:-1], region[1] - region[0])
-    return (*shape[:2], region[1] - region[0], region[3] - region[2])
-
-
 def tensor_bytes(graph: Graph, tensor: str, region: Region) -> int:
     """Bytes of `region` of a tensor (all channels)."""
-    return math.prod(region_shape(graph, tensor, region)) * graph[tensor].itemsize
+    node = graph[tensor]
+    return region_size(region, node) * node.itemsize
 
 
 def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region]) -> dict[str, Region]:
-    """Regions of tensors from outside the stage that a device needs to produce `outputs`."""
-    if all(r is not None and len(r) == 4 for r in outputs.values()):
-        requested = {t: Box(*r) for t, r in outputs.items()}
-        regions = plan_regions(graph, nodes, requested)
+    """Regions of tensors from outside the stage that a device needs to produce `outputs`: tiles
+    read boxes of their inputs; anything else reads its inputs whole."""
+    if all(isinstance(r, Box) for r in outputs.values()):
+        regions = plan_regions(graph, nodes, outputs)
         boxes = segment_inputs(graph, nodes, regions)
-        return {t: None if b == full_box(graph[t]) else box_region(b) for t, b in boxes.items()}
+        return {t: normalized(b, graph[t]) for t, b in boxes.items()}
     inside = set(nodes)
-    return {src: None for n in nodes for src in graph[n].inputs if src not in inside}
+    return {src: WHOLE for n in nodes for src in graph[n].inputs if src not in inside}
 
 
 def hub_transfers(graph: Graph, work: Sequence[Work], hub: str, have: dict[str, set[str]]
@@ -215,27 +221,18 @@ def _check_cover(stage: Stage, graph: Graph, tensor: str, regions: list) -> None
     where = f"stage {stage.index}, tensor '{tensor}'"
     if any(r is False for r in regions):
         raise PlanError(f"{where}: not every device's work lists it")
-    if any(r is None for r in regions):
+    if any(isinstance(r, Whole) for r in regions):
         if len(regions) != 1:
             raise PlanError(f"{where}: a device computes it whole while others share it")
         return
     node = graph[tensor]
-    if all(len(r) == 2 for r in regions):
-        spans = sorted(regions)
-        cover = spans[0][0] == 0 and spans[-1][1] == node.shape[-1]
-        if not cover or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
-            raise PlanError(f"{where}: feature ranges {spans} do not cover 0..{node.shape[-1]} once")
-        return
-    boxes = [Box(*r) for r in regions]
-    whole = full_box(node)
-    overlap = any(_intersects(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    if overlap or any(not whole.contains(b) for b in boxes) or sum(b.area for b in boxes) != whole.area:
-        raise PlanError(f"{where}: device boxes do not cover the {whole.height}x{whole.width} map "
-                        "exactly once")  # fmt: skip
-
-
-def _intersects(a: Box, b: Box) -> bool:
-    return a.h0 < b.h1 and b.h0 < a.h1 and a.w0 < b.w1 and b.w0 < a.w1
+    whole = full_part(node)
+    if any(type(r) is not type(whole) or not whole.contains(r) for r in regions):
+        raise PlanError(f"{where}: a region lies outside its {'x'.join(map(str, node.shape))} output")
+    overlap = any(a.intersects(b) for i, a in enumerate(regions) for b in regions[i + 1:])
+    if overlap or sum(region_size(r, node) for r in regions) != region_size(whole, node):
+        raise PlanError(f"{where}: device regions do not cover its {'x'.join(map(str, node.shape))} "
+                        "output exactly once")  # fmt: skip
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
@@ -257,6 +254,18 @@ def load_plan(path: str | Path) -> Plan:
     return load_plan_dict(data, str(path))
 
 
+def plan_to_dict(plan: Plan) -> dict:
+    """The plan as its JSON object: regions in their JSON form."""
+    data = asdict(plan)
+    for stage, out in zip(plan.stages, data["stages"]):
+        for work, w in zip(stage.work, out["work"]):
+            w["outputs"] = {t: r.to_json() for t, r in work.outputs.items()}
+            w["inputs"] = {t: r.to_json() for t, r in work.inputs.items()}
+        for transfer, t in zip(stage.transfers, out["transfers"]):
+            t["region"] = transfer.region.to_json()
+    return data
+
+
 def load_plan_dict(data: object, path: str = "plan") -> Plan:
     """A plan from its JSON object (a file's content, or what the coordinator sends workers)."""
     if not isinstance(data, dict):
@@ -267,13 +276,22 @@ def load_plan_dict(data: object, path: str = "plan") -> Plan:
                         f"{SCHEMA_VERSION}; re-create it with `suite plan`")  # fmt: skip
     try:
         stages = [Stage(index=s["index"], group=s["group"], nodes=s["nodes"],
-                        work=[Work(**w) for w in s["work"]],
-                        transfers=[Transfer(**t) for t in s["transfers"]], overlap=s["overlap"])
+                        work=[Work(w["device"], _regions(w["outputs"]), _regions(w["inputs"]))
+                              for w in s["work"]],
+                        transfers=[Transfer(**{**t, "region": region_from_json(t["region"])})
+                                   for t in s["transfers"]],
+                        overlap=s["overlap"])
                   for s in data["stages"]]  # fmt: skip
         predicted = data.get("predicted")
         if predicted is not None:
             predicted = Predicted(**{**predicted,
                                      "stages": [StageCost(**c) for c in predicted["stages"]]})  # fmt: skip
         return Plan(**{**data, "stages": stages, "predicted": predicted})
-    except (KeyError, TypeError) as exc:
+    except RegionError as exc:
+        raise PlanError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
         raise PlanError(f"{path}: malformed plan ({exc}); re-create it with `suite plan`") from None
+
+
+def _regions(data: dict) -> dict[str, Region]:
+    return {tensor: region_from_json(value) for tensor, value in data.items()}

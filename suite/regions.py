@@ -1,7 +1,12 @@
-"""Receptive-field math: which region of every node a tile must compute, and what it reads.
+"""Regions of tensors, and the receptive-field math: which region of every node a tile must compute,
+and what it reads.
 
-Coordinates are half-open boxes over the (H, W) axes of a node's output map; channels are always
-whole. Going backwards from the requested output boxes, every node's box is the hull of what its
+A region is one of three types: a `Box` of a feature map (half-open over its H and W axes; channels
+are always whole), a `FeatureRange` of a vector's last axis (a linear layer's output features), or
+`WHOLE`, the whole tensor. Plans store them as JSON (`[h0, h1, w0, w1]`, `[f0, f1]`, `null`);
+`region_from_json` is the one place that reads that form.
+
+Going backwards from the requested output boxes, every node's box is the hull of what its
 consumers read. For a windowed op (conv, pool) the input rows are
 `[o0 * s - pad, (o1 - 1) * s - pad + d * (k - 1) + 1)`: PICO's `h_in = (h_out - 1) * s + k` with
 padding and dilation. The part of that range outside the map is padding (`NodeRegion.pad`), the
@@ -10,8 +15,11 @@ part inside is real data (`NodeRegion.reads`), of which rows beyond the tile's o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from suite.errors import UserError
 from suite.graph import Graph, Node
@@ -21,9 +29,9 @@ class RegionError(UserError):
     """A partition the model cannot take (names the node and the reason)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Box:
-    """Half-open box [h0, h1) x [w0, w1) of a feature map."""
+    """Half-open box [h0, h1) x [w0, w1) of a feature map, all channels."""
 
     h0: int
     h1: int
@@ -42,6 +50,10 @@ class Box:
     def area(self) -> int:
         return max(self.height, 0) * max(self.width, 0)
 
+    def shape(self, full: Sequence[int]) -> tuple[int, ...]:
+        """Shape of this box of a tensor whose whole shape is `full` (NCHW)."""
+        return (*full[:2], self.height, self.width)
+
     def hull(self, other: Box) -> Box:
         return Box(min(self.h0, other.h0), max(self.h1, other.h1),
                    min(self.w0, other.w0), max(self.w1, other.w1))  # fmt: skip
@@ -49,6 +61,9 @@ class Box:
     def contains(self, other: Box) -> bool:
         return (self.h0 <= other.h0 and other.h1 <= self.h1
                 and self.w0 <= other.w0 and other.w1 <= self.w1)  # fmt: skip
+
+    def intersects(self, other: Box) -> bool:
+        return self.h0 < other.h1 and other.h0 < self.h1 and self.w0 < other.w1 and other.w0 < self.w1
 
     @property
     def index(self) -> tuple:
@@ -60,26 +75,145 @@ class Box:
         return (..., slice(self.h0 - outer.h0, self.h1 - outer.h0),
                 slice(self.w0 - outer.w0, self.w1 - outer.w0))  # fmt: skip
 
+    def to_json(self) -> list[int]:
+        return [self.h0, self.h1, self.w0, self.w1]
+
+    def __str__(self) -> str:
+        return f"rows {self.h0}-{self.h1} cols {self.w0}-{self.w1}"
+
+
+@dataclass(frozen=True, order=True)
+class FeatureRange:
+    """Half-open range [start, stop) of a tensor's last axis: a share of a linear layer's outputs."""
+
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def shape(self, full: Sequence[int]) -> tuple[int, ...]:
+        return (*full[:-1], self.size)
+
+    def hull(self, other: FeatureRange) -> FeatureRange:
+        return FeatureRange(min(self.start, other.start), max(self.stop, other.stop))
+
+    def contains(self, other: FeatureRange) -> bool:
+        return self.start <= other.start and other.stop <= self.stop
+
+    def intersects(self, other: FeatureRange) -> bool:
+        return self.start < other.stop and other.start < self.stop
+
+    @property
+    def rows(self) -> slice:
+        """The rows of a linear layer's weight that compute these features."""
+        return slice(self.start, self.stop)
+
+    def within(self, outer: FeatureRange) -> tuple:
+        """Index that cuts this range out of a tensor covering only `outer`."""
+        return (..., slice(self.start - outer.start, self.stop - outer.start))
+
+    def to_json(self) -> list[int]:
+        return [self.start, self.stop]
+
+    def __str__(self) -> str:
+        return f"features {self.start}-{self.stop}"
+
+
+@dataclass(frozen=True)
+class Whole:
+    """The whole tensor."""
+
+    def shape(self, full: Sequence[int]) -> tuple[int, ...]:
+        return tuple(full)
+
+    def to_json(self) -> None:
+        return None
+
+    def __str__(self) -> str:
+        return "whole"
+
+
+WHOLE = Whole()
+Region = Box | FeatureRange | Whole
+Part = Box | FeatureRange  # a region as coordinates
+Bound = int | np.ndarray  # a range's bound along one axis, or the bounds of many ranges at once
+
 
 def full_box(node: Node) -> Box:
     return Box(0, node.shape[2], 0, node.shape[3])
+
+
+def full_part(node: Node) -> Part:
+    """The whole of a node's output as coordinates: its map's box, or its vector's feature range."""
+    return full_box(node) if node.is_map else FeatureRange(0, node.shape[-1])
+
+
+def as_part(region: Region, node: Node) -> Part:
+    """`region` of `node`'s output as coordinates (WHOLE becomes the full box or range)."""
+    return full_part(node) if isinstance(region, Whole) else region
+
+
+def normalized(region: Region, node: Node) -> Region:
+    """WHOLE where `region` covers all of `node`'s output, so equal regions compare equal."""
+    return WHOLE if region == full_part(node) else region
+
+
+def hull_of(regions: Iterable[Region], node: Node) -> Region:
+    """The smallest region of `node`'s output holding all of `regions`."""
+    parts = [as_part(r, node) for r in regions]
+    if not parts:
+        raise ValueError(f"no regions of '{node.name}' to take the hull of")
+    hull = parts[0]
+    for part in parts[1:]:
+        if type(part) is not type(hull):
+            raise RegionError(f"regions of '{node.name}' mix a box and a feature range")
+        hull = hull.hull(part)
+    return normalized(hull, node)
+
+
+def index_in(region: Region, held: Region, node: Node) -> tuple:
+    """Index that cuts `region` of `node`'s output out of a tensor holding `held` of it."""
+    inner, outer = as_part(region, node), as_part(held, node)
+    if type(inner) is not type(outer) or not outer.contains(inner):
+        raise RegionError(f"'{node.name}': {region} is not inside the {held} held")
+    return inner.within(outer)
+
+
+def region_size(region: Region, node: Node) -> int:
+    """Elements of `region` of `node`'s output."""
+    return math.prod(region.shape(node.shape))
+
+
+def region_from_json(value: object) -> Region:
+    """A region from its JSON form: null, [f0, f1] or [h0, h1, w0, w1] (non-negative, increasing)."""
+    if value is None:
+        return WHOLE
+    if (isinstance(value, list) and len(value) in (2, 4)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            and all(a < b for a, b in zip(value[::2], value[1::2]))):  # fmt: skip
+        return FeatureRange(*value) if len(value) == 2 else Box(*value)
+    raise RegionError(f"{value!r} is not a region: null (whole), [f0, f1] or [h0, h1, w0, w1] with "
+                      "non-negative, increasing bounds")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class NodeRegion:
     """What one tile computes of one node.
 
-    `out`: the box of the node's output it produces. `reads`: per input, the box of real data it
-    reads. `pad`: for windowed ops, (top, bottom, left, right) rows and columns of the window that
-    fall outside the input map (the op's zero padding, or the ceil-mode overhang).
+    `out`: the part of the node's output it produces (a box of a map; a feature range of a split
+    linear layer). `reads`: per input, the region of real data it reads. `pad`: for windowed ops,
+    (top, bottom, left, right) rows and columns of the window that fall outside the input map (the
+    op's zero padding, or the ceil-mode overhang).
     """
 
-    out: Box
-    reads: tuple[Box, ...]
+    out: Part
+    reads: tuple[Region, ...]
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
-def _window_input(node: Node, axis: int, start: int, stop: int) -> tuple[int, int]:
+def _window_input(node: Node, axis: int, start: Bound, stop: Bound) -> tuple[Bound, Bound]:
     w = node.window
     first = start * w.stride[axis] - w.pad_begin[axis]
     return first, (stop - 1) * w.stride[axis] - w.pad_begin[axis] + w.span(axis)
@@ -97,29 +231,66 @@ def node_region(graph: Graph, node: Node, out: Box) -> NodeRegion:
     return NodeRegion(out, (real,), pad)
 
 
-def plan_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box]
-                 ) -> dict[str, NodeRegion]:  # fmt: skip
-    """Regions of `nodes` (a spatial segment, in topological order) for the requested outputs.
+def feature_region(node: Node, out: FeatureRange) -> NodeRegion:
+    """A share of a linear layer's output features: it reads its whole input."""
+    if node.op != "linear":
+        raise RegionError(f"node '{node.name}' ({node.op}) cannot compute a feature range; only a "
+                          "linear layer splits by output features")  # fmt: skip
+    return NodeRegion(out, (WHOLE,))
 
-    Nodes that no requested output depends on are left out.
+
+def _reads_along(graph: Graph, node: Node, axis: int, start: Bound, stop: Bound, lo=min, hi=max
+                 ) -> tuple[Bound, Bound]:  # fmt: skip
+    """The real input range along `axis` (0: rows, 1: columns) a spatial node reads to produce
+    [start, stop) of its output; every map input of a non-windowed node is read alike. `lo` and
+    `hi` are min and max, or numpy's elementwise ones for array bounds."""
+    if node.window is None:
+        return start, stop
+    first, last = _window_input(node, axis, start, stop)
+    return hi(first, 0), lo(last, graph[node.inputs[0]].shape[2 + axis])
+
+
+def plan_ranges(graph: Graph, nodes: Sequence[str], requested: Mapping[str, tuple[Bound, Bound]], axis: int
+                ) -> dict[str, tuple[Bound, Bound]]:  # fmt: skip
+    """`plan_regions` along one axis: the range each node of the segment must produce, and the range
+    it reads of each tensor from outside the segment.
+
+    Rows and columns propagate independently (a window's input rows depend only on its output
+    rows, and the hull of boxes is the hull of their ranges), so a box's regions are the product of
+    two such walks. Better still, a range's start propagates from the output's start alone and its
+    stop from the output's stop alone, so bounds may be arrays: one walk then answers many ranges
+    at once, elementwise (`schemes.chain.TileCosts` tabulates every output position this way).
     """
+    arrays = any(isinstance(b, np.ndarray) for span in requested.values() for b in span)
+    lo, hi = (np.minimum, np.maximum) if arrays else (min, max)
     in_segment = set(nodes)
-    need: dict[str, Box] = dict(requested)
-    regions: dict[str, NodeRegion] = {}
+    need = dict(requested)
     for name in reversed(nodes):
         if name not in need:
             continue
         node = graph[name]
         if not node.spatial:
             raise RegionError(f"node '{name}' ({node.op}) mixes the whole map and cannot be tiled")
-        region = node_region(graph, node, need[name])
-        if region.out.area <= 0:
-            raise RegionError(f"node '{name}' would compute an empty region {region.out}")
-        regions[name] = region
-        for src, box in zip(node.inputs, region.reads):
-            if src in in_segment:
-                need[src] = need[src].hull(box) if src in need else box
-    return {n: regions[n] for n in nodes if n in regions}
+        start, stop = need[name]
+        if (stop <= start).any() if arrays else stop <= start:
+            what = "rows" if axis == 0 else "columns"
+            raise RegionError(f"node '{name}' would compute an empty region ({what} {start}-{stop})")
+        first, last = _reads_along(graph, node, axis, start, stop, lo, hi)
+        for src in node.inputs:
+            have = need.get(src)
+            need[src] = (first, last) if have is None else (lo(have[0], first), hi(have[1], last))
+    return {n: need[n] for n in need if n in in_segment or n not in requested}
+
+
+def plan_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box]
+                 ) -> dict[str, NodeRegion]:  # fmt: skip
+    """Regions of `nodes` (a spatial segment, in topological order) for the requested outputs.
+
+    Nodes that no requested output depends on are left out.
+    """
+    rows = plan_ranges(graph, nodes, {t: (b.h0, b.h1) for t, b in requested.items()}, 0)
+    cols = plan_ranges(graph, nodes, {t: (b.w0, b.w1) for t, b in requested.items()}, 1)
+    return {n: node_region(graph, graph[n], Box(*rows[n], *cols[n])) for n in nodes if n in rows}
 
 
 def segment_inputs(graph: Graph, nodes: Iterable[str], regions: Mapping[str, NodeRegion]

@@ -17,8 +17,10 @@ import torch
 from suite.backends import Prepared, Tile, run_segment, run_whole
 from suite.graph.cuts import first_unpartitioned, layers, spatial_front
 from suite.regions import (
+    WHOLE,
     NodeRegion,
     RegionError,
+    index_in,
     plan_regions,
     redundancy,
     region_flops,
@@ -92,14 +94,14 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         whole = run_whole(graph, x, backend, observed)
         cut = _layerwise if layerwise else _fused
         front_maps, tiles, extra_flops, seen = cut(graph, backend, x, front, outputs, rows, cols)
-        values: dict[str, Tile] = {graph.input: (None, x)}
-        values.update({n: (None, t) for n, t in front_maps.items()})
+        values: dict[str, Tile] = {graph.input: (WHOLE, x)}
+        values.update({n: (WHOLE, t) for n, t in front_maps.items()})
         done = values if not tail else run_segment(graph, tail, values, backend, outputs=observed and
                                                    [n for n in observed if n in tail])  # fmt: skip
     result = done[graph.outputs[0]][1]
-    mismatched = {n for tiles_seen in [*seen, done] for n, (box, t) in tiles_seen.items()
+    mismatched = {n for tiles_seen in [*seen, done] for n, (region, t) in tiles_seen.items()
                   if n in whole and n != graph.input
-                  and not compare(t, whole[n] if box is None else whole[n][box.index]).bit_exact}
+                  and not compare(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact}
     final = compare(result, reference)
     return VerifyReport(
         model=graph.name,
@@ -131,7 +133,7 @@ def _fused(graph, backend, x, front, outputs, rows, cols):
     for i in range(rows * cols):
         regions = plan_regions(graph, front, {o: boxes[o][i] for o in outputs})
         plans.append(regions)
-        done = run_segment(graph, list(regions), {graph.input: (None, x)}, backend, regions, outputs)
+        done = run_segment(graph, list(regions), {graph.input: (WHOLE, x)}, backend, regions, outputs)
         seen.append(done)
         for o in outputs:
             box, tensor = done[o]
@@ -141,7 +143,7 @@ def _fused(graph, backend, x, front, outputs, rows, cols):
 
 def _layerwise(graph, backend, x, front, outputs, rows, cols):
     """Every layer is cut into tiles computed from its gathered inputs, then gathered."""
-    values: dict[str, Tile] = {graph.input: (None, x)}
+    values: dict[str, Tile] = {graph.input: (WHOLE, x)}
     tiled_flops = 0.0
     for layer in layers(graph, front):
         last = graph[layer[-1]]
@@ -153,7 +155,7 @@ def _layerwise(graph, backend, x, front, outputs, rows, cols):
             gathered[box.index] = run_segment(graph, layer, values, backend, regions,
                                               [last.name])[last.name][1]  # fmt: skip
             tiled_flops += region_flops(graph, regions)
-        values[last.name] = (None, gathered)
+        values[last.name] = (WHOLE, gathered)
     whole_flops = sum(graph[n].flops for n in front)
     extra = tiled_flops / whole_flops - 1.0 if whole_flops else 0.0
     return {o: values[o][1] for o in outputs}, rows * cols, extra, [values]

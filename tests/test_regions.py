@@ -14,7 +14,7 @@ from suite.backends import BackendError, TorchBackend, make_backend, run_segment
 from suite.graph import GraphImportError, from_torch
 from suite.graph.cuts import spatial_front
 from suite.models.load import LoadedModel
-from suite.regions import Box, RegionError, node_region, plan_regions, redundancy, split_range
+from suite.regions import WHOLE, Box, RegionError, node_region, plan_regions, redundancy, split_range
 from suite.verify import compare
 
 
@@ -106,8 +106,8 @@ def test_dropping_dead_tiles_keeps_outputs_and_inputs():
     x = torch.randn(1, 2, 12, 12)
     kept, freed = make_backend("torch"), replace(make_backend("torch"), observes_all_nodes=False)
     with kept.active():
-        everything = run_segment(g, list(regions), {g.input: (None, x)}, kept, regions, g.outputs)
-        lean = run_segment(g, list(regions), {g.input: (None, x)}, freed, regions, g.outputs)
+        everything = run_segment(g, list(regions), {g.input: (WHOLE, x)}, kept, regions, g.outputs)
+        lean = run_segment(g, list(regions), {g.input: (WHOLE, x)}, freed, regions, g.outputs)
     assert set(everything) == {g.input, *regions}
     assert set(lean) == {g.input, *g.outputs}  # what it was given and asked for; inner tiles dropped
     assert torch.equal(lean[g.outputs[0]][1], everything[g.outputs[0]][1])
@@ -215,7 +215,7 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
             for w0, w1 in zip(ws, ws[1:]):
                 box = Box(h0, h1, w0, w1)
                 regions = plan_regions(graph, front, {out: box})
-                tile = run_segment(graph, list(regions), {graph.input: (None, x)}, tiles_on,
+                tile = run_segment(graph, list(regions), {graph.input: (WHOLE, x)}, tiles_on,
                                    regions, [out])[out][1]  # fmt: skip
                 stitched[box.index] = tile
     assert compare(stitched, expected).bit_exact, (spec, shape, hs, ws)

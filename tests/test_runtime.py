@@ -17,13 +17,12 @@ import torch
 
 from suite.backends import make_backend
 from suite.backends.torch import _TORCH_KERNELS
-from suite.datasets import Frame
 from suite.fleet import load_fleet, uniform_fleet
 from suite.models.load import load_model
 from suite.plan import COORDINATOR
 from suite.regions import full_box
-from suite.runtime.coordinator import locate_mismatch, replay
 from suite.runtime.engine import compile_program, parties
+from suite.runtime.replay import locate_mismatch, replay
 from suite.schemes import SCHEMES, make_plan
 from suite.verify import compare
 
@@ -45,7 +44,7 @@ def vgg():
 def test_replay_is_bit_exact(vgg, scheme, fleet):
     graph, backend, x, reference = vgg
     plan = make_plan(scheme, graph, uniform_fleet(3) if fleet == "3" else load_fleet(fleet))
-    out = replay(plan, graph, backend, x)
+    out = replay(plan, graph, backend, x, 60.0)
     assert compare(out[graph.outputs[0]], reference).bit_exact
 
 
@@ -75,7 +74,7 @@ def test_locate_mismatch_names_the_first_tiled_node_that_differs(vgg, monkeypatc
         return y if region.out == full_box(node) else y + 1e-3
 
     monkeypatch.setitem(_TORCH_KERNELS, "maxpool", drifting_pool)
-    said = locate_mismatch(plan, graph, backend, Frame("x", x), reference)
+    said = locate_mismatch(plan, graph, backend, x, reference, 60.0)
     first_pool = next(n for n in graph.nodes if graph[n].op == "maxpool")
     assert f"'{first_pool}'" in said and "dev" in said
 

@@ -22,6 +22,7 @@ from suite.plan import (
     load_plan,
     save_plan,
 )  # fmt: skip
+from suite.regions import WHOLE, Box
 from suite.schemes import make_plan
 from suite.schemes.chain import pieces
 from suite.schemes.halp import segments
@@ -49,8 +50,8 @@ def _conv_graph():
 
 
 def test_comm_time_serializes_on_a_shared_medium_and_not_on_a_switch():
-    t = [Transfer("a", "b", "x", None, 1000), Transfer("a", "c", "x", None, 1000),
-         Transfer("c", "d", "x", None, 500)]  # fmt: skip
+    t = [Transfer("a", "b", "x", WHOLE, 1000), Transfer("a", "c", "x", WHOLE, 1000),
+         Transfer("c", "d", "x", WHOLE, 500)]  # fmt: skip
     # 8 Mbit/s = 1 byte per microsecond
     assert comm_time(Link(8 * MB, 0.0, True), t) == pytest.approx(2500e-6)
     # switched: a's uplink carries 2000 bytes, the busiest
@@ -60,8 +61,8 @@ def test_comm_time_serializes_on_a_shared_medium_and_not_on_a_switch():
 
 def test_overlapped_stage_starts_each_device_when_its_input_arrives():
     link = Link(8 * MB, 0.0, True)
-    sends = [Transfer("h", "a", "in", None, 1000), Transfer("h", "b", "in", None, 1000),
-             Transfer("a", "h", "out", None, 100), Transfer("b", "h", "out", None, 100)]  # fmt: skip
+    sends = [Transfer("h", "a", "in", WHOLE, 1000), Transfer("h", "b", "in", WHOLE, 1000),
+             Transfer("a", "h", "out", WHOLE, 100), Transfer("b", "h", "out", WHOLE, 100)]  # fmt: skip
     compute = {"h": 0.0030, "a": 0.0010, "b": 0.0010}
     # a: in at 1 ms, done 2 ms, sent 2.1 ms; b: in at 2 ms, done 3.1 ms; the host computes 3 ms
     assert overlapped_time(link, sends, compute, ["out"]) == pytest.approx(0.0031)
@@ -80,7 +81,7 @@ def test_pico_two_strips_of_one_conv_by_hand():
     graph = _conv_graph()
     plan = make_plan("pico", graph, _fleet(1000.0, 1000.0))
     [stage] = plan.stages
-    assert sorted(w.outputs["_0"] for w in stage.work) == [[0, 2, 0, 4], [2, 4, 0, 4]]
+    assert sorted(w.outputs["_0"].to_json() for w in stage.work) == [[0, 2, 0, 4], [2, 4, 0, 4]]
     # each strip: 2 rows x 4 cols x 9 MACs = 72 MACs; reads 3 input rows (48 bytes), sends 32 bytes
     compute = 72 / 1000
     comm = (48 + 48 + 32 + 32) / MB
@@ -93,7 +94,7 @@ def test_pico_two_strips_of_one_conv_by_hand():
 def test_pico_sizes_strips_by_capability():
     graph = from_torch(nn.Sequential(nn.Conv2d(1, 1, 1, bias=False)), (1, 12, 4), "pointwise")
     plan = make_plan("pico", graph, _fleet(3000.0, 1000.0, bandwidth_bps=8e12))
-    rows = {w.device: w.outputs["_0"][1] - w.outputs["_0"][0] for w in plan.stages[0].work}
+    rows = {w.device: w.outputs["_0"].height for w in plan.stages[0].work}
     assert rows == {"d0": 9, "d1": 3}
 
 
@@ -103,8 +104,8 @@ def test_modnn_splits_linear_layers_on_multiples_of_four():
     plan = make_plan("modnn", graph, _fleet(1000.0, 1000.0, 1000.0))
     linear = next(s for s in plan.stages if graph[s.nodes[0]].op == "linear")
     spans = sorted(w.outputs[s] for w in linear.work for s in w.outputs)
-    assert spans[0][0] == 0 and spans[-1][1] == 30
-    assert all(a[1] % 4 == 0 for a in spans[:-1])
+    assert spans[0].start == 0 and spans[-1].stop == 30
+    assert all(a.stop % 4 == 0 for a in spans[:-1])
     assert plan.hub == "d0" and all(s.group == 0 for s in plan.stages)
     assert plan.predicted.period_s == pytest.approx(plan.predicted.latency_s)
 
@@ -182,14 +183,14 @@ def test_plan_json_round_trip_and_schema_version(tmp_path):
     data = json.loads(path.read_text())
     data["schema_version"] = SCHEMA_VERSION + 1
     path.write_text(json.dumps(data))
-    with pytest.raises(PlanError, match="schema_version 2"):
+    with pytest.raises(PlanError, match=f"schema_version {SCHEMA_VERSION + 1}"):
         load_plan(path)
 
 
 def test_check_plan_rejects_overlapping_regions():
     graph = _conv_graph()
     plan = make_plan("pico", graph, _fleet(1000.0, 1000.0))
-    plan.stages[0].work[1].outputs["_0"] = [1, 4, 0, 4]
+    plan.stages[0].work[1].outputs["_0"] = Box(1, 4, 0, 4)
     with pytest.raises(PlanError, match="exactly once"):
         check_plan(plan, graph)
 

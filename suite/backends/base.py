@@ -12,12 +12,12 @@ import torch
 
 from suite.errors import UserError
 from suite.graph import Graph, Node
-from suite.regions import Box, NodeRegion, full_box, node_region
+from suite.regions import WHOLE, NodeRegion, Region, full_box, node_region
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
 
-Tile = tuple[Box | None, torch.Tensor]  # a tensor and the box of the map it covers (None: whole)
+Tile = tuple[Region, torch.Tensor]  # a tensor and the region of the node's output it covers
 
 
 class BackendError(UserError):
@@ -81,7 +81,7 @@ def run_whole(graph: Graph, x: torch.Tensor, backend: Backend, outputs: Sequence
               ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Whole outputs of `outputs` (default: every node) for input `x`: the untiled run."""
     names = [n for n in graph.nodes if n != graph.input]
-    tiles = run_segment(graph, names, {graph.input: (None, x)}, backend,
+    tiles = run_segment(graph, names, {graph.input: (WHOLE, x)}, backend,
                         outputs=names if outputs is None else outputs)  # fmt: skip
     return {name: tensor for name, (_, tensor) in tiles.items()}
 

@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 from suite.backends.base import BackendError, Prepared, Tile, region_of
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
-from suite.regions import Box, NodeRegion, full_box
+from suite.regions import WHOLE, NodeRegion, Region, as_part, full_box
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -105,7 +105,7 @@ class OrtBackend:
         results = session.run(list(outputs), feeds)
         for name, array in zip(outputs, results):
             region = node_regions.get(name)
-            values[name] = (region.out if region is not None else None, torch.from_numpy(array))
+            values[name] = (region.out if region is not None else WHOLE, torch.from_numpy(array))
         return values
 
     def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
@@ -115,7 +115,7 @@ class OrtBackend:
 
         names = [n for n in graph.nodes if n != graph.input]
         whole = {n: region_of(graph, graph[n], {}) for n in names}
-        model = segment_model(graph, names, whole, {graph.input: None}, graph.outputs)
+        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.outputs)
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -143,13 +143,13 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
-                  held: Mapping[str, Box | None], outputs: Sequence[str],
+                  held: Mapping[str, Region], outputs: Sequence[str],
                   nchwc: frozenset[str] = frozenset()) -> bytes:  # fmt: skip
     """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources;
     a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so."""
     protos: list[onnx.NodeProto] = []
     inits: dict[str, torch.Tensor] = {}
-    boxes: dict[str, Box | None] = dict(held)
+    boxes: dict[str, Region] = dict(held)
     opset = 17
     for name in names:
         node = graph[name]
@@ -159,7 +159,7 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
         region = regions.get(name)
-        reads = region.reads if region is not None else (None,) * len(node.inputs)
+        reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
         renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
         proto = onnx.NodeProto.FromString(proto.SerializeToString())
@@ -173,7 +173,7 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         if crop is not None:
             proto.output[0] = f"{name}__uncropped"
             _add_slice(proto.output[0], name, (0, 0), crop, protos, inits)
-        boxes[name] = region.out if region is not None else None
+        boxes[name] = region.out if region is not None else WHOLE
     inputs = [helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, list(graph[s].shape[:2])
                                             + _hw(graph[s], box))
               for s, box in held.items()]  # fmt: skip
@@ -186,13 +186,14 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
     return model.SerializeToString()
 
 
-def _hw(node: Node, box: Box | None) -> list[int]:
-    if len(node.shape) != 4:
+def _hw(node: Node, region: Region) -> list[int]:
+    if not node.is_map:
         return list(node.shape[2:])
-    return [node.shape[2], node.shape[3]] if box is None else [box.height, box.width]
+    box = as_part(region, node)
+    return [box.height, box.width]
 
 
-def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str,
+def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
          protos: list, inits: dict, external: bool, nchwc: bool) -> str:  # fmt: skip
     """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`.
 
@@ -201,8 +202,9 @@ def _cut(graph: Graph, src: str, have: Box | None, read: Box | None, reader: str
     convolution just as in the monolithic graph, and rounds the same (see `_nchwc_identity`).
     """
     name = src
-    if read is not None and read != (have or full_box(graph[src])):
-        have = have or full_box(graph[src])
+    node = graph[src]
+    if node.is_map and as_part(read, node) != as_part(have, node):
+        have, read = as_part(have, node), as_part(read, node)
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)

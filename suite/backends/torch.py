@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from suite.backends.base import BackendError, Prepared, Tile, region_of, run_whole
 from suite.graph import Graph, Node, Window, from_model
-from suite.regions import Box, NodeRegion, RegionError
+from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -174,6 +174,19 @@ def _product(xs: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def _linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    """A linear layer, or the share of its output features `region` asks for (MoDNN's FC split).
+
+    A device that computes only a share may hold only those rows of the weight: the node's
+    `weight_rows` attribute says which (see `suite.runtime.engine.prune_weights`).
+    """
+    weight, bias = node.params["weight"], node.params.get("bias")
+    if region is not None:
+        rows = region.out.within(node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1])))[-1]
+        weight, bias = weight[rows], None if bias is None else bias[rows]
+    return F.linear(xs[0], weight, bias)
+
+
 def _call(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
     if node.fn is None:
         raise BackendError(f"node '{node.name}' ({node.attrs.get('onnx_op', node.op)}) has no torch "
@@ -193,8 +206,7 @@ _TORCH_KERNELS: dict[str, Callable[[Node, list[torch.Tensor], NodeRegion | None]
     "mul": lambda node, xs, region: _product(xs),
     "concat": lambda node, xs, region: torch.cat(xs, 1),
     "flatten": lambda node, xs, region: torch.flatten(xs[0], node.attrs["start_dim"]),
-    "linear": lambda node, xs, region: F.linear(xs[0], node.params["weight"],
-                                                node.params.get("bias")),  # fmt: skip
+    "linear": _linear,
     "adaptive_avgpool": lambda node, xs, region: F.adaptive_avg_pool2d(xs[0],
                                                                        node.attrs["output_size"]),
     "elementwise": _call,
@@ -248,11 +260,10 @@ class TorchBackend:
         for name in names:
             node = graph[name]
             region = region_of(graph, node, regions)
-            reads = region.reads if region is not None else (None,) * len(node.inputs)
-            xs = [values[src][1] if read is None else _slice(values[src], read, name, src)
-                  for src, read in zip(node.inputs, reads)]  # fmt: skip
+            reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
+            xs = [_slice(graph, values[src], read, src) for src, read in zip(node.inputs, reads)]
             result = _TORCH_KERNELS[node.op](node, xs, region)
-            values[name] = (region.out if region is not None else None, result)
+            values[name] = (region.out if region is not None else WHOLE, result)
             del xs  # so a dead input's memory is free for the next node, as in the module's forward
             for src in node.inputs:
                 if last_reader.get(src) == name:
@@ -267,12 +278,9 @@ class TorchBackend:
         return Prepared(graph, lambda x: run_whole(graph, x, self, graph.outputs)[graph.outputs[0]])
 
 
-def _slice(tile: Tile, read: Box, node: str, src: str) -> torch.Tensor:
+def _slice(graph: Graph, tile: Tile, read: Region, src: str) -> torch.Tensor:
+    """The part `read` of a tile of node `src`'s output."""
     have, tensor = tile
-    if have is None:  # a whole map
-        have = Box(0, tensor.shape[2], 0, tensor.shape[3])
-    if not have.contains(read):
-        raise RegionError(f"node '{node}' reads {read} of '{src}' but the tile holds only {have}")
-    if have == read:
+    if read == have:
         return tensor
-    return tensor[read.within(have)].contiguous()
+    return tensor[index_in(read, have, graph[src])].contiguous()

@@ -20,6 +20,7 @@ POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity"
 MERGE = frozenset({"add", "mul", "concat"})
 MIXING = frozenset({"flatten", "linear", "adaptive_avgpool", "opaque"})
 SPATIAL = WINDOWED | POINTWISE | MERGE
+OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
 
 
 @dataclass(frozen=True)

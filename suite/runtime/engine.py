@@ -16,16 +16,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
-from suite.backends import Tile, run_segment
+from suite.backends import Backend, Tile, run_segment
 from suite.graph import Graph
-from suite.plan import COORDINATOR, Plan, PlanError, Region, Transfer, box_region, region_box, region_shape
-from suite.regions import Box, NodeRegion, full_box, plan_regions
+from suite.plan import COORDINATOR, Plan, PlanError, Transfer
+from suite.regions import (
+    WHOLE,
+    Box,
+    FeatureRange,
+    NodeRegion,
+    Region,
+    RegionError,
+    feature_region,
+    hull_of,
+    index_in,
+    plan_regions,
+)  # fmt: skip
 from suite.runtime.metrics import Event
 
 
@@ -60,7 +70,8 @@ class Message:
 
 @dataclass
 class Task:
-    """One `Work` of the plan: the nodes to run and, for tiles, the region of each."""
+    """One `Work` of the plan: the nodes to run and the region of each that computes a part of its
+    output (tiles of a map, a share of a linear layer's features); other nodes run whole."""
 
     nodes: list[str]
     regions: dict[str, NodeRegion]
@@ -104,12 +115,12 @@ def run_transfers(plan: Plan, graph: Graph) -> list[tuple[int, Transfer]]:
     device."""
     moves: list[tuple[int, Transfer]] = []
     if plan.hub != COORDINATOR:
-        moves.append((-1, Transfer(COORDINATOR, plan.hub, graph.input, None,
+        moves.append((-1, Transfer(COORDINATOR, plan.hub, graph.input, WHOLE,
                                    graph[graph.input].act_bytes)))  # fmt: skip
     moves += [(stage.index, t) for stage in plan.stages for t in stage.transfers]
     if plan.hub != COORDINATOR:
         last = len(plan.stages)
-        moves += [(last, Transfer(plan.hub, COORDINATOR, o, None, graph[o].act_bytes))
+        moves += [(last, Transfer(plan.hub, COORDINATOR, o, WHOLE, graph[o].act_bytes))
                   for o in graph.outputs]  # fmt: skip
     return moves
 
@@ -132,7 +143,7 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
         if party in (t.src, t.dst):
             mine = t.src == party
             message = Message(index, t.dst if mine else t.src, t.tensor, t.region,
-                              region_shape(graph, t.tensor, t.region))  # fmt: skip
+                              t.region.shape(graph[t.tensor].shape))  # fmt: skip
             getattr(steps[s], f"{'send' if mine else 'recv'}_{when}").append(message)
             if not mine:
                 held.setdefault(t.tensor, []).append(t.region)
@@ -144,21 +155,24 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
             for tensor, region in work.outputs.items():
                 held.setdefault(tensor, []).append(region)
     if party == COORDINATOR:
-        held[graph.input] = [None]
-    canvases = {tensor: _hull(graph, tensor, regions) for tensor, regions in held.items()}
+        held[graph.input] = [WHOLE]
+    canvases = {tensor: hull_of(regions, graph[tensor]) for tensor, regions in held.items()}
     return Program(party, [s for s in steps.values() if not s.empty], canvases, len(moves), len(plan.stages))
 
 
 def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int) -> Task:
     regions = list(outputs.values())
-    if regions and all(r is not None and len(r) == 4 for r in regions):
-        tiles = plan_regions(graph, nodes, {t: Box(*r) for t, r in outputs.items()})
+    if regions and all(isinstance(r, Box) for r in regions):
+        tiles = plan_regions(graph, nodes, outputs)
         return Task(list(tiles), tiles, dict(outputs))
-    if any(r is not None for r in regions):
-        linear = len(nodes) == 1 and graph[nodes[0]].op == "linear"
-        if not linear or any(r is None or len(r) != 2 for r in regions):
+    if any(isinstance(r, FeatureRange) for r in regions):
+        try:
+            (name, features), = outputs.items()
+            region = feature_region(graph[name], features)
+        except (ValueError, RegionError):
             raise PlanError(f"stage {stage}: feature ranges are only supported for a stage of one "
-                            "linear node")  # fmt: skip
+                            "linear node") from None  # fmt: skip
+        return Task([name], {name: region}, dict(outputs))
     return Task(list(nodes), {}, dict(outputs))
 
 
@@ -168,30 +182,19 @@ def stage_name(stage: int, stages: int) -> str:
     return "returning the model's output" if stage >= stages else f"stage {stage}"
 
 
-def _hull(graph: Graph, tensor: str, regions: list[Region]) -> Region:
-    if any(r is None for r in regions):
-        return None
-    if all(len(r) == 2 for r in regions):
-        hull = [min(r[0] for r in regions), max(r[1] for r in regions)]
-        return None if hull == [0, graph[tensor].shape[-1]] else hull
-    box = Box(*regions[0])
-    for r in regions[1:]:
-        box = box.hull(Box(*r))
-    return None if box == full_box(graph[tensor]) else box_region(box)
-
-
-def prune_weights(graph: Graph, program: Program) -> None:
-    """Drop the parameters of nodes this party never runs, and the rows of a split linear layer it
-    does not compute: a device holds only the weights its plan needs."""
-    needed = program.nodes
+def prune_weights(graph: Graph, program: Program) -> Graph:
+    """The graph with only the weights this party's program needs: no parameters for nodes it
+    never runs, and of a split linear layer only the rows of its features (`weight_rows` says
+    which, for the linear kernel)."""
+    nodes = {}
     for name, node in graph.nodes.items():
-        if name not in needed:
-            node.params = {}
-            continue
-        span = program.canvases.get(name)
-        if node.op == "linear" and span is not None and len(span) == 2:
-            node.params = {k: v[span[0]:span[1]].clone() for k, v in node.params.items()}
-            node.attrs["feature_offset"] = span[0]
+        if name not in program.nodes:
+            node = replace(node, params={})
+        elif isinstance(rows := program.canvases.get(name), FeatureRange):
+            node = replace(node, params={k: v[rows.rows].clone() for k, v in node.params.items()},
+                           attrs={**node.attrs, "weight_rows": rows})  # fmt: skip
+        nodes[name] = node
+    return replace(graph, nodes=nodes)
 
 
 # -- running a frame ---------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class Runner:
 
     graph: Graph
     program: Program
-    backend: object
+    backend: Backend
     transport: Transport
     timeout_s: float
     rank: int = 0
@@ -219,13 +222,13 @@ class Runner:
         Call it inside `backend.active()`: the backend's flags are process-wide, so the caller sets
         them once for all the frames (and threads) it runs.
         """
-        store: dict[str, tuple[Region, torch.Tensor]] = {}
+        store: dict[str, Tile] = {}
         if x is not None:
-            store[self.graph.input] = (None, x)
+            store[self.graph.input] = (WHOLE, x)
         with torch.inference_mode():
             for step in self.program.steps:
                 self._step(index, step, store)
-        return {t: v for t, (r, v) in store.items() if r is None}
+        return {t: v for t, (r, v) in store.items() if r == WHOLE}
 
     def _step(self, frame: int, step: Step, store: dict) -> None:
         sends = [self._send(frame, step.stage, m, store) for m in step.send_before]
@@ -298,50 +301,28 @@ class Runner:
         self.events.append(Event(self.program.party, self.rank, kind, frame, stage, start, self.clock(),
                                  nbytes, peer))  # fmt: skip
 
-    def _compute(self, task: Task, store: dict) -> dict[str, Tile]:
-        values = {t: (_box(r), v) for t, (r, v) in store.items()}
-        region = next(iter(task.outputs.values()))
-        if region is not None and len(region) == 2:
-            node = self.graph[task.nodes[0]]
-            offset = node.attrs.get("feature_offset", 0)
-            rows = slice(region[0] - offset, region[1] - offset)
-            bias = node.params.get("bias")
-            y = F.linear(values[node.inputs[0]][1], node.params["weight"][rows],
-                         None if bias is None else bias[rows])  # fmt: skip
-            return {node.name: (None, y)}
-        names = list(task.regions) if task.regions else task.nodes
-        return run_segment(self.graph, names, values, self.backend, task.regions or None,
-                           list(task.outputs))  # fmt: skip
+    def _compute(self, task: Task, store: dict[str, Tile]) -> dict[str, Tile]:
+        return run_segment(self.graph, task.nodes, store, self.backend, task.regions, list(task.outputs))
 
 
-def _box(region: Region) -> Box | None:
-    return Box(*region) if region is not None and len(region) == 4 else None
-
-
-def _cut(store: Mapping, tensor: str, region: Region, graph: Graph) -> torch.Tensor:
+def _cut(store: Mapping[str, Tile], tensor: str, region: Region, graph: Graph) -> torch.Tensor:
     """The part `region` of a held tensor, contiguous for the wire."""
     have, value = store[tensor]
     if region == have:
         return value.contiguous()
-    if region is None:
-        raise PlanError(f"'{tensor}' is sent whole from a party that holds only {have}")
-    if len(region) == 2:
-        start = have[0] if have is not None else 0
-        return value[..., region[0] - start:region[1] - start].contiguous()
-    return value[Box(*region).within(region_box(have, graph, tensor))].contiguous()
+    try:
+        return value[index_in(region, have, graph[tensor])].contiguous()
+    except RegionError:
+        raise PlanError(f"'{tensor}': {region} is sent from a party that holds only {have}") from None
 
 
-def _put(store: dict, tensor: str, region: Region, value: torch.Tensor, canvas: Region, graph: Graph
-         ) -> None:  # fmt: skip
+def _put(store: dict[str, Tile], tensor: str, region: Region, value: torch.Tensor, canvas: Region,
+         graph: Graph) -> None:  # fmt: skip
     """Place a received or computed part of `tensor` in the party's canvas for it."""
     if region == canvas:
         store[tensor] = (region, value)
         return
     if tensor not in store:
-        store[tensor] = (canvas, torch.empty(region_shape(graph, tensor, canvas)))
-    _, whole = store[tensor]
-    if len(region) == 2:
-        start = canvas[0] if canvas is not None else 0
-        whole[..., region[0] - start:region[1] - start] = value
-        return
-    whole[Box(*region).within(region_box(canvas, graph, tensor))] = value
+        store[tensor] = (canvas, torch.empty(canvas.shape(graph[tensor].shape)))
+    whole = store[tensor][1]
+    whole[index_in(region, canvas, graph[tensor])] = value

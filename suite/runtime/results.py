@@ -1,4 +1,5 @@
-"""A run's results: the summary people read, and the tables, trace and provenance saved beside it.
+"""A run's results: what the coordinator measured (`Measurement`), the summary people read, and the
+tables, trace and provenance saved beside it.
 
 Everything is relative to the run's start, in seconds. The frames table is tidy (one row per frame
 per plan run, the single-device baseline included) so any figure can be drawn from it directly.
@@ -6,13 +7,78 @@ per plan run, the single-device baseline included) so any figure can be drawn fr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from suite.fleet import Fleet
-from suite.runtime.coordinator import Measurement, RunOptions
-from suite.runtime.metrics import chrome_trace, device_table, run_metadata, save_results
+from suite.plan import Plan
+from suite.runtime.metrics import Event, chrome_trace, device_table, run_metadata, save_results
+
+if TYPE_CHECKING:
+    from suite.runtime.coordinator import RunOptions
+
+
+@dataclass
+class FrameRecord:
+    frame: int
+    image: str
+    warmup: bool
+    start_s: float
+    end_s: float
+    bit_exact: bool
+
+    @property
+    def latency_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Measurement:
+    """What one plan did on the workers, on the coordinator's clock."""
+
+    plan: Plan
+    frames: list[FrameRecord]
+    events: list[Event]
+    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed
+    window: int  # frames in flight
+    start_s: float
+    end_s: float
+    error: str | None = None
+    mismatch: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.mismatch is None
+
+    @property
+    def measured(self) -> list[FrameRecord]:
+        return sorted((f for f in self.frames if not f.warmup), key=lambda f: f.frame)
+
+    @property
+    def bit_exact(self) -> bool:
+        return bool(self.frames) and self.mismatch is None and all(f.bit_exact for f in self.frames)
+
+    @property
+    def latency_s(self) -> float | None:
+        frames = self.measured
+        return median(f.latency_s for f in frames) if frames else None
+
+    @property
+    def throughput_fps(self) -> float | None:
+        """Steady state: measured frames per second of completions after the last warm-up frame
+        (after the first measured one when there is no warm-up)."""
+        ends = sorted(f.end_s for f in self.measured)
+        warm = [f.end_s for f in self.frames if f.warmup]
+        if warm and ends:
+            return len(ends) / (ends[-1] - max(warm))
+        if len(ends) < 2:
+            return 1 / self.latency_s if ends else None
+        return (len(ends) - 1) / (ends[-1] - ends[0])
+
 
 NETWORK = "loopback, not shaped: the plan's link model is not emulated"
 

@@ -85,7 +85,7 @@ def _build(config: dict, rank: int):
     del loaded  # the module's own copy of the weights
     plan = load_plan_dict(config["plan"])
     program = compile_program(plan, graph, party)
-    prune_weights(graph, program)
+    graph = prune_weights(graph, program)
     runner = Runner(graph, program, backend, GlooTransport(ranks), config["timeout_s"], rank)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,

@@ -1,5 +1,6 @@
-"""Partitioning schemes. Each module has one job: `plan(graph, fleet, **options) -> list[Stage]`
-plus the hub that holds the frames; `make_plan` times it, checks it and adds the prediction."""
+"""Partitioning schemes. Each module has one job: `plan(graph, fleet, **options) -> Layout` (the
+hub that holds the frames, the stages, the frames in flight and the choices it made); `make_plan`
+times it, checks it and adds the prediction."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
     check_scheme(scheme)
     module = import_module(f"suite.schemes.{scheme}")
     start = time.perf_counter()
-    hub, stages, chosen = module.plan(graph, fleet, **options)
+    layout = module.plan(graph, fleet, **options)
     elapsed = time.perf_counter() - start
+    groups = len({s.group for s in layout.stages})
     plan = Plan(scheme=scheme, model=graph.name, input_shape=list(graph.input_shape[1:]),
-                fleet=fleet.name, devices=[d.name for d in fleet.devices], hub=hub, stages=stages,
-                options=chosen, planning_time_s=elapsed)  # fmt: skip
+                fleet=fleet.name, devices=[d.name for d in fleet.devices], hub=layout.hub,
+                stages=layout.stages, frames_in_flight=layout.frames_in_flight or groups,
+                options=layout.options, planning_time_s=elapsed)  # fmt: skip
     check_plan(plan, graph)
     check_memory(plan, graph, fleet)
     plan.predicted = predict(plan, graph, fleet)

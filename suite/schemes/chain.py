@@ -1,4 +1,4 @@
-"""PICO's step 1, shared by the fused schemes: the model as a chain of pieces, and fast strip costs.
+"""PICO's step 1, shared by the fused schemes: the model as a chain of pieces, and fast tile costs.
 
 A *piece* ends wherever the graph narrows to a single tensor: every later node reads only that
 tensor or its successors. A chain model (VGG) gives one piece per layer; a residual or inception
@@ -6,25 +6,29 @@ block becomes one piece, since its branches must be cut together. Pointwise piec
 join the piece before them, and everything after the last spatial piece (flatten, linear, ...)
 is one *tail* piece that runs whole on one device.
 
-`StripCosts` and the schemes treat the pieces from the first non-spatial one onwards as a tail,
-computed whole by one device.
-
-`StripCosts` walks row strips backwards through pieces, one piece at a time, with memoised row
-ranges; a stage of pieces i..j cut into strips costs only dictionary lookups once piece j's strips
-have been seen, which keeps PICO's dynamic programme and DeepThings' search fast.
+`TileCosts` prices tiles of runs of pieces for the schemes' searches, thousands of times a plan.
+Rows and columns propagate independently through the region math (`regions.plan_ranges`), so it
+walks each axis back one piece at a time, memoised per (piece, axis, range), and keeps each run's
+per-node lengths: the n x m tiles of a grid share n + m walks, and runs ending on the same rows
+share theirs. A grid's MACs are then per-node products of row and column lengths, summed by op
+kind (`cost.OpWork`) in one array product, which a profile prices as two dot products.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING
 
+import numpy as np
+
+from suite.cost import OP_INDEX, OpWork
+from suite.fleet import Device
 from suite.graph import POINTWISE, Graph
-from suite.regions import Box, RegionError, plan_regions, segment_inputs, split_range
+from suite.graph.ir import OP_KINDS
+from suite.plan import Region
+from suite.regions import WHOLE, Box, RegionError, plan_ranges, split_range
 
-if TYPE_CHECKING:
-    from suite.fleet import Profile
+Step = tuple[int, list[str], list[tuple[str, dict[str, Region]]]]  # plan.build_stages' (group, nodes, work)
 
 
 @dataclass(frozen=True)
@@ -64,41 +68,121 @@ def pieces(graph: Graph) -> list[Piece]:
     return chain
 
 
-class StripCosts:
-    """Costs of row strips of runs of pieces, for one model and one device profile."""
+def chain_nodes(chain: Sequence[Piece], i: int, j: int) -> list[str]:
+    """The nodes of pieces i..j, in order."""
+    return [n for piece in chain[i:j + 1] for n in piece.nodes]
+
+
+def spatial_prefix(chain: Sequence[Piece]) -> int:
+    """How many pieces from the first are spatial: the fused schemes cut those."""
+    count = 0
+    while count < len(chain) and chain[count].spatial:
+        count += 1
+    return count
+
+
+def whole_on(graph: Graph, device: str, nodes: list[str], group: int = 0) -> Step:
+    """A step where one device runs `nodes` whole (the tail after the tiled part, a single device)."""
+    return group, nodes, [(device, {o: WHOLE for o in graph.boundary(nodes)})]
+
+
+def by_capability(devices: Sequence[Device]) -> list[Device]:
+    """Most capable first; the first listed wins a tie (as `Fleet.by_capability`)."""
+    return sorted(devices, key=lambda d: -d.capability)
+
+
+class TileCosts:
+    """Work and input regions of tiles of runs of pieces, for one model."""
 
     def __init__(self, graph: Graph, chain: list[Piece]):
         self.graph = graph
         self.chain = chain
-        self.back = cache(self._back)
+        nodes = [graph[n] for piece in chain for n in piece.nodes]
+        self.offsets = np.cumsum([0] + [len(p.nodes) for p in chain])  # piece k: offsets[k]..offsets[k+1]
+        self.per_position = np.array([n.flops_per_position for n in nodes])
+        self.kind = np.zeros((len(nodes), len(OP_KINDS)))  # one-hot op kind per node
+        self.kind[np.arange(len(nodes)), [OP_INDEX[n.op] for n in nodes]] = 1
+        self.flops = np.array([float(n.flops) for n in nodes])
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._runs: dict[tuple, tuple[tuple[int, int], np.ndarray]] = {}
 
     def height(self, k: int) -> int:
         return self.graph[self.chain[k].output].shape[2]
 
-    def _back(self, k: int, box: Box) -> tuple[Box, tuple[tuple[str, float], ...]]:
-        """The box of its input piece k reads to produce `box` of its output, and (op, MACs) per node."""
-        piece = self.chain[k]
-        regions = plan_regions(self.graph, piece.nodes, {piece.output: box})
-        macs = tuple((self.graph[n].op, self.graph[n].flops_per_position * r.out.area)
-                     for n, r in regions.items())  # fmt: skip
-        return segment_inputs(self.graph, piece.nodes, regions)[piece.input], macs
+    def width(self, k: int) -> int:
+        return self.graph[self.chain[k].output].shape[3]
 
-    def tile(self, i: int, j: int, box: Box) -> tuple[Box, list[tuple[str, float]]]:
-        """The box of piece i's input and the (op, MACs) of every node for `box` of piece j's output."""
-        work: list[tuple[str, float]] = []
-        for k in range(j, i - 1, -1):
-            box, macs = self.back(k, box)
-            work.extend(macs)
-        return box, work
+    def _table(self, k: int, axis: int) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+        """Piece k's ranges along `axis` for every output position p, in one vectorised walk:
+        its nodes' starts when the output starts at p and their stops when it stops at p + 1
+        (positions x nodes; 0 for a node the output does not need), then its input's."""
+        if (k, axis) not in self._tables:
+            piece = self.chain[k]
+            positions = np.arange(self.graph[piece.output].shape[2 + axis])
+            ranges = plan_ranges(self.graph, piece.nodes, {piece.output: (positions, positions + 1)}, axis)
+            unused = (np.zeros_like(positions), np.zeros_like(positions))
+            starts, stops = zip(*(np.broadcast_arrays(*ranges.get(n, unused)) for n in piece.nodes))
+            first, last = np.broadcast_arrays(*ranges[piece.input])
+            self._tables[(k, axis)] = (np.stack(starts, axis=1).astype(float),
+                                       np.stack(stops, axis=1).astype(float), first.tolist(), last.tolist())
+        return self._tables[(k, axis)]
 
-    def strip(self, i: int, j: int, rows: tuple[int, int]) -> tuple[tuple[int, int], list[tuple[str, float]]]:
-        """`tile` for full-width rows."""
-        box, work = self.tile(i, j, Box(*rows, 0, self.graph[self.chain[j].output].shape[3]))
-        return (box.h0, box.h1), work
+    def _walk(self, k: int, axis: int, span: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray]:
+        """The range of its input piece k reads along `axis` to produce `span` of its output, and
+        each of its nodes' length along the axis (0: not needed)."""
+        starts, stops, first, last = self._table(k, axis)
+        start, stop = span
+        return (first[start], last[stop - 1]), stops[stop - 1] - starts[start]
 
-    def whole(self, i: int, j: int) -> list[tuple[str, float]]:
-        return [(self.graph[n].op, float(self.graph[n].flops))
-                for k in range(i, j + 1) for n in self.chain[k].nodes]  # fmt: skip
+    def _lengths(self, i: int, j: int, axis: int, span: tuple[int, int]
+                 ) -> tuple[tuple[int, int], np.ndarray]:  # fmt: skip
+        """Piece i's input range along `axis` and the lengths of every node of pieces i..j, for
+        `span` of piece j's output."""
+        key = (i, j, axis, span)
+        if key not in self._runs:
+            out, later = (span, np.empty(0)) if i == j else self._lengths(i + 1, j, axis, span)
+            read, mine = self._walk(i, axis, out)
+            self._runs[key] = read, np.concatenate([mine, later])
+        return self._runs[key]
+
+    def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
+             ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip
+        """For each tile rows[a] x cols[b] of piece j's output (row-major): the box of piece i's
+        input it reads, and its MACs and node counts by op kind (arrays of shape tiles x kinds).
+        The same sums as `tile`, for a whole grid in one product over its nodes."""
+        walked_rows = [self._lengths(i, j, 0, r) for r in rows]
+        walked_cols = [self._lengths(i, j, 1, c) for c in cols]
+        heights = np.stack([lengths for _, lengths in walked_rows])
+        widths = np.stack([lengths for _, lengths in walked_cols])
+        nodes = slice(self.offsets[i], self.offsets[j + 1])
+        area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
+        macs = (area * self.per_position[nodes]) @ self.kind[nodes]
+        counts = (area > 0) @ self.kind[nodes]
+        boxes = [Box(*r, *c) for r, _ in walked_rows for c, _ in walked_cols]
+        kinds = len(OP_KINDS)
+        return boxes, macs.reshape(-1, kinds), counts.reshape(-1, kinds)
+
+    def tile(self, i: int, j: int, box: Box) -> tuple[Box, OpWork]:
+        """The box of piece i's input and the work for `box` of piece j's output."""
+        boxes, macs, counts = self.grid(i, j, [(box.h0, box.h1)], [(box.w0, box.w1)])
+        return boxes[0], OpWork(macs[0], counts[0])
+
+    def strips(self, i: int, j: int, rows: Sequence[tuple[int, int]]
+               ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:  # fmt: skip
+        """`grid` for full-width row strips: the rows of piece i's input each reads, and their MACs
+        and node counts by op kind."""
+        boxes, macs, counts = self.grid(i, j, rows, [(0, self.width(j))])
+        return [(b.h0, b.h1) for b in boxes], macs, counts
+
+    def row_bytes(self, tensor: str) -> int:
+        """Bytes of one full-width row of a map (all channels)."""
+        node = self.graph[tensor]
+        return node.shape[1] * node.shape[3] * node.itemsize
+
+    def whole(self, i: int, j: int) -> OpWork:
+        """Pieces i..j computed whole."""
+        nodes = slice(self.offsets[i], self.offsets[j + 1])
+        return OpWork(self.flops[nodes] @ self.kind[nodes], self.kind[nodes].sum(axis=0))
 
     def splits(self, j: int, weights: list[float]) -> list[tuple[int, int]] | None:
         """Row ranges of piece j's output in proportion to `weights`; None if there are too few rows."""
@@ -106,7 +190,3 @@ class StripCosts:
             return split_range(self.height(j), len(weights), weights)
         except RegionError:
             return None
-
-
-def work_time(profile: Profile, work: list[tuple[str, float]]) -> float:
-    return sum(profile.node_time(op, macs) for op, macs in work)

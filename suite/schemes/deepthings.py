@@ -17,69 +17,74 @@ Choices the paper leaves to us, written down:
 
 from __future__ import annotations
 
-from suite.cost import comm_time
+import numpy as np
+
+from suite.cost import stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.plan import Transfer, box_region, build_stages, tensor_bytes
-from suite.regions import Box, tile_boxes
-from suite.schemes.chain import StripCosts, pieces, work_time
+from suite.plan import Layout, Transfer, build_stages
+from suite.regions import Box, split_range
+from suite.schemes.chain import TileCosts, chain_nodes, pieces, spatial_prefix, whole_on
 
 MAX_GRID = 5
 
 
-def deal(tiles: list[tuple[Box, tuple[Box, list]]], devices: list[Device]
-         ) -> tuple[list[tuple[Device, Box, Box]], dict[str, float]]:  # fmt: skip
-    """Longest tile first, to the device that would finish it first.
+def deal(macs: np.ndarray, times: np.ndarray, devices: list[Device]
+         ) -> tuple[list[tuple[int, int]], np.ndarray]:  # fmt: skip
+    """Longest tile first (by MACs), to the device that would finish it first (a tie: by name).
 
-    Returns (device, output box, input box) per tile and each device's busy time.
+    `times[t, d]` is device d's seconds for tile t. Returns (tile, device) index pairs in the order
+    dealt, and each device's busy time.
     """
-    busy = {d.name: 0.0 for d in devices}
+    busy = np.zeros(len(devices))
+    names = [d.name for d in devices]
     dealt = []
-    for out, (inp, work) in sorted(tiles, key=lambda t: -sum(m for _, m in t[1][1])):
-        device = min(devices, key=lambda d: (busy[d.name] + work_time(d.profile, work), d.name))
-        busy[device.name] += work_time(device.profile, work)
-        dealt.append((device, out, inp))
+    for t in sorted(range(len(macs)), key=lambda t: -macs[t]):
+        finish = busy + times[t]
+        _, _, d = min(zip(finish.tolist(), names, range(len(devices))))
+        busy[d] = finish[d]
+        dealt.append((t, d))
     return dealt, busy
 
 
-def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
-    devices = sorted(fleet.devices, key=lambda d: (-d.capability, d.name))
+def plan(graph: Graph, fleet: Fleet) -> Layout:
+    devices = fleet.by_capability()
     gateway = devices[0]
     chain = pieces(graph)
-    costs = StripCosts(graph, chain)
-    prefix = 0
-    while prefix < len(chain) and chain[prefix].spatial:
-        prefix += 1
+    costs = TileCosts(graph, chain)
+    per_mac = np.array([d.profile.prices[0] for d in devices]).T  # kinds x devices
+    per_node = np.array([d.profile.prices[1] for d in devices]).T
+    in_bytes = graph.input_shape[1] * graph[graph.input].itemsize
     best = None
-    for last in range(prefix):
+    for last in range(spatial_prefix(chain)):
         out = graph[chain[last].output]
         height, width = out.shape[2], out.shape[3]
-        rest = costs.whole(last + 1, len(chain) - 1)
+        rest = work_time(gateway.profile, costs.whole(last + 1, len(chain) - 1))
+        out_bytes = out.shape[1] * out.itemsize  # per position, all channels
         for n in range(1, min(MAX_GRID, height) + 1):
             for m in range(1, min(MAX_GRID, width) + 1):
                 if n * m == 1 and len(devices) > 1:
                     continue
-                tiles = [(box, costs.tile(0, last, box)) for box in tile_boxes(out, n, m)]
-                dealt, busy = deal(tiles, devices)
-                transfers = [t for device, box, inp in dealt if device is not gateway for t in (
-                    Transfer(gateway.name, device.name, graph.input, None,
-                             tensor_bytes(graph, graph.input, box_region(inp))),
-                    Transfer(device.name, gateway.name, out.name, None,
-                             tensor_bytes(graph, out.name, box_region(box))))]  # fmt: skip
-                latency = (max(busy.values()) + comm_time(fleet.link, transfers)
-                           + work_time(gateway.profile, rest))  # fmt: skip
+                rows, cols = split_range(height, n), split_range(width, m)
+                inputs, macs, counts = costs.grid(0, last, rows, cols)
+                boxes = [Box(*r, *c) for r in rows for c in cols]
+                dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
+                transfers = [t for k, d in dealt if d != 0 for t in (
+                    Transfer(gateway.name, devices[d].name, graph.input, inputs[k],
+                             in_bytes * inputs[k].area),
+                    Transfer(devices[d].name, gateway.name, out.name, boxes[k], out_bytes * boxes[k].area))]
+                compute = {d.name: seconds for d, seconds in zip(devices, busy)}
+                latency = stage_time(fleet.link, compute, transfers) + rest
                 if best is None or latency < best[0]:
-                    best = (latency, last, n, m, dealt)
+                    best = (latency, last, n, m, [(devices[d].name, boxes[k]) for k, d in dealt])
     if best is None:
         raise UserError(f"model {graph.name} has no spatial layers to fuse")
     _, last, n, m, dealt = best
     out = chain[last].output
-    fused = [node for p in chain[:last + 1] for node in p.nodes]
-    steps = [(0, fused, [(device.name, {out: box_region(box)}) for device, box, _ in dealt])]
-    rest_nodes = [node for p in chain[last + 1:] for node in p.nodes]
+    steps = [(0, chain_nodes(chain, 0, last), [(device, {out: box}) for device, box in dealt])]
+    rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
-        steps.append((0, rest_nodes, [(gateway.name, {o: None for o in graph.boundary(rest_nodes)})]))
+        steps.append(whole_on(graph, gateway.name, rest_nodes))
     options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name}
-    return gateway.name, build_stages(graph, gateway.name, steps), options
-
+    return Layout(gateway.name, build_stages(graph, gateway.name, steps), options)

@@ -21,13 +21,13 @@ The paper body was not available to us; these are our choices where the abstract
 
 from __future__ import annotations
 
-from suite.cost import overlapped_time
+from suite.cost import stage_time, work_time, work_times
 from suite.errors import UserError
 from suite.fleet import Fleet
 from suite.graph import Graph
-from suite.plan import Transfer, build_stages, tensor_bytes
-from suite.regions import RegionError, split_range
-from suite.schemes.chain import StripCosts, pieces, work_time
+from suite.plan import Layout, Transfer, build_stages, tensor_bytes
+from suite.regions import Box, RegionError, split_range
+from suite.schemes.chain import TileCosts, chain_nodes, pieces, spatial_prefix, whole_on
 
 HOST_SHARES = [k / 20 for k in range(0, 11)]
 
@@ -53,20 +53,19 @@ def segments(height: int, capabilities: list[float], host_share: float
     return out
 
 
-def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> tuple[str, list, dict]:
+def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
     if tasks_per_batch < 1:
         raise UserError(f"tasks_per_batch {tasks_per_batch} must be at least 1")
     host, secondaries = fleet.devices[0], list(fleet.devices[1:])
     chain = pieces(graph)
-    costs = StripCosts(graph, chain)
-    every = [n for n in graph.nodes if n != graph.input]
-    if not secondaries or not chain[0].spatial:
-        steps = [(0, every, [(host.name, {o: None for o in graph.outputs})])]
-        return host.name, build_stages(graph, host.name, steps), {"host": host.name}
+    costs = TileCosts(graph, chain)
+    fused = spatial_prefix(chain)
+    if not secondaries or not fused:
+        every = [n for n in graph.nodes if n != graph.input]
+        return Layout(host.name, build_stages(graph, host.name, [whole_on(graph, host.name, every)]),
+                      {"host": host.name})  # fmt: skip
     best = None
-    for last in range(len(chain)):
-        if not chain[last].spatial:
-            break
+    for last in range(fused):
         out = graph[chain[last].output]
         rest = work_time(host.profile, costs.whole(last + 1, len(chain) - 1))
         for share in HOST_SHARES:
@@ -74,35 +73,35 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> tuple[str, lis
                 segs = segments(out.shape[2], [d.capability for d in secondaries], share)
             except RegionError:  # too few rows for this many secondaries
                 continue
+            doers = [host if who is None else secondaries[who] for who, _ in segs]
+            reads, macs, counts = costs.strips(0, last, [rows for _, rows in segs])
             compute = {host.name: 0.0}
+            for device, seconds in zip(doers, work_times([d.profile for d in doers], macs, counts)):
+                compute[device.name] = compute.get(device.name, 0.0) + seconds
             transfers = []
-            for who, rows in segs:
-                in_rows, work = costs.strip(0, last, rows)
-                device = host if who is None else secondaries[who]
-                compute[device.name] = compute.get(device.name, 0.0) + work_time(device.profile, work)
+            for (who, rows), in_rows, device in zip(segs, reads, doers):
                 if who is not None:
-                    read = [*in_rows, 0, graph.input_shape[3]]
-                    transfers.insert(0, Transfer(host.name, device.name, graph.input, None,
+                    read = Box(*in_rows, 0, graph.input_shape[3])
+                    transfers.insert(0, Transfer(host.name, device.name, graph.input, read,
                                                  tensor_bytes(graph, graph.input, read)))  # fmt: skip
-                    made = [*rows, 0, out.shape[3]]
-                    transfers.append(Transfer(device.name, host.name, out.name, None,
+                    made = Box(*rows, 0, out.shape[3])
+                    transfers.append(Transfer(device.name, host.name, out.name, made,
                                               tensor_bytes(graph, out.name, made)))  # fmt: skip
-            latency = overlapped_time(fleet.link, transfers, compute, [out.name]) + rest
+            latency = stage_time(fleet.link, compute, transfers, overlap=True, outputs=[out.name]) + rest
             if best is None or latency < best[0]:
                 best = (latency, last, share, segs)
     _, last, share, segs = best
     out = graph[chain[last].output]
-    fused = [n for p in chain[:last + 1] for n in p.nodes]
-    assignment = [((host if who is None else secondaries[who]).name, {out.name: [r0, r1, 0, out.shape[3]]})
+    assignment = [((host if who is None else secondaries[who]).name, {out.name: Box(r0, r1, 0, out.shape[3])})
                   for who, (r0, r1) in segs]  # fmt: skip
     # secondaries first, so their inputs are sent before anything else
     assignment.sort(key=lambda a: a[0] == host.name)
-    steps = [(0, fused, assignment)]
-    rest_nodes = [n for p in chain[last + 1:] for n in p.nodes]
+    steps = [(0, chain_nodes(chain, 0, last), assignment)]
+    rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
-        steps.append((0, rest_nodes, [(host.name, {o: None for o in graph.boundary(rest_nodes)})]))
+        steps.append(whole_on(graph, host.name, rest_nodes))
     stages = build_stages(graph, host.name, steps)
     stages[0].overlap = True
     options = {"host": host.name, "fused_pieces": last + 1, "host_share": share,
                "tasks_per_batch": tasks_per_batch}
-    return host.name, stages, options
+    return Layout(host.name, stages, options, frames_in_flight=tasks_per_batch)

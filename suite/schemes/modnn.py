@@ -1,12 +1,12 @@
 """MoDNN (Mao et al., DATE 2017): layer-wise partitioning through a group owner.
 
 Every layer (a conv or pool with the pointwise and merge nodes it alone feeds, see
-`graph.cuts.layers`) is cut into full-width row strips sized in proportion to each device's capability
-(the Biased One-Dimensional Partition, BODP). The group owner, the fastest device, scatters each
-device's input rows (with their halo) and gathers the strips before the next layer; nothing is
-pipelined. Fully connected layers are split by output neurons in proportion to capability, with
-cut points on multiples of 4 so the split stays bit-exact (DESIGN.md); the remaining tail nodes
-(pooling to 1x1, flatten) run on the owner.
+`graph.cuts.layers`) is cut into full-width row strips sized in proportion to each device's
+capability (the Biased One-Dimensional Partition, BODP). The group owner, the fastest device,
+scatters each device's input rows (with their halo) and gathers the strips before the next layer;
+nothing is pipelined. Fully connected layers are split by output neurons in proportion to
+capability, with cut points on multiples of 4 so the split stays bit-exact (DESIGN.md); the
+remaining tail nodes (pooling to 1x1, flatten) run on the owner.
 
 Choices the paper leaves to us: the owner also computes a share; a layer with fewer rows than
 devices goes to its fastest devices, one row each; the sparse-FC co-clustering (MSCC) is not
@@ -15,47 +15,45 @@ modelled, since the zoo's linear layers are dense.
 
 from __future__ import annotations
 
-from suite.fleet import Fleet
+from suite.fleet import Device, Fleet
 from suite.graph import Graph
 from suite.graph.cuts import layers, spatial_front
-from suite.plan import build_stages
-from suite.regions import split_range
+from suite.plan import Layout, build_stages
+from suite.regions import Box, FeatureRange, split_range
+from suite.schemes.chain import Step, whole_on
 
 ALIGN = 4  # linear output cut points on multiples of this stay bit-exact
 
 
-def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
-    devices = sorted(fleet.devices, key=lambda d: (-d.capability, d.name))
+def plan(graph: Graph, fleet: Fleet) -> Layout:
+    devices = fleet.by_capability()
     owner = devices[0].name
     front = spatial_front(graph)
-    steps: list[tuple[int, list[str], dict]] = []
+    steps: list[Step] = []
     for layer in layers(graph, front):
         out = graph[layer[-1]]
         use = devices[:min(len(devices), out.shape[2])]
         rows = split_range(out.shape[2], len(use), [d.capability for d in use])
-        steps.append((0, layer, [(d.name, {out.name: [r0, r1, 0, out.shape[3]]})
+        steps.append((0, layer, [(d.name, {out.name: Box(r0, r1, 0, out.shape[3])})
                                  for d, (r0, r1) in zip(use, rows)]))  # fmt: skip
     on_owner: list[str] = []
     for name in [n for n in graph.nodes if n not in set(front) | {graph.input}]:
         node = graph[name]
         if node.op == "linear" and len(node.shape) == 2:
             if on_owner:
-                steps.append(_on(owner, graph, on_owner))
+                steps.append(whole_on(graph, owner, on_owner))
                 on_owner = []
             steps.append((0, [name], _split_features(node.name, node.shape[-1], devices)))
         else:
             on_owner.append(name)
     if on_owner:
-        steps.append(_on(owner, graph, on_owner))
-    return owner, build_stages(graph, owner, steps), {"owner": owner}
+        steps.append(whole_on(graph, owner, on_owner))
+    return Layout(owner, build_stages(graph, owner, steps), {"owner": owner})
 
 
-def _on(owner: str, graph: Graph, nodes: list[str]) -> tuple[int, list[str], dict]:
-    return 0, nodes, [(owner, {n: None for n in graph.boundary(nodes)})]
-
-
-def _split_features(name: str, features: int, devices) -> list:
+def _split_features(name: str, features: int, devices: list[Device]) -> list:
     units = -(-features // ALIGN)
     use = devices[:min(len(devices), units)]
     spans = split_range(units, len(use), [d.capability for d in use])
-    return [(d.name, {name: [a * ALIGN, min(b * ALIGN, features)]}) for d, (a, b) in zip(use, spans)]
+    return [(d.name, {name: FeatureRange(a * ALIGN, min(b * ALIGN, features))})
+            for d, (a, b) in zip(use, spans)]  # fmt: skip

@@ -34,13 +34,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from suite.cost import comm_time
+from suite.cost import stage_time, work_time, work_times
 from suite.errors import UserError
 from suite.fleet import Device, Fleet, Link, OpCost, Profile
 from suite.graph import Graph
-from suite.plan import COORDINATOR, Transfer, build_stages, tensor_bytes
+from suite.plan import COORDINATOR, Layout, Transfer, build_stages
+from suite.regions import WHOLE, Box
 from suite.schemes import single
-from suite.schemes.chain import Piece, StripCosts, pieces, work_time
+from suite.schemes.chain import Piece, TileCosts, by_capability, chain_nodes, pieces, whole_on
 
 INF = math.inf
 
@@ -54,12 +55,13 @@ class Grouping:
 
 
 class StageTimer:
-    """Stage times on the fast strip costs of `chain.StripCosts`."""
+    """Stage times of runs of pieces on groups of devices, memoised: what the DP, the greedy pass
+    and the exhaustive search all compare."""
 
     def __init__(self, graph: Graph, chain: list[Piece], link: Link):
         self.graph = graph
         self.chain = chain
-        self.costs = StripCosts(graph, chain)
+        self.costs = TileCosts(graph, chain)
         self.link = link
         self.memo: dict[tuple, float] = {}
 
@@ -68,10 +70,6 @@ class StageTimer:
         if key not in self.memo:
             self.memo[key] = self._time(i, j, profiles)
         return self.memo[key]
-
-    def _bytes(self, tensor: str, rows: tuple[int, int] | None) -> int:
-        region = None if rows is None else [*rows, 0, self.graph[tensor].shape[3]]
-        return tensor_bytes(self.graph, tensor, region)
 
     def spatial_end(self, i: int, j: int) -> int:
         """The last piece of i..j in the run of spatial pieces from i (i - 1 if there is none)."""
@@ -82,29 +80,31 @@ class StageTimer:
 
     def _time(self, i: int, j: int, profiles: tuple[Profile, ...]) -> float:
         """Pieces i..j on devices with `profiles` (fastest first): strips sized by capability
-        over the spatial pieces, then the rest whole on the first device."""
+        over the spatial pieces, each device's rows in from and out to the coordinator, then the
+        rest whole on the first device."""
         last = self.spatial_end(i, j)
         if last < i and len(profiles) > 1:
             return INF
-        compute, transfers = 0.0, []
+        time = 0.0
         if last >= i:
             splits = self.costs.splits(last, [p.macs_per_s for p in profiles])
             if splits is None:
                 return INF
-            first_input = self.chain[i].input
-            for k, (profile, rows) in enumerate(zip(profiles, splits)):
-                in_rows, work = self.costs.strip(i, last, rows)
-                compute = max(compute, work_time(profile, work))
-                transfers.append(Transfer(COORDINATOR, f"d{k}", first_input, None,
-                                          self._bytes(first_input, in_rows)))  # fmt: skip
-                transfers.append(Transfer(f"d{k}", COORDINATOR, self.chain[last].output, None,
-                                          self._bytes(self.chain[last].output, rows)))  # fmt: skip
-        time = compute + comm_time(self.link, transfers)
+            reads, macs, counts = self.costs.strips(i, last, splits)
+            compute = dict(zip((f"d{k}" for k in range(len(profiles))), work_times(profiles, macs, counts)))
+            first_input, output = self.chain[i].input, self.chain[last].output
+            in_row, out_row = self.costs.row_bytes(first_input), self.costs.row_bytes(output)
+            transfers = []
+            for k, ((r0, r1), (i0, i1)) in enumerate(zip(splits, reads)):
+                transfers.append(Transfer(COORDINATOR, f"d{k}", first_input, WHOLE, (i1 - i0) * in_row))
+                transfers.append(Transfer(f"d{k}", COORDINATOR, output, WHOLE, (r1 - r0) * out_row))
+            time = stage_time(self.link, compute, transfers)
         if last < j:
             start, end = self.chain[last + 1].input, self.chain[j].output
-            time += work_time(profiles[0], self.costs.whole(last + 1, j))
-            time += comm_time(self.link, [Transfer(COORDINATOR, "d0", start, None, self._bytes(start, None)),
-                                          Transfer("d0", COORDINATOR, end, None, self._bytes(end, None))])
+            rest = {"d0": work_time(profiles[0], self.costs.whole(last + 1, j))}
+            moves = [Transfer(COORDINATOR, "d0", start, WHOLE, self.graph[start].act_bytes),
+                     Transfer("d0", COORDINATOR, end, WHOLE, self.graph[end].act_bytes)]  # fmt: skip
+            time += stage_time(self.link, rest, moves)
         return time
 
     def period(self, stages: Sequence[tuple[int, int, Sequence[Device]]]) -> float:
@@ -112,8 +112,7 @@ class StageTimer:
 
 
 def _profiles(devices: Sequence[Device]) -> tuple[Profile, ...]:
-    ordered = sorted(devices, key=lambda d: (-d.capability, d.name))
-    return tuple(d.profile for d in ordered)
+    return tuple(d.profile for d in by_capability(devices))
 
 
 def proxy_profile(devices: Sequence[Device]) -> Profile:
@@ -133,12 +132,16 @@ def dp_search(timer: StageTimer, m: int, devices: Sequence[Device]) -> Grouping:
     best: dict[tuple[int, int], tuple[float, tuple]] = {}
     for j in range(m):
         for p in range(1, n + 1):
-            options = [(ts(0, j, p), ((0, j, p),))]
+            period, stages = ts(0, j, p), ((0, j, p),)
             for jj in range(j):
                 for pp in range(1, p):
-                    prev, stages = best[(jj, p - pp)]
-                    options.append((max(prev, ts(jj + 1, j, pp)), stages + ((jj + 1, j, pp),)))
-            best[(j, p)] = min(options, key=lambda o: o[0])
+                    prev, before = best[(jj, p - pp)]
+                    if prev >= period:  # max(prev, anything) cannot beat it; skip timing the stage
+                        continue
+                    option = max(prev, ts(jj + 1, j, pp))
+                    if option < period:  # strictly: the first of equal options wins, as min() picks
+                        period, stages = option, before + ((jj + 1, j, pp),)
+            best[(j, p)] = (period, stages)
     period, shape = min((best[(m - 1, p)] for p in range(1, n + 1)), key=lambda o: o[0])
     if period == INF:
         return Grouping(INF, ())
@@ -150,7 +153,7 @@ def assign(timer: StageTimer, shape: Sequence[tuple[int, int, int]], devices: Se
     """Fastest device first, to the stage with the most proxy work per capability given so far."""
     work = [timer.time(i, j, (proxy,) * p) * p * proxy.macs_per_s for i, j, p in shape]
     given: list[list[Device]] = [[] for _ in shape]
-    for device in sorted(devices, key=lambda d: -d.capability):
+    for device in by_capability(devices):
         open_ = [k for k, (_, _, p) in enumerate(shape) if len(given[k]) < p]
         if not open_:
             break
@@ -194,7 +197,7 @@ def exhaustive(timer: StageTimer, m: int, devices: Sequence[Device], limit: int 
     Devices with the same profile are interchangeable, so kinds are counted rather than named.
     """
     kinds: dict[str, list[Device]] = {}
-    for d in sorted(devices, key=lambda d: -d.capability):
+    for d in by_capability(devices):
         kinds.setdefault(d.profile.name, []).append(d)
     names = list(kinds)
     counts = tuple(len(kinds[k]) for k in names)
@@ -230,32 +233,32 @@ def exhaustive(timer: StageTimer, m: int, devices: Sequence[Device], limit: int 
     return best
 
 
-def plan(graph: Graph, fleet: Fleet, search: str = "dp") -> tuple[str, list, dict]:
+def plan(graph: Graph, fleet: Fleet, search: str = "dp") -> Layout:
     chain = pieces(graph)
     timer = StageTimer(graph, chain, fleet.link)
     finder = {"dp": dp_search, "exhaustive": exhaustive}[search]
     grouping = finder(timer, len(chain), fleet.devices)
     if grouping.period == INF:
         raise UserError(f"no stage layout fits model {graph.name} on fleet {fleet.name}")
-    fastest = fleet.fastest()
-    alone = work_time(fastest.profile, timer.costs.whole(0, len(chain) - 1))
+    alone = work_time(fleet.fastest().profile, timer.costs.whole(0, len(chain) - 1))
     if alone <= grouping.period:
         # One stage on one device beats every pipeline: keep the frames on that device.
-        hub, stages, _ = single.plan(graph, fleet)
-        return hub, stages, {"search": search, "pieces": len(chain), "stages": [[0, len(chain) - 1, [hub]]]}
+        layout = single.plan(graph, fleet)
+        layout.options = {"search": search, "pieces": len(chain),
+                          "stages": [[0, len(chain) - 1, [layout.hub]]]}  # fmt: skip
+        return layout
     steps = []
     for group, (i, j, devs) in enumerate(grouping.stages):
-        devs = sorted(devs, key=lambda d: (-d.capability, d.name))
+        devs = by_capability(devs)
         last = timer.spatial_end(i, j)
         if last >= i:
             out = chain[last].output
             width = graph[out].shape[3]
             splits = timer.costs.splits(last, [d.capability for d in devs])
-            steps.append((group, [n for p in chain[i:last + 1] for n in p.nodes],
-                          [(d.name, {out: [r0, r1, 0, width]}) for d, (r0, r1) in zip(devs, splits)]))
+            steps.append((group, chain_nodes(chain, i, last),
+                          [(d.name, {out: Box(r0, r1, 0, width)}) for d, (r0, r1) in zip(devs, splits)]))
         if last < j:
-            rest = [n for p in chain[last + 1:j + 1] for n in p.nodes]
-            steps.append((group, rest, [(devs[0].name, {o: None for o in graph.boundary(rest)})]))
+            steps.append(whole_on(graph, devs[0].name, chain_nodes(chain, last + 1, j), group))
     options = {"search": search, "pieces": len(chain),
                "stages": [[i, j, [d.name for d in devs]] for i, j, devs in grouping.stages]}
-    return COORDINATOR, build_stages(graph, COORDINATOR, steps), options
+    return Layout(COORDINATOR, build_stages(graph, COORDINATOR, steps), options)

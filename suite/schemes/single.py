@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from suite.fleet import Fleet
 from suite.graph import Graph
-from suite.plan import build_stages
+from suite.plan import Layout, build_stages
+from suite.schemes.chain import whole_on
 
 
-def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
+def plan(graph: Graph, fleet: Fleet) -> Layout:
     device = fleet.fastest().name
     nodes = [n for n in graph.nodes if n != graph.input]
-    outputs = {o: None for o in graph.outputs}
-    return device, build_stages(graph, device, [(0, nodes, [(device, outputs)])]), {"device": device}
+    return Layout(device, build_stages(graph, device, [whole_on(graph, device, nodes)]), {"device": device})

@@ -21,7 +21,7 @@ import torch
 from suite.backends import make_backend, run_segment
 from suite.graph.cuts import spatial_front
 from suite.models.load import load_model
-from suite.regions import plan_regions, tile_boxes
+from suite.regions import WHOLE, plan_regions, tile_boxes
 
 INPUT = (3, 224, 224)  # the zoo size; VGG-16 takes ~0.5 CPU-s a forward
 ROUNDS = 21
@@ -102,8 +102,8 @@ def test_parts_1_vgg16_matches_monolithic_speed(benchmark, exact, vgg16, observe
     regions = plan_regions(graph, front, {o: tile_boxes(graph[o], 1)[0] for o in outputs})
 
     def tiled() -> torch.Tensor:
-        done = run_segment(graph, front, {graph.input: (None, x)}, backend, regions, outputs)
-        values = {graph.input: (None, x)} | {o: (None, done[o][1]) for o in outputs}
+        done = run_segment(graph, front, {graph.input: (WHOLE, x)}, backend, regions, outputs)
+        values = {graph.input: (WHOLE, x)} | {o: (WHOLE, done[o][1]) for o in outputs}
         return run_segment(graph, tail, values, backend, outputs=graph.outputs)[graph.outputs[0]][1]
 
     with backend.active():

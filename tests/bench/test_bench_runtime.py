@@ -21,7 +21,7 @@ from suite.backends import make_backend
 from suite.datasets import load_frames
 from suite.fleet import uniform_fleet
 from suite.models.load import load_model
-from suite.runtime.coordinator import RunOptions, execute
+from suite.runtime.coordinator import Coordinator, RunOptions
 from suite.schemes import SCHEMES, make_plan
 
 MB = 1 << 20
@@ -72,7 +72,7 @@ def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, fram
     with backend.active():
         references = {f.name: prepared.monolithic(f.tensor) for f in inputs}
     options = RunOptions(model=model, input_size=size, frames=frames, warmup=2)
-    run = execute(plan, prepared.graph, uniform_fleet(devices), inputs, references, backend, options)
+    run = Coordinator(prepared.graph, backend, uniform_fleet(devices), inputs, references, options).run(plan)
     assert run.complete and run.bit_exact, run.error
     return run, prepared, inputs, backend
 
