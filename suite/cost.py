@@ -64,11 +64,7 @@ def work_times(profiles: Sequence[Profile], macs: np.ndarray, nodes: np.ndarray)
     """Seconds of each row of work (`macs`, `nodes`: rows x op kinds) on the profile of that row."""
     per_mac = np.array([p.prices[0] for p in profiles])
     per_node = np.array([p.prices[1] for p in profiles])
-    seconds = (macs * per_mac).sum(axis=1) + (nodes * per_node).sum(axis=1)
-    for row in np.flatnonzero(np.isnan(seconds)):  # an op kind some profile cannot price
-        op = next(OP_KINDS[k] for k in np.flatnonzero(np.isnan(per_mac[row])) if nodes[row, k])
-        profiles[row].cost(op)  # raises the error that names the profile and the op
-    return seconds
+    return (macs * per_mac).sum(axis=1) + (nodes * per_node).sum(axis=1)
 
 
 def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region]) -> dict[str, float]:

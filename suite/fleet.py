@@ -65,12 +65,11 @@ class Profile:
 
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per MAC and seconds per node for each kind of `OP_KINDS` (NaN for a kind the
-        profile cannot price): the vectors that price a `suite.cost.OpWork`."""
-        costs = [self.ops.get(op, self.ops.get("default")) for op in OP_KINDS]
-        per_mac = [np.nan if c is None else c.alpha / self.macs_per_s for c in costs]
-        per_node = [np.nan if c is None else c.overhead_s for c in costs]
-        return np.array(per_mac), np.array(per_node)
+        """Seconds per MAC and seconds per node for each kind of `OP_KINDS`: the vectors that
+        price a `suite.cost.OpWork`. Every kind needs a cost (its own or the `default`)."""
+        costs = [self.cost(op) for op in OP_KINDS]
+        return (np.array([c.alpha / self.macs_per_s for c in costs]),
+                np.array([c.overhead_s for c in costs]))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Per op kind, `time = alpha * macs / macs_per_s + overhead_s` is fitted by least squares over several
 tile sizes, with `macs_per_s` taken from the conv fit (so conv's alpha is 1). MACs are counted as
 `suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost model will see.
-Timing uses the exact settings the suite executes with (oneDNN off), medians over repeats.
+Timing runs under the exact backend's own settings (`TorchBackend.active`: oneDNN and NNPACK off),
+so a profile prices what the suite executes; medians over repeats.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from suite.backends import make_backend
 from suite.fleet import OpCost, Profile
 from suite.graph.ir import Window, node_flops
 
@@ -126,16 +128,9 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
     repeats = repeats or (3 if quick else 11)
     cases = _cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
-    saved_threads, saved_mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False
     clock = time.thread_time if threads == 1 else time.perf_counter
-    try:
-        with torch.inference_mode():
-            timed = [(op, macs, _median_time(fn, repeats, clock)) for op, fn, macs in cases]
-    finally:
-        torch.set_num_threads(saved_threads)
-        torch.backends.mkldnn.enabled = saved_mkldnn
+    with make_backend("torch", threads).active():
+        timed = [(op, macs, _median_time(fn, repeats, clock)) for op, fn, macs in cases]
     fits = {}
     for op in dict.fromkeys(op for op, _, _ in timed):
         rows = [(m, t) for o, m, t in timed if o == op]
@@ -145,7 +140,7 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
     host = platform.node() or "unknown-host"
     source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "
-              f"torch {torch.__version__}, {threads} thread(s), oneDNN off, tile sizes {list(sizes)}, "
+              f"torch {torch.__version__}, {threads} thread(s), oneDNN and NNPACK off, tiles {list(sizes)}, "
               f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
     return Profile(name, source, macs_per_s, ops)
 

@@ -1,0 +1,108 @@
+"""The command line as a user meets it: each command's output, and bad input as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from toys import assert_one_line_error, suite
+
+
+def test_cli_plan_then_simulate(tmp_path):
+    path = tmp_path / "plan.json"
+    out = suite("plan", "--model", "vgg16", "--input-size", "3x64x64", "--scheme", "pico",
+                 "--fleet", "pico-homo-4", "-o", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "predicted: latency" in out.stdout and path.exists()
+    out = suite("simulate", "--plan", str(path), "--frames", "20", "--channel", "rayleigh",
+                 "--deadline", "10", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["throughput_fps"] > 0 and 0 <= result["deadline_met"] <= 1
+
+
+
+
+def _bad_fleet(tmp_path) -> str:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("schema_version: 1\nname: x\nsource: test\nlink: {bandwidth_mbps: 50, shared: true}\n"
+                    "devices:\n  - {name: a, kind: pi, profile: rpi4b-1500mhz, cores: 1, freq_ghz: 1.5,"
+                    " memory_gib: 4}\n")  # fmt: skip
+    return str(path)
+
+
+
+
+def _old_plan(tmp_path) -> str:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema_version": 0, "stages": []}))
+    return str(path)
+
+
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["plan", "--scheme", "magic", "--devices", "2"], "unknown scheme 'magic'"),
+    (["plan", "--scheme", "pico", "--model", "alexnet", "--devices", "2"], "alexnet"),
+    (["plan", "--scheme", "pico", "--fleet", "nowhere"], "nowhere"),
+    (["plan", "--scheme", "pico", "--fleet", "{bad_fleet}"], "link.latency_ms"),
+    (["simulate", "--plan", "{old_plan}"], "schema_version 0"),
+    (["simulate", "--plan", "{old_plan}", "--frames", "0"], "schema_version 0"),
+])  # fmt: skip
+def test_cli_plan_bad_input_is_one_line_exit_2(tmp_path, args, needle):
+    args = [a.format(bad_fleet=_bad_fleet(tmp_path), old_plan=_old_plan(tmp_path)) for a in args]
+    assert_one_line_error(suite(*args), needle)
+
+
+
+
+def test_cli_verify_json():
+    out = suite("verify", "--model", "resnet18", "--input-size", "3x64x64", "--parts", "2",
+                 "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for key in ("bit_exact", "max_abs_diff", "max_ulp", "first_mismatch", "model", "input_shape",
+                "backend", "parts", "grid"):  # fmt: skip
+        assert key in report
+    assert report["bit_exact"] is True and report["parts"] == 2
+
+
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "alexnet"], "unknown model 'alexnet'"),
+        (["--input-size", "3x2x"], "--input-size '3x2x'"),
+        (["--model", "resnet18", "--parts", "9"], "9x1 split needs at least 9 rows"),
+        (["--input-size", "3x16x16"], "vanishes at node 'features_30'"),
+        (["--grid", "2by2"], "--grid '2by2'"),
+        (["--backend", "tpu"], "unknown backend 'tpu'"),
+        (["--model", "nowhere.onnx"], "'nowhere.onnx' does not exist"),
+        (["--model", "json:dumps", "--input-size", "3x8x8"], "calling dumps() failed"),
+        (["--model", "json:JSONDecoder", "--input-size", "3x8x8"], "not a torch nn.Module"),
+    ],
+)
+def test_cli_verify_bad_input_is_one_line_exit_2(args, needle):
+    assert_one_line_error(suite("verify", *args), needle)
+
+
+
+
+def test_cli_plan_needs_no_weights_and_answers_fast():
+    """Planning builds zoo models on the meta device: the plan equals one made from the real
+    weights, and the command takes about as long as importing torch (a benchmark times it)."""
+    start = time.perf_counter()
+    out = suite("plan", "--model", "vgg16", "--scheme", "pico", "--fleet", "pico-hetero", "--json")
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    from suite.backends import make_backend
+    from suite.fleet import load_fleet
+    from suite.models.load import load_model
+    from suite.schemes import make_plan
+
+    graph = make_backend("torch").prepare(load_model("vgg16")).graph
+    real = make_plan("pico", graph, load_fleet("pico-hetero"))
+    planned = json.loads(out.stdout)
+    assert planned["stages"] == real.to_dict()["stages"] and elapsed < 60

@@ -1,0 +1,42 @@
+"""Tiny fleets, graphs and a CLI runner that several test modules share."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from torch import nn
+
+from suite.fleet import Device, Fleet, Link, OpCost, Profile
+from suite.graph import Graph, from_torch
+
+MB = 1_000_000
+
+
+def profile(name: str, macs_per_s: float) -> Profile:
+    return Profile(name, "test", macs_per_s, {"default": OpCost(1.0, 0.0)})
+
+
+def fleet(*speeds: float, bandwidth_bps: float = 8 * MB, shared: bool = True) -> Fleet:
+    """Devices d0, d1, ... at `speeds` MACs per second, every op priced like conv, no link latency."""
+    devices = tuple(Device(f"d{i}", "test", profile(f"p{s:g}", s), 1, 1.0, 2**30)
+                    for i, s in enumerate(speeds))  # fmt: skip
+    return Fleet("test", devices, Link(bandwidth_bps, 0.0, shared), "test")
+
+
+def conv_graph() -> Graph:
+    """One 3x3 conv, 1 -> 1 channel, padding 1, on a 4x4 map: 9 MACs per output, 144 in all."""
+    return from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 4, 4), "conv")
+
+
+def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`suite ARGS...` in a fresh interpreter, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, needle: str) -> None:
+    """A user mistake: exit 2 and one line on stderr naming what to fix, never a traceback."""
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
