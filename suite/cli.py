@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import re
+import signal
 import sys
+from pathlib import Path
 
 from suite.errors import UserError
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,6 +21,44 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message}")
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number of at least `low`."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+
+    return whole
+
+
+def _finite(positive: bool = False):
+    """An argparse type: a finite number (not nan or inf), optionally above zero."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value) or (positive and value <= 0):
+            above = " above 0" if positive else ""
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number{above}")
+        return value
+
+    return number
+
+
+def _port(text: str) -> int:
+    value = _at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0 picks a free one)")
+    return value
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -35,7 +76,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for weights and input (default: 0)")
     p.add_argument("--backend", default="torch",
                    help="torch (exact), torch-fast (oneDNN) or onnxruntime (default: torch)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_at_least(1), default=None,
                    help="compute threads (default: all; `suite run`: per worker, default 1)")
 
 
@@ -47,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "model, bit for bit")  # fmt: skip
     _add_model_args(v)
     cut = v.add_mutually_exclusive_group()
-    cut.add_argument("--parts", type=int, help="row strips (default: 4)")
+    cut.add_argument("--parts", type=_at_least(1), help="row strips (default: 4)")
     cut.add_argument("--grid", help="RxC grid of tiles, e.g. 2x2")
     v.add_argument("--layerwise", action="store_true",
                    help="cut every layer and gather between layers (MoDNN) instead of fusing")
@@ -60,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fleet_args(p)
     p.add_argument("--search", default="dp", choices=["dp", "exhaustive"],
                    help="pico: the paper's DP (default) or exhaustive search (small instances)")
-    p.add_argument("--tasks", type=int, default=1, help="halp: tasks per batch (default: 1)")
+    p.add_argument("--tasks", type=_at_least(1), default=1, help="halp: tasks per batch (default: 1)")
     p.add_argument("--json", action="store_true", help="print the plan JSON")
     p.add_argument("-o", "--output", help="write the plan JSON to this file")
     p.set_defaults(run=cmd_plan)
@@ -68,14 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="play a stream of frames through a plan (discrete events)")
     s.add_argument("--plan", required=True, help="plan JSON from `suite plan -o`")
     s.add_argument("--fleet", help="fleet name or YAML (default: the plan's)")
-    s.add_argument("--frames", type=int, default=50, help="frames to simulate (default: 50)")
+    s.add_argument("--model", help="the plan's model: zoo name, ONNX file or module:factory (default: the "
+                   "plan's model, when it is a zoo name)")  # fmt: skip
+    s.add_argument("--frames", type=_at_least(1), default=50, help="frames to simulate (default: 50)")
     arrivals = s.add_mutually_exclusive_group()
-    arrivals.add_argument("--rate", type=float, help="frames per second at fixed intervals")
-    arrivals.add_argument("--poisson", type=float, help="mean frames per second, Poisson arrivals")
-    s.add_argument("--tasks", type=int, default=1, help="frames arriving together (default: 1)")
-    s.add_argument("--channel", default="fixed", help="fixed or rayleigh (per-frame fading)")
-    s.add_argument("--snr-db", type=float, default=20.0, help="mean SNR for rayleigh (default: 20)")
-    s.add_argument("--deadline", type=float, help="seconds; report the share of frames meeting it")
+    arrivals.add_argument("--rate", type=_finite(positive=True), help="frames per second at fixed intervals")
+    arrivals.add_argument("--poisson", type=_finite(positive=True),
+                          help="mean frames per second, Poisson arrivals")
+    s.add_argument("--tasks", type=_at_least(1), default=1, help="frames arriving together (default: 1)")
+    s.add_argument("--channel", default="fixed", choices=["fixed", "rayleigh"],
+                   help="fixed or rayleigh (per-frame fading)")
+    s.add_argument("--snr-db", type=_finite(), default=20.0, help="mean SNR for rayleigh (default: 20)")
+    s.add_argument("--deadline", type=_finite(positive=True),
+                   help="seconds; report the share of frames meeting it")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_simulate)
@@ -87,15 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
     _add_fleet_args(u)
     u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
-    u.add_argument("--tasks", type=int, default=1,
+    u.add_argument("--tasks", type=_at_least(1), default=1,
                    help="halp: frames kept in flight together (tasks per batch, default: 1)")
-    u.add_argument("--frames", type=int, default=20, help="frames to time (default: 20)")
-    u.add_argument("--warmup", type=int, default=2, help="frames run first and not timed (default: 2)")
+    u.add_argument("--frames", type=_at_least(1), default=20, help="frames to time (default: 20)")
+    u.add_argument("--warmup", type=_at_least(0), default=2,
+                   help="frames run first and not timed (default: 2)")
     u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
-    u.add_argument("--timeout", type=float, default=30.0,
+    u.add_argument("--timeout", type=_finite(positive=True), default=30.0,
                    help="seconds to wait for any worker before the run fails (default: 30)")
     u.add_argument("--host", default="127.0.0.1", help="address the coordinator listens on")
-    u.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
+    u.add_argument("--port", type=_port, default=0, help="coordinator port (default: a free one)")
     u.add_argument("--no-emulate", dest="emulate", action="store_false",
                    help="run every worker at full speed (default: cpu quotas slow each worker to its "
                    "device's profile when root)")  # fmt: skip
@@ -116,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
     f.add_argument("--name", default="local", help="profile name (default: local)")
-    f.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    f.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default: 1)")
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
@@ -126,7 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_fleet_args(p: argparse.ArgumentParser) -> None:
     fleet = p.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", help="bundled fleet name or fleet YAML (default: local)")
-    fleet.add_argument("--devices", type=int, help="N identical devices with the local profile")
+    fleet.add_argument("--devices", type=_at_least(1), help="N identical devices with the local profile")
+
+
+def _output_file(text: str | None) -> Path | None:
+    """`-o FILE`, checked before any work: its folder must exist and FILE must not be a folder."""
+    if text is None:
+        return None
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise UserError(f"-o {text}: folder '{path.parent}' does not exist; create it or write elsewhere")
+    if path.is_dir():
+        raise UserError(f"-o {text} is a folder; give a file name")
+    return path
 
 
 def _fleet(args: argparse.Namespace):
@@ -144,13 +203,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from suite.schemes import check_scheme, make_plan
 
     check_scheme(args.scheme)  # before the model is traced
+    output = _output_file(args.output)
     fleet = _fleet(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     graph = from_model(load_model(args.model, size, args.seed, weights=False))
     options = {"pico": {"search": args.search}, "halp": {"tasks_per_batch": args.tasks}}
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
-    if args.output:
-        save_plan(plan, args.output)
+    if output:
+        save_plan(plan, output)
     print(plan.to_json() if args.json else _describe_plan(plan))
     return EXIT_OK
 
@@ -172,15 +232,20 @@ def _describe_plan(plan) -> str:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from suite.fleet import load_fleet
+    from suite.graph import from_model
+    from suite.models import ZOO
+    from suite.models.load import load_model
     from suite.plan import load_plan
     from suite.simulate import Workload, simulate
 
     plan = load_plan(args.plan)
     fleet = load_fleet(args.fleet or plan.fleet)
-    missing = [d for d in plan.devices if d not in {x.name for x in fleet.devices}]
-    if missing:
-        raise UserError(f"plan {args.plan} uses device '{missing[0]}', which fleet '{fleet.name}' "
-                        "does not have; pass the plan's fleet with --fleet")  # fmt: skip
+    if args.model is None and plan.model not in ZOO:
+        raise UserError(f"plan {args.plan} is for model '{plan.model}', which is not in the zoo; pass it "
+                        "with --model (path/to/model.onnx or package.module:factory)")  # fmt: skip
+    size = tuple(plan.input_shape)
+    graph = from_model(load_model(args.model or plan.model, size, weights=False))
+    plan = _trusted(plan, graph, fleet, args.plan)
     workload = Workload(frames=args.frames, rate=args.rate, poisson=args.poisson,
                         tasks_per_batch=args.tasks, channel=args.channel, snr_db=args.snr_db,
                         deadline_s=args.deadline, seed=args.seed)  # fmt: skip
@@ -201,10 +266,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from suite.report import PAPER_RANGES, predicted_speedups
+    from suite.schema import write_atomically
 
+    output = _output_file(args.output)
     table = predicted_speedups(args.models.split(","), args.fleets.split(","))
-    if args.output:
-        table.to_csv(args.output, index=False)
+    if output:
+        write_atomically(output, table.to_csv(index=False))
     wide = table.pivot_table(index=["model", "fleet"], columns="scheme", values="throughput_speedup",
                              sort=False)  # fmt: skip
     print("Predicted throughput speedup over single device (cost model):")
@@ -219,10 +286,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from suite.fleet import PROFILES_DIR
     from suite.profile import measure_profile, write_profile
 
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads} must be at least 1")
+    path = _output_file(args.output) or PROFILES_DIR / f"{args.name}.yaml"  # checked before measuring
     profile = measure_profile(args.name, threads=args.threads, quick=args.quick)
-    path = args.output or PROFILES_DIR / f"{args.name}.yaml"
     write_profile(profile, path)
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
     return EXIT_OK
@@ -233,15 +298,22 @@ RUN_BACKENDS = ("torch", "torch-fast")
 
 def cmd_run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from suite.backends import make_backend
     from suite.datasets import load_frames
     from suite.models.load import load_model, parse_input_size
-    from suite.runtime.coordinator import Coordinator, RunOptions
+    from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
+    from suite.runtime.emulate import sweep_stale
+    from suite.runtime.metrics import release_results, reserve_results
     from suite.runtime.results import save, summary
+    from suite.schemes import check_scheme
 
-    _check_run_args(args)
+    if args.backend not in RUN_BACKENDS:
+        raise UserError(f"--backend {args.backend}: the runtime runs plans on {' or '.join(RUN_BACKENDS)} "
+                        "(plans name the nodes of the torch-traced graph)")  # fmt: skip
+    if args.plan is None:
+        check_scheme(args.scheme)
+    sweep_stale()  # cpu limits left by runs that were killed
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
     backend = make_backend(args.backend, args.threads)
@@ -249,18 +321,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = prepared.graph
     plan, fleet = _run_plan(args, graph)
     frames = load_frames(loaded.input_shape, args.images)
-    _warn_oversubscribed(plan, args.threads)
-    with backend.active():
-        references = {f.name: prepared.monolithic(f.tensor) for f in frames}
-    options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
-                         backend=args.backend, frames=args.frames, warmup=args.warmup,
-                         timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
-                         host=args.host, port=args.port, python=args.worker_python)  # fmt: skip
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
-    coordinator = Coordinator(graph, backend, fleet, frames, references, options)
-    with _progress(options.warmup + options.frames) as progress:
-        run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
-    folder = save(output, run, baseline, fleet, options)
+    reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
+    try:
+        _warn_oversubscribed(plan, args.threads)
+        with backend.active():
+            references = {f.name: prepared.monolithic(f.tensor) for f in frames}
+        options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
+                             backend=args.backend, frames=args.frames, warmup=args.warmup,
+                             timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
+                             host=args.host, port=args.port, python=args.worker_python)  # fmt: skip
+        coordinator = Coordinator(graph, backend, fleet, frames, references, options)
+        with _progress(options.warmup + options.frames) as progress:
+            run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
+        folder = save(output, run, baseline, fleet, options)
+    finally:
+        release_results(output)  # the claim, if nothing was saved (a saved folder stays)
     result = summary(run, baseline, fleet, options) | {"results": str(folder)}
     if args.json:
         print(json.dumps(result))
@@ -268,25 +344,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_describe_run(result))
     if not result["complete"]:
         print(f"error: {result['error']}", file=sys.stderr)
-        return EXIT_MISMATCH
+        return EXIT_INTERRUPTED if INTERRUPTED in (run.error, baseline and baseline.error) else EXIT_MISMATCH
     return EXIT_OK
-
-
-def _check_run_args(args: argparse.Namespace) -> None:
-    from suite.schemes import check_scheme
-
-    if args.backend not in RUN_BACKENDS:
-        raise UserError(f"--backend {args.backend}: the runtime runs plans on {' or '.join(RUN_BACKENDS)} "
-                        "(plans name the nodes of the torch-traced graph)")  # fmt: skip
-    for name, low in (("frames", 1), ("warmup", 0), ("threads", 1)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name} {getattr(args, name)} must be at least {low}")
-    if args.timeout <= 0:
-        raise UserError(f"--timeout {args.timeout} must be positive")
-    if not 0 <= args.port < 65536:
-        raise UserError(f"--port {args.port} is not a TCP port (0 picks a free one)")
-    if args.plan is None:
-        check_scheme(args.scheme)
 
 
 def _warn_oversubscribed(plan, threads: int) -> None:
@@ -304,7 +363,7 @@ def _warn_oversubscribed(plan, threads: int) -> None:
 def _run_plan(args: argparse.Namespace, graph):
     """The plan to run and its fleet: planned now, or read from --plan and checked against the command."""
     from suite.fleet import load_fleet
-    from suite.plan import check_plan, load_plan
+    from suite.plan import load_plan
     from suite.schemes import make_plan
 
     if args.plan is None:
@@ -322,8 +381,21 @@ def _run_plan(args: argparse.Namespace, graph):
     if fleet.name != plan.fleet:
         raise UserError(f"plan {args.plan} was made for fleet '{plan.fleet}', but the command names fleet "
                         f"'{fleet.name}'; drop --fleet/--devices to use the plan's")  # fmt: skip
-    check_plan(plan, graph)
-    return plan, fleet
+    return _trusted(plan, graph, fleet, args.plan), fleet
+
+
+def _trusted(plan, graph, fleet, path: str):
+    """A plan from a file, checked through and through, with its prediction recomputed (the file's
+    own numbers are not trusted)."""
+    from suite.cost import predict
+    from suite.plan import PlanError, check_plan
+
+    try:
+        check_plan(plan, graph, fleet)
+    except PlanError as exc:
+        raise PlanError(f"plan {path}: {exc}") from None
+    plan.predicted = predict(plan, graph, fleet)
+    return plan
 
 
 @contextlib.contextmanager
@@ -420,8 +492,13 @@ def _describe(r) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: workers stopped, results kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = parser.parse_args(argv)
         return args.run(args)
@@ -430,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

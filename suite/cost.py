@@ -185,7 +185,10 @@ def check_memory(plan: Plan, graph: Graph, fleet: Fleet) -> None:
     for device, need in memory_needed(plan, graph).items():
         have = fleet.device(device).memory_bytes
         if need > have:
+            fix = ("a device with more memory or a scheme that spreads the layers (pico)"
+                   if plan.scheme != "pico" else "devices with more memory")  # fmt: skip
+            if fleet.name.endswith("xlocal"):  # --devices N: N processes share this host's memory
+                fix = "fewer --devices (they share this host's memory)"
             raise UserError(f"model {graph.name} does not fit device '{device}' in the {plan.scheme} plan: "
                             f"it needs {need / 2**30:.2f} GiB for weights and maps but has "
-                            f"{have / 2**30:.2f} GiB; use a device with more memory or a scheme that "
-                            "spreads the layers (pico)")  # fmt: skip
+                            f"{have / 2**30:.2f} GiB; use {fix}")  # fmt: skip

@@ -58,8 +58,9 @@ def _read(path: Path) -> np.ndarray:
     try:
         return np.asarray(skimage.io.imread(path))
     except Exception as err:  # any decoder failure means the same thing to the user
-        raise UserError(f"image '{path}' cannot be read ({type(err).__name__}: {err}); "
-                        "re-save it as png or jpg, or remove it from the folder") from err
+        said = (str(err).splitlines() or [""])[0][:120]  # decoders' messages run to several lines
+        raise UserError(f"image '{path}' cannot be read ({type(err).__name__}: {said}); "
+                        "re-save it as png or jpg, or remove it from the folder") from None
 
 
 def to_input(image: np.ndarray, input_shape: tuple[int, int, int], name: str = "image") -> torch.Tensor:

@@ -11,16 +11,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from suite.errors import UserError
 from suite.graph.ir import OP_KINDS
+from suite.schema import Strict, read_yaml, shown
 
 HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
 PROFILES_DIR = HARDWARE / "profiles"
@@ -122,115 +122,52 @@ class Fleet:
 # ---- YAML schema (the boundary) -------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Sizes beyond any edge cluster the papers or this suite plan for; planning grows with their square.
+MAX_DEVICES = 64
+MAX_SPEED = 1e16  # MACs per second: a thousand of today's largest GPUs
+MAX_MEMORY_GIB = 1e5
+MAX_BANDWIDTH_MBPS = 1e7  # 10 Tbit/s
+
+Finite = partial(Field, allow_inf_nan=False)
 
 
-class _OpCostSpec(_Strict):
-    alpha: float = Field(ge=0)
-    overhead_s: float = Field(ge=0)
+class _OpCostSpec(Strict):
+    alpha: float = Finite(ge=0, le=1e6)
+    overhead_s: float = Finite(ge=0, le=3600)
 
 
-class _Document(_Strict):
+class _Document(Strict):
     """What every hardware YAML file starts with."""
 
     schema_version: Literal[1]
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     source: str = Field(min_length=1)
 
 
 class _ProfileSpec(_Document):
-    macs_per_s: float = Field(gt=0)
+    macs_per_s: float = Finite(gt=0, le=MAX_SPEED)
     ops: dict[str, _OpCostSpec]
 
 
-class _LinkSpec(_Strict):
-    bandwidth_mbps: float = Field(gt=0)
-    latency_ms: float = Field(ge=0)
+class _LinkSpec(Strict):
+    bandwidth_mbps: float = Finite(gt=0, le=MAX_BANDWIDTH_MBPS)
+    latency_ms: float = Finite(ge=0, le=1e5)
     shared: bool
 
 
-class _DeviceSpec(_Strict):
-    name: str = Field(min_length=1)
-    count: int | None = Field(default=None, ge=1)  # expands into name0 .. name{count-1}
+class _DeviceSpec(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    count: int | None = Field(default=None, ge=1, le=MAX_DEVICES)  # expands into name0 .. name{count-1}
     kind: str = Field(min_length=1)
     profile: str = Field(min_length=1)  # a bundled profile name, or a YAML path relative to the fleet file
-    cores: int = Field(ge=1)
-    freq_ghz: float = Field(gt=0)
-    memory_gib: float = Field(gt=0)
+    cores: int = Field(ge=1, le=1_000_000)  # CPU cores, or a GPU's CUDA cores
+    freq_ghz: float = Finite(gt=0, le=100)
+    memory_gib: float = Finite(gt=0, le=MAX_MEMORY_GIB)
 
 
 class _FleetSpec(_Document):
     link: _LinkSpec
-    devices: list[_DeviceSpec] = Field(min_length=1)
-
-
-_HINTS = {
-    "missing": "add it",
-    "literal_error": "this suite reads schema_version 1",
-    "too_short": "list at least one",
-}
-
-
-def _shown(path: Path) -> str:
-    """The path as the user would type it: relative to the working directory when it is inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _one_line(path: Path, exc: ValidationError, model: type[BaseModel]) -> FleetError:
-    """The first validation error as `file: field.path: message (got value; fix)`."""
-    errors = exc.errors()
-    err = errors[0]
-    where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-    notes = []
-    if err["type"] == "extra_forbidden":
-        notes.append(f"remove it; allowed here: {', '.join(_allowed(model, err['loc']))}")
-    else:
-        if err["type"] != "missing":
-            got = repr(err["input"])
-            notes.append(f"got {got if len(got) <= 40 else got[:37] + '...'}")
-        if err["type"] in _HINTS:
-            notes.append(_HINTS[err["type"]])
-    more = f" [and {len(errors) - 1} more]" if len(errors) > 1 else ""
-    detail = f" ({'; '.join(notes)})" if notes else ""
-    return FleetError(f"{_shown(path)}: {where}: {err['msg']}{detail}{more}")
-
-
-def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the sub-model that `loc` (ending in the bad key) points into."""
-    for part in loc[:-1]:
-        if part not in model.model_fields:  # a list index or a dict key
-            continue
-        annotation = model.model_fields[part].annotation
-        args = getattr(annotation, "__args__", ())
-        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
-                     model)  # fmt: skip
-    return list(model.model_fields)
-
-
-_Spec = TypeVar("_Spec", bound=BaseModel)
-
-
-def _read(path: Path, model: type[_Spec]) -> _Spec:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise FleetError(f"{_shown(path)}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FleetError(f"{_shown(path)}: not valid YAML: {problem}{at}") from None
-    if not isinstance(data, dict):
-        raise FleetError(f"{_shown(path)}: expected a mapping of fields at the top level, "
-                         f"got {type(data).__name__}")  # fmt: skip
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _one_line(path, exc, model) from None
+    devices: list[_DeviceSpec] = Field(min_length=1, max_length=MAX_DEVICES)
 
 
 def _locate(spec: str, folder: Path, what: str) -> Path:
@@ -260,9 +197,9 @@ def bundled_fleets() -> list[str]:
 
 
 def _profile_from(path: Path) -> Profile:
-    spec = _read(path, _ProfileSpec)
+    spec = read_yaml(path, _ProfileSpec, FleetError)
     if "default" not in spec.ops:
-        raise FleetError(f"{_shown(path)}: ops.default: missing (add a 'default' cost for op kinds "
+        raise FleetError(f"{shown(path)}: ops.default: missing (add a 'default' cost for op kinds "
                          "the profile does not list)")  # fmt: skip
     ops = {op: OpCost(c.alpha, c.overhead_s) for op, c in spec.ops.items()}
     return Profile(spec.name, spec.source, spec.macs_per_s, ops)
@@ -280,7 +217,7 @@ def load_fleet(spec: str) -> Fleet:
     if uniform and not (FLEETS_DIR / f"{spec}.yaml").is_file():
         return uniform_fleet(int(uniform[1]), uniform[2])
     path = _locate(spec, FLEETS_DIR, "fleet")
-    fleet = _read(path, _FleetSpec)
+    fleet = read_yaml(path, _FleetSpec, FleetError)
     profiles: dict[str, Profile] = {}
     devices: list[Device] = []
     for i, d in enumerate(fleet.devices):
@@ -289,10 +226,13 @@ def load_fleet(spec: str) -> Fleet:
         names = [f"{d.name}{k}" for k in range(d.count)] if d.count is not None else [d.name]
         devices += [Device(n, d.kind, profiles[d.profile], d.cores, d.freq_ghz, int(d.memory_gib * GIB))
                     for n in names]  # fmt: skip
+    if len(devices) > MAX_DEVICES:
+        raise FleetError(f"{shown(path)}: devices: {len(devices)} devices, more than the {MAX_DEVICES} this "
+                         "suite plans for; split the fleet")  # fmt: skip
     seen: set[str] = set()
     for dev in devices:
         if dev.name in seen:
-            raise FleetError(f"{_shown(path)}: devices: duplicate device name '{dev.name}' "
+            raise FleetError(f"{shown(path)}: devices: duplicate device name '{dev.name}' "
                              "(give each device, or each counted group's prefix, a unique name)")  # fmt: skip
         seen.add(dev.name)
     link = Link(fleet.link.bandwidth_mbps * 1e6, fleet.link.latency_ms * 1e-3, fleet.link.shared)
@@ -305,7 +245,7 @@ def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
     path = fleet_path.parent / d.profile if is_path else PROFILES_DIR / f"{d.profile}.yaml"
     if not path.is_file():
         known = f"no such file: {path}" if is_path else f"bundled profiles: {', '.join(bundled_profiles())}"
-        raise FleetError(f"{_shown(fleet_path)}: devices.{index}.profile: unknown profile '{d.profile}' "
+        raise FleetError(f"{shown(fleet_path)}: devices.{index}.profile: unknown profile '{d.profile}' "
                          f"for device '{d.name}' ({known})")  # fmt: skip
     return _profile_from(path)
 
@@ -320,8 +260,8 @@ def uniform_fleet(n: int, profile: str = "local") -> Fleet:
     They stand for processes on this host, so each gets an equal share of its memory; the clock is
     not known (freq_ghz 0) because the profile, not the clock, says how fast they are.
     """
-    if n < 1:
-        raise FleetError(f"--devices {n} must be at least 1")
+    if not 1 <= n <= MAX_DEVICES:
+        raise FleetError(f"--devices {n} must be between 1 and {MAX_DEVICES}")
     prof = load_profile(profile)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // n
     devices = tuple(Device(f"dev{i}", profile, prof, 1, 0.0, memory) for i in range(n))

@@ -20,15 +20,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import Field, model_validator
 
 from suite.errors import UserError
-from suite.graph import Graph
+from suite.fleet import MAX_DEVICES
+from suite.graph import Graph, Node
 from suite.regions import (
     WHOLE,
     Box,
+    FeatureRange,
     Region,
     RegionError,
     Whole,
+    as_part,
     full_part,
     normalized,
     plan_regions,
@@ -36,6 +42,11 @@ from suite.regions import (
     region_size,
     segment_inputs,
 )  # fmt: skip
+from suite.schema import Strict, read_json, shown, validate, write_atomically
+
+if TYPE_CHECKING:
+    from suite.fleet import Fleet
+
 
 SCHEMA_VERSION = 2  # 2: frames_in_flight
 COORDINATOR = "coordinator"
@@ -200,58 +211,161 @@ def build_stages(graph: Graph, hub: str,
 # -- validation and files ---------------------------------------------------------------------
 
 
-def check_plan(plan: Plan, graph: Graph) -> None:
-    """Every stage's devices cover each of its output tensors exactly once; every node is computed."""
-    computed = {graph.input}
-    for stage in plan.stages:
+def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
+    """A plan the runtime, the cost model and the simulator can trust, or one line saying what is
+    wrong and where (stage, device, tensor).
+
+    Checked: its devices are the fleet's; each stage's nodes are the model's, in order, computed
+    once; each stage's outputs are covered exactly once by regions inside them; every tensor a
+    stage reads was gathered at the hub by an earlier stage; each device's inputs follow from its
+    outputs' regions; every transfer moves a region its sender holds, of the size it declares, and
+    delivers what the receiving device reads; every output reaches the hub; the model's outputs
+    are computed.
+    """
+    if not plan.stages:
+        raise PlanError("the plan has no stages")
+    known = {d.name for d in fleet.devices}
+    for device in plan.devices:
+        if device not in known:
+            raise PlanError(f"the plan uses device '{device}', which fleet '{fleet.name}' does not have")
+    parties = {COORDINATOR, *plan.devices}
+    if plan.hub not in parties:
+        raise PlanError(f"the plan's hub '{plan.hub}' is neither the coordinator nor one of its devices")
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    gathered = {graph.input}  # whole tensors the hub holds
+    computed: set[str] = set()
+    held: dict[str, dict[str, list[Region]]] = {p: {} for p in parties}
+    held[plan.hub][graph.input] = [WHOLE]
+    for k, stage in enumerate(plan.stages):
+        at = f"stage {k}"
+        if stage.index != k:
+            raise PlanError(f"{at}: its index says {stage.index}; stages are numbered in order from 0")
         unknown = [n for n in stage.nodes if n not in graph.nodes]
         if unknown:
-            raise PlanError(f"stage {stage.index}: node '{unknown[0]}' is not in model {graph.name}")
-        for tensor in stage.outputs:
-            if tensor not in stage.nodes:
-                raise PlanError(f"stage {stage.index}: output '{tensor}' is not one of its nodes")
-            _check_cover(stage, graph, tensor, [w.outputs.get(tensor, False) for w in stage.work])
+            raise PlanError(f"{at}: node '{unknown[0]}' is not in model {graph.name}")
+        if [order[n] for n in stage.nodes] != sorted(order[n] for n in set(stage.nodes)):
+            raise PlanError(f"{at}: its nodes are not in the model's order, or repeat one")
+        again = sorted(computed & set(stage.nodes), key=order.get)
+        if again:
+            raise PlanError(f"{at}: node '{again[0]}' is computed by an earlier stage too")
         computed.update(stage.nodes)
-    missing = [o for o in graph.outputs if o not in computed]
+        inside = set(stage.nodes)
+        for node in stage.nodes:
+            for src in graph[node].inputs:
+                if src not in inside and src not in gathered:
+                    raise PlanError(f"{at}: node '{node}' reads '{src}', which no earlier stage gathers at "
+                                    "the hub (is a stage missing?)")  # fmt: skip
+        outputs = list(stage.work[0].outputs)
+        for w in stage.work:
+            if w.device not in plan.devices:
+                raise PlanError(f"{at}: device '{w.device}' is not one of the plan's devices")
+            if list(w.outputs) != outputs:
+                raise PlanError(f"{at}, device {w.device}: its outputs {list(w.outputs)} differ from the "
+                                f"stage's {outputs}")  # fmt: skip
+        for tensor in outputs:
+            if tensor not in inside:
+                raise PlanError(f"{at}: output '{tensor}' is not one of its nodes")
+            _check_cover(stage, graph, tensor, [w.outputs[tensor] for w in stage.work])
+        _check_transfers(stage, graph, plan.hub, parties, held)
+        gathered.update(outputs)
+    missing = [o for o in graph.outputs if o not in gathered]
     if missing:
-        raise PlanError(f"plan never computes the model output '{missing[0]}'")
+        raise PlanError(f"the plan never gathers the model output '{missing[0]}'")
 
 
-def _check_cover(stage: Stage, graph: Graph, tensor: str, regions: list) -> None:
+def _check_transfers(stage: Stage, graph: Graph, hub: str, parties: set[str],
+                     held: dict[str, dict[str, list[Region]]]) -> None:  # fmt: skip
+    """Play the stage's transfers over what each party holds; see `check_plan`."""
+    at = f"stage {stage.index}"
+    outputs = set(stage.outputs)
+
+    def move(t: Transfer) -> None:
+        where = f"{at}, transfer {t.src} -> {t.dst} of '{t.tensor}'"
+        if t.src not in parties or t.dst not in parties or t.src == t.dst:
+            raise PlanError(f"{where}: its ends must be two different parties of the plan")
+        if t.tensor not in graph.nodes:
+            raise PlanError(f"{where}: '{t.tensor}' is not a tensor of model {graph.name}")
+        node = graph[t.tensor]
+        if not _inside(t.region, node):
+            raise PlanError(f"{where}: {t.region} is not a region of its {_dims(node)} tensor")
+        if t.bytes != tensor_bytes(graph, t.tensor, t.region):
+            raise PlanError(f"{where}: declares {t.bytes} bytes, but {t.region} holds "
+                            f"{tensor_bytes(graph, t.tensor, t.region)}")  # fmt: skip
+        if not _holds(held[t.src].get(t.tensor, []), t.region, node):
+            raise PlanError(f"{where}: {t.src} does not hold {t.region} of it at this point")
+        held[t.dst].setdefault(t.tensor, []).append(t.region)
+
+    for t in stage.transfers:
+        if t.tensor not in outputs:
+            move(t)
+    for w in stage.work:
+        expected = work_inputs(graph, stage.nodes, w.outputs)
+        if w.inputs != expected:
+            raise PlanError(f"{at}, device {w.device}: its inputs {_show(w.inputs)} do not follow from its "
+                            f"outputs' regions (they need {_show(expected)})")  # fmt: skip
+        for tensor, region in expected.items():
+            if not _holds(held[w.device].get(tensor, []), region, graph[tensor]):
+                raise PlanError(f"{at}, device {w.device}: reads {region} of '{tensor}', which no transfer "
+                                "brings it")  # fmt: skip
+        for tensor, region in w.outputs.items():
+            held[w.device].setdefault(tensor, []).append(region)
+    for t in stage.transfers:
+        if t.tensor in outputs:
+            move(t)
+    for w in stage.work:
+        for tensor, region in w.outputs.items():
+            if w.device != hub and region not in held[hub].get(tensor, []):
+                raise PlanError(f"{at}, device {w.device}: its {region} of '{tensor}' never reaches the "
+                                f"hub ({hub})")  # fmt: skip
+    for tensor in outputs:
+        held[hub][tensor] = [WHOLE]  # the hub gathers the stage's outputs whole
+
+
+def _inside(region: Region, node: Node) -> bool:
+    whole = full_part(node)
+    return isinstance(region, Whole) or (type(region) is type(whole) and whole.contains(region))
+
+
+def _holds(regions: list[Region], region: Region, node: Node) -> bool:
+    """Whether one of the held `regions` of `node`'s output contains `region`."""
+    wanted = as_part(region, node)
+    return any(type(have) is type(wanted) and have.contains(wanted)
+               for have in (as_part(r, node) for r in regions))  # fmt: skip
+
+
+def _dims(node: Node) -> str:
+    return "x".join(map(str, node.shape))
+
+
+def _show(regions: dict[str, Region]) -> str:
+    return "{" + ", ".join(f"{t}: {r}" for t, r in regions.items()) + "}"
+
+
+def _check_cover(stage: Stage, graph: Graph, tensor: str, regions: list[Region]) -> None:
     where = f"stage {stage.index}, tensor '{tensor}'"
-    if any(r is False for r in regions):
-        raise PlanError(f"{where}: not every device's work lists it")
     if any(isinstance(r, Whole) for r in regions):
         if len(regions) != 1:
             raise PlanError(f"{where}: a device computes it whole while others share it")
         return
     node = graph[tensor]
-    whole = full_part(node)
-    if any(type(r) is not type(whole) or not whole.contains(r) for r in regions):
-        raise PlanError(f"{where}: a region lies outside its {'x'.join(map(str, node.shape))} output")
+    outside = next((r for r in regions if not _inside(r, node)), None)
+    if outside is not None:
+        raise PlanError(f"{where}: {outside} is not a region of its {_dims(node)} output")
+    features = [r for r in regions if isinstance(r, FeatureRange)]
+    if features and node.op != "linear":
+        raise PlanError(f"{where}: only a linear layer splits by features ({features[0]})")
     overlap = any(a.intersects(b) for i, a in enumerate(regions) for b in regions[i + 1:])
-    if overlap or sum(region_size(r, node) for r in regions) != region_size(whole, node):
-        raise PlanError(f"{where}: device regions do not cover its {'x'.join(map(str, node.shape))} "
-                        "output exactly once")  # fmt: skip
+    if overlap or sum(region_size(r, node) for r in regions) != region_size(full_part(node), node):
+        raise PlanError(f"{where}: device regions do not cover its {_dims(node)} output exactly once")
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
-    """Write atomically, so an interrupted run never leaves half a plan behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(plan.to_json())
-    tmp.replace(path)
+    write_atomically(Path(path), plan.to_json())
 
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"plan file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
-    return load_plan_dict(data, str(path))
+    return _plan_from(read_json(path, _PlanFile, PlanError), shown(path))
 
 
 def plan_to_dict(plan: Plan) -> dict:
@@ -266,31 +380,97 @@ def plan_to_dict(plan: Plan) -> dict:
     return data
 
 
+# -- the plan file's schema: types and bounds, before any meaning is checked ------------------------
+
+MAX_STAGES = 100_000
+MAX_BYTES = 2**50  # a petabyte: larger counts are corrupt
+JsonRegion = list[int] | None
+
+
+class _WorkSpec(Strict):
+    device: str
+    outputs: dict[str, JsonRegion] = Field(min_length=1)
+    inputs: dict[str, JsonRegion]
+
+
+class _TransferSpec(Strict):
+    src: str
+    dst: str
+    tensor: str
+    region: JsonRegion
+    bytes: int = Field(ge=0, le=MAX_BYTES)
+
+
+class _StageSpec(Strict):
+    index: int = Field(ge=0)
+    group: int = Field(ge=0, le=MAX_STAGES)
+    nodes: list[str] = Field(min_length=1)
+    work: list[_WorkSpec] = Field(min_length=1, max_length=10_000)
+    transfers: list[_TransferSpec]
+    overlap: bool
+
+
+class _StageCostSpec(Strict):
+    compute_s: float = Field(allow_inf_nan=False, ge=0)
+    comm_s: float = Field(allow_inf_nan=False, ge=0)
+    time_s: float = Field(allow_inf_nan=False, ge=0)
+    bytes: int = Field(ge=0)
+    device_compute_s: dict[str, float]
+
+
+class _PredictedSpec(Strict):
+    latency_s: float = Field(ge=0)
+    period_s: float = Field(ge=0)
+    throughput_fps: float = Field(ge=0)
+    redundancy: float
+    stages: list[_StageCostSpec]
+
+
+class _PlanFile(Strict):
+    schema_version: int
+    scheme: str
+    model: str
+    input_shape: list[int] = Field(min_length=3, max_length=3)
+    fleet: str
+    devices: list[str] = Field(min_length=1, max_length=MAX_DEVICES)
+    hub: str
+    stages: list[_StageSpec] = Field(min_length=1, max_length=MAX_STAGES)
+    frames_in_flight: int = Field(ge=1, le=1024)
+    predicted: _PredictedSpec | None = None
+    options: dict = Field(default_factory=dict)
+    planning_time_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_first(cls, data: object) -> object:
+        """An old or newer plan says so before any field of it is judged."""
+        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {data.get('schema_version')!r}, but this suite reads version "
+                             f"{SCHEMA_VERSION}; re-create it with `suite plan`")  # fmt: skip
+        return data
+
+
 def load_plan_dict(data: object, path: str = "plan") -> Plan:
     """A plan from its JSON object (a file's content, or what the coordinator sends workers)."""
-    if not isinstance(data, dict):
-        raise PlanError(f"{path}: a plan is a JSON object")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise PlanError(f"{path}: schema_version {version!r}, but this suite reads version "
-                        f"{SCHEMA_VERSION}; re-create it with `suite plan`")  # fmt: skip
+    return _plan_from(validate(data, _PlanFile, PlanError, path), path)
+
+
+def _plan_from(spec: _PlanFile, path: str) -> Plan:
     try:
-        stages = [Stage(index=s["index"], group=s["group"], nodes=s["nodes"],
-                        work=[Work(w["device"], _regions(w["outputs"]), _regions(w["inputs"]))
-                              for w in s["work"]],
-                        transfers=[Transfer(**{**t, "region": region_from_json(t["region"])})
-                                   for t in s["transfers"]],
-                        overlap=s["overlap"])
-                  for s in data["stages"]]  # fmt: skip
-        predicted = data.get("predicted")
-        if predicted is not None:
-            predicted = Predicted(**{**predicted,
-                                     "stages": [StageCost(**c) for c in predicted["stages"]]})  # fmt: skip
-        return Plan(**{**data, "stages": stages, "predicted": predicted})
+        stages = [Stage(s.index, s.group, list(s.nodes),
+                        [Work(w.device, _regions(w.outputs), _regions(w.inputs)) for w in s.work],
+                        [Transfer(t.src, t.dst, t.tensor, region_from_json(t.region), t.bytes)
+                         for t in s.transfers], s.overlap)
+                  for s in spec.stages]  # fmt: skip
     except RegionError as exc:
         raise PlanError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise PlanError(f"{path}: malformed plan ({exc}); re-create it with `suite plan`") from None
+    predicted = None
+    if spec.predicted is not None:
+        p = spec.predicted
+        predicted = Predicted(p.latency_s, p.period_s, p.throughput_fps, p.redundancy,
+                              [StageCost(**c.model_dump()) for c in p.stages])  # fmt: skip
+    return Plan(spec.scheme, spec.model, list(spec.input_shape), spec.fleet, list(spec.devices), spec.hub,
+                stages, spec.frames_in_flight, predicted, dict(spec.options), spec.planning_time_s)
 
 
 def _regions(data: dict) -> dict[str, Region]:

@@ -24,6 +24,7 @@ import yaml
 from suite.backends import make_backend
 from suite.fleet import OpCost, Profile
 from suite.graph.ir import Window, node_flops
+from suite.schema import write_atomically
 
 # (op kind, callable to time, MACs) for one measurement.
 _Case = tuple[str, Callable[[], torch.Tensor], int]
@@ -163,4 +164,4 @@ def write_profile(profile: Profile, path: str | Path) -> None:
              f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
     for op, cost in profile.ops.items():
         lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_atomically(Path(path), "\n".join(lines) + "\n")

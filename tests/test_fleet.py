@@ -101,7 +101,7 @@ def test_uniform_fleet():
     assert fleet.link.bandwidth_bps == 1e9 and not fleet.link.shared
     assert all(d.profile == load_profile("local") for d in fleet.devices)
     assert uniform_fleet(1, "rpi4b-600mhz").devices[0].capability == load_profile("rpi4b-600mhz").macs_per_s
-    with pytest.raises(FleetError, match="at least 1"):
+    with pytest.raises(FleetError, match="between 1 and 64"):
         uniform_fleet(0)
 
 

@@ -57,10 +57,11 @@ def test_plan_json_round_trip_and_schema_version(tmp_path):
 
 def test_check_plan_rejects_overlapping_regions():
     graph = conv_graph()
-    plan = make_plan("pico", graph, fleet(1000.0, 1000.0))
+    toy = fleet(1000.0, 1000.0)
+    plan = make_plan("pico", graph, toy)
     plan.stages[0].work[1].outputs["_0"] = Box(1, 4, 0, 4)
     with pytest.raises(PlanError, match="exactly once"):
-        check_plan(plan, graph)
+        check_plan(plan, graph, toy)
 
 
 def test_frames_in_flight_is_one_per_pipeline_group_or_the_tasks_kept_together():

@@ -81,8 +81,9 @@ def test_halp_multi_task_period_is_the_busiest_resource():
 def test_deepthings_tiles_cover_the_fused_map_once():
     graph = from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2),
                                      nn.Conv2d(2, 2, 3, padding=1)), (1, 12, 12), "dt")  # fmt: skip
-    plan = make_plan("deepthings", graph, fleet(1000.0, 1000.0, 1000.0, 1000.0, bandwidth_bps=8e12))
-    check_plan(plan, graph)
+    toy = fleet(1000.0, 1000.0, 1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("deepthings", graph, toy)
+    check_plan(plan, graph, toy)
     n, m = map(int, plan.options["grid"].split("x"))
     assert len(plan.stages[0].work) == n * m > 1
 

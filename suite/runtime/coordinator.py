@@ -14,6 +14,7 @@ marked incomplete.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import threading
@@ -35,13 +36,16 @@ from suite.runtime import transport
 from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
 from suite.runtime.metrics import Event
+from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
 from suite.runtime.results import FrameRecord, Measurement
 from suite.runtime.worker import STARTUP_TIMEOUT_S
+from suite.runtime.worker import command as worker_command
 from suite.runtime.workers import LocalWorkers
 from suite.verify import compare
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the workers were stopped"
 
 
 @dataclass
@@ -73,27 +77,37 @@ class Coordinator:
     options: RunOptions
 
     def run(self, plan: Plan, progress: Progress | None = None) -> Measurement:
-        """Run `options.warmup + options.frames` frames of `plan` on local worker processes."""
+        """Run `options.warmup + options.frames` frames of `plan` on local worker processes.
+
+        Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
+        workers are killed and the frames done so far come back, marked incomplete."""
         options = self.options
         names = parties(plan)
         ranks = {name: rank for rank, name in enumerate(names)}
-        store = _serve(options.host, options.port, len(names))
-        config = {"plan": plan.to_dict(), "ranks": ranks, "backend": options.backend,
-                  "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
-                  "threads": {d: options.threads for d in names[1:]},
-                  "model": {"spec": options.model, "input_size": list(options.input_size),
-                            "seed": options.seed}}  # fmt: skip
-        store.set("config", json.dumps(config))
-        workers = LocalWorkers(options.python, options.host, store, len(names))
+        secret = new_secret()
+        server = _serve(options.host, options.port, secret)
+        workers = None
         try:
+            store = RendezvousStore(_reachable(options.host), server.port, secret, options.timeout_s)
+            config = {"plan": plan.to_dict(), "ranks": ranks, "backend": options.backend,
+                      "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
+                      "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
+            store.set("config", json.dumps(config))
+            workers = LocalWorkers(store)
+            host = _reachable(options.host)
+            master = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
             for name in names[1:]:
-                workers.start(ranks[name], name)
+                argv = worker_command(options.python, ranks[name], len(names), master, options.model,
+                                      options.input_size, options.seed)  # fmt: skip
+                workers.start(ranks[name], name, argv, {SECRET_ENV: secret})
             info = workers.await_ready(STARTUP_TIMEOUT_S)
             self._emulate(workers, names[1:], ranks, info)
+            transport.pin_gloo(_reachable(options.host))
             transport.join(store, 0, len(names), options.timeout_s)
             offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
             measurement = self._stream(plan, ranks, workers, progress)
             measurement.workers = info
+            measurement.refused_peers = list(server.refused)
             if measurement.complete:
                 measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
                 store.set("finished", "1")
@@ -101,7 +115,9 @@ class Coordinator:
                 dist.destroy_process_group()
             return measurement
         finally:
-            workers.stop()
+            if workers is not None:
+                workers.stop()
+            server.close()
 
     def run_with_baseline(self, plan: Plan, baseline: bool, progress: Callable[[str], Progress | None]
                           ) -> tuple[Measurement, Measurement | None]:  # fmt: skip
@@ -171,21 +187,27 @@ class Coordinator:
             progress(0, total)  # the workers are up
         start = time.perf_counter()
         error = mismatch = None
-        with self.backend.active(), ThreadPoolExecutor(flight, thread_name_prefix="frame") as pool:
-            pending = {pool.submit(one, i) for i in range(total)}
-            while pending and error is None and mismatch is None:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                failed = failures[0] if failures else None
-                dead = workers.dead()
-                if isinstance(failed, _Mismatch):
-                    mismatch = failed
-                elif failed is not None or dead:
-                    error = _fault(failed, dead, workers, plan)
+        pool = ThreadPoolExecutor(flight, thread_name_prefix="frame")
+        with self.backend.active():
+            pending: set = set()
+            try:
+                pending = {pool.submit(one, i) for i in range(total)}
+                while pending and error is None and mismatch is None:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    failed = failures[0] if failures else None
+                    dead = workers.dead()
+                    if isinstance(failed, _Mismatch):
+                        mismatch = failed
+                    elif failed is not None or dead:
+                        error = _fault(failed, dead, workers, plan)
+            except KeyboardInterrupt:
+                error = INTERRUPTED
             if pending:
                 stop.set()
                 workers.stop()  # unblocks frames waiting on a worker
-                pool.shutdown(cancel_futures=True)
-        measurement = Measurement(plan, records, runner.events, {}, flight, start, time.perf_counter(), error)
+            pool.shutdown(wait=error != INTERRUPTED, cancel_futures=True)
+        measurement = Measurement(plan, sorted(records, key=lambda r: r.frame), runner.events, {}, flight,
+                                  start, time.perf_counter(), error)  # fmt: skip
         if mismatch is not None:
             frame = mismatch.frame
             reference = self.references[frame.name]
@@ -195,13 +217,22 @@ class Coordinator:
         return measurement
 
 
-def _serve(host: str, port: int, world: int):
+def _serve(host: str, port: int, secret: str) -> RendezvousServer:
+    """The run's rendezvous, bound to `host` only; a host or port that cannot be bound is one line."""
     try:
-        return transport.connect(host, port, 0, world, STARTUP_TIMEOUT_S, master=True)
-    except (RuntimeError, OSError) as exc:  # DistNetworkError is a RuntimeError
-        reason = "is in use" if "in use" in str(exc).lower() else f"cannot be opened ({str(exc)[:120]})"
-        raise UserError(f"--port {port} on {host} {reason}; pick another --port or leave it out to use a "
-                        "free one") from None
+        return RendezvousServer(host, port, secret).start()
+    except (OSError, OverflowError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port} on {host} is in use; pick another --port or leave it out to "
+                            "use a free one") from None  # fmt: skip
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"--host {host} --port {port} cannot be bound ({reason}); give an address of this "
+                        "machine, e.g. 127.0.0.1 for local workers") from None  # fmt: skip
+
+
+def _reachable(host: str) -> str:
+    """The address this host's own parties use to reach a rendezvous bound to `host`."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 class _Mismatch(Exception):

@@ -26,6 +26,34 @@ def cpu_quota_available() -> bool:
             and os.access(CPU_ROOT, os.W_OK))  # fmt: skip
 
 
+def sweep_stale() -> list[Path]:
+    """Remove the cgroups of runs whose coordinator is gone (killed before it could clean up): a
+    `suite-<pid>-<id>` directory whose pid no longer runs. Returns what was removed."""
+    removed = []
+    if not cpu_quota_available():
+        return removed
+    for path in CPU_ROOT.glob("suite-*-*"):
+        owner = path.name.split("-")[1]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        try:
+            _remove(path, os.getpid())
+            removed.append(path)
+        except OSError:  # a process is still inside and will not leave: leave it for next time
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cores_for(device_macs_per_s: float, host_macs_per_s: float, threads: int) -> float | None:
     """The cores that make `threads` host threads as fast as the device; None when it is not slower."""
     if device_macs_per_s <= 0 or host_macs_per_s <= 0 or threads < 1:

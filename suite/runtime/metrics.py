@@ -6,6 +6,7 @@ arithmetic (interval unions, windows) is testable without a fleet.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -169,11 +170,45 @@ def _git(directory: Path) -> dict | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+RESERVED = ".suite-run"  # the marker a run leaves in the results folder it has claimed
+
+
+def reserve_results(directory: Path) -> Path:
+    """Claim a results folder before a run starts, so a folder that is taken or not empty is refused
+    at once rather than after every frame has run; `save_results` fills it, `release_results` gives
+    back an unused claim. Two runs cannot claim the same folder (the marker is created exclusively)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / RESERVED, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise UserError(f"results directory '{directory}' is being written by another run (it holds "
+                        f"{RESERVED}); pass another output directory") from None  # fmt: skip
+    except OSError as exc:
+        raise UserError(f"results directory '{directory}' cannot be created ({exc.strerror}); pass a "
+                        "writable output directory") from None  # fmt: skip
+    with os.fdopen(fd, "w") as marker:
+        marker.write(str(os.getpid()))
+    if any(p.name != RESERVED for p in directory.iterdir()):
+        release_results(directory)
+        raise UserError(f"results directory '{directory}' already exists and is not empty; pass a new "
+                        "output directory or remove the old one")  # fmt: skip
+    return directory
+
+
+def release_results(directory: Path) -> None:
+    """Give back a claimed folder that got no results (removed if nothing else is in it)."""
+    (Path(directory) / RESERVED).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        Path(directory).rmdir()
+
+
 def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: dict[str, dict]) -> Path:
     """Write `<name>.csv` per table and `<name>.json` per document, all at once or not at all.
 
     Files go to a hidden sibling directory that is renamed into place at the end, so an interrupted
-    run leaves no half-written results folder behind. An existing non-empty directory is never touched.
+    run leaves no half-written results folder behind. An existing non-empty directory is never
+    touched; one this run claimed with `reserve_results` is filled.
     """
     directory = Path(directory)
     names = [f"{name}.csv" for name in tables] + [f"{name}.json" for name in documents]
@@ -189,6 +224,7 @@ def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: di
         for name, document in documents.items():
             _write(staging / f"{name}.json", json.dumps(document, indent=2, default=_jsonable) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it private; results are for everyone to read
+        (directory / RESERVED).unlink(missing_ok=True)
         try:
             staging.rename(directory)  # atomic; replaces only a missing or empty directory
         except OSError:
@@ -201,7 +237,8 @@ def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: di
 
 
 def _refuse_existing(directory: Path) -> None:
-    if (directory.exists() and not directory.is_dir()) or (directory.is_dir() and any(directory.iterdir())):
+    taken = directory.is_dir() and any(p.name != RESERVED for p in directory.iterdir())
+    if (directory.exists() and not directory.is_dir()) or taken:
         raise UserError(f"results directory '{directory}' already exists and is not empty; "
                         "pass a new output directory or remove the old one")
 

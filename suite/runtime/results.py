@@ -7,7 +7,7 @@ per plan run, the single-device baseline included) so any figure can be drawn fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING
@@ -49,6 +49,7 @@ class Measurement:
     end_s: float
     error: str | None = None
     mismatch: str | None = None
+    refused_peers: list[str] = field(default_factory=list)  # addresses that failed the rendezvous handshake
 
     @property
     def complete(self) -> bool:

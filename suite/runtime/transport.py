@@ -1,14 +1,19 @@
 """Messages between parties: gloo over TCP between processes, or queues inside one process.
 
 Gloo (torch.distributed) carries the runtime: point-to-point `isend`/`irecv` with tags, the same
-code on one host or many (the master's address and port, and `GLOO_SOCKET_IFNAME` to choose the
-network interface). `LocalTransport` plays the same program with every party in one process, to
-replay a frame and find the first node that differs.
+code on one host or many. Its group forms through the run's authenticated rendezvous
+(`rendezvous.py`), and `pin_gloo` keeps its sockets on the interface of the address the run uses,
+not whatever the host name resolves to. `LocalTransport` plays the same program with every party
+in one process, to replay a frame and find the first node that differs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import queue
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,14 +44,42 @@ class _GlooHandle:
         self.work.wait(timedelta(seconds=timeout_s))
 
 
-def connect(host: str, port: int, rank: int, world: int, timeout_s: float, *, master: bool = False
-            ) -> dist.TCPStore:  # fmt: skip
-    """The rendezvous store; the coordinator (rank 0) serves it on `port`."""
-    return dist.TCPStore(host, port, world, master, timeout=timedelta(seconds=timeout_s),
-                         wait_for_workers=False)  # fmt: skip
+SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 
 
-def join(store: dist.TCPStore, rank: int, world: int, timeout_s: float) -> None:
+def interface_of(address: str) -> str | None:
+    """The name of this host's network interface that holds IPv4 `address` (None: none does)."""
+    try:
+        packed = socket.inet_aton(address)
+    except OSError:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            try:
+                request = struct.pack("256s", name.encode()[:15])
+                answer = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)
+            except OSError:  # no IPv4 address on it
+                continue
+            if answer[20:24] == packed:
+                return name
+    return None
+
+
+def route_to(host: str, port: int) -> str:
+    """This host's address on the route to `host` (no packet is sent: a UDP socket only routes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, port))
+        return probe.getsockname()[0]
+
+
+def pin_gloo(address: str) -> None:
+    """Keep gloo's sockets on the interface that holds `address` (GLOO_SOCKET_IFNAME)."""
+    interface = interface_of(address)
+    if interface is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = interface
+
+
+def join(store: dist.Store, rank: int, world: int, timeout_s: float) -> None:
     """Join the gloo process group: returns once every rank has joined."""
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))  # fmt: skip

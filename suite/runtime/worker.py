@@ -1,9 +1,11 @@
-"""A device's process: `python -m suite.runtime.worker --rank R --world W --master HOST:PORT`.
+"""A device's process: `python -m suite.runtime.worker --rank R --world W --master HOST:PORT --model
+SPEC --input-size CxHxW --seed S`, with the run's secret in its environment (`SUITE_RUN_SECRET`).
 
-It reads the run's configuration from the coordinator's store, builds the model, keeps only the
-weights its share of the plan needs, joins the gloo group and plays its program frame by frame.
-Whatever goes wrong is written to the store as one line (`error/R`) for the coordinator to report,
-and the process exits non-zero. Fabric starts the same command on real devices.
+It joins the coordinator's authenticated rendezvous, builds the model its own command line names
+(the store never names code to import: a forged plan can at most fail to match the model), keeps
+only the weights its share of the plan needs, joins the gloo group and plays its program frame by
+frame. Whatever goes wrong is written to the store as one line (`error/R`) for the coordinator to
+report, and the process exits non-zero. Fabric starts the same command on real devices.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ def parse_master(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"--master '{text}' is not HOST:PORT, e.g. 127.0.0.1:29500")
-    return host, int(port)
+    return host.strip("[]"), int(port)
+
+
+def command(python: str, rank: int, world: int, master: str, model: str, input_size: tuple[int, ...],
+            seed: int) -> list[str]:  # fmt: skip
+    """The command line that starts a worker (locally, or on a device over SSH)."""
+    return [python, "-m", "suite.runtime.worker", "--rank", str(rank), "--world", str(world),
+            "--master", master, "--model", model, "--input-size", "x".join(map(str, input_size)),
+            "--seed", str(seed)]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,22 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world", type=int, required=True)
     parser.add_argument("--master", required=True, help="the coordinator's HOST:PORT")
+    parser.add_argument("--model", required=True, help="zoo name, path/to/model.onnx or module:factory")
+    parser.add_argument("--input-size", required=True, metavar="CxHxW")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from suite.runtime import transport
+    from suite.runtime.rendezvous import RendezvousError, RendezvousStore, secret_from_environment
+
     try:
         host, port = parse_master(args.master)
-    except UserError as exc:
+        store = RendezvousStore(host, port, secret_from_environment(), STARTUP_TIMEOUT_S)
+    except (UserError, RendezvousError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from suite.runtime import transport
-
-    store = transport.connect(host, port, args.rank, args.world, STARTUP_TIMEOUT_S)
     try:
         config = json.loads(store.get("config"))
-        runner, frames, ready = _build(config, args.rank)
+        runner, frames, ready = _build(config, args)
     except Exception as exc:  # any failure to start is reported, never a silent hang
         store.set(f"error/{args.rank}", _one_line(exc))
         return 2
     store.set(f"ready/{args.rank}", json.dumps(ready))
+    transport.pin_gloo(transport.route_to(host, port))
     transport.join(store, args.rank, args.world, config["timeout_s"])
     transport.answer_clock()
     try:
@@ -62,31 +77,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _build(config: dict, rank: int):
+def _build(config: dict, args: argparse.Namespace):
     """The runner for this rank's party, the frame count, and what to report when ready."""
     import torch
 
     from suite.backends import make_backend
-    from suite.graph import Graph
-    from suite.models.load import load_model
-    from suite.plan import load_plan_dict
+    from suite.models.load import load_model, parse_input_size
+    from suite.plan import PlanError, load_plan_dict
     from suite.runtime.engine import Runner, compile_program, prune_weights
     from suite.runtime.transport import GlooTransport
 
     ranks: dict[str, int] = config["ranks"]
-    party = next(p for p, r in ranks.items() if r == rank)
+    party = next(p for p, r in ranks.items() if r == args.rank)
     # tiles a task no longer needs are freed as it runs, as the module's own forward frees them
     backend = make_backend(config["backend"], config["threads"].get(party, 1))
     backend = replace(backend, observes_all_nodes=False)
     torch.set_num_interop_threads(1)
-    model = config["model"]
-    loaded = load_model(model["spec"], tuple(model["input_size"]), model["seed"])
-    graph: Graph = backend.prepare(loaded).graph
+    loaded = load_model(args.model, parse_input_size(args.input_size), args.seed)
+    graph = backend.prepare(loaded).graph
     del loaded  # the module's own copy of the weights
     plan = load_plan_dict(config["plan"])
+    if plan.model != graph.name or tuple(plan.input_shape) != tuple(graph.input_shape[1:]):
+        raise PlanError(f"the plan is for {plan.model} {plan.input_shape}, but this worker was started "
+                        f"with {graph.name} {list(graph.input_shape[1:])}")  # fmt: skip
     program = compile_program(plan, graph, party)
     graph = prune_weights(graph, program)
-    runner = Runner(graph, program, backend, GlooTransport(ranks), config["timeout_s"], rank)
+    runner = Runner(graph, program, backend, GlooTransport(ranks), config["timeout_s"], args.rank)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
                                       "nodes": len(program.nodes)}  # fmt: skip

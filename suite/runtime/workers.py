@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -30,26 +31,24 @@ def _die_with_parent() -> None:
 class LocalWorkers:
     """The run's worker processes on this host, their logs and cpu limits."""
 
-    python: str
-    host: str
-    store: object  # the coordinator's rendezvous store, served on its port
-    world: int
+    store: object  # the coordinator's client of the rendezvous (workers report there)
     names: dict[int, str] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
     logs: dict[int, Path] = field(default_factory=dict)
     limits: list[CpuLimit] = field(default_factory=list)
 
-    def start(self, rank: int, name: str) -> None:
+    def start(self, rank: int, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Start `argv` as device `name`'s worker, with `env` added to this process's environment
+        (the run's secret travels there: other users cannot read a process's environment)."""
         log = Path(tempfile.mkstemp(prefix=f"suite-worker-{rank}-", suffix=".log")[1])
-        command = [self.python, "-m", "suite.runtime.worker", "--rank", str(rank), "--world",
-                   str(self.world), "--master", f"{self.host}:{self.store.port}"]  # fmt: skip
         try:
             with log.open("w") as sink:
-                self.procs[rank] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink,
-                                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                self.procs[rank] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
+                                                    stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                                    preexec_fn=_die_with_parent)  # fmt: skip
         except OSError as exc:
             log.unlink(missing_ok=True)
-            raise UserError(f"device {name}: cannot start a worker with '{self.python}': "
+            raise UserError(f"device {name}: cannot start a worker with '{argv[0]}': "
                             f"{exc.strerror}; pass an interpreter that has the suite installed") from None
         self.names[rank], self.logs[rank] = name, log
 

@@ -32,7 +32,7 @@ def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
                 fleet=fleet.name, devices=[d.name for d in fleet.devices], hub=layout.hub,
                 stages=layout.stages, frames_in_flight=layout.frames_in_flight or groups,
                 options=layout.options, planning_time_s=elapsed)  # fmt: skip
-    check_plan(plan, graph)
+    check_plan(plan, graph, fleet)
     check_memory(plan, graph, fleet)
     plan.predicted = predict(plan, graph, fleet)
     return plan

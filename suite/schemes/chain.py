@@ -104,7 +104,7 @@ class TileCosts:
         self.kind[np.arange(len(nodes)), [OP_INDEX[n.op] for n in nodes]] = 1
         self.flops = np.array([float(n.flops) for n in nodes])
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._runs: dict[tuple, tuple[tuple[int, int], np.ndarray]] = {}
+        self._runs: dict[tuple, list[tuple[tuple[int, int], np.ndarray]]] = {}
 
     def height(self, k: int) -> int:
         return self.graph[self.chain[k].output].shape[2]
@@ -134,16 +134,22 @@ class TileCosts:
         start, stop = span
         return (first[start], last[stop - 1]), stops[stop - 1] - starts[start]
 
+    def _walk_down(self, i: int, j: int, axis: int, span: tuple[int, int]
+                   ) -> list[tuple[tuple[int, int], np.ndarray]]:  # fmt: skip
+        """For `span` of piece j's output, each piece's (input range, node lengths) from j down to
+        at least i (index 0 is piece j), extended lazily and kept for every run ending at j."""
+        walked = self._runs.setdefault((j, axis, span), [])
+        while len(walked) <= j - i:
+            out = walked[-1][0] if walked else span
+            walked.append(self._walk(j - len(walked), axis, out))
+        return walked
+
     def _lengths(self, i: int, j: int, axis: int, span: tuple[int, int]
                  ) -> tuple[tuple[int, int], np.ndarray]:  # fmt: skip
         """Piece i's input range along `axis` and the lengths of every node of pieces i..j, for
         `span` of piece j's output."""
-        key = (i, j, axis, span)
-        if key not in self._runs:
-            out, later = (span, np.empty(0)) if i == j else self._lengths(i + 1, j, axis, span)
-            read, mine = self._walk(i, axis, out)
-            self._runs[key] = read, np.concatenate([mine, later])
-        return self._runs[key]
+        walked = self._walk_down(i, j, axis, span)[:j - i + 1]
+        return walked[-1][0], np.concatenate([lengths for _, lengths in reversed(walked)])
 
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
              ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip

@@ -37,15 +37,15 @@ def deal(macs: np.ndarray, times: np.ndarray, devices: list[Device]
     `times[t, d]` is device d's seconds for tile t. Returns (tile, device) index pairs in the order
     dealt, and each device's busy time.
     """
-    busy = np.zeros(len(devices))
+    busy = [0.0] * len(devices)
     names = [d.name for d in devices]
+    seconds = times.tolist()
     dealt = []
     for t in sorted(range(len(macs)), key=lambda t: -macs[t]):
-        finish = busy + times[t]
-        _, _, d = min(zip(finish.tolist(), names, range(len(devices))))
-        busy[d] = finish[d]
+        _, _, d = min((b + s, name, d) for d, (b, s, name) in enumerate(zip(busy, seconds[t], names)))
+        busy[d] += seconds[t][d]
         dealt.append((t, d))
-    return dealt, busy
+    return dealt, np.array(busy)
 
 
 def plan(graph: Graph, fleet: Fleet) -> Layout:
@@ -70,6 +70,8 @@ def plan(graph: Graph, fleet: Fleet) -> Layout:
                 inputs, macs, counts = costs.grid(0, last, rows, cols)
                 boxes = [Box(*r, *c) for r in rows for c in cols]
                 dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
+                if best is not None and busy.max() + rest >= best[0]:
+                    continue  # communication only adds: this grid cannot beat the best
                 transfers = [t for k, d in dealt if d != 0 for t in (
                     Transfer(gateway.name, devices[d].name, graph.input, inputs[k],
                              in_bytes * inputs[k].area),

@@ -78,6 +78,8 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
             compute = {host.name: 0.0}
             for device, seconds in zip(doers, work_times([d.profile for d in doers], macs, counts)):
                 compute[device.name] = compute.get(device.name, 0.0) + seconds
+            if best is not None and max(compute.values()) + rest >= best[0]:
+                continue  # waiting for inputs and sending results only add: it cannot beat the best
             transfers = []
             for (who, rows), in_rows, device in zip(segs, reads, doers):
                 if who is not None:
@@ -90,6 +92,9 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
             latency = stage_time(fleet.link, compute, transfers, overlap=True, outputs=[out.name]) + rest
             if best is None or latency < best[0]:
                 best = (latency, last, share, segs)
+    if best is None:
+        raise UserError(f"HALP cannot cut model {graph.name} for {len(secondaries)} secondaries: every fused "
+                        "map has fewer rows than the segments need; use fewer devices or a larger input")
     _, last, share, segs = best
     out = graph[chain[last].output]
     assignment = [((host if who is None else secondaries[who]).name, {out.name: Box(r0, r1, 0, out.shape[3])})
