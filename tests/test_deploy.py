@@ -12,7 +12,7 @@ from labkit import lab_name, needs_lab, write_fleet
 
 from suite.fleet import load_profile
 from suite.orchestrate import lab
-from suite.orchestrate.deploy import DeviceReport, describe, mismatches, parse_pins, profile_yaml
+from suite.orchestrate.deploy import DeviceReport, describe, mismatches, parse_pins, profile_yaml, too_old
 from suite.orchestrate.inventory import Host, load_inventory
 from suite.orchestrate.ssh import connect, run
 
@@ -37,7 +37,6 @@ def test_a_fit_device_has_no_mismatch_and_local_labels_do_not_count():
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"python": "3.9.2"}, "python 3.9.2 is older than the 3.11"),
         ({"torch": "2.12.0"}, "constraints.txt pins 2.13.0"),
         ({"suite_path": "/usr/lib/python3/dist-packages/suite/__init__.py"}, "not the deployed copy"),
         ({"profile_error": "unknown op"}, "its profile does not load"),
@@ -47,6 +46,11 @@ def test_a_fit_device_has_no_mismatch_and_local_labels_do_not_count():
 def test_mismatches_say_what_is_wrong(change, expected):
     problems = mismatches(FACTS | change, HOST, {"torch": "2.13.0"}, "2.13.0+cpu")
     assert problems and expected in problems[0]
+
+
+def test_an_old_python_is_refused_before_installing():
+    assert too_old("3.11.7") is None and too_old("3.12.1") is None
+    assert "python 3.9.2 is older than the 3.11" in too_old("3.9.2")
 
 
 def test_the_coordinators_torch_must_match_for_bit_exact_checks():

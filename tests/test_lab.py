@@ -176,3 +176,16 @@ def test_dilation_scales_caps_and_links_and_is_recorded(make_lab, capsys):
     assert load_inventory(made.inventory_path()).lab.dilation == 2
     assert main(["lab", "up", "--fleet", "pico-homo-8", "--dilate", "50", "--name", lab_name("z")]) == 2
     assert "--dilate" in capsys.readouterr().err
+
+
+@needs_lab
+def test_lab_check_reports_links_and_compute_against_the_spec(make_lab, capsys):
+    made = make_lab(devices=1, mbps=8, shared=False, speed=0.5)
+    assert main(["lab", "check", "--name", made.name, "--seconds", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(link["device"], link["direction"]) for link in result["links"]] == [("d0", "up"), ("d0", "down")]
+    assert all(0.9 <= link["ratio"] <= 1.02 for link in result["links"])
+    assert result["concurrent"] is None  # one device: nothing to share
+    (compute,) = result["compute"]
+    assert compute["cap_cores"] == 0.5
+    assert 0 < compute["measured_cores"] <= 0.5 * 1.1  # the cap holds in an SSH session (sshd's cgroup)

@@ -120,7 +120,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
                     "inventory": str(inventory),
                     "fleet": made.fleet_name,
                     "dilation": made.dilation,
-                    "rate_mbps": made.rate_bps / 1e6,
+                    "rate_mbps": round(made.rate_bps / 1e6, 6),
                     "shared": made.shared,
                     "shaping": made.shaping,
                     "latency": lab.LATENCY_NOTE,
@@ -159,7 +159,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
         f"subnet {found['subnet']}, "
         f"{'healthy' if found['healthy'] else 'NOT healthy'}"
     )
-    print(f"  links: {found['shaping']}")
+    print(f"  links: {found['shaping']}" + ("" if found["shaping_in_place"] else " (MISSING: no htb qdiscs)"))
     print(f"  latency: {found['latency']}")
     print(f"  coordinator: {found['coordinator']['address']} on {found['coordinator']['interface']}")
     for d in found["devices"]:

@@ -147,17 +147,19 @@ def profile_yaml(profile: Profile) -> str:
     return yaml.safe_dump(doc | {"ops": ops}, sort_keys=False, width=100)
 
 
+def too_old(python: str) -> str | None:
+    """Why a device's Python cannot run the suite, if it cannot."""
+    if tuple(int(p) for p in python.split(".")[:2]) >= MIN_PYTHON:
+        return None
+    return (f"python {python} is older than the {'.'.join(map(str, MIN_PYTHON))} the suite needs; point "
+            "`python` at a newer interpreter")  # fmt: skip
+
+
 def mismatches(facts: dict, host: Host, pins: dict[str, str], coordinator_torch: str) -> list[str]:
     """What makes a checked device unfit to run the coordinator's plans, one sentence each."""
     if "error" in facts:
         return [f"the deployed suite does not import: {facts['error']}"]
     problems = []
-    python = tuple(int(p) for p in facts["python"].split(".")[:2])
-    if python < MIN_PYTHON:
-        problems.append(
-            f"python {facts['python']} is older than the {'.'.join(map(str, MIN_PYTHON))} the suite "
-            "needs; point `python` at a newer interpreter"
-        )
     pinned = pins.get("torch")
     if pinned is not None and _public(facts["torch"]) != _public(pinned):
         problems.append(f"torch {facts['torch']} but constraints.txt pins {pinned}")
@@ -187,6 +189,7 @@ def deploy(
     progress: Callable[[DeviceReport], None] | None = None,
 ) -> list[DeviceReport]:
     """Deploy to every device of the inventory at once; one report per device, in the fleet's order."""
+    coordinator_torch = importlib.metadata.version("torch")
     with tempfile.TemporaryDirectory(prefix="suite-deploy-") as tmp:
         staging = Path(tmp)
         artifacts = build(staging)
@@ -201,7 +204,7 @@ def deploy(
                     artifacts,
                     probe,
                     staging / host.name,
-                    importlib.metadata.version("torch"),
+                    coordinator_torch,
                     force,
                 ): host
                 for host in inventory.hosts
@@ -307,21 +310,11 @@ def _install(
     for path in (artifacts.wheel, artifacts.constraints, probe, local / "run.json", local / "profile.yaml"):
         conn.put(str(path), remote=f"{stage}/{path.name}")
     wheel, constraints = f"{stage}/{artifacts.wheel.name}", f"{stage}/constraints.txt"
-    found = json.loads(
-        run(
-            conn,
-            host,
-            quote(host.python, f"{stage}/{probe.name}", "env", wheel, constraints),
-            f"probing {host.python}",
-        )
-    )
-    python = tuple(int(p) for p in found["python"].split(".")[:2])
-    if python < MIN_PYTHON:
-        raise DeviceError(
-            f"device {host.name} ({host.address}): python {found['python']} at {host.python} is "
-            f"older than the {'.'.join(map(str, MIN_PYTHON))} the suite needs; point `python` at a "
-            "newer interpreter"
-        )
+    probing = quote(host.python, f"{stage}/{probe.name}", "env", wheel, constraints)
+    found = _last_json(run(conn, host, probing, f"probing {host.python}"))
+    old = too_old(found["python"])
+    if old is not None:
+        raise DeviceError(f"device {host.name} ({host.address}): {host.python}: {old}")
     if found["satisfied"]:
         environment = "site"
         script = (
@@ -360,19 +353,19 @@ def _install(
         "rm -rf config && mv config.new config",
         "writing the run configuration",
     )
-    facts = json.loads(
-        run(
-            conn,
-            host,
-            quote(host.launcher, f"{stage}/{probe.name}", "check", f"{w}/config/profile.yaml"),
-            "checking the environment",
-        )
-    )
+    checking = quote(host.launcher, f"{stage}/{probe.name}", "check", f"{w}/config/profile.yaml")
+    facts = _last_json(run(conn, host, checking, "checking the environment"))
     problems = mismatches(facts, host, artifacts.pins, coordinator_torch)
     if problems:
         raise DeviceError(f"device {host.name} ({host.address}): {problems[0]}")
     run(conn, host, f"rm -rf {quote(stage)}", "cleaning up")
     return environment, facts
+
+
+def _last_json(out: str) -> dict:
+    """The probe's JSON object: its last line (whatever a login script printed before it)."""
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
 
 
 def _put_text(conn: Connection, remote: str, text: str) -> None:

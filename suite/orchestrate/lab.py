@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -57,6 +58,8 @@ COORDINATOR_HOST = 1  # 10.203.K.1
 FIRST_DEVICE_HOST = 10  # 10.203.K.10, .11, ...
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and needs its absolute path
 COORDINATOR_RESERVE_CORES = 0.25  # left to the coordinator (it feeds and checks every frame) by --dilate auto
+# a device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host (which still caps it)
+DEVICE_CPU_SHARES = 8 * 1024
 QUEUE_S = 0.02  # each shaped queue holds about this much time at the link rate ...
 QUEUE_MIN_PACKETS = 32  # ... and at least this many full-size packets
 MTU_FRAME = 1514
@@ -84,7 +87,7 @@ class LabDevice:
 
 @dataclass(frozen=True)
 class Lab:
-    schema_version: int
+    schema_version: Literal[1]  # of lab.json
     name: str
     fleet: str  # as given to `lab up`: a bundled name or an absolute path
     fleet_name: str
@@ -219,193 +222,66 @@ def plan_lab(
 
 def topology_commands(lab: Lab) -> list[list[str]]:
     """`ip` commands that build the namespaces, the bridge and the veth pairs, with addresses."""
-    ap = lab.ap_namespace
-    prefix = ipaddress.ip_network(lab.subnet).prefixlen
-    cmds = [
-        ["ip", "netns", "add", ap],
-        ["ip", "-n", ap, "link", "set", "lo", "up"],
-        ["ip", "-n", ap, "link", "add", "br0", "type", "bridge"],
-        ["ip", "-n", ap, "link", "set", "br0", "up"],
-    ]
+    ap, prefix = lab.ap_namespace, ipaddress.ip_network(lab.subnet).prefixlen
+    lines = [f"ip netns add {ap}", f"ip -n {ap} link set lo up", f"ip -n {ap} link add br0 type bridge",
+             f"ip -n {ap} link set br0 up"]  # fmt: skip
     for d in lab.devices:
-        cmds += [
-            ["ip", "netns", "add", d.namespace],
-            ["ip", "-n", d.namespace, "link", "set", "lo", "up"],
-            [
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                d.namespace,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                d.port,
-                "netns",
-                ap,
-            ],
-            ["ip", "-n", ap, "link", "set", d.port, "master", "br0", "up"],
-            ["ip", "-n", d.namespace, "addr", "add", f"{d.address}/{prefix}", "dev", "eth0"],
-            ["ip", "-n", d.namespace, "link", "set", "eth0", "up"],
+        lines += [
+            f"ip netns add {d.namespace}",
+            f"ip -n {d.namespace} link set lo up",
+            f"ip link add eth0 netns {d.namespace} type veth peer name {d.port} netns {ap}",
+            f"ip -n {ap} link set {d.port} master br0 up",
+            f"ip -n {d.namespace} addr add {d.address}/{prefix} dev eth0",
+            f"ip -n {d.namespace} link set eth0 up",
         ]
-    cmds += [
-        ["ip", "link", "add", lab.root_link, "type", "veth", "peer", "name", "pc", "netns", ap],
-        ["ip", "-n", ap, "link", "set", "pc", "master", "br0", "up"],
-        ["ip", "addr", "add", f"{lab.coordinator_address}/{prefix}", "dev", lab.root_link],
-        ["ip", "link", "set", lab.root_link, "up"],
+    lines += [
+        f"ip link add {lab.root_link} type veth peer name pc netns {ap}",
+        f"ip -n {ap} link set pc master br0 up",
+        f"ip addr add {lab.coordinator_address}/{prefix} dev {lab.root_link}",
+        f"ip link set {lab.root_link} up",
     ]
-    return cmds
+    return [line.split() for line in lines]  # every name and address is one word
 
 
 def shaping_commands(lab: Lab) -> list[list[str]]:
     """`ip`/`tc` commands (all in the access point's namespace) that shape the links."""
-    ap = lab.ap_namespace
+    ip, tc = f"ip -n {lab.ap_namespace}", f"tc -n {lab.ap_namespace}"
     rate = f"{round(lab.rate_bps)}bit"
-    queue = str(max(QUEUE_MIN_PACKETS * MTU_FRAME, round(lab.rate_bps / 8 * QUEUE_S)))
-    ip, tc = ["ip", "-n", ap], ["tc", "-n", ap]
+    queue = max(QUEUE_MIN_PACKETS * MTU_FRAME, round(lab.rate_bps / 8 * QUEUE_S))
 
-    def htb(dev: str) -> list[list[str]]:
-        return [
-            tc + ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1"],
-            tc
-            + [
-                "class",
-                "add",
-                "dev",
-                dev,
-                "parent",
-                "1:",
-                "classid",
-                "1:1",
-                "htb",
-                "rate",
-                rate,
-                "ceil",
-                rate,
-            ],
-            tc + ["qdisc", "add", "dev", dev, "parent", "1:1", "bfifo", "limit", queue],
-        ]
+    def link(dev: str) -> list[str]:
+        """All traffic leaving `dev` held to the link's rate."""
+        return [f"{tc} qdisc add dev {dev} root handle 1: htb default 1",
+                f"{tc} class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+                f"{tc} qdisc add dev {dev} parent 1:1 bfifo limit {queue}"]  # fmt: skip
 
-    def redirect(port: str, ifb: str) -> list[list[str]]:
-        return [
-            tc + ["qdisc", "add", "dev", port, "handle", "ffff:", "ingress"],
-            tc
-            + [
-                "filter",
-                "add",
-                "dev",
-                port,
-                "parent",
-                "ffff:",
-                "protocol",
-                "all",
-                "u32",
-                "match",
-                "u32",
-                "0",
-                "0",
-                "action",
-                "mirred",
-                "egress",
-                "redirect",
-                "dev",
-                ifb,
-            ],
-        ]
+    def redirect(port: str, ifb: str) -> list[str]:
+        """Everything arriving on `port` goes through `ifb` first (where it is shaped)."""
+        return [f"{tc} qdisc add dev {port} handle ffff: ingress",
+                f"{tc} filter add dev {port} parent ffff: protocol all u32 match u32 0 0 "
+                f"action mirred egress redirect dev {ifb}"]  # fmt: skip
 
-    cmds: list[list[str]] = []
+    lines: list[str] = []
     if not lab.shared:
-        for _, _, port in lab.parties:
-            ifb = f"ifb-{port}"
-            cmds += htb(port) + [ip + ["link", "add", ifb, "type", "ifb"], ip + ["link", "set", ifb, "up"]]
-            cmds += htb(ifb) + redirect(port, ifb)
-        return cmds
-    parties = lab.parties
-    share = f"{max(8000, round(lab.rate_bps / len(parties)))}bit"
-    cmds += [
-        ip + ["link", "add", "medium", "type", "ifb"],
-        ip + ["link", "set", "medium", "up"],
-        tc + ["qdisc", "add", "dev", "medium", "root", "handle", "1:", "htb", "default", "ff"],
-        tc
-        + [
-            "class",
-            "add",
-            "dev",
-            "medium",
-            "parent",
-            "1:",
-            "classid",
-            "1:1",
-            "htb",
-            "rate",
-            rate,
-            "ceil",
-            rate,
-        ],
-        # traffic from no known address (ARP): a trickle guaranteed, the whole medium when it is free
-        tc
-        + [
-            "class",
-            "add",
-            "dev",
-            "medium",
-            "parent",
-            "1:1",
-            "classid",
-            "1:ff",
-            "htb",
-            "rate",
-            "8000bit",
-            "ceil",
-            rate,
-        ],
-    ]
-    for i, (_, address, _) in enumerate(parties):
+        for _, _, port in lab.parties:  # towards the party on its port, from it through its ifb
+            lines += [f"{ip} link add ifb-{port} type ifb", f"{ip} link set ifb-{port} up"]
+            lines += link(port) + link(f"ifb-{port}") + redirect(port, f"ifb-{port}")
+        return [line.split() for line in lines]
+    share = f"{max(8000, round(lab.rate_bps / len(lab.parties)))}bit"
+    lines += [f"{ip} link add medium type ifb", f"{ip} link set medium up",
+              f"{tc} qdisc add dev medium root handle 1: htb default ff",
+              f"{tc} class add dev medium parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+              # traffic from no known address (ARP): a trickle guaranteed, the whole medium when it is free
+              f"{tc} class add dev medium parent 1:1 classid 1:ff htb rate 8000bit ceil {rate}"]  # fmt: skip
+    for i, (_, address, _) in enumerate(lab.parties):  # one class per sender: busy senders share fairly
         cls = f"1:{i + 16:x}"
-        cmds += [
-            tc
-            + [
-                "class",
-                "add",
-                "dev",
-                "medium",
-                "parent",
-                "1:1",
-                "classid",
-                cls,
-                "htb",
-                "rate",
-                share,
-                "ceil",
-                rate,
-            ],
-            tc + ["qdisc", "add", "dev", "medium", "parent", cls, "bfifo", "limit", queue],
-            tc
-            + [
-                "filter",
-                "add",
-                "dev",
-                "medium",
-                "parent",
-                "1:",
-                "protocol",
-                "ip",
-                "prio",
-                "1",
-                "u32",
-                "match",
-                "ip",
-                "src",
-                f"{address}/32",
-                "flowid",
-                cls,
-            ],
-        ]
-    for _, _, port in parties:
-        cmds += redirect(port, "medium")
-    return cmds
+        lines += [f"{tc} class add dev medium parent 1:1 classid {cls} htb rate {share} ceil {rate}",
+                  f"{tc} qdisc add dev medium parent {cls} bfifo limit {queue}",
+                  f"{tc} filter add dev medium parent 1: protocol ip prio 1 u32 match ip src {address}/32 "
+                  f"flowid {cls}"]  # fmt: skip
+    for _, _, port in lab.parties:
+        lines += redirect(port, "medium")
+    return [line.split() for line in lines]
 
 
 def sshd_config(lab: Lab, device: LabDevice) -> str:
@@ -588,20 +464,7 @@ def _make(lab: Lab, say: Callable[[str], None]) -> None:
     for argv in shaping_commands(lab):
         _sh(argv)
     say(f"links: {lab.shaping}")
-    _sh(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"suite-lab-{lab.name}",
-            "-f",
-            str(state / "id_ed25519"),
-        ]
-    )
+    _keygen(state / "id_ed25519", f"suite-lab-{lab.name}")
     shutil.copyfile(state / "id_ed25519.pub", state / "authorized_keys")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     write_private(state / "passwd", _passwd_with_sh(Path("/etc/passwd").read_text()), mode=0o644)
@@ -609,24 +472,11 @@ def _make(lab: Lab, say: Callable[[str], None]) -> None:
     for d in lab.devices:
         folder = state / "devices" / d.name
         key = folder / "ssh_host_ed25519_key"
-        _sh(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"{d.name}@suite-lab-{lab.name}",
-                "-f",
-                str(key),
-            ]
-        )
+        _keygen(key, f"{d.name}@suite-lab-{lab.name}")
         known.append(f"{d.address} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}")
         write_private(folder / "sshd_config", sshd_config(lab, d))
         limit = CpuLimit(d.cpu_cores, name=d.cgroup)
-        limit.create()
+        (limit.create() / "cpu.shares").write_text(str(DEVICE_CPU_SHARES))
         limit.keep()
         _start_sshd(lab, d, folder)
     write_private(state / "known_hosts", "\n".join(known) + "\n")
@@ -661,6 +511,11 @@ def _make(lab: Lab, say: Callable[[str], None]) -> None:
         mode=0o644,
     )
     write_private(state / "lab.json", json.dumps(asdict(lab), indent=2) + "\n")
+
+
+def _keygen(path: Path, comment: str) -> None:
+    """A new ed25519 key pair without a passphrase: `path` and `path`.pub."""
+    _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
 
 
 def _inventory_header(lab: Lab) -> str:
@@ -765,7 +620,7 @@ def down(name: str) -> dict[str, int]:
 
 def _remove(name: str) -> dict[str, int]:
     found = leftovers(name)
-    killed = _kill_processes(name, found)
+    killed = _kill_processes(found)
     for cgroup in found.get("cgroups", []):
         remove_cgroup(CPU_ROOT / cgroup)
     for link in found.get("links", []):
@@ -781,7 +636,7 @@ def _remove(name: str) -> dict[str, int]:
     }
 
 
-def _kill_processes(name: str, found: dict[str, list[str]]) -> int:
+def _kill_processes(found: dict[str, list[str]]) -> int:
     """SIGKILL every process in the lab's namespaces and cgroups (sshd, sessions, workers); wait for them."""
     pids: set[int] = set()
     for ns in found.get("namespaces", []):
@@ -831,7 +686,9 @@ def status(name: str) -> dict:
                 "sshd_answers": sshd_answers(d.address),
             }
         )
-    healthy = all(
+    qdiscs = _sh(["tc", "-n", lab.ap_namespace, "qdisc", "show"]) if lab.ap_namespace in namespaces else ""
+    shaped = "htb" in qdiscs and "ingress" in qdiscs
+    healthy = shaped and all(
         x["namespace_up"] and x["sshd_pid"] and x["sshd_answers"] and x["cpu_cores"] for x in devices
     )
     return {
@@ -842,7 +699,8 @@ def status(name: str) -> dict:
         "subnet": lab.subnet,
         "coordinator": {"address": lab.coordinator_address, "interface": lab.root_link},
         "shaping": lab.shaping,
-        "rate_mbps": lab.rate_bps / 1e6,
+        "shaping_in_place": shaped,
+        "rate_mbps": round(lab.rate_bps / 1e6, 6),
         "shared": lab.shared,
         "latency": LATENCY_NOTE,
         "devices": devices,
