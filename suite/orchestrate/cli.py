@@ -183,10 +183,8 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 
 def cmd_lab_check(args: argparse.Namespace) -> int:
-    from suite.orchestrate import lab, labcheck
+    from suite.orchestrate import labcheck
 
-    lab.require_root()
-    _say(f"measuring lab '{args.name}': every link alone, then all at once, then compute")
     result = labcheck.check(args.name, args.seconds, say=_say)
     print(json.dumps(result) if args.json else labcheck.describe(result))
     return EXIT_OK

@@ -195,25 +195,21 @@ def deploy(
         artifacts = build(staging)
         probe = Path(device_probe.__file__)
         reports: dict[str, DeviceReport] = {}
+        opened: list[Connection] = []  # closed on Ctrl-C, so every device's step fails at once
         with ThreadPoolExecutor(max(1, min(jobs, len(inventory.hosts))), thread_name_prefix="deploy") as pool:
-            futures = {
-                pool.submit(
-                    _deploy_one,
-                    inventory,
-                    host,
-                    artifacts,
-                    probe,
-                    staging / host.name,
-                    coordinator_torch,
-                    force,
-                ): host
-                for host in inventory.hosts
-            }
-            for future in as_completed(futures):
-                report = future.result()
-                reports[report.device] = report
-                if progress is not None:
-                    progress(report)
+            futures = [pool.submit(_deploy_one, inventory, host, artifacts, probe, staging / host.name,
+                                   coordinator_torch, force, opened) for host in inventory.hosts]  # fmt: skip
+            try:
+                for future in as_completed(futures):
+                    report = future.result()
+                    reports[report.device] = report
+                    if progress is not None:
+                        progress(report)
+            except KeyboardInterrupt:  # devices being installed keep no ready.json
+                pool.shutdown(wait=False, cancel_futures=True)
+                for conn in list(opened):
+                    conn.close()
+                raise
     return [reports[h.name] for h in inventory.hosts]
 
 
@@ -225,6 +221,7 @@ def _deploy_one(
     local: Path,
     coordinator_torch: str,
     force: bool,
+    opened: list[Connection],
 ) -> DeviceReport:
     start = time.monotonic()
     try:
@@ -236,6 +233,7 @@ def _deploy_one(
             f"{artifacts.digest}\0{host.python}\0{config}\0".encode() + (local / "profile.yaml").read_bytes()
         ).hexdigest()
         conn = connect(host, inventory.known_hosts)
+        opened.append(conn)
         try:
             marker = _marker(conn, host)
             if not force and marker is not None and marker.get("hash") == digest:

@@ -59,7 +59,8 @@ def check(name: str, seconds: float = 1.5, say=lambda _: None) -> dict:
     if not 0.5 <= seconds <= 60:
         raise LabError(f"--seconds {seconds:g}: measure each transfer for 0.5 to 60 seconds")
     lab = load_lab(name)
-    spec = lab.rate_bps / 1e6
+    say(f"measuring lab '{name}': every link alone, then all at once, then compute")
+    spec = round(lab.rate_bps / 1e6, 6)
     links = []
     for d in lab.devices:
         for direction, src, dst in (("up", d.name, "coordinator"), ("down", "coordinator", d.name)):
@@ -78,10 +79,8 @@ def check(name: str, seconds: float = 1.5, say=lambda _: None) -> dict:
     if len(lab.devices) > 1:
         names = [d.name for d in lab.devices]
         ring = [(a, names[(i + 1) % len(names)]) for i, a in enumerate(names)]
-        if len(ring) == 2:
-            ring = ring[:1] + [
-                ("coordinator", names[0])
-            ]  # two devices: two transfers between different pairs
+        if len(ring) == 2:  # two devices: not one pair both ways, but two different pairs
+            ring = [(names[0], names[1]), ("coordinator", names[0])]
         rates = measure_flows(lab, ring, seconds)
         each = spec / len(ring) if lab.shared else spec
         total_spec = spec if lab.shared else spec * len(ring)

@@ -27,9 +27,8 @@ from suite.orchestrate import lifeline
 from suite.orchestrate.inventory import Inventory
 from suite.orchestrate.ssh import CONNECT_TIMEOUT_S, DeviceError, connect, quote
 
-LIFELINE = (
-    Path(lifeline.__file__).read_text().split('"""', 2)[2].strip()
-)  # its code; `ps` on the device shows it
+# the lifeline's code without its docstring (`ps` on the device shows the whole command line)
+LIFELINE = Path(lifeline.__file__).read_text().split('"""', 2)[2].strip()
 STOP_WAIT_S = 5.0  # for a stopped worker's exit status before the connection is closed anyway
 
 

@@ -78,7 +78,9 @@ def why(exc: BaseException, host: Host, known_hosts: Path, timeout_s: float) -> 
             f"its host key is not in {known_hosts}; check the device's fingerprint and add it "
             f"(`ssh-keyscan -p {host.port} {host.host} >> {known_hosts}`)"
         )
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):  # every address failed: say the first
+        exc = next(iter(exc.errors.values()))
+    if isinstance(exc, ConnectionRefusedError):
         return f"connection refused on port {host.port} (is sshd running there?)"
     if isinstance(exc, socket.timeout | TimeoutError):
         return f"no answer within {timeout_s:g} s (is the device up and reachable from here?)"
