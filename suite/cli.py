@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from suite.errors import UserError
+from suite.orchestrate.cli import add_commands as add_orchestrate_commands
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
+
+    add_orchestrate_commands(sub)  # deploy, lab
     return parser
 
 

@@ -74,6 +74,7 @@ class CpuLimit:
 
     cores: float
     period_us: int = PERIOD_US
+    name: str | None = None  # the directory under CPU_ROOT; default suite-<pid>-<id>
     path: Path | None = field(default=None, init=False)
     _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False)
 
@@ -87,7 +88,7 @@ class CpuLimit:
         """Make the cgroup with its quota; a second call returns the same directory."""
         if self.path is not None:
             return self.path
-        path = CPU_ROOT / f"suite-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = CPU_ROOT / (self.name or f"suite-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         path.mkdir()
         self._cleanup = weakref.finalize(self, _remove, path, os.getpid())
         self.path = path
@@ -105,6 +106,12 @@ class CpuLimit:
             raise RuntimeError("CpuLimit.add before create()")
         (self.path / "cgroup.procs").write_text(str(pid))
 
+    def keep(self) -> None:
+        """Leave the cgroup in place when this object goes away (an emulated lab's device outlives the
+        command that made it); `remove_cgroup` removes it later."""
+        if self._cleanup is not None:
+            self._cleanup.detach()
+
     def close(self) -> None:
         """Move remaining processes back to the root cgroup and remove the directory; safe to repeat."""
         if self._cleanup is not None:
@@ -117,6 +124,11 @@ class CpuLimit:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def remove_cgroup(path: Path) -> None:
+    """Empty a cgroup into the root and remove it (one a `keep()` left behind)."""
+    _remove(path, os.getpid())
 
 
 def _remove(path: Path, owner: int, attempts: int = 50) -> None:

@@ -1,0 +1,708 @@
+"""The emulated lab: a fleet's devices as network namespaces on this host, each with a real sshd,
+links shaped with tc, CPU capped per device profile, and the inventory a real fleet would have.
+
+Topology (lab NAME, subnet 10.203.K.0/24, K free in `ip route` and among other labs):
+
+    root namespace ── sl-NAME 10.203.K.1 (the coordinator) ─┐
+                                                            pc
+    suite-lab-NAME-ap:  bridge br0 ── p0 ... p{n-1} ── the shaping (tc htb, ifb)
+                                      │
+    suite-lab-NAME-dev-<device>:  eth0 10.203.K.(10+i), sshd on port 22, cgroup suite-lab-NAME-<device>
+
+All shaping lives in the access point's namespace. A switched fleet gives every party (device or
+coordinator) its own link of the fleet's rate in each direction: an htb on its port for traffic
+towards it, and its port's ingress redirected to an `ifb` with an htb for traffic from it. A shared
+fleet (WiFi) redirects every port's ingress to one `ifb`, `medium`, whose htb holds all traffic to
+the fleet's rate, with one class per sender so concurrent senders share it fairly. This kernel has
+no netem: link latency is not emulated, and the lab says so wherever it reports the network.
+
+Time dilation F: every device's CPU cap is F x its profile's speed relative to this host's `local`
+profile, every link F x the fleet's rate, so the real fleet's compute-to-network ratio is kept while
+frames run F times faster; measured times x F are the real fleet's.
+
+State lives in /run/suite-lab/NAME (lab.json, keys, known_hosts, the inventory, per-device sshd
+files and work folders). `down` removes everything, and finds what a killed `up` left by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from suite.errors import UserError
+from suite.fleet import Fleet, load_fleet, load_profile
+from suite.orchestrate.inventory import Coordinator, Host, LabNetwork, inventory_yaml, write_private
+from suite.runtime.emulate import CPU_ROOT, CpuLimit, cores_for, cpu_quota_available, remove_cgroup
+
+STATE_ROOT = Path("/run/suite-lab")
+PREFIX = "suite-lab"  # namespaces and cgroups: suite-lab-NAME-...
+ROOT_LINK_PREFIX = "sl-"  # the root namespace's veth into the access point: sl-NAME (15 characters at most)
+SUBNET = ipaddress.ip_network("10.203.0.0/16")  # one /24 per lab
+COORDINATOR_HOST = 1  # 10.203.K.1
+FIRST_DEVICE_HOST = 10  # 10.203.K.10, .11, ...
+SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and needs its absolute path
+COORDINATOR_RESERVE_CORES = 0.25  # left to the coordinator (it feeds and checks every frame) by --dilate auto
+# a device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host (which still caps it)
+DEVICE_CPU_SHARES = 8 * 1024
+QUEUE_S = 0.02  # each shaped queue holds about this much time at the link rate ...
+QUEUE_MIN_PACKETS = 32  # ... and at least this many full-size packets
+MTU_FRAME = 1514
+LATENCY_NOTE = (
+    "not emulated: this kernel has no netem, so links add only this host's sub-millisecond delay "
+    "and the fleet's per-transfer latency is missing"
+)
+TOOLS = {"ip": "iproute2", "tc": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
+         "ssh-keygen": "openssh-client"}  # fmt: skip
+
+
+class LabError(UserError):
+    """The lab cannot be made or used; one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class LabDevice:
+    name: str  # the fleet device
+    namespace: str
+    address: str
+    port: str  # its interface in the access point's namespace
+    cpu_cores: float  # cgroup quota
+    cgroup: str  # directory under /sys/fs/cgroup/cpu
+
+
+@dataclass(frozen=True)
+class Lab:
+    schema_version: Literal[1]  # of lab.json
+    name: str
+    fleet: str  # as given to `lab up`: a bundled name or an absolute path
+    fleet_name: str
+    subnet: str
+    coordinator_address: str
+    root_link: str  # the root namespace's interface into the lab (the coordinator's)
+    ap_namespace: str
+    rate_bps: float  # every link's shaped rate: fleet rate x dilation
+    shared: bool
+    dilation: float
+    devices: tuple[LabDevice, ...]
+
+    @property
+    def state(self) -> Path:
+        return STATE_ROOT / self.name
+
+    @property
+    def parties(self) -> list[tuple[str, str, str]]:
+        """(name, address, access point port) of every party on the network, devices then coordinator."""
+        return [(d.name, d.address, d.port) for d in self.devices] + [
+            ("coordinator", self.coordinator_address, "pc")
+        ]
+
+    @property
+    def shaping(self) -> str:
+        rate = f"{self.rate_bps / 1e6:.4g} Mbit/s"
+        if self.shared:
+            return (
+                f"tc htb in namespace {self.ap_namespace}: one shared medium of {rate} for all traffic "
+                "(every port's ingress redirected to ifb 'medium', one class per sender)"
+            )
+        return (
+            f"tc htb in namespace {self.ap_namespace}: every device and the coordinator on its own "
+            f"{rate} link in each direction (port egress, and ingress through an ifb per port)"
+        )
+
+    def network(self) -> LabNetwork:
+        return LabNetwork(
+            self.name,
+            self.dilation,
+            round(self.rate_bps / 1e6, 6),
+            self.shared,
+            self.shaping,
+            LATENCY_NOTE,
+            {d.name: d.cpu_cores for d in self.devices},
+        )
+
+    def inventory_path(self) -> Path:
+        return self.state / "inventory.yaml"
+
+
+_LAB_JSON = TypeAdapter(Lab)
+
+
+# ---- pure planning ---------------------------------------------------------------------------------
+
+
+def speed_ratios(fleet: Fleet, host_macs_per_s: float) -> dict[str, float]:
+    """Each device's speed relative to this host (one thread each)."""
+    return {d.name: d.profile.macs_per_s / host_macs_per_s for d in fleet.devices}
+
+
+def auto_dilation(ratios: dict[str, float], host_cores: float) -> float:
+    """The largest F (two significant digits, rounded down) whose caps fit this host: every device
+    within one core (its worker's one thread), all of them within the cores the coordinator leaves."""
+    budget = host_cores - COORDINATOR_RESERVE_CORES
+    best = min(budget / sum(ratios.values()), min(1 / r for r in ratios.values()))
+    scale = 10 ** (math.floor(math.log10(best)) - 1)
+    return math.floor(best / scale * (1 + 1e-9)) * scale
+
+
+def device_caps(ratios: dict[str, float], dilation: float, host_cores: float) -> dict[str, float]:
+    """CPU cores per device at dilation F; a LabError when they do not fit this host."""
+    if not dilation > 0 or math.isinf(dilation):
+        raise LabError(f"--dilate {dilation} must be a positive number or 'auto'")
+    caps = {}
+    for name, ratio in ratios.items():
+        cores = cores_for(ratio * dilation, 1.0, threads=1)
+        if cores is None:
+            raise LabError(
+                f"--dilate {dilation:g}: device {name} would need {ratio * dilation:.2f} cores (more than "
+                f"its worker's one thread); use --dilate {auto_dilation(ratios, host_cores):g} (auto) "
+                "or less"
+            )
+        caps[name] = round(cores, 4)
+    total = sum(caps.values())
+    if total > host_cores - COORDINATOR_RESERVE_CORES + 1e-9:
+        raise LabError(
+            f"--dilate {dilation:g}: the devices' caps add up to {total:.2f} cores, but this host has "
+            f"{host_cores} ({COORDINATOR_RESERVE_CORES} kept for the coordinator); use --dilate "
+            f"{auto_dilation(ratios, host_cores):g} (auto) or less"
+        )
+    return caps
+
+
+def plan_lab(
+    name: str,
+    fleet_spec: str,
+    fleet: Fleet,
+    dilation: float,
+    caps: dict[str, float],
+    subnet: ipaddress.IPv4Network,
+) -> Lab:
+    """Names and addresses of everything the lab makes."""
+    hosts = list(subnet.hosts())
+    devices = tuple(
+        LabDevice(
+            d.name,
+            f"{PREFIX}-{name}-dev-{d.name}",
+            str(hosts[FIRST_DEVICE_HOST - 1 + i]),
+            f"p{i}",
+            caps[d.name],
+            f"{PREFIX}-{name}-{d.name}",
+        )
+        for i, d in enumerate(fleet.devices)
+    )
+    return Lab(
+        1,
+        name,
+        fleet_spec,
+        fleet.name,
+        str(subnet),
+        str(hosts[COORDINATOR_HOST - 1]),
+        f"{ROOT_LINK_PREFIX}{name}",
+        f"{PREFIX}-{name}-ap",
+        fleet.link.bandwidth_bps * dilation,
+        fleet.link.shared,
+        dilation,
+        devices,
+    )
+
+
+def topology_commands(lab: Lab) -> list[list[str]]:
+    """`ip` commands that build the namespaces, the bridge and the veth pairs, with addresses."""
+    ap, prefix = lab.ap_namespace, ipaddress.ip_network(lab.subnet).prefixlen
+    lines = [f"ip netns add {ap}", f"ip -n {ap} link set lo up", f"ip -n {ap} link add br0 type bridge",
+             f"ip -n {ap} link set br0 up"]  # fmt: skip
+    for d in lab.devices:
+        lines += [
+            f"ip netns add {d.namespace}",
+            f"ip -n {d.namespace} link set lo up",
+            f"ip link add eth0 netns {d.namespace} type veth peer name {d.port} netns {ap}",
+            f"ip -n {ap} link set {d.port} master br0 up",
+            f"ip -n {d.namespace} addr add {d.address}/{prefix} dev eth0",
+            f"ip -n {d.namespace} link set eth0 up",
+        ]
+    lines += [
+        f"ip link add {lab.root_link} type veth peer name pc netns {ap}",
+        f"ip -n {ap} link set pc master br0 up",
+        f"ip addr add {lab.coordinator_address}/{prefix} dev {lab.root_link}",
+        f"ip link set {lab.root_link} up",
+    ]
+    return [line.split() for line in lines]  # every name and address is one word
+
+
+def shaping_commands(lab: Lab) -> list[list[str]]:
+    """`ip`/`tc` commands (all in the access point's namespace) that shape the links."""
+    ip, tc = f"ip -n {lab.ap_namespace}", f"tc -n {lab.ap_namespace}"
+    rate = f"{round(lab.rate_bps)}bit"
+    queue = max(QUEUE_MIN_PACKETS * MTU_FRAME, round(lab.rate_bps / 8 * QUEUE_S))
+
+    def link(dev: str) -> list[str]:
+        """All traffic leaving `dev` held to the link's rate."""
+        return [f"{tc} qdisc add dev {dev} root handle 1: htb default 1",
+                f"{tc} class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+                f"{tc} qdisc add dev {dev} parent 1:1 bfifo limit {queue}"]  # fmt: skip
+
+    def redirect(port: str, ifb: str) -> list[str]:
+        """Everything arriving on `port` goes through `ifb` first (where it is shaped)."""
+        return [f"{tc} qdisc add dev {port} handle ffff: ingress",
+                f"{tc} filter add dev {port} parent ffff: protocol all u32 match u32 0 0 "
+                f"action mirred egress redirect dev {ifb}"]  # fmt: skip
+
+    lines: list[str] = []
+    if not lab.shared:
+        for _, _, port in lab.parties:  # towards the party on its port, from it through its ifb
+            lines += [f"{ip} link add ifb-{port} type ifb", f"{ip} link set ifb-{port} up"]
+            lines += link(port) + link(f"ifb-{port}") + redirect(port, f"ifb-{port}")
+        return [line.split() for line in lines]
+    share = f"{max(8000, round(lab.rate_bps / len(lab.parties)))}bit"
+    lines += [f"{ip} link add medium type ifb", f"{ip} link set medium up",
+              f"{tc} qdisc add dev medium root handle 1: htb default ff",
+              f"{tc} class add dev medium parent 1: classid 1:1 htb rate {rate} ceil {rate}",
+              # traffic from no known address (ARP): a trickle guaranteed, the whole medium when it is free
+              f"{tc} class add dev medium parent 1:1 classid 1:ff htb rate 8000bit ceil {rate}"]  # fmt: skip
+    for i, (_, address, _) in enumerate(lab.parties):  # one class per sender: busy senders share fairly
+        cls = f"1:{i + 16:x}"
+        lines += [f"{tc} class add dev medium parent 1:1 classid {cls} htb rate {share} ceil {rate}",
+                  f"{tc} qdisc add dev medium parent {cls} bfifo limit {queue}",
+                  f"{tc} filter add dev medium parent 1: protocol ip prio 1 u32 match ip src {address}/32 "
+                  f"flowid {cls}"]  # fmt: skip
+    for _, _, port in lab.parties:
+        lines += redirect(port, "medium")
+    return [line.split() for line in lines]
+
+
+def sshd_config(lab: Lab, device: LabDevice) -> str:
+    """Key-only root login on the device's address, host key and pid file in the lab's state."""
+    folder = lab.state / "devices" / device.name
+    return "\n".join(
+        [
+            f"ListenAddress {device.address}:22",
+            f"HostKey {folder / 'ssh_host_ed25519_key'}",
+            f"PidFile {folder / 'sshd.pid'}",
+            f"AuthorizedKeysFile {lab.state / 'authorized_keys'}",
+            "AuthenticationMethods publickey",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "AllowUsers root",
+            "UsePAM no",
+            "X11Forwarding no",
+            "AllowTcpForwarding no",
+            "AllowAgentForwarding no",
+            "PermitTunnel no",
+            "PrintMotd no",
+            # a coordinator gone without closing its connection is noticed within 15 s, ending its workers
+            "ClientAliveInterval 5",
+            "ClientAliveCountMax 3",
+            "MaxStartups 64",
+            "Subsystem sftp internal-sftp",
+            "",
+        ]
+    )
+
+
+# ---- side effects ----------------------------------------------------------------------------------
+
+
+def _sh(argv: list[str], what: str | None = None, **kwargs) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip().splitlines()
+        raise LabError(f"{what or ' '.join(argv)}: {said[-1] if said else f'exit {result.returncode}'}")
+    return result.stdout
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("suite lab needs root (network namespaces, tc, cgroups, sshd): run it with sudo")
+
+
+def _require_root_and_tools() -> None:
+    require_root()
+    missing = [(tool, package) for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if not Path(SSHD).is_file():
+        missing.append((SSHD, "openssh-server"))
+    if missing:
+        tool, package = missing[0]
+        raise LabError(f"{tool} is missing: apt-get install -y {package}")
+    if not cpu_quota_available():
+        raise LabError(
+            f"suite lab caps each device's CPU with cgroup v1 quotas, and {CPU_ROOT} is not a writable "
+            "cgroup v1 cpu controller on this host"
+        )
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]{1,12}", name):
+        raise LabError(f"--name '{name}': use 1 to 12 lower-case letters or digits (it names interfaces)")
+    return name
+
+
+class _Lock:
+    """One `lab up` or `lab down` at a time on this host (they pick subnets and names)."""
+
+    def __enter__(self) -> _Lock:
+        STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.file = (STATE_ROOT / ".lock").open("w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+def load_lab(name: str) -> Lab:
+    require_root()
+    path = STATE_ROOT / check_name(name) / "lab.json"
+    if not path.is_file():
+        hint = " (leftovers of a killed `lab up` exist: run `suite lab down`)" if leftovers(name) else ""
+        raise LabError(
+            f"no lab '{name}' is up: start one with `suite lab up --fleet FLEET --name {name}`{hint}"
+        )
+    try:
+        return _LAB_JSON.validate_json(path.read_text())
+    except ValidationError as exc:
+        raise LabError(
+            f"{path} is not a lab state this suite wrote ({exc.errors()[0]['msg']}); "
+            f"run `suite lab down --name {name}`"
+        ) from None
+
+
+def _labs() -> list[Lab]:
+    found = []
+    for path in STATE_ROOT.glob("*/lab.json"):
+        try:
+            found.append(_LAB_JSON.validate_json(path.read_text()))
+        except (ValidationError, OSError):
+            continue
+    return found
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """The first /24 of SUBNET that no route of this host and no other lab uses."""
+    used = [ipaddress.ip_network(lab.subnet) for lab in _labs()]
+    for route in json.loads(_sh(["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]"):
+        try:
+            used.append(ipaddress.ip_network(route.get("dst", ""), strict=False))
+        except ValueError:
+            continue  # "default" and other words
+    for subnet in SUBNET.subnets(new_prefix=24):
+        if not any(subnet.overlaps(u) for u in used):
+            return subnet
+    raise LabError(f"every /24 of {SUBNET} is in use by routes or labs on this host; take a lab down first")
+
+
+def up(
+    fleet_spec: str, dilate: str = "1", name: str = "lab", say: Callable[[str], None] = lambda _: None
+) -> Lab:
+    """Make the lab; on any failure, remove what was made and raise."""
+    check_name(name)
+    _require_root_and_tools()
+    fleet = load_fleet(fleet_spec)
+    if "/" in fleet_spec or fleet_spec.endswith((".yaml", ".yml")):
+        fleet_spec = str(Path(fleet_spec).resolve())
+    if len(fleet.devices) > 200:
+        raise LabError(f"fleet '{fleet.name}' has {len(fleet.devices)} devices; a lab holds at most 200")
+    for d in fleet.devices:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", d.name):
+            raise LabError(
+                f"fleet '{fleet.name}' device '{d.name}': a lab needs device names of letters, "
+                "digits, '_', '.' and '-'"
+            )
+    ratios = speed_ratios(fleet, load_profile("local").macs_per_s)
+    cores = os.cpu_count() or 1
+    dilation = auto_dilation(ratios, cores) if dilate == "auto" else _number(dilate)
+    caps = device_caps(ratios, dilation, cores)
+    with _Lock():
+        if (STATE_ROOT / name / "lab.json").is_file():
+            raise LabError(
+                f"lab '{name}' is already up; `suite lab down --name {name}` first, or pick another --name"
+            )
+        if leftovers(name):
+            raise LabError(
+                f"a lab '{name}' was left half made (a killed `lab up`?); run "
+                f"`suite lab down --name {name}` first"
+            )
+        lab = plan_lab(name, fleet_spec, fleet, dilation, caps, _free_subnet())
+        try:
+            _make(lab, say)
+        except BaseException:
+            _remove(name)
+            raise
+    return lab
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LabError(f"--dilate '{text}' is not a number or 'auto'") from None
+
+
+def _make(lab: Lab, say: Callable[[str], None]) -> None:
+    state = lab.state
+    state.mkdir(mode=0o700)
+    for d in lab.devices:
+        (state / "devices" / d.name / "work").mkdir(mode=0o700, parents=True)
+    say(f"network: {len(lab.devices)} device namespaces and an access point in {lab.subnet}")
+    for argv in topology_commands(lab):
+        _sh(argv)
+    for argv in shaping_commands(lab):
+        _sh(argv)
+    say(f"links: {lab.shaping}")
+    _keygen(state / "id_ed25519", f"suite-lab-{lab.name}")
+    shutil.copyfile(state / "id_ed25519.pub", state / "authorized_keys")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    write_private(state / "passwd", _passwd_with_sh(Path("/etc/passwd").read_text()), mode=0o644)
+    known = []
+    for d in lab.devices:
+        folder = state / "devices" / d.name
+        key = folder / "ssh_host_ed25519_key"
+        _keygen(key, f"{d.name}@suite-lab-{lab.name}")
+        known.append(f"{d.address} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}")
+        write_private(folder / "sshd_config", sshd_config(lab, d))
+        limit = CpuLimit(d.cpu_cores, name=d.cgroup)
+        (limit.create() / "cpu.shares").write_text(str(DEVICE_CPU_SHARES))
+        limit.keep()
+        _start_sshd(lab, d, folder)
+    write_private(state / "known_hosts", "\n".join(known) + "\n")
+    say(
+        f"sshd: {len(lab.devices)} servers, key-only, each device capped at its cores "
+        f"({', '.join(f'{d.name} {d.cpu_cores:.3g}' for d in lab.devices)})"
+    )
+    _wait_for_sshd(lab)
+    write_private(
+        lab.inventory_path(),
+        inventory_yaml(
+            f"lab-{lab.name}",
+            lab.fleet,
+            Coordinator(lab.coordinator_address, lab.root_link),
+            state / "known_hosts",
+            [
+                Host(
+                    d.name,
+                    d.address,
+                    22,
+                    "root",
+                    state / "id_ed25519",
+                    sys.executable,
+                    str(state / "devices" / d.name / "work"),
+                    "eth0",
+                )
+                for d in lab.devices
+            ],
+            lab.network(),
+            header=_inventory_header(lab),
+        ),
+        mode=0o644,
+    )
+    write_private(state / "lab.json", json.dumps(asdict(lab), indent=2) + "\n")
+
+
+def _keygen(path: Path, comment: str) -> None:
+    """A new ed25519 key pair without a passphrase: `path` and `path`.pub."""
+    _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def _inventory_header(lab: Lab) -> str:
+    return (
+        f"Written by `suite lab up` for lab '{lab.name}': fleet {lab.fleet_name} emulated on this host at "
+        f"dilation {lab.dilation:g}.\nEvery device is a network namespace with its own sshd and a cgroup CPU "
+        f"cap; remove it all with `suite lab down --name {lab.name}`.\nLinks: {lab.shaping}.\n"
+        f"Latency: {LATENCY_NOTE}."
+    )
+
+
+def _passwd_with_sh(passwd: str) -> str:
+    """This host's /etc/passwd with root's login shell set to /bin/sh (see `_start_sshd`)."""
+    lines = []
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[0] == "root":
+            fields[6] = "/bin/sh"
+        lines.append(":".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def _start_sshd(lab: Lab, device: LabDevice, folder: Path) -> None:
+    """sshd inside the device's namespace and cgroup, so every session it starts inherits both.
+
+    It runs in a mount namespace of its own where /etc/passwd gives root the shell /bin/sh: sshd runs
+    every command through the user's login shell, and this host's (bash) would source root's rc files
+    in every session, which may be slow, print, or take locks a killed session never releases.
+    """
+    procs = CPU_ROOT / device.cgroup / "cgroup.procs"
+
+    def enter_cgroup() -> None:
+        procs.write_text(str(os.getpid()))
+
+    mount_passwd = 'mount --bind "$0" /etc/passwd && exec "$@"'
+    sshd = [SSHD, "-f", str(folder / "sshd_config"), "-E", str(folder / "sshd.log")]
+    _sh(
+        ["nsenter", f"--net=/run/netns/{device.namespace}", "unshare", "--mount", "--propagation", "private",
+         "/bin/sh", "-c", mount_passwd, str(lab.state / "passwd"), *sshd],
+        f"starting sshd for device {device.name}",
+        preexec_fn=enter_cgroup,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _wait_for_sshd(lab: Lab, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    for d in lab.devices:
+        while not sshd_answers(d.address):
+            if time.monotonic() > deadline:
+                log = lab.state / "devices" / d.name / "sshd.log"
+                said = log.read_text().strip().splitlines()[-1:] if log.is_file() else []
+                raise LabError(
+                    f"device {d.name}: sshd did not answer on {d.address}:22 within {timeout_s:g} s"
+                    + (f": {said[0]}" if said else "")
+                )
+            time.sleep(0.05)
+
+
+def sshd_answers(address: str, timeout_s: float = 1.0) -> bool:
+    """True when an SSH server greets on address:22."""
+    try:
+        with socket.create_connection((address, 22), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def sshd_pid(lab: Lab, device: LabDevice) -> int | None:
+    """The device's sshd, when its pid file names a live process."""
+    try:
+        pid = int((lab.state / "devices" / device.name / "sshd.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def leftovers(name: str) -> dict[str, list[str]]:
+    """Everything on this host that belongs to lab `name`, by its naming prefix."""
+    prefix = f"{PREFIX}-{check_name(name)}-"
+    netns = [line.split()[0] for line in _sh(["ip", "netns", "list"]).splitlines() if line.startswith(prefix)]
+    link = f"{ROOT_LINK_PREFIX}{name}"
+    links = [link] if (Path("/sys/class/net") / link).exists() else []
+    cgroups = sorted(p.name for p in CPU_ROOT.glob(f"{prefix}*")) if CPU_ROOT.is_dir() else []
+    state = [str(STATE_ROOT / name)] if (STATE_ROOT / name).exists() else []
+    return {
+        k: v
+        for k, v in {"namespaces": netns, "links": links, "cgroups": cgroups, "state": state}.items()
+        if v
+    }
+
+
+def down(name: str) -> dict[str, int]:
+    """Remove lab `name` and whatever a killed `up` left of it; idempotent. What was removed, counted."""
+    check_name(name)
+    require_root()
+    with _Lock():
+        return _remove(name)
+
+
+def _remove(name: str) -> dict[str, int]:
+    found = leftovers(name)
+    killed = _kill_processes(found)
+    for cgroup in found.get("cgroups", []):
+        remove_cgroup(CPU_ROOT / cgroup)
+    for link in found.get("links", []):
+        subprocess.run(["ip", "link", "del", link], capture_output=True)  # its peer in the AP goes with it
+    for ns in found.get("namespaces", []):
+        _sh(["ip", "netns", "del", ns], f"removing namespace {ns}")
+    shutil.rmtree(STATE_ROOT / name, ignore_errors=True)
+    return {
+        "namespaces": len(found.get("namespaces", [])),
+        "processes": killed,
+        "cgroups": len(found.get("cgroups", [])),
+        "links": len(found.get("links", [])),
+    }
+
+
+def _kill_processes(found: dict[str, list[str]]) -> int:
+    """SIGKILL every process in the lab's namespaces and cgroups (sshd, sessions, workers); wait for them."""
+    pids: set[int] = set()
+    for ns in found.get("namespaces", []):
+        pids |= {int(p) for p in _sh(["ip", "netns", "pids", ns]).split()}
+    for cgroup in found.get("cgroups", []):
+        procs = CPU_ROOT / cgroup / "cgroup.procs"
+        if procs.is_file():
+            pids |= {int(p) for p in procs.read_text().split()}
+    pids.discard(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(pids)
+
+
+def _alive(pid: int) -> bool:
+    """A process that still exists and is not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def status(name: str) -> dict:
+    """What the lab is and whether its parts are healthy: one JSON-ready object."""
+    lab = load_lab(name)
+    namespaces = set(_sh(["ip", "netns", "list"]).split())
+    devices = []
+    for d in lab.devices:
+        quota = CPU_ROOT / d.cgroup / "cpu.cfs_quota_us"
+        period = CPU_ROOT / d.cgroup / "cpu.cfs_period_us"
+        cores = int(quota.read_text()) / int(period.read_text()) if quota.is_file() else None
+        devices.append(
+            {
+                "device": d.name,
+                "address": d.address,
+                "namespace": d.namespace,
+                "namespace_up": d.namespace in namespaces,
+                "cpu_cores": cores,
+                "cpu_cores_planned": d.cpu_cores,
+                "sshd_pid": sshd_pid(lab, d),
+                "sshd_answers": sshd_answers(d.address),
+            }
+        )
+    qdiscs = _sh(["tc", "-n", lab.ap_namespace, "qdisc", "show"]) if lab.ap_namespace in namespaces else ""
+    shaped = "htb" in qdiscs and "ingress" in qdiscs
+    healthy = shaped and all(
+        x["namespace_up"] and x["sshd_pid"] and x["sshd_answers"] and x["cpu_cores"] for x in devices
+    )
+    return {
+        "lab": lab.name,
+        "fleet": lab.fleet_name,
+        "inventory": str(lab.inventory_path()),
+        "dilation": lab.dilation,
+        "subnet": lab.subnet,
+        "coordinator": {"address": lab.coordinator_address, "interface": lab.root_link},
+        "shaping": lab.shaping,
+        "shaping_in_place": shaped,
+        "rate_mbps": round(lab.rate_bps / 1e6, 6),
+        "shared": lab.shared,
+        "latency": LATENCY_NOTE,
+        "devices": devices,
+        "healthy": healthy,
+    }
