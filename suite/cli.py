@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(threads=1)
     u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
     _add_fleet_args(u)
+    u.add_argument("--inventory", help="run on the devices of this inventory over SSH (`suite deploy` it "
+                   "first; `suite lab up` writes one for the emulated lab)")  # fmt: skip
     u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
     u.add_argument("--tasks", type=_at_least(1), default=1,
                    help="halp: frames kept in flight together (tasks per batch, default: 1)")
@@ -189,6 +192,19 @@ def _output_file(text: str | None) -> Path | None:
     if path.is_dir():
         raise UserError(f"-o {text} is a folder; give a file name")
     return path
+
+
+def _inventory(args: argparse.Namespace):
+    """`--inventory`, loaded and checked against `--fleet`/`--devices`, which it replaces."""
+    if getattr(args, "inventory", None) is None:
+        return None
+    from suite.orchestrate.inventory import load_inventory
+
+    inventory = load_inventory(args.inventory)
+    if args.devices is not None or (args.fleet is not None and args.fleet != inventory.fleet.name):
+        raise UserError(f"--inventory {args.inventory} runs fleet '{inventory.fleet.name}'; drop --fleet and "
+                        "--devices (the inventory names its fleet)")  # fmt: skip
+    return inventory
 
 
 def _fleet(args: argparse.Namespace):
@@ -317,29 +333,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plan is None:
         check_scheme(args.scheme)
     sweep_stale()  # cpu limits left by runs that were killed
+    inventory = _inventory(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
     backend = make_backend(args.backend, args.threads)
     prepared = backend.prepare(loaded)
     graph = prepared.graph
-    plan, fleet = _run_plan(args, graph)
+    plan, fleet = _run_plan(args, graph, None if inventory is None else inventory.fleet)
     frames = load_frames(loaded.input_shape, args.images)
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
     reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
+    logs = output.parent / f".{output.name}.logs"  # moved into the results when they are saved
     try:
-        _warn_oversubscribed(plan, args.threads)
+        if inventory is None:
+            _warn_oversubscribed(plan, args.threads)
         with backend.active():
             references = {f.name: prepared.monolithic(f.tensor) for f in frames}
         options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
                              backend=args.backend, frames=args.frames, warmup=args.warmup,
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
-                             host=args.host, port=args.port, python=args.worker_python)  # fmt: skip
+                             host=args.host, port=args.port, python=args.worker_python,
+                             inventory=inventory, log_dir=logs)  # fmt: skip
         coordinator = Coordinator(graph, backend, fleet, frames, references, options)
         with _progress(options.warmup + options.frames) as progress:
             run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
         folder = save(output, run, baseline, fleet, options)
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
+        shutil.rmtree(logs, ignore_errors=True)
     result = summary(run, baseline, fleet, options) | {"results": str(folder)}
     if args.json:
         print(json.dumps(result))
@@ -363,14 +384,15 @@ def _warn_oversubscribed(plan, threads: int) -> None:
               f"so the measured speedup is capped near {cores}x", file=sys.stderr)  # fmt: skip
 
 
-def _run_plan(args: argparse.Namespace, graph):
-    """The plan to run and its fleet: planned now, or read from --plan and checked against the command."""
+def _run_plan(args: argparse.Namespace, graph, fleet=None):
+    """The plan to run and its fleet (`fleet`, else the command's): planned now, or read from --plan
+    and checked against the command."""
     from suite.fleet import load_fleet
     from suite.plan import load_plan
     from suite.schemes import make_plan
 
     if args.plan is None:
-        fleet = _fleet(args)
+        fleet = fleet or _fleet(args)
         options = {"halp": {"tasks_per_batch": args.tasks}}.get(args.scheme, {})
         return make_plan(args.scheme, graph, fleet, **options), fleet
     plan = load_plan(args.plan)
@@ -380,7 +402,7 @@ def _run_plan(args: argparse.Namespace, graph):
                         f"but the command runs {graph.name} {'x'.join(map(str, shape))}; pass the plan's "
                         "--model and --input-size or re-plan")  # fmt: skip
     explicit = args.fleet is not None or args.devices is not None
-    fleet = _fleet(args) if explicit else load_fleet(plan.fleet)
+    fleet = fleet or (_fleet(args) if explicit else load_fleet(plan.fleet))
     if fleet.name != plan.fleet:
         raise UserError(f"plan {args.plan} was made for fleet '{plan.fleet}', but the command names fleet "
                         f"'{fleet.name}'; drop --fleet/--devices to use the plan's")  # fmt: skip
@@ -443,7 +465,14 @@ def _describe_run(r: dict) -> str:
         lines.append(f"  single device ({s['device']}): latency {s['latency_s']:.3f} s, "
                      f"{s['throughput_fps']:.2f} fps -> speedup {r['speedup_vs_single']:.2f}x throughput, "
                      f"{r['latency_speedup_vs_single']:.2f}x latency")  # fmt: skip
-    lines.append(f"  network: {r['network']}")
+    if r["real_time"] is not None:
+        real, dilation = r["real_time"], r["network"]["dilation"]
+        lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
+                     f"throughput {real['throughput_fps']:.3g} fps")
+    lines.append(f"  network: {r['network']['description']}")
+    if r["refused_peers"]:
+        lines.append(f"  warning: refused {len(r['refused_peers'])} connection(s) without the run's secret "
+                     f"from {', '.join(sorted(set(r['refused_peers'])))}")
     lines.append(f"  results: {r['results']}")
     return "\n".join(lines)
 

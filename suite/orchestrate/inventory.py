@@ -18,10 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from suite.errors import UserError
-from suite.fleet import Fleet, _read, _shown, load_fleet
+from suite.fleet import Fleet, load_fleet
+from suite.schema import Strict, read_yaml, shown
 
 INVENTORIES_DIR = Path(__file__).resolve().parents[2] / "hardware" / "inventories"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -103,17 +104,13 @@ class Inventory:
 # ---- YAML schema (the boundary) -------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _no_spaces(value: str) -> str:
     if not value.strip() or any(c.isspace() for c in value):
         raise ValueError("must be one word without spaces")
     return value
 
 
-class _CoordinatorSpec(_Strict):
+class _CoordinatorSpec(Strict):
     host: str
     interface: str | None = None
 
@@ -123,7 +120,7 @@ class _CoordinatorSpec(_Strict):
         return value if value is None else _no_spaces(value)
 
 
-class _AccessSpec(_Strict):
+class _AccessSpec(Strict):
     """Fields a device entry and `defaults` share; a device's own value wins."""
 
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -156,7 +153,7 @@ class _DeviceSpec(_AccessSpec):
         return _no_spaces(value)
 
 
-class _LabSpec(_Strict):
+class _LabSpec(Strict):
     name: str
     dilation: float = Field(gt=0)
     rate_mbps: float = Field(gt=0)
@@ -166,7 +163,7 @@ class _LabSpec(_Strict):
     cpu_cores: dict[str, float]
 
 
-class _InventorySpec(_Strict):
+class _InventorySpec(Strict):
     schema_version: Literal[1]
     name: str = Field(min_length=1)
     fleet: str = Field(min_length=1)
@@ -184,11 +181,11 @@ def load_inventory(spec: str | Path) -> Inventory:
     """A bundled inventory name (`hardware/inventories/<name>.yaml`) or a path to an inventory YAML."""
     path = _locate(str(spec))
     _refuse_secrets(path)
-    doc = _read(path, _InventorySpec)
-    shown = _shown(path)
+    doc = read_yaml(path, _InventorySpec, InventoryError)
+    where = shown(path)
     fleet = _fleet(doc.fleet, path)
     hosts = tuple(_host(path, i, d, doc.defaults) for i, d in enumerate(doc.devices))
-    _check_against_fleet(shown, hosts, fleet)
+    _check_against_fleet(where, hosts, fleet)
     order = {d.name: i for i, d in enumerate(fleet.devices)}
     hosts = tuple(sorted(hosts, key=lambda h: order[h.name]))
     known_hosts = _local_path(doc.known_hosts, path)
@@ -227,18 +224,18 @@ def _refuse_secrets(path: Path) -> None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(
-            f"{_shown(path)}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+            f"{shown(path)}: cannot read: {getattr(exc, 'strerror', None) or exc}"
         ) from None
     for number, line in enumerate(text.splitlines(), 1):
         if _KEY_MATERIAL.search(line):
             raise InventoryError(
-                f"{_shown(path)}: line {number}: looks like key material; an inventory holds "
+                f"{shown(path)}: line {number}: looks like key material; an inventory holds "
                 "no secrets: keep the key in a file (chmod 600) and give its path in `key`"
             )
         field = re.match(r"\s*-?\s*([A-Za-z_]+)\s*:", line)
         if field and _SECRET_FIELDS.search(field[1]):
             raise InventoryError(
-                f"{_shown(path)}: line {number}: field '{field[1]}': an inventory holds no "
+                f"{shown(path)}: line {number}: field '{field[1]}': an inventory holds no "
                 "secrets; use key-only SSH and give the private key's path in `key`"
             )
 
@@ -256,7 +253,7 @@ def _fleet(spec: str, inventory: Path) -> Fleet:
 
 
 def _host(path: Path, index: int, device: _DeviceSpec, defaults: _AccessSpec) -> Host:
-    where = f"{_shown(path)}: devices.{index}"
+    where = f"{shown(path)}: devices.{index}"
     merged = {**defaults.model_dump(exclude_none=True), **device.model_dump(exclude_none=True)}
     for name in _REQUIRED:
         if name not in merged:

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -41,8 +46,11 @@ from suite.runtime.replay import locate_mismatch
 from suite.runtime.results import FrameRecord, Measurement
 from suite.runtime.worker import STARTUP_TIMEOUT_S
 from suite.runtime.worker import command as worker_command
-from suite.runtime.workers import LocalWorkers
+from suite.runtime.workers import LocalWorkers, Workers
 from suite.verify import compare
+
+if TYPE_CHECKING:
+    from suite.orchestrate.inventory import Inventory
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the workers were stopped"
@@ -62,6 +70,8 @@ class RunOptions:
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port
     python: str = sys.executable  # the interpreter that runs the workers
+    inventory: Inventory | None = None  # run on these devices over SSH instead of local processes
+    log_dir: Path | None = None  # where worker logs go (None: a scratch folder, removed after the run)
 
 
 @dataclass
@@ -76,36 +86,57 @@ class Coordinator:
     references: dict[str, torch.Tensor]
     options: RunOptions
 
-    def run(self, plan: Plan, progress: Progress | None = None) -> Measurement:
-        """Run `options.warmup + options.frames` frames of `plan` on local worker processes.
+    def run(self, plan: Plan, progress: Progress | None = None, label: str = "plan") -> Measurement:
+        """Run `options.warmup + options.frames` frames of `plan` on its workers: local processes,
+        or over SSH on the devices of `options.inventory`. Worker logs go to `<log_dir>/<label>/`.
 
         Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
         workers are killed and the frames done so far come back, marked incomplete."""
-        options = self.options
+        options, inventory = self.options, self.options.inventory
         names = parties(plan)
         ranks = {name: rank for rank, name in enumerate(names)}
+        bind = inventory.coordinator.host if inventory is not None else options.host
         secret = new_secret()
-        server = _serve(options.host, options.port, secret)
-        workers = None
+        server = _serve(bind, options.port, secret)
+        scratch = None if options.log_dir is not None else Path(tempfile.mkdtemp(prefix="suite-logs-"))
+        log_dir = (options.log_dir or scratch) / label
+        workers: Workers | None = None
         try:
-            store = RendezvousStore(_reachable(options.host), server.port, secret, options.timeout_s)
+            store = RendezvousStore(_reachable(bind), server.port, secret, options.timeout_s)
             config = {"plan": plan.to_dict(), "ranks": ranks, "backend": options.backend,
                       "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
                       "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
             store.set("config", json.dumps(config))
-            workers = LocalWorkers(store)
-            host = _reachable(options.host)
+            if inventory is None:
+                workers = LocalWorkers(log_dir)
+            else:
+                from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
+
+                workers = RemoteWorkers(inventory, log_dir)
+            host = _reachable(bind)
             master = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
             for name in names[1:]:
-                argv = worker_command(options.python, ranks[name], len(names), master, options.model,
+                python, env = options.python, {SECRET_ENV: secret}
+                if inventory is not None:
+                    device = inventory.host(name)
+                    python = device.launcher
+                    env |= {"GLOO_SOCKET_IFNAME": device.interface} if device.interface else {}
+                argv = worker_command(python, ranks[name], len(names), master, options.model,
                                       options.input_size, options.seed)  # fmt: skip
-                workers.start(ranks[name], name, argv, {SECRET_ENV: secret})
-            info = workers.await_ready(STARTUP_TIMEOUT_S)
-            self._emulate(workers, names[1:], ranks, info)
-            transport.pin_gloo(_reachable(options.host))
+                workers.start(ranks[name], name, argv, env)
+            info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
+            if inventory is None:
+                self._emulate(workers, names[1:], ranks, info)
+            else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
+                for name in names[1:]:
+                    info[name]["cpu_cores"] = inventory.lab.cpu_cores.get(name) if inventory.lab else None
+            if inventory is not None and inventory.coordinator.interface:
+                os.environ["GLOO_SOCKET_IFNAME"] = inventory.coordinator.interface
+            else:
+                transport.pin_gloo(host)
             transport.join(store, 0, len(names), options.timeout_s)
             offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
-            measurement = self._stream(plan, ranks, workers, progress)
+            measurement = self._stream(plan, ranks, workers, store, progress)
             measurement.workers = info
             measurement.refused_peers = list(server.refused)
             if measurement.complete:
@@ -118,6 +149,8 @@ class Coordinator:
             if workers is not None:
                 workers.stop()
             server.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def run_with_baseline(self, plan: Plan, baseline: bool, progress: Callable[[str], Progress | None]
                           ) -> tuple[Measurement, Measurement | None]:  # fmt: skip
@@ -132,7 +165,7 @@ class Coordinator:
         if plan.scheme == "single":
             return run, run
         single = make_plan("single", self.graph, self.fleet)
-        return run, self.run(single, progress("single device"))
+        return run, self.run(single, progress("single device"), label="single")
 
     def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
                  info: dict[str, dict]) -> None:  # fmt: skip
@@ -150,8 +183,8 @@ class Coordinator:
             workers.limit(ranks[name], cores)
             info[name]["cpu_cores"] = round(cores, 3)
 
-    def _stream(self, plan: Plan, ranks: dict[str, int], workers: LocalWorkers, progress: Progress | None
-                ) -> Measurement:  # fmt: skip
+    def _stream(self, plan: Plan, ranks: dict[str, int], workers: Workers, store: RendezvousStore,
+                progress: Progress | None) -> Measurement:  # fmt: skip
         graph, options = self.graph, self.options
         runner = Runner(graph, compile_program(plan, graph, COORDINATOR), self.backend,
                         transport.GlooTransport(ranks), options.timeout_s)  # fmt: skip
@@ -199,7 +232,7 @@ class Coordinator:
                     if isinstance(failed, _Mismatch):
                         mismatch = failed
                     elif failed is not None or dead:
-                        error = _fault(failed, dead, workers, plan)
+                        error = _fault(failed, dead, workers, store, plan)
             except KeyboardInterrupt:
                 error = INTERRUPTED
             if pending:
@@ -241,18 +274,49 @@ class _Mismatch(Exception):
         self.index, self.frame = index, frame
 
 
-def _fault(failed: BaseException | None, dead: dict[int, int], workers: LocalWorkers, plan: Plan) -> str:
+def _await_ready(store: RendezvousStore, workers: Workers, timeout_s: float) -> dict[str, dict]:
+    """Every worker's report once it has built its model; a worker that exits first is an error."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(workers.names)
+    info: dict[str, dict] = {}
+    while waiting:
+        exited = workers.dead()
+        for rank in sorted(waiting):
+            if store.check([f"ready/{rank}"]):
+                info[workers.names[rank]] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
+                waiting.discard(rank)
+            elif rank in exited:
+                said = _said(store, rank) or workers.last_line(rank) or workers.exit_text(rank)
+                raise UserError(f"device {workers.names[rank]}: the worker could not start: {said}")
+        if time.monotonic() > deadline:
+            rank = min(waiting)
+            raise UserError(f"device {workers.names[rank]}: the worker did not start within {timeout_s:g} s")
+        time.sleep(0.05)
+    return info
+
+
+def _said(store: RendezvousStore, rank: int) -> str | None:
+    """The one line a worker left in the store before failing, if any."""
+    try:
+        key = f"error/{rank}"
+        return store.get(key).decode() if store.check([key]) else None
+    except Exception:  # the store itself may be gone during shutdown
+        return None
+
+
+def _fault(failed: BaseException | None, dead: dict[int, int], workers: Workers, store: RendezvousStore,
+           plan: Plan) -> str:  # fmt: skip
     """One line naming the device (and stage) that failed."""
     if isinstance(failed, TransferError):
         rank = workers.rank_of(failed.peer)
-        said = workers.said(rank)
+        said = _said(store, rank)
         detail = f"; the worker said: {said}" if said else (
             f"; its process {workers.exit_text(rank)}" if rank in dead else "")
         return (f"device {failed.peer} (rank {rank}) failed at "
                 f"{stage_name(failed.stage, len(plan.stages))} of frame {failed.frame}: {failed}{detail}")
     if dead:
         rank = next(iter(dead))
-        said = workers.said(rank)
+        said = _said(store, rank)
         return (f"device {workers.names[rank]} (rank {rank}) {workers.exit_text(rank)}"
                 + (f": {said}" if said else ""))
     return f"the coordinator failed: {type(failed).__name__}: {failed}"

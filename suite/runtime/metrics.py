@@ -203,15 +203,17 @@ def release_results(directory: Path) -> None:
         Path(directory).rmdir()
 
 
-def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: dict[str, dict]) -> Path:
-    """Write `<name>.csv` per table and `<name>.json` per document, all at once or not at all.
+def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: dict[str, dict],
+                 folders: dict[str, Path] | None = None) -> Path:  # fmt: skip
+    """Write `<name>.csv` per table and `<name>.json` per document, and move in each of `folders`
+    (worker logs) as `<name>/`, all at once or not at all.
 
     Files go to a hidden sibling directory that is renamed into place at the end, so an interrupted
     run leaves no half-written results folder behind. An existing non-empty directory is never
     touched; one this run claimed with `reserve_results` is filled.
     """
     directory = Path(directory)
-    names = [f"{name}.csv" for name in tables] + [f"{name}.json" for name in documents]
+    names = [f"{name}.csv" for name in tables] + [f"{name}.json" for name in documents] + list(folders or {})
     bad = [name for name in names if Path(name).name != name or name.startswith(".")]
     if bad:
         raise ValueError(f"result names must be plain file names: {bad}")
@@ -223,6 +225,8 @@ def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: di
             _write(staging / f"{name}.csv", table.to_csv(index=False))
         for name, document in documents.items():
             _write(staging / f"{name}.json", json.dumps(document, indent=2, default=_jsonable) + "\n")
+        for name, folder in (folders or {}).items():
+            shutil.copytree(folder, staging / name)
         staging.chmod(0o755)  # mkdtemp makes it private; results are for everyone to read
         (directory / RESERVED).unlink(missing_ok=True)
         try:

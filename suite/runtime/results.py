@@ -81,13 +81,31 @@ class Measurement:
         return (len(ends) - 1) / (ends[-1] - ends[0])
 
 
-NETWORK = "loopback, not shaped: the plan's link model is not emulated"
+def network(options: RunOptions) -> dict:
+    """How the run's network stands to the plan's link model (a summary's `network`)."""
+    inventory = options.inventory
+    if inventory is None:
+        return {"kind": "loopback", "shaped": False, "dilation": 1.0,
+                "description": "loopback, not shaped: the plan's link model is not emulated"}  # fmt: skip
+    if inventory.lab is None:
+        return {"kind": "fleet", "shaped": False, "dilation": 1.0, "inventory": inventory.name,
+                "description": f"the devices of inventory '{inventory.name}' over their own network"}
+    lab = inventory.lab
+    return {"kind": "lab", "shaped": True, "dilation": lab.dilation, "inventory": inventory.name,
+            "lab": lab.name, "rate_mbps": lab.rate_mbps, "shared": lab.shared, "shaping": lab.shaping,
+            "latency": lab.latency, "cpu_cores": dict(lab.cpu_cores),
+            "description": f"emulated lab '{lab.name}', {lab.shaping}; {lab.latency}; time dilated "
+                           f"{lab.dilation:g}x (real-time figures are measured times x {lab.dilation:g})"}
 
 
 def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, options: RunOptions) -> dict:
     """The keys `suite run --json` prints."""
     plan = run.plan
     predicted = plan.predicted
+    net = network(options)
+    dilation = net["dilation"]  # a dilated lab runs this many times faster than the fleet it emulates
+    real = {"latency_s": run.latency_s and run.latency_s * dilation,
+            "throughput_fps": run.throughput_fps and run.throughput_fps / dilation}  # fmt: skip
     single = _separate(run, baseline)
     speedup = latency_speedup = None
     if single is not None and run.throughput_fps and single.throughput_fps:
@@ -114,15 +132,17 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
         "bit_exact": run.bit_exact and (single is None or single.bit_exact),
         "complete": run.complete and (single is None or single.complete),
         "error": run.error or (single.error if single is not None else None),
+        "real_time": real if dilation != 1.0 else None,
         "predicted": None if predicted is None else {
             "latency_s": predicted.latency_s,
             "throughput_fps": predicted.throughput_fps,
-            "latency_error": _error(run.latency_s, predicted.latency_s),
-            "throughput_error": _error(run.throughput_fps, predicted.throughput_fps),
+            "latency_error": _error(real["latency_s"], predicted.latency_s),
+            "throughput_error": _error(real["throughput_fps"], predicted.throughput_fps),
         },
         "bytes_moved": sum(e.bytes for e in run.events if e.kind == "send"),
         "plan_hash": plan.digest,
-        "network": NETWORK,
+        "network": net,
+        "refused_peers": run.refused_peers,
     }
 
 
@@ -166,12 +186,17 @@ def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet:
     single = _separate(run, baseline)
     runs = {"plan": run} | ({"single": single} if single is not None else {})
     shifted = [e.shifted(run.start_s) for e in run.events]
+    inventory = options.inventory
+    hosts = None if inventory is None else {h.name: h.address for h in inventory.hosts}
+    where = None if inventory is None else str(inventory.path)
     meta = run_metadata(fleet=fleet.name, fleet_source=fleet.source, plan_hash=run.plan.digest,
                         backend=options.backend, threads_per_worker=options.threads,
-                        emulate=options.emulate, timeout_s=options.timeout_s, model=options.model,
-                        seed=options.seed, workers=run.workers)  # fmt: skip
+                        emulate=options.emulate and inventory is None, timeout_s=options.timeout_s,
+                        model=options.model, seed=options.seed, workers=run.workers,
+                        inventory=where, hosts=hosts)  # fmt: skip
     documents = {"summary": {**summary(run, baseline, fleet, options), "metadata": meta},
                  "plan": run.plan.to_dict(),
                  "trace": chrome_trace(shifted, ["coordinator", *run.workers])}  # fmt: skip
+    folders = {"logs": options.log_dir} if options.log_dir is not None and options.log_dir.is_dir() else {}
     return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs)},
-                        documents)  # fmt: skip
+                        documents, folders)  # fmt: skip

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         store.set(f"error/{args.rank}", _one_line(exc))
         return 2
     store.set(f"ready/{args.rank}", json.dumps(ready))
-    transport.pin_gloo(transport.route_to(host, port))
+    if "GLOO_SOCKET_IFNAME" not in os.environ:  # the inventory may name the device's interface
+        transport.pin_gloo(transport.route_to(host, port))
     transport.join(store, args.rank, args.world, config["timeout_s"])
     transport.answer_clock()
     try:

@@ -1,24 +1,43 @@
-"""Worker processes on this host: started, watched, capped and stopped for sure.
+"""Worker processes: started, watched and stopped for sure, on this host or (`RemoteWorkers` in
+`suite/orchestrate/remote.py`) on a fleet's devices over SSH. Both meet `Workers`.
 
-`LocalWorkers` starts `python -m suite.runtime.worker` once per device, keeps each one's log, reads
-the one-line error a worker leaves in the store, applies cpu quotas (device emulation), and kills
-whatever still runs on the way out; workers also die with the coordinator (PR_SET_PDEATHSIG).
+`LocalWorkers` starts one process per device, writes each one's output to `<log_dir>/<device>.log`
+(the results folder keeps it), applies cpu quotas (device emulation), and kills whatever still
+runs on the way out; workers also die with the coordinator (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from suite.errors import UserError
 from suite.runtime.emulate import CpuLimit
+
+
+class Workers(Protocol):
+    """What the coordinator needs of a run's worker processes, wherever they run."""
+
+    names: dict[int, str]  # rank -> device
+
+    def start(self, rank: int, device_name: str, argv: list[str], env: dict[str, str]) -> None: ...
+
+    def dead(self) -> dict[int, int]: ...  # rank -> exit status, for workers that have exited
+
+    def rank_of(self, name: str) -> int: ...
+
+    def exit_text(self, rank: int) -> str: ...
+
+    def last_line(self, rank: int) -> str | None: ...
+
+    def finish(self, timeout_s: float) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _die_with_parent() -> None:
@@ -31,46 +50,26 @@ def _die_with_parent() -> None:
 class LocalWorkers:
     """The run's worker processes on this host, their logs and cpu limits."""
 
-    store: object  # the coordinator's client of the rendezvous (workers report there)
+    log_dir: Path  # one <device>.log per worker
     names: dict[int, str] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
     logs: dict[int, Path] = field(default_factory=dict)
     limits: list[CpuLimit] = field(default_factory=list)
 
-    def start(self, rank: int, name: str, argv: list[str], env: dict[str, str]) -> None:
-        """Start `argv` as device `name`'s worker, with `env` added to this process's environment
+    def start(self, rank: int, device_name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Start `argv` as the device's worker, with `env` added to this process's environment
         (the run's secret travels there: other users cannot read a process's environment)."""
-        log = Path(tempfile.mkstemp(prefix=f"suite-worker-{rank}-", suffix=".log")[1])
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{device_name}.log"
         try:
             with log.open("w") as sink:
                 self.procs[rank] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
                                                     stderr=subprocess.STDOUT, env={**os.environ, **env},
                                                     preexec_fn=_die_with_parent)  # fmt: skip
         except OSError as exc:
-            log.unlink(missing_ok=True)
-            raise UserError(f"device {name}: cannot start a worker with '{argv[0]}': "
+            raise UserError(f"device {device_name}: cannot start a worker with '{argv[0]}': "
                             f"{exc.strerror}; pass an interpreter that has the suite installed") from None
-        self.names[rank], self.logs[rank] = name, log
-
-    def await_ready(self, timeout_s: float) -> dict[str, dict]:
-        """Every worker's report once it has built its model; a worker that exits first is an error."""
-        store = self.store
-        deadline = time.monotonic() + timeout_s
-        waiting = set(self.procs)
-        info: dict[str, dict] = {}
-        while waiting:
-            for rank in sorted(waiting):
-                if store.check([f"ready/{rank}"]):
-                    info[self.names[rank]] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
-                    waiting.discard(rank)
-                elif self.procs[rank].poll() is not None:
-                    said = self.said(rank) or self._log_tail(rank)
-                    raise UserError(f"device {self.names[rank]}: the worker could not start: {said}")
-            if time.monotonic() > deadline:
-                rank = min(waiting)
-                raise UserError(f"device {self.names[rank]}: the worker did not start within {timeout_s:g} s")
-            time.sleep(0.05)
-        return info
+        self.names[rank], self.logs[rank] = device_name, log
 
     def limit(self, rank: int, cores: float) -> None:
         limit = CpuLimit(cores)
@@ -85,14 +84,6 @@ class LocalWorkers:
     def rank_of(self, name: str) -> int:
         return next((r for r, n in self.names.items() if n == name), -1)
 
-    def said(self, rank: int) -> str | None:
-        """The one line a worker left in the store before failing, if any."""
-        try:
-            key = f"error/{rank}"
-            return self.store.get(key).decode() if self.store.check([key]) else None
-        except Exception:  # the store itself may be gone during shutdown
-            return None
-
     def exit_text(self, rank: int) -> str:
         code = self.procs[rank].returncode if rank in self.procs else None
         if code is None:
@@ -101,9 +92,10 @@ class LocalWorkers:
             return f"was killed by signal {-code} ({signal.Signals(-code).name})"
         return f"exited with code {code}"
 
-    def _log_tail(self, rank: int) -> str:
+    def last_line(self, rank: int) -> str | None:
+        """The last line the worker printed, if any (a traceback's last line says what failed)."""
         lines = [ln for ln in self.logs[rank].read_text(errors="replace").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else self.exit_text(rank)
+        return lines[-1].strip() if lines else None
 
     def finish(self, timeout_s: float) -> None:
         for proc in self.procs.values():
@@ -113,7 +105,7 @@ class LocalWorkers:
                 proc.kill()
 
     def stop(self) -> None:
-        """Kill what still runs, reap it, remove logs and cpu limits; safe to call twice."""
+        """Kill what still runs, reap it and remove the cpu limits; safe to call twice."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
@@ -121,6 +113,3 @@ class LocalWorkers:
             proc.wait()
         for limit in self.limits:
             limit.close()
-        for log in self.logs.values():
-            log.unlink(missing_ok=True)
-        self.logs.clear()
