@@ -157,7 +157,7 @@ def _free_port() -> int:
 @pytest.mark.parametrize("args,said", [
     (("--backend", "onnxruntime"), "runs plans on torch or torch-fast"),
     (("--worker-python", "/nonexistent/python3"), "device dev0: cannot start a worker"),
-    (("--frames", "0"), "--frames 0 must be at least 1"),
+    (("--frames", "0"), "argument --frames: 0 must be at least 1"),
 ])  # fmt: skip
 def test_bad_run_input_is_one_line_exit_2(args, said):
     done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", *args)
