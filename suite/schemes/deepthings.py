@@ -43,7 +43,10 @@ def deal(tiles: list[tuple[Box, tuple[Box, list]]], devices: list[Device]
     return dealt, busy
 
 
-def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
+def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_pieces: int | None = None
+         ) -> tuple[str, list, dict]:  # fmt: skip
+    """`grid` (N, M) and `fused_pieces` (L) fix a paper's configuration, e.g. DeepThings' FTP 5x5 over
+    16 layers, instead of searching them."""
     devices = sorted(fleet.devices, key=lambda d: (-d.capability, d.name))
     gateway = devices[0]
     chain = pieces(graph)
@@ -51,15 +54,19 @@ def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
     prefix = 0
     while prefix < len(chain) and chain[prefix].spatial:
         prefix += 1
+    if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
+        raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
+                        f"choose 1..{prefix}")  # fmt: skip
     best = None
-    for last in range(prefix):
+    for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
         out = graph[chain[last].output]
         height, width = out.shape[2], out.shape[3]
         rest = costs.whole(last + 1, len(chain) - 1)
-        for n in range(1, min(MAX_GRID, height) + 1):
-            for m in range(1, min(MAX_GRID, width) + 1):
-                if n * m == 1 and len(devices) > 1:
-                    continue
+        grids = [grid] if grid else [(n, m) for n in range(1, min(MAX_GRID, height) + 1)
+                                     for m in range(1, min(MAX_GRID, width) + 1)
+                                     if n * m > 1 or len(devices) == 1]  # fmt: skip
+        for n, m in grids:
+            if n <= height and m <= width:
                 tiles = [(box, costs.tile(0, last, box)) for box in tile_boxes(out, n, m)]
                 dealt, busy = deal(tiles, devices)
                 transfers = [t for device, box, inp in dealt if device is not gateway for t in (
@@ -72,6 +79,9 @@ def plan(graph: Graph, fleet: Fleet) -> tuple[str, list, dict]:
                 if best is None or latency < best[0]:
                     best = (latency, last, n, m, dealt)
     if best is None:
+        if grid:
+            raise UserError(f"grid {grid[0]}x{grid[1]} is finer than every fusable map of model "
+                            f"{graph.name}; choose a coarser grid")  # fmt: skip
         raise UserError(f"model {graph.name} has no spatial layers to fuse")
     _, last, n, m, dealt = best
     out = chain[last].output
