@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
+
+    from suite.reproduce.cli import add_parser as add_reproduce
+
+    add_reproduce(sub)
     return parser
 
 
