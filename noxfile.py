@@ -33,6 +33,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def reproduce(session: nox.Session) -> None:
+    """The papers' figures beside their published numbers: reports/<figure>.csv, .png and REPORT.md."""
+    session.install(*INSTALL)
+    session.run("suite", "reproduce", *(session.posargs or ["all"]), "-o", "reports")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("-c", "constraints.txt", "ruff")
     session.run("ruff", "check", "suite", "tests", "noxfile.py")

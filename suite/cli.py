@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(run=cmd_profile)
 
     add_orchestrate_commands(sub)  # deploy, lab
+    from suite.reproduce.cli import add_parser as add_reproduce
+
+    add_reproduce(sub)
     return parser
 
 

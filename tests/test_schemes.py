@@ -7,6 +7,7 @@ from torch import nn
 from toys import MB, conv_graph, fleet
 
 from suite.cost import comm_time
+from suite.errors import UserError
 from suite.fleet import load_fleet
 from suite.graph import from_torch
 from suite.plan import COORDINATOR, check_plan
@@ -88,6 +89,55 @@ def test_deepthings_tiles_cover_the_fused_map_once():
     assert len(plan.stages[0].work) == n * m > 1
 
 
+def _chain4():
+    return from_torch(nn.Sequential(*[nn.Conv2d(2 if i else 1, 2, 3, padding=1) for i in range(4)]),
+                      (1, 16, 16), "chain4")  # fmt: skip
+
+
+def test_ofl_on_a_free_link_splits_every_layer_with_no_redundancy():
+    # transfers cost nothing, so fusing layers (recomputing their halos) can only lose
+    plan = make_plan("ofl", _chain4(), fleet(1000.0, 1000.0, bandwidth_bps=8e15))
+    assert [len(devices) for _, _, devices in plan.options["blocks"]] == [2, 2, 2, 2]
+    assert plan.predicted.redundancy == 0.0
+    assert all(s.group == 0 for s in plan.stages) and plan.hub == COORDINATOR
+    assert plan.predicted.period_s == pytest.approx(plan.predicted.latency_s)
+
+
+def test_ofl_on_a_slow_link_keeps_the_frame_on_one_device():
+    graph = _chain4()
+    toy = fleet(1000.0, 1000.0, bandwidth_bps=8.0)
+    plan = make_plan("ofl", graph, toy)
+    assert [s.devices for s in plan.stages] == [["d0"]] and plan.hub == "d0"
+    assert plan.predicted.latency_s == pytest.approx(make_plan("single", graph, toy).predicted.latency_s)
+
+
+def test_ofl_is_no_slower_than_one_block_on_every_device_or_one_device():
+    from suite.backends import make_backend
+    from suite.models.load import load_model
+
+    graph = make_backend("torch").prepare(load_model("vgg16")).graph
+    for name in ("pico-libtorch-1000mhz-4", "pico-libtorch-hetero", "pico-homo-4"):
+        fleet = load_fleet(name)
+        ofl = make_plan("ofl", graph, fleet).predicted.latency_s
+        timer = StageTimer(graph, pieces(graph), fleet.link)
+        profiles = tuple(d.profile for d in sorted(fleet.devices, key=lambda d: -d.capability))
+        one_block = timer.time(0, len(timer.chain) - 1, profiles)
+        assert ofl <= min(one_block, make_plan("single", graph, fleet).predicted.latency_s) * (1 + 1e-9)
+
+
+def test_deepthings_takes_a_papers_fixed_grid_and_depth():
+    graph = from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2),
+                                     nn.Conv2d(2, 2, 3, padding=1)), (1, 12, 12), "dt")  # fmt: skip
+    toy = fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("deepthings", graph, toy, grid=(3, 3), fused_pieces=1)
+    assert plan.options["grid"] == "3x3" and plan.options["fused_pieces"] == 1
+    assert len(plan.stages[0].work) == 9 and len(plan.stages) == 2  # the rest whole on the gateway
+    with pytest.raises(UserError, match="fused_pieces 5: model dt has 3 fusable pieces"):
+        make_plan("deepthings", graph, toy, fused_pieces=5)
+    with pytest.raises(UserError, match="grid 13x1 is finer than every fusable map"):
+        make_plan("deepthings", graph, toy, grid=(13, 1))
+
+
 # -- PICO's search -----------------------------------------------------------------------------
 
 
@@ -110,8 +160,7 @@ def test_pieces_cut_where_the_graph_narrows():
 
 
 def test_dp_matches_exhaustive_on_a_homogeneousfleet():
-    graph = from_torch(nn.Sequential(*[nn.Conv2d(2 if i else 1, 2, 3, padding=1) for i in range(4)]),
-                       (1, 16, 16), "chain4")  # fmt: skip
+    graph = _chain4()
     toy = fleet(1000.0, 1000.0, 1000.0, bandwidth_bps=8e9)
     timer = StageTimer(graph, pieces(graph), toy.link)
     dp = dp_search(timer, len(timer.chain), toy.devices)

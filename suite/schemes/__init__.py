@@ -13,7 +13,7 @@ from suite.fleet import Fleet
 from suite.graph import Graph
 from suite.plan import Plan, check_plan
 
-SCHEMES = ("single", "modnn", "deepthings", "halp", "pico")
+SCHEMES = ("single", "modnn", "deepthings", "halp", "pico", "ofl")
 
 
 def check_scheme(scheme: str) -> None:

@@ -48,7 +48,10 @@ def deal(macs: np.ndarray, times: np.ndarray, devices: list[Device]
     return dealt, np.array(busy)
 
 
-def plan(graph: Graph, fleet: Fleet) -> Layout:
+def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_pieces: int | None = None
+         ) -> Layout:  # fmt: skip
+    """`grid` (N, M) and `fused_pieces` (L) fix a paper's configuration, e.g. DeepThings' FTP 5x5 over
+    16 layers, instead of searching them."""
     devices = fleet.by_capability()
     gateway = devices[0]
     chain = pieces(graph)
@@ -56,31 +59,39 @@ def plan(graph: Graph, fleet: Fleet) -> Layout:
     per_mac = np.array([d.profile.prices[0] for d in devices]).T  # kinds x devices
     per_node = np.array([d.profile.prices[1] for d in devices]).T
     in_bytes = graph.input_shape[1] * graph[graph.input].itemsize
+    prefix = spatial_prefix(chain)
+    if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
+        raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
+                        f"choose 1..{prefix}")  # fmt: skip
     best = None
-    for last in range(spatial_prefix(chain)):
+    for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
         out = graph[chain[last].output]
         height, width = out.shape[2], out.shape[3]
         rest = work_time(gateway.profile, costs.whole(last + 1, len(chain) - 1))
         out_bytes = out.shape[1] * out.itemsize  # per position, all channels
-        for n in range(1, min(MAX_GRID, height) + 1):
-            for m in range(1, min(MAX_GRID, width) + 1):
-                if n * m == 1 and len(devices) > 1:
-                    continue
-                rows, cols = split_range(height, n), split_range(width, m)
-                inputs, macs, counts = costs.grid(0, last, rows, cols)
-                boxes = [Box(*r, *c) for r in rows for c in cols]
-                dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
-                if best is not None and busy.max() + rest >= best[0]:
-                    continue  # communication only adds: this grid cannot beat the best
-                transfers = [t for k, d in dealt if d != 0 for t in (
-                    Transfer(gateway.name, devices[d].name, graph.input, inputs[k],
-                             in_bytes * inputs[k].area),
-                    Transfer(devices[d].name, gateway.name, out.name, boxes[k], out_bytes * boxes[k].area))]
-                compute = {d.name: seconds for d, seconds in zip(devices, busy)}
-                latency = stage_time(fleet.link, compute, transfers) + rest
-                if best is None or latency < best[0]:
-                    best = (latency, last, n, m, [(devices[d].name, boxes[k]) for k, d in dealt])
+        grids = [grid] if grid else [(n, m) for n in range(1, min(MAX_GRID, height) + 1)
+                                     for m in range(1, min(MAX_GRID, width) + 1)
+                                     if n * m > 1 or len(devices) == 1]  # fmt: skip
+        for n, m in grids:
+            if n > height or m > width:
+                continue
+            rows, cols = split_range(height, n), split_range(width, m)
+            inputs, macs, counts = costs.grid(0, last, rows, cols)
+            boxes = [Box(*r, *c) for r in rows for c in cols]
+            dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
+            if best is not None and busy.max() + rest >= best[0]:
+                continue  # communication only adds: this grid cannot beat the best
+            transfers = [t for k, d in dealt if d != 0 for t in (
+                Transfer(gateway.name, devices[d].name, graph.input, inputs[k], in_bytes * inputs[k].area),
+                Transfer(devices[d].name, gateway.name, out.name, boxes[k], out_bytes * boxes[k].area))]
+            compute = {d.name: seconds for d, seconds in zip(devices, busy)}
+            latency = stage_time(fleet.link, compute, transfers) + rest
+            if best is None or latency < best[0]:
+                best = (latency, last, n, m, [(devices[d].name, boxes[k]) for k, d in dealt])
     if best is None:
+        if grid:
+            raise UserError(f"grid {grid[0]}x{grid[1]} is finer than every fusable map of model "
+                            f"{graph.name}; choose a coarser grid")  # fmt: skip
         raise UserError(f"model {graph.name} has no spatial layers to fuse")
     _, last, n, m, dealt = best
     out = chain[last].output

@@ -41,7 +41,7 @@ from suite.graph import Graph
 from suite.plan import COORDINATOR, Layout, Transfer, build_stages
 from suite.regions import WHOLE, Box
 from suite.schemes import single
-from suite.schemes.chain import Piece, TileCosts, by_capability, chain_nodes, pieces, whole_on
+from suite.schemes.chain import Piece, Step, TileCosts, by_capability, chain_nodes, pieces, whole_on
 
 INF = math.inf
 
@@ -109,6 +109,24 @@ class StageTimer:
 
     def period(self, stages: Sequence[tuple[int, int, Sequence[Device]]]) -> float:
         return max(self.time(i, j, _profiles(devs)) for i, j, devs in stages)
+
+
+def stage_steps(timer: StageTimer, i: int, j: int, devices: Sequence[Device], group: int = 0) -> list[Step]:
+    """Pieces i..j on `devices` as `StageTimer` prices them: full-width row strips sized by
+    capability over the run's spatial pieces, then the rest whole on the fastest device."""
+    graph, chain = timer.graph, timer.chain
+    devices = by_capability(devices)
+    last = timer.spatial_end(i, j)
+    steps: list[Step] = []
+    if last >= i:
+        out = chain[last].output
+        width = graph[out].shape[3]
+        splits = timer.costs.splits(last, [d.capability for d in devices])
+        steps.append((group, chain_nodes(chain, i, last),
+                      [(d.name, {out: Box(r0, r1, 0, width)}) for d, (r0, r1) in zip(devices, splits)]))
+    if last < j:
+        steps.append(whole_on(graph, devices[0].name, chain_nodes(chain, last + 1, j), group))
+    return steps
 
 
 def _profiles(devices: Sequence[Device]) -> tuple[Profile, ...]:
@@ -247,18 +265,8 @@ def plan(graph: Graph, fleet: Fleet, search: str = "dp") -> Layout:
         layout.options = {"search": search, "pieces": len(chain),
                           "stages": [[0, len(chain) - 1, [layout.hub]]]}  # fmt: skip
         return layout
-    steps = []
-    for group, (i, j, devs) in enumerate(grouping.stages):
-        devs = by_capability(devs)
-        last = timer.spatial_end(i, j)
-        if last >= i:
-            out = chain[last].output
-            width = graph[out].shape[3]
-            splits = timer.costs.splits(last, [d.capability for d in devs])
-            steps.append((group, chain_nodes(chain, i, last),
-                          [(d.name, {out: Box(r0, r1, 0, width)}) for d, (r0, r1) in zip(devs, splits)]))
-        if last < j:
-            steps.append(whole_on(graph, devs[0].name, chain_nodes(chain, last + 1, j), group))
+    steps = [step for group, (i, j, devs) in enumerate(grouping.stages)
+             for step in stage_steps(timer, i, j, devs, group)]  # fmt: skip
     options = {"search": search, "pieces": len(chain),
                "stages": [[i, j, [d.name for d in devs]] for i, j, devs in grouping.stages]}
     return Layout(COORDINATOR, build_stages(graph, COORDINATOR, steps), options)

@@ -1,0 +1,34 @@
+"""`suite reproduce NAME... | all [-o reports/] [--json]`: the command line side of suite/reproduce."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from suite.reproduce import NAMES, select
+
+
+def add_parser(sub) -> None:
+    """Add `reproduce` to the `suite` command's subparsers."""
+    r = sub.add_parser("reproduce", help="regenerate the papers' figures beside the published numbers")
+    r.add_argument("names", nargs="+", metavar="NAME", help=f"figures: {', '.join(NAMES)}, or all")
+    r.add_argument("-o", "--output", default="reports",
+                   help="folder for the CSVs, images and REPORT.md (default: reports)")
+    r.add_argument("--json", action="store_true", help="print one JSON object listing the files written")
+    r.set_defaults(run=cmd_reproduce)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    select(args.names)  # a typo fails before anything heavy is imported
+    from suite.reproduce.figures import reproduce
+
+    result = reproduce(args.names, Path(args.output))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        done = [n for n, f in result["figures"].items() if "skipped" not in f]
+        skipped = [n for n, f in result["figures"].items() if "skipped" in f]
+        print(f"wrote {len(done)} figure(s) to {args.output}/ and {result['report']}"
+              + (f"; skipped {', '.join(skipped)} (see the report)" if skipped else ""))
+    return 0

@@ -1,0 +1,151 @@
+"""`suite reproduce`: the figures' numbers, the report's comparisons, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from suite.baselines import load_baselines
+from suite.models import ZOO
+from suite.reproduce import NAMES
+from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, Skipped, plan
+from suite.reproduce.figures import FIGURES, _publish
+from suite.reproduce.report import compared
+
+
+@pytest.fixture(scope="module")
+def baselines():
+    return load_baselines()
+
+
+def test_registry_matches_the_names_the_cli_offers():
+    assert tuple(FIGURES) == NAMES
+
+
+def test_fig8_at_1ghz_orders_pico_ofl_efl_lw_and_lw_does_not_speed_up():
+    one = plan("vgg16", "single", "pico-libtorch-1000mhz-1").predicted.period_s
+    at8 = {label: plan("vgg16", SCHEME_OF[label], "pico-libtorch-1000mhz-8").predicted.period_s
+           for label in ("lw", "efl", "ofl", "pico")}  # fmt: skip
+    assert at8["pico"] < at8["ofl"] < at8["efl"] < at8["lw"], at8
+    assert one / at8["lw"] < 1.25  # the paper's LW stays near 1x (22.4 s against 22.6 s)
+    assert one / at8["pico"] > 2  # and PICO does speed up (the paper: 4.66x)
+
+
+def test_table1_puts_picos_vgg16_redundancy_beside_the_papers(baselines):
+    outcome = FIGURES["pico-table1"].compute(baselines["pico-table1"])
+    row = outcome.table.set_index(["model", "scheme"]).loc[("vgg16", "pico")]
+    assert row.published_redundancy_pct == 5.47
+    assert row.predicted_redundancy_pct == pytest.approx(5.47, rel=0.25)
+    assert "5.47%" in outcome.headline
+
+
+@pytest.mark.parametrize("name", ["pico-fig12", "pico-table1", "pico-table2", "pico-fig10b", "halp", "modnn"])
+def test_a_figures_table_has_published_and_predicted_columns(baselines, name):
+    outcome = FIGURES[name].compute(baselines[name])
+    columns = list(outcome.table.columns)
+    assert any(c.startswith("published_") for c in columns)
+    assert any(c.startswith("predicted_") for c in columns)
+    for c in outcome.comparisons:
+        assert f"{c.ours}_{c.quantity}" in columns
+        assert outcome.table[f"{c.ours}_{c.quantity}"].notna().any()
+    points = compared(outcome)
+    unexplained = set(points.group[points.off]) - set(outcome.causes)
+    assert len(points) and not unexplained, f"differences over 25% with no explanation: {unexplained}"
+
+
+@pytest.mark.parametrize(("name", "model"), [("pico-fig9", "yolov2"), ("deepthings-fig13", "yolov2_16")])
+def test_a_figure_whose_model_is_missing_skips_with_a_note(baselines, monkeypatch, name, model):
+    monkeypatch.delitem(ZOO, model, raising=False)
+    with pytest.raises(Skipped, match=f"model {model} is not in the zoo yet"):
+        FIGURES[name].compute(baselines[name])
+
+
+def _outcome(table: pd.DataFrame, *comparisons: Comparison) -> Outcome:
+    return Outcome(name="x", title="x", source="x", setup="x", table=table, keys=("scheme",),
+                   comparisons=comparisons, headline="x")  # fmt: skip
+
+
+def test_compared_takes_ratios_ranges_and_bounds():
+    table = pd.DataFrame({
+        "scheme": ["a", "b", "c", "d"],
+        "published_t": [10.0, 10.0, 1.0, 1.0], "published_t_bound": ["=", "=", "<", ">"],
+        "predicted_t": [12.0, 14.0, 0.5, 0.5],
+        "published_s_low": [1.7, 1.7, None, None], "published_s_high": [2.0, 2.0, None, None],
+        "predicted_s": [1.8, 1.0, None, None],
+    })  # fmt: skip
+    points = compared(_outcome(table, Comparison("t"), Comparison("s"))).set_index(["group", "quantity"])
+    assert points.loc[("a", "t"), "ratio"] == "1.20" and not points.loc[("a", "t"), "off"]
+    assert points.loc[("b", "t"), "ratio"] == "1.40" and points.loc[("b", "t"), "off"]
+    assert points.loc[("c", "t"), "ratio"] == "bound met" and not points.loc[("c", "t"), "off"]
+    assert points.loc[("d", "t"), "ratio"] == "bound not met" and points.loc[("d", "t"), "off"]
+    assert points.loc[("a", "s"), "ratio"] == "in range" and points.loc[("a", "s"), "published"] == "1.7-2"
+    assert points.loc[("b", "s"), "ratio"] == "0.59" and points.loc[("b", "s"), "off"]
+
+
+def test_publish_leaves_the_old_files_when_a_write_fails(tmp_path):
+    old = tmp_path / "a.csv"
+    old.write_text("old")
+
+    def fail(path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        _publish({old: lambda path: path.write_text("new"), tmp_path / "b.png": fail})
+    assert old.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
+def _suite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, timeout=900)
+
+
+def test_reproduce_writes_a_figure_its_csv_and_the_report(tmp_path):
+    out = tmp_path / "reports"
+    done = _suite("reproduce", "modnn", "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    files = result["figures"]["modnn"]
+    assert files["csv"] == str(out / "modnn.csv") and files["png"] == str(out / "modnn.png")
+    table = pd.read_csv(files["csv"])
+    expected = {"published_speedup_low", "published_speedup_high", "predicted_speedup", "simulated_speedup"}
+    assert expected <= set(table.columns)
+    assert (out / "modnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "REPORT.md").read_text()
+    assert result["report"] == str(out / "REPORT.md")
+    assert "## modnn: MoDNN speedup on 2-4 devices" in report and "![modnn](modnn.png)" in report
+    assert "None is measured" in report and "[1/1] modnn" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "modnn.csv", "modnn.md", "modnn.png"]
+
+
+def test_an_unknown_figure_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "reports"
+    done = _suite("reproduce", "modnn", "pico-fig99", "-o", str(out))
+    assert done.returncode == 2
+    assert "unknown figure 'pico-fig99'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_reproduce_all_writes_every_figure_in_under_ten_minutes(tmp_path):
+    out = tmp_path / "reports"
+    start = time.perf_counter()
+    done = _suite("reproduce", "all", "-o", str(out), "--json")
+    took = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert took < 600, took
+    figures = json.loads(done.stdout)["figures"]
+    assert list(figures) == list(NAMES)
+    for name, files in figures.items():
+        if "skipped" in files:
+            assert "not in the zoo yet" in files["skipped"]
+            assert "Not reproduced here" in (out / f"{name}.md").read_text()
+            continue
+        columns = pd.read_csv(files["csv"]).columns
+        assert any(c.startswith("published_") for c in columns), name
+        assert any(c.startswith("predicted_") for c in columns), name
+    assert all(f"## {name}:" in (out / "REPORT.md").read_text() for name in NAMES)
