@@ -17,8 +17,8 @@ from suite.fleet import Fleet, load_fleet
 from suite.graph import Graph, from_model
 from suite.models import ZOO
 from suite.models.load import load_model
-from suite.plan import Plan, region_box, tensor_bytes
-from suite.regions import plan_regions
+from suite.plan import Plan, tensor_bytes
+from suite.regions import Box, plan_regions
 from suite.schemes import make_plan
 from suite.simulate import Workload, simulate
 
@@ -121,9 +121,8 @@ def footprint(p: Plan, g: Graph) -> dict[str, int]:
         for w in stage.work:
             weights.setdefault(w.device, set()).update(stage.nodes)
             size = sum(tensor_bytes(g, t, r) for t, r in w.inputs.items())
-            if all(r is not None and len(r) == 4 for r in w.outputs.values()):
-                requested = {t: region_box(r, g, t) for t, r in w.outputs.items()}
-                regions = plan_regions(g, stage.nodes, requested)
+            if all(isinstance(r, Box) for r in w.outputs.values()):
+                regions = plan_regions(g, stage.nodes, w.outputs)
                 size += sum(g[n].shape[1] * r.out.area * g[n].itemsize for n, r in regions.items())
             else:
                 size += sum(g[n].act_bytes for n in stage.nodes)
