@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,60 +184,74 @@ class Coordinator:
 
     def _stream(self, plan: Plan, ranks: dict[str, int], workers: Workers, store: RendezvousStore,
                 progress: Progress | None) -> Measurement:  # fmt: skip
+        """Frames in order, `plan.frames_in_flight` at a time, each checked against its reference.
+
+        Frames run on daemon threads that stop between messages once `stop` is set, so a fault, a
+        mismatch or Ctrl-C ends the stream at once and never holds up this process's exit."""
         graph, options = self.graph, self.options
+        stop = threading.Event()
         runner = Runner(graph, compile_program(plan, graph, COORDINATOR), self.backend,
-                        transport.GlooTransport(ranks), options.timeout_s)  # fmt: skip
+                        transport.GlooTransport(ranks), options.timeout_s, stop=stop)  # fmt: skip
         total = options.warmup + options.frames
         records: list[FrameRecord] = []
-        stop = threading.Event()
         out = graph.outputs[0]
         failures: list[Exception] = []  # in the order they happened: the first is the cause
+        queue = iter(range(total))
+        lock = threading.Lock()
 
         def one(index: int) -> None:
-            if stop.is_set():
-                return
             frame = self.frames[index % len(self.frames)]
             start = time.perf_counter()
             try:
                 y = runner.frame(index, frame.tensor)[out]
             except Exception as exc:
-                failures.append(exc)
+                if not stop.is_set():  # the first failure is the cause; later ones follow from it
+                    failures.append(exc)
                 stop.set()
-                raise
+                return
             exact = compare(y, self.references[frame.name]).bit_exact
             records.append(FrameRecord(index, frame.name, index < options.warmup, start, time.perf_counter(),
                                        exact))  # fmt: skip
             if not exact:
                 failures.append(_Mismatch(index, frame))
                 stop.set()
-                raise failures[-1]
-            if progress is not None:
+            elif progress is not None:
                 progress(len(records), total)
+
+        def play() -> None:
+            with self.backend.active():
+                while not stop.is_set():
+                    with lock:
+                        index = next(queue, None)
+                    if index is None:
+                        return
+                    one(index)
 
         flight = plan.frames_in_flight
         if progress is not None:
             progress(0, total)  # the workers are up
         start = time.perf_counter()
         error = mismatch = None
-        pool = ThreadPoolExecutor(flight, thread_name_prefix="frame")
-        with self.backend.active():
-            pending: set = set()
-            try:
-                pending = {pool.submit(one, i) for i in range(total)}
-                while pending and error is None and mismatch is None:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    failed = failures[0] if failures else None
-                    dead = workers.dead()
-                    if isinstance(failed, _Mismatch):
-                        mismatch = failed
-                    elif failed is not None or dead:
-                        error = _fault(failed, dead, workers, store, plan)
-            except KeyboardInterrupt:
-                error = INTERRUPTED
-            if pending:
-                stop.set()
-                workers.stop()  # unblocks frames waiting on a worker
-            pool.shutdown(wait=error != INTERRUPTED, cancel_futures=True)
+        threads = [threading.Thread(target=play, name=f"frame-{k}", daemon=True) for k in range(flight)]
+        try:
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads) and error is None and mismatch is None:
+                threads[0].join(timeout=0.2)
+                failed = failures[0] if failures else None
+                dead = workers.dead()
+                if isinstance(failed, _Mismatch):
+                    mismatch = failed
+                elif failed is not None or dead:
+                    error = _fault(failed, dead, workers, store, plan)
+        except KeyboardInterrupt:
+            error = INTERRUPTED
+        stop.set()
+        if any(t.is_alive() for t in threads):
+            workers.stop()  # unblocks frames waiting on a worker
+            if error != INTERRUPTED:
+                for thread in threads:
+                    thread.join(timeout=options.timeout_s)
         measurement = Measurement(plan, sorted(records, key=lambda r: r.frame), runner.events, {}, flight,
                                   start, time.perf_counter(), error)  # fmt: skip
         if mismatch is not None:

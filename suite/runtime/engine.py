@@ -14,6 +14,7 @@ returns the model's outputs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -215,6 +216,7 @@ class Runner:
     clock: Callable[[], float] = time.perf_counter
     events: list[Event] = field(default_factory=list)
     observe: Observer | None = None
+    stop: threading.Event | None = None  # set: wait for nothing more (the run is ending)
 
     def frame(self, index: int, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Run frame `index` (the coordinator passes its input); returns the whole tensors held.
@@ -281,6 +283,9 @@ class Runner:
              self.graph)  # fmt: skip
 
     def _wait(self, handle: Handle, frame: int, stage: int, message: Message, verb: str) -> None:
+        if self.stop is not None and self.stop.is_set():
+            said = f"{self.program.party} stopped before it could {verb} {message.peer} '{message.tensor}'"
+            raise TransferError(f"{said}: the run is ending", message.peer, stage, frame)
         try:
             handle.wait(self.timeout_s)
         except Exception as exc:  # gloo raises RuntimeError for a closed pair or a timeout
