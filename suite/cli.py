@@ -463,12 +463,16 @@ def _describe_run(r: dict) -> str:
                      + _vs(p.get("latency_s"), p.get("latency_error")))  # fmt: skip
         lines.append(f"  throughput {r['throughput_fps']:.2f} fps, {r['in_flight']} frame(s) in flight"
                      + _vs(p.get("throughput_fps"), p.get("throughput_error")))  # fmt: skip
+        if r["simulated"] is not None and r["simulated"]["throughput_error"] is not None:
+            sim = r["simulated"]
+            lines.append(f"             simulated {sim['throughput_fps']:.3g} fps (stages contending for the "
+                         f"medium), measured {sim['throughput_error']:+.0%}")  # fmt: skip
     if r["single"] is not None:
         s = r["single"]
         lines.append(f"  single device ({s['device']}): latency {s['latency_s']:.3f} s, "
                      f"{s['throughput_fps']:.2f} fps -> speedup {r['speedup_vs_single']:.2f}x throughput, "
                      f"{r['latency_speedup_vs_single']:.2f}x latency")  # fmt: skip
-    if r["real_time"] is not None:
+    if r["network"]["dilation"] != 1.0:
         real, dilation = r["real_time"], r["network"]["dilation"]
         lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
                      f"throughput {real['throughput_fps']:.3g} fps")
