@@ -257,8 +257,13 @@ class Coordinator:
         if mismatch is not None:
             frame = mismatch.frame
             reference = self.references[frame.name]
-            measurement.mismatch = locate_mismatch(plan, graph, self.backend, frame.tensor, reference,
-                                                   options.timeout_s)  # fmt: skip
+            try:
+                measurement.mismatch = locate_mismatch(plan, graph, self.backend, frame.tensor, reference,
+                                                       options.timeout_s)  # fmt: skip
+            except Exception as exc:  # the replay is a diagnosis: its own failure must not hide the finding
+                said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                measurement.mismatch = ("its output differs from the monolithic model; replaying the frame in "
+                                        f"this process to find the first node failed too ({said})")  # fmt: skip
             measurement.error = f"frame {mismatch.index} ({frame.name}): {measurement.mismatch}"
         return measurement
 

@@ -44,7 +44,7 @@ def _run(inventory: str, folder: Path, scheme: str, frames: int) -> dict:
 def test_predicted_vs_measured_per_scheme_on_a_dilated_pico_homo_4_lab(benchmark, tmp_path):
     """VGG-16 224 on four emulated Pi 4B on 50 Mbit/s WiFi (one medium), every scheme: the cost
     model's latency and throughput, the simulator's throughput, and the measured real-time ones."""
-    name = f"bench4-{os.getpid() % 1000}"
+    name = f"bench4p{os.getpid() % 1000}"
     rows = {}
 
     def measure() -> None:
@@ -73,7 +73,7 @@ def test_predicted_vs_measured_per_scheme_on_a_dilated_pico_homo_4_lab(benchmark
 def test_pico_on_eight_dilated_pis_against_one_in_the_same_lab(benchmark, tmp_path):
     """VGG-16 224, PICO on eight emulated Pi 4B (`pico-homo-8`) against the single device measured in
     the same lab, beside the cost model's prediction for the real fleet."""
-    name = f"bench8-{os.getpid() % 1000}"
+    name = f"bench8p{os.getpid() % 1000}"
     found = {}
 
     def measure() -> None:
