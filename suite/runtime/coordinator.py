@@ -262,8 +262,8 @@ class Coordinator:
                                                        options.timeout_s)  # fmt: skip
             except Exception as exc:  # the replay is a diagnosis: its own failure must not hide the finding
                 said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                measurement.mismatch = ("its output differs from the monolithic model; replaying the frame in "
-                                        f"this process to find the first node failed too ({said})")  # fmt: skip
+                measurement.mismatch = ("its output differs from the monolithic model; replaying the frame "
+                                        f"here to find the first node failed too ({said})")  # fmt: skip
             measurement.error = f"frame {mismatch.index} ({frame.name}): {measurement.mismatch}"
         return measurement
 
