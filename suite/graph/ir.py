@@ -7,6 +7,7 @@ the executors need to run it (parameters, a torch callable, or the original ONNX
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,17 @@ class Node:
     @property
     def param_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.params.values())
+
+    def param_digest(self) -> str:
+        """A hash of the node's weights (and an ONNX node's constants): two processes that built the
+        same model agree on it, bit for bit."""
+        digest = hashlib.blake2b(digest_size=16)
+        tensors = dict(self.params) | (dict(self.onnx[1]) if self.onnx else {})
+        for name in sorted(tensors):
+            t = tensors[name].detach().contiguous().cpu()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+        return digest.hexdigest()
 
     @property
     def flops_per_position(self) -> float:

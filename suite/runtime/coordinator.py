@@ -124,6 +124,7 @@ class Coordinator:
                                       options.input_size, options.seed)  # fmt: skip
                 workers.start(ranks[name], name, argv, env)
             info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
+            self._check_weights(info)
             if inventory is None:
                 self._emulate(workers, names[1:], ranks, info)
             else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
@@ -165,6 +166,20 @@ class Coordinator:
             return run, run
         single = make_plan("single", self.graph, self.fleet)
         return run, self.run(single, progress("single device"), label="single")
+
+    def _check_weights(self, info: dict[str, dict]) -> None:
+        """Every worker built the same weights as this process: a factory that draws random weights
+        without `--seed`, or another version of a model file on a device, is named here, not
+        reported later as outputs that differ."""
+        mine: dict[str, str] = {}
+        for device, ready in info.items():
+            for node, digest in ready.pop("weights", {}).items():
+                if node in self.graph.nodes and node not in mine:
+                    mine[node] = self.graph[node].param_digest()
+                if node in mine and digest != mine[node]:
+                    raise UserError(f"device {device} holds other weights for node '{node}' than the "
+                                    "coordinator: build the model the same way everywhere (a factory must "
+                                    "draw its weights from --seed; deploy the same model file)")  # fmt: skip
 
     def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
                  info: dict[str, dict]) -> None:  # fmt: skip

@@ -102,11 +102,12 @@ def _build(config: dict, args: argparse.Namespace):
         raise PlanError(f"the plan is for {plan.model} {plan.input_shape}, but this worker was started "
                         f"with {graph.name} {list(graph.input_shape[1:])}")  # fmt: skip
     program = compile_program(plan, graph, party)
+    digests = {n: graph[n].param_digest() for n in sorted(program.nodes) if graph[n].params or graph[n].onnx}
     graph = prune_weights(graph, program)
     runner = Runner(graph, program, backend, GlooTransport(ranks), config["timeout_s"], args.rank)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
-                                      "nodes": len(program.nodes)}  # fmt: skip
+                                      "nodes": len(program.nodes), "weights": digests}  # fmt: skip
 
 
 def _one_line(exc: BaseException) -> str:
