@@ -87,6 +87,8 @@ def _window_input(node: Node, axis: int, start: int, stop: int) -> tuple[int, in
 
 def node_region(graph: Graph, node: Node, out: Box) -> NodeRegion:
     """The inputs a spatial node reads to produce `out`."""
+    if node.op == "scale":  # the map where the tile is, its per-channel vector whole
+        return NodeRegion(out, (out, full_box(graph[node.inputs[1]])))
     if node.window is None:
         return NodeRegion(out, tuple(out for _ in node.inputs))
     in_h, in_w = graph[node.inputs[0]].shape[2:]

@@ -106,7 +106,7 @@ def test_cli_verify_json():
     [
         (["--model", "alexnet"], "unknown model 'alexnet'"),
         (["--input-size", "3x2x"], "--input-size '3x2x'"),
-        (["--model", "resnet18", "--parts", "9"], "9x1 split needs at least 9 rows"),
+        (["--model", "resnet18", "--parts", "300"], "300x1 split needs at least 300 rows"),
         (["--input-size", "3x16x16"], "vanishes at node 'features_30'"),
         (["--grid", "2by2"], "--grid '2by2'"),
         (["--backend", "tpu"], "unknown backend 'tpu'"),
