@@ -252,8 +252,8 @@ def _nchwc_identity(src: str, dst: str, channels: int, protos: list, inits: dict
     block (16 with AVX-512), so a 1x1 max pool serves there. Other channel counts are zero-padded
     to whole blocks and taken through a 1x1 convolution with an identity matrix (1 * x plus zeros
     is x; -0 becomes +0): onnxruntime runs a convolution in NCHWc only where its input channels
-    are whole blocks or fewer than one (a 21-class map fed unpadded to a bilinear Resize stayed in
-    plain layout and rounded 1024-16384 ULP away from the whole graph's NCHWc Upsample). Its
+    are whole blocks or very few (a 21-class map fed unpadded to a bilinear Resize stayed in plain
+    layout and rounded 1024-16384 ULP away from the whole graph's NCHWc Upsample). Its
     LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from fusing an Add
     into this convolution instead of the real one.
     """

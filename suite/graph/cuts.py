@@ -74,7 +74,7 @@ def _why_not_tiled(graph: Graph, node: Node, front: set[str], min_size: tuple[in
         return f"reads '{untiled[0]}', which is not tiled"
     rows, cols = min_size
     if node.shape[2] < rows or node.shape[3] < cols:
-        return (f"its {node.shape[2]}x{node.shape[3]} map is smaller than a {rows}x{cols} grid of "
+        return (f"its {node.shape[2]}x{node.shape[3]} map has fewer rows or columns than {rows}x{cols} "
                 "tiles")  # fmt: skip
     return None
 
