@@ -37,8 +37,9 @@ IDIOMS = {
     "ChannelShuffle": ({"channel_select", "concat"}, 0.95),
     "FunctionalConv": ({"conv"}, 1.0),
     "SqueezeExcite": ({"scale"}, 0.0),  # tiling stops at the SE until its gather is planned
-    "Reorg": ({"reorg", "channel_select"}, 1.0),
+    "Reorg": ({"reorg", "channel_select"}, 0.99),
     "DynamicSamePad": ({"pad"}, 1.0),
+    "ChannelsLastHead": ({"opaque"}, 0.9),
 }
 
 
@@ -205,9 +206,11 @@ MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v
           "yolov2_16"]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-@pytest.mark.parametrize("model", MOBILE)
+@pytest.mark.parametrize(("model", "backend_name"),
+                         [(m, b) for m in MOBILE for b in BACKENDS if (m, b) != ("yolov2", "onnxruntime")])
 def test_mobile_zoo_is_bit_exact_at_a_small_size(model, backend_name):
+    """YOLOv2 on onnxruntime is in the slow matrix: its 51M weights, exported and loaded per tile
+    session, take 16 s even at 32x32."""
     _check_exact(load_model(model, SIZE), backend_name)
 
 

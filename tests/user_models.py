@@ -96,19 +96,35 @@ class SqueezeExcite(nn.Module):
 
 
 class Reorg(nn.Module):
-    """YOLOv2's passthrough: space-to-depth as `pixel_unshuffle` and as a view-permute chain."""
+    """YOLOv2's passthrough: space-to-depth as `pixel_unshuffle` and as a view-permute chain; a
+    global pool of a last reorg's 64 channels (plain layout on onnxruntime)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.c = nn.Conv2d(16 + 32 + 32, 8, 3, padding=1)
+        self.c = nn.Conv2d(16 + 32 + 32, 16, 3, padding=1)
 
     def forward(self, x):
         y = F.leaky_relu(self.a(x), 0.1)
         n, c, h, w = y.shape
         blocks = y.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)
         blocks = blocks.reshape(n, 4 * c, h // 2, w // 2)
-        return self.c(torch.cat((self.b(y), F.pixel_unshuffle(y, 2), blocks), dim=1))
+        y = self.c(torch.cat((self.b(y), F.pixel_unshuffle(y, 2), blocks), dim=1))
+        return F.adaptive_avg_pool2d(F.pixel_unshuffle(y, 2), 1)
+
+
+class ChannelsLastHead(nn.Module):
+    """A head that transposes the map to channels-last before flattening: data movement across rows
+    and columns, which runs whole (a gather by index) after the tiled convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, 10)
+
+    def forward(self, x):
+        y = self.b(F.relu(self.a(x)))
+        return self.fc(y.permute(0, 2, 3, 1).reshape(1, -1))
 
 
 class DynamicSamePad(nn.Module):

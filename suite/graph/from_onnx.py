@@ -28,7 +28,7 @@ from onnx import helper, numpy_helper
 
 from suite.graph import movement
 from suite.graph.from_torch import GraphImportError
-from suite.graph.ir import Graph, Node, Window, node_flops
+from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
 _POINTWISE: dict[str, Callable[..., torch.Tensor] | None] = {
     "Sigmoid": torch.sigmoid,
@@ -151,11 +151,10 @@ def _binary(node: onnx.NodeProto, params: dict[str, torch.Tensor], data: list[st
         if op in ("Add", "Mul"):
             return op.lower(), {}
         return "elementwise", {"fn": f}
-    if len(data) == 2 and op == "Mul" and len(shape) == 4:
-        vector = [s != shape for s in in_shapes]
-        v = in_shapes[vector.index(True)] if vector.count(True) == 1 else ()
-        if len(v) == 4 and v[0] == shape[0] and v[1] in (1, shape[1]) and v[2:] == (1, 1):
-            return "scale", {"inputs": (data[vector.index(False)], data[vector.index(True)])}
+    if len(data) == 2 and op == "Mul" and shape in in_shapes:
+        map_at = in_shapes.index(shape)
+        if is_channel_vector(in_shapes[1 - map_at], shape):
+            return "scale", {"inputs": (data[map_at], data[1 - map_at])}
     if len(data) == 1 and len(node.input) == 2:
         const = params[next(i for i in node.input if i in params)]
         if not _spatially_uniform(const):
@@ -346,16 +345,21 @@ class _Importer:
             return
         root, history, proto, src = self.moved.pop(tensor)
         steps = movement.classify_chain(self.nodes[root].shape, list(history[1:]))
+        if steps is None:  # the chain is none of the kinds: this node alone, from its own input
+            self._settle(src)
+            root = src
+            values = {i: movement.root_indices(self._shape(src)).numpy() if i == src
+                      else self.params[i].numpy() for i in proto.input if i}  # fmt: skip
+            traced = _evaluate(proto, values, self.model)[list(proto.output).index(tensor)]
+            index = torch.from_numpy(np.array(traced))
+            steps = movement.classify(self._shape(src), index)
         if steps is None:
             if proto.output[0] != tensor:
                 raise GraphImportError(f"ONNX node '{proto.name or tensor}' ({proto.op_type}) moves data "
                                        f"across rows and columns into several outputs; output '{tensor}' "
                                        "is not supported")  # fmt: skip
-            self._settle(src)
-            index = _evaluate(proto, {i: movement.root_indices(self._shape(src)).numpy() if i == src
-                                      else self.params[i].numpy() for i in proto.input if i},
-                              self.model)[0].reshape(-1)  # fmt: skip
-            self._add_node(proto, [src], gather=torch.from_numpy(np.array(index)))
+            self._note_shape(tensor, tuple(index.shape))
+            self._add_node(proto, [src], gather=index.reshape(-1))
             return
         for i, step in enumerate(steps):
             out = tensor if i == len(steps) - 1 else f"{tensor}__{i}_{step.op}"
@@ -373,6 +377,10 @@ class _Importer:
 
     def _add_node(self, proto: onnx.NodeProto, data: list[str], gather: torch.Tensor | None = None) -> None:
         out = proto.output[0]
+        missing = [i for i in data if i not in self.nodes]
+        if missing:
+            raise GraphImportError(f"ONNX node '{proto.name or out}' reads '{missing[0]}', which no "
+                                   "earlier node produces")  # fmt: skip
         a = _attrs(proto)
         params, shapes = self.params, self.shapes
         window = _window_of(proto, a, params, self.nodes[data[0]].shape)
@@ -391,10 +399,6 @@ class _Importer:
         if not shape or any(d <= 0 for d in shape):
             raise GraphImportError(f"ONNX node '{proto.name or out}' ({proto.op_type}) has no "
                                    "static output shape")  # fmt: skip
-        missing = [i for i in data if i not in self.nodes]
-        if missing:
-            raise GraphImportError(f"ONNX node '{proto.name or out}' reads '{missing[0]}', which no "
-                                   "earlier node produces")  # fmt: skip
         in_shapes = [self.nodes[i].shape for i in data]
         if gather is None:
             op, attrs = _classify(proto, a, params, in_shapes, shape)

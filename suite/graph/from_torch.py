@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from suite.errors import UserError
 from suite.graph import movement
-from suite.graph.ir import Graph, Node, Window, node_flops
+from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
 # Modules and functions whose output at a position depends only on the input at that position.
 _POINTWISE_MODULES = (
@@ -43,7 +43,7 @@ _ADD = {operator.add, torch.add}
 _MUL = {operator.mul, torch.mul}
 # Calls that only ask for a shape: constants, since the input size is fixed.
 _SHAPE_METHODS = {"size", "dim", "numel"}
-# Calls that only move data: traced on indices, never run on values by the importer.
+# Calls that only move data: traced on indices into the IR kinds they amount to.
 _MOVEMENT_METHODS = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
                      "chunk", "split", "squeeze", "unsqueeze", "narrow", "swapaxes", "movedim"}
 _MOVEMENT_FUNCTIONS = {
@@ -249,7 +249,7 @@ def _is_constant(fx_node: fx.Node) -> bool:
     if fx_node.op == "call_method" and fx_node.target in _SHAPE_METHODS:
         return True
     if fx_node.op == "call_function" and fx_node.target is builtins.getattr:
-        return fx_node.args[1] in ("shape", "ndim")
+        return fx_node.args[1] in ("shape", "ndim", "dtype", "device")
     return fx_node.op in ("call_function", "call_method") and all(
         "constant" in a.meta for a in fx_node.all_input_nodes)
 
@@ -349,11 +349,6 @@ class _ShapeRecorder(fx.Interpreter):
         return materialize(args), materialize(kwargs)
 
 
-def _is_channel_vector(shape: tuple[int, ...], of: tuple[int, ...]) -> bool:
-    """True when `shape` is one value per channel (or one in all) of the map shape `of`."""
-    return len(shape) == len(of) == 4 and shape[0] == of[0] and shape[1] in (1, of[1]) and shape[2:] == (1, 1)
-
-
 def _spatially_uniform(fx_node: fx.Node) -> bool:
     """True when no constant tensor the node reads varies along rows or columns, so the node
     computes a tile of a map as it computes the whole."""
@@ -376,8 +371,8 @@ class _Builder:
     """Turns traced fx nodes into IR nodes: constants are dropped, data movement is traced on
     indices and becomes a node only where something else reads it."""
 
-    def __init__(self, gm: fx.GraphModule, model: str):
-        self.gm, self.model = gm, model
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
         self.nodes: dict[str, Node] = {}
         # node -> (root IR node, the indices traced after each op from the root to this node)
         self.moved: dict[fx.Node, tuple[str, tuple]] = {}
@@ -458,10 +453,10 @@ class _Builder:
         if op in ("add", "mul", "concat") and len(inputs) < 2:
             op, attrs = "elementwise", {}  # x + constant: pointwise in x
         if op in ("add", "mul", "elementwise") and any(s != shape for s in in_shapes):
-            vector = [s != shape for s in in_shapes]
-            if op == "mul" and len(inputs) == 2 and _is_channel_vector(in_shapes[vector.index(True)], shape):
+            if op == "mul" and len(inputs) == 2 and shape in in_shapes and is_channel_vector(
+                    in_shapes[1 - in_shapes.index(shape)], shape):  # fmt: skip
                 op, attrs = "scale", {}  # squeeze-and-excite: the map first, its channel scales second
-                inputs = (inputs[vector.index(False)], inputs[vector.index(True)])
+                inputs = (inputs[in_shapes.index(shape)], inputs[1 - in_shapes.index(shape)])
             else:
                 op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
         if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
@@ -498,7 +493,7 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
     device = next((t.device for t in module.parameters()), torch.device("cpu"))
     with torch.no_grad():
         _ShapeRecorder(gm, name, input_shape, device).run(_Shape((1, *input_shape)))
-    builder = _Builder(gm, name)
+    builder = _Builder(gm)
     for fx_node in gm.graph.nodes:
         builder.add(fx_node)
     if builder.input is None:

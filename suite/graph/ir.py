@@ -136,6 +136,12 @@ class Graph:
         return sum(n.flops for n in self.nodes.values())
 
 
+def is_channel_vector(shape: tuple[int, ...], of: tuple[int, ...]) -> bool:
+    """True when `shape` holds one value per channel (or one for all) of the NCHW map shape `of`:
+    the vector a `scale` multiplies a map by."""
+    return len(shape) == len(of) == 4 and shape[0] == of[0] and shape[1] in (1, of[1]) and shape[2:] == (1, 1)
+
+
 def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]], **attrs) -> int:
     """Multiply-accumulates of one node over its whole output (PICO's k^2 c_in w h c_out)."""
     out = math.prod(shape)
