@@ -66,8 +66,8 @@ class VerifyReport:
     tiled_nodes: int
     redundancy: float
     unpartitioned_from: str | None
-    tiled_share: float = 0.0  # of the model's MACs, computed in tiles
-    tiling_stops: list[dict] = field(default_factory=list)  # {"node", "op", "reason"} where tiling ends
+    tiled_share: float  # of the model's MACs, computed in tiles
+    tiling_stops: list[dict]  # {"node", "op", "reason"} of each node where tiling ends
     flags: dict = field(default_factory=dict)
     seconds: float = 0.0
 

@@ -183,7 +183,8 @@ def _elementwise(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) 
     vector path (the tile, flat and padded to whole vectors, in calls of one chunk each), and the
     scalar path where the whole map's loop ends a chunk (recomputed in a call shorter than a vector
     pair, which is all scalar). Ops that read more than their one element (a per-channel constant)
-    run as they are: their arithmetic rounds the same on both paths."""
+    run as they are: their arithmetic rounds the same on both paths. The chunks depend on the
+    thread count, so the reference must run with this process's (as `verify` and `suite run` do)."""
     if not node.attrs.get("unary") or region is None or not node.is_map:
         return _call(node, xs, region)
     flat = xs[0].reshape(-1)
