@@ -75,7 +75,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo name, path/to/model.onnx, or package.module:factory (default: vgg16)")
     p.add_argument("--input-size", metavar="CxHxW",
                    help="input size; zoo models and ONNX files have defaults")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and input (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the input and the weights of zoo models and module:factory models "
+                   "(default: 0)")
     p.add_argument("--backend", default="torch",
                    help="torch (exact), torch-fast (oneDNN) or onnxruntime (default: torch)")
     p.add_argument("--threads", type=_at_least(1), default=None,
@@ -524,6 +526,7 @@ def _describe(r) -> str:
         f"  {r.tiled_nodes} spatial nodes tiled, redundant compute {r.redundancy:.1%}, "
         f"{r.seconds:.1f} s",
     ]
+    lines.append(_describe_coverage(r.tiled_share, r.tiling_stops))
     if r.unpartitioned_from:
         lines.append(f"  runs unpartitioned from node {r.unpartitioned_from}")
     if not r.ir_matches_monolithic:
@@ -533,6 +536,16 @@ def _describe(r) -> str:
 
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: workers stopped, results kept
+
+
+def _describe_coverage(share: float, stops: list[dict]) -> str:
+    """One line: the share of the model's MACs computed in tiles, and where (and why) tiling stops."""
+    where = "; ".join(f"{s['node']} ({s['reason']})" for s in stops[:2])
+    more = f" and {len(stops) - 2} more" if len(stops) > 2 else ""
+    line = f"  tiled {share:.1%} of the model's MACs" + (f"; tiling stops at {where}{more}" if stops else "")
+    if share < 0.5:
+        line += ": LESS THAN HALF of the model is partitioned, the rest runs on one device"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from suite.backends import Prepared, Tile, run_segment, run_whole
-from suite.graph.cuts import first_unpartitioned, layers, spatial_front
+from suite.graph.cuts import coverage, first_unpartitioned, layers, spatial_front
 from suite.regions import (
     WHOLE,
     NodeRegion,
@@ -68,6 +68,8 @@ class VerifyReport:
     tiled_nodes: int
     redundancy: float
     unpartitioned_from: str | None
+    tiled_share: float  # of the model's MACs, computed in tiles
+    tiling_stops: list[dict]  # {"node", "op", "reason"} of each node where tiling ends
     flags: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -80,9 +82,17 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
     """Tile `prepared.graph` into a `rows` x `cols` grid and compare with the monolithic run."""
     graph = prepared.graph
     start = time.perf_counter()
-    front = spatial_front(graph)
+    # Fused tiles need a row and a column each of every map they cut; layer-wise, a layer with
+    # fewer rows than parts is cut into as many strips as it has rows.
+    min_size = (1, 1) if layerwise else (rows, cols)
+    front = spatial_front(graph, min_size)
+    cover = coverage(graph, front, min_size)
     if not front:
         first = next(n for n in graph.nodes if n != graph.input)
+        if spatial_front(graph):
+            raise RegionError(f"a {rows}x{cols} split needs at least {rows} rows and {cols} columns, but "
+                              f"node '{first}' outputs {graph[first].shape[2]}x{graph[first].shape[3]}; "
+                              "use fewer parts or a larger input")  # fmt: skip
         raise RegionError(f"model '{graph.name}' has no spatial layers to partition: its first node "
                           f"'{first}' ({graph[first].op}) mixes the whole map")  # fmt: skip
     outputs = graph.boundary(front)
@@ -119,6 +129,8 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         tiled_nodes=len(front),
         redundancy=extra_flops,
         unpartitioned_from=first_unpartitioned(graph, front),
+        tiled_share=cover.tiled_share,
+        tiling_stops=[asdict(stop) for stop in cover.stops],
         flags=backend.flags(),
         seconds=time.perf_counter() - start,
     )

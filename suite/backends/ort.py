@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -130,7 +132,7 @@ class OrtBackend:
 def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
     """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stdout_to_devnull():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
@@ -140,6 +142,22 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
             raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
                                "try another --input-size or --backend torch") from None
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _stdout_to_devnull() -> Iterator[None]:
+    """Discard what is written to this process's stdout meanwhile, at the file descriptor: when the
+    TorchScript exporter fails it prints the whole graph there from C++ (116 KB for a MobileNet),
+    which would corrupt `--json` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
@@ -165,7 +183,12 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         proto = onnx.NodeProto.FromString(proto.SerializeToString())
         proto.input[:] = [renamed.get(i, i) for i in proto.input]
         pads, crop = _geometry(graph, node, region)
-        if pads is not None:
+        if pads is not None and node.op == "pad":  # Pad takes its border as an input
+            top, left, bottom, right = pads
+            inits[f"{name}__pads"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
+            proto.input[1] = f"{name}__pads"
+            del proto.input[3:]  # the axes, where given, are all four now
+        elif pads is not None:
             attrs = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
             del proto.attribute[:]
             proto.attribute.extend([*attrs, helper.make_attribute("pads", list(pads))])
@@ -200,6 +223,9 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
     A sliced or fed-in map read by a non-windowed node is in plain layout, so it is relaid out in
     NCHWc where the whole graph holds it so (`nchwc`): an Add reading it then fuses into its
     convolution just as in the monolithic graph, and rounds the same (see `_nchwc_identity`).
+    Where the whole graph holds it in plain layout, a global pool reading it stays plain there,
+    but onnxruntime lays out a global pool of a graph input in NCHWc, which sums in another order:
+    a fed-in map a global pool reads is first copied by a plain Gather of all its channels.
     """
     name = src
     node = graph[src]
@@ -208,26 +234,40 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
-    if (name == src and not external) or not nchwc or graph[reader].window is not None:
+    if (name == src and not external) or graph[reader].window is not None:
         return name
-    return _nchwc_identity(name, f"{name}__nchwc__{reader}", graph[src].shape[1], protos, inits)
+    channels = graph[src].shape[1]
+    if nchwc:
+        return _nchwc_identity(name, f"{name}__nchwc__{reader}", channels, protos, inits)
+    if name == src and graph[reader].attrs.get("onnx_op") in ("GlobalAveragePool", "GlobalMaxPool"):
+        dst = f"{name}__plain__{reader}"
+        inits[f"{dst}__channels"] = torch.arange(channels)
+        protos.append(helper.make_node("Gather", [name, f"{dst}__channels"], [dst], axis=1, name=dst))
+        return dst
+    return name
 
 
 def _nchwc_identity(src: str, dst: str, channels: int, protos: list, inits: dict) -> str:
     """Append `dst = src` through an exact identity that onnxruntime runs in NCHWc layout.
 
     onnxruntime lays out a max pool in NCHWc only when its channels are a multiple of the NCHWc
-    block (16 with AVX-512), so a 1x1 max pool serves there. Fewer channels take a 1x1 convolution
-    with an identity matrix (1 * x plus zeros is x; -0 becomes +0), whose NCHWc kernel reads NCHW
-    input; its LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from
-    fusing the Add into this convolution instead of the real one.
+    block (16 with AVX-512), so a 1x1 max pool serves there. Other channel counts are zero-padded
+    to whole blocks and taken through a 1x1 convolution with an identity matrix (1 * x plus zeros
+    is x; -0 becomes +0): onnxruntime runs a convolution in NCHWc only where its input channels
+    are whole blocks or very few (a 21-class map fed unpadded to a bilinear Resize stayed in plain
+    layout and rounded 1024-16384 ULP away from the whole graph's NCHWc Upsample). Its
+    LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from fusing an Add
+    into this convolution instead of the real one.
     """
     if channels % 16 == 0:
         protos.append(helper.make_node("MaxPool", [src], [dst], kernel_shape=[1, 1], name=dst))
         return dst
-    inits[f"{dst}__eye"] = torch.eye(channels).reshape(channels, channels, 1, 1)
-    protos.append(helper.make_node("Conv", [src, f"{dst}__eye"], [f"{dst}__conv"], kernel_shape=[1, 1],
-                                   name=f"{dst}__conv"))  # fmt: skip
+    blocks = -(-channels // 16) * 16
+    inits[f"{dst}__pads"] = torch.tensor([0, 0, 0, 0, 0, blocks - channels, 0, 0])
+    protos.append(helper.make_node("Pad", [src, f"{dst}__pads"], [f"{dst}__padded"], name=f"{dst}__padded"))
+    inits[f"{dst}__eye"] = torch.eye(channels, blocks).reshape(channels, blocks, 1, 1)
+    protos.append(helper.make_node("Conv", [f"{dst}__padded", f"{dst}__eye"], [f"{dst}__conv"],
+                                   kernel_shape=[1, 1], name=f"{dst}__conv"))  # fmt: skip
     protos.append(helper.make_node("LeakyRelu", [f"{dst}__conv"], [dst], alpha=1.0, name=dst))
     return dst
 
@@ -252,10 +292,10 @@ def _geometry(graph: Graph, node: Node, region: NodeRegion | None
     stride-1 window, else a row-vector one. A tile whose input is that one window while the whole
     map's is larger gets an extra padded column, computed and cropped, to take the whole map's kernel.
     """
-    if node.window is None or region is None:
+    if node.window is None or region is None or node.op == "reorg":  # a reorg reads whole blocks
         return None, None
     top, bottom, left, right = region.pad
-    if node.op == "conv":
+    if node.op in ("conv", "pad"):
         return (top, left, bottom, right), None
     w = node.window
     pads = (min(top, w.pad_begin[0]), min(left, w.pad_begin[1]),

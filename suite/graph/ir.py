@@ -16,11 +16,20 @@ from typing import Any
 import torch
 
 # Op kinds. Spatially local ops can be cut into tiles; the others see the whole map.
-WINDOWED = frozenset({"conv", "maxpool", "avgpool"})
-POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity"})
+# `pad` (a zero border) and `reorg` (space-to-depth, YOLOv2's passthrough) are windows too: a kernel
+# of 1 with padding, and a block x block window with stride block. `channel_select` copies some of
+# its input's channels (slices, splits, channel shuffle) and keeps every row and column in place.
+# `scale` multiplies a map by a per-channel vector (squeeze-and-excite): the map is read where the
+# tile is, the vector whole.
+WINDOWED = frozenset({"conv", "maxpool", "avgpool", "pad", "reorg"})
+POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity", "channel_select"})
 MERGE = frozenset({"add", "mul", "concat"})
-MIXING = frozenset({"flatten", "linear", "adaptive_avgpool", "opaque"})
-SPATIAL = WINDOWED | POINTWISE | MERGE
+BROADCAST = frozenset({"scale"})
+MIXING = frozenset({"flatten", "reshape", "linear", "adaptive_avgpool", "opaque"})
+SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST
+# Kinds that only move data: no multiply-accumulates.
+MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
+                      "channel_select"})
 OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
 
 
@@ -140,6 +149,12 @@ class Graph:
         return sum(n.flops for n in self.nodes.values())
 
 
+def is_channel_vector(shape: tuple[int, ...], of: tuple[int, ...]) -> bool:
+    """True when `shape` holds one value per channel (or one for all) of the NCHW map shape `of`:
+    the vector a `scale` multiplies a map by."""
+    return len(shape) == len(of) == 4 and shape[0] == of[0] and shape[1] in (1, of[1]) and shape[2:] == (1, 1)
+
+
 def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]], **attrs) -> int:
     """Multiply-accumulates of one node over its whole output (PICO's k^2 c_in w h c_out)."""
     out = math.prod(shape)
@@ -153,6 +168,6 @@ def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]]
         return in_shapes[0][-1] * out
     if op == "adaptive_avgpool":
         return math.prod(in_shapes[0])
-    if op in ("input", "dropout", "identity", "flatten", "concat"):
+    if op in MOVEMENT:
         return 0
     return out
