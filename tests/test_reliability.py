@@ -274,7 +274,7 @@ def test_ctrl_c_stops_the_run_at_once_and_keeps_its_frames(tmp_path):
     run.send_signal(signal.SIGINT)
     stopped = time.monotonic()
     run.wait(timeout=60)
-    assert time.monotonic() - stopped < 5, "the run went on after Ctrl-C"
+    assert time.monotonic() - stopped < 10, "the run went on after Ctrl-C"  # ~2 s when the host is idle
     assert run.returncode == 130, "".join(lines)
     summary = json.loads((out / "summary.json").read_text())
     frames = (out / "frames.csv").read_text().splitlines()

@@ -95,6 +95,18 @@ class SqueezeExcite(nn.Module):
         return self.tail(y * scale)
 
 
+class RunningSum(nn.Module):
+    """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(4, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1))
+
+    def forward(self, x):
+        return self.body(torch.cumsum(self.stem(x), dim=2))
+
+
 class Reorg(nn.Module):
     """YOLOv2's passthrough: space-to-depth as `pixel_unshuffle` and as a view-permute chain; a
     global pool of a last reorg's 64 channels (plain layout on onnxruntime)."""
@@ -209,3 +221,7 @@ def unexportable() -> nn.Module:
 
 def squeeze_excite() -> nn.Module:
     return SqueezeExcite()
+
+
+def running_sum() -> nn.Module:
+    return RunningSum()
