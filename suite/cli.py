@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from suite.errors import UserError
@@ -235,11 +236,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
     if output:
         save_plan(plan, output)
-    print(plan.to_json() if args.json else _describe_plan(plan))
+    print(plan.to_json() if args.json else _describe_plan(plan, graph))
     return EXIT_OK
 
 
-def _describe_plan(plan) -> str:
+def _describe_plan(plan, graph) -> str:
     p = plan.predicted
     shape = "x".join(map(str, plan.input_shape))
     lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices), "
@@ -251,7 +252,18 @@ def _describe_plan(plan) -> str:
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
     lines.append(f"  predicted: latency {p.latency_s:.3g} s, period {p.period_s:.3g} s, "
                  f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}")
+    lines.append(_describe_plan_coverage(p.tiled_share, graph))
     return "\n".join(lines)
+
+
+def _describe_plan_coverage(share: float, graph) -> str:
+    """One line: the share of the model's MACs the plan tiles, what the model allows, where it stops."""
+    from suite.graph.cuts import coverage, spatial_front
+
+    cover = coverage(graph, spatial_front(graph))
+    stops = [asdict(stop) for stop in cover.stops]
+    return _describe_coverage(share, stops, f" in this plan (the model can be tiled up to "
+                                            f"{cover.tiled_share:.1%})")  # fmt: skip
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -370,7 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(_describe_run(result))
+        print(_describe_run(result, graph))
     if not result["complete"]:
         print(f"error: {result['error']}", file=sys.stderr)
         return EXIT_INTERRUPTED if INTERRUPTED in (run.error, baseline and baseline.error) else EXIT_MISMATCH
@@ -454,7 +466,7 @@ def _progress(total: int):
         yield bars
 
 
-def _describe_run(r: dict) -> str:
+def _describe_run(r: dict, graph) -> str:
     shape = "x".join(map(str, r["input_shape"]))
     verdict = "all BIT-EXACT" if r["bit_exact"] else "NOT bit-exact"
     lines = [f"{r['scheme']} on {r['model']} {shape}, fleet {r['fleet']} ({r['devices']} workers, "
@@ -478,6 +490,8 @@ def _describe_run(r: dict) -> str:
         real, dilation = r["real_time"], r["network"]["dilation"]
         lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
                      f"throughput {real['throughput_fps']:.3g} fps")
+    if r["tiled_share"] is not None:
+        lines.append(_describe_plan_coverage(r["tiled_share"], graph))
     lines.append(f"  network: {r['network']['description']}")
     if r["refused_peers"]:
         lines.append(f"  warning: refused {len(r['refused_peers'])} connection(s) without the run's secret "
@@ -538,13 +552,16 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: workers stopped, results kept
 
 
-def _describe_coverage(share: float, stops: list[dict]) -> str:
-    """One line: the share of the model's MACs computed in tiles, and where (and why) tiling stops."""
+def _describe_coverage(share: float, stops: list[dict], scope: str = "") -> str:
+    """One line: the share of the model's MACs computed in tiles (`scope`: in what), and where (and
+    why) tiling stops."""
     where = "; ".join(f"{s['node']} ({s['reason']})" for s in stops[:2])
     more = f" and {len(stops) - 2} more" if len(stops) > 2 else ""
-    line = f"  tiled {share:.1%} of the model's MACs" + (f"; tiling stops at {where}{more}" if stops else "")
+    line = f"  tiled {share:.1%} of the model's MACs{scope}"
+    if stops:
+        line += f"; tiling stops at {where}{more}"
     if share < 0.5:
-        line += ": LESS THAN HALF of the model is partitioned, the rest runs on one device"
+        line += ": LESS THAN HALF of the model is computed in tiles"
     return line
 
 

@@ -154,7 +154,15 @@ def predict(plan: Plan, graph: Graph, fleet: Fleet) -> Predicted:
         throughput_fps=1.0 / period if period > 0 else float("inf"),
         redundancy=sum(macs) / total - 1.0 if total else 0.0,
         stages=list(costs),
+        tiled_share=tiled_macs(plan, graph) / total if total else 0.0,
     )
+
+
+def tiled_macs(plan: Plan, graph: Graph) -> int:
+    """The model's MACs that the plan computes in tiles: in stages that cut maps among devices."""
+    tiled = [s for s in plan.stages
+             if len(s.devices) > 1 and all(isinstance(r, Box) for w in s.work for r in w.outputs.values())]
+    return sum(graph[n].flops for s in tiled for n in s.nodes)
 
 
 def _busiest_resource(link: Link, stages: Sequence[Stage], costs: Sequence[StageCost]) -> float:

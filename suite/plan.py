@@ -109,6 +109,7 @@ class Predicted:
     throughput_fps: float
     redundancy: float
     stages: list[StageCost]
+    tiled_share: float = 0.0  # of the model's MACs, computed in tiles (stages that cut a map)
 
 
 @dataclass
@@ -424,6 +425,7 @@ class _PredictedSpec(Strict):
     throughput_fps: float = Field(ge=0)
     redundancy: float
     stages: list[_StageCostSpec]
+    tiled_share: float = Field(default=0.0, ge=0, le=1)
 
 
 class _PlanFile(Strict):
@@ -468,7 +470,7 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
     if spec.predicted is not None:
         p = spec.predicted
         predicted = Predicted(p.latency_s, p.period_s, p.throughput_fps, p.redundancy,
-                              [StageCost(**c.model_dump()) for c in p.stages])  # fmt: skip
+                              [StageCost(**c.model_dump()) for c in p.stages], p.tiled_share)  # fmt: skip
     return Plan(spec.scheme, spec.model, list(spec.input_shape), spec.fleet, list(spec.devices), spec.hub,
                 stages, spec.frames_in_flight, predicted, dict(spec.options), spec.planning_time_s)
 

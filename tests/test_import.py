@@ -36,7 +36,7 @@ IDIOMS = {
     "ActivationsWrittenOut": ({"elementwise", "mul"}, 1.0),
     "ChannelShuffle": ({"channel_select", "concat"}, 0.95),
     "FunctionalConv": ({"conv"}, 1.0),
-    "SqueezeExcite": ({"scale"}, 0.0),  # tiling stops at the SE until its gather is planned
+    "SqueezeExcite": ({"scale"}, 0.95),  # the branch is computed whole between tiled segments
     "Reorg": ({"reorg", "channel_select"}, 0.99),
     "DynamicSamePad": ({"pad"}, 1.0),
     "ChannelsLastHead": ({"opaque"}, 0.9),
@@ -203,6 +203,28 @@ def test_run_with_a_random_factory_is_bit_exact_on_workers(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["bit_exact"] and result["complete"]
+
+
+def test_se_nets_run_bit_exact_on_workers_through_their_branches(tmp_path):
+    """HALP as it plans MobileNetV3, and a PICO plan through every one of its SE branches (saved,
+    then run with --plan): the branches run whole between tiled segments, every frame bit-exact."""
+    from toys import forced_pico_plan
+
+    from suite.fleet import uniform_fleet
+    from suite.plan import save_plan
+
+    model = ("--model", "mobilenet_v3_large", "--input-size", "3x96x96")
+    graph = from_torch(load_model("mobilenet_v3_large", (3, 96, 96), weights=False).module, (3, 96, 96),
+                       "mobilenet_v3_large")  # fmt: skip
+    save_plan(forced_pico_plan(graph, uniform_fleet(3)), tmp_path / "through.json")
+    for name, how in [("halp", ("--scheme", "halp", "--devices", "3")),
+                      ("through", ("--plan", str(tmp_path / "through.json")))]:  # fmt: skip
+        out = _suite("run", *model, *how, "--frames", "2", "--warmup", "0", "--no-baseline", "--json",
+                     "-o", str(tmp_path / name))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert result["bit_exact"] and result["complete"], result["error"]
+    assert result["tiled_share"] > 0.9  # at 96x96 the classifier weighs more than at 224x224
 
 
 MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",

@@ -32,6 +32,7 @@ from suite.regions import (
     NodeRegion,
     Region,
     RegionError,
+    as_part,
     feature_region,
     hull_of,
     index_in,
@@ -245,7 +246,11 @@ class Runner:
             if self.observe is not None:
                 self.observe(step.stage, done)
             for tensor, region in task.outputs.items():
-                _put(store, tensor, region, done[tensor][1], self.program.canvases[tensor], self.graph)
+                computed, value = done[tensor]  # more than `region` where the task reads it too
+                node = self.graph[tensor]
+                if as_part(computed, node) != as_part(region, node):
+                    value = value[index_in(region, computed, node)]
+                _put(store, tensor, region, value, self.program.canvases[tensor], self.graph)
         sends += [self._send(frame, step.stage, m, store) for m in step.send_after]
         for pending in after:
             self._arrive(frame, step.stage, pending, store)

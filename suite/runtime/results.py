@@ -141,6 +141,7 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
             "throughput_error": _error(real["throughput_fps"], predicted.throughput_fps),
         },
         "simulated": None if predicted is None else _simulated(plan, fleet, options, real["throughput_fps"]),
+        "tiled_share": None if predicted is None else predicted.tiled_share,  # of the model's MACs
         "bytes_moved": sum(e.bytes for e in run.events if e.kind == "send"),
         "plan_hash": plan.digest,
         "network": net,
