@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from suite.errors import UserError
-from suite.graph.ir import OP_KINDS
+from suite.graph.ir import COST_KINDS
 from suite.schema import Strict, read_yaml, shown
 
 HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
@@ -65,9 +65,9 @@ class Profile:
 
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per MAC and seconds per node for each kind of `OP_KINDS`: the vectors that
+        """Seconds per MAC and seconds per node for each kind of `COST_KINDS`: the vectors that
         price a `suite.cost.OpWork`. Every kind needs a cost (its own or the `default`)."""
-        costs = [self.cost(op) for op in OP_KINDS]
+        costs = [self.cost(kind) for kind in COST_KINDS]
         return (np.array([c.alpha / self.macs_per_s for c in costs]),
                 np.array([c.overhead_s for c in costs]))  # fmt: skip
 

@@ -31,6 +31,8 @@ SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST
 MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
                       "channel_select"})
 OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
+# What the cost model prices separately: every op kind, and convs by class (`Node.cost_kind`).
+COST_KINDS = tuple(sorted({*OP_KINDS, "depthwise_conv", "grouped_conv"}))
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,17 @@ class Node:
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
             digest.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
         return digest.hexdigest()
+
+    @property
+    def cost_kind(self) -> str:
+        """The kind the cost model prices this node as: its op, but a conv by its class. Per MAC, a
+        depthwise conv (one input channel per group) runs an order of magnitude slower than a dense
+        one: little arithmetic per value read, and no large matrix product to hand to a GEMM."""
+        if self.op != "conv" or self.attrs.get("groups", 1) == 1:
+            return self.op
+        kh, kw = self.window.kernel
+        inputs_per_group = self.flops // (kh * kw * math.prod(self.shape))  # as node_flops counts them
+        return "depthwise_conv" if inputs_per_group == 1 else "grouped_conv"
 
     @property
     def flops_per_position(self) -> float:

@@ -14,7 +14,7 @@ is computed whole on one device, and its vector goes with the map's rows to the 
 Rows and columns propagate independently through the region math (`regions.plan_ranges`), so it
 walks each axis back one piece at a time, memoised per (piece, axis, range), and keeps each run's
 per-node lengths: the n x m tiles of a grid share n + m walks, and runs ending on the same rows
-share theirs. A grid's MACs are then per-node products of row and column lengths, summed by op
+share theirs. A grid's MACs are then per-node products of row and column lengths, summed by cost
 kind (`cost.OpWork`) in one array product, which a profile prices as two dot products.
 """
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from suite.cost import OP_INDEX, OpWork
+from suite.cost import KIND_INDEX, OpWork
 from suite.fleet import Device
 from suite.graph import POINTWISE, Graph
 from suite.graph.cuts import Branch, branches
-from suite.graph.ir import OP_KINDS
+from suite.graph.ir import COST_KINDS
 from suite.plan import Region, Transfer, tensor_bytes
 from suite.regions import WHOLE, Box, RegionError, plan_ranges, split_range
 
@@ -141,8 +141,8 @@ class TileCosts:
         nodes = [graph[n] for piece in chain for n in piece.nodes]
         self.offsets = np.cumsum([0] + [len(p.nodes) for p in chain])  # piece k: offsets[k]..offsets[k+1]
         self.per_position = np.array([n.flops_per_position for n in nodes])
-        self.kind = np.zeros((len(nodes), len(OP_KINDS)))  # one-hot op kind per node
-        self.kind[np.arange(len(nodes)), [OP_INDEX[n.op] for n in nodes]] = 1
+        self.kind = np.zeros((len(nodes), len(COST_KINDS)))  # one-hot cost kind per node
+        self.kind[np.arange(len(nodes)), [KIND_INDEX[n.cost_kind] for n in nodes]] = 1
         self.flops = np.array([float(n.flops) for n in nodes])
         self.position = {n.name: k for k, n in enumerate(nodes)}
         self.users = graph.consumers()
@@ -199,7 +199,7 @@ class TileCosts:
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
              ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip
         """For each tile rows[a] x cols[b] of piece j's output (row-major): the box of piece i's
-        input it reads, and its MACs and node counts by op kind (arrays of shape tiles x kinds).
+        input it reads, and its MACs and node counts by cost kind (arrays of shape tiles x kinds).
         The same sums as `tile`, for a whole grid in one product over its nodes."""
         walked_rows = [self._lengths(i, j, 0, r) for r in rows]
         walked_cols = [self._lengths(i, j, 1, c) for c in cols]
@@ -210,7 +210,7 @@ class TileCosts:
         macs = (area * self.per_position[nodes]) @ self.kind[nodes]
         counts = (area > 0) @ self.kind[nodes]
         boxes = [Box(*r, *c) for r, _ in walked_rows for c, _ in walked_cols]
-        kinds = len(OP_KINDS)
+        kinds = len(COST_KINDS)
         return boxes, macs.reshape(-1, kinds), counts.reshape(-1, kinds)
 
     def tile(self, i: int, j: int, box: Box) -> tuple[Box, OpWork]:
@@ -221,7 +221,7 @@ class TileCosts:
     def strips(self, i: int, j: int, rows: Sequence[tuple[int, int]]
                ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:  # fmt: skip
         """`grid` for full-width row strips: the rows of piece i's input each reads, and their MACs
-        and node counts by op kind."""
+        and node counts by cost kind."""
         boxes, macs, counts = self.grid(i, j, rows, [(0, self.width(j))])
         return [(b.h0, b.h1) for b in boxes], macs, counts
 
@@ -277,7 +277,7 @@ class TileCosts:
                      ) -> tuple[list[dict[str, Box]], np.ndarray, np.ndarray]:  # fmt: skip
         """`grid` for a segment, whose outputs are cut alike: tile (a, b) is rows[o][a] x cols[o][b] of
         every output o. For each tile (row-major): the boxes it reads of tensors from before the
-        segment, and its MACs and node counts by op kind."""
+        segment, and its MACs and node counts by cost kind."""
         if segment.run is not None:  # one output, one input: the memoised walks of `grid`
             (output,), (i, j) = segment.outputs, segment.run
             boxes, macs, counts = self.grid(i, j, rows[output], cols[output])
@@ -292,7 +292,7 @@ class TileCosts:
             macs = (area * self.per_position[at]) @ self.kind[at]
             counts = (area > 0) @ self.kind[at]
             reads = [{t: Box(*r[t], *c[t]) for t in r} for r in row_reads for c in col_reads]
-            kinds = len(OP_KINDS)
+            kinds = len(COST_KINDS)
             self._segment_grids[key] = (reads, macs.reshape(-1, kinds), counts.reshape(-1, kinds))
         return self._segment_grids[key]
 

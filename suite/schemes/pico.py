@@ -43,6 +43,7 @@ from suite.regions import WHOLE, Box, split_range
 from suite.schemes import single
 from suite.schemes.chain import (
     Piece,
+    Segment,
     Step,
     TileCosts,
     branch_transfers,
@@ -74,6 +75,7 @@ class StageTimer:
         self.costs = TileCosts(graph, chain)
         self.link = link
         self.memo: dict[tuple, float] = {}
+        self.segment_memo: dict[tuple, float] = {}
 
     def time(self, i: int, j: int, profiles: tuple[Profile, ...]) -> float:
         key = (i, j, tuple(p.name for p in profiles))  # profiles are unhashable; names are unique
@@ -115,22 +117,29 @@ class StageTimer:
         """Spatial pieces i..j in strips through the coordinator: one stage, or one per segment
         around squeeze-and-excite branches (`TileCosts.segments`), each branch a stage on the
         first device."""
+        return sum(self._segment_time(segment, profiles) for segment in self.costs.segments(i, j))
+
+    def _segment_time(self, segment: Segment, profiles: tuple[Profile, ...]) -> float:
+        """One segment's strips, after its branches; memoised, since runs share their inner segments."""
+        key = (segment.nodes[0], segment.nodes[-1], tuple(p.name for p in profiles))
+        if key in self.segment_memo:
+            return self.segment_memo[key]
         names = [f"d{k}" for k in range(len(profiles))]
         weights = [p.macs_per_s for p in profiles]
         time = 0.0
-        for segment in self.costs.segments(i, j):
-            for branch in segment.branches:
-                compute = {"d0": work_time(profiles[0], self.costs.nodes_work(branch.nodes))}
-                moves = branch_transfers(self.graph, COORDINATOR, "d0", branch)
-                time += stage_time(self.link, compute, moves)
-            rows = self.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
-            if rows is None:
-                return INF
+        for branch in segment.branches:
+            compute = {"d0": work_time(profiles[0], self.costs.nodes_work(branch.nodes))}
+            time += stage_time(self.link, compute, branch_transfers(self.graph, COORDINATOR, "d0", branch))
+        rows = self.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
+        if rows is None:
+            time = INF
+        else:
             cols = {o: [(0, self.graph[o].shape[3])] for o in segment.outputs}
             reads, macs, counts = self.costs.segment_grid(segment, rows, cols)
             made = [{o: Box(*rows[o][k], *cols[o][0]) for o in segment.outputs} for k in range(len(names))]
             transfers = tile_transfers(self.graph, COORDINATOR, names, reads, made)
             time += stage_time(self.link, dict(zip(names, work_times(profiles, macs, counts))), transfers)
+        self.segment_memo[key] = time
         return time
 
     def period(self, stages: Sequence[tuple[int, int, Sequence[Device]]]) -> float:
