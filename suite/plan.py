@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from suite.fleet import Fleet
 
 
-SCHEMA_VERSION = 2  # 2: frames_in_flight
+SCHEMA_VERSION = 3  # 2: frames_in_flight; 3: graph
 COORDINATOR = "coordinator"
 
 
@@ -131,6 +131,7 @@ class Plan:
     devices: list[str]
     hub: str
     stages: list[Stage]
+    graph: str  # whose names its nodes are (`Graph.source`); `suite.runtime.lowering` moves it to another
     frames_in_flight: int = 1
     predicted: Predicted | None = None
     options: dict = field(default_factory=dict)  # the choices the scheme made, for people to read
@@ -435,6 +436,7 @@ class _PlanFile(Strict):
     devices: list[str] = Field(min_length=1, max_length=MAX_DEVICES)
     hub: str
     stages: list[_StageSpec] = Field(min_length=1, max_length=MAX_STAGES)
+    graph: str = Field(pattern="^(torch|onnx|onnxruntime)$")
     frames_in_flight: int = Field(ge=1, le=1024)
     predicted: _PredictedSpec | None = None
     options: dict = Field(default_factory=dict)
@@ -470,7 +472,8 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
         predicted = Predicted(p.latency_s, p.period_s, p.throughput_fps, p.redundancy,
                               [StageCost(**c.model_dump()) for c in p.stages])  # fmt: skip
     return Plan(spec.scheme, spec.model, list(spec.input_shape), spec.fleet, list(spec.devices), spec.hub,
-                stages, spec.frames_in_flight, predicted, dict(spec.options), spec.planning_time_s)
+                stages, spec.graph, spec.frames_in_flight, predicted, dict(spec.options),
+                spec.planning_time_s)
 
 
 def _regions(data: dict) -> dict[str, Region]:

@@ -105,20 +105,6 @@ def test_compare_counts_ulps():
     assert not c.bit_exact and c.max_ulp == 1 and c.max_abs_diff == pytest.approx(2**-22)
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["--model", "alexnet"], "unknown model 'alexnet'"),
-        (["--input-size", "3x2x"], "--input-size '3x2x'"),
-        (["--model", "resnet18", "--parts", "9"], "9x1 split needs at least 9 rows"),
-        (["--input-size", "3x16x16"], "vanishes at node 'features_30'"),
-        (["--grid", "2by2"], "--grid '2by2'"),
-        (["--backend", "tpu"], "unknown backend 'tpu'"),
-        (["--model", "nowhere.onnx"], "'nowhere.onnx' does not exist"),
-        (["--model", "json:dumps", "--input-size", "3x8x8"], "calling dumps() failed"),
-        (["--model", "json:JSONDecoder", "--input-size", "3x8x8"], "not a torch nn.Module"),
-    ],
-)
 def test_user_onnx_model_runs_on_both_backends(tmp_path):
     from suite.backends.ort import export_onnx
 

@@ -6,28 +6,49 @@ the segment as one graph lets onnxruntime apply the same layout transform and fu
 convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE_ALL: there MLAS's
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
+
+Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
+module, tensor names for an ONNX file), whatever backend runs them. This backend's graph keeps those
+names: a module is exported with every traced node's value as a graph output of that node's name
+(the TorchScript exporter names a graph output as asked), then those outputs are dropped again
+(`export_onnx`), and onnxruntime's basic optimisations fold the model. A fused node keeps the name
+of the last node it absorbs (a convolution and its batch norm: the batch norm's); a node the
+exporter leaves out (dropout) is gone. So the graph here is the model graph less the nodes folded
+into others, under the same names, and `suite.runtime.lowering` rewrites a plan onto it. Matching
+nodes afterwards instead (by the exporter's scope names, by position, or by comparing values) was
+rejected: functional ops carry no scope, and a freshly built batch norm is so close to the identity
+that a convolution's output cannot be told from its batch norm's by value.
+
+Sessions are built before the first frame (`compile`), one per segment and tile geometry; tiles of
+one geometry at different places build the same ONNX model and share its session. Once built, the
+sessions hold the weights, and the graph `compile` returns holds none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import torch
+import torch.fx as fx
 from onnx import helper, numpy_helper
 
-from suite.backends.base import BackendError, Prepared, Tile, region_of
+from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
-from suite.regions import WHOLE, NodeRegion, Region, as_part, full_box
+from suite.graph.from_torch import from_torch
+from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -40,10 +61,15 @@ class OrtBackend:
 
     name: str = "onnxruntime"
     threads: int | None = None
-    observes_all_nodes = False  # a segment's inner nodes stay inside its session
+    observes_all_nodes: bool = False  # never: a segment's inner nodes stay inside its session
     _graph: Graph | None = field(default=None, repr=False)
-    _sessions: dict = field(default_factory=dict, repr=False)
+    _sessions: dict = field(default_factory=dict, repr=False)  # segment and tile -> session
+    _by_model: dict = field(default_factory=dict, repr=False)  # digest of a tile's ONNX model -> session
     _nchwc: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.observes_all_nodes:
+            raise ValueError("onnxruntime returns a segment's outputs only; its inner nodes are fused")
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -70,13 +96,21 @@ class OrtBackend:
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """The model with ORT's portable basic optimisations applied once (BN folded into convs),
-        as the graph tiles run and as the monolithic session."""
-        model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape)
+        as the graph tiles run and as the monolithic session; that session is built on the first
+        call, so a worker, which never makes one, does not hold a second copy of the weights."""
+        model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape, loaded.name)
         optimised = self._basic_optimised(model_bytes)
-        graph = from_onnx(onnx.ModelProto.FromString(optimised), loaded.name)
-        session = self.session(optimised)
-        feed = session.get_inputs()[0].name
-        return Prepared(graph, lambda x: torch.from_numpy(session.run(None, {feed: x.numpy()})[0]))
+        del model_bytes
+        graph = replace(from_onnx(onnx.ModelProto.FromString(optimised), loaded.name), source="onnxruntime")
+
+        @cache
+        def monolithic_session():
+            return self.session(optimised)
+
+        def monolithic(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(monolithic_session().run(None, {graph.input: x.numpy()})[0])
+
+        return Prepared(graph, monolithic)
 
     def _basic_optimised(self, model_bytes: bytes) -> bytes:
         import onnxruntime as ort
@@ -90,23 +124,40 @@ class OrtBackend:
 
     def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
-        node_regions = {n: region_of(graph, graph[n], regions) for n in names}
-        inside = set(names)
-        sources = list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
-        held = {s: values[s][0] for s in sources}
-        if graph is not self._graph:
-            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
-        key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
-        if key not in self._sessions:
-            model = segment_model(graph, names, node_regions, held, outputs, self._nchwc)
-            self._sessions[key] = self.session(model)
-        session = self._sessions[key]
-        feeds = {s: values[s][1].contiguous().numpy() for s in sources}
+        held = {s: values[s][0] for s in _sources(graph, names)}
+        session, node_regions = self._session_for(graph, names, held, regions, outputs)
+        feeds = {s: values[s][1].contiguous().numpy() for s in held}
         results = session.run(list(outputs), feeds)
         for name, array in zip(outputs, results):
             region = node_regions.get(name)
             values[name] = (region.out if region is not None else WHOLE, torch.from_numpy(array))
         return values
+
+    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+        """Every segment's session, built now so that no frame waits for one. The sessions then
+        hold the weights: the graph returned, which runs them on this backend, holds none."""
+        start = time.perf_counter()
+        for segment in segments:
+            self._session_for(graph, segment.names, segment.held, segment.regions, segment.outputs)
+        light = replace(graph, nodes={n: _weightless(node) for n, node in graph.nodes.items()})
+        self._graph = light  # the sessions built for `graph` serve it without its weights
+        return Compiled(light, len(self._by_model), time.perf_counter() - start)
+
+    def _session_for(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
+                     regions: Mapping[str, NodeRegion], outputs: Sequence[str]):  # fmt: skip
+        """The session that runs `names` on the tiles `held` of their sources, and each node's region."""
+        node_regions = {n: region_of(graph, graph[n], regions) for n in names}
+        if graph is not self._graph:
+            self._graph, self._sessions, self._by_model = graph, {}, {}
+            self._nchwc = self._nchwc_maps(graph)
+        key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
+        if key not in self._sessions:
+            model = segment_model(graph, names, node_regions, held, outputs, self._nchwc)
+            digest = hashlib.sha256(model).digest()  # tiles of one geometry make the same model
+            if digest not in self._by_model:
+                self._by_model[digest] = self.session(model)
+            self._sessions[key] = self._by_model[digest]
+        return self._sessions[key], node_regions
 
     def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
@@ -124,22 +175,123 @@ class OrtBackend:
             ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
             optimised = onnx.load(opts.optimized_model_filepath)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
-        return frozenset(n for n in names if n not in plain)
+        return frozenset(n for n in names if n not in plain and graph[n].is_map)  # NCHWc holds maps only
 
 
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
-    """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
+def _sources(graph: Graph, names: Sequence[str]) -> list[str]:
+    """The tensors a segment reads from outside itself, in the order it first reads them."""
+    inside = set(names)
+    return list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
+
+
+def _weightless(node: Node) -> Node:
+    if not node.params and (node.onnx is None or not node.onnx[1]):
+        return node
+    return replace(node, params={}, onnx=None if node.onnx is None else (node.onnx[0], {}))
+
+
+# -- the model as ONNX, under the model graph's names --------------------------------------------
+
+
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str = "model") -> bytes:
+    """The module as ONNX (TorchScript exporter, opset 17) whose tensors carry the model graph's
+    names: each node of the torch.fx trace is exported as a graph output of its own name, then all
+    but the model's outputs are dropped again (see the module docstring). Nothing is folded here;
+    onnxruntime folds as it loads the model."""
+    model_graph = from_torch(module, input_shape, name)
+    gm = fx.symbolic_trace(module)
+    traced = _exportable(gm, model_graph)
+    names = [n for n in model_graph.nodes if n != model_graph.input]
+    next(n for n in gm.graph.nodes if n.op == "output").args = (tuple(traced[n] for n in names),)
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _out_of_place(gm):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
-                              input_names=["input"], output_names=["output"], opset_version=17)
+            torch.onnx.export(gm, (torch.zeros(1, *input_shape),), buf, dynamo=False,
+                              input_names=[model_graph.input], output_names=names, opset_version=17)
         except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
             detail = str(exc).splitlines()[0][:300]
             raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
                                "try another --input-size or --backend torch") from None
-    return buf.getvalue()
+    model = onnx.ModelProto.FromString(buf.getvalue())
+    _keep_outputs(model, model_graph.outputs)
+    return model.SerializeToString()
+
+
+def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
+    """The traced nodes by name, after replacing each adaptive average pool the TorchScript exporter
+    refuses (an output size that does not divide the input's, as VGG-16's 7x7 pool below 224 px)
+    with `_AveragingProducts`, which computes the same averages."""
+    traced = {n.name: n for n in gm.graph.nodes}
+    for name, node in model_graph.nodes.items():
+        in_hw = model_graph[node.inputs[0]].shape[2:] if node.inputs else ()
+        if node.op != "adaptive_avgpool" or all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+            continue
+        old = traced[name]
+        gm.add_submodule(f"{name}__averaging", _AveragingProducts(in_hw, node.shape[2:]))
+        with gm.graph.inserting_before(old):
+            traced[name] = gm.graph.call_module(f"{name}__averaging", (old.all_input_nodes[0],))
+        old.replace_all_uses_with(traced[name])
+        gm.graph.erase_node(old)
+    return traced
+
+
+class _AveragingProducts(torch.nn.Module):
+    """Adaptive average pooling as `rows @ x @ cols`, each output's weight on every input row and
+    column: the averages over PyTorch's windows `[floor(i * n / m), ceil((i + 1) * n / m))`."""
+
+    def __init__(self, in_hw: Sequence[int], out_hw: Sequence[int]):
+        super().__init__()
+        rows, cols = (_averaging(n, m) for n, m in zip(in_hw, out_hw))
+        self.register_buffer("rows", rows)
+        self.register_buffer("cols", cols.t().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows @ x @ self.cols
+
+
+def _averaging(n: int, m: int) -> torch.Tensor:
+    """m x n: row i averages inputs floor(i * n / m) up to ceil((i + 1) * n / m)."""
+    weights = torch.zeros(m, n)
+    for i in range(m):
+        first, stop = i * n // m, -(-(i + 1) * n // m)
+        weights[i, first:stop] = 1.0 / (stop - first)
+    return weights
+
+
+@contextlib.contextmanager
+def _out_of_place(gm: fx.GraphModule) -> Iterator[None]:
+    """In-place ops made out of place while exporting: the tracer gives a tensor changed in place
+    the name of its last value, so an in-place ReLU would lend its name to the convolution before it."""
+    modules = [m for m in gm.modules() if getattr(m, "inplace", None) is True]
+    for node in gm.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    for m in modules:
+        m.inplace = False
+    gm.recompile()
+    try:
+        yield
+    finally:
+        for m in modules:  # the submodules are the caller's own
+            m.inplace = True
+
+
+def _keep_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> None:
+    """Keep only `outputs` as the model's outputs, and the nodes and initializers they need."""
+    kept = [o for o in model.graph.output if o.name in outputs]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    needed, live = set(outputs), []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(node.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(live))
+    inits = [i for i in model.graph.initializer if i.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
@@ -156,9 +308,11 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         if node.onnx is None:
             raise ValueError(f"node '{name}' has no ONNX form")
         proto, consts = node.onnx
+        region = regions.get(name)
+        if region is not None and isinstance(region.out, FeatureRange):
+            proto, consts = _feature_share(node, region.out)
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
-        region = regions.get(name)
         reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
         renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
@@ -184,6 +338,23 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def _feature_share(node: Node, features: FeatureRange) -> tuple[onnx.NodeProto, dict[str, torch.Tensor]]:
+    """A Gemm computing only `features` of a linear layer (MoDNN's FC split), from the rows of the
+    weight for them among those the device holds (`weight_rows`, set by `prune_weights`).
+
+    Bit-exact for any cut: onnxruntime's Gemm sums each output feature over the inputs in the same
+    order whichever rows it is given (measured on the zoo's heads, cuts at 1, 3, 16, 17, 40 and
+    halves: 96 of 96 exact), so the split runs here rather than on torch, whose kernels would not
+    match this backend's monolithic model anyway."""
+    held = node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1]))
+    rows = features.within(held)[-1]
+    consts = {f"{node.name}__weight": node.params["weight"][rows]}
+    if "bias" in node.params:
+        consts[f"{node.name}__bias"] = node.params["bias"][rows]
+    gemm = helper.make_node("Gemm", [node.inputs[0], *consts], [node.name], transB=1, name=node.name)
+    return gemm, consts
 
 
 def _hw(node: Node, region: Region) -> list[int]:

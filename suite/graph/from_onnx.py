@@ -239,10 +239,10 @@ def from_onnx(model: onnx.ModelProto, name: str = "model") -> Graph:
             changed = _reinfer(proto, types, shapes, params, model)
         else:
             changed = {}
-        for name, fixed in changed.items():
-            if fixed != shapes.get(name):
-                shapes[name] = fixed
-                corrected.add(name)
+        for tensor, fixed in changed.items():  # not `name`: that is the graph's
+            if fixed != shapes.get(tensor):
+                shapes[tensor] = fixed
+                corrected.add(tensor)
         shape = shapes.get(out)
         if not shape or any(d <= 0 for d in shape):
             raise GraphImportError(f"ONNX node '{proto.name or out}' ({proto.op_type}) has no "
