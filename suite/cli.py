@@ -166,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(run=cmd_report)
 
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
-    f.add_argument("--name", default="local", help="profile name (default: local)")
-    f.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default: 1)")
+    f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="time the ops on this backend (default: torch)")
+    f.add_argument("--name", help="profile name (default: local on torch, local-<backend> on another, "
+                   "the profile a run on that backend prices this host by)")  # fmt: skip
+    f.add_argument("--threads", type=_at_least(1), default=1, help="compute threads (default: 1)")
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
@@ -311,8 +314,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from suite.fleet import PROFILES_DIR
     from suite.profile import measure_profile, write_profile
 
-    path = _output_file(args.output) or PROFILES_DIR / f"{args.name}.yaml"  # checked before measuring
-    profile = measure_profile(args.name, threads=args.threads, quick=args.quick)
+    name = args.name or ("local" if args.backend == "torch" else f"local-{args.backend}")
+    path = _output_file(args.output) or PROFILES_DIR / f"{name}.yaml"  # checked before measuring
+    profile = measure_profile(name, threads=args.threads, quick=args.quick, backend=args.backend)
     write_profile(profile, path)
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
     return EXIT_OK

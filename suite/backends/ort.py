@@ -83,6 +83,8 @@ class OrtBackend:
                 "threads": self.threads or 0}  # fmt: skip
 
     def session(self, model_bytes: bytes, level: str = "all"):
+        """A session of the model, loaded from a file: a session made from bytes keeps them (for a
+        reset), a second copy of its weights for as long as it lives."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -92,7 +94,10 @@ class OrtBackend:
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
-        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        with tempfile.NamedTemporaryFile(suffix=".onnx") as file:
+            file.write(model_bytes)
+            file.flush()
+            return ort.InferenceSession(file.name, opts, providers=["CPUExecutionProvider"])
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """The model with ORT's portable basic optimisations applied once (BN folded into convs),
@@ -161,12 +166,20 @@ class OrtBackend:
 
     def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
-        graph renames them, or gives them their name back only through a ReorderOutput."""
+        graph renames them, or gives them their name back only through a ReorderOutput.
+
+        Only the maps are asked about, so only the nodes computing maps from maps are built: the
+        layout is decided per node and reordered back where a node needs plain NCHW (a flatten, a
+        graph output) alike, and the classifier's weights (VGG-16's: 0.5 GB) stay out of memory."""
         import onnxruntime as ort
 
-        names = [n for n in graph.nodes if n != graph.input]
+        maps = {graph.input}
+        for name, node in graph.nodes.items():
+            if name != graph.input and node.is_map and all(s in maps for s in node.inputs):
+                maps.add(name)
+        names = [n for n in graph.nodes if n in maps and n != graph.input]
         whole = {n: region_of(graph, graph[n], {}) for n in names}
-        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.outputs)
+        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.boundary(names))
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -213,7 +226,9 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
             detail = str(exc).splitlines()[0][:300]
             raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
                                "try another --input-size or --backend torch") from None
-    model = onnx.ModelProto.FromString(buf.getvalue())
+    model = onnx.ModelProto()
+    model.ParseFromString(buf.getbuffer())
+    del buf  # VGG-16's weights are 0.5 GB: one copy at a time
     _keep_outputs(model, model_graph.outputs)
     return model.SerializeToString()
 
