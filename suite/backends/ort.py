@@ -27,7 +27,6 @@ sessions hold the weights, and the graph `compile` returns holds none.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import tempfile
 import time
@@ -36,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -48,7 +47,7 @@ from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile,
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
 from suite.graph.from_torch import from_torch
-from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box
+from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, index_in
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -62,10 +61,9 @@ class OrtBackend:
     name: str = "onnxruntime"
     threads: int | None = None
     observes_all_nodes: bool = False  # never: a segment's inner nodes stay inside its session
-    _graph: Graph | None = field(default=None, repr=False)
-    _sessions: dict = field(default_factory=dict, repr=False)  # segment and tile -> session
-    _by_model: dict = field(default_factory=dict, repr=False)  # digest of a tile's ONNX model -> session
-    _nchwc: frozenset[str] = field(default=frozenset(), repr=False)
+    _graph: Graph | None = field(default=None, init=False, repr=False)
+    _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
+    _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.observes_all_nodes:
@@ -129,40 +127,53 @@ class OrtBackend:
 
     def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
+        self._use(graph)
         held = {s: values[s][0] for s in _sources(graph, names)}
-        session, node_regions = self._session_for(graph, names, held, regions, outputs)
-        feeds = {s: values[s][1].contiguous().numpy() for s in held}
-        results = session.run(list(outputs), feeds)
-        for name, array in zip(outputs, results):
+        node_regions = {n: region_of(graph, graph[n], regions) for n in names}
+        key = _key(names, node_regions, held, outputs)
+        if key not in self._sessions:
+            self._build(graph, names, held, [node_regions], outputs)
+        session, tile = self._sessions[key]
+        for name, array in zip(outputs, session.results(tile, graph, values)):
             region = node_regions.get(name)
             values[name] = (region.out if region is not None else WHOLE, torch.from_numpy(array))
         return values
 
     def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
-        """Every segment's session, built now so that no frame waits for one. The sessions then
-        hold the weights: the graph returned, which runs them on this backend, holds none."""
+        """Every segment's session, built now so that no frame waits for one; the tiles of one
+        stage on this device (segments that differ only in their regions) share one session, and
+        so one copy of the weights. The sessions then hold the weights: the graph returned, which
+        runs them on this backend, holds none."""
         start = time.perf_counter()
-        for segment in segments:
-            self._session_for(graph, segment.names, segment.held, segment.regions, segment.outputs)
+        self._use(graph)
+        stages: dict[tuple, list[Segment]] = {}
+        for s in segments:
+            stages.setdefault((s.names, tuple(s.held.items()), s.outputs), []).append(s)
+        for (names, held, outputs), tiles in stages.items():
+            regions = [{n: region_of(graph, graph[n], t.regions) for n in names} for t in tiles]
+            self._build(graph, names, dict(held), regions, outputs)
         light = replace(graph, nodes={n: _weightless(node) for n, node in graph.nodes.items()})
         self._graph = light  # the sessions built for `graph` serve it without its weights
-        return Compiled(light, len(self._by_model), time.perf_counter() - start)
+        built = {id(session) for session, _ in self._sessions.values()}
+        return Compiled(light, len(built), time.perf_counter() - start)
 
-    def _session_for(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
-                     regions: Mapping[str, NodeRegion], outputs: Sequence[str]):  # fmt: skip
-        """The session that runs `names` on the tiles `held` of their sources, and each node's region."""
-        node_regions = {n: region_of(graph, graph[n], regions) for n in names}
+    def _use(self, graph: Graph) -> None:
+        """Sessions belong to the graph they were built for: another graph starts anew."""
         if graph is not self._graph:
-            self._graph, self._sessions, self._by_model = graph, {}, {}
-            self._nchwc = self._nchwc_maps(graph)
-        key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
-        if key not in self._sessions:
-            model = segment_model(graph, names, node_regions, held, outputs, self._nchwc)
-            digest = hashlib.sha256(model).digest()  # tiles of one geometry make the same model
-            if digest not in self._by_model:
-                self._by_model[digest] = self.session(model)
-            self._sessions[key] = self._by_model[digest]
-        return self._sessions[key], node_regions
+            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
+
+    def _build(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
+               tiles: Sequence[Mapping[str, NodeRegion | None]], outputs: Sequence[str]) -> None:
+        """One session computing the tiles (node regions) `tiles` of segment `names`, each fed only
+        the part of each source it reads (offsets within the tile in its model, not positions)."""
+        fed = [_read(graph, names, regions, held) for regions in tiles]
+        if len(tiles) == 1:
+            model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc)
+        else:
+            model = tiles_model(graph, names, list(zip(tiles, fed)), outputs, self._nchwc)
+        session = _Session(self.session(model), fed, list(outputs))
+        for index, regions in enumerate(tiles):
+            self._sessions[_key(names, regions, held, outputs)] = (session, index)
 
     def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
@@ -191,10 +202,59 @@ class OrtBackend:
         return frozenset(n for n in names if n not in plain and graph[n].is_map)  # NCHWc holds maps only
 
 
+@dataclass
+class _Session:
+    """A session computing one or more tiles of a segment (`fed`: the part of each source tile i
+    is fed), with tile i's tensors suffixed `__tile<i>` when there are several.
+
+    All its tiles are computed at the first tile's call, as onnxruntime runs the whole graph
+    whatever outputs are asked for, and handed out at the other tiles' calls: the runtime asks for
+    each tile once a frame, so a device's compute time for the stage lands on its first tile."""
+
+    session: Any
+    fed: list[dict[str, Region]]
+    outputs: list[str]
+    pending: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def results(self, tile: int, graph: Graph, values: Mapping[str, Tile]) -> list[np.ndarray]:
+        if tile not in self.pending:
+            name = (lambda t, i: t) if len(self.fed) == 1 else (lambda t, i: f"{t}__tile{i}")
+            feeds = {name(s, i): _crop(graph[s], values[s], region).numpy()
+                     for i, fed in enumerate(self.fed) for s, region in fed.items()}  # fmt: skip
+            fetches = [name(o, i) for i in range(len(self.fed)) for o in self.outputs]
+            arrays = self.session.run(fetches, feeds)
+            n = len(self.outputs)
+            self.pending = {i: arrays[i * n:(i + 1) * n] for i in range(len(self.fed))}
+        return self.pending.pop(tile)
+
+
+def _key(names: Sequence[str], regions: Mapping[str, NodeRegion | None], held: Mapping[str, Region],
+         outputs: Sequence[str]) -> tuple:  # fmt: skip
+    return tuple(names), tuple(regions.values()), tuple(held.items()), tuple(outputs)
+
+
 def _sources(graph: Graph, names: Sequence[str]) -> list[str]:
     """The tensors a segment reads from outside itself, in the order it first reads them."""
     inside = set(names)
     return list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
+
+
+def _read(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
+          held: Mapping[str, Region]) -> dict[str, Region]:  # fmt: skip
+    """The part of each source the segment's nodes read (the hull of their reads)."""
+    reads: dict[str, list[Region]] = {s: [] for s in held}
+    for name in names:
+        node, region = graph[name], regions[name]
+        for src, read in zip(node.inputs, region.reads if region else (WHOLE,) * len(node.inputs)):
+            if src in reads:
+                reads[src].append(read)
+    return {s: hull_of(r, graph[s]) for s, r in reads.items()}
+
+
+def _crop(node: Node, tile: Tile, region: Region) -> torch.Tensor:
+    """`region` of a tile of `node`'s output, contiguous."""
+    have, tensor = tile
+    return (tensor if region == have else tensor[index_in(region, have, node)]).contiguous()
 
 
 def _weightless(node: Node) -> Node:
@@ -309,11 +369,60 @@ def _keep_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> None:
     model.graph.initializer.extend(inits)
 
 
+@dataclass
+class _Parts:
+    """An ONNX graph in parts: nodes, constants, inputs, outputs and opset."""
+
+    nodes: list[onnx.NodeProto]
+    inits: dict[str, torch.Tensor]
+    inputs: list[onnx.ValueInfoProto]
+    outputs: list[onnx.ValueInfoProto]
+    opset: int
+
+
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
                   held: Mapping[str, Region], outputs: Sequence[str],
                   nchwc: frozenset[str] = frozenset()) -> bytes:  # fmt: skip
     """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources;
     a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so."""
+    return _serialize(_segment_parts(graph, names, regions, held, outputs, nchwc))
+
+
+def tiles_model(graph: Graph, names: Sequence[str], tiles: Sequence[tuple[Mapping[str, NodeRegion | None],
+                Mapping[str, Region]]], outputs: Sequence[str], nchwc: frozenset[str] = frozenset()) -> bytes:
+    """One ONNX model computing several tiles of segment `names` side by side, tile i from the
+    regions and fed parts `tiles[i]`, its tensors suffixed `__tile<i>`; the model's weights are
+    shared, so the session holds one copy of them whatever the number of tiles."""
+    weights = {c for n in names if graph[n].onnx is not None for c in graph[n].onnx[1]}
+    merged = _Parts([], {}, [], [], 17)
+    for i, (regions, fed) in enumerate(tiles):
+        parts = _segment_parts(graph, names, regions, fed, outputs, nchwc)
+        named = lambda t, i=i: t if t in weights or not t else f"{t}__tile{i}"  # noqa: E731
+        for proto in parts.nodes:
+            proto.input[:] = [named(t) for t in proto.input]
+            proto.output[:] = [named(t) for t in proto.output]
+            proto.name = named(proto.name)
+        for value in parts.inputs + parts.outputs:
+            value.name = named(value.name)
+        merged.nodes += parts.nodes
+        merged.inits |= {named(t): v for t, v in parts.inits.items()}
+        merged.inputs += parts.inputs
+        merged.outputs += parts.outputs
+        merged.opset = parts.opset
+    return _serialize(merged)
+
+
+def _serialize(parts: _Parts) -> bytes:
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
+                    for n, t in parts.inits.items()]  # fmt: skip
+    g = helper.make_graph(parts.nodes, "segment", parts.inputs, parts.outputs, initializers)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", parts.opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
+                   held: Mapping[str, Region], outputs: Sequence[str], nchwc: frozenset[str]) -> _Parts:
     protos: list[onnx.NodeProto] = []
     inits: dict[str, torch.Tensor] = {}
     boxes: dict[str, Region] = dict(held)
@@ -347,12 +456,7 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
                                             + _hw(graph[s], box))
               for s, box in held.items()]  # fmt: skip
     outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs]
-    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
-                    for n, t in inits.items()]  # fmt: skip
-    g = helper.make_graph(protos, "segment", inputs, outs, initializers)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return _Parts(protos, inits, inputs, outs, opset)
 
 
 def _feature_share(node: Node, features: FeatureRange) -> tuple[onnx.NodeProto, dict[str, torch.Tensor]]:
