@@ -11,6 +11,9 @@ or more where a scheme overlaps frames (HALP's tasks per batch).
 
 Regions are `suite.regions` types in memory and JSON lists in the file (`[h0, h1, w0, w1]`,
 `[f0, f1]`, `null`); `plan_to_dict` and `load_plan_dict` are the only places that convert.
+`graph` says whose names the nodes are (`Graph.source`): schemes plan on the model graph ("torch"
+for a module, "onnx" for an ONNX file); `suite.runtime.lowering` moves a plan onto the graph a
+backend executes ("onnxruntime").
 """
 
 from __future__ import annotations

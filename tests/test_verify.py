@@ -24,18 +24,9 @@ def _input_size(model: str, rows: int) -> tuple[int, int, int]:
     return (c, 256, 256) if rows == 8 and h == 224 else (c, h, w)
 
 
-def _cuts(model: str, backend_name: str) -> list[tuple[int, int]]:
-    """CUTS, less 8 strips of vgg16 on onnxruntime: the exporter writes its 7x7 adaptive pool as a
-    spatial AveragePool, and only where the map is a multiple of 7 (256 px does not export), so the
-    tiled maps end at 7 rows at every size that exports."""
-    if model == "vgg16" and backend_name == "onnxruntime":
-        return [cut for cut in CUTS if cut != (8, 1)]
-    return CUTS
-
-
 def _check_zoo(model: str, backend_name: str, layerwise: bool) -> None:
     backend = make_backend(backend_name)
-    for rows, cols in _cuts(model, backend_name):
+    for rows, cols in CUTS:
         loaded = load_model(model, _input_size(model, rows))
         prepared = backend.prepare(loaded)
         x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))

@@ -19,9 +19,11 @@ nodes afterwards instead (by the exporter's scope names, by position, or by comp
 rejected: functional ops carry no scope, and a freshly built batch norm is so close to the identity
 that a convolution's output cannot be told from its batch norm's by value.
 
-Sessions are built before the first frame (`compile`), one per segment and tile geometry; tiles of
-one geometry at different places build the same ONNX model and share its session. Once built, the
-sessions hold the weights, and the graph `compile` returns holds none.
+A worker builds its sessions before the first frame (`compile`): one per stage it computes, with
+all its tiles of that stage side by side in one ONNX graph, so it holds one copy of the weights
+however many tiles it computes. Once built, the sessions hold the weights, and the graph `compile`
+returns holds none. Run without `compile` (verify, a replay), a session is built per segment and
+tile at its first call.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class OrtBackend:
-    """onnxruntime's CPU execution provider, one cached session per segment and tile geometry of the
-    graph last run (node names and boxes repeat across models and input sizes)."""
+    """onnxruntime's CPU execution provider, with the sessions it built for the graph it last ran
+    (node names and boxes repeat across models and input sizes, so they belong to one graph)."""
 
     name: str = "onnxruntime"
     threads: int | None = None
@@ -143,7 +145,7 @@ class OrtBackend:
         """Every segment's session, built now so that no frame waits for one; the tiles of one
         stage on this device (segments that differ only in their regions) share one session, and
         so one copy of the weights. The sessions then hold the weights: the graph returned, which
-        runs them on this backend, holds none."""
+        runs them on this backend, holds none (and cannot build a session for another segment)."""
         start = time.perf_counter()
         self._use(graph)
         stages: dict[tuple, list[Segment]] = {}
