@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("args,said", [
-    (("--backend", "onnxruntime"), "runs plans on torch or torch-fast"),
+    (("--backend", "tpu"), "unknown backend 'tpu'"),
     (("--worker-python", "/nonexistent/python3"), "device dev0: cannot start a worker"),
     (("--frames", "0"), "argument --frames: 0 must be at least 1"),
 ])  # fmt: skip

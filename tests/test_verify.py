@@ -31,21 +31,15 @@ def _input_size(model: str, rows: int) -> tuple[int, int, int]:
     return (c, 256, 256) if rows == 8 and h == 224 else (c, h, w)
 
 
-def _cuts(model: str, backend_name: str, layerwise: bool) -> list[tuple[int, int]]:
-    """CUTS, less 8 strips of vgg16 on onnxruntime: the exporter writes its 7x7 adaptive pool as a
-    spatial AveragePool, and only where the map is a multiple of 7 (256 px does not export), so the
-    tiled maps end at 7 rows at every size that exports; MOBILE_CUTS for the mobile zoo."""
-    if model in MOBILE_ZOO:
-        return MOBILE_CUTS[layerwise]
-    if model == "vgg16" and backend_name == "onnxruntime":
-        return [cut for cut in CUTS if cut != (8, 1)]
-    return CUTS
+def _cuts(model: str, layerwise: bool) -> list[tuple[int, int]]:
+    """CUTS; MOBILE_CUTS for the mobile zoo."""
+    return MOBILE_CUTS[layerwise] if model in MOBILE_ZOO else CUTS
 
 
 def _check_zoo(model: str, backend_name: str, layerwise: bool) -> None:
     backend = make_backend(backend_name)
     prepared: dict[tuple[int, int, int], Prepared] = {}  # per size: YOLOv2's weights take seconds to draw
-    for rows, cols in _cuts(model, backend_name, layerwise):
+    for rows, cols in _cuts(model, layerwise):
         size = _input_size(model, rows)
         if size not in prepared:
             prepared = {size: backend.prepare(load_model(model, size))}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from suite.backends.base import BackendError, Prepared, Tile, region_of, run_whole
+from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of, run_whole
 from suite.graph import Graph, Node, Window, from_model
 from suite.graph.movement import space_to_depth
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
@@ -320,6 +320,10 @@ class TorchBackend:
                 if last_reader.get(src) == name:
                     values.pop(src, None)
         return values
+
+    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+        """Nothing to build: torch runs each node from its kernel."""
+        return Compiled(graph, 0, 0.0)
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """A module is traced and is itself the reference; an ONNX model runs node by node."""

@@ -163,6 +163,8 @@ def layers(graph: Graph, front: list[str]) -> list[list[str]]:
     A merge also takes in a lone node whose only consumer it is (a residual block's last conv when
     the shortcut has its own conv): the layer then holds both convs, as the whole model does, and
     onnxruntime fuses the add into the same one of them (which rounds differently from the other).
+    A conv with its batch norm counts as lone: deployment folds the one into the other, so a plan
+    made on the torch graph cuts onnxruntime's graph where its own layers would.
     """
     users = graph.consumers()
     order = {n: i for i, n in enumerate(front)}
@@ -175,16 +177,23 @@ def layers(graph: Graph, front: list[str]) -> list[list[str]]:
                 and users[last] == [name]):  # fmt: skip
             group = groups[-1]
             for src in node.inputs:
-                if group_of.get(src) == [src] and group_of[src] is not group and users[src] == [name]:
-                    groups.remove(group_of[src])
-                    group[:] = sorted([*group, src], key=order.__getitem__)
-                    group_of[src] = group
+                other = group_of.get(src)
+                if other and other is not group and _one_op(graph, other) and users[src] == [name]:
+                    groups.remove(other)
+                    group[:] = sorted([*group, *other], key=order.__getitem__)
+                    group_of.update(dict.fromkeys(other, group))
             group.append(name)
         else:
             group = [name]
             groups.append(group)
         group_of[name] = group
     return groups
+
+
+def _one_op(graph: Graph, group: list[str]) -> bool:
+    """A lone node, or a conv and the batch norm folded into it once deployed."""
+    return len(group) == 1 or (len(group) == 2 and graph[group[0]].op == "conv"
+                               and graph[group[1]].op == "batchnorm")  # fmt: skip
 
 
 def first_unpartitioned(graph: Graph, front: list[str]) -> str | None:

@@ -135,7 +135,7 @@ class Graph:
     nodes: dict[str, Node]
     input: str
     outputs: tuple[str, ...]
-    source: str  # "torch" or "onnx"
+    source: str  # whose names: "torch" (torch.fx), "onnx" (an ONNX file), "onnxruntime" (as ORT folds it)
 
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]

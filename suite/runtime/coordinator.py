@@ -33,12 +33,13 @@ import torch.distributed as dist
 from suite.backends import Backend
 from suite.datasets import Frame
 from suite.errors import UserError
-from suite.fleet import Fleet, load_profile
+from suite.fleet import Fleet, load_profile, local_profile
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan
 from suite.runtime import transport
 from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
+from suite.runtime.lowering import lower_plan
 from suite.runtime.metrics import Event
 from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
@@ -76,7 +77,10 @@ class RunOptions:
 @dataclass
 class Coordinator:
     """Runs plans for one model on worker processes, checking every output against `references`
-    (the monolithic model's output for each frame, on the same backend)."""
+    (the monolithic model's output for each frame, on the same backend).
+
+    `graph` is the backend's graph; `model_graph` the graph plans name (`suite.runtime.lowering`),
+    when that is another one (onnxruntime folds batch norms into convolutions)."""
 
     graph: Graph
     backend: Backend
@@ -84,6 +88,7 @@ class Coordinator:
     frames: list[Frame]
     references: dict[str, torch.Tensor]
     options: RunOptions
+    model_graph: Graph | None = None
 
     def run(self, plan: Plan, progress: Progress | None = None, label: str = "plan") -> Measurement:
         """Run `options.warmup + options.frames` frames of `plan` on its workers: local processes,
@@ -92,7 +97,8 @@ class Coordinator:
         Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
         workers are killed and the frames done so far come back, marked incomplete."""
         options, inventory = self.options, self.options.inventory
-        names = parties(plan)
+        executable = lower_plan(plan, self.model_graph or self.graph, self.graph, self.fleet)
+        names = parties(executable)
         ranks = {name: rank for rank, name in enumerate(names)}
         bind = inventory.coordinator.host if inventory is not None else options.host
         secret = new_secret()
@@ -102,7 +108,7 @@ class Coordinator:
         workers: Workers | None = None
         try:
             store = RendezvousStore(_reachable(bind), server.port, secret, options.timeout_s)
-            config = {"plan": plan.to_dict(), "ranks": ranks, "backend": options.backend,
+            config = {"plan": executable.to_dict(), "ranks": ranks, "backend": options.backend,
                       "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
                       "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
             store.set("config", json.dumps(config))
@@ -136,11 +142,14 @@ class Coordinator:
                 transport.pin_gloo(host)
             transport.join(store, 0, len(names), options.timeout_s)
             offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
-            measurement = self._stream(plan, ranks, workers, store, progress)
+            measurement = self._stream(executable, ranks, workers, store, progress)
+            measurement.plan = plan  # the results keep the plan as made, on the model graph
             measurement.workers = info
             measurement.refused_peers = list(server.refused)
             if measurement.complete:
                 measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
+                for name in names[1:]:
+                    info[name] |= json.loads(store.get(f"usage/{ranks[name]}"))
                 store.set("finished", "1")
                 workers.finish(options.timeout_s)
                 dist.destroy_process_group()
@@ -164,7 +173,7 @@ class Coordinator:
             return run, None
         if plan.scheme == "single":
             return run, run
-        single = make_plan("single", self.graph, self.fleet)
+        single = make_plan("single", self.model_graph or self.graph, self.fleet)
         return run, self.run(single, progress("single device"), label="single")
 
     def _check_weights(self, info: dict[str, dict]) -> None:
@@ -183,8 +192,9 @@ class Coordinator:
 
     def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
                  info: dict[str, dict]) -> None:  # fmt: skip
-        """Cap each worker at its device's speed relative to this host (`hardware/profiles/local.yaml`)."""
-        host = load_profile("local").macs_per_s
+        """Cap each worker at its device's speed relative to this host's on the run's backend
+        (`hardware/profiles/local.yaml`, or `local-<backend>.yaml` where one was measured)."""
+        host = load_profile(local_profile(self.options.backend)).macs_per_s
         for name in devices:
             cores = cores_for(self.fleet.device(name).profile.macs_per_s, host, self.options.threads)
             info[name]["cpu_cores"] = None

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from suite.backends import Backend, Tile, run_segment
+from suite.backends import Backend, Segment, Tile, run_segment
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer
 from suite.regions import (
@@ -176,6 +176,18 @@ def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int
                             "linear node") from None  # fmt: skip
         return Task([name], {name: region}, dict(outputs))
     return Task(list(nodes), {}, dict(outputs))
+
+
+def segments(program: Program, graph: Graph) -> list[Segment]:
+    """Every backend call the party's tasks make each frame, with the region of each tensor they
+    read as the party holds it (its canvas), so a backend can build them before the first frame."""
+    calls = []
+    for step in program.steps:
+        for task in step.tasks:
+            inside = set(task.nodes)
+            sources = {s: program.canvases[s] for n in task.nodes for s in graph[n].inputs if s not in inside}
+            calls.append(Segment(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
+    return calls
 
 
 def stage_name(stage: int, stages: int) -> str:

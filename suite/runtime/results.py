@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from suite.runtime.coordinator import RunOptions
 
 
+# What each worker reports of its start-up and memory (devices.csv): seconds from its start until it
+# was ready, of which building the backend's executables (onnxruntime's sessions) took `compile_s`,
+# how many it built, its resident memory when ready, and its peak resident memory over the run.
+WORKER_STARTUP = {"startup_s": "Float64", "compile_s": "Float64", "executables": "Int64",
+                  "rss_bytes": "Int64", "peak_rss_bytes": "Int64"}  # fmt: skip
+
+
 @dataclass
 class FrameRecord:
     frame: int
@@ -44,7 +51,7 @@ class Measurement:
     plan: Plan
     frames: list[FrameRecord]
     events: list[Event]
-    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed
+    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed, WORKER_STARTUP
     window: int  # frames in flight
     start_s: float
     end_s: float
@@ -188,6 +195,8 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
         table.insert(0, "run", label)
         table["cpu_cores"] = [None, *(w.get("cpu_cores") for w in run.workers.values())]
         table["weights_bytes"] = [0, *(w["weights_bytes"] for w in run.workers.values())]
+        for column, dtype in WORKER_STARTUP.items():
+            table[column] = pd.array([None, *(w.get(column) for w in run.workers.values())], dtype=dtype)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
