@@ -39,7 +39,7 @@ def forced_pico_plan(graph: Graph, fleet: Fleet) -> Plan:
     chain = pieces(graph)
     steps = stage_steps(StageTimer(graph, chain, fleet.link), 0, len(chain) - 1, fleet.devices)
     plan = Plan("pico", graph.name, list(graph.input_shape[1:]), fleet.name, [d.name for d in fleet.devices],
-                COORDINATOR, build_stages(graph, COORDINATOR, steps))  # fmt: skip
+                COORDINATOR, build_stages(graph, COORDINATOR, steps), graph.source)  # fmt: skip
     plan.predicted = predict(plan, graph, fleet)
     return plan
 

@@ -278,7 +278,9 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
     model_graph = from_torch(module, input_shape, name)
     gm = fx.symbolic_trace(module)
     traced = _exportable(gm, model_graph)
-    names = [n for n in model_graph.nodes if n != model_graph.input]
+    # the traced nodes' values; a node the importer made of part of one (a step of a chain of data
+    # movement) gets its name when onnxruntime's graph is imported, as the same chain of steps
+    names = [n for n in model_graph.nodes if n != model_graph.input and n in traced]
     next(n for n in gm.graph.nodes if n.op == "output").args = (tuple(traced[n] for n in names),)
     buf = io.BytesIO()
     with warnings.catch_warnings(), _stdout_to_devnull(), _out_of_place(gm):
