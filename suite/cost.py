@@ -30,7 +30,7 @@ import numpy as np
 from suite.errors import UserError
 from suite.fleet import Fleet, Link, Profile
 from suite.graph import Graph
-from suite.graph.ir import COST_KINDS
+from suite.graph.ir import COST_KINDS, Node
 from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer
 from suite.regions import Box, FeatureRange, plan_regions
 
@@ -39,33 +39,34 @@ KIND_INDEX = {kind: i for i, kind in enumerate(COST_KINDS)}
 
 @dataclass(frozen=True)
 class OpWork:
-    """What a device computes, summed by cost kind (indexed like `COST_KINDS`): MACs and nodes."""
+    """What a device computes, summed by cost kind (indexed like `COST_KINDS`): MACs, and the calls
+    that pay a profile's fixed cost (`Node.calls`: one a node, one a group for a grouped conv)."""
 
     macs: np.ndarray
-    nodes: np.ndarray
+    calls: np.ndarray
 
     @staticmethod
-    def of(kinds_macs: Iterable[tuple[str, float]]) -> OpWork:
-        """The work of nodes given as (cost kind, MACs)."""
-        macs, nodes = np.zeros(len(COST_KINDS)), np.zeros(len(COST_KINDS))
-        for kind, m in kinds_macs:
-            macs[KIND_INDEX[kind]] += m
-            nodes[KIND_INDEX[kind]] += 1
-        return OpWork(macs, nodes)
+    def of(nodes: Iterable[tuple[Node, float]]) -> OpWork:
+        """The work of nodes given as (node, MACs it computes)."""
+        macs, calls = np.zeros(len(COST_KINDS)), np.zeros(len(COST_KINDS))
+        for node, m in nodes:
+            macs[KIND_INDEX[node.cost_kind]] += m
+            calls[KIND_INDEX[node.cost_kind]] += node.calls
+        return OpWork(macs, calls)
 
     def __add__(self, other: OpWork) -> OpWork:
-        return OpWork(self.macs + other.macs, self.nodes + other.nodes)
+        return OpWork(self.macs + other.macs, self.calls + other.calls)
 
 
 def work_time(profile: Profile, work: OpWork) -> float:
-    return float(work_times([profile], work.macs[None], work.nodes[None])[0])
+    return float(work_times([profile], work.macs[None], work.calls[None])[0])
 
 
-def work_times(profiles: Sequence[Profile], macs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Seconds of each row of work (`macs`, `nodes`: rows x cost kinds) on the profile of that row."""
+def work_times(profiles: Sequence[Profile], macs: np.ndarray, calls: np.ndarray) -> np.ndarray:
+    """Seconds of each row of work (`macs`, `calls`: rows x cost kinds) on the profile of that row."""
     per_mac = np.array([p.prices[0] for p in profiles])
-    per_node = np.array([p.prices[1] for p in profiles])
-    return (macs * per_mac).sum(axis=1) + (nodes * per_node).sum(axis=1)
+    per_call = np.array([p.prices[1] for p in profiles])
+    return (macs * per_mac).sum(axis=1) + (calls * per_call).sum(axis=1)
 
 
 def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region]) -> dict[str, float]:
@@ -126,7 +127,7 @@ def stage_cost(graph: Graph, fleet: Fleet, stage: Stage) -> tuple[StageCost, flo
     for w in stage.work:
         macs = work_macs(graph, stage.nodes, w.outputs)
         total_macs += sum(macs.values())
-        mine = OpWork.of((graph[n].cost_kind, m) for n, m in macs.items())
+        mine = OpWork.of((graph[n], m) for n, m in macs.items())
         work[w.device] = work[w.device] + mine if w.device in work else mine
     per_device = {d: work_time(fleet.device(d).profile, w) for d, w in work.items()}
     time = stage_time(fleet.link, per_device, stage.transfers, stage.overlap, stage.outputs)

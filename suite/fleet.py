@@ -51,17 +51,22 @@ class Profile:
     ops: Mapping[str, OpCost]
 
     def cost(self, op: str) -> OpCost:
-        """The cost of `op`, falling back to the "default" entry for kinds the profile does not list."""
+        """The cost of `op`, falling back for kinds the profile does not list: a grouped conv to
+        `conv` (a few large groups run much like a dense conv), anything else to `default` (a
+        depthwise conv, like a pointwise op, is bound by memory rather than arithmetic)."""
         if op in self.ops:
             return self.ops[op]
+        if op == "grouped_conv" and "conv" in self.ops:
+            return self.ops["conv"]
         if "default" in self.ops:
             return self.ops["default"]
         raise FleetError(f"profile '{self.name}' has no cost for op '{op}' and no 'default' entry")
 
-    def node_time(self, op: str, macs: float) -> float:
-        """Seconds to run one node of kind `op` doing `macs` multiply-accumulates."""
+    def node_time(self, op: str, macs: float, calls: int = 1) -> float:
+        """Seconds to run one node of cost kind `op` doing `macs` multiply-accumulates in `calls`
+        calls (`Node.calls`)."""
         cost = self.cost(op)
-        return cost.alpha * macs / self.macs_per_s + cost.overhead_s
+        return cost.alpha * macs / self.macs_per_s + cost.overhead_s * calls
 
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,10 @@
 """Measure a device profile on this machine: time each op kind on a backend and fit PICO's cost model.
 
-Per op kind, `time = alpha * macs / macs_per_s + overhead_s` is fitted by least squares over several
-tile sizes, with `macs_per_s` taken from the conv fit (so conv's alpha is 1). MACs are counted as
-`suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost model will see.
+Per cost kind (`Node.cost_kind`: the op kind, convs by class), `time = alpha * macs / macs_per_s +
+overhead_s * calls` is fitted by least squares over several tile sizes, with `macs_per_s` taken from
+the conv fit (so conv's alpha is 1); `calls` is `Node.calls` (a grouped conv's groups, else 1). MACs
+are counted as `suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost
+model will see.
 Timing runs as the backend runs: on `torch` under the exact backend's own settings
 (`TorchBackend.active`: oneDNN and NNPACK off); on `onnxruntime` each op is exported to ONNX and run
 in its own session at ORT_ENABLE_ALL, less what `session.run` costs by itself (a segment's nodes share
@@ -31,8 +33,8 @@ from suite.fleet import OpCost, Profile
 from suite.graph.ir import Window, node_flops
 from suite.schema import write_atomically
 
-# (op kind, the op as a function of its one data input, that input, MACs) for one measurement.
-_Case = tuple[str, Callable[[torch.Tensor], torch.Tensor], torch.Tensor, int]
+# (cost kind, the op as a function of its one data input, that input, MACs, calls) for one measurement.
+_Case = tuple[str, Callable[[torch.Tensor], torch.Tensor], torch.Tensor, int, int]
 
 SIZES = (7, 14, 28, 56, 112, 224)
 QUICK_SIZES = (4, 8, 16)
@@ -45,20 +47,29 @@ def _width(hw: int) -> int:
     return min(512, max(16, 64 * 224 // hw))
 
 
+def _mobile_width(hw: int) -> int:
+    """Channels a mobile net's depthwise convs have at this map size (MobileNetV2's expanded widths:
+    32 at 112, 144 at 56, 192 at 28, 384 at 14, 960 at 7)."""
+    return {224: 16, 112: 32, 56: 144, 28: 192, 14: 384, 7: 960}.get(hw, max(8, 64 * 224 // hw // 8))
+
+
 def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> list[_Case]:
     """Every measurement, with MACs from node_flops on the shapes the IR would record.
 
     Convs are the layers the zoo has at each map size (3x3 at full and half width, a bottleneck's
-    1x1, and the RGB stem at the largest size), because conv speed per MAC depends on both.
+    1x1, and the RGB stem at the largest size), because conv speed per MAC depends on both; the
+    mobile zoo's depthwise 3x3 and 5x5 convs at its widths, and grouped 3x3 convs (groups of 8
+    channels, and 4 groups), each class fitted on its own (`Node.cost_kind`).
     """
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g)
     cases: list[_Case] = []
 
-    def conv(cin: int, cout: int, k: int, hw: int) -> None:
-        x, w, b = rand(1, cin, hw, hw), rand(cout, cin, k, k), rand(cout)
-        macs = node_flops("conv", (1, cout, hw, hw), [x.shape], window=Window((k, k)), groups=1)
-        cases.append(("conv", lambda x: F.conv2d(x, w, b, padding=k // 2), x, macs))
+    def conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> None:
+        x, w, b = rand(1, cin, hw, hw), rand(cout, cin // groups, k, k), rand(cout)
+        macs = node_flops("conv", (1, cout, hw, hw), [x.shape], window=Window((k, k)), groups=groups)
+        kind = "conv" if groups == 1 else "depthwise_conv" if groups == cin else "grouped_conv"
+        cases.append((kind, lambda x: F.conv2d(x, w, b, padding=k // 2, groups=groups), x, macs, groups))
 
     conv(3, 64, 3, max(sizes))
     for hw in sizes:
@@ -66,12 +77,17 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
         conv(c, c, 3, hw)
         conv(c // 2, c // 2, 3, hw)
         conv(c, c // 4, 1, hw)
+        m = _mobile_width(hw)  # a mobile net's depthwise 3x3 (and 5x5) at its expanded width
+        conv(m, m, 3, hw, groups=m)
+        conv(m, m, 5, hw, groups=m)
+        conv(c // 2, c // 2, 3, hw, groups=max(1, c // 16))  # ResNeXt-style: groups of 8 channels
+        conv(c, c, 3, hw, groups=4)
         for ch in (c, c // 4):
             x, y = rand(1, ch, hw, hw), rand(1, ch, hw, hw)
             mean, var, weight, bias = rand(ch), rand(ch).abs() + 1, rand(ch), rand(ch)
             out = (1, ch, hw, hw)
             pool_macs = node_flops("maxpool", (1, ch, hw // 2, hw // 2), [out], window=Window((2, 2), (2, 2)))
-            cases += [
+            cases += [(*case, 1) for case in [
                 ("relu", torch.relu, x, node_flops("relu", out, [out])),
                 ("elementwise", torch.sigmoid, x, node_flops("elementwise", out, [out])),
                 ("batchnorm", lambda x, m=mean, v=var, w=weight, b=bias: F.batch_norm(x, m, v, w, b), x,
@@ -83,11 +99,11 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
                 ("avgpool", lambda x: F.avg_pool2d(x, 2, 2), x, pool_macs),
                 ("adaptive_avgpool", lambda x: F.adaptive_avg_pool2d(x, 1), x,
                  node_flops("adaptive_avgpool", (1, ch, 1, 1), [out])),
-            ]  # fmt: skip
+            ]]  # fmt: skip
     for n_in, n_out in linear_shapes:
         x, w, b = rand(1, n_in), rand(n_out, n_in), rand(n_out)
         macs = node_flops("linear", (1, n_out), [x.shape])
-        cases.append(("linear", lambda x, w=w, b=b: F.linear(x, w, b), x, macs))
+        cases.append(("linear", lambda x, w=w, b=b: F.linear(x, w, b), x, macs, 1))
     return cases
 
 
@@ -103,7 +119,7 @@ class _Op(torch.nn.Module):
 
 
 def _on_torch(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
-    return [lambda fn=fn, x=x: fn(x) for _, fn, x, _ in cases]
+    return [lambda fn=fn, x=x: fn(x) for _, fn, x, _, _ in cases]
 
 
 def _on_onnxruntime(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
@@ -115,7 +131,7 @@ def _on_onnxruntime(cases: list[_Case], threads: int) -> list[Callable[[], objec
 
     backend = OrtBackend(threads=threads)
     calls = []
-    for _, fn, x, _ in cases:
+    for _, fn, x, _, _ in cases:
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -127,7 +143,7 @@ def _on_onnxruntime(cases: list[_Case], threads: int) -> list[Callable[[], objec
 
 def _call_cost(threads: int, repeats: int, clock: Callable[[], float]) -> float:
     """What one `session.run` costs by itself (a 1-element ReLU): paid once per segment, not per node."""
-    (call,) = _on_onnxruntime([("relu", torch.relu, torch.ones(1), 0)], threads)
+    (call,) = _on_onnxruntime([("relu", torch.relu, torch.ones(1), 0, 1)], threads)
     return _median_time(call, repeats * 10, clock)
 
 
@@ -141,8 +157,10 @@ def _median_time(fn: Callable[[], object], repeats: int, clock: Callable[[], flo
     return statistics.median(times)
 
 
-def _fit(macs: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """Weighted least squares of `seconds = slope * macs + overhead`, both terms kept >= 0.
+def _fit(macs: np.ndarray, calls: np.ndarray, seconds: np.ndarray, measured: np.ndarray
+         ) -> tuple[float, float]:  # fmt: skip
+    """Weighted least squares of `seconds = slope * macs + overhead * calls`, both terms kept >= 0;
+    `measured`: the times as timed (`seconds` may have a session's own cost taken off them).
 
     Each residual is weighted by 1/sqrt(t), as if a timing's variance grew with its length: plain
     least squares lets the largest tiles set everything (it overshot ResNet-50's whole-model time by
@@ -150,15 +168,16 @@ def _fit(macs: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
     this middle way kept the zoo within about a third, VGG-16 within a tenth.
     """
     if not macs.any():
-        return 0.0, float(np.median(seconds))
-    w = 1 / np.sqrt(seconds)
-    a = np.stack([macs, np.ones_like(macs)], axis=1) * w[:, None]
+        return 0.0, float(np.median(seconds / calls))
+    w = 1 / np.sqrt(np.maximum(measured, 1e-9))  # not `seconds`: an op about a session.run long
+    # would count far too much
+    a = np.stack([macs, calls], axis=1) * w[:, None]
     (slope, overhead), *_ = np.linalg.lstsq(a, seconds * w, rcond=None)
     if overhead < 0:  # refit through the origin
         overhead = 0.0
         slope = float(np.sum(macs * seconds * w**2) / np.sum((macs * w) ** 2))
     if slope < 0:
-        slope, overhead = 0.0, float(np.median(seconds))
+        slope, overhead = 0.0, float(np.median(seconds / calls))
     return float(slope), float(overhead)
 
 
@@ -181,14 +200,14 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     if on_backend is None:
         raise UserError(f"--backend {backend}: profiles are measured on torch or onnxruntime")
     with make_backend(backend, threads).active():
-        calls = on_backend(cases, threads)
+        runs = on_backend(cases, threads)
         fixed = _call_cost(threads, repeats, clock) if backend == "onnxruntime" else 0.0
-        timed = [(op, macs, max(_median_time(call, repeats, clock) - fixed, 1e-9))  # _fit weighs by 1/sqrt(t)
-                 for (op, _, _, macs), call in zip(cases, calls)]  # fmt: skip
+        timed = [(op, macs, n, _median_time(call, repeats, clock))
+                 for (op, _, _, macs, n), call in zip(cases, runs)]  # fmt: skip
     fits = {}
-    for op in dict.fromkeys(op for op, _, _ in timed):
-        rows = [(m, t) for o, m, t in timed if o == op]
-        fits[op] = _fit(np.array([m for m, _ in rows], float), np.array([t for _, t in rows]))
+    for op in dict.fromkeys(op for op, *_ in timed):
+        rows = np.array([(m, n, t) for o, m, n, t in timed if o == op], float)
+        fits[op] = _fit(rows[:, 0], rows[:, 1], np.maximum(rows[:, 2] - fixed, 0.0), rows[:, 2])
     macs_per_s = 1.0 / fits["conv"][0]
     ops = {op: OpCost(slope * macs_per_s, overhead) for op, (slope, overhead) in fits.items()}
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op

@@ -98,7 +98,8 @@ def _single_device_time(model: str, profile: str) -> float:
 
     p = load_profile(profile)
     g = graph(model)
-    return sum(p.node_time(node.op, node.flops) for name, node in g.nodes.items() if name != g.input)
+    return sum(p.node_time(node.cost_kind, node.flops, node.calls) for name, node in g.nodes.items()
+               if name != g.input)  # fmt: skip
 
 
 @pytest.mark.parametrize(("profile", "seconds"), [("rpi4b-libtorch-1000mhz", 22.6),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from torch import nn
@@ -47,21 +49,27 @@ def test_work_by_op_kind_prices_like_node_by_node():
     """Summing MACs by op kind first and pricing the sums gives the per-node formula's time."""
     p = Profile("p", "test", 2e9, {"conv": OpCost(1.0, 1e-5), "relu": OpCost(8.0, 2e-6),
                                    "default": OpCost(3.0, 5e-6)})  # fmt: skip
-    nodes = [("conv", 4e8), ("relu", 1e6), ("conv", 1e7), ("add", 2e6), ("flatten", 0.0)]
-    by_node = sum(p.node_time(op, macs) for op, macs in nodes)
+    kinds = [("conv", 1, 4e8), ("relu", 1, 1e6), ("conv", 1, 1e7), ("add", 1, 2e6), ("flatten", 1, 0.0),
+             ("depthwise_conv", 32, 3e5), ("grouped_conv", 4, 2e7)]  # (cost kind, calls, MACs)
+    nodes = [(SimpleNamespace(cost_kind=kind, calls=calls), macs) for kind, calls, macs in kinds]
+    by_node = sum(p.node_time(kind, macs, calls) for kind, calls, macs in kinds)
     assert work_time(p, OpWork.of(nodes)) == pytest.approx(by_node, rel=1e-12)
+    assert OpWork.of(nodes).calls.sum() == 5 + 32 + 4  # a grouped conv pays its fixed cost per group
     both = OpWork.of(nodes[:2]) + OpWork.of(nodes[2:])
     assert work_time(p, both) == pytest.approx(by_node, rel=1e-12)
     slow = Profile("slow", "test", 1e9, p.ops)
     work = OpWork.of(nodes)
-    rows = work_times([p, slow], np.stack([work.macs] * 2), np.stack([work.nodes] * 2))
-    assert rows == pytest.approx([by_node, sum(slow.node_time(op, macs) for op, macs in nodes)], rel=1e-12)
+    rows = work_times([p, slow], np.stack([work.macs] * 2), np.stack([work.calls] * 2))
+    slow_by_node = sum(slow.node_time(kind, macs, calls) for kind, calls, macs in kinds)
+    assert rows == pytest.approx([by_node, slow_by_node], rel=1e-12)
+    # a grouped conv a profile does not list is priced as a dense conv, a depthwise one as `default`
+    assert p.cost("grouped_conv") == p.ops["conv"] and p.cost("depthwise_conv") == p.ops["default"]
 
 
 def test_a_profile_that_cannot_price_an_op_kind_is_named():
     bare = Profile("bare", "test", 1e9, {"conv": OpCost(1.0, 0.0)})
     with pytest.raises(UserError, match="'bare' has no cost for op '.*' and no 'default'"):
-        work_time(bare, OpWork.of([("conv", 10.0)]))
+        work_time(bare, OpWork.of([(SimpleNamespace(cost_kind="relu", calls=1), 10.0)]))
 
 
 def test_a_model_that_does_not_fit_names_the_device():

@@ -62,6 +62,9 @@ def test_every_bundled_profile_loads_with_a_source():
         assert p.name == name and p.macs_per_s > 0 and "default" in p.ops
         assert p.ops["conv"].alpha == 1
         assert p.source.strip()
+        # convs by class, each with its reasoning: depthwise ones are where mobile nets spend their time
+        assert {"depthwise_conv", "grouped_conv"} <= set(p.ops), name
+        assert name.startswith("local") or "depthwise_conv" in p.source, name
     assert load_profile("local").source.startswith("measured: ")
 
 
@@ -196,8 +199,8 @@ def test_measure_profile_quick(tmp_path):
     assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == (threads, mkldnn)
     assert p.macs_per_s > 0 and math.isfinite(p.macs_per_s)
     assert p.ops["conv"].alpha == pytest.approx(1.0)
-    assert {"conv", "maxpool", "avgpool", "batchnorm", "relu", "add", "concat", "linear", "adaptive_avgpool",
-            "default"} <= set(p.ops)  # fmt: skip
+    assert {"conv", "depthwise_conv", "grouped_conv", "maxpool", "avgpool", "batchnorm", "relu", "add",
+            "concat", "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
     for cost in p.ops.values():
         assert math.isfinite(cost.alpha) and cost.alpha >= 0
         assert math.isfinite(cost.overhead_s) and cost.overhead_s >= 0

@@ -52,3 +52,17 @@ def test_shape_errors_name_the_node():
         from_torch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(8, 2, 3)), (3, 16, 16), "bad")
     with pytest.raises(GraphImportError, match="too small .* vanishes at node '_1'"):
         from_torch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(8)), (3, 8, 8), "tiny")
+
+
+def test_convs_are_priced_by_class_and_grouped_ones_pay_per_group():
+    """Dense, depthwise and grouped convs are three cost kinds; a grouped conv's fixed cost is paid
+    once per group (`Node.calls`), as exact torch runs one conv per group."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                          nn.Conv2d(16, 32, 3, padding=1, groups=4), nn.Conv2d(32, 32, 1, groups=32),
+                          nn.ReLU())  # fmt: skip
+    g = from_torch(model, (8, 8, 8))
+    kinds = [(g[n].cost_kind, g[n].calls) for n in g.nodes if n != g.input]
+    assert kinds == [("conv", 1), ("depthwise_conv", 16), ("grouped_conv", 4), ("depthwise_conv", 32),
+                     ("relu", 1)]  # fmt: skip
+    # a depthwise multiplier (two outputs per input channel) is still one input channel per group
+    assert from_torch(nn.Conv2d(8, 16, 3, groups=8), (8, 8, 8))["conv2d"].cost_kind == "depthwise_conv"

@@ -120,6 +120,13 @@ class Node:
         return "depthwise_conv" if inputs_per_group == 1 else "grouped_conv"
 
     @property
+    def calls(self) -> int:
+        """How many times a profile's fixed cost (`overhead_s`) is paid for this node: once, but once
+        per group for a grouped conv, as exact torch (oneDNN off) runs one conv per group: about 5 us
+        a group on this suite's host, which for MobileNetV2's depthwise convs is most of their time."""
+        return self.attrs.get("groups", 1) if self.op == "conv" else 1
+
+    @property
     def flops_per_position(self) -> float:
         """FLOPs per output (h, w) position: the cost of a region is this times its area."""
         if not self.is_map:

@@ -143,6 +143,7 @@ class TileCosts:
         self.per_position = np.array([n.flops_per_position for n in nodes])
         self.kind = np.zeros((len(nodes), len(COST_KINDS)))  # one-hot cost kind per node
         self.kind[np.arange(len(nodes)), [KIND_INDEX[n.cost_kind] for n in nodes]] = 1
+        self.calls = self.kind * np.array([n.calls for n in nodes])[:, None]  # `Node.calls` in its kind
         self.flops = np.array([float(n.flops) for n in nodes])
         self.position = {n.name: k for k, n in enumerate(nodes)}
         self.users = graph.consumers()
@@ -199,7 +200,7 @@ class TileCosts:
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
              ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip
         """For each tile rows[a] x cols[b] of piece j's output (row-major): the box of piece i's
-        input it reads, and its MACs and node counts by cost kind (arrays of shape tiles x kinds).
+        input it reads, and its MACs and calls by cost kind (arrays of shape tiles x kinds).
         The same sums as `tile`, for a whole grid in one product over its nodes."""
         walked_rows = [self._lengths(i, j, 0, r) for r in rows]
         walked_cols = [self._lengths(i, j, 1, c) for c in cols]
@@ -208,22 +209,22 @@ class TileCosts:
         nodes = slice(self.offsets[i], self.offsets[j + 1])
         area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
         macs = (area * self.per_position[nodes]) @ self.kind[nodes]
-        counts = (area > 0) @ self.kind[nodes]
+        calls = (area > 0) @ self.calls[nodes]
         boxes = [Box(*r, *c) for r, _ in walked_rows for c, _ in walked_cols]
         kinds = len(COST_KINDS)
-        return boxes, macs.reshape(-1, kinds), counts.reshape(-1, kinds)
+        return boxes, macs.reshape(-1, kinds), calls.reshape(-1, kinds)
 
     def tile(self, i: int, j: int, box: Box) -> tuple[Box, OpWork]:
         """The box of piece i's input and the work for `box` of piece j's output."""
-        boxes, macs, counts = self.grid(i, j, [(box.h0, box.h1)], [(box.w0, box.w1)])
-        return boxes[0], OpWork(macs[0], counts[0])
+        boxes, macs, calls = self.grid(i, j, [(box.h0, box.h1)], [(box.w0, box.w1)])
+        return boxes[0], OpWork(macs[0], calls[0])
 
     def strips(self, i: int, j: int, rows: Sequence[tuple[int, int]]
                ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:  # fmt: skip
         """`grid` for full-width row strips: the rows of piece i's input each reads, and their MACs
-        and node counts by cost kind."""
-        boxes, macs, counts = self.grid(i, j, rows, [(0, self.width(j))])
-        return [(b.h0, b.h1) for b in boxes], macs, counts
+        and calls by cost kind."""
+        boxes, macs, calls = self.grid(i, j, rows, [(0, self.width(j))])
+        return [(b.h0, b.h1) for b in boxes], macs, calls
 
     def row_bytes(self, tensor: str) -> int:
         """Bytes of one full-width row of a map (all channels)."""
@@ -233,12 +234,12 @@ class TileCosts:
     def whole(self, i: int, j: int) -> OpWork:
         """Pieces i..j computed whole."""
         nodes = slice(self.offsets[i], self.offsets[j + 1])
-        return OpWork(self.flops[nodes] @ self.kind[nodes], self.kind[nodes].sum(axis=0))
+        return OpWork(self.flops[nodes] @ self.kind[nodes], self.calls[nodes].sum(axis=0))
 
     def nodes_work(self, names: Sequence[str]) -> OpWork:
         """`names` computed whole."""
         at = [self.position[n] for n in names]
-        return OpWork(self.flops[at] @ self.kind[at], self.kind[at].sum(axis=0))
+        return OpWork(self.flops[at] @ self.kind[at], self.calls[at].sum(axis=0))
 
     def branched(self, i: int, j: int) -> bool:
         """Whether pieces i..j hold a squeeze-and-excite branch: then they are tiled in segments."""
@@ -277,11 +278,11 @@ class TileCosts:
                      ) -> tuple[list[dict[str, Box]], np.ndarray, np.ndarray]:  # fmt: skip
         """`grid` for a segment, whose outputs are cut alike: tile (a, b) is rows[o][a] x cols[o][b] of
         every output o. For each tile (row-major): the boxes it reads of tensors from before the
-        segment, and its MACs and node counts by cost kind."""
+        segment, and its MACs and calls by cost kind."""
         if segment.run is not None:  # one output, one input: the memoised walks of `grid`
             (output,), (i, j) = segment.outputs, segment.run
-            boxes, macs, counts = self.grid(i, j, rows[output], cols[output])
-            return [{self.chain[i].input: box} for box in boxes], macs, counts
+            boxes, macs, calls = self.grid(i, j, rows[output], cols[output])
+            return [{self.chain[i].input: box} for box in boxes], macs, calls
         key = (segment.nodes[0], segment.nodes[-1], tuple(tuple(rows[o]) for o in segment.outputs),
                tuple(tuple(cols[o]) for o in segment.outputs))  # fmt: skip
         if key not in self._segment_grids:
@@ -290,10 +291,10 @@ class TileCosts:
             at = [self.position[n] for n in segment.nodes]
             area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
             macs = (area * self.per_position[at]) @ self.kind[at]
-            counts = (area > 0) @ self.kind[at]
+            calls = (area > 0) @ self.calls[at]
             reads = [{t: Box(*r[t], *c[t]) for t in r} for r in row_reads for c in col_reads]
             kinds = len(COST_KINDS)
-            self._segment_grids[key] = (reads, macs.reshape(-1, kinds), counts.reshape(-1, kinds))
+            self._segment_grids[key] = (reads, macs.reshape(-1, kinds), calls.reshape(-1, kinds))
         return self._segment_grids[key]
 
     def _segment_walk(self, segment: Segment, axis: int, spans: dict[str, Sequence[tuple[int, int]]]

@@ -122,9 +122,9 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, last: int, share: float
         devices = [host if who[k] is None else secondaries[who[k]] for k in order]
         rows = {o: [c[k][1] for k in order] for o, c in cut.items()}
         cols = {o: [(0, graph[o].shape[3])] for o in segment.outputs}
-        reads, macs, counts = costs.segment_grid(segment, rows, cols)
+        reads, macs, calls = costs.segment_grid(segment, rows, cols)
         compute = {host.name: 0.0}
-        for device, seconds in zip(devices, work_times([d.profile for d in devices], macs, counts)):
+        for device, seconds in zip(devices, work_times([d.profile for d in devices], macs, calls)):
             compute[device.name] = compute.get(device.name, 0.0) + seconds
         if bound is not None and time + max(compute.values()) >= bound:
             return None  # waiting for inputs and sending results only add: it cannot beat the best

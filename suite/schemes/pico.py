@@ -135,10 +135,10 @@ class StageTimer:
             time = INF
         else:
             cols = {o: [(0, self.graph[o].shape[3])] for o in segment.outputs}
-            reads, macs, counts = self.costs.segment_grid(segment, rows, cols)
+            reads, macs, calls = self.costs.segment_grid(segment, rows, cols)
             made = [{o: Box(*rows[o][k], *cols[o][0]) for o in segment.outputs} for k in range(len(names))]
             transfers = tile_transfers(self.graph, COORDINATOR, names, reads, made)
-            time += stage_time(self.link, dict(zip(names, work_times(profiles, macs, counts))), transfers)
+            time += stage_time(self.link, dict(zip(names, work_times(profiles, macs, calls))), transfers)
         self.segment_memo[key] = time
         return time
 
