@@ -77,7 +77,8 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     for scheme in ["single", *schemes]:
         plan = make_plan(scheme, prepared.graph, fleet)
         run = coordinator.run(plan, label=scheme)
-        single = single or run
+        if single is None:  # the first run is the single device's, every speedup's reference
+            single = run
         summaries[scheme] = summary(run, single, fleet, options)
         if results is not None:
             save(results / scheme, run, single, fleet, options)

@@ -116,11 +116,13 @@ def _cells(comparison: pd.DataFrame) -> pd.DataFrame:
                 + ("" if pd.isna(before) else f" ({format(before * scale, fmt)})")
                 for now, before in zip(comparison[metric], comparison[f"baseline_{metric}"])]  # fmt: skip
 
+    twice = [v + (" (measured twice)" if again else "")
+             for v, again in zip(comparison["verdict"], comparison["remeasured"])]  # fmt: skip
     return pd.DataFrame({"model": comparison["model"], "devices": comparison["devices"],
                          "scheme": comparison["scheme"], "speedup (baseline)": pair("speedup", ".2f"),
                          "latency s (baseline)": pair("latency_s", ".3f"),
                          "MB moved (baseline)": pair("bytes_moved", ".2f", 1e-6),
-                         "verdict": comparison["verdict"]})  # fmt: skip
+                         "verdict": twice})  # fmt: skip
 
 
 def _measured(measured: pd.DataFrame) -> pd.DataFrame:
