@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from suite.errors import UserError
@@ -75,7 +76,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo name, path/to/model.onnx, or package.module:factory (default: vgg16)")
     p.add_argument("--input-size", metavar="CxHxW",
                    help="input size; zoo models and ONNX files have defaults")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and input (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the input and the weights of zoo models and module:factory models "
+                   "(default: 0)")
     p.add_argument("--backend", default="torch",
                    help="torch (exact), torch-fast (oneDNN) or onnxruntime (default: torch)")
     p.add_argument("--threads", type=_at_least(1), default=None,
@@ -166,8 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(run=cmd_report)
 
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
-    f.add_argument("--name", default="local", help="profile name (default: local)")
-    f.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default: 1)")
+    f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                   help="time the ops on this backend (default: torch)")
+    f.add_argument("--name", help="profile name (default: local on torch, local-<backend> on another, "
+                   "the profile a run on that backend prices this host by)")  # fmt: skip
+    f.add_argument("--threads", type=_at_least(1), default=1, help="compute threads (default: 1)")
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
@@ -222,25 +228,28 @@ def _fleet(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from suite.backends import check_backend
+    from suite.fleet import on_backend
     from suite.graph import from_model
     from suite.models.load import load_model, parse_input_size
     from suite.plan import save_plan
     from suite.schemes import check_scheme, make_plan
 
     check_scheme(args.scheme)  # before the model is traced
+    check_backend(args.backend)  # it prices the fleet
     output = _output_file(args.output)
-    fleet = _fleet(args)
+    fleet = on_backend(_fleet(args), args.backend)
     size = parse_input_size(args.input_size) if args.input_size else None
     graph = from_model(load_model(args.model, size, args.seed, weights=False))
     options = {"pico": {"search": args.search}, "halp": {"tasks_per_batch": args.tasks}}
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
     if output:
         save_plan(plan, output)
-    print(plan.to_json() if args.json else _describe_plan(plan))
+    print(plan.to_json() if args.json else _describe_plan(plan, graph))
     return EXIT_OK
 
 
-def _describe_plan(plan) -> str:
+def _describe_plan(plan, graph) -> str:
     p = plan.predicted
     shape = "x".join(map(str, plan.input_shape))
     lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices), "
@@ -252,7 +261,18 @@ def _describe_plan(plan) -> str:
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
     lines.append(f"  predicted: latency {p.latency_s:.3g} s, period {p.period_s:.3g} s, "
                  f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}")
+    lines.append(_describe_plan_coverage(p.tiled_share, graph))
     return "\n".join(lines)
+
+
+def _describe_plan_coverage(share: float, graph) -> str:
+    """One line: the share of the model's MACs the plan tiles, what the model allows, where it stops."""
+    from suite.graph.cuts import coverage, spatial_front
+
+    cover = coverage(graph, spatial_front(graph))
+    stops = [asdict(stop) for stop in cover.stops]
+    return _describe_coverage(share, stops, f" in this plan (the model can be tiled up to "
+                                            f"{cover.tiled_share:.1%})")  # fmt: skip
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -311,14 +331,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from suite.fleet import PROFILES_DIR
     from suite.profile import measure_profile, write_profile
 
-    path = _output_file(args.output) or PROFILES_DIR / f"{args.name}.yaml"  # checked before measuring
-    profile = measure_profile(args.name, threads=args.threads, quick=args.quick)
+    name = args.name or ("local" if args.backend == "torch" else f"local-{args.backend}")
+    path = _output_file(args.output) or PROFILES_DIR / f"{name}.yaml"  # checked before measuring
+    profile = measure_profile(name, threads=args.threads, quick=args.quick, backend=args.backend)
     write_profile(profile, path)
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
     return EXIT_OK
-
-
-RUN_BACKENDS = ("torch", "torch-fast")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -329,23 +347,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.models.load import load_model, parse_input_size
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
     from suite.runtime.emulate import sweep_stale
+    from suite.runtime.lowering import model_graph
     from suite.runtime.metrics import release_results, reserve_results
     from suite.runtime.results import save, summary
     from suite.schemes import check_scheme
 
-    if args.backend not in RUN_BACKENDS:
-        raise UserError(f"--backend {args.backend}: the runtime runs plans on {' or '.join(RUN_BACKENDS)} "
-                        "(plans name the nodes of the torch-traced graph)")  # fmt: skip
     if args.plan is None:
         check_scheme(args.scheme)
+    backend = make_backend(args.backend, args.threads)  # an unknown name before the model loads
     sweep_stale()  # cpu limits left by runs that were killed
     inventory = _inventory(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
-    backend = make_backend(args.backend, args.threads)
     prepared = backend.prepare(loaded)
-    graph = prepared.graph
-    plan, fleet = _run_plan(args, graph, None if inventory is None else inventory.fleet)
+    graph, model = prepared.graph, model_graph(loaded, prepared.graph)
+    plan, fleet = _run_plan(args, model, graph, None if inventory is None else inventory.fleet)
     frames = load_frames(loaded.input_shape, args.images)
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
     reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
@@ -360,7 +376,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                              host=args.host, port=args.port, python=args.worker_python,
                              inventory=inventory, log_dir=logs)  # fmt: skip
-        coordinator = Coordinator(graph, backend, fleet, frames, references, options)
+        coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
         with _progress(options.warmup + options.frames) as progress:
             run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
         folder = save(output, run, baseline, fleet, options)
@@ -371,7 +387,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(_describe_run(result))
+        print(_describe_run(result, graph))
     if not result["complete"]:
         print(f"error: {result['error']}", file=sys.stderr)
         return EXIT_INTERRUPTED if INTERRUPTED in (run.error, baseline and baseline.error) else EXIT_MISMATCH
@@ -390,25 +406,30 @@ def _warn_oversubscribed(plan, threads: int) -> None:
               f"so the measured speedup is capped near {cores}x", file=sys.stderr)  # fmt: skip
 
 
-def _run_plan(args: argparse.Namespace, graph, fleet=None):
-    """The plan to run and its fleet (`fleet`, else the command's): planned now, or read from --plan
-    and checked against the command."""
-    from suite.fleet import load_fleet
+def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
+    """The plan to run and its fleet (`fleet`, else the command's, priced for the backend): planned
+    now on the model graph, or read from --plan and checked against the command and the graph it
+    names (the model graph, or the backend's own)."""
+    from suite.fleet import load_fleet, on_backend
     from suite.plan import load_plan
     from suite.schemes import make_plan
 
     if args.plan is None:
-        fleet = fleet or _fleet(args)
+        fleet = on_backend(fleet or _fleet(args), args.backend)
         options = {"halp": {"tasks_per_batch": args.tasks}}.get(args.scheme, {})
-        return make_plan(args.scheme, graph, fleet, **options), fleet
+        return make_plan(args.scheme, model, fleet, **options), fleet
     plan = load_plan(args.plan)
+    if plan.graph not in (model.source, executed.source):
+        raise UserError(f"plan {args.plan} names the nodes of the {plan.graph} graph, but the command's "
+                        f"model is the {model.source} graph; re-plan it with `suite plan`")  # fmt: skip
+    graph = executed if plan.graph == executed.source else model
     shape = list(graph.input_shape[1:])
     if plan.model != graph.name or plan.input_shape != shape:
         raise UserError(f"plan {args.plan} is for {plan.model} {'x'.join(map(str, plan.input_shape))}, "
                         f"but the command runs {graph.name} {'x'.join(map(str, shape))}; pass the plan's "
                         "--model and --input-size or re-plan")  # fmt: skip
     explicit = args.fleet is not None or args.devices is not None
-    fleet = fleet or (_fleet(args) if explicit else load_fleet(plan.fleet))
+    fleet = on_backend(fleet or (_fleet(args) if explicit else load_fleet(plan.fleet)), args.backend)
     if fleet.name != plan.fleet:
         raise UserError(f"plan {args.plan} was made for fleet '{plan.fleet}', but the command names fleet "
                         f"'{fleet.name}'; drop --fleet/--devices to use the plan's")  # fmt: skip
@@ -455,7 +476,7 @@ def _progress(total: int):
         yield bars
 
 
-def _describe_run(r: dict) -> str:
+def _describe_run(r: dict, graph) -> str:
     shape = "x".join(map(str, r["input_shape"]))
     verdict = "all BIT-EXACT" if r["bit_exact"] else "NOT bit-exact"
     lines = [f"{r['scheme']} on {r['model']} {shape}, fleet {r['fleet']} ({r['devices']} workers, "
@@ -466,15 +487,21 @@ def _describe_run(r: dict) -> str:
                      + _vs(p.get("latency_s"), p.get("latency_error")))  # fmt: skip
         lines.append(f"  throughput {r['throughput_fps']:.2f} fps, {r['in_flight']} frame(s) in flight"
                      + _vs(p.get("throughput_fps"), p.get("throughput_error")))  # fmt: skip
+        if r["simulated"] is not None and r["simulated"]["throughput_error"] is not None:
+            sim = r["simulated"]
+            lines.append(f"             simulated {sim['throughput_fps']:.3g} fps (stages contending for the "
+                         f"medium), measured {sim['throughput_error']:+.0%}")  # fmt: skip
     if r["single"] is not None:
         s = r["single"]
         lines.append(f"  single device ({s['device']}): latency {s['latency_s']:.3f} s, "
                      f"{s['throughput_fps']:.2f} fps -> speedup {r['speedup_vs_single']:.2f}x throughput, "
                      f"{r['latency_speedup_vs_single']:.2f}x latency")  # fmt: skip
-    if r["real_time"] is not None:
+    if r["network"]["dilation"] != 1.0:
         real, dilation = r["real_time"], r["network"]["dilation"]
         lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
                      f"throughput {real['throughput_fps']:.3g} fps")
+    if r["tiled_share"] is not None:
+        lines.append(_describe_plan_coverage(r["tiled_share"], graph))
     lines.append(f"  network: {r['network']['description']}")
     if r["refused_peers"]:
         lines.append(f"  warning: refused {len(r['refused_peers'])} connection(s) without the run's secret "
@@ -523,6 +550,7 @@ def _describe(r) -> str:
         f"  {r.tiled_nodes} spatial nodes tiled, redundant compute {r.redundancy:.1%}, "
         f"{r.seconds:.1f} s",
     ]
+    lines.append(_describe_coverage(r.tiled_share, r.tiling_stops))
     if r.unpartitioned_from:
         lines.append(f"  runs unpartitioned from node {r.unpartitioned_from}")
     if not r.ir_matches_monolithic:
@@ -532,6 +560,19 @@ def _describe(r) -> str:
 
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: workers stopped, results kept
+
+
+def _describe_coverage(share: float, stops: list[dict], scope: str = "") -> str:
+    """One line: the share of the model's MACs computed in tiles (`scope`: in what), and where (and
+    why) tiling stops."""
+    where = "; ".join(f"{s['node']} ({s['reason']})" for s in stops[:2])
+    more = f" and {len(stops) - 2} more" if len(stops) > 2 else ""
+    line = f"  tiled {share:.1%} of the model's MACs{scope}"
+    if stops:
+        line += f"; tiling stops at {where}{more}"
+    if share < 0.5:
+        line += ": LESS THAN HALF of the model is computed in tiles"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 PICO's formulas, applied to every scheme alike:
 - a device's time for a node over a region is its profile's `alpha * MACs / capability + overhead`
-  for the node's op kind, and its time for a stage is the sum over the nodes it computes; so the
-  work is summed by op kind first (`OpWork`) and priced with the profile's vectors;
+  for the node's cost kind (its op kind, a conv by class: dense, depthwise or grouped), and its
+  time for a stage is the sum over the nodes it computes; so the work is summed by cost kind first
+  (`OpWork`) and priced with the profile's vectors;
 - a stage takes its slowest device's compute plus its communication. On a shared medium (WiFi)
   transfers serialize, so communication is their sum; on a switched network each device's link
   works in parallel, so it is the busiest link's sum per direction;
@@ -29,27 +30,27 @@ import numpy as np
 from suite.errors import UserError
 from suite.fleet import Fleet, Link, Profile
 from suite.graph import Graph
-from suite.graph.ir import OP_KINDS
+from suite.graph.ir import COST_KINDS
 from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer
 from suite.regions import Box, FeatureRange, plan_regions
 
-OP_INDEX = {op: i for i, op in enumerate(OP_KINDS)}
+KIND_INDEX = {kind: i for i, kind in enumerate(COST_KINDS)}
 
 
 @dataclass(frozen=True)
 class OpWork:
-    """What a device computes, summed by op kind (indexed like `OP_KINDS`): MACs and nodes."""
+    """What a device computes, summed by cost kind (indexed like `COST_KINDS`): MACs and nodes."""
 
     macs: np.ndarray
     nodes: np.ndarray
 
     @staticmethod
-    def of(ops_macs: Iterable[tuple[str, float]]) -> OpWork:
-        """The work of nodes given as (op kind, MACs)."""
-        macs, nodes = np.zeros(len(OP_KINDS)), np.zeros(len(OP_KINDS))
-        for op, m in ops_macs:
-            macs[OP_INDEX[op]] += m
-            nodes[OP_INDEX[op]] += 1
+    def of(kinds_macs: Iterable[tuple[str, float]]) -> OpWork:
+        """The work of nodes given as (cost kind, MACs)."""
+        macs, nodes = np.zeros(len(COST_KINDS)), np.zeros(len(COST_KINDS))
+        for kind, m in kinds_macs:
+            macs[KIND_INDEX[kind]] += m
+            nodes[KIND_INDEX[kind]] += 1
         return OpWork(macs, nodes)
 
     def __add__(self, other: OpWork) -> OpWork:
@@ -61,7 +62,7 @@ def work_time(profile: Profile, work: OpWork) -> float:
 
 
 def work_times(profiles: Sequence[Profile], macs: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Seconds of each row of work (`macs`, `nodes`: rows x op kinds) on the profile of that row."""
+    """Seconds of each row of work (`macs`, `nodes`: rows x cost kinds) on the profile of that row."""
     per_mac = np.array([p.prices[0] for p in profiles])
     per_node = np.array([p.prices[1] for p in profiles])
     return (macs * per_mac).sum(axis=1) + (nodes * per_node).sum(axis=1)
@@ -125,7 +126,7 @@ def stage_cost(graph: Graph, fleet: Fleet, stage: Stage) -> tuple[StageCost, flo
     for w in stage.work:
         macs = work_macs(graph, stage.nodes, w.outputs)
         total_macs += sum(macs.values())
-        mine = OpWork.of((graph[n].op, m) for n, m in macs.items())
+        mine = OpWork.of((graph[n].cost_kind, m) for n, m in macs.items())
         work[w.device] = work[w.device] + mine if w.device in work else mine
     per_device = {d: work_time(fleet.device(d).profile, w) for d, w in work.items()}
     time = stage_time(fleet.link, per_device, stage.transfers, stage.overlap, stage.outputs)
@@ -154,7 +155,15 @@ def predict(plan: Plan, graph: Graph, fleet: Fleet) -> Predicted:
         throughput_fps=1.0 / period if period > 0 else float("inf"),
         redundancy=sum(macs) / total - 1.0 if total else 0.0,
         stages=list(costs),
+        tiled_share=tiled_macs(plan, graph) / total if total else 0.0,
     )
+
+
+def tiled_macs(plan: Plan, graph: Graph) -> int:
+    """The model's MACs that the plan computes in tiles: in stages that cut maps among devices."""
+    tiled = [s for s in plan.stages
+             if len(s.devices) > 1 and all(isinstance(r, Box) for w in s.work for r in w.outputs.values())]
+    return sum(graph[n].flops for s in tiled for n in s.nodes)
 
 
 def _busiest_resource(link: Link, stages: Sequence[Stage], costs: Sequence[StageCost]) -> float:

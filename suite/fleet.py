@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from suite.errors import UserError
-from suite.graph.ir import OP_KINDS
+from suite.graph.ir import COST_KINDS
 from suite.schema import Strict, read_yaml, shown
 
 HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
@@ -65,9 +65,9 @@ class Profile:
 
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per MAC and seconds per node for each kind of `OP_KINDS`: the vectors that
+        """Seconds per MAC and seconds per node for each kind of `COST_KINDS`: the vectors that
         price a `suite.cost.OpWork`. Every kind needs a cost (its own or the `default`)."""
-        costs = [self.cost(op) for op in OP_KINDS]
+        costs = [self.cost(kind) for kind in COST_KINDS]
         return (np.array([c.alpha / self.macs_per_s for c in costs]),
                 np.array([c.overhead_s for c in costs]))  # fmt: skip
 
@@ -248,6 +248,24 @@ def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
         raise FleetError(f"{shown(fleet_path)}: devices.{index}.profile: unknown profile '{d.profile}' "
                          f"for device '{d.name}' ({known})")  # fmt: skip
     return _profile_from(path)
+
+
+def local_profile(backend: str) -> str:
+    """This host's measured profile for runs on `backend`: `local-<backend>` where `suite profile
+    --backend <backend>` wrote one, else `local` (measured on torch)."""
+    return f"local-{backend}" if (PROFILES_DIR / f"local-{backend}.yaml").is_file() else "local"
+
+
+def on_backend(fleet: Fleet, backend: str) -> Fleet:
+    """`fleet` with every device on this host's profile (`local`) priced by its profile for `backend`:
+    a worker here runs as fast as that backend runs here. Other devices keep theirs: a Pi's profile
+    is the Pi's speed, which the run emulates whatever this host's backend is."""
+    name = local_profile(backend)
+    if name == "local":
+        return fleet
+    profile = load_profile(name)
+    devices = tuple(replace(d, profile=profile) if d.profile.name == "local" else d for d in fleet.devices)
+    return replace(fleet, devices=devices)
 
 
 # What `--devices N` stands for: one machine's processes talking over loopback, as if switched Gigabit.

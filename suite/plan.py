@@ -11,6 +11,9 @@ or more where a scheme overlaps frames (HALP's tasks per batch).
 
 Regions are `suite.regions` types in memory and JSON lists in the file (`[h0, h1, w0, w1]`,
 `[f0, f1]`, `null`); `plan_to_dict` and `load_plan_dict` are the only places that convert.
+`graph` says whose names the nodes are (`Graph.source`): schemes plan on the model graph ("torch"
+for a module, "onnx" for an ONNX file); `suite.runtime.lowering` moves a plan onto the graph a
+backend executes ("onnxruntime").
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from suite.fleet import Fleet
 
 
-SCHEMA_VERSION = 2  # 2: frames_in_flight
+SCHEMA_VERSION = 3  # 2: frames_in_flight; 3: graph
 COORDINATOR = "coordinator"
 
 
@@ -109,6 +112,7 @@ class Predicted:
     throughput_fps: float
     redundancy: float
     stages: list[StageCost]
+    tiled_share: float = 0.0  # of the model's MACs, computed in tiles (stages that cut a map)
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Plan:
     devices: list[str]
     hub: str
     stages: list[Stage]
+    graph: str  # whose names its nodes are (`Graph.source`); `suite.runtime.lowering` moves it to another
     frames_in_flight: int = 1
     predicted: Predicted | None = None
     options: dict = field(default_factory=dict)  # the choices the scheme made, for people to read
@@ -424,6 +429,7 @@ class _PredictedSpec(Strict):
     throughput_fps: float = Field(ge=0)
     redundancy: float
     stages: list[_StageCostSpec]
+    tiled_share: float = Field(default=0.0, ge=0, le=1)
 
 
 class _PlanFile(Strict):
@@ -435,6 +441,7 @@ class _PlanFile(Strict):
     devices: list[str] = Field(min_length=1, max_length=MAX_DEVICES)
     hub: str
     stages: list[_StageSpec] = Field(min_length=1, max_length=MAX_STAGES)
+    graph: str = Field(pattern="^(torch|onnx|onnxruntime)$")
     frames_in_flight: int = Field(ge=1, le=1024)
     predicted: _PredictedSpec | None = None
     options: dict = Field(default_factory=dict)
@@ -468,9 +475,10 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
     if spec.predicted is not None:
         p = spec.predicted
         predicted = Predicted(p.latency_s, p.period_s, p.throughput_fps, p.redundancy,
-                              [StageCost(**c.model_dump()) for c in p.stages])  # fmt: skip
+                              [StageCost(**c.model_dump()) for c in p.stages], p.tiled_share)  # fmt: skip
     return Plan(spec.scheme, spec.model, list(spec.input_shape), spec.fleet, list(spec.devices), spec.hub,
-                stages, spec.frames_in_flight, predicted, dict(spec.options), spec.planning_time_s)
+                stages, spec.graph, spec.frames_in_flight, predicted, dict(spec.options),
+                spec.planning_time_s)
 
 
 def _regions(data: dict) -> dict[str, Region]:

@@ -1,10 +1,14 @@
-"""Measure a device profile on this machine: time each op kind with torch and fit PICO's cost model.
+"""Measure a device profile on this machine: time each op kind on a backend and fit PICO's cost model.
 
 Per op kind, `time = alpha * macs / macs_per_s + overhead_s` is fitted by least squares over several
 tile sizes, with `macs_per_s` taken from the conv fit (so conv's alpha is 1). MACs are counted as
 `suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost model will see.
-Timing runs under the exact backend's own settings (`TorchBackend.active`: oneDNN and NNPACK off),
-so a profile prices what the suite executes; medians over repeats.
+Timing runs as the backend runs: on `torch` under the exact backend's own settings
+(`TorchBackend.active`: oneDNN and NNPACK off); on `onnxruntime` each op is exported to ONNX and run
+in its own session at ORT_ENABLE_ALL, less what `session.run` costs by itself (a segment's nodes share
+one call). Medians over repeats. `suite profile` writes `local.yaml` for torch and
+`local-<backend>.yaml` for another backend; a run on that backend prices this host by it
+(`suite.fleet.local_profile`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import torch.nn.functional as F
 import yaml
 
 from suite.backends import make_backend
+from suite.errors import UserError
 from suite.fleet import OpCost, Profile
 from suite.graph.ir import Window, node_flops
 from suite.schema import write_atomically
 
-# (op kind, callable to time, MACs) for one measurement.
-_Case = tuple[str, Callable[[], torch.Tensor], int]
+# (op kind, the op as a function of its one data input, that input, MACs) for one measurement.
+_Case = tuple[str, Callable[[torch.Tensor], torch.Tensor], torch.Tensor, int]
 
 SIZES = (7, 14, 28, 56, 112, 224)
 QUICK_SIZES = (4, 8, 16)
@@ -53,7 +58,7 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
     def conv(cin: int, cout: int, k: int, hw: int) -> None:
         x, w, b = rand(1, cin, hw, hw), rand(cout, cin, k, k), rand(cout)
         macs = node_flops("conv", (1, cout, hw, hw), [x.shape], window=Window((k, k)), groups=1)
-        cases.append(("conv", lambda: F.conv2d(x, w, b, padding=k // 2), macs))
+        cases.append(("conv", lambda x: F.conv2d(x, w, b, padding=k // 2), x, macs))
 
     conv(3, 64, 3, max(sizes))
     for hw in sizes:
@@ -67,26 +72,66 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
             out = (1, ch, hw, hw)
             pool_macs = node_flops("maxpool", (1, ch, hw // 2, hw // 2), [out], window=Window((2, 2), (2, 2)))
             cases += [
-                ("relu", lambda x=x: torch.relu(x), node_flops("relu", out, [out])),
-                ("elementwise", lambda x=x: torch.sigmoid(x), node_flops("elementwise", out, [out])),
-                ("batchnorm", lambda x=x, m=mean, v=var, w=weight, b=bias: F.batch_norm(x, m, v, w, b),
+                ("relu", torch.relu, x, node_flops("relu", out, [out])),
+                ("elementwise", torch.sigmoid, x, node_flops("elementwise", out, [out])),
+                ("batchnorm", lambda x, m=mean, v=var, w=weight, b=bias: F.batch_norm(x, m, v, w, b), x,
                  node_flops("batchnorm", out, [out])),
-                ("add", lambda x=x, y=y: x + y, node_flops("add", out, [out, out])),
-                ("mul", lambda x=x, y=y: x * y, node_flops("mul", out, [out, out])),
-                ("concat", lambda x=x, y=y: torch.cat([x, y], 1), 0),
-                ("maxpool", lambda x=x: F.max_pool2d(x, 2, 2), pool_macs),
-                ("avgpool", lambda x=x: F.avg_pool2d(x, 2, 2), pool_macs),
-                ("adaptive_avgpool", lambda x=x: F.adaptive_avg_pool2d(x, 1),
+                ("add", lambda x, y=y: x + y, x, node_flops("add", out, [out, out])),
+                ("mul", lambda x, y=y: x * y, x, node_flops("mul", out, [out, out])),
+                ("concat", lambda x, y=y: torch.cat([x, y], 1), x, 0),
+                ("maxpool", lambda x: F.max_pool2d(x, 2, 2), x, pool_macs),
+                ("avgpool", lambda x: F.avg_pool2d(x, 2, 2), x, pool_macs),
+                ("adaptive_avgpool", lambda x: F.adaptive_avg_pool2d(x, 1), x,
                  node_flops("adaptive_avgpool", (1, ch, 1, 1), [out])),
             ]  # fmt: skip
     for n_in, n_out in linear_shapes:
         x, w, b = rand(1, n_in), rand(n_out, n_in), rand(n_out)
         macs = node_flops("linear", (1, n_out), [x.shape])
-        cases.append(("linear", lambda x=x, w=w, b=b: F.linear(x, w, b), macs))
+        cases.append(("linear", lambda x, w=w, b=b: F.linear(x, w, b), x, macs))
     return cases
 
 
-def _median_time(fn: Callable[[], torch.Tensor], repeats: int, clock: Callable[[], float]) -> float:
+class _Op(torch.nn.Module):
+    """One case's function as a module, for the ONNX exporter."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _on_torch(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
+    return [lambda fn=fn, x=x: fn(x) for _, fn, x, _ in cases]
+
+
+def _on_onnxruntime(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
+    """Each case as a call of its own onnxruntime session (the op exported, at ORT_ENABLE_ALL)."""
+    import io
+    import warnings
+
+    from suite.backends.ort import OrtBackend
+
+    backend = OrtBackend(threads=threads)
+    calls = []
+    for _, fn, x, _ in cases:
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Op(fn), (x,), buf, dynamo=False, input_names=["x"], opset_version=17)
+        session, feed = backend.session(buf.getvalue()), {"x": x.numpy()}
+        calls.append(lambda session=session, feed=feed: session.run(None, feed))
+    return calls
+
+
+def _call_cost(threads: int, repeats: int, clock: Callable[[], float]) -> float:
+    """What one `session.run` costs by itself (a 1-element ReLU): paid once per segment, not per node."""
+    (call,) = _on_onnxruntime([("relu", torch.relu, torch.ones(1), 0)], threads)
+    return _median_time(call, repeats * 10, clock)
+
+
+def _median_time(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
     fn()  # warm-up: allocator and lazy initialisation
     times = []
     for _ in range(repeats):
@@ -118,20 +163,28 @@ def _fit(macs: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
 
 
 def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = None,
-                    repeats: int | None = None, quick: bool = False) -> Profile:  # fmt: skip
-    """Time every op kind on this machine with `threads` torch threads and fit a profile.
+                    repeats: int | None = None, quick: bool = False,
+                    backend: str = "torch") -> Profile:  # fmt: skip
+    """Time every op kind on this machine on `backend` with `threads` threads and fit a profile.
 
     `quick` measures a few small tiles only (seconds, for tests); the default takes 10-30 s on a
-    2-core host. With one thread, torch runs each op inline in this thread, so its CPU time is timed:
-    other processes on a busy host then barely disturb the profile. With more threads the wall clock
-    is the only honest measure, and the host should be otherwise idle.
+    2-core host (onnxruntime: a minute, exporting each case). With one thread, torch and onnxruntime
+    run each op inline in this thread, so its CPU time is timed: other processes on a busy host then
+    barely disturb the profile. With more threads the wall clock is the only honest measure, and the
+    host should be otherwise idle.
     """
     sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
     repeats = repeats or (3 if quick else 11)
     cases = _cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
     clock = time.thread_time if threads == 1 else time.perf_counter
-    with make_backend("torch", threads).active():
-        timed = [(op, macs, _median_time(fn, repeats, clock)) for op, fn, macs in cases]
+    on_backend = {"torch": _on_torch, "onnxruntime": _on_onnxruntime}.get(backend)
+    if on_backend is None:
+        raise UserError(f"--backend {backend}: profiles are measured on torch or onnxruntime")
+    with make_backend(backend, threads).active():
+        calls = on_backend(cases, threads)
+        fixed = _call_cost(threads, repeats, clock) if backend == "onnxruntime" else 0.0
+        timed = [(op, macs, max(_median_time(call, repeats, clock) - fixed, 1e-9))  # _fit weighs by 1/sqrt(t)
+                 for (op, _, _, macs), call in zip(cases, calls)]  # fmt: skip
     fits = {}
     for op in dict.fromkeys(op for op, _, _ in timed):
         rows = [(m, t) for o, m, t in timed if o == op]
@@ -140,10 +193,18 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     ops = {op: OpCost(slope * macs_per_s, overhead) for op, (slope, overhead) in fits.items()}
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
     host = platform.node() or "unknown-host"
+    how = "oneDNN and NNPACK off" if backend == "torch" else _ort_settings(fixed)
     source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "
-              f"torch {torch.__version__}, {threads} thread(s), oneDNN and NNPACK off, tiles {list(sizes)}, "
+              f"torch {torch.__version__}, {how}, {threads} thread(s), tiles {list(sizes)}, "
               f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
     return Profile(name, source, macs_per_s, ops)
+
+
+def _ort_settings(call_s: float) -> str:
+    import onnxruntime as ort
+
+    return (f"onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, one op per session less "
+            f"{call_s * 1e6:.0f} us a session.run")
 
 
 def _cpu_name() -> str:

@@ -221,6 +221,8 @@ def _window_input(node: Node, axis: int, start: Bound, stop: Bound) -> tuple[Bou
 
 def node_region(graph: Graph, node: Node, out: Box) -> NodeRegion:
     """The inputs a spatial node reads to produce `out`."""
+    if node.op == "scale":  # the map where the tile is, its per-channel vector whole
+        return NodeRegion(out, (out, WHOLE))
     if node.window is None:
         return NodeRegion(out, tuple(out for _ in node.inputs))
     in_h, in_w = graph[node.inputs[0]].shape[2:]
@@ -276,7 +278,9 @@ def plan_ranges(graph: Graph, nodes: Sequence[str], requested: Mapping[str, tupl
             what = "rows" if axis == 0 else "columns"
             raise RegionError(f"node '{name}' would compute an empty region ({what} {start}-{stop})")
         first, last = _reads_along(graph, node, axis, start, stop, lo, hi)
-        for src in node.inputs:
+        for k, src in enumerate(node.inputs):
+            if node.op == "scale" and k == 1:  # its per-channel vector is read whole
+                first, last = 0, graph[src].shape[2 + axis]
             have = need.get(src)
             need[src] = (first, last) if have is None else (lo(have[0], first), hi(have[1], last))
     return {n: need[n] for n in need if n in in_segment or n not in requested}
@@ -294,15 +298,15 @@ def plan_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box
 
 
 def segment_inputs(graph: Graph, nodes: Iterable[str], regions: Mapping[str, NodeRegion]
-                   ) -> dict[str, Box]:  # fmt: skip
-    """Boxes a segment's tile reads from nodes outside the segment."""
+                   ) -> dict[str, Region]:  # fmt: skip
+    """The regions a segment's tile reads of tensors from outside the segment."""
     inside = set(nodes)
-    boxes: dict[str, Box] = {}
+    reads: dict[str, list[Region]] = {}
     for name, region in regions.items():
-        for src, box in zip(graph[name].inputs, region.reads):
+        for src, read in zip(graph[name].inputs, region.reads):
             if src not in inside:
-                boxes[src] = boxes[src].hull(box) if src in boxes else box
-    return boxes
+                reads.setdefault(src, []).append(read)
+    return {src: hull_of(held, graph[src]) for src, held in reads.items()}
 
 
 def split_range(length: int, parts: int, weights: Sequence[float] | None = None

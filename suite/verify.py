@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from suite.backends import Prepared, Tile, run_segment, run_whole
-from suite.graph.cuts import first_unpartitioned, layers, spatial_front
+from suite.graph.cuts import (
+    coverage,
+    first_unpartitioned,
+    front_branches,
+    layers,
+    segments,
+    spatial_front,
+)  # fmt: skip
 from suite.regions import (
     WHOLE,
     NodeRegion,
@@ -68,6 +75,8 @@ class VerifyReport:
     tiled_nodes: int
     redundancy: float
     unpartitioned_from: str | None
+    tiled_share: float  # of the model's MACs, computed in tiles
+    tiling_stops: list[dict]  # {"node", "op", "reason"} of each node where tiling ends
     flags: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -80,13 +89,23 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
     """Tile `prepared.graph` into a `rows` x `cols` grid and compare with the monolithic run."""
     graph = prepared.graph
     start = time.perf_counter()
-    front = spatial_front(graph)
+    # Fused tiles need a row and a column each of every map they cut; layer-wise, a layer with
+    # fewer rows than parts is cut into as many strips as it has rows.
+    min_size = (1, 1) if layerwise else (rows, cols)
+    front = spatial_front(graph, min_size)
+    cover = coverage(graph, front, min_size)
     if not front:
         first = next(n for n in graph.nodes if n != graph.input)
+        if spatial_front(graph):
+            raise RegionError(f"a {rows}x{cols} split needs at least {rows} rows and {cols} columns, but "
+                              f"node '{first}' outputs {graph[first].shape[2]}x{graph[first].shape[3]}; "
+                              "use fewer parts or a larger input")  # fmt: skip
         raise RegionError(f"model '{graph.name}' has no spatial layers to partition: its first node "
                           f"'{first}' ({graph[first].op}) mixes the whole map")  # fmt: skip
     outputs = graph.boundary(front)
-    tail = [n for n in graph.nodes if n not in set(front) | {graph.input}]
+    # squeeze-and-excite branches are computed whole between the front's segments
+    handled = {n for branch in front_branches(graph, front) for n in branch.nodes}
+    tail = [n for n in graph.nodes if n not in set(front) | handled | {graph.input}]
     # The nodes compared one by one: all of them where the backend hands them back.
     observed = None if backend.observes_all_nodes else list(dict.fromkeys(outputs + list(graph.outputs)))
     with backend.active():
@@ -95,7 +114,7 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         cut = _layerwise if layerwise else _fused
         front_maps, tiles, extra_flops, seen = cut(graph, backend, x, front, outputs, rows, cols)
         values: dict[str, Tile] = {graph.input: (WHOLE, x)}
-        values.update({n: (WHOLE, t) for n, t in front_maps.items()})
+        values.update({n: (WHOLE, t) for n, t in front_maps.items() if n in outputs})
         done = values if not tail else run_segment(graph, tail, values, backend, outputs=observed and
                                                    [n for n in observed if n in tail])  # fmt: skip
     result = done[graph.outputs[0]][1]
@@ -119,33 +138,58 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         tiled_nodes=len(front),
         redundancy=extra_flops,
         unpartitioned_from=first_unpartitioned(graph, front),
+        tiled_share=cover.tiled_share,
+        tiling_stops=[asdict(stop) for stop in cover.stops],
         flags=backend.flags(),
         seconds=time.perf_counter() - start,
     )
 
 
+def _branches_for(graph, backend, nodes, pending: list, values: dict[str, Tile]) -> dict[str, Tile]:
+    """The squeeze-and-excite branches whose vectors `nodes` read, computed whole on the gathered maps
+    in `values` (as the whole model computes them); returns every tile they made."""
+    reads = {src for n in nodes for src in graph[n].inputs}
+    made: dict[str, Tile] = {}
+    for branch in [b for b in pending if b.vector in reads]:
+        pending.remove(branch)
+        done = run_segment(graph, list(branch.nodes), values, backend, outputs=[branch.vector])
+        values[branch.vector] = done[branch.vector]
+        made.update({n: t for n, t in done.items() if n in branch.nodes})
+    return made
+
+
 def _fused(graph, backend, x, front, outputs, rows, cols):
-    """Each tile runs every front node it needs from its own slice of the input, in one call."""
-    boxes = {o: tile_boxes(graph[o], rows, cols) for o in outputs}
-    stitched = {o: torch.empty(graph[o].shape) for o in outputs}
+    """Each tile runs a segment's nodes from its own slices of what the segment reads, in one call;
+    between segments the tiles' maps are stitched and squeeze-and-excite branches computed on them."""
+    values: dict[str, Tile] = {graph.input: (WHOLE, x)}
+    pending = front_branches(graph, front)
     plans: list[dict[str, NodeRegion]] = []
     seen: list[dict[str, Tile]] = []
-    for i in range(rows * cols):
-        regions = plan_regions(graph, front, {o: boxes[o][i] for o in outputs})
-        plans.append(regions)
-        done = run_segment(graph, list(regions), {graph.input: (WHOLE, x)}, backend, regions, outputs)
-        seen.append(done)
-        for o in outputs:
-            box, tensor = done[o]
-            stitched[o][boxes[o][i].index] = tensor[boxes[o][i].within(box)]
-    return stitched, len(plans), redundancy(graph, front, plans), seen
+    for segment in segments(graph, front):
+        seen.append(_branches_for(graph, backend, segment, pending, values))
+        ends = graph.boundary(segment)
+        boxes = {o: tile_boxes(graph[o], rows, cols) for o in ends}
+        stitched = {o: torch.empty(graph[o].shape) for o in ends}
+        for i in range(rows * cols):
+            regions = plan_regions(graph, segment, {o: boxes[o][i] for o in ends})
+            plans.append(regions)
+            done = run_segment(graph, list(regions), values, backend, regions, ends)
+            seen.append(done)
+            for o in ends:
+                box, tensor = done[o]
+                stitched[o][boxes[o][i].index] = tensor[boxes[o][i].within(box)]
+        values.update({o: (WHOLE, t) for o, t in stitched.items()})
+    return {o: values[o][1] for o in outputs}, rows * cols, redundancy(graph, front, plans), seen
 
 
 def _layerwise(graph, backend, x, front, outputs, rows, cols):
-    """Every layer is cut into tiles computed from its gathered inputs, then gathered."""
+    """Every layer is cut into tiles computed from its gathered inputs, then gathered; a layer that
+    scales by a squeeze-and-excite vector gets the branch computed on its gathered map first."""
     values: dict[str, Tile] = {graph.input: (WHOLE, x)}
+    pending = front_branches(graph, front)
     tiled_flops = 0.0
     for layer in layers(graph, front):
+        _branches_for(graph, backend, layer, pending, values)
         last = graph[layer[-1]]
         # A late layer with fewer rows than parts is cut into as many strips as it has rows.
         r, c = min(rows, last.shape[2]), min(cols, last.shape[3])

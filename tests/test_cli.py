@@ -48,7 +48,7 @@ def _old_plan(tmp_path) -> str:
     (["plan", "--scheme", "pico", "--fleet", "nowhere"], "nowhere"),
     (["plan", "--scheme", "pico", "--fleet", "{bad_fleet}"], "link.latency_ms"),
     (["simulate", "--plan", "{old_plan}"], "schema_version 0"),
-    (["simulate", "--plan", "{old_plan}", "--frames", "0"], "schema_version 0"),
+    (["simulate", "--plan", "{old_plan}", "--frames", "0"], "argument --frames: 0 must be at least 1"),
 ])  # fmt: skip
 def test_cli_plan_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     args = [a.format(bad_fleet=_bad_fleet(tmp_path), old_plan=_old_plan(tmp_path)) for a in args]
@@ -75,7 +75,7 @@ def test_cli_verify_json():
     [
         (["--model", "alexnet"], "unknown model 'alexnet'"),
         (["--input-size", "3x2x"], "--input-size '3x2x'"),
-        (["--model", "resnet18", "--parts", "9"], "9x1 split needs at least 9 rows"),
+        (["--model", "resnet18", "--parts", "300"], "300x1 split needs at least 300 rows"),
         (["--input-size", "3x16x16"], "vanishes at node 'features_30'"),
         (["--grid", "2by2"], "--grid '2by2'"),
         (["--backend", "tpu"], "unknown backend 'tpu'"),

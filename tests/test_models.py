@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import fx, nn
 
+from suite.graph import from_torch
 from suite.models import ZOO, build_zoo_model
 
 # torchvision's published parameter counts (inception_v3 and googlenet without aux heads).
@@ -16,7 +17,15 @@ TORCHVISION_PARAMS = {
     "resnet50": 25_557_032,
     "inception_v3": 23_834_568,
     "googlenet": 6_624_904,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_large": 5_483_032,
+    "efficientnet_b0": 5_288_548,
+    "shufflenet_v2_x1_0": 2_278_604,
 }
+# Darknet's yolov2.weights holds 50,983,561 floats (203,934,260 bytes less a 16-byte header): the
+# parameters plus each batch norm's running mean and variance.
+DARKNET_FLOATS = {"yolov2": 50_983_561}
+OUTPUT_SHAPES = {"yolov2": (1, 425, 14, 14), "yolov2_16": (1, 256, 38, 38)}
 NAMES = sorted(ZOO)
 
 
@@ -31,13 +40,27 @@ def sample_input(name: str) -> torch.Tensor:
 
 
 def test_zoo_covers_published_models() -> None:
-    assert set(ZOO) == set(TORCHVISION_PARAMS)
+    assert set(ZOO) == set(TORCHVISION_PARAMS) | set(OUTPUT_SHAPES)
     assert all(entry.name == key for key, entry in ZOO.items())
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
 def test_parameter_count_matches_torchvision(name: str) -> None:
     assert sum(p.numel() for p in model(name).parameters()) == TORCHVISION_PARAMS[name]
+
+
+def test_yolov2_matches_darknet_weights_file() -> None:
+    m = model("yolov2")
+    stats = sum(2 * bn.num_features for bn in m.modules() if isinstance(bn, nn.BatchNorm2d))
+    assert sum(p.numel() for p in m.parameters()) + stats == DARKNET_FLOATS["yolov2"]
+
+
+def test_yolov2_16_is_darknets_first_16_layers() -> None:
+    kinds = [type(m) for m in model("yolov2_16").modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+    assert kinds.count(nn.Conv2d) == 12 and kinds.count(nn.MaxPool2d) == 4
+    first = [m for m in model("yolov2").modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))][:16]
+    assert [repr(m) for m in first] == [repr(m) for m in model("yolov2_16").modules()
+                                        if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -51,7 +74,7 @@ def test_ready_for_inference(name: str) -> None:
 def test_output_shape_and_activations_healthy(name: str) -> None:
     with torch.no_grad():
         out = model(name)(sample_input(name))
-    assert out.shape == (1, 1000)
+    assert out.shape == OUTPUT_SHAPES.get(name, (1, 1000))
     assert torch.isfinite(out).all()
     assert out.std() > 0
 
@@ -63,15 +86,23 @@ def test_symbolic_trace_is_exact_and_graph_friendly(name: str) -> None:
     x = sample_input(name)
     with torch.no_grad():
         assert torch.equal(traced(x), m(x))
-    # In-place ops and reshapes would confuse the graph analyses built on these traces.
+    # In-place ops would confuse the graph analyses built on these traces.
     # (fx records `a += b` as operator.add, so that case can only be ruled out by review.)
     for node in traced.graph.nodes:
         if node.op in ("call_function", "call_method"):
             op_name = getattr(node.target, "__name__", str(node.target))
             assert not op_name.endswith("_"), node.format_node()
-            assert op_name not in ("view", "reshape"), node.format_node()
             assert not node.kwargs.get("inplace", False), node.format_node()
     assert not any(getattr(mod, "inplace", False) for mod in m.modules())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_node_imports_as_an_op_the_ir_knows(name: str) -> None:
+    """Reshapes, channel shuffles, the reorg and squeeze-and-excite import as IR kinds; only a few
+    tails (ShuffleNet's `mean`) stay opaque."""
+    graph = from_torch(model(name), ZOO[name].input_size, name)
+    opaque = [n.name for n in graph.nodes.values() if n.op == "opaque"]
+    assert opaque == (["mean"] if name == "shufflenet_v2_x1_0" else [])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -104,7 +135,8 @@ def test_batchnorm_is_not_the_identity(name: str) -> None:
 def test_unknown_name_lists_choices() -> None:
     expected = (
         "unknown model 'xyz'; choose one of: "
-        "googlenet, inception_v3, resnet18, resnet34, resnet50, vgg16"
+        "efficientnet_b0, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_large, resnet18, "
+        "resnet34, resnet50, shufflenet_v2_x1_0, vgg16, yolov2, yolov2_16"
     )
     with pytest.raises(ValueError) as excinfo:
         build_zoo_model("xyz")

@@ -101,7 +101,7 @@ def test_a_tampered_plan_is_refused_naming_where(halp, tamper, needle):
     (lambda d: d["stages"][0]["transfers"][0].update(bytes=-5), "bytes: Input should be greater than"),
     (lambda d: d["stages"][0]["transfers"][0].update(region=[5, 2]), "is not a region"),
     (lambda d: d["stages"][0].update(nodes="features_0"), "nodes: Input should be a valid list"),
-    (lambda d: d.update(schema_version=1), "schema_version 1, but this suite reads version 2"),
+    (lambda d: d.update(schema_version=1), "schema_version 1, but this suite reads version 3"),
     (lambda d: d.update(frames_in_flight=0), "frames_in_flight: Input should be greater"),
     (lambda d: d.update(extra="x"), "extra: Extra inputs are not permitted"),
 ])  # fmt: skip
@@ -274,7 +274,7 @@ def test_ctrl_c_stops_the_run_at_once_and_keeps_its_frames(tmp_path):
     run.send_signal(signal.SIGINT)
     stopped = time.monotonic()
     run.wait(timeout=60)
-    assert time.monotonic() - stopped < 5, "the run went on after Ctrl-C"
+    assert time.monotonic() - stopped < 10, "the run went on after Ctrl-C"  # ~2 s when the host is idle
     assert run.returncode == 130, "".join(lines)
     summary = json.loads((out / "summary.json").read_text())
     frames = (out / "frames.csv").read_text().splitlines()

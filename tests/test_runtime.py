@@ -155,7 +155,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("args,said", [
-    (("--backend", "onnxruntime"), "runs plans on torch or torch-fast"),
+    (("--backend", "tpu"), "unknown backend 'tpu'"),
     (("--worker-python", "/nonexistent/python3"), "device dev0: cannot start a worker"),
     (("--frames", "0"), "argument --frames: 0 must be at least 1"),
 ])  # fmt: skip
@@ -163,6 +163,24 @@ def test_bad_run_input_is_one_line_exit_2(args, said):
     done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", *args)
     assert done.returncode == 2, done.stderr
     assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_workers_with_other_weights_than_the_coordinator_are_named(tmp_path):
+    """A factory whose weights depend on the process (not on --seed) once failed as a mismatch that
+    blamed "threads, flags"; every worker now proves its weights before the first frame."""
+    (tmp_path / "drifting.py").write_text(
+        "import os, torch\n"
+        "def build():\n"
+        "    conv = torch.nn.Conv2d(3, 4, 3, padding=1)\n"
+        "    torch.nn.init.constant_(conv.weight, (os.getpid() % 97) / 100)\n"
+        "    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "suite", "run", "--model", "drifting:build", "--input-size",
+                           "3x32x32", "--scheme", "pico", "--devices", "2", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "holds other weights for node '_0' than the coordinator" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_port_in_use_is_one_line_exit_2():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 from torch import nn
-from toys import MB, conv_graph, fleet
+from toys import MB, conv_graph, fleet, forced_pico_plan
 
 from suite.cost import comm_time
 from suite.errors import UserError
@@ -12,8 +14,8 @@ from suite.fleet import load_fleet
 from suite.graph import from_torch
 from suite.plan import COORDINATOR, check_plan
 from suite.schemes import make_plan
-from suite.schemes.chain import pieces
-from suite.schemes.halp import segments
+from suite.schemes.chain import TileCosts, pieces, spatial_prefix
+from suite.schemes.halp import row_segments
 from suite.schemes.pico import StageTimer, dp_search, exhaustive
 
 
@@ -60,9 +62,9 @@ def test_modnn_splits_linear_layers_on_multiples_of_four():
 
 
 def test_halp_segments_put_host_zones_between_secondaries():
-    assert segments(10, [1.0, 1.0], 0.2) == [(0, (0, 4)), (None, (4, 6)), (1, (6, 10))]
-    assert segments(10, [1.0], 0.3) == [(0, (0, 7)), (None, (7, 10))]
-    assert segments(9, [2.0, 1.0, 1.0], 0.0) == [(0, (0, 4)), (1, (4, 7)), (2, (7, 9))]
+    assert row_segments(10, [1.0, 1.0], 0.2) == [(0, (0, 4)), (None, (4, 6)), (1, (6, 10))]
+    assert row_segments(10, [1.0], 0.3) == [(0, (0, 7)), (None, (7, 10))]
+    assert row_segments(9, [2.0, 1.0, 1.0], 0.0) == [(0, (0, 4)), (1, (4, 7)), (2, (7, 9))]
 
 
 def test_halp_multi_task_period_is_the_busiest_resource():
@@ -138,6 +140,29 @@ def test_deepthings_takes_a_papers_fixed_grid_and_depth():
         make_plan("deepthings", graph, toy, grid=(13, 1))
 
 
+# -- squeeze-and-excite --------------------------------------------------------------------------
+
+
+class ResidualSE(nn.Module):
+    """A stem, then a residual block whose middle map is scaled by squeeze-and-excite, then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.expand, self.project = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.fc1, self.fc2 = nn.Conv2d(8, 2, 1), nn.Conv2d(2, 8, 1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = torch.relu(self.expand(x))
+        y = y * torch.sigmoid(self.fc2(torch.relu(self.fc1(F.adaptive_avg_pool2d(y, 1)))))
+        return self.head(F.adaptive_avg_pool2d(x + self.project(y), 1).flatten(1))
+
+
+ZOO_BRANCHES = {"mobilenet_v3_large": 8, "efficientnet_b0": 16}
+
+
 # -- PICO's search -----------------------------------------------------------------------------
 
 
@@ -157,6 +182,60 @@ def test_pieces_cut_where_the_graph_narrows():
     assert [len(p.nodes) for p in chain] == [2, 4, 3]  # conv+relu, block+relu, tail
     assert [p.spatial for p in chain] == [True, True, False]
     assert chain[1].input == chain[0].output
+
+
+def test_a_squeeze_excite_piece_is_tiled_in_segments_around_its_branch():
+    """A map, its SE branch and the scale inside one residual piece: the piece is spatial, and its
+    tiling is cut at the branch's map, which is gathered with the residual the scale's side reads."""
+    graph = from_torch(ResidualSE(), (3, 8, 8), "se")
+    chain = pieces(graph)
+    assert [p.spatial for p in chain] == [True, True, False]
+    [branch] = chain[1].branches
+    assert graph[branch.nodes[0]].op == "adaptive_avgpool" and graph[branch.map].op == "relu"
+    first, second = TileCosts(graph, chain).segments(1, 1)
+    assert first.nodes[-1] == branch.map and first.branches == ()
+    assert set(first.outputs) == {branch.map}
+    assert second.branches == (branch,) and second.outputs == (chain[1].output,)
+    assert not set(branch.nodes) & set(first.nodes + second.nodes)
+
+
+def test_deepthings_plans_the_branch_between_two_tiled_segments_by_hand():
+    """Stem (conv + relu) tiled in two rows, the branch whole on the gateway on the gathered map, the
+    scaled conv tiled again: the other device gets its rows with a halo and the vector whole."""
+    graph = from_torch(ResidualSE(), (3, 8, 8), "se")
+    plan = make_plan("deepthings", graph, fleet(1000.0, 1000.0, bandwidth_bps=8e9),
+                     fused_pieces=2, grid=(2, 1))  # fmt: skip
+    tiled, branch, scaled, tail = plan.stages
+    assert [len(s.work) for s in plan.stages] == [2, 1, 2, 1]
+    assert branch.work[0].device == plan.hub == "d0" and branch.transfers == []
+    vector = branch.outputs[0]
+    assert graph[branch.nodes[0]].op == "adaptive_avgpool" and graph[vector].shape == (1, 8, 1, 1)
+    other = next(w for w in scaled.work if w.device == "d1")
+    assert str(other.inputs[vector]) == "whole"
+    moved = {(t.tensor, t.bytes) for t in scaled.transfers if t.dst == "d1"}
+    assert (vector, 8 * 4) in moved  # the vector, whole; and the rows the d1 tile reads, with a halo
+    assert graph[scaled.nodes[0]].op == "scale" and plan.predicted.tiled_share > 0.9
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v3_large", "efficientnet_b0"])
+def test_every_scheme_plans_squeeze_excite_nets(model):
+    """Every scheme plans the SE nets with valid plans (`make_plan` checks them); forced through all
+    the fusable pieces, DeepThings and PICO tile nearly the whole model, branch after branch."""
+    from suite.models import ZOO
+    from suite.models.load import load_model
+
+    graph = from_torch(load_model(model, weights=False).module, ZOO[model].input_size, model)
+    three = load_fleet("pico-homo-3")
+    for scheme in ("modnn", "deepthings", "halp", "pico", "ofl"):
+        make_plan(scheme, graph, three)
+    chain = pieces(graph)
+    assert spatial_prefix(chain) == len(chain) - 1  # every piece but the classifier
+    through = make_plan("deepthings", graph, three, fused_pieces=len(chain) - 1, grid=(2, 2))
+    assert through.predicted.tiled_share > 0.95
+    forced = forced_pico_plan(graph, three)
+    check_plan(forced, graph, three)
+    assert forced.predicted.tiled_share > 0.95
+    assert sum(len(s.work) == 1 for s in forced.stages) == ZOO_BRANCHES[model] + 1  # + the tail
 
 
 def test_dp_matches_exhaustive_on_a_homogeneousfleet():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from toys import suite
 
-from suite.backends import make_backend
+from suite.backends import Prepared, make_backend
 from suite.backends.torch import _TORCH_KERNELS
 from suite.models import ZOO
 from suite.models.load import load_model
@@ -16,6 +16,13 @@ from suite.regions import full_box
 from suite.verify import compare, verify
 
 CUTS = [(p, 1) for p in (1, 2, 3, 4, 7, 8)] + [(2, 2), (3, 3)]
+# The mobile nets and YOLOv2 at their default sizes: three strips and a 2x2 grid fused, three strips
+# layer-wise (a layer-wise grid of YOLOv2 on onnxruntime alone takes 25 s: a session per layer and
+# tile), to keep the matrix's added time small; tests/test_import.py covers them at 32x32 in strips
+# and grids, fused and layer-wise.
+MOBILE_ZOO = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",
+              "yolov2_16")  # fmt: skip
+MOBILE_CUTS = {False: [(3, 1), (2, 2)], True: [(3, 1)]}
 
 
 def _input_size(model: str, rows: int) -> tuple[int, int, int]:
@@ -24,22 +31,20 @@ def _input_size(model: str, rows: int) -> tuple[int, int, int]:
     return (c, 256, 256) if rows == 8 and h == 224 else (c, h, w)
 
 
-def _cuts(model: str, backend_name: str) -> list[tuple[int, int]]:
-    """CUTS, less 8 strips of vgg16 on onnxruntime: the exporter writes its 7x7 adaptive pool as a
-    spatial AveragePool, and only where the map is a multiple of 7 (256 px does not export), so the
-    tiled maps end at 7 rows at every size that exports."""
-    if model == "vgg16" and backend_name == "onnxruntime":
-        return [cut for cut in CUTS if cut != (8, 1)]
-    return CUTS
+def _cuts(model: str, layerwise: bool) -> list[tuple[int, int]]:
+    """CUTS; MOBILE_CUTS for the mobile zoo."""
+    return MOBILE_CUTS[layerwise] if model in MOBILE_ZOO else CUTS
 
 
 def _check_zoo(model: str, backend_name: str, layerwise: bool) -> None:
     backend = make_backend(backend_name)
-    for rows, cols in _cuts(model, backend_name):
-        loaded = load_model(model, _input_size(model, rows))
-        prepared = backend.prepare(loaded)
-        x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(0))
-        report = verify(prepared, backend, x, rows, cols, layerwise)
+    prepared: dict[tuple[int, int, int], Prepared] = {}  # per size: YOLOv2's weights take seconds to draw
+    for rows, cols in _cuts(model, layerwise):
+        size = _input_size(model, rows)
+        if size not in prepared:
+            prepared = {size: backend.prepare(load_model(model, size))}
+        x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
+        report = verify(prepared[size], backend, x, rows, cols, layerwise)
         assert report.bit_exact, (model, rows, cols, report.first_mismatch, report.max_ulp)
 
 
@@ -105,20 +110,6 @@ def test_compare_counts_ulps():
     assert not c.bit_exact and c.max_ulp == 1 and c.max_abs_diff == pytest.approx(2**-22)
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["--model", "alexnet"], "unknown model 'alexnet'"),
-        (["--input-size", "3x2x"], "--input-size '3x2x'"),
-        (["--model", "resnet18", "--parts", "9"], "9x1 split needs at least 9 rows"),
-        (["--input-size", "3x16x16"], "vanishes at node 'features_30'"),
-        (["--grid", "2by2"], "--grid '2by2'"),
-        (["--backend", "tpu"], "unknown backend 'tpu'"),
-        (["--model", "nowhere.onnx"], "'nowhere.onnx' does not exist"),
-        (["--model", "json:dumps", "--input-size", "3x8x8"], "calling dumps() failed"),
-        (["--model", "json:JSONDecoder", "--input-size", "3x8x8"], "not a torch nn.Module"),
-    ],
-)
 def test_user_onnx_model_runs_on_both_backends(tmp_path):
     from suite.backends.ort import export_onnx
 

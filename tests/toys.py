@@ -7,8 +7,12 @@ import sys
 
 from torch import nn
 
+from suite.cost import predict
 from suite.fleet import Device, Fleet, Link, OpCost, Profile
 from suite.graph import Graph, from_torch
+from suite.plan import COORDINATOR, Plan, build_stages
+from suite.schemes.chain import pieces
+from suite.schemes.pico import StageTimer, stage_steps
 
 MB = 1_000_000
 
@@ -27,6 +31,17 @@ def fleet(*speeds: float, bandwidth_bps: float = 8 * MB, shared: bool = True) ->
 def conv_graph() -> Graph:
     """One 3x3 conv, 1 -> 1 channel, padding 1, on a 4x4 map: 9 MACs per output, 144 in all."""
     return from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 4, 4), "conv")
+
+
+def forced_pico_plan(graph: Graph, fleet: Fleet) -> Plan:
+    """One PICO stage of every piece on every device of `fleet`: a squeeze-and-excite net tiled
+    through all its branches (PICO's search may choose otherwise)."""
+    chain = pieces(graph)
+    steps = stage_steps(StageTimer(graph, chain, fleet.link), 0, len(chain) - 1, fleet.devices)
+    plan = Plan("pico", graph.name, list(graph.input_shape[1:]), fleet.name, [d.name for d in fleet.devices],
+                COORDINATOR, build_stages(graph, COORDINATOR, steps))  # fmt: skip
+    plan.predicted = predict(plan, graph, fleet)
+    return plan
 
 
 def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -9,19 +9,35 @@
 
 from __future__ import annotations
 
-from suite.backends.base import Backend, BackendError, Prepared, Tile, region_of, run_segment, run_whole
+from suite.backends.base import (
+    Backend,
+    BackendError,
+    Compiled,
+    Prepared,
+    Segment,
+    Tile,
+    region_of,
+    run_segment,
+    run_whole,
+)
 from suite.backends.torch import TorchBackend
 
 BACKENDS = ("torch", "torch-fast", "onnxruntime")
 
 __all__ = [
-    "BACKENDS", "Backend", "BackendError", "Prepared", "Tile", "TorchBackend",
-    "make_backend", "region_of", "run_segment", "run_whole",
+    "BACKENDS", "Backend", "BackendError", "Compiled", "Prepared", "Segment", "Tile", "TorchBackend",
+    "check_backend", "make_backend", "region_of", "run_segment", "run_whole",
 ]  # fmt: skip
+
+
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
 
 
 def make_backend(name: str, threads: int | None = None) -> Backend:
     """A backend by name."""
+    check_backend(name)
     if name == "torch":
         return TorchBackend("torch", exact=True, threads=threads)
     if name == "torch-fast":
@@ -30,4 +46,3 @@ def make_backend(name: str, threads: int | None = None) -> Backend:
         from suite.backends.ort import OrtBackend  # imports onnxruntime only when asked for
 
         return OrtBackend(threads=threads)
-    raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")

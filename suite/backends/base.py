@@ -32,6 +32,27 @@ class Prepared:
     monolithic: Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A call a runtime makes every frame: `names` run on tiles `held` of the tensors they read
+    from outside (the region of each that the caller holds), computing `regions`, returning `outputs`."""
+
+    names: tuple[str, ...]
+    held: Mapping[str, Region]
+    regions: Mapping[str, NodeRegion]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What `Backend.compile` built: the graph to run the segments with, the executables it made
+    (onnxruntime's sessions; none on torch) and the seconds that took."""
+
+    graph: Graph
+    executables: int
+    seconds: float
+
+
 class Backend(Protocol):
     """Runs segments of a graph on tiles and the monolithic model, on one numeric library.
 
@@ -55,6 +76,10 @@ class Backend(Protocol):
     def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
         """Run `names` in order over `values`; returns at least the tiles of `outputs`."""
+
+    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+        """Build what running `segments` needs before the first frame (a worker's start-up), and
+        return the graph to run them with from then on."""
 
 
 def region_of(graph: Graph, node: Node, regions: Mapping[str, NodeRegion]) -> NodeRegion | None:

@@ -6,28 +6,52 @@ the segment as one graph lets onnxruntime apply the same layout transform and fu
 convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE_ALL: there MLAS's
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
+
+Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
+module, tensor names for an ONNX file), whatever backend runs them. This backend's graph keeps those
+names: a module is exported with every traced node's value as a graph output of that node's name
+(the TorchScript exporter names a graph output as asked), then those outputs are dropped again
+(`export_onnx`), and onnxruntime's basic optimisations fold the model. A fused node keeps the name
+of the last node it absorbs (a convolution and its batch norm: the batch norm's); a node the
+exporter leaves out (dropout) is gone. So the graph here is the model graph less the nodes folded
+into others, under the same names, and `suite.runtime.lowering` rewrites a plan onto it. Matching
+nodes afterwards instead (by the exporter's scope names, by position, or by comparing values) was
+rejected: functional ops carry no scope, and a freshly built batch norm is so close to the identity
+that a convolution's output cannot be told from its batch norm's by value.
+
+A worker builds its sessions before the first frame (`compile`): one per stage it computes, with
+all its tiles of that stage side by side in one ONNX graph, so it holds one copy of the weights
+however many tiles it computes. Once built, the sessions hold the weights, and the graph `compile`
+returns holds none. Run without `compile` (verify, a replay), a session is built per segment and
+tile at its first call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import torch
+import torch.fx as fx
 from onnx import helper, numpy_helper
 
-from suite.backends.base import BackendError, Prepared, Tile, region_of
+from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
-from suite.regions import WHOLE, NodeRegion, Region, as_part, full_box
+from suite.graph.from_torch import from_torch
+from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, index_in
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -35,15 +59,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class OrtBackend:
-    """onnxruntime's CPU execution provider, one cached session per segment and tile geometry of the
-    graph last run (node names and boxes repeat across models and input sizes)."""
+    """onnxruntime's CPU execution provider, with the sessions it built for the graph it last ran
+    (node names and boxes repeat across models and input sizes, so they belong to one graph)."""
 
     name: str = "onnxruntime"
     threads: int | None = None
-    observes_all_nodes = False  # a segment's inner nodes stay inside its session
-    _graph: Graph | None = field(default=None, repr=False)
-    _sessions: dict = field(default_factory=dict, repr=False)
-    _nchwc: frozenset[str] = field(default=frozenset(), repr=False)
+    observes_all_nodes: bool = False  # never: a segment's inner nodes stay inside its session
+    _graph: Graph | None = field(default=None, init=False, repr=False)
+    _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
+    _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.observes_all_nodes:
+            raise ValueError("onnxruntime returns a segment's outputs only; its inner nodes are fused")
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -57,6 +85,8 @@ class OrtBackend:
                 "threads": self.threads or 0}  # fmt: skip
 
     def session(self, model_bytes: bytes, level: str = "all"):
+        """A session of the model, loaded from a file: a session made from bytes keeps them (for a
+        reset), a second copy of its weights for as long as it lives."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -66,17 +96,28 @@ class OrtBackend:
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
-        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        with tempfile.NamedTemporaryFile(suffix=".onnx") as file:
+            file.write(model_bytes)
+            file.flush()
+            return ort.InferenceSession(file.name, opts, providers=["CPUExecutionProvider"])
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """The model with ORT's portable basic optimisations applied once (BN folded into convs),
-        as the graph tiles run and as the monolithic session."""
-        model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape)
+        as the graph tiles run and as the monolithic session; that session is built on the first
+        call, so a worker, which never makes one, does not hold a second copy of the weights."""
+        model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape, loaded.name)
         optimised = self._basic_optimised(model_bytes)
-        graph = from_onnx(onnx.ModelProto.FromString(optimised), loaded.name)
-        session = self.session(optimised)
-        feed = session.get_inputs()[0].name
-        return Prepared(graph, lambda x: torch.from_numpy(session.run(None, {feed: x.numpy()})[0]))
+        del model_bytes
+        graph = replace(from_onnx(onnx.ModelProto.FromString(optimised), loaded.name), source="onnxruntime")
+
+        @cache
+        def monolithic_session():
+            return self.session(optimised)
+
+        def monolithic(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(monolithic_session().run(None, {graph.input: x.numpy()})[0])
+
+        return Prepared(graph, monolithic)
 
     def _basic_optimised(self, model_bytes: bytes) -> bytes:
         import onnxruntime as ort
@@ -90,32 +131,70 @@ class OrtBackend:
 
     def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
+        self._use(graph)
+        held = {s: values[s][0] for s in _sources(graph, names)}
         node_regions = {n: region_of(graph, graph[n], regions) for n in names}
-        inside = set(names)
-        sources = list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
-        held = {s: values[s][0] for s in sources}
-        if graph is not self._graph:
-            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
-        key = (tuple(names), tuple(node_regions.values()), tuple(held.items()), tuple(outputs))
+        key = _key(names, node_regions, held, outputs)
         if key not in self._sessions:
-            model = segment_model(graph, names, node_regions, held, outputs, self._nchwc)
-            self._sessions[key] = self.session(model)
-        session = self._sessions[key]
-        feeds = {s: values[s][1].contiguous().numpy() for s in sources}
-        results = session.run(list(outputs), feeds)
-        for name, array in zip(outputs, results):
+            self._build(graph, names, held, [node_regions], outputs)
+        session, tile = self._sessions[key]
+        for name, array in zip(outputs, session.results(tile, graph, values)):
             region = node_regions.get(name)
             values[name] = (region.out if region is not None else WHOLE, torch.from_numpy(array))
         return values
 
+    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+        """Every segment's session, built now so that no frame waits for one; the tiles of one
+        stage on this device (segments that differ only in their regions) share one session, and
+        so one copy of the weights. The sessions then hold the weights: the graph returned, which
+        runs them on this backend, holds none (and cannot build a session for another segment)."""
+        start = time.perf_counter()
+        self._use(graph)
+        stages: dict[tuple, list[Segment]] = {}
+        for s in segments:
+            stages.setdefault((s.names, tuple(s.held.items()), s.outputs), []).append(s)
+        for (names, held, outputs), tiles in stages.items():
+            regions = [{n: region_of(graph, graph[n], t.regions) for n in names} for t in tiles]
+            self._build(graph, names, dict(held), regions, outputs)
+        light = replace(graph, nodes={n: _weightless(node) for n, node in graph.nodes.items()})
+        self._graph = light  # the sessions built for `graph` serve it without its weights
+        built = {id(session) for session, _ in self._sessions.values()}
+        return Compiled(light, len(built), time.perf_counter() - start)
+
+    def _use(self, graph: Graph) -> None:
+        """Sessions belong to the graph they were built for: another graph starts anew."""
+        if graph is not self._graph:
+            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
+
+    def _build(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
+               tiles: Sequence[Mapping[str, NodeRegion | None]], outputs: Sequence[str]) -> None:
+        """One session computing the tiles (node regions) `tiles` of segment `names`, each fed only
+        the part of each source it reads (offsets within the tile in its model, not positions)."""
+        fed = [_read(graph, names, regions, held) for regions in tiles]
+        if len(tiles) == 1:
+            model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc)
+        else:
+            model = tiles_model(graph, names, list(zip(tiles, fed)), outputs, self._nchwc)
+        session = _Session(self.session(model), fed, list(outputs))
+        for index, regions in enumerate(tiles):
+            self._sessions[_key(names, regions, held, outputs)] = (session, index)
+
     def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
-        graph renames them, or gives them their name back only through a ReorderOutput."""
+        graph renames them, or gives them their name back only through a ReorderOutput.
+
+        Only the maps are asked about, so only the nodes computing maps from maps are built: the
+        layout is decided per node and reordered back where a node needs plain NCHW (a flatten, a
+        graph output) alike, and the classifier's weights (VGG-16's: 0.5 GB) stay out of memory."""
         import onnxruntime as ort
 
-        names = [n for n in graph.nodes if n != graph.input]
+        maps = {graph.input}
+        for name, node in graph.nodes.items():
+            if name != graph.input and node.is_map and all(s in maps for s in node.inputs):
+                maps.add(name)
+        names = [n for n in graph.nodes if n in maps and n != graph.input]
         whole = {n: region_of(graph, graph[n], {}) for n in names}
-        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.outputs)
+        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.boundary(names))
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -124,22 +203,201 @@ class OrtBackend:
             ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
             optimised = onnx.load(opts.optimized_model_filepath)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
-        return frozenset(n for n in names if n not in plain)
+        return frozenset(n for n in names if n not in plain and graph[n].is_map)  # NCHWc holds maps only
 
 
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
-    """The module as ONNX bytes (TorchScript exporter: fast, and folds BN like deployment does)."""
+@dataclass
+class _Session:
+    """A session computing one or more tiles of a segment (`fed`: the part of each source tile i
+    is fed), with tile i's tensors suffixed `__tile<i>` when there are several.
+
+    All its tiles are computed at the first tile's call, as onnxruntime runs the whole graph
+    whatever outputs are asked for, and handed out at the other tiles' calls: the runtime asks for
+    each tile once a frame, so a device's compute time for the stage lands on its first tile."""
+
+    session: Any
+    fed: list[dict[str, Region]]
+    outputs: list[str]
+    pending: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def results(self, tile: int, graph: Graph, values: Mapping[str, Tile]) -> list[np.ndarray]:
+        if tile not in self.pending:
+            name = (lambda t, i: t) if len(self.fed) == 1 else (lambda t, i: f"{t}__tile{i}")
+            feeds = {name(s, i): _crop(graph[s], values[s], region).numpy()
+                     for i, fed in enumerate(self.fed) for s, region in fed.items()}  # fmt: skip
+            fetches = [name(o, i) for i in range(len(self.fed)) for o in self.outputs]
+            arrays = self.session.run(fetches, feeds)
+            n = len(self.outputs)
+            self.pending = {i: arrays[i * n:(i + 1) * n] for i in range(len(self.fed))}
+        return self.pending.pop(tile)
+
+
+def _key(names: Sequence[str], regions: Mapping[str, NodeRegion | None], held: Mapping[str, Region],
+         outputs: Sequence[str]) -> tuple:  # fmt: skip
+    return tuple(names), tuple(regions.values()), tuple(held.items()), tuple(outputs)
+
+
+def _sources(graph: Graph, names: Sequence[str]) -> list[str]:
+    """The tensors a segment reads from outside itself, in the order it first reads them."""
+    inside = set(names)
+    return list(dict.fromkeys(s for n in names for s in graph[n].inputs if s not in inside))
+
+
+def _read(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
+          held: Mapping[str, Region]) -> dict[str, Region]:  # fmt: skip
+    """The part of each source the segment's nodes read (the hull of their reads)."""
+    reads: dict[str, list[Region]] = {s: [] for s in held}
+    for name in names:
+        node, region = graph[name], regions[name]
+        for src, read in zip(node.inputs, region.reads if region else (WHOLE,) * len(node.inputs)):
+            if src in reads:
+                reads[src].append(read)
+    return {s: hull_of(r, graph[s]) for s, r in reads.items()}
+
+
+def _crop(node: Node, tile: Tile, region: Region) -> torch.Tensor:
+    """`region` of a tile of `node`'s output, contiguous."""
+    have, tensor = tile
+    return (tensor if region == have else tensor[index_in(region, have, node)]).contiguous()
+
+
+def _weightless(node: Node) -> Node:
+    if not node.params and (node.onnx is None or not node.onnx[1]):
+        return node
+    return replace(node, params={}, onnx=None if node.onnx is None else (node.onnx[0], {}))
+
+
+# -- the model as ONNX, under the model graph's names --------------------------------------------
+
+
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str = "model") -> bytes:
+    """The module as ONNX (TorchScript exporter, opset 17) whose tensors carry the model graph's
+    names: each node of the torch.fx trace is exported as a graph output of its own name, then all
+    but the model's outputs are dropped again (see the module docstring). Nothing is folded here;
+    onnxruntime folds as it loads the model."""
+    model_graph = from_torch(module, input_shape, name)
+    gm = fx.symbolic_trace(module)
+    traced = _exportable(gm, model_graph)
+    names = [n for n in model_graph.nodes if n != model_graph.input]
+    next(n for n in gm.graph.nodes if n.op == "output").args = (tuple(traced[n] for n in names),)
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stdout_to_devnull(), _out_of_place(gm):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (torch.zeros(1, *input_shape),), buf, dynamo=False,
-                              input_names=["input"], output_names=["output"], opset_version=17)
+            torch.onnx.export(gm, (torch.zeros(1, *input_shape),), buf, dynamo=False,
+                              input_names=[model_graph.input], output_names=names, opset_version=17)
         except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
             detail = str(exc).splitlines()[0][:300]
             raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
                                "try another --input-size or --backend torch") from None
-    return buf.getvalue()
+    model = onnx.ModelProto()
+    model.ParseFromString(buf.getbuffer())
+    del buf  # VGG-16's weights are 0.5 GB: one copy at a time
+    _keep_outputs(model, model_graph.outputs)
+    return model.SerializeToString()
+
+
+def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
+    """The traced nodes by name, after replacing each adaptive average pool the TorchScript exporter
+    refuses (an output size that does not divide the input's, as VGG-16's 7x7 pool below 224 px)
+    with `_AveragingProducts`, which computes the same averages."""
+    traced = {n.name: n for n in gm.graph.nodes}
+    for name, node in model_graph.nodes.items():
+        in_hw = model_graph[node.inputs[0]].shape[2:] if node.inputs else ()
+        if node.op != "adaptive_avgpool" or all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+            continue
+        old = traced[name]
+        gm.add_submodule(f"{name}__averaging", _AveragingProducts(in_hw, node.shape[2:]))
+        with gm.graph.inserting_before(old):
+            traced[name] = gm.graph.call_module(f"{name}__averaging", (old.all_input_nodes[0],))
+        old.replace_all_uses_with(traced[name])
+        gm.graph.erase_node(old)
+    return traced
+
+
+class _AveragingProducts(torch.nn.Module):
+    """Adaptive average pooling as `rows @ x @ cols`, each output's weight on every input row and
+    column: the averages over PyTorch's windows `[floor(i * n / m), ceil((i + 1) * n / m))`."""
+
+    def __init__(self, in_hw: Sequence[int], out_hw: Sequence[int]):
+        super().__init__()
+        rows, cols = (_averaging(n, m) for n, m in zip(in_hw, out_hw))
+        self.register_buffer("rows", rows)
+        self.register_buffer("cols", cols.t().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows @ x @ self.cols
+
+
+def _averaging(n: int, m: int) -> torch.Tensor:
+    """m x n: row i averages inputs floor(i * n / m) up to ceil((i + 1) * n / m)."""
+    weights = torch.zeros(m, n)
+    for i in range(m):
+        first, stop = i * n // m, -(-(i + 1) * n // m)
+        weights[i, first:stop] = 1.0 / (stop - first)
+    return weights
+
+
+@contextlib.contextmanager
+def _out_of_place(gm: fx.GraphModule) -> Iterator[None]:
+    """In-place ops made out of place while exporting: the tracer gives a tensor changed in place
+    the name of its last value, so an in-place ReLU would lend its name to the convolution before it."""
+    modules = [m for m in gm.modules() if getattr(m, "inplace", None) is True]
+    for node in gm.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    for m in modules:
+        m.inplace = False
+    gm.recompile()
+    try:
+        yield
+    finally:
+        for m in modules:  # the submodules are the caller's own
+            m.inplace = True
+
+
+def _keep_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> None:
+    """Keep only `outputs` as the model's outputs, and the nodes and initializers they need."""
+    kept = [o for o in model.graph.output if o.name in outputs]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    needed, live = set(outputs), []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(node.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(live))
+    inits = [i for i in model.graph.initializer if i.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits)
+
+
+@dataclass
+class _Parts:
+    """An ONNX graph in parts: nodes, constants, inputs, outputs and opset."""
+
+    nodes: list[onnx.NodeProto]
+    inits: dict[str, torch.Tensor]
+    inputs: list[onnx.ValueInfoProto]
+    outputs: list[onnx.ValueInfoProto]
+    opset: int
+
+
+@contextlib.contextmanager
+def _stdout_to_devnull() -> Iterator[None]:
+    """Discard what is written to this process's stdout meanwhile, at the file descriptor: when the
+    TorchScript exporter fails it prints the whole graph there from C++ (116 KB for a MobileNet),
+    which would corrupt `--json` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
@@ -147,6 +405,44 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
                   nchwc: frozenset[str] = frozenset()) -> bytes:  # fmt: skip
     """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources;
     a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so."""
+    return _serialize(_segment_parts(graph, names, regions, held, outputs, nchwc))
+
+
+def tiles_model(graph: Graph, names: Sequence[str], tiles: Sequence[tuple[Mapping[str, NodeRegion | None],
+                Mapping[str, Region]]], outputs: Sequence[str], nchwc: frozenset[str] = frozenset()) -> bytes:
+    """One ONNX model computing several tiles of segment `names` side by side, tile i from the
+    regions and fed parts `tiles[i]`, its tensors suffixed `__tile<i>`; the model's weights are
+    shared, so the session holds one copy of them whatever the number of tiles."""
+    weights = {c for n in names if graph[n].onnx is not None for c in graph[n].onnx[1]}
+    merged = _Parts([], {}, [], [], 17)
+    for i, (regions, fed) in enumerate(tiles):
+        parts = _segment_parts(graph, names, regions, fed, outputs, nchwc)
+        named = lambda t, i=i: t if t in weights or not t else f"{t}__tile{i}"  # noqa: E731
+        for proto in parts.nodes:
+            proto.input[:] = [named(t) for t in proto.input]
+            proto.output[:] = [named(t) for t in proto.output]
+            proto.name = named(proto.name)
+        for value in parts.inputs + parts.outputs:
+            value.name = named(value.name)
+        merged.nodes += parts.nodes
+        merged.inits |= {named(t): v for t, v in parts.inits.items()}
+        merged.inputs += parts.inputs
+        merged.outputs += parts.outputs
+        merged.opset = parts.opset
+    return _serialize(merged)
+
+
+def _serialize(parts: _Parts) -> bytes:
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
+                    for n, t in parts.inits.items()]  # fmt: skip
+    g = helper.make_graph(parts.nodes, "segment", parts.inputs, parts.outputs, initializers)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", parts.opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
+                   held: Mapping[str, Region], outputs: Sequence[str], nchwc: frozenset[str]) -> _Parts:
     protos: list[onnx.NodeProto] = []
     inits: dict[str, torch.Tensor] = {}
     boxes: dict[str, Region] = dict(held)
@@ -156,16 +452,23 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
         if node.onnx is None:
             raise ValueError(f"node '{name}' has no ONNX form")
         proto, consts = node.onnx
+        region = regions.get(name)
+        if region is not None and isinstance(region.out, FeatureRange):
+            proto, consts = _feature_share(node, region.out)
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
-        region = regions.get(name)
         reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
         renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
         proto = onnx.NodeProto.FromString(proto.SerializeToString())
         proto.input[:] = [renamed.get(i, i) for i in proto.input]
         pads, crop = _geometry(graph, node, region)
-        if pads is not None:
+        if pads is not None and node.op == "pad":  # Pad takes its border as an input
+            top, left, bottom, right = pads
+            inits[f"{name}__pads"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
+            proto.input[1] = f"{name}__pads"
+            del proto.input[3:]  # the axes, where given, are all four now
+        elif pads is not None:
             attrs = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
             del proto.attribute[:]
             proto.attribute.extend([*attrs, helper.make_attribute("pads", list(pads))])
@@ -178,12 +481,24 @@ def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, Node
                                             + _hw(graph[s], box))
               for s, box in held.items()]  # fmt: skip
     outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs]
-    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
-                    for n, t in inits.items()]  # fmt: skip
-    g = helper.make_graph(protos, "segment", inputs, outs, initializers)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return _Parts(protos, inits, inputs, outs, opset)
+
+
+def _feature_share(node: Node, features: FeatureRange) -> tuple[onnx.NodeProto, dict[str, torch.Tensor]]:
+    """A Gemm computing only `features` of a linear layer (MoDNN's FC split), from the rows of the
+    weight for them among those the device holds (`weight_rows`, set by `prune_weights`).
+
+    Bit-exact for any cut: onnxruntime's Gemm sums each output feature over the inputs in the same
+    order whichever rows it is given (measured on the zoo's heads, cuts at 1, 3, 16, 17, 40 and
+    halves: 96 of 96 exact), so the split runs here rather than on torch, whose kernels would not
+    match this backend's monolithic model anyway."""
+    held = node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1]))
+    rows = features.within(held)[-1]
+    consts = {f"{node.name}__weight": node.params["weight"][rows]}
+    if "bias" in node.params:
+        consts[f"{node.name}__bias"] = node.params["bias"][rows]
+    gemm = helper.make_node("Gemm", [node.inputs[0], *consts], [node.name], transB=1, name=node.name)
+    return gemm, consts
 
 
 def _hw(node: Node, region: Region) -> list[int]:
@@ -200,6 +515,9 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
     A sliced or fed-in map read by a non-windowed node is in plain layout, so it is relaid out in
     NCHWc where the whole graph holds it so (`nchwc`): an Add reading it then fuses into its
     convolution just as in the monolithic graph, and rounds the same (see `_nchwc_identity`).
+    Where the whole graph holds it in plain layout, a global pool reading it stays plain there,
+    but onnxruntime lays out a global pool of a graph input in NCHWc, which sums in another order:
+    a fed-in map a global pool reads is first copied by a plain Gather of all its channels.
     """
     name = src
     node = graph[src]
@@ -208,26 +526,40 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
-    if (name == src and not external) or not nchwc or graph[reader].window is not None:
+    if (name == src and not external) or graph[reader].window is not None:
         return name
-    return _nchwc_identity(name, f"{name}__nchwc__{reader}", graph[src].shape[1], protos, inits)
+    channels = graph[src].shape[1]
+    if nchwc:
+        return _nchwc_identity(name, f"{name}__nchwc__{reader}", channels, protos, inits)
+    if name == src and graph[reader].attrs.get("onnx_op") in ("GlobalAveragePool", "GlobalMaxPool"):
+        dst = f"{name}__plain__{reader}"
+        inits[f"{dst}__channels"] = torch.arange(channels)
+        protos.append(helper.make_node("Gather", [name, f"{dst}__channels"], [dst], axis=1, name=dst))
+        return dst
+    return name
 
 
 def _nchwc_identity(src: str, dst: str, channels: int, protos: list, inits: dict) -> str:
     """Append `dst = src` through an exact identity that onnxruntime runs in NCHWc layout.
 
     onnxruntime lays out a max pool in NCHWc only when its channels are a multiple of the NCHWc
-    block (16 with AVX-512), so a 1x1 max pool serves there. Fewer channels take a 1x1 convolution
-    with an identity matrix (1 * x plus zeros is x; -0 becomes +0), whose NCHWc kernel reads NCHW
-    input; its LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from
-    fusing the Add into this convolution instead of the real one.
+    block (16 with AVX-512), so a 1x1 max pool serves there. Other channel counts are zero-padded
+    to whole blocks and taken through a 1x1 convolution with an identity matrix (1 * x plus zeros
+    is x; -0 becomes +0): onnxruntime runs a convolution in NCHWc only where its input channels
+    are whole blocks or very few (a 21-class map fed unpadded to a bilinear Resize stayed in plain
+    layout and rounded 1024-16384 ULP away from the whole graph's NCHWc Upsample). Its
+    LeakyRelu(alpha=1), the identity too, is fused into it and keeps onnxruntime from fusing an Add
+    into this convolution instead of the real one.
     """
     if channels % 16 == 0:
         protos.append(helper.make_node("MaxPool", [src], [dst], kernel_shape=[1, 1], name=dst))
         return dst
-    inits[f"{dst}__eye"] = torch.eye(channels).reshape(channels, channels, 1, 1)
-    protos.append(helper.make_node("Conv", [src, f"{dst}__eye"], [f"{dst}__conv"], kernel_shape=[1, 1],
-                                   name=f"{dst}__conv"))  # fmt: skip
+    blocks = -(-channels // 16) * 16
+    inits[f"{dst}__pads"] = torch.tensor([0, 0, 0, 0, 0, blocks - channels, 0, 0])
+    protos.append(helper.make_node("Pad", [src, f"{dst}__pads"], [f"{dst}__padded"], name=f"{dst}__padded"))
+    inits[f"{dst}__eye"] = torch.eye(channels, blocks).reshape(channels, blocks, 1, 1)
+    protos.append(helper.make_node("Conv", [f"{dst}__padded", f"{dst}__eye"], [f"{dst}__conv"],
+                                   kernel_shape=[1, 1], name=f"{dst}__conv"))  # fmt: skip
     protos.append(helper.make_node("LeakyRelu", [f"{dst}__conv"], [dst], alpha=1.0, name=dst))
     return dst
 
@@ -252,10 +584,10 @@ def _geometry(graph: Graph, node: Node, region: NodeRegion | None
     stride-1 window, else a row-vector one. A tile whose input is that one window while the whole
     map's is larger gets an extra padded column, computed and cropped, to take the whole map's kernel.
     """
-    if node.window is None or region is None:
+    if node.window is None or region is None or node.op == "reorg":  # a reorg reads whole blocks
         return None, None
     top, bottom, left, right = region.pad
-    if node.op == "conv":
+    if node.op in ("conv", "pad"):
         return (top, left, bottom, right), None
     w = node.window
     pads = (min(top, w.pad_begin[0]), min(left, w.pad_begin[1]),

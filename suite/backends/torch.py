@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from suite.backends.base import BackendError, Prepared, Tile, region_of, run_whole
+from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of, run_whole
 from suite.graph import Graph, Node, Window, from_model
+from suite.graph.movement import space_to_depth
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
 
 if TYPE_CHECKING:
@@ -160,6 +161,47 @@ def _batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) ->
     return y
 
 
+# PyTorch's elementwise CPU loop (TensorIterator under at::parallel_for, grain 32768) cuts a
+# contiguous map into one flat chunk per thread and computes each chunk two SIMD vectors at a
+# time; the last `chunk % (2 * lanes)` elements of a chunk take a scalar loop. Sigmoid, SiLU, GELU,
+# ELU, Mish and Softplus round differently there (Sleef's vector exp against libm's).
+ELEMENTWISE_GRAIN = 32768
+
+
+def _scalar_ranges(n: int) -> list[tuple[int, int]]:
+    """The flat positions of an n-element map that PyTorch's elementwise loop computes in scalar code."""
+    unit = 2 * _vector_width()
+    threads = min(torch.get_num_threads(), -(-n // ELEMENTWISE_GRAIN)) if n > ELEMENTWISE_GRAIN else 1
+    chunk = -(-n // threads)
+    ends = [min(begin + chunk, n) for begin in range(0, n, chunk)]
+    return [(end - (end - begin) % unit, end) for begin, end in zip(range(0, n, chunk), ends)
+            if (end - begin) % unit]  # fmt: skip
+
+
+def _elementwise(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    """A pointwise op on a tile, each element on the code path the whole map's call takes it: the
+    vector path (the tile, flat and padded to whole vectors, in calls of one chunk each), and the
+    scalar path where the whole map's loop ends a chunk (recomputed in a call shorter than a vector
+    pair, which is all scalar). Ops that read more than their one element (a per-channel constant)
+    run as they are: their arithmetic rounds the same on both paths. The chunks depend on the
+    thread count, so the reference must run with this process's (as `verify` and `suite run` do)."""
+    if not node.attrs.get("unary") or region is None or not node.is_map:
+        return _call(node, xs, region)
+    flat = xs[0].reshape(-1)
+    padded = F.pad(flat, (0, -flat.numel() % (2 * _vector_width())))
+    y = torch.cat([node.fn(padded[i : i + ELEMENTWISE_GRAIN]).reshape(-1)
+                   for i in range(0, padded.numel(), ELEMENTWISE_GRAIN)])[: flat.numel()]  # fmt: skip
+    _, _, h, w = node.shape
+    out = region.out
+    for begin, end in _scalar_ranges(node.shape[1] * h * w):
+        where = [(q // (h * w), q % (h * w) // w - out.h0, q % w - out.w0) for q in range(begin, end)]
+        inside = [(c * out.height + r) * out.width + col for c, r, col in where
+                  if 0 <= r < out.height and 0 <= col < out.width]  # fmt: skip
+        if inside:
+            y[inside] = node.fn(flat[inside]).reshape(-1)
+    return y.reshape(xs[0].shape)
+
+
 def _sum(xs: list[torch.Tensor]) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:
@@ -187,6 +229,10 @@ def _linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> to
     return F.linear(xs[0], weight, bias)
 
 
+def _channel_select(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    return xs[0][:, list(node.attrs["channels"])]
+
+
 def _call(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
     if node.fn is None:
         raise BackendError(f"node '{node.name}' ({node.attrs.get('onnx_op', node.op)}) has no torch "
@@ -205,11 +251,16 @@ _TORCH_KERNELS: dict[str, Callable[[Node, list[torch.Tensor], NodeRegion | None]
     "add": lambda node, xs, region: _sum(xs),
     "mul": lambda node, xs, region: _product(xs),
     "concat": lambda node, xs, region: torch.cat(xs, 1),
+    "pad": lambda node, xs, region: _pad(xs[0], region.pad, node.attrs["value"]),
+    "reorg": lambda node, xs, region: space_to_depth(xs[0], node.attrs["block"]),
+    "channel_select": _channel_select,
+    "scale": lambda node, xs, region: xs[0] * xs[1],
     "flatten": lambda node, xs, region: torch.flatten(xs[0], node.attrs["start_dim"]),
+    "reshape": lambda node, xs, region: xs[0].reshape(node.attrs["shape"]),
     "linear": _linear,
     "adaptive_avgpool": lambda node, xs, region: F.adaptive_avg_pool2d(xs[0],
                                                                        node.attrs["output_size"]),
-    "elementwise": _call,
+    "elementwise": _elementwise,
     "opaque": _call,
 }
 
@@ -269,6 +320,10 @@ class TorchBackend:
                 if last_reader.get(src) == name:
                     values.pop(src, None)
         return values
+
+    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+        """Nothing to build: torch runs each node from its kernel."""
+        return Compiled(graph, 0, 0.0)
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """A module is traced and is itself the reference; an ONNX model runs node by node."""

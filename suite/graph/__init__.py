@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from suite.graph.from_torch import GraphImportError, from_torch
-from suite.graph.ir import MERGE, MIXING, POINTWISE, SPATIAL, WINDOWED, Graph, Node, Window
+from suite.graph.ir import BROADCAST, MERGE, MIXING, POINTWISE, SPATIAL, WINDOWED, Graph, Node, Window
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
 
 __all__ = [
-    "MERGE", "MIXING", "POINTWISE", "SPATIAL", "WINDOWED",
+    "BROADCAST", "MERGE", "MIXING", "POINTWISE", "SPATIAL", "WINDOWED",
     "Graph", "GraphImportError", "Node", "Window", "from_model", "from_torch",
 ]  # fmt: skip
 

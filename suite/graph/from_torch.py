@@ -1,11 +1,20 @@
-"""Build the IR from an `nn.Module` with torch.fx and shape propagation."""
+"""Build the IR from an `nn.Module` with torch.fx and shape propagation.
+
+The input size is fixed, so everything that does not depend on the image's values is a constant:
+shape queries (`x.size(0)`, `x.shape[1]`, the `h, w` a channel shuffle reshapes with), tensor
+attributes (`F.conv2d(x, self.weight)`) and arithmetic on them. Constants are no IR nodes; the ops
+that read them get their values. Chains of pure data movement (view, transpose, chunk, slicing,
+pixel_unshuffle) are traced on indices (`suite.graph.movement`) and become the channel selections,
+reorgs and reshapes they amount to.
+"""
 
 from __future__ import annotations
 
-import math
+import builtins
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -13,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from suite.errors import UserError
-from suite.graph.ir import Graph, Node, Window, node_flops
+from suite.graph import movement
+from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
 # Modules and functions whose output at a position depends only on the input at that position.
 _POINTWISE_MODULES = (
@@ -21,12 +31,27 @@ _POINTWISE_MODULES = (
     nn.ELU, nn.Mish,
 )  # fmt: skip
 _POINTWISE_FUNCTIONS = {
-    F.relu6, F.leaky_relu, F.silu, F.hardswish, F.hardsigmoid, F.gelu, F.elu, F.mish,
-    torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
+    F.relu6, F.leaky_relu, F.silu, F.hardswish, F.hardsigmoid, F.gelu, F.elu, F.mish, F.hardtanh,
+    F.softplus, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, torch.clamp, torch.clip, torch.exp,
+    torch.sqrt, torch.rsqrt, torch.abs, torch.erf, torch.neg, torch.pow, torch.sub, torch.div,
+    operator.sub, operator.truediv, operator.neg, operator.pow,
 }  # fmt: skip
+_POINTWISE_METHODS = {"sigmoid", "tanh", "clamp", "clip", "exp", "sqrt", "rsqrt", "abs", "neg", "pow",
+                      "sub", "div", "relu6", "hardswish", "hardsigmoid"}
 _RELU = {F.relu, torch.relu}
 _ADD = {operator.add, torch.add}
 _MUL = {operator.mul, torch.mul}
+# Calls that only ask for a shape: constants, since the input size is fixed.
+_SHAPE_METHODS = {"size", "dim", "numel"}
+# Calls that only move data: traced on indices into the IR kinds they amount to.
+_MOVEMENT_METHODS = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
+                     "chunk", "split", "squeeze", "unsqueeze", "narrow", "swapaxes", "movedim"}
+_MOVEMENT_FUNCTIONS = {
+    torch.reshape, torch.permute, torch.transpose, torch.flatten, torch.unflatten, torch.chunk,
+    torch.split, torch.squeeze, torch.unsqueeze, torch.narrow, torch.swapaxes, torch.movedim,
+    torch.pixel_unshuffle, torch.pixel_shuffle, torch.channel_shuffle, operator.getitem,
+}  # fmt: skip
+_MOVEMENT_MODULES = (nn.Flatten, nn.Unflatten, nn.PixelUnshuffle, nn.PixelShuffle, nn.ChannelShuffle)
 
 
 class GraphImportError(UserError):
@@ -38,11 +63,38 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _window(kernel, stride, padding, dilation=1, ceil_mode=False) -> Window:
+    kernel, dilation = _pair(kernel), _pair(dilation)
+    stride = kernel if stride in (None, ()) else _pair(stride)
+    if padding == "valid":
+        padding = 0
+    if padding == "same":  # PyTorch's rule: the odd pixel of an even span goes after
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        begin = (total[0] // 2, total[1] // 2)
+        end = (total[0] - begin[0], total[1] - begin[1])
+        return Window(kernel, stride, dilation, begin, end, bool(ceil_mode))
     if isinstance(padding, str):
-        raise GraphImportError(f"string padding '{padding}' is not supported; use integers")
-    stride = kernel if stride in (None, ()) else stride
+        raise GraphImportError(f"padding '{padding}' is not supported; use integers, 'same' or 'valid'")
     pad = _pair(padding)
-    return Window(_pair(kernel), _pair(stride), _pair(dilation), pad, pad, bool(ceil_mode))
+    return Window(kernel, stride, dilation, pad, pad, bool(ceil_mode))
+
+
+def _conv(weight, bias, stride, padding, dilation, groups) -> tuple[str, dict]:
+    """A 2-D convolution on constant weights (a module's own, or `F.conv2d(x, self.weight, ...)`)."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        return "opaque", {"reason": "convolution with a computed or non-2-D weight"}
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        return "opaque", {"reason": "convolution with a computed bias"}
+    window = _window(weight.shape[2:], stride, padding, dilation)
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    return "conv", {"window": window, "groups": groups, "params": params}
+
+
+def _pad_window(pad: Sequence[int]) -> Window | None:
+    """F.pad's (left, right, top, bottom) as a window of 1 with that border; None for other forms."""
+    if len(pad) != 4 or any(p < 0 for p in pad):
+        return None
+    left, right, top, bottom = (int(p) for p in pad)
+    return Window((1, 1), pad_begin=(top, left), pad_end=(bottom, right))
 
 
 def _bind(names: Sequence[str], defaults: dict, args: tuple, kwargs: dict) -> dict:
@@ -56,13 +108,14 @@ def _bind(names: Sequence[str], defaults: dict, args: tuple, kwargs: dict) -> di
 def _classify_module(mod: nn.Module) -> tuple[str, dict]:
     """Op kind and attributes of a call_module node."""
     if isinstance(mod, nn.Conv2d):
-        window = _window(mod.kernel_size, mod.stride, mod.padding, mod.dilation)
         if mod.padding_mode != "zeros":
             return "opaque", {"reason": f"padding_mode={mod.padding_mode}"}
-        params = {"weight": mod.weight}
-        if mod.bias is not None:
-            params["bias"] = mod.bias
-        return "conv", {"window": window, "groups": mod.groups, "params": params}
+        return _conv(mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, mod.groups)
+    if isinstance(mod, (nn.ZeroPad2d, nn.ConstantPad2d)):
+        window = _pad_window(mod.padding)
+        if window is None:
+            return "opaque", {"reason": f"padding {mod.padding}"}
+        return "pad", {"window": window, "value": float(mod.value)}
     if isinstance(mod, nn.MaxPool2d):
         if mod.return_indices:
             return "opaque", {"reason": "return_indices=True"}
@@ -84,10 +137,6 @@ def _classify_module(mod: nn.Module) -> tuple[str, dict]:
         return "dropout", {}
     if isinstance(mod, nn.Identity):
         return "identity", {}
-    if isinstance(mod, nn.Flatten):
-        if mod.end_dim != -1:
-            return "opaque", {"reason": "flatten with end_dim"}
-        return "flatten", {"start_dim": mod.start_dim}
     if isinstance(mod, nn.AdaptiveAvgPool2d):
         return "adaptive_avgpool", {"output_size": _pair(mod.output_size)}
     if isinstance(mod, nn.Linear):
@@ -100,8 +149,19 @@ def _classify_module(mod: nn.Module) -> tuple[str, dict]:
     return "opaque", {"reason": f"module {type(mod).__name__}"}
 
 
-def _classify_function(target: Callable, args: tuple, kwargs: dict) -> tuple[str, dict]:
-    """Op kind and attributes of a call_function or call_method node."""
+def _classify_function(target: Callable | str, args: tuple, kwargs: dict) -> tuple[str, dict]:
+    """Op kind and attributes of a call_function or call_method node, whose arguments hold the values
+    of constants (tensor attributes, shape queries)."""
+    if target is torch.conv2d:
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        b = _bind(names, {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}, args, kwargs)
+        return _conv(b["weight"], b["bias"], b["stride"], b["padding"], b["dilation"], b["groups"])
+    if target is F.pad:
+        b = _bind(("input", "pad", "mode", "value"), {"mode": "constant", "value": None}, args, kwargs)
+        window = _pad_window(b["pad"]) if b["mode"] == "constant" else None
+        if window is None:
+            return "opaque", {"reason": f"{b['mode']} padding {b['pad']}"}
+        return "pad", {"window": window, "value": float(b["value"] or 0.0)}
     if target in _RELU or target == "relu":
         return "relu", {}
     if target in _ADD or target == "add":
@@ -113,11 +173,6 @@ def _classify_function(target: Callable, args: tuple, kwargs: dict) -> tuple[str
         if b["dim"] in (1, -3):
             return "concat", {}
         return "opaque", {"reason": f"concat along dim {b['dim']}"}
-    if target is torch.flatten or target == "flatten":
-        b = _bind(("input", "start_dim", "end_dim"), {"start_dim": 0, "end_dim": -1}, args, kwargs)
-        if b["end_dim"] != -1:
-            return "opaque", {"reason": "flatten with end_dim"}
-        return "flatten", {"start_dim": b["start_dim"]}
     if target is F.max_pool2d:
         names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         b = _bind(names, {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}, args, kwargs)
@@ -139,36 +194,35 @@ def _classify_function(target: Callable, args: tuple, kwargs: dict) -> tuple[str
         return "adaptive_avgpool", {"output_size": _pair(b["output_size"])}
     if target is F.dropout:
         return "dropout", {}
-    if target in _POINTWISE_FUNCTIONS or target in ("sigmoid", "tanh"):
+    if target in _POINTWISE_FUNCTIONS or target in _POINTWISE_METHODS:
         return "elementwise", {}
     name = getattr(target, "__name__", str(target))
     return "opaque", {"reason": f"function {name}"}
 
 
-def _runner(gm: fx.GraphModule, fx_node: fx.Node) -> Callable[..., torch.Tensor]:
-    """A callable that replays one fx node, taking its tensor inputs positionally."""
-    tensor_inputs = [a for a in fx_node.all_input_nodes]
+def _data_inputs(fx_node: fx.Node) -> list[fx.Node]:
+    """The inputs that carry the image's data (the others are constants)."""
+    return [a for a in fx_node.all_input_nodes if "constant" not in a.meta]
 
-    def substitute(tensors: tuple[torch.Tensor, ...]):
-        env = dict(zip(tensor_inputs, tensors))
-        return fx.node.map_arg((fx_node.args, fx_node.kwargs), lambda n: env[n])
 
-    if fx_node.op == "call_module":
-        mod = gm.get_submodule(fx_node.target)
+def _with_constants(fx_node: fx.Node, env: dict[fx.Node, Any] | None = None):
+    """The node's args and kwargs with constants replaced by their values (and data by `env`'s)."""
+    env = env or {}
+    return fx.node.map_arg((fx_node.args, fx_node.kwargs),
+                           lambda a: env[a] if a in env else a.meta.get("constant", a))  # fmt: skip
 
-        def run(*tensors):
-            args, kwargs = substitute(tensors)
-            return mod(*args, **kwargs)
-    elif fx_node.op == "call_method":
 
-        def run(*tensors):
-            (self_arg, *args), kwargs = substitute(tensors)
-            return getattr(self_arg, fx_node.target)(*args, **kwargs)
-    else:
+def _runner(gm: fx.GraphModule, fx_node: fx.Node) -> Callable[..., Any]:
+    """A callable that replays one fx node, taking its data inputs positionally."""
+    data = _data_inputs(fx_node)
+    target = gm.get_submodule(fx_node.target) if fx_node.op == "call_module" else fx_node.target
 
-        def run(*tensors):
-            args, kwargs = substitute(tensors)
-            return fx_node.target(*args, **kwargs)
+    def run(*tensors):
+        args, kwargs = _with_constants(fx_node, dict(zip(data, tensors)))
+        if fx_node.op == "call_method":
+            self_arg, *rest = args
+            return getattr(self_arg, target)(*rest, **kwargs)
+        return target(*args, **kwargs)
 
     return run
 
@@ -183,7 +237,32 @@ class _Shape:
 def _classify(gm: fx.GraphModule, fx_node: fx.Node) -> tuple[str, dict]:
     if fx_node.op == "call_module":
         return _classify_module(gm.get_submodule(fx_node.target))
-    return _classify_function(fx_node.target, fx_node.args, fx_node.kwargs)
+    args, kwargs = _with_constants(fx_node)
+    return _classify_function(fx_node.target, args, kwargs)
+
+
+def _is_constant(fx_node: fx.Node) -> bool:
+    """True when the node's value does not depend on the image: a tensor attribute, a shape query,
+    or a function of constants alone."""
+    if fx_node.op == "get_attr":
+        return True
+    if fx_node.op == "call_method" and fx_node.target in _SHAPE_METHODS:
+        return True
+    if fx_node.op == "call_function" and fx_node.target is builtins.getattr:
+        return fx_node.args[1] in ("shape", "ndim", "dtype", "device")
+    return fx_node.op in ("call_function", "call_method") and all(
+        "constant" in a.meta for a in fx_node.all_input_nodes)
+
+
+def _is_movement(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
+    """True for a call that only moves the data of its one data input."""
+    if fx_node.op == "call_method":
+        hit = fx_node.target in _MOVEMENT_METHODS
+    elif fx_node.op == "call_function":
+        hit = fx_node.target in _MOVEMENT_FUNCTIONS
+    else:
+        hit = fx_node.op == "call_module" and isinstance(gm.get_submodule(fx_node.target), _MOVEMENT_MODULES)
+    return hit and len(_data_inputs(fx_node)) == 1
 
 
 def _known_shape(op: str, attrs: dict, node: str, ins: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -199,18 +278,15 @@ def _known_shape(op: str, attrs: dict, node: str, ins: list[tuple[int, ...]]) ->
                                    f"input channels but gets {x[1]}")  # fmt: skip
         w = attrs["window"]
         return (x[0], weight.shape[0], w.out_length(x[2], 0), w.out_length(x[3], 1))
-    if op in ("maxpool", "avgpool") and len(x) == 4:
+    if op in ("maxpool", "avgpool", "pad") and len(x) == 4:
         w = attrs["window"]
         return (*x[:2], w.out_length(x[2], 0), w.out_length(x[3], 1))
     if op in ("batchnorm", "relu", "elementwise", "dropout", "identity") and len(ins) == 1:
         return x
-    if op in ("add", "mul") and len(ins) >= 2:
+    if op in ("add", "mul", "elementwise") and len(ins) >= 2:
         return tuple(torch.broadcast_shapes(*ins))
     if op == "concat" and all(len(s) == 4 and s[:1] + s[2:] == x[:1] + x[2:] for s in ins):
         return (x[0], sum(s[1] for s in ins), *x[2:])
-    if op == "flatten":
-        start = attrs["start_dim"] % len(x)
-        return (*x[:start], math.prod(x[start:]))
     if op == "linear" and x[-1] == weight.shape[1]:
         return (*x[:-1], weight.shape[0])
     if op == "adaptive_avgpool" and len(x) == 4:
@@ -220,8 +296,9 @@ def _known_shape(op: str, attrs: dict, node: str, ins: list[tuple[int, ...]]) ->
 
 class _ShapeRecorder(fx.Interpreter):
     """Propagates shapes through the traced model, recording each node's output shape and dtype in
-    its meta. Ops the IR knows are computed from their inputs' shapes; any other node runs, on
-    zeros in place of the tensors it reads. An error names the node where the model fails."""
+    its meta, or its value where it is a constant. Ops the IR knows are computed from their inputs'
+    shapes; any other node runs, on zeros in place of the tensors it reads. An error names the node
+    where the model fails."""
 
     def __init__(self, gm: fx.GraphModule, model: str, input_shape: Sequence[int], device: torch.device):
         super().__init__(gm)
@@ -238,6 +315,9 @@ class _ShapeRecorder(fx.Interpreter):
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GraphImportError(f"model '{self.model}' fails at node '{n.name}' on input "
                                    f"{self.input_shape}: {detail}") from None  # fmt: skip
+        if _is_constant(n):
+            n.meta["constant"] = result
+            return result
         shape = result.shape if isinstance(result, _Shape | torch.Tensor) else None
         if shape is not None:
             if any(d <= 0 for d in shape):
@@ -251,11 +331,11 @@ class _ShapeRecorder(fx.Interpreter):
     def _propagate(self, n: fx.Node):
         if n.op == "placeholder":
             return _Shape(tuple(next(self.args_iter).shape))
-        if n.op in ("call_module", "call_function", "call_method"):
-            ins = [self.env[a] for a in n.all_input_nodes]
-            if ins and all(isinstance(v, _Shape) for v in ins):
+        if n.op in ("call_module", "call_function", "call_method") and not _is_constant(n):
+            data = [self.env[a] for a in _data_inputs(n)]
+            if data and all(isinstance(v, _Shape) for v in data):
                 op, attrs = _classify(self.module, n)
-                shape = _known_shape(op, attrs, n.name, [v.shape for v in ins])
+                shape = _known_shape(op, attrs, n.name, [v.shape for v in data])
                 if shape is not None:
                     return _Shape(shape)
         return super().run_node(n)
@@ -269,6 +349,139 @@ class _ShapeRecorder(fx.Interpreter):
         return materialize(args), materialize(kwargs)
 
 
+def _spatially_uniform(fx_node: fx.Node) -> bool:
+    """True when no constant tensor the node reads varies along rows or columns, so the node
+    computes a tile of a map as it computes the whole."""
+    for a in fx_node.all_input_nodes:
+        value = a.meta.get("constant")
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            padded = (1,) * max(4 - value.dim(), 0) + tuple(value.shape)
+            if padded[-2:] != (1, 1):
+                return False
+    return True
+
+
+def _reads_no_tensor(fx_node: fx.Node) -> bool:
+    """True when no constant the node reads is a tensor of more than one value."""
+    return not any(isinstance(a.meta.get("constant"), torch.Tensor) and a.meta["constant"].numel() > 1
+                   for a in fx_node.all_input_nodes)  # fmt: skip
+
+
+class _Builder:
+    """Turns traced fx nodes into IR nodes: constants are dropped, data movement is traced on
+    indices and becomes a node only where something else reads it."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.nodes: dict[str, Node] = {}
+        # node -> (root IR node, the indices traced after each op from the root to this node)
+        self.moved: dict[fx.Node, tuple[str, tuple]] = {}
+        self.input: str | None = None
+        self.outputs: tuple[str, ...] = ()
+
+    def add(self, fx_node: fx.Node) -> None:
+        if fx_node.op == "output":
+            result = fx_node.args[0]
+            results = result if isinstance(result, (tuple, list)) else [result]
+            for r in results:
+                self._settle(r)
+            self.outputs = tuple(r.name for r in results)
+            return
+        if "constant" in fx_node.meta:
+            return
+        if fx_node.op == "placeholder":
+            if self.input is not None:
+                raise GraphImportError("the model takes more than one input; one image is supported")
+            self.input = fx_node.name
+            self.nodes[fx_node.name] = Node(fx_node.name, "input", (), fx_node.meta["shape"])
+            return
+        if _is_movement(self.gm, fx_node) and self._trace(fx_node):
+            return
+        data = _data_inputs(fx_node)
+        for src in data:
+            self._settle(src)
+        self._add_node(fx_node, data)
+
+    def _trace(self, fx_node: fx.Node) -> bool:
+        """Trace a data-movement node on the indices of its root; False if it cannot be."""
+        (src,) = _data_inputs(fx_node)
+        if src in self.moved:
+            root, history = self.moved[src]
+        elif src.name in self.nodes:
+            root, history = src.name, (movement.root_indices(self.nodes[src.name].shape),)
+        else:
+            return False
+        try:
+            self.moved[fx_node] = (root, (*history, _runner(self.gm, fx_node)(history[-1])))
+        except Exception:  # an op that will not run on integers: it becomes a node of its own
+            return False
+        return True
+
+    def _settle(self, fx_node: fx.Node) -> None:
+        """Give traced data movement that something reads its IR nodes."""
+        if fx_node not in self.moved:
+            return
+        root, history = self.moved.pop(fx_node)
+        index = history[-1]
+        if not isinstance(index, torch.Tensor):
+            raise GraphImportError(f"node '{fx_node.name}' does not produce a single tensor; "
+                                   "only single-tensor dataflow is supported")  # fmt: skip
+        itemsize = self.nodes[root].itemsize
+        steps = movement.classify_chain(self.nodes[root].shape, list(history[1:]))
+        if steps is None:  # any other data movement: a gather of the whole map, exact, not tiled
+            flat, shape = index.reshape(-1), tuple(index.shape)
+            self.nodes[fx_node.name] = Node(
+                fx_node.name, "opaque", (root,), shape, itemsize=itemsize,
+                attrs={"reason": "data movement across rows and columns"},
+                fn=lambda x: x.reshape(-1)[flat].reshape(shape))  # fmt: skip
+            return
+        src = root
+        for i, step in enumerate(steps):
+            name = fx_node.name if i == len(steps) - 1 else f"{fx_node.name}__{i}_{step.op}"
+            self.nodes[name] = Node(name, step.op, (src,), step.shape, window=step.window,
+                                    attrs=dict(step.attrs), itemsize=itemsize)  # fmt: skip
+            src = name
+
+    def _add_node(self, fx_node: fx.Node, data: list[fx.Node]) -> None:
+        if "shape" not in fx_node.meta:
+            raise GraphImportError(f"node '{fx_node.name}' does not produce a single tensor; "
+                                   "only single-tensor dataflow is supported")  # fmt: skip
+        shape = fx_node.meta["shape"]
+        inputs = tuple(a.name for a in data)
+        op, attrs = _classify(self.gm, fx_node)
+        in_shapes = [self.nodes[i].shape for i in inputs]
+        if op in ("add", "mul", "concat") and len(inputs) < 2:
+            op, attrs = "elementwise", {}  # x + constant: pointwise in x
+        if op in ("add", "mul", "elementwise") and any(s != shape for s in in_shapes):
+            if op == "mul" and len(inputs) == 2 and shape in in_shapes and is_channel_vector(
+                    in_shapes[1 - in_shapes.index(shape)], shape):  # fmt: skip
+                op, attrs = "scale", {}  # squeeze-and-excite: the map first, its channel scales second
+                inputs = (inputs[in_shapes.index(shape)], inputs[1 - in_shapes.index(shape)])
+            else:
+                op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
+        if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
+            op, attrs = "opaque", {"reason": "a constant that varies along rows or columns"}
+        if op == "elementwise" and len(inputs) == 1 and _reads_no_tensor(fx_node):
+            attrs["unary"] = True  # each output element from its own input element alone
+        params = attrs.pop("params", {})
+        window = attrs.pop("window", None)
+        if op == "avgpool":
+            attrs["in_hw"] = in_shapes[0][2:]
+        in_shapes = [self.nodes[i].shape for i in inputs]
+        self.nodes[fx_node.name] = Node(
+            name=fx_node.name,
+            op=op,
+            inputs=inputs,
+            shape=shape,
+            window=window,
+            attrs=attrs,
+            params={k: v.detach() for k, v in params.items()},
+            fn=_runner(self.gm, fx_node) if op in ("elementwise", "opaque") else None,
+            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
+            itemsize=fx_node.meta["dtype"].itemsize,
+        )
+
+
 def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model") -> Graph:
     """Trace `module` on a batch-1 input of `input_shape` (C, H, W) into a Graph."""
     try:
@@ -280,52 +493,9 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model
     device = next((t.device for t in module.parameters()), torch.device("cpu"))
     with torch.no_grad():
         _ShapeRecorder(gm, name, input_shape, device).run(_Shape((1, *input_shape)))
-
-    nodes: dict[str, Node] = {}
-    graph_input = None
-    outputs: tuple[str, ...] = ()
+    builder = _Builder(gm)
     for fx_node in gm.graph.nodes:
-        if fx_node.op == "output":
-            result = fx_node.args[0]
-            outputs = tuple(r.name for r in (result if isinstance(result, (tuple, list)) else [result]))
-            continue
-        if "shape" not in fx_node.meta:
-            raise GraphImportError(f"node '{fx_node.name}' does not produce a single tensor; "
-                                   "only single-tensor dataflow is supported")  # fmt: skip
-        shape = fx_node.meta["shape"]
-        inputs = tuple(a.name for a in fx_node.all_input_nodes)
-        if fx_node.op == "placeholder":
-            if graph_input is not None:
-                raise GraphImportError("the model takes more than one input; one image is supported")
-            graph_input = fx_node.name
-            nodes[fx_node.name] = Node(fx_node.name, "input", (), shape)
-            continue
-        if fx_node.op == "get_attr":
-            raise GraphImportError(f"node '{fx_node.name}' reads a tensor attribute directly; "
-                                   "register it in a module instead")  # fmt: skip
-        op, attrs = _classify(gm, fx_node)
-        if op in ("add", "mul", "concat") and len(inputs) < 2:
-            op, attrs = "elementwise", {}  # x + constant: pointwise in x
-        if op in ("add", "mul") and any(nodes[i].shape != shape for i in inputs):
-            op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
-        params = attrs.pop("params", {})
-        window = attrs.pop("window", None)
-        in_shapes = [nodes[i].shape for i in inputs]
-        if op == "avgpool":
-            attrs["in_hw"] = in_shapes[0][2:]
-        node = Node(
-            name=fx_node.name,
-            op=op,
-            inputs=inputs,
-            shape=shape,
-            window=window,
-            attrs=attrs,
-            params={k: v.detach() for k, v in params.items()},
-            fn=_runner(gm, fx_node) if op in ("elementwise", "opaque") else None,
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
-            itemsize=fx_node.meta["dtype"].itemsize,
-        )
-        nodes[node.name] = node
-    if graph_input is None:
+        builder.add(fx_node)
+    if builder.input is None:
         raise GraphImportError(f"model '{name}' takes no input")
-    return Graph(name, nodes, graph_input, outputs, source="torch")
+    return Graph(name, builder.nodes, builder.input, builder.outputs, source="torch")

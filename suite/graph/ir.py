@@ -7,6 +7,7 @@ the executors need to run it (parameters, a torch callable, or the original ONNX
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,12 +16,23 @@ from typing import Any
 import torch
 
 # Op kinds. Spatially local ops can be cut into tiles; the others see the whole map.
-WINDOWED = frozenset({"conv", "maxpool", "avgpool"})
-POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity"})
+# `pad` (a zero border) and `reorg` (space-to-depth, YOLOv2's passthrough) are windows too: a kernel
+# of 1 with padding, and a block x block window with stride block. `channel_select` copies some of
+# its input's channels (slices, splits, channel shuffle) and keeps every row and column in place.
+# `scale` multiplies a map by a per-channel vector (squeeze-and-excite): the map is read where the
+# tile is, the vector whole.
+WINDOWED = frozenset({"conv", "maxpool", "avgpool", "pad", "reorg"})
+POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity", "channel_select"})
 MERGE = frozenset({"add", "mul", "concat"})
-MIXING = frozenset({"flatten", "linear", "adaptive_avgpool", "opaque"})
-SPATIAL = WINDOWED | POINTWISE | MERGE
+BROADCAST = frozenset({"scale"})
+MIXING = frozenset({"flatten", "reshape", "linear", "adaptive_avgpool", "opaque"})
+SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST
+# Kinds that only move data: no multiply-accumulates.
+MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
+                      "channel_select"})
 OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
+# What the cost model prices separately: every op kind, and convs by class (`Node.cost_kind`).
+COST_KINDS = tuple(sorted({*OP_KINDS, "depthwise_conv", "grouped_conv"}))
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,28 @@ class Node:
     def param_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.params.values())
 
+    def param_digest(self) -> str:
+        """A hash of the node's weights (and an ONNX node's constants): two processes that built the
+        same model agree on it, bit for bit."""
+        digest = hashlib.blake2b(digest_size=16)
+        tensors = dict(self.params) | (dict(self.onnx[1]) if self.onnx else {})
+        for name in sorted(tensors):
+            t = tensors[name].detach().contiguous().cpu()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+        return digest.hexdigest()
+
+    @property
+    def cost_kind(self) -> str:
+        """The kind the cost model prices this node as: its op, but a conv by its class. Per MAC, a
+        depthwise conv (one input channel per group) runs an order of magnitude slower than a dense
+        one: little arithmetic per value read, and no large matrix product to hand to a GEMM."""
+        if self.op != "conv" or self.attrs.get("groups", 1) == 1:
+            return self.op
+        kh, kw = self.window.kernel
+        inputs_per_group = self.flops // (kh * kw * math.prod(self.shape))  # as node_flops counts them
+        return "depthwise_conv" if inputs_per_group == 1 else "grouped_conv"
+
     @property
     def flops_per_position(self) -> float:
         """FLOPs per output (h, w) position: the cost of a region is this times its area."""
@@ -101,7 +135,7 @@ class Graph:
     nodes: dict[str, Node]
     input: str
     outputs: tuple[str, ...]
-    source: str  # "torch" or "onnx"
+    source: str  # whose names: "torch" (torch.fx), "onnx" (an ONNX file), "onnxruntime" (as ORT folds it)
 
     def __getitem__(self, name: str) -> Node:
         return self.nodes[name]
@@ -128,6 +162,12 @@ class Graph:
         return sum(n.flops for n in self.nodes.values())
 
 
+def is_channel_vector(shape: tuple[int, ...], of: tuple[int, ...]) -> bool:
+    """True when `shape` holds one value per channel (or one for all) of the NCHW map shape `of`:
+    the vector a `scale` multiplies a map by."""
+    return len(shape) == len(of) == 4 and shape[0] == of[0] and shape[1] in (1, of[1]) and shape[2:] == (1, 1)
+
+
 def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]], **attrs) -> int:
     """Multiply-accumulates of one node over its whole output (PICO's k^2 c_in w h c_out)."""
     out = math.prod(shape)
@@ -141,6 +181,6 @@ def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]]
         return in_shapes[0][-1] * out
     if op == "adaptive_avgpool":
         return math.prod(in_shapes[0])
-    if op in ("input", "dropout", "identity", "flatten", "concat"):
+    if op in MOVEMENT:
         return 0
     return out

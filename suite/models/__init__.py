@@ -5,18 +5,26 @@ not on what the weights have learnt, so a seeded torchvision-style initialisatio
 and keeps every run reproducible offline.
 """
 
-from collections.abc import Callable
+import contextlib
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from suite.models.efficientnet import efficientnet_b0
 from suite.models.googlenet import googlenet
 from suite.models.inception import inception_v3
+from suite.models.mobilenetv2 import mobilenet_v2
+from suite.models.mobilenetv3 import mobilenet_v3_large
 from suite.models.resnet import resnet18, resnet34, resnet50
+from suite.models.shufflenet import shufflenet_v2_x1_0
 from suite.models.vgg import vgg16
+from suite.models.yolo import yolov2, yolov2_16
 
-__all__ = ["ZOO", "ZooEntry", "build_zoo_model"]
+__all__ = ["ZOO", "ZooEntry", "build_zoo_model", "seeded"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,12 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("resnet50", resnet50, (3, 224, 224)),
         ZooEntry("inception_v3", inception_v3, (3, 299, 299)),
         ZooEntry("googlenet", googlenet, (3, 224, 224)),
+        ZooEntry("mobilenet_v2", mobilenet_v2, (3, 224, 224)),
+        ZooEntry("mobilenet_v3_large", mobilenet_v3_large, (3, 224, 224)),
+        ZooEntry("efficientnet_b0", efficientnet_b0, (3, 224, 224)),
+        ZooEntry("shufflenet_v2_x1_0", shufflenet_v2_x1_0, (3, 224, 224)),
+        ZooEntry("yolov2", yolov2, (3, 448, 448)),  # PICO's size; any multiple of 32
+        ZooEntry("yolov2_16", yolov2_16, (3, 608, 608)),  # DeepThings' first 16 layers
     )
 }
 
@@ -63,6 +77,23 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.uniform_(m.running_var, 0.5, 1.5)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a model factory with torch's, numpy's and Python's global RNGs seeded by `seed`, and
+    restore them afterwards: every process that builds the model gets the same weights, and the
+    caller's randomness is left as it was."""
+    state = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+
+
 def build_zoo_model(name: str, seed: int = 0, weights: bool = True) -> nn.Module:
     """Build zoo model ``name`` with weights determined by ``seed``, ready for inference.
 
@@ -76,8 +107,7 @@ def build_zoo_model(name: str, seed: int = 0, weights: bool = True) -> nn.Module
     if not weights:
         with torch.device("meta"):
             return ZOO[name].factory().eval().requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = ZOO[name].factory()
         _init_weights(model)
     return model.eval().requires_grad_(False)

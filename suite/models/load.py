@@ -10,7 +10,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from suite.errors import UserError
-from suite.models import ZOO, build_zoo_model
+from suite.models import ZOO, build_zoo_model, seeded
 
 
 class ModelError(UserError):
@@ -38,15 +38,16 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 def load_model(spec: str, input_size: tuple[int, int, int] | None = None, seed: int = 0,
                weights: bool = True) -> LoadedModel:  # fmt: skip
-    """The model `spec` names. `weights=False` is for planning: a zoo model is then built on the
-    meta device (shapes, no values); ONNX files and a user's factory are loaded as they are."""
+    """The model `spec` names; `seed` draws a zoo model's weights and seeds a user's factory.
+    `weights=False` is for planning: a zoo model is then built on the meta device (shapes, no
+    values); ONNX files and a user's factory are loaded as they are."""
     if spec in ZOO:
         module = build_zoo_model(spec, seed, weights)
         return LoadedModel(spec, input_size or ZOO[spec].input_size, module=module)
     if spec.endswith(".onnx"):
         return _load_onnx(Path(spec), input_size)
     if ":" in spec:
-        return _load_factory(spec, input_size)
+        return _load_factory(spec, input_size, seed)
     raise ModelError(f"unknown model '{spec}'; choose one of: {', '.join(sorted(ZOO))}, "
                      "or give path/to/model.onnx or package.module:factory")  # fmt: skip
 
@@ -81,7 +82,9 @@ def _load_onnx(path: Path, input_size: tuple[int, int, int] | None) -> LoadedMod
     return LoadedModel(path.stem, tuple(input_size), onnx_bytes=model.SerializeToString())
 
 
-def _load_factory(spec: str, input_size: tuple[int, int, int] | None) -> LoadedModel:
+def _load_factory(spec: str, input_size: tuple[int, int, int] | None, seed: int) -> LoadedModel:
+    """The module a user's factory returns, built under `seed` (workers build it too, and must get
+    the same random weights as the coordinator)."""
     module_name, _, attr = spec.partition(":")
     if input_size is None:
         raise ModelError(f"model '{spec}' needs --input-size CxHxW")
@@ -93,7 +96,8 @@ def _load_factory(spec: str, input_size: tuple[int, int, int] | None) -> LoadedM
     if not callable(factory):
         raise ModelError(f"'{module_name}' has no callable '{attr}' for --model {spec}")
     try:
-        model = factory()
+        with seeded(seed):
+            model = factory()
     except Exception as exc:  # the user's code: report it, don't crash on it
         raise ModelError(f"--model {spec}: calling {attr}() failed: {type(exc).__name__}: {exc}"
                          ) from exc  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -39,6 +40,8 @@ def add_commands(sub) -> None:
         help="run F times faster than the real fleet: CPU caps and link rates x F; auto: the largest "
         "F this host's cores allow (default: 1)",
     )
+    u.add_argument("--deploy", action="store_true",
+                   help="then deploy this checkout to every device (`suite deploy` on the lab's inventory)")
     u.add_argument("--json", action="store_true", help="print one JSON object")
     s = labs.add_parser("status", help="devices, addresses, shaping, CPU caps and sshd health")
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -59,12 +62,18 @@ def _say(line: str) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} must be at least 1")
+    return _deploy(args.inventory, args.force, args.jobs, args.json)
+
+
+def _deploy(path: str, force: bool, jobs: int, as_json: bool) -> int:
+    """`suite deploy`: every device of the inventory made ready, a progress line each, then a table
+    (or one JSON object)."""
     from suite.orchestrate.deploy import DeviceReport, deploy, describe
     from suite.orchestrate.inventory import load_inventory
 
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs} must be at least 1")
-    inventory = load_inventory(args.inventory)
+    inventory = load_inventory(path)
     _say(
         f"deploying to {len(inventory.hosts)} devices of inventory '{inventory.name}' "
         f"(fleet {inventory.fleet.name})"
@@ -79,9 +88,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             _say(f"{r.device} ({r.address}): installed and checked in {r.seconds:.1f} s ({r.environment})")
 
     start = time.monotonic()
-    reports = deploy(inventory, force=args.force, jobs=args.jobs, progress=progress)
+    reports = deploy(inventory, force=force, jobs=jobs, progress=progress)
     failed = [r for r in reports if r.status == "failed"]
-    if args.json:
+    if as_json:
         print(
             json.dumps(
                 {
@@ -112,6 +121,11 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     made = lab.up(args.fleet, args.dilate, args.name, say=_say)
     seconds = time.monotonic() - start
     inventory = made.inventory_path()
+    if args.deploy:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout stays the lab's own report (or JSON)
+            code = _deploy(str(inventory), force=False, jobs=8, as_json=False)
+        if code != EXIT_OK:
+            return code
     if args.json:
         print(
             json.dumps(
@@ -143,7 +157,8 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     for d in made.devices:
         print(f"  {d.name}: {d.address}, {d.cpu_cores:.3g} cores, namespace {d.namespace}")
     print(f"inventory: {inventory}")
-    print(f"next: suite deploy --inventory {inventory}")
+    print(f"next: suite run --inventory {inventory}" if args.deploy else
+          f"next: suite deploy --inventory {inventory}")  # fmt: skip
     return EXIT_OK
 
 

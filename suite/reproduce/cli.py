@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from suite.reproduce import NAMES, select
@@ -15,6 +16,8 @@ def add_parser(sub) -> None:
     r.add_argument("names", nargs="+", metavar="NAME", help=f"figures: {', '.join(NAMES)}, or all")
     r.add_argument("-o", "--output", default="reports",
                    help="folder for the CSVs, images and REPORT.md (default: reports)")
+    r.add_argument("--lab", action="store_true",
+                   help="add measured points from the emulated lab to PICO Fig. 8 (root; minutes)")
     r.add_argument("--json", action="store_true", help="print one JSON object listing the files written")
     r.set_defaults(run=cmd_reproduce)
 
@@ -22,8 +25,13 @@ def add_parser(sub) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     select(args.names)  # a typo fails before anything heavy is imported
     from suite.reproduce.figures import reproduce
+    from suite.reproduce.lab import available
 
-    result = reproduce(args.names, Path(args.output))
+    lab = args.lab
+    if lab and (reason := available()) is not None:
+        print(f"note: {reason}; drawing the predicted and simulated points only", file=sys.stderr)
+        lab = False
+    result = reproduce(args.names, Path(args.output), lab=lab)
     if args.json:
         print(json.dumps(result))
     else:

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,12 +33,13 @@ import torch.distributed as dist
 from suite.backends import Backend
 from suite.datasets import Frame
 from suite.errors import UserError
-from suite.fleet import Fleet, load_profile
+from suite.fleet import Fleet, load_profile, local_profile
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan
 from suite.runtime import transport
 from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
+from suite.runtime.lowering import lower_plan
 from suite.runtime.metrics import Event
 from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
@@ -77,7 +77,10 @@ class RunOptions:
 @dataclass
 class Coordinator:
     """Runs plans for one model on worker processes, checking every output against `references`
-    (the monolithic model's output for each frame, on the same backend)."""
+    (the monolithic model's output for each frame, on the same backend).
+
+    `graph` is the backend's graph; `model_graph` the graph plans name (`suite.runtime.lowering`),
+    when that is another one (onnxruntime folds batch norms into convolutions)."""
 
     graph: Graph
     backend: Backend
@@ -85,6 +88,7 @@ class Coordinator:
     frames: list[Frame]
     references: dict[str, torch.Tensor]
     options: RunOptions
+    model_graph: Graph | None = None
 
     def run(self, plan: Plan, progress: Progress | None = None, label: str = "plan") -> Measurement:
         """Run `options.warmup + options.frames` frames of `plan` on its workers: local processes,
@@ -93,7 +97,8 @@ class Coordinator:
         Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
         workers are killed and the frames done so far come back, marked incomplete."""
         options, inventory = self.options, self.options.inventory
-        names = parties(plan)
+        executable = lower_plan(plan, self.model_graph or self.graph, self.graph, self.fleet)
+        names = parties(executable)
         ranks = {name: rank for rank, name in enumerate(names)}
         bind = inventory.coordinator.host if inventory is not None else options.host
         secret = new_secret()
@@ -103,7 +108,7 @@ class Coordinator:
         workers: Workers | None = None
         try:
             store = RendezvousStore(_reachable(bind), server.port, secret, options.timeout_s)
-            config = {"plan": plan.to_dict(), "ranks": ranks, "backend": options.backend,
+            config = {"plan": executable.to_dict(), "ranks": ranks, "backend": options.backend,
                       "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
                       "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
             store.set("config", json.dumps(config))
@@ -125,6 +130,7 @@ class Coordinator:
                                       options.input_size, options.seed)  # fmt: skip
                 workers.start(ranks[name], name, argv, env)
             info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
+            self._check_weights(info)
             if inventory is None:
                 self._emulate(workers, names[1:], ranks, info)
             else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
@@ -136,11 +142,14 @@ class Coordinator:
                 transport.pin_gloo(host)
             transport.join(store, 0, len(names), options.timeout_s)
             offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
-            measurement = self._stream(plan, ranks, workers, store, progress)
+            measurement = self._stream(executable, ranks, workers, store, progress)
+            measurement.plan = plan  # the results keep the plan as made, on the model graph
             measurement.workers = info
             measurement.refused_peers = list(server.refused)
             if measurement.complete:
                 measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
+                for name in names[1:]:
+                    info[name] |= json.loads(store.get(f"usage/{ranks[name]}"))
                 store.set("finished", "1")
                 workers.finish(options.timeout_s)
                 dist.destroy_process_group()
@@ -164,13 +173,28 @@ class Coordinator:
             return run, None
         if plan.scheme == "single":
             return run, run
-        single = make_plan("single", self.graph, self.fleet)
+        single = make_plan("single", self.model_graph or self.graph, self.fleet)
         return run, self.run(single, progress("single device"), label="single")
+
+    def _check_weights(self, info: dict[str, dict]) -> None:
+        """Every worker built the same weights as this process: a factory that draws random weights
+        without `--seed`, or another version of a model file on a device, is named here, not
+        reported later as outputs that differ."""
+        mine: dict[str, str] = {}
+        for device, ready in info.items():
+            for node, digest in ready.pop("weights", {}).items():
+                if node in self.graph.nodes and node not in mine:
+                    mine[node] = self.graph[node].param_digest()
+                if node in mine and digest != mine[node]:
+                    raise UserError(f"device {device} holds other weights for node '{node}' than the "
+                                    "coordinator: build the model the same way everywhere (a factory must "
+                                    "draw its weights from --seed; deploy the same model file)")  # fmt: skip
 
     def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
                  info: dict[str, dict]) -> None:  # fmt: skip
-        """Cap each worker at its device's speed relative to this host (`hardware/profiles/local.yaml`)."""
-        host = load_profile("local").macs_per_s
+        """Cap each worker at its device's speed relative to this host's on the run's backend
+        (`hardware/profiles/local.yaml`, or `local-<backend>.yaml` where one was measured)."""
+        host = load_profile(local_profile(self.options.backend)).macs_per_s
         for name in devices:
             cores = cores_for(self.fleet.device(name).profile.macs_per_s, host, self.options.threads)
             info[name]["cpu_cores"] = None
@@ -185,67 +209,86 @@ class Coordinator:
 
     def _stream(self, plan: Plan, ranks: dict[str, int], workers: Workers, store: RendezvousStore,
                 progress: Progress | None) -> Measurement:  # fmt: skip
+        """Frames in order, `plan.frames_in_flight` at a time, each checked against its reference.
+
+        Frames run on daemon threads that stop between messages once `stop` is set, so a fault, a
+        mismatch or Ctrl-C ends the stream at once and never holds up this process's exit."""
         graph, options = self.graph, self.options
+        stop = threading.Event()
         runner = Runner(graph, compile_program(plan, graph, COORDINATOR), self.backend,
-                        transport.GlooTransport(ranks), options.timeout_s)  # fmt: skip
+                        transport.GlooTransport(ranks), options.timeout_s, stop=stop)  # fmt: skip
         total = options.warmup + options.frames
         records: list[FrameRecord] = []
-        stop = threading.Event()
         out = graph.outputs[0]
         failures: list[Exception] = []  # in the order they happened: the first is the cause
+        queue = iter(range(total))
+        lock = threading.Lock()
 
         def one(index: int) -> None:
-            if stop.is_set():
-                return
             frame = self.frames[index % len(self.frames)]
             start = time.perf_counter()
             try:
                 y = runner.frame(index, frame.tensor)[out]
             except Exception as exc:
-                failures.append(exc)
+                if not stop.is_set():  # the first failure is the cause; later ones follow from it
+                    failures.append(exc)
                 stop.set()
-                raise
+                return
             exact = compare(y, self.references[frame.name]).bit_exact
             records.append(FrameRecord(index, frame.name, index < options.warmup, start, time.perf_counter(),
                                        exact))  # fmt: skip
             if not exact:
                 failures.append(_Mismatch(index, frame))
                 stop.set()
-                raise failures[-1]
-            if progress is not None:
+            elif progress is not None:
                 progress(len(records), total)
+
+        def play() -> None:
+            with self.backend.active():
+                while not stop.is_set():
+                    with lock:
+                        index = next(queue, None)
+                    if index is None:
+                        return
+                    one(index)
 
         flight = plan.frames_in_flight
         if progress is not None:
             progress(0, total)  # the workers are up
         start = time.perf_counter()
         error = mismatch = None
-        pool = ThreadPoolExecutor(flight, thread_name_prefix="frame")
-        with self.backend.active():
-            pending: set = set()
-            try:
-                pending = {pool.submit(one, i) for i in range(total)}
-                while pending and error is None and mismatch is None:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    failed = failures[0] if failures else None
-                    dead = workers.dead()
-                    if isinstance(failed, _Mismatch):
-                        mismatch = failed
-                    elif failed is not None or dead:
-                        error = _fault(failed, dead, workers, store, plan)
-            except KeyboardInterrupt:
-                error = INTERRUPTED
-            if pending:
-                stop.set()
-                workers.stop()  # unblocks frames waiting on a worker
-            pool.shutdown(wait=error != INTERRUPTED, cancel_futures=True)
+        threads = [threading.Thread(target=play, name=f"frame-{k}", daemon=True) for k in range(flight)]
+        try:
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads) and error is None and mismatch is None:
+                threads[0].join(timeout=0.2)
+                failed = failures[0] if failures else None
+                dead = workers.dead()
+                if isinstance(failed, _Mismatch):
+                    mismatch = failed
+                elif failed is not None or dead:
+                    error = _fault(failed, dead, workers, store, plan)
+        except KeyboardInterrupt:
+            error = INTERRUPTED
+        stop.set()
+        if any(t.is_alive() for t in threads):
+            workers.stop()  # unblocks frames waiting on a worker
+            if error != INTERRUPTED:
+                for thread in threads:
+                    thread.join(timeout=options.timeout_s)
         measurement = Measurement(plan, sorted(records, key=lambda r: r.frame), runner.events, {}, flight,
                                   start, time.perf_counter(), error)  # fmt: skip
         if mismatch is not None:
             frame = mismatch.frame
             reference = self.references[frame.name]
-            measurement.mismatch = locate_mismatch(plan, graph, self.backend, frame.tensor, reference,
-                                                   options.timeout_s)  # fmt: skip
+            try:
+                measurement.mismatch = locate_mismatch(plan, graph, self.backend, frame.tensor, reference,
+                                                       options.timeout_s)  # fmt: skip
+            except Exception as exc:  # the replay is a diagnosis: its own failure must not hide the finding
+                said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                measurement.mismatch = ("its output differs from the monolithic model; replaying the frame "
+                                        f"here to find the first node failed too ({said})")  # fmt: skip
             measurement.error = f"frame {mismatch.index} ({frame.name}): {measurement.mismatch}"
         return measurement
 

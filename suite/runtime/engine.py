@@ -14,6 +14,7 @@ returns the model's outputs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from suite.backends import Backend, Tile, run_segment
+from suite.backends import Backend, Segment, Tile, run_segment
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer
 from suite.regions import (
@@ -31,6 +32,7 @@ from suite.regions import (
     NodeRegion,
     Region,
     RegionError,
+    as_part,
     feature_region,
     hull_of,
     index_in,
@@ -176,6 +178,18 @@ def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int
     return Task(list(nodes), {}, dict(outputs))
 
 
+def segments(program: Program, graph: Graph) -> list[Segment]:
+    """Every backend call the party's tasks make each frame, with the region of each tensor they
+    read as the party holds it (its canvas), so a backend can build them before the first frame."""
+    calls = []
+    for step in program.steps:
+        for task in step.tasks:
+            inside = set(task.nodes)
+            sources = {s: program.canvases[s] for n in task.nodes for s in graph[n].inputs if s not in inside}
+            calls.append(Segment(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
+    return calls
+
+
 def stage_name(stage: int, stages: int) -> str:
     if stage < 0:
         return "sending the frame's input"
@@ -215,6 +229,7 @@ class Runner:
     clock: Callable[[], float] = time.perf_counter
     events: list[Event] = field(default_factory=list)
     observe: Observer | None = None
+    stop: threading.Event | None = None  # set: wait for nothing more (the run is ending)
 
     def frame(self, index: int, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Run frame `index` (the coordinator passes its input); returns the whole tensors held.
@@ -243,7 +258,11 @@ class Runner:
             if self.observe is not None:
                 self.observe(step.stage, done)
             for tensor, region in task.outputs.items():
-                _put(store, tensor, region, done[tensor][1], self.program.canvases[tensor], self.graph)
+                computed, value = done[tensor]  # more than `region` where the task reads it too
+                node = self.graph[tensor]
+                if as_part(computed, node) != as_part(region, node):
+                    value = value[index_in(region, computed, node)]
+                _put(store, tensor, region, value, self.program.canvases[tensor], self.graph)
         sends += [self._send(frame, step.stage, m, store) for m in step.send_after]
         for pending in after:
             self._arrive(frame, step.stage, pending, store)
@@ -281,6 +300,9 @@ class Runner:
              self.graph)  # fmt: skip
 
     def _wait(self, handle: Handle, frame: int, stage: int, message: Message, verb: str) -> None:
+        if self.stop is not None and self.stop.is_set():
+            said = f"{self.program.party} stopped before it could {verb} {message.peer} '{message.tensor}'"
+            raise TransferError(f"{said}: the run is ending", message.peer, stage, frame)
         try:
             handle.wait(self.timeout_s)
         except Exception as exc:  # gloo raises RuntimeError for a closed pair or a timeout

@@ -17,9 +17,17 @@ import pandas as pd
 from suite.fleet import Fleet
 from suite.plan import Plan
 from suite.runtime.metrics import Event, chrome_trace, device_table, run_metadata, save_results
+from suite.simulate import Workload, simulate
 
 if TYPE_CHECKING:
     from suite.runtime.coordinator import RunOptions
+
+
+# What each worker reports of its start-up and memory (devices.csv): seconds from its start until it
+# was ready, of which building the backend's executables (onnxruntime's sessions) took `compile_s`,
+# how many it built, its resident memory when ready, and its peak resident memory over the run.
+WORKER_STARTUP = {"startup_s": "Float64", "compile_s": "Float64", "executables": "Int64",
+                  "rss_bytes": "Int64", "peak_rss_bytes": "Int64"}  # fmt: skip
 
 
 @dataclass
@@ -43,7 +51,7 @@ class Measurement:
     plan: Plan
     frames: list[FrameRecord]
     events: list[Event]
-    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed
+    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed, WORKER_STARTUP
     window: int  # frames in flight
     start_s: float
     end_s: float
@@ -132,18 +140,29 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
         "bit_exact": run.bit_exact and (single is None or single.bit_exact),
         "complete": run.complete and (single is None or single.complete),
         "error": run.error or (single.error if single is not None else None),
-        "real_time": real if dilation != 1.0 else None,
+        "real_time": real,  # the measured figures as the real fleet would show them (x dilation)
         "predicted": None if predicted is None else {
             "latency_s": predicted.latency_s,
             "throughput_fps": predicted.throughput_fps,
             "latency_error": _error(real["latency_s"], predicted.latency_s),
             "throughput_error": _error(real["throughput_fps"], predicted.throughput_fps),
         },
+        "simulated": None if predicted is None else _simulated(plan, fleet, options, real["throughput_fps"]),
+        "tiled_share": None if predicted is None else predicted.tiled_share,  # of the model's MACs
         "bytes_moved": sum(e.bytes for e in run.events if e.kind == "send"),
         "plan_hash": plan.digest,
         "network": net,
         "refused_peers": run.refused_peers,
     }
+
+
+def _simulated(plan: Plan, fleet: Fleet, options: RunOptions, measured_fps: float | None) -> dict:
+    """The simulator's throughput for the same stream (frames back to back, as the run feeds them):
+    unlike the cost model it plays transfers of different pipeline stages contending for a shared
+    medium, which is where a WiFi pipeline's time goes."""
+    result = simulate(plan, fleet, Workload(frames=max(min(options.frames, 60), 2)))
+    return {"throughput_fps": result.throughput_fps,
+            "throughput_error": _error(measured_fps, result.throughput_fps)}  # fmt: skip
 
 
 def _separate(run: Measurement, baseline: Measurement | None) -> Measurement | None:
@@ -176,6 +195,8 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
         table.insert(0, "run", label)
         table["cpu_cores"] = [None, *(w.get("cpu_cores") for w in run.workers.values())]
         table["weights_bytes"] = [0, *(w["weights_bytes"] for w in run.workers.values())]
+        for column, dtype in WORKER_STARTUP.items():
+            table[column] = pd.array([None, *(w.get(column) for w in run.workers.values())], dtype=dtype)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 

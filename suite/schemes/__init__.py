@@ -30,7 +30,7 @@ def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
     groups = len({s.group for s in layout.stages})
     plan = Plan(scheme=scheme, model=graph.name, input_shape=list(graph.input_shape[1:]),
                 fleet=fleet.name, devices=[d.name for d in fleet.devices], hub=layout.hub,
-                stages=layout.stages, frames_in_flight=layout.frames_in_flight or groups,
+                stages=layout.stages, graph=graph.source, frames_in_flight=layout.frames_in_flight or groups,
                 options=layout.options, planning_time_s=elapsed)  # fmt: skip
     check_plan(plan, graph, fleet)
     check_memory(plan, graph, fleet)

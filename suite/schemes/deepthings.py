@@ -7,7 +7,8 @@ lowest latency per frame.
 
 Choices the paper leaves to us, written down:
 - L ends on a piece boundary (suite/schemes/chain.py): in a residual or inception block the fused
-  region must hold whole blocks;
+  region must hold whole blocks; a squeeze-and-excite branch cuts the fused layers into segments,
+  each cut into the same grid and gathered, and the gateway computes the branch between them;
 - the gateway is the fastest device, and it computes tiles too;
 - DeepThings balances tiles at run time by work stealing; here tiles are dealt out statically,
   longest first to the device that would finish it first, which is where stealing converges;
@@ -23,9 +24,17 @@ from suite.cost import stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.plan import Layout, Transfer, build_stages
+from suite.plan import Layout, build_stages
 from suite.regions import Box, split_range
-from suite.schemes.chain import TileCosts, chain_nodes, pieces, spatial_prefix, whole_on
+from suite.schemes.chain import (
+    Step,
+    TileCosts,
+    chain_nodes,
+    pieces,
+    spatial_prefix,
+    tile_transfers,
+    whole_on,
+)  # fmt: skip
 
 MAX_GRID = 5
 
@@ -56,48 +65,63 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     gateway = devices[0]
     chain = pieces(graph)
     costs = TileCosts(graph, chain)
-    per_mac = np.array([d.profile.prices[0] for d in devices]).T  # kinds x devices
-    per_node = np.array([d.profile.prices[1] for d in devices]).T
-    in_bytes = graph.input_shape[1] * graph[graph.input].itemsize
     prefix = spatial_prefix(chain)
     if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
         raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
                         f"choose 1..{prefix}")  # fmt: skip
     best = None
     for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
-        out = graph[chain[last].output]
-        height, width = out.shape[2], out.shape[3]
+        height, width = graph[chain[last].output].shape[2:]
         rest = work_time(gateway.profile, costs.whole(last + 1, len(chain) - 1))
-        out_bytes = out.shape[1] * out.itemsize  # per position, all channels
         grids = [grid] if grid else [(n, m) for n in range(1, min(MAX_GRID, height) + 1)
                                      for m in range(1, min(MAX_GRID, width) + 1)
                                      if n * m > 1 or len(devices) == 1]  # fmt: skip
         for n, m in grids:
-            if n > height or m > width:
-                continue
-            rows, cols = split_range(height, n), split_range(width, m)
-            inputs, macs, counts = costs.grid(0, last, rows, cols)
-            boxes = [Box(*r, *c) for r in rows for c in cols]
-            dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
-            if best is not None and busy.max() + rest >= best[0]:
-                continue  # communication only adds: this grid cannot beat the best
-            transfers = [t for k, d in dealt if d != 0 for t in (
-                Transfer(gateway.name, devices[d].name, graph.input, inputs[k], in_bytes * inputs[k].area),
-                Transfer(devices[d].name, gateway.name, out.name, boxes[k], out_bytes * boxes[k].area))]
-            compute = {d.name: seconds for d, seconds in zip(devices, busy)}
-            latency = stage_time(fleet.link, compute, transfers) + rest
-            if best is None or latency < best[0]:
-                best = (latency, last, n, m, [(devices[d].name, boxes[k]) for k, d in dealt])
+            bound = None if best is None else best[0] - rest
+            fused_part = _fused(graph, fleet, costs, devices, last, (n, m), bound)
+            if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
+                best = (fused_part[0] + rest, last, n, m, fused_part[1])
     if best is None:
         if grid:
             raise UserError(f"grid {grid[0]}x{grid[1]} is finer than every fusable map of model "
                             f"{graph.name}; choose a coarser grid")  # fmt: skip
         raise UserError(f"model {graph.name} has no spatial layers to fuse")
-    _, last, n, m, dealt = best
+    _, last, n, m, steps = best
     out = chain[last].output
-    steps = [(0, chain_nodes(chain, 0, last), [(device, {out: box}) for device, box in dealt])]
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
         steps.append(whole_on(graph, gateway.name, rest_nodes))
     options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name}
     return Layout(gateway.name, build_stages(graph, gateway.name, steps), options)
+
+
+def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device], last: int,
+           grid: tuple[int, int], bound: float | None) -> tuple[float, list[Step]] | None:  # fmt: skip
+    """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices` (None:
+    a map too small for the grid, or not under `bound`). A squeeze-and-excite branch cuts the fused
+    part into segments (`TileCosts.segments`), each tiled alike; the gateway computes the branch."""
+    gateway = devices[0]
+    per_mac = np.array([d.profile.prices[0] for d in devices]).T  # kinds x devices
+    per_node = np.array([d.profile.prices[1] for d in devices]).T
+    n, m = grid
+    time, steps = 0.0, []
+    for segment in costs.segments(0, last):
+        for branch in segment.branches:
+            time += work_time(gateway.profile, costs.nodes_work(branch.nodes))
+            steps.append(whole_on(graph, gateway.name, list(branch.nodes)))
+        rows = costs.output_splits(segment, lambda height: split_range(height, n), 0)
+        cols = costs.output_splits(segment, lambda width: split_range(width, m), 1)
+        if rows is None or cols is None:
+            return None
+        reads, macs, counts = costs.segment_grid(segment, rows, cols)
+        dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
+        if bound is not None and time + busy.max() >= bound:
+            return None  # communication only adds: this grid cannot beat the best
+        made = [{o: Box(*rows[o][a], *cols[o][b]) for o in segment.outputs}
+                for a in range(n) for b in range(m)]  # fmt: skip
+        doers = [devices[d].name for _, d in dealt]
+        transfers = tile_transfers(graph, gateway.name, doers, [reads[k] for k, _ in dealt],
+                                   [made[k] for k, _ in dealt])  # fmt: skip
+        time += stage_time(fleet.link, {d.name: seconds for d, seconds in zip(devices, busy)}, transfers)
+        steps.append((0, list(segment.nodes), [(name, made[k]) for name, (k, _) in zip(doers, dealt)]))
+    return time, steps

@@ -12,7 +12,9 @@ The paper body was not available to us; these are our choices where the abstract
 - the host is the fleet's first device; secondaries' rows are proportional to their capability,
   and the host's share is searched in steps of 5% of the rows, split evenly over its zones;
 - with one secondary the host's zone is the bottom of the map;
-- L ends on a piece boundary (suite/schemes/chain.py), as in the other fused schemes;
+- L ends on a piece boundary (suite/schemes/chain.py), as in the other fused schemes; a
+  squeeze-and-excite branch inside the fused layers cuts them into segments, each its own overlap
+  stage, and the host computes the branch between them (it holds the gathered map);
 - inputs are sent to secondaries one after another, in row order;
 - multi-task mode (`tasks_per_batch` K): K frames are planned alike and kept in flight together,
   so one frame's transfers overlap another's compute; the cost model's period is then the busiest
@@ -25,14 +27,22 @@ from suite.cost import stage_time, work_time, work_times
 from suite.errors import UserError
 from suite.fleet import Fleet
 from suite.graph import Graph
-from suite.plan import Layout, Transfer, build_stages, tensor_bytes
+from suite.plan import Layout, build_stages
 from suite.regions import Box, RegionError, split_range
-from suite.schemes.chain import TileCosts, chain_nodes, pieces, spatial_prefix, whole_on
+from suite.schemes.chain import (
+    Step,
+    TileCosts,
+    chain_nodes,
+    pieces,
+    spatial_prefix,
+    tile_transfers,
+    whole_on,
+)  # fmt: skip
 
 HOST_SHARES = [k / 20 for k in range(0, 11)]
 
 
-def segments(height: int, capabilities: list[float], host_share: float
+def row_segments(height: int, capabilities: list[float], host_share: float
              ) -> list[tuple[int | None, tuple[int, int]]]:  # fmt: skip
     """Row segments top to bottom as (secondary index or None for the host, rows)."""
     n = len(capabilities)
@@ -66,47 +76,60 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
                       {"host": host.name})  # fmt: skip
     best = None
     for last in range(fused):
-        out = graph[chain[last].output]
         rest = work_time(host.profile, costs.whole(last + 1, len(chain) - 1))
         for share in HOST_SHARES:
-            try:
-                segs = segments(out.shape[2], [d.capability for d in secondaries], share)
-            except RegionError:  # too few rows for this many secondaries
-                continue
-            doers = [host if who is None else secondaries[who] for who, _ in segs]
-            reads, macs, counts = costs.strips(0, last, [rows for _, rows in segs])
-            compute = {host.name: 0.0}
-            for device, seconds in zip(doers, work_times([d.profile for d in doers], macs, counts)):
-                compute[device.name] = compute.get(device.name, 0.0) + seconds
-            if best is not None and max(compute.values()) + rest >= best[0]:
-                continue  # waiting for inputs and sending results only add: it cannot beat the best
-            transfers = []
-            for (who, rows), in_rows, device in zip(segs, reads, doers):
-                if who is not None:
-                    read = Box(*in_rows, 0, graph.input_shape[3])
-                    transfers.insert(0, Transfer(host.name, device.name, graph.input, read,
-                                                 tensor_bytes(graph, graph.input, read)))  # fmt: skip
-                    made = Box(*rows, 0, out.shape[3])
-                    transfers.append(Transfer(device.name, host.name, out.name, made,
-                                              tensor_bytes(graph, out.name, made)))  # fmt: skip
-            latency = stage_time(fleet.link, compute, transfers, overlap=True, outputs=[out.name]) + rest
-            if best is None or latency < best[0]:
-                best = (latency, last, share, segs)
+            bound = None if best is None else best[0] - rest
+            fused_part = _fused(graph, fleet, costs, last, share, bound)
+            if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
+                best = (fused_part[0] + rest, last, share, fused_part[1])
     if best is None:
         raise UserError(f"HALP cannot cut model {graph.name} for {len(secondaries)} secondaries: every fused "
                         "map has fewer rows than the segments need; use fewer devices or a larger input")
-    _, last, share, segs = best
-    out = graph[chain[last].output]
-    assignment = [((host if who is None else secondaries[who]).name, {out.name: Box(r0, r1, 0, out.shape[3])})
-                  for who, (r0, r1) in segs]  # fmt: skip
-    # secondaries first, so their inputs are sent before anything else
-    assignment.sort(key=lambda a: a[0] == host.name)
-    steps = [(0, chain_nodes(chain, 0, last), assignment)]
+    _, last, share, steps = best
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
         steps.append(whole_on(graph, host.name, rest_nodes))
     stages = build_stages(graph, host.name, steps)
-    stages[0].overlap = True
+    for stage in stages:
+        stage.overlap = len(stage.work) > 1
     options = {"host": host.name, "fused_pieces": last + 1, "host_share": share,
                "tasks_per_batch": tasks_per_batch}
     return Layout(host.name, stages, options, frames_in_flight=tasks_per_batch)
+
+
+def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, last: int, share: float, bound: float | None
+           ) -> tuple[float, list[Step]] | None:  # fmt: skip
+    """The latency and steps of pieces 0..last fused with the host's `share` of the rows (None: too
+    few rows, or not under `bound`). A squeeze-and-excite branch cuts the fused part into
+    segments (`TileCosts.segments`): each is an overlap stage, each branch runs on the host."""
+    host, secondaries = fleet.devices[0], list(fleet.devices[1:])
+    capabilities = [d.capability for d in secondaries]
+    time, steps = 0.0, []
+    for segment in costs.segments(0, last):
+        for branch in segment.branches:
+            time += work_time(host.profile, costs.nodes_work(branch.nodes))
+            steps.append(whole_on(graph, host.name, list(branch.nodes)))
+        try:
+            cut = {o: row_segments(graph[o].shape[2], capabilities, share) for o in segment.outputs}
+        except RegionError:
+            return None  # too few rows for the secondaries
+        doers = {tuple(who for who, _ in c) for c in cut.values()}
+        if len(doers) != 1:
+            return None  # outputs of different heights would be cut unlike
+        (who,) = doers
+        # secondaries first, so their inputs are sent before anything else
+        order = sorted(range(len(who)), key=lambda k: who[k] is None)
+        devices = [host if who[k] is None else secondaries[who[k]] for k in order]
+        rows = {o: [c[k][1] for k in order] for o, c in cut.items()}
+        cols = {o: [(0, graph[o].shape[3])] for o in segment.outputs}
+        reads, macs, counts = costs.segment_grid(segment, rows, cols)
+        compute = {host.name: 0.0}
+        for device, seconds in zip(devices, work_times([d.profile for d in devices], macs, counts)):
+            compute[device.name] = compute.get(device.name, 0.0) + seconds
+        if bound is not None and time + max(compute.values()) >= bound:
+            return None  # waiting for inputs and sending results only add: it cannot beat the best
+        made = [{o: Box(*rows[o][k], *cols[o][0]) for o in segment.outputs} for k in range(len(devices))]
+        transfers = tile_transfers(graph, host.name, [d.name for d in devices], reads, made)
+        time += stage_time(fleet.link, compute, transfers, overlap=True, outputs=segment.outputs)
+        steps.append((0, list(segment.nodes), [(d.name, tile) for d, tile in zip(devices, made)]))
+    return time, steps

@@ -6,7 +6,8 @@ capability (the Biased One-Dimensional Partition, BODP). The group owner, the fa
 scatters each device's input rows (with their halo) and gathers the strips before the next layer;
 nothing is pipelined. Fully connected layers are split by output neurons in proportion to
 capability, with cut points on multiples of 4 so the split stays bit-exact (DESIGN.md); the
-remaining tail nodes (pooling to 1x1, flatten) run on the owner.
+remaining tail nodes (pooling to 1x1, flatten) run on the owner. A squeeze-and-excite branch
+runs on the owner too, on the gathered map, before the layer that scales by its vector.
 
 Choices the paper leaves to us: the owner also computes a share; a layer with fewer rows than
 devices goes to its fastest devices, one row each; the sparse-FC co-clustering (MSCC) is not
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.graph.cuts import layers, spatial_front
+from suite.graph.cuts import front_branches, layers, spatial_front
 from suite.plan import Layout, build_stages
 from suite.regions import Box, FeatureRange, split_range
 from suite.schemes.chain import Step, whole_on
@@ -29,15 +30,21 @@ def plan(graph: Graph, fleet: Fleet) -> Layout:
     devices = fleet.by_capability()
     owner = devices[0].name
     front = spatial_front(graph)
+    pending = front_branches(graph, front)
     steps: list[Step] = []
     for layer in layers(graph, front):
+        reads = {src for n in layer for src in graph[n].inputs}
+        for branch in [b for b in pending if b.vector in reads]:
+            steps.append(whole_on(graph, owner, list(branch.nodes)))
+            pending.remove(branch)
         out = graph[layer[-1]]
         use = devices[:min(len(devices), out.shape[2])]
         rows = split_range(out.shape[2], len(use), [d.capability for d in use])
         steps.append((0, layer, [(d.name, {out.name: Box(r0, r1, 0, out.shape[3])})
                                  for d, (r0, r1) in zip(use, rows)]))  # fmt: skip
+    done = set(front) | {n for b in front_branches(graph, front) for n in b.nodes} | {graph.input}
     on_owner: list[str] = []
-    for name in [n for n in graph.nodes if n not in set(front) | {graph.input}]:
+    for name in [n for n in graph.nodes if n not in done]:
         node = graph[name]
         if node.op == "linear" and len(node.shape) == 2:
             if on_owner:

@@ -39,9 +39,20 @@ from suite.errors import UserError
 from suite.fleet import Device, Fleet, Link, OpCost, Profile
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Layout, Transfer, build_stages
-from suite.regions import WHOLE, Box
+from suite.regions import WHOLE, Box, split_range
 from suite.schemes import single
-from suite.schemes.chain import Piece, Step, TileCosts, by_capability, chain_nodes, pieces, whole_on
+from suite.schemes.chain import (
+    Piece,
+    Segment,
+    Step,
+    TileCosts,
+    branch_transfers,
+    by_capability,
+    chain_nodes,
+    pieces,
+    tile_transfers,
+    whole_on,
+)  # fmt: skip
 
 INF = math.inf
 
@@ -64,6 +75,7 @@ class StageTimer:
         self.costs = TileCosts(graph, chain)
         self.link = link
         self.memo: dict[tuple, float] = {}
+        self.segment_memo: dict[tuple, float] = {}
 
     def time(self, i: int, j: int, profiles: tuple[Profile, ...]) -> float:
         key = (i, j, tuple(p.name for p in profiles))  # profiles are unhashable; names are unique
@@ -78,27 +90,21 @@ class StageTimer:
             last += 1
         return last
 
+    def tiled_end(self, i: int, j: int, devices: int) -> int:
+        """The last piece of i..j that `devices` devices tile (i - 1: none): the spatial run from i,
+        except that one device computes a run with squeeze-and-excite branches whole (in segments
+        it would only send their maps to the coordinator and back)."""
+        last = self.spatial_end(i, j)
+        return i - 1 if devices == 1 and self.costs.branched(i, last) else last
+
     def _time(self, i: int, j: int, profiles: tuple[Profile, ...]) -> float:
         """Pieces i..j on devices with `profiles` (fastest first): strips sized by capability
         over the spatial pieces, each device's rows in from and out to the coordinator, then the
-        rest whole on the first device."""
-        last = self.spatial_end(i, j)
+        rest whole on the first device (named d0, d1, ... in the order of `profiles`)."""
+        last = self.tiled_end(i, j, len(profiles))
         if last < i and len(profiles) > 1:
             return INF
-        time = 0.0
-        if last >= i:
-            splits = self.costs.splits(last, [p.macs_per_s for p in profiles])
-            if splits is None:
-                return INF
-            reads, macs, counts = self.costs.strips(i, last, splits)
-            compute = dict(zip((f"d{k}" for k in range(len(profiles))), work_times(profiles, macs, counts)))
-            first_input, output = self.chain[i].input, self.chain[last].output
-            in_row, out_row = self.costs.row_bytes(first_input), self.costs.row_bytes(output)
-            transfers = []
-            for k, ((r0, r1), (i0, i1)) in enumerate(zip(splits, reads)):
-                transfers.append(Transfer(COORDINATOR, f"d{k}", first_input, WHOLE, (i1 - i0) * in_row))
-                transfers.append(Transfer(f"d{k}", COORDINATOR, output, WHOLE, (r1 - r0) * out_row))
-            time = stage_time(self.link, compute, transfers)
+        time = self._tiled_time(i, last, profiles) if last >= i else 0.0
         if last < j:
             start, end = self.chain[last + 1].input, self.chain[j].output
             rest = {"d0": work_time(profiles[0], self.costs.whole(last + 1, j))}
@@ -107,23 +113,55 @@ class StageTimer:
             time += stage_time(self.link, rest, moves)
         return time
 
+    def _tiled_time(self, i: int, j: int, profiles: tuple[Profile, ...]) -> float:
+        """Spatial pieces i..j in strips through the coordinator: one stage, or one per segment
+        around squeeze-and-excite branches (`TileCosts.segments`), each branch a stage on the
+        first device."""
+        return sum(self._segment_time(segment, profiles) for segment in self.costs.segments(i, j))
+
+    def _segment_time(self, segment: Segment, profiles: tuple[Profile, ...]) -> float:
+        """One segment's strips, after its branches; memoised, since runs share their inner segments."""
+        key = (segment.nodes[0], segment.nodes[-1], tuple(p.name for p in profiles))
+        if key in self.segment_memo:
+            return self.segment_memo[key]
+        names = [f"d{k}" for k in range(len(profiles))]
+        weights = [p.macs_per_s for p in profiles]
+        time = 0.0
+        for branch in segment.branches:
+            compute = {"d0": work_time(profiles[0], self.costs.nodes_work(branch.nodes))}
+            time += stage_time(self.link, compute, branch_transfers(self.graph, COORDINATOR, "d0", branch))
+        rows = self.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
+        if rows is None:
+            time = INF
+        else:
+            cols = {o: [(0, self.graph[o].shape[3])] for o in segment.outputs}
+            reads, macs, counts = self.costs.segment_grid(segment, rows, cols)
+            made = [{o: Box(*rows[o][k], *cols[o][0]) for o in segment.outputs} for k in range(len(names))]
+            transfers = tile_transfers(self.graph, COORDINATOR, names, reads, made)
+            time += stage_time(self.link, dict(zip(names, work_times(profiles, macs, counts))), transfers)
+        self.segment_memo[key] = time
+        return time
+
     def period(self, stages: Sequence[tuple[int, int, Sequence[Device]]]) -> float:
         return max(self.time(i, j, _profiles(devs)) for i, j, devs in stages)
 
 
 def stage_steps(timer: StageTimer, i: int, j: int, devices: Sequence[Device], group: int = 0) -> list[Step]:
     """Pieces i..j on `devices` as `StageTimer` prices them: full-width row strips sized by
-    capability over the run's spatial pieces, then the rest whole on the fastest device."""
+    capability over the run's spatial pieces (in segments around squeeze-and-excite branches, each
+    branch whole on the fastest device), then the rest whole on the fastest device."""
     graph, chain = timer.graph, timer.chain
     devices = by_capability(devices)
-    last = timer.spatial_end(i, j)
+    weights = [d.capability for d in devices]
+    last = timer.tiled_end(i, j, len(devices))
     steps: list[Step] = []
     if last >= i:
-        out = chain[last].output
-        width = graph[out].shape[3]
-        splits = timer.costs.splits(last, [d.capability for d in devices])
-        steps.append((group, chain_nodes(chain, i, last),
-                      [(d.name, {out: Box(r0, r1, 0, width)}) for d, (r0, r1) in zip(devices, splits)]))
+        for segment in timer.costs.segments(i, last):
+            steps += [whole_on(graph, devices[0].name, list(b.nodes), group) for b in segment.branches]
+            rows = timer.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
+            steps.append((group, list(segment.nodes),
+                          [(d.name, {o: Box(*rows[o][k], 0, graph[o].shape[3]) for o in segment.outputs})
+                           for k, d in enumerate(devices)]))  # fmt: skip
     if last < j:
         steps.append(whole_on(graph, devices[0].name, chain_nodes(chain, last + 1, j), group))
     return steps

@@ -68,7 +68,7 @@ def exact():
 
 @pytest.fixture(scope="module")
 def vgg16(exact):
-    return INPUT.prepare(load_model("vgg16"), exact)
+    return exact.prepare(load_model("vgg16", INPUT))
 
 
 def test_regions_inception_v3_8_strips(benchmark, exact):

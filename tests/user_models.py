@@ -1,0 +1,227 @@
+"""Small models written the way users and public packages write them, one idiom each.
+
+Tests import them directly, and the CLI loads them as `user_models:<factory>` (with this folder on
+PYTHONPATH), as a user's own `package.module:factory` would be.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ShapeQueries(nn.Module):
+    """`x.size(0)`, `x.shape[1]` and a `x.view(x.size(0), -1)` classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        y = F.relu(self.a(x)) * (x.shape[1] / 3)
+        y = F.adaptive_avg_pool2d(self.b(y), 4)
+        return self.fc(y.view(y.size(0), -1))
+
+
+class ActivationsWrittenOut(nn.Module):
+    """Hard-swish and SiLU written as arithmetic, scalar arithmetic, a GELU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.c = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        y = y * F.relu6(y + 3) / 6  # hard-swish
+        y = self.b(y)
+        y = y * torch.sigmoid(y)  # SiLU
+        y = (F.gelu(y) - 0.5) * 2
+        return self.c(y)
+
+
+def channel_shuffle(x, groups: int):
+    batch, channels, height, width = x.size()
+    x = x.view(batch, groups, channels // groups, height, width)
+    return torch.transpose(x, 1, 2).contiguous().view(batch, -1, height, width)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's unit: `chunk` into halves, convolve one, concatenate, shuffle; a `mean` head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.Conv2d(8, 8, 3, padding=1, groups=8))  # fmt: skip
+        self.out = nn.Conv2d(12, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = F.relu(self.stem(x))
+        left, right = y.chunk(2, dim=1)
+        y = channel_shuffle(torch.cat((left, self.branch(right)), dim=1), 2)
+        y = y[:, 4:] + y[:, :12]  # channel slices
+        return self.fc(self.out(y).mean([2, 3]))
+
+
+class FunctionalConv(nn.Module):
+    """Convolutions written with `F.conv2d` on the module's own weights, one with "same" padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(16, 3, 3, 3) * 0.3)
+        self.bias = nn.Parameter(torch.randn(16) * 0.1)
+        self.depthwise = nn.Parameter(torch.randn(16, 1, 4, 4) * 0.3)
+
+    def forward(self, x):
+        y = F.relu(F.conv2d(x, self.weight, self.bias, 1, 1))
+        return F.conv2d(y, self.depthwise, None, 1, "same", 1, 16)
+
+
+class SqueezeExcite(nn.Module):
+    """A stem, then squeeze-and-excite (global pool, two 1x1 convs, the map scaled per channel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.tail = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+    def forward(self, x):
+        y = F.silu(self.stem(x))
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(y, 1)))))
+        return self.tail(y * scale)
+
+
+class RunningSum(nn.Module):
+    """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(4, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1))
+
+    def forward(self, x):
+        return self.body(torch.cumsum(self.stem(x), dim=2))
+
+
+class Reorg(nn.Module):
+    """YOLOv2's passthrough: space-to-depth as `pixel_unshuffle` and as a view-permute chain; a
+    global pool of a last reorg's 64 channels (plain layout on onnxruntime)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.c = nn.Conv2d(16 + 32 + 32, 16, 3, padding=1)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.a(x), 0.1)
+        n, c, h, w = y.shape
+        blocks = y.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)
+        blocks = blocks.reshape(n, 4 * c, h // 2, w // 2)
+        y = self.c(torch.cat((self.b(y), F.pixel_unshuffle(y, 2), blocks), dim=1))
+        return F.adaptive_avg_pool2d(F.pixel_unshuffle(y, 2), 1)
+
+
+class ChannelsLastHead(nn.Module):
+    """A head that transposes the map to channels-last before flattening: data movement across rows
+    and columns, which runs whole (a gather by index) after the tiled convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, 10)
+
+    def forward(self, x):
+        y = self.b(F.relu(self.a(x)))
+        return self.fc(y.permute(0, 2, 3, 1).reshape(1, -1))
+
+
+class DynamicSamePad(nn.Module):
+    """EfficientNet-PyTorch's dynamic "same" padding: the border computed from `x.size()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, stride=2), nn.Conv2d(16, 8, 3)
+
+    @staticmethod
+    def same(x, kernel: int, stride: int):
+        ih, iw = x.size()[-2:]
+        ph = ((ih + stride - 1) // stride - 1) * stride + kernel - ih
+        pw = ((iw + stride - 1) // stride - 1) * stride + kernel - iw
+        return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+    def forward(self, x):
+        return self.b(self.same(F.relu(self.a(self.same(x, 3, 2))), 3, 1))
+
+
+class SharedNorms(nn.Module):
+    """Untrained batch norms outside convs: identical weights, which the TorchScript exporter shares
+    through `Identity` nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm_in, self.conv = nn.BatchNorm2d(3), nn.Conv2d(3, 16, 3, padding=1)
+        self.norm_mid, self.norm_out = nn.BatchNorm2d(16), nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        return self.norm_out(self.norm_mid(F.relu(self.conv(self.norm_in(x)))) * 2)
+
+
+class FixedPoolHead(nn.Module):
+    """A classifier ending in a fixed 7x7 pool (as some MobileNetV2 ports do): 1x1 at 56x56 inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6(), nn.Conv2d(16, 16, 3, 2, 1),
+                                      nn.ReLU6(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU6(),
+                                      nn.AvgPool2d(7))  # fmt: skip
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+class SegmentationHead(nn.Module):
+    """Convs, then 21 class maps upsampled bilinearly to the input size (a segmentation head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.head = nn.Conv2d(32, 21, 1)
+
+    def forward(self, x):
+        y = self.head(F.relu(self.b(F.relu(self.a(x)))))
+        return F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+class Unexportable(nn.Module):
+    """An FFT, which the TorchScript ONNX exporter cannot map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.fft.rfft2(self.conv(x)).abs()
+
+
+def random_net() -> nn.Module:
+    """A factory that draws its weights from the global RNG, as most factories do."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 4))  # fmt: skip
+
+
+def unexportable() -> nn.Module:
+    return Unexportable()
+
+
+def squeeze_excite() -> nn.Module:
+    return SqueezeExcite()
+
+
+def running_sum() -> nn.Module:
+    return RunningSum()
