@@ -18,14 +18,16 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def zoo(session: nox.Session) -> None:
-    """Every zoo model x parts x grids x modes x backends, bit for bit (tens of minutes)."""
+    """The slow tests: every zoo model x parts x grids x modes x backends, bit for bit (tens of minutes)."""
     session.install(*INSTALL)
     session.run("pytest", "-p", "no:cacheprovider", "-m", "slow", "-v", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks in tests/bench (the other sessions skip them); timings to .benchmarks/bench.json."""
+    """pytest-benchmark timings of the core, planning and runtime (tests/bench) to .benchmarks/bench.json.
+
+    The other sessions skip these; asv tracks across commits (`nox -s asv`)."""
     session.install(*INSTALL)
     session.run("pytest", "-p", "no:cacheprovider", "tests/bench", "--benchmark-only",
                 "--benchmark-json=.benchmarks/bench.json", "--benchmark-columns=median,iqr,min,max,rounds",
@@ -40,7 +42,32 @@ def reproduce(session: nox.Session) -> None:
 
 
 @nox.session
+def asv(session: nox.Session) -> None:
+    """asv on this commit vs the previous stored result (fails on a regression); HTML to reports/asv/.
+
+    Runs in this session's environment (asv's `existing`); fails when a tracked speedup falls past the
+    threshold or an output stops being bit-exact. `nox -s asv -- run --quick`, `-- backfill N`,
+    `-- compare [OLD NEW]`, `-- noise --runs 3` (suite/tracking/asvtrack.py). Commit
+    benchmarks/results/ to keep the history."""
+    session.install(*INSTALL)
+    session.run("python", "-m", "suite.tracking.asvtrack", *(session.posargs or ["run"]))
+
+
+@nox.session
+def lab(session: nox.Session) -> None:
+    """Nightly lab run (root): lab up, deploy, matrix, baseline check, report, lab down; a cron calls it.
+
+    The matrix `full` is every scheme x vgg16, resnet34, inception_v3 x 2, 4, 8 devices; every frame
+    is checked, the cells are compared with baselines/nightly/, a dated report goes to
+    reports/nightly/, and the session fails on a regression or a mismatch. `nox -s lab -- --matrix
+    smoke` is CI's short smoke, `-- --inventory I` a real fleet."""
+    session.install(*INSTALL)
+    session.run("suite", "nightly", "run", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
+    """ruff over the package, the tests, the asv benchmarks and this file."""
     session.install("-c", "constraints.txt", "ruff")
-    session.run("ruff", "check", "suite", "tests", "noxfile.py")
+    session.run("ruff", "check", "suite", "tests", "benchmarks", "noxfile.py")
 

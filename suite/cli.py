@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     from suite.reproduce.cli import add_parser as add_reproduce
 
     add_reproduce(sub)
+    from suite.tracking.cli import add_parser as add_nightly
+
+    add_nightly(sub)
     return parser
 
 

@@ -48,7 +48,14 @@ from pydantic import TypeAdapter, ValidationError
 from suite.errors import UserError
 from suite.fleet import Fleet, load_fleet, load_profile
 from suite.orchestrate.inventory import Coordinator, Host, LabNetwork, inventory_yaml, write_private
-from suite.runtime.emulate import CPU_ROOT, CpuLimit, cores_for, cpu_quota_available, remove_cgroup
+from suite.runtime.emulate import (
+    CPU_ROOT,
+    DEVICE_CPU_SHARES,
+    CpuLimit,
+    cores_for,
+    cpu_quota_available,
+    remove_cgroup,
+)
 
 STATE_ROOT = Path("/run/suite-lab")
 PREFIX = "suite-lab"  # namespaces and cgroups: suite-lab-NAME-...
@@ -58,8 +65,6 @@ COORDINATOR_HOST = 1  # 10.203.K.1
 FIRST_DEVICE_HOST = 10  # 10.203.K.10, .11, ...
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and needs its absolute path
 COORDINATOR_RESERVE_CORES = 0.25  # left to the coordinator (it feeds and checks every frame) by --dilate auto
-# a device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host (which still caps it)
-DEVICE_CPU_SHARES = 8 * 1024
 QUEUE_S = 0.02  # each shaped queue holds about this much time at the link rate ...
 QUEUE_MIN_PACKETS = 32  # ... and at least this many full-size packets
 MTU_FRAME = 1514

@@ -18,6 +18,9 @@ from suite.errors import UserError
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
+# an emulated device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host
+# (which still caps it), so its speed is its profile's, not what other jobs leave over
+DEVICE_CPU_SHARES = 8 * 1024
 
 
 def cpu_quota_available() -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from suite.errors import UserError
-from suite.runtime.emulate import CpuLimit
+from suite.runtime.emulate import DEVICE_CPU_SHARES, CpuLimit
 
 
 class Workers(Protocol):
@@ -74,7 +74,7 @@ class LocalWorkers:
     def limit(self, rank: int, cores: float) -> None:
         limit = CpuLimit(cores)
         self.limits.append(limit)
-        limit.create()
+        (limit.create() / "cpu.shares").write_text(str(DEVICE_CPU_SHARES))
         limit.add(self.procs[rank].pid)
 
     def dead(self) -> dict[int, int]:
