@@ -218,6 +218,7 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     fake = {"schema_version": 1, "matrix": "tiny", "matrix_digest": load_matrix(matrix).digest,
             "written_utc": "2026-01-01T00:00:00+00:00", "runs": ["a", "b"], "commits": ["x"],
             "noise": {"speedup": 0.1, "latency_s": 0.1, "bytes_moved": 0.0},
+            "largest_change": {"speedup": 0.1, "latency_s": 0.1, "bytes_moved": 0.0},
             "tolerance": {"speedup": 0.15, "latency_s": 100.0, "bytes_moved": 100.0},
             "cells": [{"model": "resnet18", "devices": 2, "scheme": s, "speedup": v, "latency_s": 1.0,
                        "bytes_moved": 1e6} for s, v in (("single", 1.0), ("pico", 50.0))]}  # fmt: skip

@@ -280,7 +280,8 @@ def compare(measured: pd.DataFrame, baseline: Baseline | None) -> pd.DataFrame:
                     reasons.append(reason)
             verdict = "regression" if reasons else "ok"
         rows.append(row | {"verdict": verdict, "reason": "; ".join(reasons)})
-    return pd.DataFrame(rows)
+    columns = [*KEYS, "remeasured", *(c for m in METRICS for c in (f"baseline_{m}", m)), "verdict", "reason"]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when no cell was measured
 
 
 def _moved(name: str, metric: str, worse: str, before: float, now: float | None, tolerance: float) -> str:
