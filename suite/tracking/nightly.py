@@ -55,7 +55,9 @@ MEASURED_COLUMNS = [*KEYS, "input_size", "frames", "complete", "bit_exact", "err
 METRICS = {"speedup": "falls", "latency_s": "rises", "bytes_moved": "rises"}
 NOISE_QUANTILE = 0.9  # noise: this quantile of the cells' run-to-run changes between the baseline's runs
 MARGIN = 1.5  # tolerance = MARGIN x that noise ...
-TOLERANCE_STEP = 0.05  # ... rounded up to a multiple of this (0 stays 0: bytes moved are exact)
+TOLERANCE_STEP = 0.05  # ... rounded up to a multiple of this (0 stays 0: bytes moved are exact) ...
+# ... and never below this: two runs that happen to agree closely do not make a timing's noise small
+TOLERANCE_FLOOR = {"speedup": 0.10, "latency_s": 0.10, "bytes_moved": 0.0}
 
 
 class NightlyError(UserError):
@@ -245,9 +247,11 @@ def noise(runs: list[pd.DataFrame]) -> dict[str, float]:
 
 
 def tolerances(measured_noise: dict[str, float]) -> dict[str, float]:
-    """MARGIN over the measured noise, rounded up to a multiple of TOLERANCE_STEP."""
-    return {metric: math.ceil(round(MARGIN * value / TOLERANCE_STEP, 9)) * TOLERANCE_STEP
-            for metric, value in measured_noise.items()}  # fmt: skip
+    """MARGIN over the measured noise, rounded up to a multiple of TOLERANCE_STEP, at least
+    TOLERANCE_FLOOR."""
+    steps = {metric: math.ceil(round(MARGIN * value / TOLERANCE_STEP, 9))
+             for metric, value in measured_noise.items()}  # fmt: skip
+    return {metric: max(TOLERANCE_FLOOR[metric], n * TOLERANCE_STEP) for metric, n in steps.items()}
 
 
 def compare(measured: pd.DataFrame, baseline: Baseline | None) -> pd.DataFrame:
@@ -511,6 +515,6 @@ def write_baseline(matrix: Matrix, folders: list[Path], output: Path) -> dict:
     header = (f"# Stored baseline of the nightly matrix '{matrix.name}', written by `suite nightly\n"
               f"# baseline` from {len(runs)} runs of one commit. tolerance = {MARGIN} x noise (the 90th\n"
               f"# percentile of the cells' relative changes between the runs), rounded up to "
-              f"{TOLERANCE_STEP:.0%}.\n")
+              f"{TOLERANCE_STEP:.0%} and at least {TOLERANCE_FLOOR['speedup']:.0%} for timings.\n")
     write_atomically(output, header + yaml.safe_dump(document, sort_keys=False, width=110))
     return document
