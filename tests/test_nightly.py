@@ -167,6 +167,11 @@ def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(
 
     first, second = run("a"), run("b")
     stored = baseline_document(matrix, [(tmp_path / "a", first, "c"), (tmp_path / "b", second, "c")])
+    # Two 20-frame runs on a shared 2-core CI host can agree more closely than a third run does
+    # (this test failed 2 times in 7 here on the measured tolerances alone); the slowed plan halves PICO's
+    # speedup, so a 25% speedup tolerance (and a wide latency one) still tells the two apart.
+    floor = {"speedup": 0.25, "latency_s": 0.5, "bytes_moved": 0.0}
+    stored["tolerance"] = {m: max(t, floor[m]) for m, t in stored["tolerance"].items()}
     path = tmp_path / "baseline.yaml"
     path.write_text(yaml.safe_dump(stored))
     baseline = load_baseline(path)
