@@ -101,6 +101,9 @@ def test_up_then_down_leaves_nothing_behind(make_lab, capsys):
     assert len(during["namespaces"]) == 3 and during["links"] and during["routes"]
     assert len(during["cgroups"]) == 2 and len(during["processes"]) == 2  # the two sshd
     ids = namespace_ids(during["namespaces"])
+    deadline = time.monotonic() + 10  # an SSH probe's pre-auth child ("sshd: [accepted]") may be exiting
+    while len(processes_in(ids)) > 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert len(processes_in(ids)) == 2
 
     assert main(["lab", "status", "--name", name, "--json"]) == 0
@@ -147,9 +150,11 @@ def test_a_switched_link_measures_its_rate_in_both_directions_even_when_all_are_
     up = measure_flows(made, [("d0", "coordinator")], 1.5)[0]
     down = measure_flows(made, [("coordinator", "d1")], 1.5)[0]
     for rate in (up, down):
-        assert 0.9 * 8 <= rate <= 1.02 * 8  # TCP payload: ~95% of the shaped wire rate
+        assert 0.8 * 8 <= rate <= 1.02 * 8, (up, down)  # TCP payload: ~95% of the shaped wire rate
     both = measure_flows(made, [("d0", "d1"), ("coordinator", "d0")], 1.5)
-    assert all(0.85 * 8 <= rate <= 1.02 * 8 for rate in both), both  # own links: no sharing
+    # own links: no sharing, which would hold each flow to half the rate; two flows on a loaded
+    # 2-core host measured 7.5 and 5.5 Mbit/s once, so the bound sits between that and a half
+    assert all(0.65 * 8 <= rate <= 1.02 * 8 for rate in both), both
 
 
 @needs_lab
@@ -184,7 +189,8 @@ def test_lab_check_reports_links_and_compute_against_the_spec(make_lab, capsys):
     assert main(["lab", "check", "--name", made.name, "--seconds", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [(link["device"], link["direction"]) for link in result["links"]] == [("d0", "up"), ("d0", "down")]
-    assert all(0.9 <= link["ratio"] <= 1.02 for link in result["links"])
+    # shaped: never over the rate; under it by at most 20% (1 s of TCP on a host shared with other jobs)
+    assert all(0.8 <= link["ratio"] <= 1.02 for link in result["links"]), result["links"]
     assert result["concurrent"] is None  # one device: nothing to share
     (compute,) = result["compute"]
     assert compute["cap_cores"] == 0.5
