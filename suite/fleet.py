@@ -70,7 +70,7 @@ class Profile:
 
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per MAC and seconds per node for each kind of `COST_KINDS`: the vectors that
+        """Seconds per MAC and seconds per call for each kind of `COST_KINDS`: the vectors that
         price a `suite.cost.OpWork`. Every kind needs a cost (its own or the `default`)."""
         costs = [self.cost(kind) for kind in COST_KINDS]
         return (np.array([c.alpha / self.macs_per_s for c in costs]),

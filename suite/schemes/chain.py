@@ -31,7 +31,7 @@ from suite.graph import POINTWISE, Graph
 from suite.graph.cuts import Branch, branches
 from suite.graph.ir import COST_KINDS
 from suite.plan import Region, Transfer, tensor_bytes
-from suite.regions import WHOLE, Box, RegionError, plan_ranges, split_range
+from suite.regions import WHOLE, Box, RegionError, plan_ranges
 
 Step = tuple[int, list[str], list[tuple[str, dict[str, Region]]]]  # plan.build_stages' (group, nodes, work)
 
@@ -152,12 +152,6 @@ class TileCosts:
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._runs: dict[tuple, list[tuple[tuple[int, int], np.ndarray]]] = {}
 
-    def height(self, k: int) -> int:
-        return self.graph[self.chain[k].output].shape[2]
-
-    def width(self, k: int) -> int:
-        return self.graph[self.chain[k].output].shape[3]
-
     def _table(self, k: int, axis: int) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
         """Piece k's ranges along `axis` for every output position p, in one vectorised walk:
         its nodes' starts when the output starts at p and their stops when it stops at p + 1
@@ -200,45 +194,33 @@ class TileCosts:
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
              ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip
         """For each tile rows[a] x cols[b] of piece j's output (row-major): the box of piece i's
-        input it reads, and its MACs and calls by cost kind (arrays of shape tiles x kinds).
-        The same sums as `tile`, for a whole grid in one product over its nodes."""
+        input it reads, and its MACs and calls by cost kind (arrays of shape tiles x kinds), in
+        one product over its nodes."""
         walked_rows = [self._lengths(i, j, 0, r) for r in rows]
         walked_cols = [self._lengths(i, j, 1, c) for c in cols]
         heights = np.stack([lengths for _, lengths in walked_rows])
         widths = np.stack([lengths for _, lengths in walked_cols])
-        nodes = slice(self.offsets[i], self.offsets[j + 1])
+        macs, calls = self._tiles_work(heights, widths, slice(self.offsets[i], self.offsets[j + 1]))
+        return [Box(*r, *c) for r, _ in walked_rows for c, _ in walked_cols], macs, calls
+
+    def _tiles_work(self, heights: np.ndarray, widths: np.ndarray, at: slice | list[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """MACs and calls by cost kind (tiles x kinds, row-major) of the tiles whose nodes `at` have
+        `heights` (rows x nodes) and `widths` (cols x nodes); a node of length 0 is not computed."""
         area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
-        macs = (area * self.per_position[nodes]) @ self.kind[nodes]
-        calls = (area > 0) @ self.calls[nodes]
-        boxes = [Box(*r, *c) for r, _ in walked_rows for c, _ in walked_cols]
-        kinds = len(COST_KINDS)
-        return boxes, macs.reshape(-1, kinds), calls.reshape(-1, kinds)
-
-    def tile(self, i: int, j: int, box: Box) -> tuple[Box, OpWork]:
-        """The box of piece i's input and the work for `box` of piece j's output."""
-        boxes, macs, calls = self.grid(i, j, [(box.h0, box.h1)], [(box.w0, box.w1)])
-        return boxes[0], OpWork(macs[0], calls[0])
-
-    def strips(self, i: int, j: int, rows: Sequence[tuple[int, int]]
-               ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:  # fmt: skip
-        """`grid` for full-width row strips: the rows of piece i's input each reads, and their MACs
-        and calls by cost kind."""
-        boxes, macs, calls = self.grid(i, j, rows, [(0, self.width(j))])
-        return [(b.h0, b.h1) for b in boxes], macs, calls
-
-    def row_bytes(self, tensor: str) -> int:
-        """Bytes of one full-width row of a map (all channels)."""
-        node = self.graph[tensor]
-        return node.shape[1] * node.shape[3] * node.itemsize
+        macs = (area * self.per_position[at]) @ self.kind[at]
+        calls = (area > 0) @ self.calls[at]
+        return macs.reshape(-1, len(COST_KINDS)), calls.reshape(-1, len(COST_KINDS))
 
     def whole(self, i: int, j: int) -> OpWork:
         """Pieces i..j computed whole."""
-        nodes = slice(self.offsets[i], self.offsets[j + 1])
-        return OpWork(self.flops[nodes] @ self.kind[nodes], self.calls[nodes].sum(axis=0))
+        return self._whole_work(slice(self.offsets[i], self.offsets[j + 1]))
 
     def nodes_work(self, names: Sequence[str]) -> OpWork:
         """`names` computed whole."""
-        at = [self.position[n] for n in names]
+        return self._whole_work([self.position[n] for n in names])
+
+    def _whole_work(self, at: slice | list[int]) -> OpWork:
         return OpWork(self.flops[at] @ self.kind[at], self.calls[at].sum(axis=0))
 
     def branched(self, i: int, j: int) -> bool:
@@ -288,13 +270,9 @@ class TileCosts:
         if key not in self._segment_grids:
             walks = [self._segment_walk(segment, axis, spans) for axis, spans in enumerate((rows, cols))]
             (row_reads, heights), (col_reads, widths) = walks
-            at = [self.position[n] for n in segment.nodes]
-            area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
-            macs = (area * self.per_position[at]) @ self.kind[at]
-            calls = (area > 0) @ self.calls[at]
+            macs, calls = self._tiles_work(heights, widths, [self.position[n] for n in segment.nodes])
             reads = [{t: Box(*r[t], *c[t]) for t in r} for r in row_reads for c in col_reads]
-            kinds = len(COST_KINDS)
-            self._segment_grids[key] = (reads, macs.reshape(-1, kinds), calls.reshape(-1, kinds))
+            self._segment_grids[key] = (reads, macs, calls)
         return self._segment_grids[key]
 
     def _segment_walk(self, segment: Segment, axis: int, spans: dict[str, Sequence[tuple[int, int]]]
@@ -322,10 +300,3 @@ class TileCosts:
         except RegionError:
             return None
         return cut if len({len(c) for c in cut.values()}) == 1 else None
-
-    def splits(self, j: int, weights: list[float]) -> list[tuple[int, int]] | None:
-        """Row ranges of piece j's output in proportion to `weights`; None if there are too few rows."""
-        try:
-            return split_range(self.height(j), len(weights), weights)
-        except RegionError:
-            return None

@@ -69,6 +69,8 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
         raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
                         f"choose 1..{prefix}")  # fmt: skip
+    prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per MAC, per call
+              np.array([d.profile.prices[1] for d in devices]).T)  # fmt: skip
     best = None
     for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
         height, width = graph[chain[last].output].shape[2:]
@@ -78,7 +80,7 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
                                      if n * m > 1 or len(devices) == 1]  # fmt: skip
         for n, m in grids:
             bound = None if best is None else best[0] - rest
-            fused_part = _fused(graph, fleet, costs, devices, last, (n, m), bound)
+            fused_part = _fused(graph, fleet, costs, devices, prices, last, (n, m), bound)
             if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
                 best = (fused_part[0] + rest, last, n, m, fused_part[1])
     if best is None:
@@ -95,14 +97,15 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     return Layout(gateway.name, build_stages(graph, gateway.name, steps), options)
 
 
-def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device], last: int,
-           grid: tuple[int, int], bound: float | None) -> tuple[float, list[Step]] | None:  # fmt: skip
-    """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices` (None:
-    a map too small for the grid, or not under `bound`). A squeeze-and-excite branch cuts the fused
-    part into segments (`TileCosts.segments`), each tiled alike; the gateway computes the branch."""
+def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
+           prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None
+           ) -> tuple[float, list[Step]] | None:  # fmt: skip
+    """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
+    `prices` per MAC and per call are kinds x devices (None: a map too small for the grid, or not
+    under `bound`). A squeeze-and-excite branch cuts the fused part into segments
+    (`TileCosts.segments`), each tiled alike; the gateway computes the branch."""
     gateway = devices[0]
-    per_mac = np.array([d.profile.prices[0] for d in devices]).T  # kinds x devices
-    per_node = np.array([d.profile.prices[1] for d in devices]).T
+    per_mac, per_call = prices
     n, m = grid
     time, steps = 0.0, []
     for segment in costs.segments(0, last):
@@ -113,8 +116,8 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device], 
         cols = costs.output_splits(segment, lambda width: split_range(width, m), 1)
         if rows is None or cols is None:
             return None
-        reads, macs, counts = costs.segment_grid(segment, rows, cols)
-        dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + counts @ per_node, devices)
+        reads, macs, calls = costs.segment_grid(segment, rows, cols)
+        dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + calls @ per_call, devices)
         if bound is not None and time + busy.max() >= bound:
             return None  # communication only adds: this grid cannot beat the best
         made = [{o: Box(*rows[o][a], *cols[o][b]) for o in segment.outputs}

@@ -125,12 +125,11 @@ class StageTimer:
         if key in self.segment_memo:
             return self.segment_memo[key]
         names = [f"d{k}" for k in range(len(profiles))]
-        weights = [p.macs_per_s for p in profiles]
         time = 0.0
         for branch in segment.branches:
             compute = {"d0": work_time(profiles[0], self.costs.nodes_work(branch.nodes))}
             time += stage_time(self.link, compute, branch_transfers(self.graph, COORDINATOR, "d0", branch))
-        rows = self.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
+        rows = self.strip_rows(segment, [p.macs_per_s for p in profiles])
         if rows is None:
             time = INF
         else:
@@ -141,6 +140,10 @@ class StageTimer:
             time += stage_time(self.link, dict(zip(names, work_times(profiles, macs, calls))), transfers)
         self.segment_memo[key] = time
         return time
+
+    def strip_rows(self, segment: Segment, weights: list[float]) -> dict[str, list[tuple[int, int]]] | None:
+        """Each output's full-width row strips in proportion to `weights` (None: too few rows)."""
+        return self.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
 
     def period(self, stages: Sequence[tuple[int, int, Sequence[Device]]]) -> float:
         return max(self.time(i, j, _profiles(devs)) for i, j, devs in stages)
@@ -158,7 +161,7 @@ def stage_steps(timer: StageTimer, i: int, j: int, devices: Sequence[Device], gr
     if last >= i:
         for segment in timer.costs.segments(i, last):
             steps += [whole_on(graph, devices[0].name, list(b.nodes), group) for b in segment.branches]
-            rows = timer.costs.output_splits(segment, lambda n: split_range(n, len(weights), weights), 0)
+            rows = timer.strip_rows(segment, weights)
             steps.append((group, list(segment.nodes),
                           [(d.name, {o: Box(*rows[o][k], 0, graph[o].shape[3]) for o in segment.outputs})
                            for k, d in enumerate(devices)]))  # fmt: skip
