@@ -18,11 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from suite.errors import UserError
 from suite.graph import Graph, Node
+
+T = TypeVar("T")  # a tensor, or anything indexed like one
 
 
 class RegionError(UserError):
@@ -179,6 +182,13 @@ def index_in(region: Region, held: Region, node: Node) -> tuple:
     if type(inner) is not type(outer) or not outer.contains(inner):
         raise RegionError(f"'{node.name}': {region} is not inside the {held} held")
     return inner.within(outer)
+
+
+def part_of(tile: tuple[Region, T], region: Region, node: Node) -> T:
+    """`region` of `node`'s output out of a tile (the part held, a tensor holding it): the tensor
+    itself when they are the same part."""
+    held, value = tile
+    return value if as_part(region, node) == as_part(held, node) else value[index_in(region, held, node)]
 
 
 def region_size(region: Region, node: Node) -> int:

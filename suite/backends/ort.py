@@ -51,7 +51,7 @@ from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile,
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
 from suite.graph.from_torch import from_torch
-from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, index_in
+from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, part_of
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -223,7 +223,7 @@ class _Session:
     def results(self, tile: int, graph: Graph, values: Mapping[str, Tile]) -> list[np.ndarray]:
         if tile not in self.pending:
             name = (lambda t, i: t) if len(self.fed) == 1 else (lambda t, i: f"{t}__tile{i}")
-            feeds = {name(s, i): _crop(graph[s], values[s], region).numpy()
+            feeds = {name(s, i): part_of(values[s], region, graph[s]).contiguous().numpy()
                      for i, fed in enumerate(self.fed) for s, region in fed.items()}  # fmt: skip
             fetches = [name(o, i) for i in range(len(self.fed)) for o in self.outputs]
             arrays = self.session.run(fetches, feeds)
@@ -253,12 +253,6 @@ def _read(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion |
             if src in reads:
                 reads[src].append(read)
     return {s: hull_of(r, graph[s]) for s, r in reads.items()}
-
-
-def _crop(node: Node, tile: Tile, region: Region) -> torch.Tensor:
-    """`region` of a tile of `node`'s output, contiguous."""
-    have, tensor = tile
-    return (tensor if region == have else tensor[index_in(region, have, node)]).contiguous()
 
 
 def _weightless(node: Node) -> Node:

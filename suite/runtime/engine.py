@@ -32,10 +32,10 @@ from suite.regions import (
     NodeRegion,
     Region,
     RegionError,
-    as_part,
     feature_region,
     hull_of,
     index_in,
+    part_of,
     plan_regions,
 )  # fmt: skip
 from suite.runtime.metrics import Event
@@ -258,10 +258,7 @@ class Runner:
             if self.observe is not None:
                 self.observe(step.stage, done)
             for tensor, region in task.outputs.items():
-                computed, value = done[tensor]  # more than `region` where the task reads it too
-                node = self.graph[tensor]
-                if as_part(computed, node) != as_part(region, node):
-                    value = value[index_in(region, computed, node)]
+                value = part_of(done[tensor], region, self.graph[tensor])  # it may have made more
                 _put(store, tensor, region, value, self.program.canvases[tensor], self.graph)
         sends += [self._send(frame, step.stage, m, store) for m in step.send_after]
         for pending in after:
@@ -329,12 +326,10 @@ class Runner:
 
 def _cut(store: Mapping[str, Tile], tensor: str, region: Region, graph: Graph) -> torch.Tensor:
     """The part `region` of a held tensor, contiguous for the wire."""
-    have, value = store[tensor]
-    if region == have:
-        return value.contiguous()
     try:
-        return value[index_in(region, have, graph[tensor])].contiguous()
+        return part_of(store[tensor], region, graph[tensor]).contiguous()
     except RegionError:
+        have = store[tensor][0]
         raise PlanError(f"'{tensor}': {region} is sent from a party that holds only {have}") from None
 
 
