@@ -79,8 +79,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the input and the weights of zoo models and module:factory models "
                    "(default: 0)")
-    p.add_argument("--backend", default="torch",
-                   help="torch (exact), torch-fast (oneDNN) or onnxruntime (default: torch)")
+    p.add_argument("--backend", help="onnxruntime (exact), torch (exact by construction) or torch-fast "
+                   "(oneDNN, not exact); default: the fastest that `suite doctor` finds exact on this host")
     p.add_argument("--threads", type=_at_least(1), default=None,
                    help="compute threads (default: all; `suite run`: per worker, default 1)")
 
@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
 
+    d = sub.add_parser("doctor", help="check which backends compute tiles exactly on this host, and which "
+                       "is fastest")  # fmt: skip
+    d.add_argument("--backend", action="append", choices=["torch", "torch-fast", "onnxruntime"],
+                   help="examine this backend (repeat it; default: all three)")
+    d.add_argument("--threads", type=_at_least(1), action="append",
+                   help="thread counts to check (repeat it; default: 1 and this host's cores)")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(run=cmd_doctor)
+
     add_orchestrate_commands(sub)  # deploy, lab
     from suite.reproduce.cli import add_parser as add_reproduce
 
@@ -227,8 +236,53 @@ def _fleet(args: argparse.Namespace):
     return load_fleet(args.fleet or "local")
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _backend(args: argparse.Namespace, compute: bool = True) -> str:
+    """The backend a command runs (or prices, when it does not `compute`): the one asked for, refused
+    when it promises exactness and this host cannot keep the promise; by default the fastest exact
+    one here. Both per `suite doctor`, which runs once per host and is cached."""
+    from suite import doctor
     from suite.backends import check_backend
+
+    args.backend_is_default = args.backend is None
+    if args.backend is not None:
+        check_backend(args.backend)
+        if compute:
+            doctor.require_exact(args.backend, _say)
+        return args.backend
+    args.backend = doctor.default_backend(_say)
+    return args.backend
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _default_note(args: argparse.Namespace) -> str:
+    return ", the fastest exact backend on this host (`suite doctor`)" if args.backend_is_default else ""
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from suite.doctor import doctor
+
+    backends = list(dict.fromkeys(args.backend or ["onnxruntime", "torch", "torch-fast"]))
+    threads = sorted(set(args.threads)) if args.threads else None
+    report = doctor(backends, threads, say=_say if sys.stderr.isatty() else lambda _: None)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        host = report.host
+        print(f"{host['cpu']} ({host['machine']}, {host['isa']}, {host['blas']}), torch {host['torch']}, "
+              f"onnxruntime {host['onnxruntime']}"
+              + "".join(f", {k}={v}" for k, v in host["environment"].items()))  # fmt: skip
+        for verdict in report.verdicts.values():
+            print(verdict.describe())
+        default = report.default_backend
+        print(f"default backend for verify and run: {default} (the fastest exact one)" if default else
+              "no backend is exact on this host: verify and run refuse torch and onnxruntime")  # fmt: skip
+    return EXIT_OK if report.default_backend else EXIT_MISMATCH
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
     from suite.fleet import on_backend
     from suite.graph import from_model
     from suite.models.load import load_model, parse_input_size
@@ -236,7 +290,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from suite.schemes import check_scheme, make_plan
 
     check_scheme(args.scheme)  # before the model is traced
-    check_backend(args.backend)  # it prices the fleet
+    _backend(args, compute=False)  # it prices the fleet
     output = _output_file(args.output)
     fleet = on_backend(_fleet(args), args.backend)
     size = parse_input_size(args.input_size) if args.input_size else None
@@ -354,7 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.plan is None:
         check_scheme(args.scheme)
-    backend = make_backend(args.backend, args.threads)  # an unknown name before the model loads
+    backend = make_backend(_backend(args), args.threads)  # an unknown name before the model loads
     sweep_stale()  # cpu limits left by runs that were killed
     inventory = _inventory(args)
     size = parse_input_size(args.input_size) if args.input_size else None
@@ -383,11 +437,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)
-    result = summary(run, baseline, fleet, options) | {"results": str(folder)}
+    result = summary(run, baseline, fleet, options) | {"results": str(folder),
+                                                       "backend_is_default": args.backend_is_default}
     if args.json:
         print(json.dumps(result))
     else:
-        print(_describe_run(result, graph))
+        print(_describe_run(result, graph, _default_note(args)))
     if not result["complete"]:
         print(f"error: {result['error']}", file=sys.stderr)
         return EXIT_INTERRUPTED if INTERRUPTED in (run.error, baseline and baseline.error) else EXIT_MISMATCH
@@ -476,11 +531,11 @@ def _progress(total: int):
         yield bars
 
 
-def _describe_run(r: dict, graph) -> str:
+def _describe_run(r: dict, graph, default_note: str = "") -> str:
     shape = "x".join(map(str, r["input_shape"]))
     verdict = "all BIT-EXACT" if r["bit_exact"] else "NOT bit-exact"
     lines = [f"{r['scheme']} on {r['model']} {shape}, fleet {r['fleet']} ({r['devices']} workers, "
-             f"{r['backend']}): {r['frames']} frames (+{r['warmup']} warm-up), {verdict}"]
+             f"{r['backend']}{default_note}): {r['frames']} frames (+{r['warmup']} warm-up), {verdict}"]
     if r["latency_s"] is not None:
         p = r["predicted"] or {}
         lines.append(f"  latency    {r['latency_s']:.3f} s median"
@@ -526,30 +581,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.parts is not None and args.parts < 1:
         raise UserError(f"--parts {args.parts} must be at least 1")
     rows, cols = _grid(args.grid) if args.grid else (args.parts or 4, 1)
-    backend = make_backend(args.backend, args.threads)
+    backend = make_backend(_backend(args), args.threads)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
     prepared = backend.prepare(loaded)
     x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(args.seed))
     report = verify(prepared, backend, x, rows, cols, args.layerwise)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(json.dumps(report.to_dict() | {"backend_is_default": args.backend_is_default}))
     else:
-        print(_describe(report))
-    return EXIT_OK if report.bit_exact else EXIT_MISMATCH
+        print(_describe(report, _default_note(args)))
+    return EXIT_OK if report.bit_exact and report.reference_is_model else EXIT_MISMATCH
 
 
-def _describe(r) -> str:
+def _describe(r, default_note: str = "") -> str:
+    from suite.verify import NATIVE_TOLERANCE
+
     cut = f"{r.parts} strips" if r.parts else f"a {r.grid} grid"
     shape = "x".join(map(str, r.input_shape))
     verdict = ("BIT-EXACT" if r.bit_exact else
                f"DIFFERS: max |diff| {r.max_abs_diff:.3g}, max {r.max_ulp} ULP, "
                f"first at node {r.first_mismatch}")  # fmt: skip
     lines = [
-        f"{r.model} {shape} on {r.backend}, {r.mode} into {cut}: {verdict}",
+        f"{r.model} {shape} on {r.backend}{default_note}, {r.mode} into {cut}: {verdict}",
         f"  {r.tiled_nodes} spatial nodes tiled, redundant compute {r.redundancy:.1%}, "
         f"{r.seconds:.1f} s",
+        f"  compared with {r.reference}"
+        + ("" if r.native_rel_diff is None else f", which is {r.native_rel_diff:.1e} (relative) from the "
+           "module's forward on PyTorch's kernels"),
     ]
+    if not r.reference_is_model:
+        lines.append(f"  error: that is more than rounding ({NATIVE_TOLERANCE:g}): this backend computes "
+                     "another function than the module")  # fmt: skip
     lines.append(_describe_coverage(r.tiled_share, r.tiling_stops))
     if r.unpartitioned_from:
         lines.append(f"  runs unpartitioned from node {r.unpartitioned_from}")

@@ -4,7 +4,11 @@ Two ways to cut: *fused* (every tile runs all spatial layers from its slice of t
 DeepThings and PICO do) and *layer-wise* (every layer is cut and gathered before the next, as MoDNN
 does). Layers that mix the whole map (global pooling, flatten, linear) and everything after them
 run unpartitioned on the stitched map. The verdict is bitwise: the float32 bit patterns of the
-stitched output and of the monolithic model's output are equal.
+stitched output and of the monolithic model's output, on the same backend, are equal.
+
+A backend's reference is its own arithmetic (onnxruntime's session, the exact torch kernels' whole
+map), so the report also says how far that reference lies from the model as PyTorch computes it:
+two wrong kernels can agree with each other bit for bit, but not with the module's own forward.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from suite.regions import (
     region_flops,
     tile_boxes,
 )  # fmt: skip
+
+# Relative distance (max |diff| over max |output|) beyond which a backend's whole-model output is not
+# the module's: summation orders alone move a float32 CNN's output by about 1e-6 of its range.
+NATIVE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,18 @@ class VerifyReport:
     unpartitioned_from: str | None
     tiled_share: float  # of the model's MACs, computed in tiles
     tiling_stops: list[dict]  # {"node", "op", "reason"} of each node where tiling ends
+    reference: str = ""  # what the tiles were compared with (`Prepared.reference`)
+    native_rel_diff: float | None = None  # the reference against the module's forward on PyTorch's kernels
     flags: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def reference_is_model(self) -> bool:
+        """The reference computes the module's function, up to rounding (or there is no module)."""
+        return self.native_rel_diff is None or self.native_rel_diff <= NATIVE_TOLERANCE
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"reference_is_model": self.reference_is_model}
 
 
 def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 1,
@@ -118,6 +133,10 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         done = values if not tail else run_segment(graph, tail, values, backend, outputs=observed and
                                                    [n for n in observed if n in tail])  # fmt: skip
     result = done[graph.outputs[0]][1]
+    native = None if prepared.native is None else 0.0  # the reference may be the native forward itself
+    if prepared.native is not None and prepared.native is not prepared.monolithic:
+        with torch.inference_mode():
+            native = _relative(reference, prepared.native(x))
     mismatched = {n for tiles_seen in [*seen, done] for n, (region, t) in tiles_seen.items()
                   if n in whole and n != graph.input
                   and not compare(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact}
@@ -140,9 +159,17 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         unpartitioned_from=first_unpartitioned(graph, front),
         tiled_share=cover.tiled_share,
         tiling_stops=[asdict(stop) for stop in cover.stops],
+        reference=prepared.reference,
+        native_rel_diff=native,
         flags=backend.flags(),
         seconds=time.perf_counter() - start,
     )
+
+
+def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| over max |expected|."""
+    scale = float(expected.abs().max())
+    return float((actual - expected).abs().max()) / scale if scale else float((actual - expected).abs().max())
 
 
 def _branches_for(graph, backend, nodes, pending: list, values: dict[str, Tile]) -> dict[str, Tile]:

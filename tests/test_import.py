@@ -16,7 +16,6 @@ import torch
 import user_models
 
 from suite.backends import make_backend
-from suite.backends.torch import ELEMENTWISE_GRAIN, _scalar_ranges, _vector_width
 from suite.graph import from_torch
 from suite.graph.cuts import coverage, spatial_front
 from suite.graph.from_onnx import from_onnx
@@ -118,25 +117,6 @@ def test_resize_tail_is_exact_on_onnxruntime():
     fed-in map is relaid out in NCHWc through channels padded to a whole block (1024-16384 ULP off
     before, when 21 channels stayed in plain layout)."""
     _check_exact(LoadedModel("seg", SIZE, module=_module("SegmentationHead")), "onnxruntime")
-
-
-def test_torch_elementwise_follows_pytorchs_scalar_tail():
-    """PyTorch computes an elementwise op's chunk ends in scalar code, which rounds SiLU and
-    sigmoid differently: the model of that loop must predict a whole map's result exactly."""
-    lanes = 2 * _vector_width()
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for shape in [(1, 16, 17, 17), (1, 3, 5, 7), (1, 96, 57, 59)]:
-            x = torch.randn(shape) * 4
-            flat = x.reshape(-1)
-            padded = torch.nn.functional.pad(flat, (0, -flat.numel() % lanes))
-            predicted = torch.cat([torch.sigmoid(padded[i : i + ELEMENTWISE_GRAIN])
-                                   for i in range(0, padded.numel(), ELEMENTWISE_GRAIN)])[: flat.numel()]
-            ranges = _scalar_ranges(flat.numel())
-            for begin, end in ranges:
-                predicted[begin:end] = torch.sigmoid(flat[begin:end].clone())
-            assert torch.equal(predicted, torch.sigmoid(x).reshape(-1)), (threads, shape, ranges)
-    assert _scalar_ranges(16 * 17 * 17) == [(4608, 4624)]  # the case that needs it
 
 
 def test_fused_cut_ends_where_the_map_gets_too_small():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from suite.backends import make_backend
-from suite.backends.torch import _TORCH_KERNELS
+from suite.backends.torch import EXACT_KERNELS
 from suite.fleet import load_fleet, uniform_fleet
 from suite.models.load import load_model
 from suite.plan import COORDINATOR
@@ -67,13 +67,13 @@ def test_programs_pair_every_message(vgg):
 def test_locate_mismatch_names_the_first_tiled_node_that_differs(vgg, monkeypatch):
     graph, backend, x, reference = vgg
     plan = make_plan("deepthings", graph, uniform_fleet(2))
-    exact_pool = _TORCH_KERNELS["maxpool"]
+    exact_pool = EXACT_KERNELS["maxpool"]
 
     def drifting_pool(node, xs, region):  # wrong in tiles only, like a kernel that depends on map size
         y = exact_pool(node, xs, region)
         return y if region.out == full_box(node) else y + 1e-3
 
-    monkeypatch.setitem(_TORCH_KERNELS, "maxpool", drifting_pool)
+    monkeypatch.setitem(EXACT_KERNELS, "maxpool", drifting_pool)
     said = locate_mismatch(plan, graph, backend, x, reference, 60.0)
     first_pool = next(n for n in graph.nodes if graph[n].op == "maxpool")
     assert f"'{first_pool}'" in said and "dev" in said

@@ -9,7 +9,7 @@ import torch
 from toys import suite
 
 from suite.backends import Prepared, make_backend
-from suite.backends.torch import _TORCH_KERNELS
+from suite.backends.torch import EXACT_KERNELS
 from suite.models import ZOO
 from suite.models.load import load_model
 from suite.regions import full_box
@@ -81,13 +81,13 @@ def test_drift_in_tiles_is_reported_with_the_first_node(monkeypatch):
     backend = make_backend("torch")
     loaded = load_model("vgg16", (3, 96, 96))
     prepared = backend.prepare(loaded)
-    exact_pool = _TORCH_KERNELS["maxpool"]
+    exact_pool = EXACT_KERNELS["maxpool"]
 
     def drifting_pool(node, xs, region):
         y = exact_pool(node, xs, region)
         return y if region.out == full_box(node) else torch.nextafter(y, y + 1)
 
-    monkeypatch.setitem(_TORCH_KERNELS, "maxpool", drifting_pool)
+    monkeypatch.setitem(EXACT_KERNELS, "maxpool", drifting_pool)
     report = verify(prepared, backend, torch.randn(1, 3, 96, 96), 3, layerwise=True)  # every pool cut
     first_pool = next(n for n in prepared.graph.nodes if prepared.graph[n].op == "maxpool")
     assert not report.bit_exact and report.max_ulp > 0 and report.max_abs_diff > 0

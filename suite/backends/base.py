@@ -26,10 +26,14 @@ class BackendError(UserError):
 
 @dataclass
 class Prepared:
-    """A model's graph on one backend and its monolithic run (the reference every tile meets)."""
+    """A model's graph on one backend and its monolithic run on that backend (the reference every
+    tile meets, described by `reference`), and, when the model is a module, its forward on PyTorch's
+    own kernels (`native`): how far the backend's arithmetic lies from the model as its author runs it."""
 
     graph: Graph
     monolithic: Callable[[torch.Tensor], torch.Tensor]
+    reference: str = "the backend's own run of the whole model"
+    native: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

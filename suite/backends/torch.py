@@ -1,12 +1,12 @@
 """The torch backends: PyTorch on the CPU, node by node, each node on exactly its tile.
 
-Every node runs on the real data it reads plus the padding its region says lies outside the map;
-the kernels apply that padding themselves, so a tile at the border and the whole map see the same
-numbers.
+Every node runs on the real data it reads plus the padding its region says lies outside the map.
 
-- `torch`: oneDNN (mkldnn) and NNPACK off, so a conv is im2col + GEMM whose result for one output
-  element does not depend on the map's size: tiles are bit-exact (with the kernels below).
-- `torch-fast`: oneDNN on, the fastest CPU path; tiles may differ from the whole map in the last bits.
+- `torch`: exact by construction (`suite/backends/exact.py`): every output element is computed the
+  same way in a tile as in the whole map on any CPU, BLAS and thread count, and the reference a tile
+  is checked against is this backend's own whole-map run.
+- `torch-fast`: PyTorch's own kernels with oneDNN on, the fastest CPU path; tiles may differ from
+  the whole map in the last bits, and its reference is the module's own forward.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from suite.backends import exact
 from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of, run_whole
+from suite.backends.exact import _pad
 from suite.graph import Graph, Node, Window, from_model
 from suite.graph.movement import space_to_depth
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
@@ -27,12 +29,9 @@ from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
 
-# ----------------------------------------------------------------------------- torch kernels
+Kernel = Callable[[Node, list[torch.Tensor], NodeRegion | None], torch.Tensor]
 
-
-def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
-    top, bottom, left, right = pad
-    return F.pad(x, (left, right, top, bottom), value=value) if any(pad) else x
+# ----------------------------------------------------------------------------- kernels both share
 
 
 def _implicit_pad(pad: tuple[int, int, int, int], w: Window, most: tuple[int, int] | None = None
@@ -42,8 +41,8 @@ def _implicit_pad(pad: tuple[int, int, int, int], w: Window, most: tuple[int, in
     strides or the padding exceeds `most`.
 
     A padded copy of every map costs a copy and an allocation the size of the map (VGG-16: 36 MB,
-    ~7 CPU-ms, 1.3 % of a forward); the kernels pad in their own im2col or window loop with the same
-    zeros (-inf for max), so the numbers are the same."""
+    ~7 CPU-ms, 1.3 % of a forward); the kernels pad in their own window loop with the same values
+    (-inf for max), so the numbers are the same."""
     top, bottom, left, right = pad
     padding, skip = [], []
     for axis, (begin, end) in enumerate(((top, bottom), (left, right))):
@@ -55,42 +54,8 @@ def _implicit_pad(pad: tuple[int, int, int, int], w: Window, most: tuple[int, in
     return (padding[0], padding[1]), (skip[0], skip[1])
 
 
-# Measured on x86 MKL: a conv with fewer than ~12 output positions takes a different GEMM path
-# whose rounding depends on the position count. Tiles are computed with at least this many.
-GEMM_MIN_POSITIONS = 64
-
-
-def _conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
-    """Conv over the padded tile; a tile too small for the map-size-independent GEMM path is
-    widened with zero columns, or placed at its offset in a zero map the whole map's size when the
-    whole map is itself that small, and the surplus cropped."""
-    w, out = node.window, region.out
-    whole_positions = node.shape[2] * node.shape[3]
-    implicit = _implicit_pad(region.pad, w)
-    if implicit is not None and not (out.area < whole_positions and out.area < GEMM_MIN_POSITIONS):
-        (top, left) = implicit[1]
-        y = F.conv2d(xs[0], node.params["weight"], node.params.get("bias"), w.stride, implicit[0],
-                     w.dilation, node.attrs["groups"])  # fmt: skip
-        return y[..., top : top + out.height, left : left + out.width]
-    x = _pad(xs[0], region.pad)
-    if out.area < whole_positions and out.area < GEMM_MIN_POSITIONS:
-        if whole_positions >= GEMM_MIN_POSITIONS:
-            extra_cols = -(-GEMM_MIN_POSITIONS // out.height) - out.width
-            x = F.pad(x, (0, extra_cols * w.stride[1]))
-        else:
-            canvas = x.new_zeros(*x.shape[:2], (node.shape[2] - 1) * w.stride[0] + w.span(0),
-                                 (node.shape[3] - 1) * w.stride[1] + w.span(1))  # fmt: skip
-            h0, w0 = out.h0 * w.stride[0], out.w0 * w.stride[1]
-            canvas[..., h0:h0 + x.shape[2], w0:w0 + x.shape[3]] = x
-            y = F.conv2d(canvas, node.params["weight"], node.params.get("bias"), w.stride, 0,
-                         w.dilation, node.attrs["groups"])  # fmt: skip
-            return y[out.index]
-    y = F.conv2d(x, node.params["weight"], node.params.get("bias"), w.stride, 0, w.dilation,
-                 node.attrs["groups"])  # fmt: skip
-    return y[..., : out.height, : out.width]
-
-
 def _maxpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
+    """A maximum is exact in any order: PyTorch's pool on the padded tile."""
     w, out = node.window, region.out
     implicit = _implicit_pad(region.pad, w, (w.span(0) // 2, w.span(1) // 2))  # torch's limit
     if implicit is not None:
@@ -99,107 +64,6 @@ def _maxpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Te
         return y[..., top : top + out.height, left : left + out.width]
     x = _pad(xs[0], region.pad, float("-inf"))
     return F.max_pool2d(x, w.kernel, w.stride, 0, w.dilation, ceil_mode=False)
-
-
-def _avg_divisors(node: Node, in_length: int, axis: int, start: int, stop: int) -> torch.Tensor:
-    """Per-output window sizes along one axis, counted the way PyTorch's avg_pool2d counts them."""
-    w = node.window
-    counts = []
-    for o in range(start, stop):
-        first = o * w.stride[axis] - w.pad_begin[axis]
-        last = min(first + w.kernel[axis], in_length + w.pad_end[axis])
-        if not node.attrs["count_include_pad"]:
-            first, last = max(first, 0), min(last, in_length)
-        counts.append(last - first)
-    return torch.tensor(counts, dtype=torch.float32)
-
-
-def _avgpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
-    # Window sums over the explicitly padded tile, then the whole map's per-position divisor:
-    # the same float sum and the same division as the monolithic kernel.
-    w = node.window
-    sums = F.avg_pool2d(_pad(xs[0], region.pad), w.kernel, w.stride, 0, divisor_override=1)
-    in_h, in_w = node.attrs["in_hw"]
-    rows = _avg_divisors(node, in_h, 0, region.out.h0, region.out.h1)
-    cols = _avg_divisors(node, in_w, 1, region.out.w0, region.out.w1)
-    return sums / (rows[:, None] * cols[None, :])
-
-
-def _vector_width() -> int:
-    """float32 lanes of the SIMD code PyTorch dispatches to on this CPU."""
-    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-
-
-def _batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
-    """PyTorch's inference BN runs each channel plane through SIMD code and its last
-    `plane % lanes` elements through a tail whose rounding differs. A tile keeps that split: its
-    own plane, padded to whole vectors, takes the SIMD path, and the positions that are the whole
-    map's tail are recomputed through the tail path."""
-    p = node.params
-
-    def bn(x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
-                            False, 0.0, node.attrs["eps"])  # fmt: skip
-
-    x = xs[0]
-    if region is None or x.dim() != 4:
-        return bn(x)
-    lanes = _vector_width()
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w)
-    y = bn(F.pad(flat, (0, -(h * w) % lanes)))[..., : h * w].reshape(n, c, h, w)
-    whole_h, whole_w = node.shape[2], node.shape[3]
-    tail = (whole_h * whole_w) % lanes
-    if tail:  # the whole map's last `tail` positions, row-major
-        positions = range(whole_h * whole_w - tail, whole_h * whole_w)
-        out = region.out
-        inside = [(q // whole_w - out.h0, q % whole_w - out.w0) for q in positions
-                  if out.h0 <= q // whole_w < out.h1 and out.w0 <= q % whole_w < out.w1]  # fmt: skip
-        if inside:
-            rows, cols = zip(*inside)
-            y[:, :, rows, cols] = bn(x[:, :, rows, cols])
-    return y
-
-
-# PyTorch's elementwise CPU loop (TensorIterator under at::parallel_for, grain 32768) cuts a
-# contiguous map into one flat chunk per thread and computes each chunk two SIMD vectors at a
-# time; the last `chunk % (2 * lanes)` elements of a chunk take a scalar loop. Sigmoid, SiLU, GELU,
-# ELU, Mish and Softplus round differently there (Sleef's vector exp against libm's).
-ELEMENTWISE_GRAIN = 32768
-
-
-def _scalar_ranges(n: int) -> list[tuple[int, int]]:
-    """The flat positions of an n-element map that PyTorch's elementwise loop computes in scalar code."""
-    unit = 2 * _vector_width()
-    threads = min(torch.get_num_threads(), -(-n // ELEMENTWISE_GRAIN)) if n > ELEMENTWISE_GRAIN else 1
-    chunk = -(-n // threads)
-    ends = [min(begin + chunk, n) for begin in range(0, n, chunk)]
-    return [(end - (end - begin) % unit, end) for begin, end in zip(range(0, n, chunk), ends)
-            if (end - begin) % unit]  # fmt: skip
-
-
-def _elementwise(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
-    """A pointwise op on a tile, each element on the code path the whole map's call takes it: the
-    vector path (the tile, flat and padded to whole vectors, in calls of one chunk each), and the
-    scalar path where the whole map's loop ends a chunk (recomputed in a call shorter than a vector
-    pair, which is all scalar). Ops that read more than their one element (a per-channel constant)
-    run as they are: their arithmetic rounds the same on both paths. The chunks depend on the
-    thread count, so the reference must run with this process's (as `verify` and `suite run` do)."""
-    if not node.attrs.get("unary") or region is None or not node.is_map:
-        return _call(node, xs, region)
-    flat = xs[0].reshape(-1)
-    padded = F.pad(flat, (0, -flat.numel() % (2 * _vector_width())))
-    y = torch.cat([node.fn(padded[i : i + ELEMENTWISE_GRAIN]).reshape(-1)
-                   for i in range(0, padded.numel(), ELEMENTWISE_GRAIN)])[: flat.numel()]  # fmt: skip
-    _, _, h, w = node.shape
-    out = region.out
-    for begin, end in _scalar_ranges(node.shape[1] * h * w):
-        where = [(q // (h * w), q % (h * w) // w - out.h0, q % w - out.w0) for q in range(begin, end)]
-        inside = [(c * out.height + r) * out.width + col for c, r, col in where
-                  if 0 <= r < out.height and 0 <= col < out.width]  # fmt: skip
-        if inside:
-            y[inside] = node.fn(flat[inside]).reshape(-1)
-    return y.reshape(xs[0].shape)
 
 
 def _sum(xs: list[torch.Tensor]) -> torch.Tensor:
@@ -216,19 +80,6 @@ def _product(xs: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
-    """A linear layer, or the share of its output features `region` asks for (MoDNN's FC split).
-
-    A device that computes only a share may hold only those rows of the weight: the node's
-    `weight_rows` attribute says which (see `suite.runtime.engine.prune_weights`).
-    """
-    weight, bias = node.params["weight"], node.params.get("bias")
-    if region is not None:
-        rows = region.out.within(node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1])))[-1]
-        weight, bias = weight[rows], None if bias is None else bias[rows]
-    return F.linear(xs[0], weight, bias)
-
-
 def _channel_select(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
     return xs[0][:, list(node.attrs["channels"])]
 
@@ -240,11 +91,9 @@ def _call(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torc
     return node.fn(*xs)
 
 
-_TORCH_KERNELS: dict[str, Callable[[Node, list[torch.Tensor], NodeRegion | None], torch.Tensor]] = {
-    "conv": _conv,
+# Data movement, maxima and single correctly rounded adds and multiplies: the same bits in any tile.
+_SHARED: dict[str, Kernel] = {
     "maxpool": _maxpool,
-    "avgpool": _avgpool,
-    "batchnorm": _batchnorm,
     "relu": lambda node, xs, region: F.relu(xs[0]),
     "dropout": lambda node, xs, region: xs[0],
     "identity": lambda node, xs, region: xs[0],
@@ -257,17 +106,57 @@ _TORCH_KERNELS: dict[str, Callable[[Node, list[torch.Tensor], NodeRegion | None]
     "scale": lambda node, xs, region: xs[0] * xs[1],
     "flatten": lambda node, xs, region: torch.flatten(xs[0], node.attrs["start_dim"]),
     "reshape": lambda node, xs, region: xs[0].reshape(node.attrs["shape"]),
-    "linear": _linear,
     "adaptive_avgpool": lambda node, xs, region: F.adaptive_avg_pool2d(xs[0],
                                                                        node.attrs["output_size"]),
-    "elementwise": _elementwise,
     "opaque": _call,
+}
+
+# ----------------------------------------------------------------------------- torch-fast's own
+
+
+def _fast_conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
+    w, out = node.window, region.out
+    weight, bias, groups = node.params["weight"], node.params.get("bias"), node.attrs["groups"]
+    implicit = _implicit_pad(region.pad, w)
+    if implicit is not None:
+        (top, left) = implicit[1]
+        y = F.conv2d(xs[0], weight, bias, w.stride, implicit[0], w.dilation, groups)
+        return y[..., top : top + out.height, left : left + out.width]
+    return F.conv2d(_pad(xs[0], region.pad), weight, bias, w.stride, 0, w.dilation, groups)
+
+
+def _fast_batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    p = node.params
+    return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
+                        False, 0.0, node.attrs["eps"])  # fmt: skip
+
+
+def _fast_linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    weight, bias = node.params["weight"], node.params.get("bias")
+    if region is not None:
+        rows = region.out.within(node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1])))[-1]
+        weight, bias = weight[rows], None if bias is None else bias[rows]
+    return F.linear(xs[0], weight, bias)
+
+
+EXACT_KERNELS: dict[str, Kernel] = {**_SHARED, **exact.KERNELS}
+FAST_KERNELS: dict[str, Kernel] = {
+    **_SHARED,
+    "conv": _fast_conv,
+    "avgpool": exact.avgpool,
+    "batchnorm": _fast_batchnorm,
+    "elementwise": lambda node, xs, region: _call(node, xs, region),
+    "linear": _fast_linear,
 }
 
 
 @dataclass
 class TorchBackend:
-    """PyTorch on the CPU; `exact` turns oneDNN and NNPACK off.
+    """PyTorch on the CPU: `exact` runs `EXACT_KERNELS` (oneDNN and NNPACK off as well), otherwise
+    `FAST_KERNELS` with oneDNN on.
+
+    `threads`: compute threads (default: torch's). Exact, each torch op runs on one and independent
+    GEMM calls run side by side on `threads` (`exact.threads`), so the count never changes a result.
 
     `observes_all_nodes` keeps every node's tile for `verify` to compare node by node. Off, a run
     keeps only `outputs` and what it was given, and drops each other tile after its last reader,
@@ -284,17 +173,25 @@ class TorchBackend:
     def active(self) -> Iterator[None]:
         saved = (torch.get_num_threads(), torch.backends.mkldnn.enabled,
                  torch._C._get_nnpack_enabled())  # fmt: skip
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        count = self.threads or saved[0]
         torch.backends.mkldnn.enabled = not self.exact
         torch._C._set_nnpack_enabled(not self.exact)
         try:
-            with torch.inference_mode():
+            with contextlib.ExitStack() as stack:
+                if self.exact:
+                    stack.enter_context(exact.threads(count))
+                else:
+                    torch.set_num_threads(count)
+                stack.enter_context(torch.inference_mode())
                 yield
         finally:
             torch.set_num_threads(saved[0])
             torch.backends.mkldnn.enabled = saved[1]
             torch._C._set_nnpack_enabled(saved[2])
+
+    @property
+    def kernels(self) -> dict[str, Kernel]:
+        return EXACT_KERNELS if self.exact else FAST_KERNELS
 
     def flags(self) -> dict[str, object]:
         return {"mkldnn": not self.exact, "nnpack": not self.exact,
@@ -313,7 +210,7 @@ class TorchBackend:
             region = region_of(graph, node, regions)
             reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
             xs = [_slice(graph, values[src], read, src) for src, read in zip(node.inputs, reads)]
-            result = _TORCH_KERNELS[node.op](node, xs, region)
+            result = self.kernels[node.op](node, xs, region)
             values[name] = (region.out if region is not None else WHOLE, result)
             del xs  # so a dead input's memory is free for the next node, as in the module's forward
             for src in node.inputs:
@@ -326,11 +223,13 @@ class TorchBackend:
         return Compiled(graph, 0, 0.0)
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
-        """A module is traced and is itself the reference; an ONNX model runs node by node."""
+        """The graph, and the reference tiles meet: exact, this backend's own run of the whole map,
+        node by node (as onnxruntime's reference is its own session); fast, a module's own forward."""
         graph = from_model(loaded)
-        if loaded.module is not None:
-            return Prepared(graph, loaded.module)
-        return Prepared(graph, lambda x: run_whole(graph, x, self, graph.outputs)[graph.outputs[0]])
+        if loaded.module is not None and not self.exact:
+            return Prepared(graph, loaded.module, "the module's forward on PyTorch's kernels", loaded.module)
+        return Prepared(graph, lambda x: run_whole(graph, x, self, graph.outputs)[graph.outputs[0]],
+                        f"the whole model, node by node, on {self.name}'s kernels", loaded.module)
 
 
 def _slice(graph: Graph, tile: Tile, read: Region, src: str) -> torch.Tensor:

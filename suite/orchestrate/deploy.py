@@ -356,8 +356,39 @@ def _install(
     problems = mismatches(facts, host, artifacts.pins, coordinator_torch)
     if problems:
         raise DeviceError(f"device {host.name} ({host.address}): {problems[0]}")
+    facts["doctor"] = _exactness(conn, host, facts)
     run(conn, host, f"rm -rf {quote(stage)}", "cleaning up")
     return environment, facts
+
+
+def _exactness(conn: Connection, host: Host, facts: dict) -> dict:
+    """Which backends compute tiles exactly on the device (`suite doctor`), left in the device's own
+    cache for its workers: this host's verdicts when the device computes with the same CPU, libraries
+    and kernels (a lab's devices, a twin of this host), otherwise examined on the device itself."""
+    from suite import doctor
+
+    if facts.get("arithmetic") == doctor.host_facts():
+        report = doctor.cached(doctor.EXACT_BACKENDS)
+        cache, staged = facts["doctor_cache"], f"{facts['doctor_cache']}.{host.name}.tmp"
+        run(conn, host, f"mkdir -p {quote(str(Path(cache).parent))}", "making its doctor cache")
+        _put_text(conn, staged, json.dumps(report.to_dict(), indent=1))
+        run(conn, host, f"mv {quote(staged, cache)}", "storing its doctor verdicts")
+        return doctor.summary(report) | {"examined": "on the coordinator, whose arithmetic it shares"}
+    backends = [f"--backend={b}" for b in doctor.EXACT_BACKENDS]
+    out = conn.run(
+        quote(host.launcher, "-m", "suite", "doctor", "--json", *backends),
+        hide=True,
+        warn=True,  # exit 1: no backend is exact there, which the report says
+        in_stream=False,
+    )
+    try:
+        report = doctor.report_from_dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    except (IndexError, ValueError, KeyError, TypeError):
+        said = out.stderr.strip().splitlines() or ["no output"]
+        raise DeviceError(
+            f"device {host.name} ({host.address}): suite doctor failed (exit {out.exited}): {said[-1]}"
+        ) from None
+    return doctor.summary(report) | {"examined": "on the device"}
 
 
 def _last_json(out: str) -> dict:
@@ -385,6 +416,7 @@ def describe(reports: list[DeviceReport]) -> list[list[str]]:
             "nnpack",
             "free mem",
             "profile",
+            "exact",
             "time",
         ]
     ]
@@ -404,10 +436,18 @@ def describe(reports: list[DeviceReport]) -> list[list[str]]:
                 _flag(f.get("nnpack")),
                 f"{memory / 2**30:.1f} GiB" if memory else "-",
                 f.get("profile", "-"),
+                _exact_backends(f.get("doctor")),
                 f"{r.seconds:.1f} s",
             ]
         )
     return rows
+
+
+def _exact_backends(doctor: dict | None) -> str:
+    """The backends `suite doctor` found exact on the device, or 'none'."""
+    if not doctor:
+        return "-"
+    return " ".join(b for b, exact in doctor["exact"].items() if exact) or "none"
 
 
 def _flag(value: bool | None) -> str:

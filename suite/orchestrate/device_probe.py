@@ -6,8 +6,9 @@
         Python version, whether pip and venv exist, and whether this interpreter already has every
         dependency of the wheel at the pinned versions (pip resolves it offline, installing nothing)
     python device_probe.py check PROFILE           after installing, with the deployed suite first
-        on the path: versions, backend flags, free memory, where `suite` is imported from, and
-        whether the device's profile loads with that suite
+        on the path: versions, backend flags, free memory, where `suite` is imported from,
+        whether the device's profile loads with that suite, and what decides its arithmetic
+        (`suite.doctor.host_facts`) with where its `suite doctor` verdicts are cached
 """
 
 import importlib.util
@@ -66,6 +67,7 @@ def check(profile: str) -> dict:
         import torch
 
         import suite
+        from suite.doctor import cache_path, host_facts
         from suite.fleet import load_profile
     except Exception as exc:  # report it: deploy names the device and what is missing
         return found | {"error": f"{type(exc).__name__}: {exc}"}
@@ -76,7 +78,9 @@ def check(profile: str) -> dict:
         "mkldnn": torch.backends.mkldnn.is_available(),
         "nnpack": torch.backends.nnpack.is_available(),
         "threads": torch.get_num_threads(),
+        "arithmetic": host_facts(),
     }
+    found["doctor_cache"] = str(cache_path(found["arithmetic"]))
     try:
         found["profile"] = load_profile(profile).name
     except Exception as exc:

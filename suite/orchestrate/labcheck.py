@@ -97,6 +97,10 @@ def check(name: str, seconds: float = 1.5, say=lambda _: None) -> dict:
             f"(spec {total_spec:.3g}, {sum(rates) / total_spec:.0%})"
         )
     compute = measure_compute(lab, seconds)
+    from suite import doctor
+
+    # every device of a lab computes on this host's CPU with its libraries: its verdicts are theirs
+    exactness = doctor.summary(doctor.cached(doctor.EXACT_BACKENDS, say))
     return {
         "lab": lab.name,
         "fleet": lab.fleet_name,
@@ -106,6 +110,7 @@ def check(name: str, seconds: float = 1.5, say=lambda _: None) -> dict:
         "links": links,
         "concurrent": concurrent,
         **compute,
+        "exactness": exactness,
     }
 
 
@@ -268,6 +273,12 @@ def describe(result: dict) -> str:
     lines.append(
         f"host load average {result['host_load_average']:.1f} on {os.cpu_count()} cores: other processes "
         "compete with the devices, whose caps are upper bounds"
+    )
+    exact = result["exactness"]["exact"]
+    lines.append(
+        "exact on every device (this host's CPU and libraries, `suite doctor`): "
+        + (", ".join(b for b, ok in exact.items() if ok) or "no backend")
+        + "".join(f"; {b} is NOT: {why}" for b, why in result["exactness"]["first_failure"].items())
     )
     if result["compute_started_late"]:
         lines.append(

@@ -23,7 +23,8 @@ from typing import Protocol
 import torch
 
 from suite.backends import Backend, Segment, Tile, run_segment
-from suite.graph import Graph
+from suite.backends.exact import linear_rows
+from suite.graph import Graph, Node
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer
 from suite.regions import (
     WHOLE,
@@ -198,17 +199,23 @@ def stage_name(stage: int, stages: int) -> str:
 
 def prune_weights(graph: Graph, program: Program) -> Graph:
     """The graph with only the weights this party's program needs: no parameters for nodes it
-    never runs, and of a split linear layer only the rows of its features (`weight_rows` says
-    which, for the linear kernel)."""
+    never runs, and of a split linear layer only the rows of its features, in whole chunks of the
+    exact kernel's calls (`weight_rows` says which, for the linear kernels)."""
     nodes = {}
     for name, node in graph.nodes.items():
         if name not in program.nodes:
             node = replace(node, params={})
-        elif isinstance(rows := program.canvases.get(name), FeatureRange):
-            node = replace(node, params={k: v[rows.rows].clone() for k, v in node.params.items()},
-                           attrs={**node.attrs, "weight_rows": rows})  # fmt: skip
+        elif isinstance(features := program.canvases.get(name), FeatureRange):
+            node = linear_share(node, features)
         nodes[name] = node
     return replace(graph, nodes=nodes)
+
+
+def linear_share(node: Node, features: FeatureRange) -> Node:
+    """A linear node that keeps only the weight rows a device computing `features` needs."""
+    rows = linear_rows(features, node.shape[-1])
+    return replace(node, params={k: v[rows.rows].clone() for k, v in node.params.items()},
+                   attrs={**node.attrs, "weight_rows": rows})  # fmt: skip
 
 
 # -- running a frame ---------------------------------------------------------------------------
