@@ -237,9 +237,10 @@ def _fleet(args: argparse.Namespace):
 
 
 def _backend(args: argparse.Namespace, compute: bool = True) -> str:
-    """The backend a command runs (or prices, when it does not `compute`): the one asked for, refused
-    when it promises exactness and this host cannot keep the promise; by default the fastest exact
-    one here. Both per `suite doctor`, which runs once per host and is cached."""
+    """The backend a command runs: the one asked for, refused when it promises exactness and this host
+    cannot keep the promise; by default the fastest exact one here. Both per `suite doctor`, which
+    runs once per host and is cached. A command that only prices a backend (`compute` False) takes
+    the one asked for, or the default as far as the doctor knows it, and examines nothing."""
     from suite import doctor
     from suite.backends import check_backend
 
@@ -249,7 +250,7 @@ def _backend(args: argparse.Namespace, compute: bool = True) -> str:
         if compute:
             doctor.require_exact(args.backend, _say)
         return args.backend
-    args.backend = doctor.default_backend(_say)
+    args.backend = doctor.default_backend(_say, examine=compute)
     return args.backend
 
 
@@ -299,15 +300,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
     if output:
         save_plan(plan, output)
-    print(plan.to_json() if args.json else _describe_plan(plan, graph))
+    print(plan.to_json() if args.json else _describe_plan(plan, graph, args.backend))
     return EXIT_OK
 
 
-def _describe_plan(plan, graph) -> str:
+def _describe_plan(plan, graph, backend: str) -> str:
     p = plan.predicted
     shape = "x".join(map(str, plan.input_shape))
-    lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices), "
-             f"planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"]
+    lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices, "
+             f"priced for {backend}), planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"]
     for stage, cost in zip(plan.stages, p.stages):
         parts = ", ".join(f"{w.device} {r}" for w in stage.work for r in w.outputs.values())
         lines.append(f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
@@ -396,7 +397,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from suite.backends import make_backend
+    from suite.backends import check_backend, make_backend
     from suite.datasets import load_frames
     from suite.models.load import load_model, parse_input_size
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
@@ -408,11 +409,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.plan is None:
         check_scheme(args.scheme)
-    backend = make_backend(_backend(args), args.threads)  # an unknown name before the model loads
+    if args.backend is not None:
+        check_backend(args.backend)  # an unknown name before the model loads
     sweep_stale()  # cpu limits left by runs that were killed
     inventory = _inventory(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
+    backend = make_backend(_backend(args), args.threads)
     prepared = backend.prepare(loaded)
     graph, model = prepared.graph, model_graph(loaded, prepared.graph)
     plan, fleet = _run_plan(args, model, graph, None if inventory is None else inventory.fleet)
@@ -574,16 +577,18 @@ def _vs(predicted: float | None, error: float | None) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from suite.backends import make_backend
+    from suite.backends import check_backend, make_backend
     from suite.models.load import load_model, parse_input_size
     from suite.verify import verify
 
     if args.parts is not None and args.parts < 1:
         raise UserError(f"--parts {args.parts} must be at least 1")
     rows, cols = _grid(args.grid) if args.grid else (args.parts or 4, 1)
-    backend = make_backend(_backend(args), args.threads)
+    if args.backend is not None:
+        check_backend(args.backend)  # an unknown name before the model loads
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
+    backend = make_backend(_backend(args), args.threads)
     prepared = backend.prepare(loaded)
     x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(args.seed))
     report = verify(prepared, backend, x, rows, cols, args.layerwise)

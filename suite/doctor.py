@@ -432,13 +432,18 @@ def require_exact(backend: str, say: Callable[[str], None] = lambda _: None) -> 
     return verdict
 
 
-def default_backend(say: Callable[[str], None] = lambda _: None) -> str:
+def default_backend(say: Callable[[str], None] = lambda _: None, examine: bool = True) -> str:
     """The fastest backend this host runs exactly: by measured speed once `suite doctor` has examined
-    them all, else the first exact one in the order they usually rank (examining only as needed)."""
+    them all, else the first exact one in the order they usually rank (examining only as needed).
+    Without `examine` (a plan, which prices but computes nothing), what is known, else that order's
+    first."""
     host = host_facts()
     report = _load(cache_path(host), host)
     if all(b in report.verdicts for b in EXACT_BACKENDS) and report.default_backend is not None:
         return report.default_backend
+    if not examine:  # the first not known to differ
+        unrefuted = [b for b in EXACT_BACKENDS if b not in report.verdicts or report.verdicts[b].exact]
+        return (unrefuted or EXACT_BACKENDS)[0]
     for backend in EXACT_BACKENDS:
         if cached([backend], say).verdicts[backend].exact:
             return backend

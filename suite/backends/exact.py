@@ -31,16 +31,17 @@ columns' values. `suite doctor` checks it on the host (`suite/doctor.py`).
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from suite.graph import Node
+from suite.graph import Graph, Node
 from suite.regions import FeatureRange, NodeRegion
 
 ALIGN = 16  # floats: every buffer a GEMM reads or writes starts on a 64-byte boundary
@@ -130,9 +131,23 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return _ALIGNED[id(t)]
 
 
-def _buffers(count: int, size: int) -> torch.Tensor:
-    """`count` buffers of `size` floats, each starting on a 64-byte boundary: row i, [:size]."""
-    return torch.empty(count, -(-size // ALIGN) * ALIGN)
+_scratch = threading.local()
+
+
+def _buffers(*sizes: tuple[int, int]) -> list[torch.Tensor]:
+    """For each (count, size): `count` buffers of `size` floats, row i, each starting on a 64-byte
+    boundary. This thread's scratch memory, reused call after call: fresh pages for every band
+    (a page fault per 4 KB) cost a 1x1 conv more than its copies."""
+    strides = [-(-size // ALIGN) * ALIGN for _, size in sizes]
+    total = sum(count * stride for (count, _), stride in zip(sizes, strides))
+    held = getattr(_scratch, "memory", None)
+    if held is None or held.numel() < total:
+        held = _scratch.memory = torch.empty(total)
+    views, start = [], 0
+    for (count, size), stride in zip(sizes, strides):
+        views.append(held[start : start + count * stride].view(count, stride)[:, :size])
+        start += count * stride
+    return views
 
 
 def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
@@ -183,19 +198,17 @@ def _gemm_conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.
     y = torch.empty(m, r1 - r0, c1 - c0)
 
     def band(i: int) -> None:
-        columns, results = _buffers(blocks, groups * k * n), _buffers(blocks, m * n)
+        columns, results = _buffers((blocks, groups * k * n), (blocks, m * n))
         source = x.as_strided((blocks, groups, cin_group, kh, kw, grid.rows, grid.cols),
                               (grid.cols * s1 * sw, cin_group * sc, sc, d0 * sh, d1 * sw, s0 * sh, s1 * sw),
                               x.storage_offset() + i * grid.rows * s0 * sh)  # fmt: skip
-        columns[:, : groups * k * n].view(source.shape).copy_(source)
-        for b in range(blocks):
-            a = columns[b, : groups * k * n].view(groups, k, n)
-            c = results[b, : m * n].view(groups, m_group, n)
+        columns.view(source.shape).copy_(source)
+        for a, c in zip(columns.view(blocks, groups, k, n), results.view(blocks, groups, m_group, n)):
             if groups == 1:
                 torch.mm(matrix[0], a[0], out=c[0])
             else:
                 torch.bmm(matrix, a, out=c)
-        made = results[:, : m * n].view(blocks, m, grid.rows, grid.cols).permute(1, 2, 0, 3)
+        made = results.view(blocks, m, grid.rows, grid.cols).permute(1, 2, 0, 3)
         into = y[:, i * grid.rows : (i + 1) * grid.rows].unflatten(2, (blocks, grid.cols))
         if bias is None:
             into.copy_(made)
@@ -253,18 +266,41 @@ def avg_divisors(node: Node, in_length: int, axis: int, start: int, stop: int) -
     return torch.tensor(counts, dtype=torch.float32)
 
 
-def batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
-    """x * scale + shift per channel, with scale = weight / sqrt(var + eps) and shift = bias - mean x
-    scale: a multiply and an add per element."""
-    p, x = node.params, xs[0]
+def _affine(node: Node) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch norm as a per-channel scale and shift: weight / sqrt(var + eps), bias - mean x scale."""
+    p = node.params
     scale = 1.0 / torch.sqrt(p["running_var"] + node.attrs["eps"])
     if "weight" in p:
         scale = p["weight"] * scale
     shift = -p["running_mean"] * scale
-    if "bias" in p:
-        shift = p["bias"] + shift
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return (x * scale.view(shape)).add_(shift.view(shape))
+    return scale, shift if "bias" not in p else p["bias"] + shift
+
+
+def batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
+    """x * scale + shift per channel: a multiply and an add per element."""
+    scale, shift = _affine(node)
+    shape = (1, -1) + (1,) * (xs[0].dim() - 2)
+    return (xs[0] * scale.view(shape)).add_(shift.view(shape))
+
+
+def fold_batch_norms(graph: Graph) -> Graph:
+    """The graph with every batch norm that alone reads a conv folded into that conv, as onnxruntime
+    folds them: the conv's weights scaled and its bias shifted per output channel (so the conv node
+    outputs the normalised map), the batch norm a pass-through. Saves two passes over each such map;
+    every process that prepares the model folds it alike, so workers' weight digests still match."""
+    users = graph.consumers()
+    nodes = dict(graph.nodes)
+    for name, node in graph.nodes.items():
+        conv = graph[node.inputs[0]] if node.op == "batchnorm" and len(node.inputs) == 1 else None
+        if conv is None or conv.op != "conv" or users[conv.name] != [name] or conv.name in graph.outputs:
+            continue
+        scale, shift = _affine(node)
+        weight, bias = conv.params["weight"], conv.params.get("bias")
+        params = {"weight": weight * scale.view(-1, 1, 1, 1),
+                  "bias": shift if bias is None else bias * scale + shift}  # fmt: skip
+        nodes[conv.name] = replace(conv, params=params)
+        nodes[name] = replace(node, op="identity", params={}, flops=0)
+    return replace(graph, nodes=nodes)
 
 
 def elementwise(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -226,9 +226,12 @@ class TorchBackend:
         """The graph, and the reference tiles meet: exact, this backend's own run of the whole map,
         node by node (as onnxruntime's reference is its own session); fast, a module's own forward."""
         graph = from_model(loaded)
+        if self.exact:
+            graph = exact.fold_batch_norms(graph)
         if loaded.module is not None and not self.exact:
             return Prepared(graph, loaded.module, "the module's forward on PyTorch's kernels", loaded.module)
-        return Prepared(graph, lambda x: run_whole(graph, x, self, graph.outputs)[graph.outputs[0]],
+        lean = replace(self, observes_all_nodes=False)  # each map freed after its last reader
+        return Prepared(graph, lambda x: run_whole(graph, x, lean, graph.outputs)[graph.outputs[0]],
                         f"the whole model, node by node, on {self.name}'s kernels", loaded.module)
 
 
