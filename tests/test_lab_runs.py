@@ -63,6 +63,23 @@ def test_schemes_run_bit_exact_through_the_lab(deployed, tmp_path, scheme):
     assert logs == sorted(f"{device}.log" for device in workers)  # every worker's output kept
 
 
+def test_onnxruntime_workers_load_the_folded_model_copied_once_to_each_device(deployed, tmp_path):
+    """Each device gets the coordinator's folded model once, in its work folder under the content's
+    digest, and its worker loads it from there; a second run copies nothing more, and no copy cut
+    short is left behind."""
+    args = ("--input-size", "3x64x64", "--scheme", "pico", "--backend", "onnxruntime", "--frames", "2",
+            "--warmup", "1", "--no-baseline", "--json")  # fmt: skip
+    inventory, copies = load_inventory(deployed.inventory_path()), []
+    for run in ("first", "again"):
+        done = _run(deployed, *args, "-o", str(tmp_path / run))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["bit_exact"]
+        folders = {h.name: Path(h.workdir) / "models" for h in inventory.hosts}
+        copies.append({d: sorted(p.name for p in f.iterdir()) for d, f in folders.items() if f.is_dir()})
+    assert copies[0] and copies[1] == copies[0], copies
+    assert not any(name.endswith(".partial") for names in copies[1].values() for name in names)
+
+
 # -- faults ----------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,11 @@ nodes afterwards instead (by the exporter's scope names, by position, or by comp
 rejected: functional ops carry no scope, and a freshly built batch norm is so close to the identity
 that a convolution's output cannot be told from its batch norm's by value.
 
+`prepare` writes the folded model as files (`suite.backends.folded`), which live as long as the
+graph, and a run's workers load those (`load_folded`) instead of exporting the module themselves:
+a worker's graph holds no weights (meta tensors), and its sessions reference the weights of its own
+nodes in the data file, which onnxruntime maps itself; a weight it never runs is never read.
+
 A worker builds its sessions before the first frame (`compile`): one per stage it computes, with
 all its tiles of that stage side by side in one ONNX graph, so it holds one copy of the weights
 however many tiles it computes. Once built, the sessions hold the weights, and the graph `compile`
@@ -31,10 +36,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -48,6 +55,7 @@ import torch.fx as fx
 from onnx import helper, numpy_helper
 
 from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of
+from suite.backends.folded import DATA, MODEL, External, WeightFile, read_folded
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
 from suite.graph.from_torch import from_torch
@@ -68,6 +76,7 @@ class OrtBackend:
     _graph: Graph | None = field(default=None, init=False, repr=False)
     _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
     _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _weights: WeightFile | None = field(default=None, init=False, repr=False)  # a worker's: load_folded
 
     def __post_init__(self) -> None:
         if self.observes_all_nodes:
@@ -86,7 +95,15 @@ class OrtBackend:
 
     def session(self, model_bytes: bytes, level: str = "all"):
         """A session of the model, loaded from a file: a session made from bytes keeps them (for a
-        reset), a second copy of its weights for as long as it lives."""
+        reset), a second copy of its weights for as long as it lives. A worker's file lies beside
+        its weight file, the one folder onnxruntime reads the weights the model references from."""
+        folder = self._weights.path.parent if self._weights is not None else None
+        with tempfile.NamedTemporaryFile(suffix=".onnx", dir=folder) as file:
+            file.write(model_bytes)
+            file.flush()
+            return self._load(Path(file.name), level)
+
+    def _load(self, model_file: Path, level: str):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -96,38 +113,40 @@ class OrtBackend:
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
-        with tempfile.NamedTemporaryFile(suffix=".onnx") as file:
-            file.write(model_bytes)
-            file.flush()
-            return ort.InferenceSession(file.name, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
     def prepare(self, loaded: LoadedModel) -> Prepared:
         """The model with ORT's portable basic optimisations applied once (BN folded into convs),
-        as the graph tiles run and as the monolithic session; that session is built on the first
-        call, so a worker, which never makes one, does not hold a second copy of the weights."""
+        as the graph tiles run and as the monolithic session, and as the folded model's files a
+        run's workers load (`folded_model`); the session is built on the first call, so a process
+        that never makes one does not hold a second copy of the weights."""
         model_bytes = loaded.onnx_bytes or export_onnx(loaded.module, loaded.input_shape, loaded.name)
-        optimised = self._basic_optimised(model_bytes)
+        folder = _fold(model_bytes, loaded.name)
         del model_bytes
-        graph = replace(from_onnx(onnx.ModelProto.FromString(optimised), loaded.name), source="onnxruntime")
+        graph = replace(from_onnx(onnx.load(str(folder / MODEL)), loaded.name), source="onnxruntime")
+        _FOLDED[id(graph)] = folder
+        weakref.finalize(graph, _forget, id(graph), folder)
 
         @cache
         def monolithic_session():
-            return self.session(optimised)
+            return self._load(folder / MODEL, "all")
 
         def monolithic(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(monolithic_session().run(None, {graph.input: x.numpy()})[0])
 
-        return Prepared(graph, monolithic)
+        return Prepared(graph, monolithic, "onnxruntime's session of the whole model", loaded.module)
 
-    def _basic_optimised(self, model_bytes: bytes) -> bytes:
-        import onnxruntime as ort
+    def load_folded(self, model_file: Path) -> Graph:
+        """A worker's graph: the folded model `prepare` wrote, imported without its weights (meta
+        tensors), which stay in the data file until this backend's sessions read those of the nodes
+        they run there. No module is built and nothing is exported."""
+        skeleton, self._weights = read_folded(model_file)
+        return replace(from_onnx(skeleton, skeleton.graph.name), source="onnxruntime")
 
-        with tempfile.TemporaryDirectory() as tmp:
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-            ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-            return Path(opts.optimized_model_filepath).read_bytes()
+    def weight_bytes(self, name: str, tensor: torch.Tensor) -> Iterator[bytes | memoryview]:
+        """A weight's bytes for its digest (`Node.param_digest`) after `load_folded`: read from
+        the weight file where it was left there."""
+        return self._weights.chunks(name, tensor)
 
     def run(self, graph: Graph, names: Sequence[str], values: dict[str, Tile],
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
@@ -172,9 +191,9 @@ class OrtBackend:
         the part of each source it reads (offsets within the tile in its model, not positions)."""
         fed = [_read(graph, names, regions, held) for regions in tiles]
         if len(tiles) == 1:
-            model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc)
+            model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc, self._weights)
         else:
-            model = tiles_model(graph, names, list(zip(tiles, fed)), outputs, self._nchwc)
+            model = tiles_model(graph, names, list(zip(tiles, fed)), outputs, self._nchwc, self._weights)
         session = _Session(self.session(model), fed, list(outputs))
         for index, regions in enumerate(tiles):
             self._sessions[_key(names, regions, held, outputs)] = (session, index)
@@ -185,7 +204,10 @@ class OrtBackend:
 
         Only the maps are asked about, so only the nodes computing maps from maps are built: the
         layout is decided per node and reordered back where a node needs plain NCHW (a flatten, a
-        graph output) alike, and the classifier's weights (VGG-16's: 0.5 GB) stay out of memory."""
+        graph output) alike, and the classifier's weights (VGG-16's: 0.5 GB) stay out of memory.
+        A worker asks with zeros for the weights it left in its weight file (layout follows shapes,
+        not values), as it reads no weight of a node it does not run. The optimised model is
+        written with its weights beside it, and read without them."""
         import onnxruntime as ort
 
         maps = {graph.input}
@@ -194,14 +216,18 @@ class OrtBackend:
                 maps.add(name)
         names = [n for n in graph.nodes if n in maps and n != graph.input]
         whole = {n: region_of(graph, graph[n], {}) for n in names}
-        model = segment_model(graph, names, whole, {graph.input: WHOLE}, graph.boundary(names))
         with tempfile.TemporaryDirectory() as tmp:
+            zeros = self._weights.zeros(Path(tmp) / DATA) if self._weights is not None else None
+            model = Path(tmp) / MODEL
+            model.write_bytes(segment_model(graph, names, whole, {graph.input: WHOLE}, graph.boundary(names),
+                                            weight_file=zeros))  # fmt: skip
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+            opts.add_session_config_entry(f"{_EXTERNAL}_file_name", "optimised.onnx.data")
             opts.log_severity_level = 3
-            ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-            optimised = onnx.load(opts.optimized_model_filepath)
+            ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+            optimised = onnx.load(opts.optimized_model_filepath, load_external_data=False)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
         return frozenset(n for n in names if n not in plain and graph[n].is_map)  # NCHWc holds maps only
 
@@ -262,6 +288,44 @@ def _weightless(node: Node) -> Node:
 
 
 # -- the model as ONNX, under the model graph's names --------------------------------------------
+
+_FOLDED: dict[int, Path] = {}  # id of a graph `prepare` made -> the folder of its folded model
+_EXTERNAL = "session.optimized_model_external_initializers"  # an optimised model's weights beside it
+PREPACK_BYTES = 64 << 20  # the most of a linear layer's weight read from the file into one Gemm
+
+
+def folded_model(graph: Graph) -> Path:
+    """The folder of the folded model `graph` was imported from (`prepare`), which a run's workers
+    load; it is removed once the graph is gone."""
+    return _FOLDED[id(graph)]
+
+
+def _forget(key: int, folder: Path) -> None:
+    _FOLDED.pop(key, None)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fold(model_bytes: bytes, name: str) -> Path:
+    """A new folder holding the model as onnxruntime folds it (basic optimisations), written by
+    onnxruntime with its tensors from 1 KiB up in the data file; the graph is named `name`, the
+    name a worker gives the model it loads."""
+    import onnxruntime as ort
+
+    folder = Path(tempfile.mkdtemp(prefix="suite-folded-"))
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folder / MODEL)
+        opts.add_session_config_entry(f"{_EXTERNAL}_file_name", DATA)
+        opts.add_session_config_entry(f"{_EXTERNAL}_min_size_in_bytes", "1024")
+        ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        skeleton = onnx.load(str(folder / MODEL), load_external_data=False)
+        skeleton.graph.name = name
+        (folder / MODEL).write_bytes(skeleton.SerializeToString())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
 
 
 def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str = "model") -> bytes:
@@ -397,22 +461,25 @@ def _stdout_to_devnull() -> Iterator[None]:
 
 
 def segment_model(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
-                  held: Mapping[str, Region], outputs: Sequence[str],
-                  nchwc: frozenset[str] = frozenset()) -> bytes:  # fmt: skip
+                  held: Mapping[str, Region], outputs: Sequence[str], nchwc: frozenset[str] = frozenset(),
+                  weight_file: WeightFile | None = None) -> bytes:  # fmt: skip
     """An ONNX model computing `outputs` of segment `names` from the tiles `held` of its sources;
-    a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so."""
-    return _serialize(_segment_parts(graph, names, regions, held, outputs, nchwc))
+    a sliced or fed-in map that the whole graph holds in NCHWc layout (`nchwc`) is relaid out so.
+    A weight left in `weight_file` (a meta tensor) is referenced there, so the model must be
+    loaded from that file's folder."""
+    return _serialize(_segment_parts(graph, names, regions, held, outputs, nchwc, weight_file))
 
 
 def tiles_model(graph: Graph, names: Sequence[str], tiles: Sequence[tuple[Mapping[str, NodeRegion | None],
-                Mapping[str, Region]]], outputs: Sequence[str], nchwc: frozenset[str] = frozenset()) -> bytes:
+                Mapping[str, Region]]], outputs: Sequence[str], nchwc: frozenset[str] = frozenset(),
+                weight_file: WeightFile | None = None) -> bytes:  # fmt: skip
     """One ONNX model computing several tiles of segment `names` side by side, tile i from the
     regions and fed parts `tiles[i]`, its tensors suffixed `__tile<i>`; the model's weights are
     shared, so the session holds one copy of them whatever the number of tiles."""
     weights = {c for n in names if graph[n].onnx is not None for c in graph[n].onnx[1]}
     merged = _Parts([], {}, [], [], 17)
     for i, (regions, fed) in enumerate(tiles):
-        parts = _segment_parts(graph, names, regions, fed, outputs, nchwc)
+        parts = _segment_parts(graph, names, regions, fed, outputs, nchwc, weight_file)
         named = lambda t, i=i: t if t in weights or not t else f"{t}__tile{i}"  # noqa: E731
         for proto in parts.nodes:
             proto.input[:] = [named(t) for t in proto.input]
@@ -429,7 +496,8 @@ def tiles_model(graph: Graph, names: Sequence[str], tiles: Sequence[tuple[Mappin
 
 
 def _serialize(parts: _Parts) -> bytes:
-    initializers = [numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
+    initializers = [t.proto(n) if isinstance(t, External)
+                    else numpy_helper.from_array(np.ascontiguousarray(t.numpy()), n)
                     for n, t in parts.inits.items()]  # fmt: skip
     g = helper.make_graph(parts.nodes, "segment", parts.inputs, parts.outputs, initializers)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", parts.opset)])
@@ -438,9 +506,10 @@ def _serialize(parts: _Parts) -> bytes:
 
 
 def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, NodeRegion | None],
-                   held: Mapping[str, Region], outputs: Sequence[str], nchwc: frozenset[str]) -> _Parts:
+                   held: Mapping[str, Region], outputs: Sequence[str], nchwc: frozenset[str],
+                   weight_file: WeightFile | None) -> _Parts:  # fmt: skip
     protos: list[onnx.NodeProto] = []
-    inits: dict[str, torch.Tensor] = {}
+    inits: dict[str, torch.Tensor | External] = {}
     boxes: dict[str, Region] = dict(held)
     opset = 17
     for name in names:
@@ -448,16 +517,25 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         if node.onnx is None:
             raise ValueError(f"node '{name}' has no ONNX form")
         proto, consts = node.onnx
+        pieces = [proto]
         region = regions.get(name)
-        if region is not None and isinstance(region.out, FeatureRange):
-            proto, consts = _feature_share(node, region.out)
+        features = region.out if region is not None and isinstance(region.out, FeatureRange) else None
+        weight = node.params.get("weight")
+        if features is None and node.op == "linear" and weight is not None and weight.is_meta:
+            features = FeatureRange(0, node.shape[-1])  # the whole layer, from the file in runs of rows
+        if features is not None:
+            pieces, consts = _feature_share(node, features, weight_file)
+        elif weight_file is not None:  # a weight left in the file is referenced there
+            consts = {c: weight_file.tensors[c] if t.is_meta else t for c, t in consts.items()}
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
         reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
         renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
                    for src, read in zip(node.inputs, reads)}  # fmt: skip
-        proto = onnx.NodeProto.FromString(proto.SerializeToString())
-        proto.input[:] = [renamed.get(i, i) for i in proto.input]
+        *rows, proto = (onnx.NodeProto.FromString(p.SerializeToString()) for p in pieces)
+        for piece in (*rows, proto):
+            piece.input[:] = [renamed.get(i, i) for i in piece.input]
+        protos.extend(rows)
         pads, crop = _geometry(graph, node, region)
         if pads is not None and node.op == "pad":  # Pad takes its border as an input
             top, left, bottom, right = pads
@@ -480,21 +558,47 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
     return _Parts(protos, inits, inputs, outs, opset)
 
 
-def _feature_share(node: Node, features: FeatureRange) -> tuple[onnx.NodeProto, dict[str, torch.Tensor]]:
-    """A Gemm computing only `features` of a linear layer (MoDNN's FC split), from the rows of the
-    weight for them among those the device holds (`weight_rows`, set by `prune_weights`).
+def _feature_share(node: Node, features: FeatureRange, weight_file: WeightFile | None
+                   ) -> tuple[list[onnx.NodeProto], dict[str, torch.Tensor | External]]:  # fmt: skip
+    """Gemms computing only `features` of a linear layer (MoDNN's FC split), from the rows of the
+    weight for them among those the device holds (`weight_rows`, set by `prune_weights`), the last
+    one's output the node's. Weights left in `weight_file` are referenced there, in runs of rows of
+    at most PREPACK_BYTES, one Gemm each, joined by a Concat: onnxruntime prepacks a Gemm's weight
+    while its bytes in the file are still mapped, so one Gemm of VGG-16's first 400 MB layer took
+    twice that at a worker's start (4 runs: 0.27 GB less at the peak).
 
     Bit-exact for any cut: onnxruntime's Gemm sums each output feature over the inputs in the same
     order whichever rows it is given (measured on the zoo's heads, cuts at 1, 3, 16, 17, 40 and
     halves: 96 of 96 exact), so the split runs here rather than on torch, whose kernels would not
     match this backend's monolithic model anyway."""
     held = node.attrs.get("weight_rows", FeatureRange(0, node.shape[-1]))
-    rows = features.within(held)[-1]
-    consts = {f"{node.name}__weight": node.params["weight"][rows]}
-    if "bias" in node.params:
-        consts[f"{node.name}__bias"] = node.params["bias"][rows]
-    gemm = helper.make_node("Gemm", [node.inputs[0], *consts], [node.name], transB=1, name=node.name)
-    return gemm, consts
+    weight = node.params["weight"]
+    row_bytes = weight.shape[1] * weight.element_size()
+    step = max(1, PREPACK_BYTES // row_bytes) if weight.is_meta else features.size
+    runs = [FeatureRange(a, min(a + step, features.stop)) for a in range(features.start, features.stop, step)]
+    gemms, consts = [], {}
+    for run in runs:
+        out = node.name if len(runs) == 1 else f"{node.name}__rows{run.start}"
+        inputs = [f"{out}__{k}" for k in node.params]
+        for const, (k, v) in zip(inputs, node.params.items()):
+            consts[const] = _rows_in_file(node, k, run, weight_file) if v.is_meta else v[run.within(held)[-1]]
+        gemms.append(helper.make_node("Gemm", [node.inputs[0], *inputs], [out], transB=1, name=out))
+    if len(runs) > 1:
+        gemms.append(helper.make_node("Concat", [g.output[0] for g in gemms], [node.name], axis=1,
+                                      name=node.name))  # fmt: skip
+    return gemms, consts
+
+
+def _rows_in_file(node: Node, param: str, features: FeatureRange, weight_file: WeightFile
+                  ) -> torch.Tensor | External:  # fmt: skip
+    """The rows of a linear layer's weight or bias for `features`, from the initializer it was
+    imported from: a run of that one's bytes in `weight_file`, or (a Gemm weight stored
+    transposed) its columns, read."""
+    proto = node.onnx[0]
+    initializer = proto.input[1 if param == "weight" else 2]
+    if param == "weight" and not any(a.name == "transB" and a.i for a in proto.attribute):
+        return weight_file.read(initializer).t()[features.rows].contiguous()
+    return weight_file.tensors[initializer].rows(features.start, features.stop)
 
 
 def _hw(node: Node, region: Region) -> list[int]:

@@ -13,6 +13,11 @@ nodes and shapes computed at run time (`Shape` -> ... -> a `Pad`'s border or a `
 Chains of data movement (Reshape, Transpose, Split, Slice, Gather) are traced on indices
 (`suite.graph.movement`) and become the channel selections, reorgs and reshapes they amount to,
 each with an ONNX node of its own for onnxruntime.
+
+A weight whose bytes lie in an external data file that was not loaded (`onnx.load(...,
+load_external_data=False)`) is imported as a meta tensor: its shape and type, no values. That is
+all the import reads of a weight, so an onnxruntime worker imports the coordinator's folded model
+without its weights and reads only those of its own nodes (`suite.backends.folded`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import helper, numpy_helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from suite.graph import movement
 from suite.graph.from_torch import GraphImportError
@@ -103,7 +108,10 @@ def _reinfer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto],
     for name in node.input:
         if not name:
             continue
-        if name in params:
+        if name in params and params[name].is_meta:  # a weight left in its file: its type is enough
+            elem = helper.np_dtype_to_tensor_dtype(torch.empty(0, dtype=params[name].dtype).numpy().dtype)
+            in_types[name] = helper.make_tensor_type_proto(elem, list(params[name].shape))
+        elif name in params:
             data[name] = numpy_helper.from_array(params[name].numpy(), name)
             in_types[name] = helper.make_tensor_type_proto(data[name].data_type, data[name].dims)
         elif name in shapes:
@@ -289,8 +297,7 @@ class _Importer:
         self.model, self.name = model, name
         self.types = {v.name: v.type for v in [*inferred.value_info, *inferred.output, *inferred.input]}
         self.shapes = {n: tuple(d.dim_value for d in t.tensor_type.shape.dim) for n, t in self.types.items()}
-        self.params = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
-                       for i in model.graph.initializer}  # fmt: skip
+        self.params = {i.name: _initializer(i) for i in model.graph.initializer}
         self.opset = _opset(model, "")
         self.corrected: set[str] = set()  # tensors whose shape differs from ONNX's inference
         self.nodes: dict[str, Node] = {input_name: Node(input_name, "input", (), self.shapes[input_name])}
@@ -428,6 +435,15 @@ class _Importer:
         )
 
 
+def _initializer(tensor: onnx.TensorProto) -> torch.Tensor:
+    """An initializer's value; a meta tensor of its shape and type where its bytes were left in an
+    external data file."""
+    if external_data_helper.uses_external_data(tensor):
+        dtype = torch.from_numpy(np.empty(0, helper.tensor_dtype_to_np_dtype(tensor.data_type))).dtype
+        return torch.empty(tuple(tensor.dims), dtype=dtype, device="meta")
+    return torch.from_numpy(numpy_helper.to_array(tensor).copy())
+
+
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with the values of its large initializers left out (their types and shapes kept).
 
@@ -435,8 +451,8 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     only small constants' (a Reshape's shape): VGG-16's 0.5 GB took 11 s and 2 GB of memory, its
     skeleton 0.01 s."""
     graph = model.graph
-    light = [i if math.prod(i.dims) < 1024 else onnx.TensorProto(name=i.name, dims=i.dims,
-                                                                  data_type=i.data_type)
+    light = [i if math.prod(i.dims) < 1024 and not external_data_helper.uses_external_data(i)
+             else onnx.TensorProto(name=i.name, dims=i.dims, data_type=i.data_type)
              for i in graph.initializer]  # fmt: skip
     skeleton = helper.make_model(helper.make_graph(graph.node, graph.name, graph.input, graph.output, light,
                                                    value_info=graph.value_info),

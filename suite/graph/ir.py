@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,12 @@ class Window:
         return n
 
 
+def tensor_bytes(name: str, tensor: torch.Tensor) -> tuple[bytes | memoryview]:
+    """A tensor's bytes in memory, in one chunk (`Node.param_digest`)."""
+    t = tensor.detach().contiguous().cpu()
+    return (t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"",)
+
+
 @dataclass
 class Node:
     """One operation. `shape` is the output shape with the batch dimension."""
@@ -97,15 +103,18 @@ class Node:
     def param_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.params.values())
 
-    def param_digest(self) -> str:
-        """A hash of the node's weights (and an ONNX node's constants): two processes that built the
-        same model agree on it, bit for bit."""
+    def param_digest(self, chunks: Callable[[str, torch.Tensor], Iterable[bytes]] | None = None) -> str:
+        """A hash of the node's weights: its ONNX node's constants where it has one (its params are
+        made of them), else its params. Two processes that built the same model agree on it, bit
+        for bit. `chunks` gives a tensor's bytes (by default its memory's): a worker that left its
+        weights in a file reads them from there."""
         digest = hashlib.blake2b(digest_size=16)
-        tensors = dict(self.params) | (dict(self.onnx[1]) if self.onnx else {})
+        tensors = self.onnx[1] if self.onnx else self.params
         for name in sorted(tensors):
-            t = tensors[name].detach().contiguous().cpu()
+            t = tensors[name]
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            digest.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+            for chunk in (chunks or tensor_bytes)(name, t):
+                digest.update(chunk)
         return digest.hexdigest()
 
     @property

@@ -8,11 +8,16 @@ process group as soon as its stdin ends, so every way the coordinator can end (s
 exception, Ctrl-C, SIGTERM, even SIGKILL, which closes its sockets) ends the remote worker too.
 Only a network that breaks silently delays that, until sshd's keepalive gives up on the client
 (`ClientAliveInterval`; the lab sets 5 s x 3).
+
+An onnxruntime run's folded model (`suite.backends.folded`) is copied to each device once per
+content (`place`), rather than exported on the device: exporting VGG-16 takes 3-4 GB, more than a
+4 GB Pi can give, while its copy is 0.55 GB on the wire once and then costs nothing.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import threading
 import time
@@ -25,7 +30,7 @@ from paramiko import Channel
 
 from suite.orchestrate import lifeline
 from suite.orchestrate.inventory import Inventory
-from suite.orchestrate.ssh import CONNECT_TIMEOUT_S, DeviceError, connect, quote
+from suite.orchestrate.ssh import CONNECT_TIMEOUT_S, DeviceError, connect, quote, run
 
 # the lifeline's code without its docstring (`ps` on the device shows the whole command line)
 LIFELINE = Path(lifeline.__file__).read_text().split('"""', 2)[2].strip()
@@ -49,6 +54,38 @@ class RemoteWorkers:
     names: dict[int, str] = field(default_factory=dict)
     logs: dict[int, Path] = field(default_factory=dict)
     _remotes: dict[int, _Remote] = field(default_factory=dict)
+    _digests: dict[Path, str] = field(default_factory=dict)  # folded model folder -> content digest
+
+    def place(self, device_name: str, folded: Path) -> str:
+        """The folded model on the device, in `<workdir>/models/<digest of its content>/`: copied
+        there over SFTP unless that folder exists (later runs of the same model copy nothing). A
+        copy is written into a folder of its own and renamed into place once whole, so a copy cut
+        short is never used, and of two runs copying at once one keeps its copy."""
+        from suite.backends.folded import DATA, MODEL, content_digest
+
+        if folded not in self._digests:
+            self._digests[folded] = content_digest(folded)
+        host = self.inventory.host(device_name)
+        final = f"{host.workdir}/models/{self._digests[folded]}"
+        conn = connect(host, self.inventory.known_hosts, self.connect_timeout_s)
+        try:
+            if conn.run(f"test -d {quote(final)}", hide=True, warn=True, in_stream=False).exited != 0:
+                partial = f"{final}.{secrets.token_hex(4)}.partial"
+                run(conn, host, f"mkdir -p {quote(partial)}", "making a folder for the folded model")
+                for name in (MODEL, DATA):
+                    if (folded / name).is_file():
+                        conn.put(str(folded / name), remote=f"{partial}/{name}")
+                run(conn, host, f"mv -T {quote(partial, final)} 2>/dev/null || rm -rf {quote(partial)}",
+                    "moving the folded model into place")  # fmt: skip
+        except DeviceError:
+            raise
+        except Exception as exc:  # SFTP and channel errors: one line naming the device
+            said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DeviceError(f"device {device_name} ({host.address}): copying the folded model to {final} "
+                              f"failed: {said}") from None  # fmt: skip
+        finally:
+            conn.close()
+        return f"{final}/{MODEL}"
 
     def start(self, rank: int, device_name: str, argv: list[str], env: dict[str, str]) -> None:
         """Start `argv` on the device in its work folder, with `env` added to sshd's environment."""

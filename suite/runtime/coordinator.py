@@ -7,6 +7,10 @@ many in flight as the plan keeps (one per PICO pipeline group, HALP's tasks per 
 output is compared bit for bit with the monolithic model's; a mismatch stops the run and a
 one-process replay of that frame (`replay.py`) names the first node that differs.
 
+On onnxruntime, each worker is handed the folded model `OrtBackend.prepare` wrote (its path on the
+device: `Workers.place` copies it to a fleet's device once per content) and loads only its own
+nodes' weights from it, instead of building and exporting the module itself.
+
 A worker that dies or stops answering ends the run within the timeout with an error naming the
 device and stage; every worker is killed on the way out and the frames done so far are kept,
 marked incomplete.
@@ -120,6 +124,8 @@ class Coordinator:
                 workers = RemoteWorkers(inventory, log_dir)
             host = _reachable(bind)
             master = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
+            folded = self._folded_model()
+            model_files = {name: workers.place(name, folded) for name in names[1:]} if folded else {}
             for name in names[1:]:
                 python, env = options.python, {SECRET_ENV: secret}
                 if inventory is not None:
@@ -127,10 +133,10 @@ class Coordinator:
                     python = device.launcher
                     env |= {"GLOO_SOCKET_IFNAME": device.interface} if device.interface else {}
                 argv = worker_command(python, ranks[name], len(names), master, options.model,
-                                      options.input_size, options.seed)  # fmt: skip
+                                      options.input_size, options.seed, model_files.get(name))  # fmt: skip
                 workers.start(ranks[name], name, argv, env)
             info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
-            self._check_weights(info)
+            self._check_weights(info, model_files)
             if inventory is None:
                 self._emulate(workers, names[1:], ranks, info)
             else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
@@ -176,15 +182,27 @@ class Coordinator:
         single = make_plan("single", self.model_graph or self.graph, self.fleet)
         return run, self.run(single, progress("single device"), label="single")
 
-    def _check_weights(self, info: dict[str, dict]) -> None:
-        """Every worker built the same weights as this process: a factory that draws random weights
-        without `--seed`, or another version of a model file on a device, is named here, not
-        reported later as outputs that differ."""
+    def _folded_model(self) -> Path | None:
+        """The folded model onnxruntime workers load (None: workers build the model themselves)."""
+        if self.options.backend != "onnxruntime":
+            return None
+        from suite.backends.ort import folded_model
+
+        return folded_model(self.graph)
+
+    def _check_weights(self, info: dict[str, dict], model_files: dict[str, str]) -> None:
+        """Every worker holds the same weights as this process: a factory that draws random weights
+        without `--seed`, another version of a model file on a device, or a damaged copy of the
+        folded model is named here, not reported later as outputs that differ."""
         mine: dict[str, str] = {}
         for device, ready in info.items():
             for node, digest in ready.pop("weights", {}).items():
                 if node in self.graph.nodes and node not in mine:
                     mine[node] = self.graph[node].param_digest()
+                if node in mine and digest != mine[node] and device in model_files:
+                    raise UserError(f"device {device} read other weights for node '{node}' from "
+                                    f"{model_files[device]} than the coordinator's: that copy of the folded "
+                                    "model is damaged or was changed; remove its folder and run again")
                 if node in mine and digest != mine[node]:
                     raise UserError(f"device {device} holds other weights for node '{node}' than the "
                                     "coordinator: build the model the same way everywhere (a factory must "

@@ -25,6 +25,8 @@ class Workers(Protocol):
 
     names: dict[int, str]  # rank -> device
 
+    def place(self, device_name: str, folded: Path) -> str: ...  # the folded model's path there
+
     def start(self, rank: int, device_name: str, argv: list[str], env: dict[str, str]) -> None: ...
 
     def dead(self) -> dict[int, int]: ...  # rank -> exit status, for workers that have exited
@@ -55,6 +57,12 @@ class LocalWorkers:
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
     logs: dict[int, Path] = field(default_factory=dict)
     limits: list[CpuLimit] = field(default_factory=list)
+
+    def place(self, device_name: str, folded: Path) -> str:
+        """The folded model in folder `folded`, as this host's workers open it: where it is."""
+        from suite.backends.folded import MODEL
+
+        return str(folded / MODEL)
 
     def start(self, rank: int, device_name: str, argv: list[str], env: dict[str, str]) -> None:
         """Start `argv` as the device's worker, with `env` added to this process's environment
