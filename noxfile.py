@@ -12,7 +12,7 @@ INSTALL = ("-c", "constraints.txt", "-e", ".[test]")
 def tests(session: nox.Session) -> None:
     """The test suite without the whole-zoo matrix (see the `zoo` session)."""
     session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", "-m", "not slow",
+    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", "-m", "not slow and not blas",
                 *session.posargs)
 
 
@@ -21,6 +21,15 @@ def zoo(session: nox.Session) -> None:
     """The slow tests: every zoo model x parts x grids x modes x backends, bit for bit (tens of minutes)."""
     session.install(*INSTALL)
     session.run("pytest", "-p", "no:cacheprovider", "-m", "slow", "-v", *session.posargs)
+
+
+@nox.session
+def blas(session: nox.Session) -> None:
+    """The exactness matrix under every BLAS code path this CPU has (MKL_CBWR, MKL's instruction cap,
+    ATen's SIMD dispatch) at 1, 2 and 4 threads, on the 1x1-heavy models and YOLOv2's grid (about
+    10 minutes); `nox -s zoo` runs one case per path."""
+    session.install(*INSTALL)
+    session.run("pytest", "-p", "no:cacheprovider", "-m", "blas", "-v", *session.posargs)
 
 
 @nox.session

@@ -212,9 +212,10 @@ def test_exact_under_other_blas_code_paths(env, threads):
     assert report["reference_is_model"]
 
 
-# The whole matrix (`nox -s zoo`): the 1x1-heavy models and YOLOv2's 3x3 grid (whose 256->512 conv at
-# 38x38 drifted at 2 threads only) under each MKL code path this CPU has, MKL's instruction cap,
-# PyTorch's own SIMD dispatch, at 1, 2 and 4 threads; each model at the size where the drift was seen.
+# The whole matrix (`nox -s blas`, 50 cases): the 1x1-heavy models and YOLOv2's 3x3 grid (whose
+# 256->512 conv at 38x38 drifted at 2 threads only) under each MKL code path this CPU has, MKL's
+# instruction cap and PyTorch's own SIMD dispatch, at 1, 2 and 4 threads, each at its default size.
+# CI runs every path once (`nox -s zoo`, marked slow), each with another model.
 MATRIX_MODELS = [("resnet50", "--parts", "7"), ("googlenet", "--grid", "3x3"),
                  ("mobilenet_v3_large", "--parts", "3"), ("efficientnet_b0", "--parts", "4"),
                  ("yolov2_16", "--grid", "3x3")]  # fmt: skip
@@ -222,12 +223,14 @@ MATRIX_PATHS = [({}, "1"), ({}, "4"), ({"MKL_CBWR": "COMPATIBLE"}, "2"), ({"MKL_
                 ({"MKL_CBWR": "AVX"}, "2"), ({"MKL_CBWR": "AVX2"}, "1"), ({"MKL_CBWR": "AVX2"}, "2"),
                 ({"MKL_CBWR": "AVX512"}, "4"), ({"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "2"),
                 ({"ATEN_CPU_CAPABILITY": "avx2"}, "1")]  # fmt: skip
+MATRIX = [pytest.param(*model, env, threads,
+                       marks=[pytest.mark.blas] + [pytest.mark.slow] * (i % len(MATRIX_MODELS) == j),
+                       id=f"{model[0]}-" + ",".join([*(f"{k}={v}" for k, v in env.items()), f"{threads}t"]))
+          for i, (env, threads) in enumerate(MATRIX_PATHS)
+          for j, model in enumerate(MATRIX_MODELS)]  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model,cut,parts", MATRIX_MODELS, ids=[m for m, _, _ in MATRIX_MODELS])
-@pytest.mark.parametrize("env,threads", MATRIX_PATHS, ids=[
-    ",".join([*(f"{k}={v}" for k, v in e.items()), f"{t}t"]) for e, t in MATRIX_PATHS])  # fmt: skip
+@pytest.mark.parametrize("model,cut,parts,env,threads", MATRIX)
 def test_zoo_exact_under_every_blas_code_path(model, cut, parts, env, threads):
     if "MKL_CBWR" in env and env["MKL_CBWR"] not in _cbwr_paths():
         pytest.skip(f"this CPU has no MKL {env['MKL_CBWR']} path")

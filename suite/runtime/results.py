@@ -195,6 +195,8 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
         table.insert(0, "run", label)
         table["cpu_cores"] = [None, *(w.get("cpu_cores") for w in run.workers.values())]
         table["weights_bytes"] = [0, *(w["weights_bytes"] for w in run.workers.values())]
+        # the device's `suite doctor` verdict on the backend: equal fingerprints, equal arithmetic
+        table["doctor_fingerprint"] = [None, *(w.get("doctor_fingerprint") for w in run.workers.values())]
         for column, dtype in WORKER_STARTUP.items():
             table[column] = pd.array([None, *(w.get(column) for w in run.workers.values())], dtype=dtype)
         tables.append(table)

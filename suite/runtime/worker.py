@@ -1,11 +1,14 @@
 """A device's process: `python -m suite.runtime.worker --rank R --world W --master HOST:PORT --model
-SPEC --input-size CxHxW --seed S`, with the run's secret in its environment (`SUITE_RUN_SECRET`).
+SPEC --input-size CxHxW --seed S [--model-file PATH]`, with the run's secret in its environment
+(`SUITE_RUN_SECRET`).
 
 It joins the coordinator's authenticated rendezvous, builds the model its own command line names
 (the store never names code to import: a forged plan can at most fail to match the model), keeps
 only the weights its share of the plan needs, joins the gloo group and plays its program frame by
-frame. Whatever goes wrong is written to the store as one line (`error/R`) for the coordinator to
-report, and the process exits non-zero. Fabric starts the same command on real devices.
+frame. An onnxruntime worker builds no module: it loads the folded model the coordinator wrote
+(`--model-file`, `suite.backends.folded`) and reads only its own nodes' weights from it. Whatever
+goes wrong is written to the store as one line (`error/R`) for the coordinator to report, and the
+process exits non-zero. Fabric starts the same command on real devices.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from suite.errors import UserError
 
@@ -33,11 +37,12 @@ def parse_master(text: str) -> tuple[str, int]:
 
 
 def command(python: str, rank: int, world: int, master: str, model: str, input_size: tuple[int, ...],
-            seed: int) -> list[str]:  # fmt: skip
-    """The command line that starts a worker (locally, or on a device over SSH)."""
+            seed: int, model_file: str | None = None) -> list[str]:  # fmt: skip
+    """The command line that starts a worker (locally, or on a device over SSH); `model_file`: the
+    folded model an onnxruntime worker loads, as the device sees it."""
     return [python, "-m", "suite.runtime.worker", "--rank", str(rank), "--world", str(world),
             "--master", master, "--model", model, "--input-size", "x".join(map(str, input_size)),
-            "--seed", str(seed)]  # fmt: skip
+            "--seed", str(seed), *(["--model-file", model_file] if model_file else [])]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="zoo name, path/to/model.onnx or module:factory")
     parser.add_argument("--input-size", required=True, metavar="CxHxW")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-file", help="the coordinator's folded model.onnx (onnxruntime workers)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     from suite.runtime import transport
@@ -89,7 +95,8 @@ def _build(config: dict, args: argparse.Namespace):
     """The runner for this rank's party, the frame count, and what to report when ready."""
     import torch
 
-    from suite.backends import make_backend
+    from suite.backends import BackendError, make_backend
+    from suite.doctor import recorded, refusal
     from suite.models.load import load_model, parse_input_size
     from suite.plan import PlanError, load_plan_dict
     from suite.runtime.engine import Runner, compile_program, prune_weights, segments
@@ -100,10 +107,18 @@ def _build(config: dict, args: argparse.Namespace):
     # tiles a task no longer needs are freed as it runs, as the module's own forward frees them
     backend = make_backend(config["backend"], config["threads"].get(party, 1))
     backend = replace(backend, observes_all_nodes=False)
+    verdict = recorded(config["backend"])  # as `suite doctor` (or `suite deploy`) left it on this device
+    if verdict is not None and not verdict.exact:
+        raise BackendError(refusal(verdict, f"device {party}"))
     torch.set_num_interop_threads(1)
-    loaded = load_model(args.model, parse_input_size(args.input_size), args.seed)
-    graph = backend.prepare(loaded).graph
-    del loaded  # the module's own copy of the weights
+    if config["backend"] == "onnxruntime":  # its weights stay in the file until its sessions read them
+        if args.model_file is None:
+            raise UserError("an onnxruntime worker loads the coordinator's folded model: pass --model-file")
+        graph, weight_bytes = backend.load_folded(Path(args.model_file)), backend.weight_bytes
+    else:
+        loaded = load_model(args.model, parse_input_size(args.input_size), args.seed)
+        graph, weight_bytes = backend.prepare(loaded).graph, None
+        del loaded  # the module's own copy of the weights
     plan = load_plan_dict(config["plan"])
     if plan.model != graph.name or tuple(plan.input_shape) != tuple(graph.input_shape[1:]):
         raise PlanError(f"the plan is for {plan.model} {plan.input_shape}, but this worker was started "
@@ -112,12 +127,14 @@ def _build(config: dict, args: argparse.Namespace):
         raise PlanError(f"the plan names the {plan.graph} graph's nodes, but this worker runs "
                         f"{backend.name} on the {graph.source} graph")  # fmt: skip
     program = compile_program(plan, graph, party)
-    digests = {n: graph[n].param_digest() for n in sorted(program.nodes) if graph[n].params or graph[n].onnx}
+    digests = {n: graph[n].param_digest(weight_bytes) for n in sorted(program.nodes)
+               if graph[n].params or graph[n].onnx}  # fmt: skip
     graph = prune_weights(graph, program)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     compiled = backend.compile(graph, segments(program, graph))
     runner = Runner(compiled.graph, program, backend, GlooTransport(ranks), config["timeout_s"], args.rank)
     return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
+                                      "doctor_fingerprint": None if verdict is None else verdict.fingerprint,
                                       "nodes": len(program.nodes), "weights": digests,
                                       "compile_s": compiled.seconds,
                                       "executables": compiled.executables}  # fmt: skip
@@ -126,9 +143,9 @@ def _build(config: dict, args: argparse.Namespace):
 def _give_back_freed_memory() -> int:
     """Return the heap freed during start-up to the system, and the resident memory left (bytes).
 
-    Building the model leaves freed heap behind (the exporter's and the optimiser's protobufs, the
-    module's copy of the weights); glibc keeps such pages mapped (onnxruntime's ResNet-18 worker:
-    140 MB), so the worker's resident memory would count memory it no longer uses."""
+    Building the model leaves freed heap behind (the module's copy of the weights; onnxruntime's
+    layout query and session protobufs); glibc keeps such pages mapped, so the worker's resident
+    memory would count memory it no longer uses."""
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return memory()["VmRSS"]

@@ -5,7 +5,8 @@ Every layer (a conv or pool with the pointwise and merge nodes it alone feeds, s
 capability (the Biased One-Dimensional Partition, BODP). The group owner, the fastest device,
 scatters each device's input rows (with their halo) and gathers the strips before the next layer;
 nothing is pipelined. Fully connected layers are split by output neurons in proportion to
-capability, with cut points on multiples of 4 so the split stays bit-exact (DESIGN.md); the
+capability, with cut points on whole chunks of the exact linear kernel's calls (16 features, so
+no two devices compute one chunk; any cut is bit-exact, `suite/backends/exact.py`); the
 remaining tail nodes (pooling to 1x1, flatten) run on the owner. A squeeze-and-excite branch
 runs on the owner too, on the gathered map, before the layer that scales by its vector.
 
@@ -16,6 +17,7 @@ modelled, since the zoo's linear layers are dense.
 
 from __future__ import annotations
 
+from suite.backends.exact import LINEAR_ROWS
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
 from suite.graph.cuts import front_branches, layers, spatial_front
@@ -23,7 +25,7 @@ from suite.plan import Layout, build_stages
 from suite.regions import Box, FeatureRange, split_range
 from suite.schemes.chain import Step, whole_on
 
-ALIGN = 4  # linear output cut points on multiples of this stay bit-exact
+ALIGN = LINEAR_ROWS  # linear output cut points: the exact kernel's chunks of features
 
 
 def plan(graph: Graph, fleet: Fleet) -> Layout:
