@@ -32,6 +32,18 @@ def blas(session: nox.Session) -> None:
     session.run("pytest", "-p", "no:cacheprovider", "-m", "blas", "-v", *session.posargs)
 
 
+@nox.session(python=False)
+def aarch64(session: nox.Session) -> None:
+    """The exactness checks under a Raspberry Pi's instruction set (hardware/aarch64/README.md).
+
+    qemu user mode, Debian's arm64 CPython 3.11 and the pinned aarch64 wheels, built once into
+    .cache/aarch64/ (1.7 GB; root: apt and a chroot), then suite doctor and suite verify on an emulated
+    Pi 4 and Pi 5 (10-15 minutes each); fails when a case the suite accepts is not bit-exact (a backend
+    the doctor refuses is reported). `nox -s aarch64 -- --cpu pi4 --backend torch` picks cases."""
+    session.run("hardware/aarch64/setup.sh", external=True)
+    session.run("hardware/aarch64/check.sh", *(session.posargs or ["--doctor"]), external=True)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """pytest-benchmark timings of the core, planning and runtime (tests/bench) to .benchmarks/bench.json.

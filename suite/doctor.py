@@ -166,14 +166,13 @@ def host_facts() -> dict:
     import onnxruntime
 
     config = torch.__config__.show()
-    blas = re.search(r"(Intel\(R\) oneAPI Math Kernel Library Version \S+|OpenBLAS\S*|Accelerate|BLIS)",
-                     config)  # fmt: skip
+    blas = re.search(r"Intel\(R\) oneAPI Math Kernel Library Version \S+|BLAS_INFO=(\w+)", config)
     return {
         "machine": platform.machine(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count() or 1,
         "isa": torch.backends.cpu.get_cpu_capability(),
-        "blas": blas.group(1) if blas else "unknown",
+        "blas": (blas.group(1) or blas.group(0)) if blas else "unknown",  # MKL's version; NVPL, OpenBLAS
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "environment": {v: os.environ[v] for v in ENVIRONMENT if v in os.environ},

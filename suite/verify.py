@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from suite.backends import Prepared, Tile, run_segment, run_whole
+from suite.backends import Prepared, Tile, one_thread, run_segment, run_whole
 from suite.graph.cuts import (
     coverage,
     first_unpartitioned,
@@ -135,7 +135,7 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
     result = done[graph.outputs[0]][1]
     native = None if prepared.native is None else 0.0  # the reference may be the native forward itself
     if prepared.native is not None and prepared.native is not prepared.monolithic:
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             native = _relative(reference, prepared.native(x))
     mismatched = {n for tiles_seen in [*seen, done] for n, (region, t) in tiles_seen.items()
                   if n in whole and n != graph.input

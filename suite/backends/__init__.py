@@ -16,6 +16,7 @@ from suite.backends.base import (
     Prepared,
     Segment,
     Tile,
+    one_thread,
     region_of,
     run_segment,
     run_whole,
@@ -26,7 +27,7 @@ BACKENDS = ("torch", "torch-fast", "onnxruntime")
 
 __all__ = [
     "BACKENDS", "Backend", "BackendError", "Compiled", "Prepared", "Segment", "Tile", "TorchBackend",
-    "check_backend", "make_backend", "region_of", "run_segment", "run_whole",
+    "check_backend", "make_backend", "one_thread", "region_of", "run_segment", "run_whole",
 ]  # fmt: skip
 
 

@@ -3,7 +3,8 @@ run a graph on it (a segment of tiles, or the whole model node by node)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -84,6 +85,19 @@ class Backend(Protocol):
     def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
         """Build what running `segments` needs before the first frame (a worker's start-up), and
         return the graph to run them with from then on."""
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """PyTorch on one thread, for what runs outside a backend's own settings (a module's forward, the
+    ONNX export): torch 2.13's aarch64 wheel dies of SIGILL on a Pi 3 or 4 (ARMv8.0) whenever its
+    BLAS multiplies on several threads (hardware/aarch64/README.md)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def region_of(graph: Graph, node: Node, regions: Mapping[str, NodeRegion]) -> NodeRegion | None:

@@ -54,7 +54,7 @@ import torch
 import torch.fx as fx
 from onnx import helper, numpy_helper
 
-from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of
+from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, one_thread, region_of
 from suite.backends.folded import DATA, MODEL, External, WeightFile, read_folded
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
@@ -341,7 +341,7 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
     names = [n for n in model_graph.nodes if n != model_graph.input and n in traced]
     next(n for n in gm.graph.nodes if n.op == "output").args = (tuple(traced[n] for n in names),)
     buf = io.BytesIO()
-    with warnings.catch_warnings(), _stdout_to_devnull(), _out_of_place(gm):
+    with warnings.catch_warnings(), _stdout_to_devnull(), _out_of_place(gm), one_thread():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(gm, (torch.zeros(1, *input_shape),), buf, dynamo=False,
