@@ -124,8 +124,8 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
     # The nodes compared one by one: all of them where the backend hands them back.
     observed = None if backend.observes_all_nodes else list(dict.fromkeys(outputs + list(graph.outputs)))
     with backend.active():
-        reference = prepared.monolithic(x)
         whole = run_whole(graph, x, backend, observed)
+        reference = whole[graph.outputs[0]] if prepared.node_by_node else prepared.monolithic(x)
         cut = _layerwise if layerwise else _fused
         front_maps, tiles, extra_flops, seen = cut(graph, backend, x, front, outputs, rows, cols)
         values: dict[str, Tile] = {graph.input: (WHOLE, x)}

@@ -4,7 +4,7 @@
 usage: summarize.py header
        summarize.py verify FILE.json CPU CASE SECONDS     (exit 1 when not bit-exact)
        summarize.py doctor FILE.json CPU BACKEND SECONDS  (exit 1 when not exact: check.sh records it)
-       summarize.py failed CPU BACKEND CASE SECONDS FILE.err
+       summarize.py failed|refused CPU BACKEND CASE SECONDS FILE.err  (a refusal: the doctor's)
 """
 from __future__ import annotations
 
@@ -37,11 +37,12 @@ def main(argv: list[str]) -> int:
         differ = f"{len(v['failures'])} of {v['cases']} probe cases differ"
         print(ROW.format(cpu, backend, case, str(v["exact"]), worst, seconds, differ))
         return 0 if v["exact"] else 1
-    if kind == "failed":
+    if kind in ("failed", "refused"):
         cpu, backend, case, seconds, err = argv[1:6]
         lines = [ln for ln in open(err).read().splitlines() if ln.strip() and not ln.startswith("[aarch64")]
-        print(ROW.format(cpu, backend, case, "FAILED", "", seconds, lines[-1] if lines else "(no output)"))
-        return 1
+        said = lines[-1] if lines else "(no output)"
+        print(ROW.format(cpu, backend, case, kind.upper(), "", seconds, said))
+        return 1 if kind == "failed" else 0
     print(__doc__, file=sys.stderr)
     return 2
 

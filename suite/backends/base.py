@@ -35,6 +35,7 @@ class Prepared:
     monolithic: Callable[[torch.Tensor], torch.Tensor]
     reference: str = "the backend's own run of the whole model"
     native: Callable[[torch.Tensor], torch.Tensor] | None = None
+    node_by_node: bool = False  # `monolithic` is `run_whole` of `graph` on the backend: verify's whole run
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def _buffers(*sizes: tuple[int, int]) -> list[torch.Tensor]:
     return views
 
 
-def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
+def padded(x: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
+    """`x` with `pad` (top, bottom, left, right) rows and columns of `value` around it."""
     top, bottom, left, right = pad
     return F.pad(x, (left, right, top, bottom), value=value) if any(pad) else x
 
@@ -191,7 +192,7 @@ def _gemm_conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.
     r0, r1 = out.h0 // grid.rows * grid.rows, -(-out.h1 // grid.rows) * grid.rows
     c0, c1 = out.w0 // grid.cols * grid.cols, -(-out.w1 // grid.cols) * grid.cols
     top, bottom, left, right = region.pad
-    x = _pad(xs[0], (top + (out.h0 - r0) * s0, bottom + (r1 - out.h1) * s0,
+    x = padded(xs[0], (top + (out.h0 - r0) * s0, bottom + (r1 - out.h1) * s0,
                      left + (out.w0 - c0) * s1, right + (c1 - out.w1) * s1))[0].contiguous()  # fmt: skip
     sc, sh, sw = x.stride()
     blocks, n = (c1 - c0) // grid.cols, grid.rows * grid.cols
@@ -226,7 +227,7 @@ def _depthwise(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.
     then the bias: one multiply and one add per term, each correctly rounded."""
     weight, bias = node.params["weight"], node.params.get("bias")
     m, _, kh, kw = weight.shape
-    x = _pad(xs[0], region.pad)
+    x = padded(xs[0], region.pad)
     if m != x.shape[1]:  # a channel multiplier: each input channel feeds m / c outputs
         x = x.repeat_interleave(m // x.shape[1], dim=1)
     total = None
@@ -241,7 +242,7 @@ def avgpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Ten
     """Window sums as sums of shifted maps in a fixed order (zeros outside the map), then divided by
     the whole map's per-position divisor."""
     kh, kw = node.window.kernel
-    x = _pad(xs[0], region.pad)
+    x = padded(xs[0], region.pad)
     total = None
     for i in range(kh):
         for j in range(kw):

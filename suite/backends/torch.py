@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from suite.backends import exact
 from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of, run_whole
-from suite.backends.exact import _pad
+from suite.backends.exact import padded
 from suite.graph import Graph, Node, Window, from_model
 from suite.graph.movement import space_to_depth
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, index_in
@@ -62,7 +62,7 @@ def _maxpool(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Te
         (top, left) = implicit[1]
         y = F.max_pool2d(xs[0], w.kernel, w.stride, implicit[0], w.dilation, ceil_mode=False)
         return y[..., top : top + out.height, left : left + out.width]
-    x = _pad(xs[0], region.pad, float("-inf"))
+    x = padded(xs[0], region.pad, float("-inf"))
     return F.max_pool2d(x, w.kernel, w.stride, 0, w.dilation, ceil_mode=False)
 
 
@@ -100,7 +100,7 @@ _SHARED: dict[str, Kernel] = {
     "add": lambda node, xs, region: _sum(xs),
     "mul": lambda node, xs, region: _product(xs),
     "concat": lambda node, xs, region: torch.cat(xs, 1),
-    "pad": lambda node, xs, region: _pad(xs[0], region.pad, node.attrs["value"]),
+    "pad": lambda node, xs, region: padded(xs[0], region.pad, node.attrs["value"]),
     "reorg": lambda node, xs, region: space_to_depth(xs[0], node.attrs["block"]),
     "channel_select": _channel_select,
     "scale": lambda node, xs, region: xs[0] * xs[1],
@@ -122,7 +122,7 @@ def _fast_conv(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.
         (top, left) = implicit[1]
         y = F.conv2d(xs[0], weight, bias, w.stride, implicit[0], w.dilation, groups)
         return y[..., top : top + out.height, left : left + out.width]
-    return F.conv2d(_pad(xs[0], region.pad), weight, bias, w.stride, 0, w.dilation, groups)
+    return F.conv2d(padded(xs[0], region.pad), weight, bias, w.stride, 0, w.dilation, groups)
 
 
 def _fast_batchnorm(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
@@ -232,7 +232,8 @@ class TorchBackend:
             return Prepared(graph, loaded.module, "the module's forward on PyTorch's kernels", loaded.module)
         lean = replace(self, observes_all_nodes=False)  # each map freed after its last reader
         return Prepared(graph, lambda x: run_whole(graph, x, lean, graph.outputs)[graph.outputs[0]],
-                        f"the whole model, node by node, on {self.name}'s kernels", loaded.module)
+                        f"the whole model, node by node, on {self.name}'s kernels", loaded.module,
+                        node_by_node=True)
 
 
 def _slice(graph: Graph, tile: Tile, read: Region, src: str) -> torch.Tensor:

@@ -36,6 +36,21 @@ def _input(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
 
 
+def _alternating(benchmark, sides: dict[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Each side once per round, in turn, for `rounds` rounds after a warm-up; the median CPU seconds
+    of each. The benchmark's own statistics are a whole round's."""
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+
+    def one_round() -> None:
+        for name, side in sides.items():
+            start = CLOCK()
+            side()
+            seconds[name].append(CLOCK() - start)
+
+    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=1)
+    return {name: statistics.median(times[-rounds:]) for name, times in seconds.items()}
+
+
 def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

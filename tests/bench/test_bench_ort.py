@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 import torch
-from test_bench_core import CLOCK, INPUT, ROUNDS, THREADS, _input
+from test_bench_core import CLOCK, INPUT, THREADS, _alternating, _input
 
 from suite.backends import make_backend
 from suite.fleet import on_backend, uniform_fleet
@@ -32,21 +31,6 @@ from suite.runtime.lowering import lower_plan
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
 from suite.verify import compare
-
-
-def _alternating(benchmark, sides: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Each side once per round, in turn, for ROUNDS rounds after a warm-up; the median CPU seconds
-    of each. The benchmark's own statistics are a whole round's."""
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-
-    def one_round() -> None:
-        for name, side in sides.items():
-            start = CLOCK()
-            side()
-            seconds[name].append(CLOCK() - start)
-
-    benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=1)
-    return {name: statistics.median(times[-ROUNDS:]) for name, times in seconds.items()}
 
 
 def _frame(backend_name: str, plan, model_graph, loaded, x: torch.Tensor) -> Callable[[], torch.Tensor]:
