@@ -130,6 +130,23 @@ def test_fused_cut_ends_where_the_map_gets_too_small():
     assert 0.5 < report.tiled_share < 1.0
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_cut_ends_before_a_border_a_strip_would_lie_all_in(backend_name):
+    """Dynamic "same" pads before strided convs: where the conv is too small to tile, its border
+    goes whole with it (at 8 strips of an 8-row map, the last strip of the 9-row padded map lay
+    all in the border, and the map before it was refused as an empty region)."""
+    backend = make_backend(backend_name)
+    prepared = backend.prepare(LoadedModel("same", SIZE, module=_module("SameStridedStack")))
+    stops = {}
+    for parts in (3, 5, 8, 16):
+        report = verify(prepared, backend, _input(), parts)
+        assert report.bit_exact and report.ir_matches_monolithic, (parts, report.first_mismatch)
+        stops[parts] = report.tiling_stops
+    assert stops[3] == []  # the whole model in 3 strips
+    assert [s["node"] for s in stops[8]] == ["pad_4"]
+    assert "a border for 'convs_4', added to the whole map with it: its 4x4 map" in stops[8][0]["reason"]
+
+
 def _suite(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, env=env,

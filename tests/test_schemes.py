@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import user_models
 from torch import nn
 from toys import MB, conv_graph, fleet, forced_pico_plan
 
@@ -265,3 +266,16 @@ def test_pico_is_at_least_single_and_deepthings_on_everyfleet(model):
         for other in ("single", "deepthings"):
             theirs = make_plan(other, graph, fleet).predicted.throughput_fps
             assert pico >= theirs * (1 - 1e-9), (model, name, other, pico, theirs)
+
+
+@pytest.mark.parametrize("scheme", ["modnn", "deepthings", "halp", "pico", "ofl"])
+def test_every_scheme_plans_for_2_to_64_devices(scheme):
+    """Slow devices on a fast link, so the schemes tile all they can: dynamic "same" pads before
+    strided convs down to 2x2 maps. More devices than rows leave some idle or end the tiled part
+    early; none is refused (PICO's strips of a lone border at 8 devices, and HALP beyond the
+    first map's rows, were)."""
+    graph = from_torch(user_models.SameStridedStack().eval(), (3, 32, 32), "same")
+    for devices in (2, 5, 8, 16, 64):
+        plan = make_plan(scheme, graph, fleet(*[1e6] * devices, bandwidth_bps=8e12))
+        check_plan(plan, graph, fleet(*[1e6] * devices, bandwidth_bps=8e12))
+        assert plan.predicted.latency_s > 0

@@ -157,6 +157,22 @@ class DynamicSamePad(nn.Module):
         return self.b(self.same(F.relu(self.a(self.same(x, 3, 2))), 3, 1))
 
 
+class SameStridedStack(nn.Module):
+    """Dynamic "same" convs halving the map down to a few rows (EfficientNet-PyTorch's blocks): a
+    strided conv's border lies after the map's last row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        chans = [3, 8, 16, 16, 32, 32]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2 - k % 2)
+                                   for k, (a, b) in enumerate(zip(chans, chans[1:])))  # fmt: skip
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = F.silu(conv(DynamicSamePad.same(x, 3, conv.stride[0])))
+        return x
+
+
 class SharedNorms(nn.Module):
     """Untrained batch norms outside convs: identical weights, which the TorchScript exporter shares
     through `Identity` nodes."""

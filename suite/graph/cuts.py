@@ -71,6 +71,14 @@ def spatial_front(graph: Graph, min_size: tuple[int, int] = (1, 1)) -> list[str]
     for name, node in graph.nodes.items():
         if name != graph.input and _why_not_tiled(graph, node, front, min_size, se) is None:
             front.add(name)
+    # A border added only for nodes past the front (a dynamic "same" pad before a strided conv that
+    # is too small to tile) is added to the whole map with them: a tile of it may lie all in the
+    # border, and would read an empty region of the map before it.
+    users = graph.consumers()
+    for name in reversed(graph.nodes):
+        if (name in front and graph[name].op == "pad" and name not in graph.outputs
+                and not any(u in front for u in users[name])):  # fmt: skip
+            front.discard(name)
     return [n for n in graph.nodes if n in front]
 
 
@@ -129,9 +137,19 @@ def coverage(graph: Graph, front: list[str], min_size: tuple[int, int] = (1, 1))
     stops = []
     for name, node in graph.nodes.items():
         if name not in reached and name not in handled and any(src in reached for src in node.inputs):
-            stops.append(Stop(name, node.op, _why_not_tiled(graph, node, inside, min_size, se) or ""))
+            reason = _why_not_tiled(graph, node, inside, min_size, se) or _border_for(graph, name, inside,
+                                                                                       min_size, se)
+            stops.append(Stop(name, node.op, reason))
     tiled = sum(graph[n].flops for n in front)
     return Coverage(tiled, graph.total_flops(), tuple(stops))
+
+
+def _border_for(graph: Graph, pad: str, front: set[str], min_size: tuple[int, int],
+                se: dict[str, Branch]) -> str:  # fmt: skip
+    """Why a pad that could be tiled is not: the node it pads for is not (`spatial_front`)."""
+    user = next(u for u in graph.consumers()[pad] if u not in front)
+    why = _why_not_tiled(graph, graph[user], front | {pad}, min_size, se)
+    return f"a border for '{user}', added to the whole map with it" + (f": {why}" if why else "")
 
 
 def _why_not_tiled(graph: Graph, node: Node, front: set[str], min_size: tuple[int, int],

@@ -82,7 +82,10 @@ def pieces(graph: Graph) -> list[Piece]:
                       all(graph[n].spatial or n in in_branch for n in nodes),
                       tuple(dict.fromkeys(se[n] for n in nodes if n in se)))  # fmt: skip
         pointwise = all(graph[n].op in POINTWISE for n in nodes)
-        if chain and (pointwise or not piece.spatial and not chain[-1].spatial):
+        # a lone border (a dynamic "same" pad) joins the window that reads it: alone, a strip of
+        # it could lie all in the border and read no row of the map before it
+        border = chain and all(graph[n].op == "pad" for n in chain[-1].nodes)
+        if chain and (pointwise or border or not piece.spatial and not chain[-1].spatial):
             prev = chain.pop()
             piece = Piece(prev.nodes + nodes, prev.input, piece.output, prev.spatial and piece.spatial,
                           prev.branches + piece.branches)  # fmt: skip

@@ -12,6 +12,7 @@ The paper body was not available to us; these are our choices where the abstract
 - the host is the fleet's first device; secondaries' rows are proportional to their capability,
   and the host's share is searched in steps of 5% of the rows, split evenly over its zones;
 - with one secondary the host's zone is the bottom of the map;
+- with more secondaries than the fused maps have rows, the least capable ones stay idle;
 - L ends on a piece boundary (suite/schemes/chain.py), as in the other fused schemes; a
   squeeze-and-excite branch inside the fused layers cuts them into segments, each its own overlap
   stage, and the host computes the branch between them (it holds the gathered map);
@@ -25,13 +26,15 @@ from __future__ import annotations
 
 from suite.cost import stage_time, work_time, work_times
 from suite.errors import UserError
-from suite.fleet import Fleet
+from suite.fleet import Device, Fleet
 from suite.graph import Graph
 from suite.plan import Layout, build_stages
 from suite.regions import Box, RegionError, split_range
 from suite.schemes.chain import (
+    Piece,
     Step,
     TileCosts,
+    by_capability,
     chain_nodes,
     pieces,
     spatial_prefix,
@@ -74,18 +77,17 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
         every = [n for n in graph.nodes if n != graph.input]
         return Layout(host.name, build_stages(graph, host.name, [whole_on(graph, host.name, every)]),
                       {"host": host.name})  # fmt: skip
+    # More secondaries than a fused map has rows leave the least capable ones idle.
+    rows = max(graph[chain[k].output].shape[2] for k in range(fused))
+    used = min(len(secondaries), rows)
     best = None
-    for last in range(fused):
-        rest = work_time(host.profile, costs.whole(last + 1, len(chain) - 1))
-        for share in HOST_SHARES:
-            bound = None if best is None else best[0] - rest
-            fused_part = _fused(graph, fleet, costs, last, share, bound)
-            if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
-                best = (fused_part[0] + rest, last, share, fused_part[1])
+    while best is None and used >= 1:
+        best = _search(graph, fleet, chain, costs, fused, by_capability(secondaries)[:used])
+        used -= 1
     if best is None:
-        raise UserError(f"HALP cannot cut model {graph.name} for {len(secondaries)} secondaries: every fused "
-                        "map has fewer rows than the segments need; use fewer devices or a larger input")
-    _, last, share, steps = best
+        raise UserError(f"HALP cannot cut model {graph.name} for even one secondary: every fused map is "
+                        "too small; use a larger input")
+    _, last, share, steps, chosen = best
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
         steps.append(whole_on(graph, host.name, rest_nodes))
@@ -94,15 +96,32 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
         stage.overlap = len(stage.work) > 1
     options = {"host": host.name, "fused_pieces": last + 1, "host_share": share,
                "tasks_per_batch": tasks_per_batch}
+    if len(chosen) < len(secondaries):
+        options["secondaries_used"] = len(chosen)
     return Layout(host.name, stages, options, frames_in_flight=tasks_per_batch)
 
 
-def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, last: int, share: float, bound: float | None
-           ) -> tuple[float, list[Step]] | None:  # fmt: skip
+def _search(graph: Graph, fleet: Fleet, chain: list[Piece], costs: TileCosts, fused: int,
+            secondaries: list[Device]) -> tuple | None:  # fmt: skip
+    """The lowest latency over L and the host's share with these secondaries, as (latency, last
+    fused piece, share, steps, secondaries); None where every fused map is too small for them."""
+    host, best = fleet.devices[0], None
+    for last in range(fused):
+        rest = work_time(host.profile, costs.whole(last + 1, len(chain) - 1))
+        for share in HOST_SHARES:
+            bound = None if best is None else best[0] - rest
+            fused_part = _fused(graph, fleet, costs, last, share, bound, secondaries)
+            if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
+                best = (fused_part[0] + rest, last, share, fused_part[1], secondaries)
+    return best
+
+
+def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, last: int, share: float, bound: float | None,
+           secondaries: list[Device]) -> tuple[float, list[Step]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last fused with the host's `share` of the rows (None: too
     few rows, or not under `bound`). A squeeze-and-excite branch cuts the fused part into
     segments (`TileCosts.segments`): each is an overlap stage, each branch runs on the host."""
-    host, secondaries = fleet.devices[0], list(fleet.devices[1:])
+    host = fleet.devices[0]
     capabilities = [d.capability for d in secondaries]
     time, steps = 0.0, []
     for segment in costs.segments(0, last):
