@@ -39,6 +39,8 @@ IDIOMS = {
     "Reorg": ({"reorg", "channel_select"}, 0.99),
     "DynamicSamePad": ({"pad"}, 1.0),
     "ChannelsLastHead": ({"opaque"}, 0.9),
+    "FusedNormAct": ({"batchnorm", "elementwise"}, 1.0),
+    "MeanSqueezeExcite": ({"scale", "adaptive_avgpool"}, 0.95),
 }
 
 
@@ -96,8 +98,9 @@ def test_onnx_file_imports_and_is_bit_exact_on_both_backends(tmp_path, name, exp
 
 def test_onnx_kinds_match_torch_kinds(tmp_path):
     """The ONNX importer turns the exporter's Reshape-Transpose-Reshape and Split into the same
-    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs."""
-    for name in ("ChannelShuffle", "Reorg"):
+    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs, and
+    a ReduceMean over H and W into a squeeze-and-excite's global pool."""
+    for name in ("ChannelShuffle", "Reorg", "MeanSqueezeExcite"):
         path = _export(_module(name), tmp_path / f"{name}.onnx", "torchscript")
         graph = from_onnx(onnx.load(str(path)), name)
         kinds = {n.op for n in graph.nodes.values()}

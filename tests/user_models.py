@@ -95,6 +95,43 @@ class SqueezeExcite(nn.Module):
         return self.tail(y * scale)
 
 
+class FusedNormAct(nn.Module):
+    """Convs with a fused batch norm + activation layer that calls `F.batch_norm` itself (the model
+    zoos' norm-act layers), and one with no affine parameters."""
+
+    class NormAct(nn.BatchNorm2d):
+        def forward(self, x):
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.training, self.momentum, self.eps)  # fmt: skip
+            return F.silu(y)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.norm_a, self.norm_b = self.NormAct(16), self.NormAct(8, affine=False)
+        with torch.no_grad():  # statistics a trained model would have, not the identity
+            for norm in (self.norm_a, self.norm_b):
+                norm.running_mean.uniform_(-0.5, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.norm_b(self.b(self.norm_a(self.a(x))))
+
+
+class MeanSqueezeExcite(nn.Module):
+    """Squeeze-and-excite whose pool is `x.mean((2, 3), keepdim=True)` (a ReduceMean in ONNX)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.tail = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+    def forward(self, x):
+        y = F.silu(self.stem(x))
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        return self.tail(y * scale)
+
+
 class RunningSum(nn.Module):
     """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
 

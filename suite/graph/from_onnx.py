@@ -240,6 +240,8 @@ def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
     if op == "ReduceMean" and len(data) == 1:
         axes = a.get("axes") or (params[node.input[1]].tolist() if len(node.input) > 1 else None)
         keep = bool(a.get("keepdims", 1))
+        if is_map and keep and sorted(d % 4 for d in axes or ()) == [2, 3]:  # a squeeze-and-excite's pool
+            return "adaptive_avgpool", {"output_size": (1, 1)}
         return "opaque", {"reason": "ONNX op ReduceMean",
                           "fn": lambda x: x.mean(axes, keepdim=keep) if axes else x.mean()}  # fmt: skip
     if op == "Gemm" and a.get("transA", 0) == 0 and a.get("alpha", 1.0) == 1.0 \

@@ -89,6 +89,18 @@ def _conv(weight, bias, stride, padding, dilation, groups) -> tuple[str, dict]:
     return "conv", {"window": window, "groups": groups, "params": params}
 
 
+def _batchnorm(mean, var, weight, bias, uses_running_stats: bool, eps: float) -> tuple[str, dict]:
+    """Batch norm on constant running statistics (`nn.BatchNorm2d` or `F.batch_norm`, as the fused
+    norm + activation layers of model zoos call it): an affine map per channel."""
+    stats = (mean, var) + ((weight, bias) if weight is not None else ())
+    if not uses_running_stats or not all(isinstance(t, torch.Tensor) for t in stats):
+        return "opaque", {"reason": "batch norm on the batch's own statistics or computed parameters"}
+    params = {"running_mean": mean, "running_var": var}
+    if weight is not None:
+        params.update(weight=weight, bias=bias)
+    return "batchnorm", {"eps": float(eps), "params": params}
+
+
 def _pad_window(pad: Sequence[int]) -> Window | None:
     """F.pad's (left, right, top, bottom) as a window of 1 with that border; None for other forms."""
     if len(pad) != 4 or any(p < 0 for p in pad):
@@ -127,10 +139,7 @@ def _classify_module(mod: nn.Module) -> tuple[str, dict]:
             return "opaque", {"reason": "divisor_override"}
         return "avgpool", {"window": window, "count_include_pad": mod.count_include_pad}
     if isinstance(mod, nn.BatchNorm2d):
-        params = {"running_mean": mod.running_mean, "running_var": mod.running_var}
-        if mod.weight is not None:
-            params.update(weight=mod.weight, bias=mod.bias)
-        return "batchnorm", {"eps": mod.eps, "params": params}
+        return _batchnorm(mod.running_mean, mod.running_var, mod.weight, mod.bias, True, mod.eps)
     if isinstance(mod, nn.ReLU):
         return "relu", {}
     if isinstance(mod, (nn.Dropout, nn.Dropout2d)):
@@ -194,6 +203,16 @@ def _classify_function(target: Callable | str, args: tuple, kwargs: dict) -> tup
         return "adaptive_avgpool", {"output_size": _pair(b["output_size"])}
     if target is F.dropout:
         return "dropout", {}
+    if target is F.batch_norm:
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+        b = _bind(names, {"weight": None, "bias": None, "training": False, "eps": 1e-5}, args, kwargs)
+        return _batchnorm(b["running_mean"], b["running_var"], b["weight"], b["bias"], not b["training"],
+                          b["eps"])  # fmt: skip
+    if target in (torch.mean, "mean"):  # x.mean((2, 3), keepdim=True): a squeeze-and-excite's pool
+        b = _bind(("input", "dim", "keepdim"), {"dim": None, "keepdim": False}, args, kwargs)
+        dims = b["dim"] if isinstance(b["dim"], (tuple, list)) else ()
+        if sorted(d % 4 for d in dims) == [2, 3] and b["keepdim"]:
+            return "adaptive_avgpool", {"output_size": (1, 1)}
     if target in _POINTWISE_FUNCTIONS or target in _POINTWISE_METHODS:
         return "elementwise", {}
     name = getattr(target, "__name__", str(target))
@@ -461,6 +480,8 @@ class _Builder:
                 inputs = (inputs[in_shapes.index(shape)], inputs[1 - in_shapes.index(shape)])
             else:
                 op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
+        if op == "adaptive_avgpool" and len(in_shapes[0]) != 4:
+            op, attrs = "opaque", {"reason": f"a mean over the last axes of a {len(in_shapes[0])}-D tensor"}
         if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
             op, attrs = "opaque", {"reason": "a constant that varies along rows or columns"}
         if op == "elementwise" and len(inputs) == 1 and _reads_no_tensor(fx_node):
