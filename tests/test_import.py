@@ -41,6 +41,7 @@ IDIOMS = {
     "ChannelsLastHead": ({"opaque"}, 0.9),
     "FusedNormAct": ({"batchnorm", "elementwise"}, 1.0),
     "MeanSqueezeExcite": ({"scale", "adaptive_avgpool"}, 0.95),
+    "ChannelNormBlocks": ({"elementwise", "identity"}, 1.0),
 }
 
 

@@ -132,6 +132,33 @@ class MeanSqueezeExcite(nn.Module):
         return self.tail(y * scale)
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """A layer norm over the channels at each position, through channels-last permutes."""
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ChannelNormBlocks(nn.Module):
+    """ConvNeXt-style blocks: a depthwise 7x7 conv, a `LayerNorm2d`, pointwise convs with GELU, and a
+    residual; a stem normed by an `nn.LayerNorm` module on the permuted map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 16, 4, stride=2), nn.LayerNorm(16)
+        self.dw, self.norm = nn.Conv2d(16, 16, 7, padding=3, groups=16), LayerNorm2d(16)
+        self.up, self.down = nn.Conv2d(16, 32, 1), nn.Conv2d(32, 16, 1)
+        with torch.no_grad():
+            for norm in (self.stem_norm, self.norm):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        x = self.stem_norm(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.down(F.gelu(self.up(self.norm(self.dw(x)))))
+
+
 class RunningSum(nn.Module):
     """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
 

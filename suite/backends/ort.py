@@ -229,7 +229,13 @@ class OrtBackend:
             ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
             optimised = onnx.load(opts.optimized_model_filepath, load_external_data=False)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
-        return frozenset(n for n in names if n not in plain and graph[n].is_map)  # NCHWc holds maps only
+        nchwc = {n for n in names if n not in plain and graph[n].is_map}  # NCHWc holds maps only
+        for name in names:  # ORT removes an Identity, and its name with it: the map is its input's
+            if graph[name].onnx is not None and graph[name].onnx[0].op_type == "Identity":
+                nchwc.discard(name)
+                if graph[name].inputs[0] in nchwc:
+                    nchwc.add(name)
+        return frozenset(nchwc)
 
 
 @dataclass
@@ -517,7 +523,7 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         if node.onnx is None:
             raise ValueError(f"node '{name}' has no ONNX form")
         proto, consts = node.onnx
-        pieces = [proto]
+        pieces = [*(onnx.NodeProto.FromString(p) for p in node.attrs.get("onnx_before", ())), proto]
         region = regions.get(name)
         features = region.out if region is not None and isinstance(region.out, FeatureRange) else None
         weight = node.params.get("weight")

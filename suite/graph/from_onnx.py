@@ -315,6 +315,8 @@ class _Importer:
             a = _attrs(proto)
             shape = self._shape(data[0])[a.get("start", 0):a.get("end", None)]
             self._constants(proto, [np.array(shape, dtype=np.int64)])
+        elif self._channels_last_norm(proto, data):
+            pass
         elif not (proto.op_type in _MOVEMENT and len(data) == 1 and self._trace(proto, data[0])):
             for src in data:
                 self._settle(src)
@@ -346,6 +348,43 @@ class _Importer:
         values = {i: history[-1].numpy() if i == src else self.params[i].numpy() for i in proto.input if i}
         for out, traced in zip(proto.output, _evaluate(proto, values, self.model)):
             self.moved[out] = (root, (*history, torch.from_numpy(np.array(traced))), proto, src)
+        return True
+
+    def _channels_last_norm(self, proto: onnx.NodeProto, data: list[str]) -> bool:
+        """A LayerNormalization over the last axis of a map moved channels-last (Transpose, norm,
+        Transpose back) becomes one per-position node on the map itself, named `<output>__nchw`:
+        onnxruntime runs the three ONNX nodes (the two before its own in `onnx_before`), torch
+        their equivalent; the norm's channels-last output is traced on from it, so the Transpose
+        back is an identity. False for anything else."""
+        a = _attrs(proto)
+        if proto.op_type != "LayerNormalization" or len(data) != 1 or data[0] not in self.moved \
+                or a.get("axis", -1) not in (-1, 3) or proto.input[0] != data[0]:  # fmt: skip
+            return False
+        root, history = self.moved[data[0]][:2]
+        shape = self.nodes[root].shape
+        nchw = movement.root_indices(shape)
+        if len(shape) != 4 or not torch.equal(history[-1], nchw.permute(0, 2, 3, 1)):
+            return False
+        out = proto.output[0]
+        name, channels_last, normed = f"{out}__nchw", f"{out}__nhwc_in", f"{out}__nhwc"
+        weights = [self.params[i] if i else None for i in list(proto.input[1:3]) + [""]][:2]
+        eps = a.get("epsilon", 1e-5)
+        norm = onnx.NodeProto.FromString(proto.SerializeToString())
+        norm.input[0] = channels_last
+        del norm.output[:]
+        norm.output.append(normed)
+        moved = helper.make_node("Transpose", [root], [channels_last], perm=[0, 2, 3, 1], name=channels_last)
+        before = (moved, norm)
+        back = helper.make_node("Transpose", [normed], [name], perm=[0, 3, 1, 2], name=name)
+        self.nodes[name] = Node(
+            name, "elementwise", (root,), shape,
+            attrs={"opset": self.opset, "onnx_op": "LayerNormalization",
+                   "onnx_before": tuple(p.SerializeToString() for p in before)},
+            fn=lambda x: F.layer_norm(x.permute(0, 2, 3, 1), shape[1:2], *weights, eps).permute(0, 3, 1, 2),
+            onnx=(back, {i: self.params[i] for i in proto.input if i in self.params}),
+            flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
+        view = helper.make_node("Transpose", [name], [out], perm=[0, 2, 3, 1], name=out)
+        self.moved[out] = (name, (nchw, nchw.permute(0, 2, 3, 1)), view, name)
         return True
 
     def _settle(self, tensor: str) -> None:

@@ -382,6 +382,18 @@ def _spatially_uniform(fx_node: fx.Node) -> bool:
     return True
 
 
+def _is_channel_norm(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
+    """True for a layer norm over the last axis alone (`nn.LayerNorm(C)` or `F.layer_norm`)."""
+    if fx_node.op == "call_module":
+        mod = gm.get_submodule(fx_node.target)
+        return isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1
+    if fx_node.op == "call_function" and fx_node.target is F.layer_norm:
+        args, kwargs = _with_constants(fx_node)
+        shape = _bind(("input", "normalized_shape"), {}, args, kwargs)["normalized_shape"]
+        return len(shape) == 1
+    return False
+
+
 def _reads_no_tensor(fx_node: fx.Node) -> bool:
     """True when no constant the node reads is a tensor of more than one value."""
     return not any(isinstance(a.meta.get("constant"), torch.Tensor) and a.meta["constant"].numel() > 1
@@ -418,6 +430,8 @@ class _Builder:
             return
         if _is_movement(self.gm, fx_node) and self._trace(fx_node):
             return
+        if self._channels_last_norm(fx_node):
+            return
         data = _data_inputs(fx_node)
         for src in data:
             self._settle(src)
@@ -436,6 +450,26 @@ class _Builder:
             self.moved[fx_node] = (root, (*history, _runner(self.gm, fx_node)(history[-1])))
         except Exception:  # an op that will not run on integers: it becomes a node of its own
             return False
+        return True
+
+    def _channels_last_norm(self, fx_node: fx.Node) -> bool:
+        """A layer norm over the channels of a map moved channels-last (a `LayerNorm2d`: permute,
+        layer norm over C, permute back) becomes one per-position node on the map itself, named
+        `<node>__nchw`, and its channels-last view is traced on from there (the permute back is
+        then an identity). False for anything else."""
+        data = _data_inputs(fx_node)
+        if len(data) != 1 or data[0] not in self.moved or not _is_channel_norm(self.gm, fx_node):
+            return False
+        root, history = self.moved[data[0]]
+        shape = self.nodes[root].shape
+        nchw = movement.root_indices(shape)
+        if len(shape) != 4 or not torch.equal(history[-1], nchw.permute(0, 2, 3, 1)):
+            return False
+        name, norm = f"{fx_node.name}__nchw", _runner(self.gm, fx_node)
+        self.nodes[name] = Node(name, "elementwise", (root,), shape, itemsize=self.nodes[root].itemsize,
+                                fn=lambda x: norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
+                                flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
+        self.moved[fx_node] = (name, (nchw, nchw.permute(0, 2, 3, 1)))
         return True
 
     def _settle(self, fx_node: fx.Node) -> None:
