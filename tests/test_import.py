@@ -42,6 +42,7 @@ IDIOMS = {
     "FusedNormAct": ({"batchnorm", "elementwise"}, 1.0),
     "MeanSqueezeExcite": ({"scale", "adaptive_avgpool"}, 0.95),
     "ChannelNormBlocks": ({"elementwise", "identity"}, 1.0),
+    "ZooStyleNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad"}, 0.95),
 }
 
 
@@ -226,6 +227,26 @@ def test_se_nets_run_bit_exact_on_workers_through_their_branches(tmp_path):
         result = json.loads(out.stdout)
         assert result["bit_exact"] and result["complete"], result["error"]
     assert result["tiled_share"] > 0.9  # at 96x96 the classifier weighs more than at 224x224
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, backend_name):
+    """The idioms together (fused norm + act, a mean-pooled squeeze-and-excite, a LayerNorm2d block,
+    a dynamic same pad) in a PICO plan through all of it, on workers."""
+    from toys import forced_pico_plan
+
+    from suite.fleet import uniform_fleet
+    from suite.plan import save_plan
+
+    model = ("--model", "user_models:ZooStyleNet", "--input-size", "3x32x32", "--backend", backend_name)
+    graph = from_torch(_module("ZooStyleNet"), SIZE, "ZooStyleNet")
+    save_plan(forced_pico_plan(graph, uniform_fleet(2)), tmp_path / "plan.json")
+    out = _suite("run", *model, "--plan", str(tmp_path / "plan.json"), "--frames", "2", "--warmup", "0",
+                 "--no-baseline", "--json", "-o", str(tmp_path / "run"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["bit_exact"] and result["complete"], result["error"]
+    assert result["tiled_share"] > 0.95
 
 
 MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",

@@ -159,6 +159,28 @@ class ChannelNormBlocks(nn.Module):
         return x + self.down(F.gelu(self.up(self.norm(self.dw(x)))))
 
 
+class ZooStyleNet(nn.Module):
+    """The idioms together, as a modern zoo writes a network: convs with fused norm + activation, a
+    squeeze-and-excite pooled by a mean, a ConvNeXt block with its `LayerNorm2d`, a dynamic "same"
+    strided conv, then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 16, 3, padding=1, bias=False), FusedNormAct.NormAct(16)
+        self.reduce, self.expand = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.dw, self.norm = nn.Conv2d(16, 16, 7, padding=3, groups=16), LayerNorm2d(16)
+        self.up, self.back = nn.Conv2d(16, 32, 1), nn.Conv2d(32, 16, 1)
+        self.down, self.down_norm = nn.Conv2d(16, 32, 3, stride=2, bias=False), FusedNormAct.NormAct(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem_norm(self.stem(x))
+        x = x * torch.sigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        x = x + self.back(F.gelu(self.up(self.norm(self.dw(x)))))
+        x = self.down_norm(self.down(DynamicSamePad.same(x, 3, 2)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 class RunningSum(nn.Module):
     """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
 
