@@ -4,6 +4,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]  # plain `nox`; the others are long, root-only or the lab host's
 
 INSTALL = ("-c", "constraints.txt", "-e", ".[test]")
 
@@ -79,7 +80,7 @@ def lab(session: nox.Session) -> None:
     """Nightly lab run (root): lab up, deploy, matrix, baseline check, report, lab down; a cron calls it.
 
     The matrix `full` is every scheme x vgg16, resnet34, inception_v3 x 2, 4, 8 devices; every frame
-    is checked, the cells are compared with baselines/nightly/, a dated report goes to
+    is checked, the cells are compared with suite/data/baselines/nightly/, a dated report goes to
     reports/nightly/, and the session fails on a regression or a mismatch. `nox -s lab -- --matrix
     smoke` is CI's short smoke, `-- --inventory I` a real fleet."""
     session.install(*INSTALL)

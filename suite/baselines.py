@@ -1,4 +1,4 @@
-"""The papers' published numbers (`baselines/<paper>.yaml`), loaded and checked once.
+"""The papers' published numbers (`suite/data/baselines/<paper>.yaml`), loaded and checked once.
 
 Each file holds one paper's figures; a figure is a list of *series*: one quantity (`period_s`,
 `speedup`, ...) at some fixed labels (`scheme: pico, clock_mhz: 1000`) over x values (`devices: [1..8]`),
@@ -22,9 +22,10 @@ import pandas as pd
 from pydantic import Field
 
 from suite.errors import UserError
+from suite.package import data
 from suite.schema import Strict, read_yaml
 
-BASELINES_DIR = Path(__file__).resolve().parents[1] / "baselines"
+BASELINES_DIR = data("baselines")
 
 Value = str | int | float
 QUANTITY = r"^[a-z][a-z0-9_]*$"

@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
+import os
 import re
+import select
 import shutil
 import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from suite.errors import UserError
+from suite.arguments import MAX_SIMULATED_FRAMES
+from suite.arguments import at_least as _at_least
+from suite.arguments import finite as _finite
+from suite.arguments import port as _port
+from suite.arguments import seed as _seed
+from suite.arguments import simulated_frames as _simulated_frames
+from suite.arguments import timeout as _timeout
+from suite.errors import RunFailed, UserError
 from suite.orchestrate.cli import add_commands as add_orchestrate_commands
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a reader that went away (141)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,42 +35,18 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _at_least(low: int):
-    """An argparse type: a whole number of at least `low`."""
+class _Version(argparse.Action):
+    """`--version`: worked out only when asked for (it may run git), then exit as --help does."""
 
-    def whole(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
-        return value
+    def __init__(self, option_strings: list[str], dest: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version (and the commit, in a git checkout) and exit")
 
-    return whole
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from suite.package import version
 
-
-def _finite(positive: bool = False):
-    """An argparse type: a finite number (not nan or inf), optionally above zero."""
-
-    def number(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not math.isfinite(value) or (positive and value <= 0):
-            above = " above 0" if positive else ""
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number{above}")
-        return value
-
-    return number
-
-
-def _port(text: str) -> int:
-    value = _at_least(0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0 picks a free one)")
-    return value
+        print(version())
+        parser.exit()
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -76,7 +61,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo name, path/to/model.onnx, or package.module:factory (default: vgg16)")
     p.add_argument("--input-size", metavar="CxHxW",
                    help="input size; zoo models and ONNX files have defaults")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seed for the input and the weights of zoo models and module:factory models "
                    "(default: 0)")
     p.add_argument("--backend", help="onnxruntime (exact), torch (exact by construction) or torch-fast "
@@ -87,6 +72,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="suite", description="Collaborative CNN inference: partition, run, verify.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verify", help="tile a model's spatial layers and compare with the whole "
@@ -116,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fleet", help="fleet name or YAML (default: the plan's)")
     s.add_argument("--model", help="the plan's model: zoo name, ONNX file or module:factory (default: the "
                    "plan's model, when it is a zoo name)")  # fmt: skip
-    s.add_argument("--frames", type=_at_least(1), default=50, help="frames to simulate (default: 50)")
+    s.add_argument("--frames", type=_simulated_frames, default=50,
+                   help=f"frames to simulate (default: 50, at most {MAX_SIMULATED_FRAMES})")
     arrivals = s.add_mutually_exclusive_group()
     arrivals.add_argument("--rate", type=_finite(positive=True), help="frames per second at fixed intervals")
     arrivals.add_argument("--poisson", type=_finite(positive=True),
@@ -127,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snr-db", type=_finite(), default=20.0, help="mean SNR for rayleigh (default: 20)")
     s.add_argument("--deadline", type=_finite(positive=True),
                    help="seconds; report the share of frames meeting it")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0, help="seed for arrivals and fading (default: 0)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_simulate)
 
@@ -146,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--warmup", type=_at_least(0), default=2,
                    help="frames run first and not timed (default: 2)")
     u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
-    u.add_argument("--timeout", type=_finite(positive=True), default=30.0,
+    u.add_argument("--timeout", type=_timeout, default=30.0,
                    help="seconds to wait for any worker before the run fails (default: 30)")
     u.add_argument("--host", default="127.0.0.1", help="address the coordinator listens on")
     u.add_argument("--port", type=_port, default=0, help="coordinator port (default: a free one)")
@@ -175,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the profile a run on that backend prices this host by)")  # fmt: skip
     f.add_argument("--threads", type=_at_least(1), default=1, help="compute threads (default: 1)")
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
-    f.add_argument("-o", "--output", help="YAML path (default: hardware/profiles/NAME.yaml)")
+    f.add_argument("-o", "--output", help="YAML path (default: suite/data/profiles/NAME.yaml)")
     f.set_defaults(run=cmd_profile)
 
     d = sub.add_parser("doctor", help="check which backends compute tiles exactly on this host, and which "
@@ -201,6 +188,9 @@ def _add_fleet_args(p: argparse.ArgumentParser) -> None:
     fleet = p.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", help="bundled fleet name or fleet YAML (default: local)")
     fleet.add_argument("--devices", type=_at_least(1), help="N identical devices with the local profile")
+    p.add_argument("--reprofile", action="store_true",
+                   help="measure this host's profile again (`local`: measured on the backend the first time "
+                        "a prediction needs it, then cached)")  # fmt: skip
 
 
 def _output_file(text: str | None) -> Path | None:
@@ -284,16 +274,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from suite.fleet import on_backend
     from suite.graph import from_model
     from suite.models.load import load_model, parse_input_size
     from suite.plan import save_plan
+    from suite.profile import priced_here
     from suite.schemes import check_scheme, make_plan
 
     check_scheme(args.scheme)  # before the model is traced
     _backend(args, compute=False)  # it prices the fleet
     output = _output_file(args.output)
-    fleet = on_backend(_fleet(args), args.backend)
+    fleet = priced_here(_fleet(args), args.backend, args.reprofile, _say)
     size = parse_input_size(args.input_size) if args.input_size else None
     graph = from_model(load_model(args.model, size, args.seed, weights=False))
     options = {"pico": {"search": args.search}, "halp": {"tasks_per_batch": args.tasks}}
@@ -331,7 +321,7 @@ def _describe_plan_coverage(share: float, graph) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from suite.fleet import load_fleet
+    from suite.fleet import load_fleet, plan_fleet
     from suite.graph import from_model
     from suite.models import ZOO
     from suite.models.load import load_model
@@ -339,7 +329,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from suite.simulate import Workload, simulate
 
     plan = load_plan(args.plan)
-    fleet = load_fleet(args.fleet or plan.fleet)
+    fleet = load_fleet(args.fleet) if args.fleet else plan_fleet(plan.fleet, args.plan)
     if args.model is None and plan.model not in ZOO:
         raise UserError(f"plan {args.plan} is for model '{plan.model}', which is not in the zoo; pass it "
                         "with --model (path/to/model.onnx or package.module:factory)")  # fmt: skip
@@ -388,6 +378,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     name = args.name or ("local" if args.backend == "torch" else f"local-{args.backend}")
     path = _output_file(args.output) or PROFILES_DIR / f"{name}.yaml"  # checked before measuring
+    if not os.access(path.parent, os.W_OK):  # the bundled profiles of a wheel installed as root
+        raise UserError(f"cannot write to {path.parent}; give -o FILE (a fleet YAML can name it by path)")
     profile = measure_profile(name, threads=args.threads, quick=args.quick, backend=args.backend)
     write_profile(profile, path)
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
@@ -403,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
     from suite.runtime.emulate import sweep_stale
     from suite.runtime.lowering import model_graph
-    from suite.runtime.metrics import release_results, reserve_results
+    from suite.runtime.metrics import logs_folder, release_results, reserve_results
     from suite.runtime.results import save, summary
     from suite.schemes import check_scheme
 
@@ -422,10 +414,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     frames = load_frames(loaded.input_shape, args.images)
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
     reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
-    logs = output.parent / f".{output.name}.logs"  # moved into the results when they are saved
+    logs = logs_folder(output)  # moved into the results when they are saved
     try:
         if inventory is None:
             _warn_oversubscribed(plan, args.threads)
+            _warn_wildcard(args.host)
         with backend.active():
             references = {f.name: prepared.monolithic(f.tensor) for f in frames}
         options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
@@ -452,6 +445,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn_wildcard(host: str) -> None:
+    """A rendezvous on every interface is open to every network this host is on (it still refuses
+    peers without the run's secret): say so, since local workers never need it."""
+    if host in ("0.0.0.0", "::", ""):
+        print(f"warning: --host '{host}' listens on every interface of this host; local workers need only "
+              "127.0.0.1 (the default)", file=sys.stderr)  # fmt: skip
+
+
 def _warn_oversubscribed(plan, threads: int) -> None:
     import os
 
@@ -468,12 +469,13 @@ def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
     """The plan to run and its fleet (`fleet`, else the command's, priced for the backend): planned
     now on the model graph, or read from --plan and checked against the command and the graph it
     names (the model graph, or the backend's own)."""
-    from suite.fleet import load_fleet, on_backend
+    from suite.fleet import plan_fleet
     from suite.plan import load_plan
+    from suite.profile import priced_here
     from suite.schemes import make_plan
 
     if args.plan is None:
-        fleet = on_backend(fleet or _fleet(args), args.backend)
+        fleet = priced_here(fleet or _fleet(args), args.backend, args.reprofile, _say)
         options = {"halp": {"tasks_per_batch": args.tasks}}.get(args.scheme, {})
         return make_plan(args.scheme, model, fleet, **options), fleet
     plan = load_plan(args.plan)
@@ -487,7 +489,9 @@ def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
                         f"but the command runs {graph.name} {'x'.join(map(str, shape))}; pass the plan's "
                         "--model and --input-size or re-plan")  # fmt: skip
     explicit = args.fleet is not None or args.devices is not None
-    fleet = on_backend(fleet or (_fleet(args) if explicit else load_fleet(plan.fleet)), args.backend)
+    if fleet is None:
+        fleet = _fleet(args) if explicit else plan_fleet(plan.fleet, args.plan)
+    fleet = priced_here(fleet, args.backend, args.reprofile, _say)
     if fleet.name != plan.fleet:
         raise UserError(f"plan {args.plan} was made for fleet '{plan.fleet}', but the command names fleet "
                         f"'{fleet.name}'; drop --fleet/--devices to use the plan's")  # fmt: skip
@@ -561,8 +565,8 @@ def _describe_run(r: dict, graph, default_note: str = "") -> str:
     if r["tiled_share"] is not None:
         lines.append(_describe_plan_coverage(r["tiled_share"], graph))
     lines.append(f"  network: {r['network']['description']}")
-    if r["refused_peers"]:
-        lines.append(f"  warning: refused {len(r['refused_peers'])} connection(s) without the run's secret "
+    if r["refused_count"]:
+        lines.append(f"  warning: refused {r['refused_count']} connection(s) without the run's secret "
                      f"from {', '.join(sorted(set(r['refused_peers'])))}")
     lines.append(f"  results: {r['results']}")
     return "\n".join(lines)
@@ -648,13 +652,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = parser.parse_args(argv)
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _reader_gone():  # a worker's or a device's connection: not ours to hide
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        return EXIT_BROKEN_PIPE
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (`suite plan --json | head -1`): then the
+    command stops quietly, as Python's docs advise ("Note on SIGPIPE"), instead of a traceback."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 if __name__ == "__main__":

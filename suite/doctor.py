@@ -202,10 +202,12 @@ def _kernels_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_path(host: dict) -> Path:
+def cache_path(host: dict, kind: str = "doctor", suffix: str = ".json") -> Path:
+    """Where what was measured on `host` is cached (the doctor's report, the host's profiles): a
+    host whose CPU, libraries, BLAS environment or kernels differ gets a file of its own."""
     key = hashlib.blake2b(json.dumps(host, sort_keys=True).encode(), digest_size=8).hexdigest()
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "suite" / f"doctor-{key}.json"
+    return root / "suite" / f"{kind}-{key}{suffix}"
 
 
 def report_from_dict(data: dict) -> Report:

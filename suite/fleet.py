@@ -1,6 +1,6 @@
 """The fleet a plan runs on: devices, their compute profiles, and the link between them.
 
-Plain frozen dataclasses are the model of the world; pydantic checks the YAML under `hardware/`
+Plain frozen dataclasses are the model of the world; pydantic checks the YAML under `suite/data/`
 (or a user's file) once, at load time, and every mistake comes back as one `FleetError` line
 that names the file, the field and the fix.
 """
@@ -20,11 +20,11 @@ from pydantic import Field
 
 from suite.errors import UserError
 from suite.graph.ir import COST_KINDS
+from suite.package import data
 from suite.schema import Strict, read_yaml, shown
 
-HARDWARE = Path(__file__).resolve().parents[1] / "hardware"
-PROFILES_DIR = HARDWARE / "profiles"
-FLEETS_DIR = HARDWARE / "fleets"
+PROFILES_DIR = data("profiles")
+FLEETS_DIR = data("fleets")
 
 GIB = 2**30
 
@@ -211,12 +211,12 @@ def _profile_from(path: Path) -> Profile:
 
 
 def load_profile(spec: str) -> Profile:
-    """A bundled profile (`hardware/profiles/<name>.yaml`) or a path to a profile YAML."""
+    """A bundled profile (`suite/data/profiles/<name>.yaml`) or a path to a profile YAML."""
     return _profile_from(_locate(spec, PROFILES_DIR, "profile"))
 
 
 def load_fleet(spec: str) -> Fleet:
-    """A bundled fleet (`hardware/fleets/<name>.yaml`), a path to a fleet YAML, or `NxPROFILE`
+    """A bundled fleet (`suite/data/fleets/<name>.yaml`), a path to a fleet YAML, or `NxPROFILE`
     (the name `uniform_fleet` gives, so plans made with `--devices N` find their fleet again)."""
     uniform = re.fullmatch(r"(\d+)x([\w.-]+)", spec)
     if uniform and not (FLEETS_DIR / f"{spec}.yaml").is_file():
@@ -244,6 +244,23 @@ def load_fleet(spec: str) -> Fleet:
     return Fleet(fleet.name, tuple(devices), link, fleet.source)
 
 
+def plan_fleet(spec: str, plan_path: str | Path) -> Fleet:
+    """The fleet a plan file names: a bundled fleet, `NxPROFILE`, or a fleet YAML inside the fleets
+    folder or the plan's own folder (relative to it). Never another path: a plan file is data, and
+    must not make the suite read any file of its reader's host (say /proc/self/environ)."""
+    plan_path = Path(plan_path)
+    try:
+        if "/" not in spec and not spec.endswith((".yaml", ".yml")):
+            return load_fleet(spec)
+        path = (plan_path.parent / spec).resolve()
+        if not any(path.is_relative_to(folder.resolve()) for folder in (FLEETS_DIR, plan_path.parent)):
+            raise FleetError(f"fleet '{spec}' is outside the fleets folder and the plan's folder; a plan "
+                             "names a bundled fleet or a fleet YAML beside it (or pass --fleet)")  # fmt: skip
+        return load_fleet(str(path))
+    except FleetError as exc:
+        raise FleetError(f"plan {shown(plan_path)}: {exc}") from None
+
+
 def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
     """The profile a fleet's device names: bundled, or a YAML path relative to the fleet file."""
     is_path = "/" in d.profile or d.profile.endswith((".yaml", ".yml"))
@@ -256,21 +273,22 @@ def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
 
 
 def local_profile(backend: str) -> str:
-    """This host's measured profile for runs on `backend`: `local-<backend>` where `suite profile
-    --backend <backend>` wrote one, else `local` (measured on torch)."""
+    """The bundled profile of the developers' host for runs on `backend`: `local-<backend>` where one
+    was measured, else `local` (torch). This host's own is `suite.profile.host_profile`."""
     return f"local-{backend}" if (PROFILES_DIR / f"local-{backend}.yaml").is_file() else "local"
 
 
-def on_backend(fleet: Fleet, backend: str) -> Fleet:
-    """`fleet` with every device on this host's profile (`local`) priced by its profile for `backend`:
-    a worker here runs as fast as that backend runs here. Other devices keep theirs: a Pi's profile
-    is the Pi's speed, which the run emulates whatever this host's backend is."""
-    name = local_profile(backend)
-    if name == "local":
-        return fleet
-    profile = load_profile(name)
-    devices = tuple(replace(d, profile=profile) if d.profile.name == "local" else d for d in fleet.devices)
+def on_host(fleet: Fleet, host: Profile) -> Fleet:
+    """`fleet` with every device on this host's profile (`local`) priced by `host`, this host's own on
+    the run's backend: a worker here runs as fast as that backend runs here. Other devices keep
+    theirs: a Pi's profile is the Pi's speed, which the run emulates whatever this host is."""
+    devices = tuple(replace(d, profile=host) if d.profile.name == "local" else d for d in fleet.devices)
     return replace(fleet, devices=devices)
+
+
+def runs_here(fleet: Fleet) -> bool:
+    """Whether any device of `fleet` is this host (profile `local`)."""
+    return any(d.profile.name == "local" for d in fleet.devices)
 
 
 # What `--devices N` stands for: one machine's processes talking over loopback, as if switched Gigabit.

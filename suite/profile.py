@@ -6,16 +6,24 @@ the conv fit (so conv's alpha is 1); `calls` is `Node.calls` (a grouped conv's g
 are counted as `suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost
 model will see.
 Timing runs as the backend runs: on `torch` under the exact backend's own settings
-(`TorchBackend.active`: oneDNN and NNPACK off); on `onnxruntime` each op is exported to ONNX and run
-in its own session at ORT_ENABLE_ALL, less what `session.run` costs by itself (a segment's nodes share
-one call). Medians over repeats. `suite profile` writes `local.yaml` for torch and
-`local-<backend>.yaml` for another backend; a run on that backend prices this host by it
-(`suite.fleet.local_profile`).
+(`TorchBackend.active`: oneDNN and NNPACK off: PyTorch's kernels; a profile of the exact kernels'
+own fitted the zoo no better, 0.79-1.41 of its measured time against 0.79-1.26); on `onnxruntime`
+each op is exported to ONNX and run in its own session at ORT_ENABLE_ALL, less what `session.run`
+costs by itself (a segment's nodes share one call). Medians over repeats.
+
+Predictions for this host's devices (profile `local`: `--devices N`, the `local` fleet) use its own
+profile on the run's backend (`host_profile`), measured the first time one is made and cached per
+host as the doctor's verdicts are (`suite.doctor.cache_path`); `--reprofile` measures again.
+`SUITE_HOST_PROFILE=bundled` prices this host by the bundled `local` profiles instead (measured on
+the developers' host: the tests, whose plans must not depend on the host they run on). `suite
+profile` writes a profile to keep or to name in a fleet.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
 import platform
 import statistics
 import time
@@ -27,9 +35,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from suite import doctor
 from suite.backends import make_backend
 from suite.errors import UserError
-from suite.fleet import OpCost, Profile
+from suite.fleet import Fleet, OpCost, Profile, load_profile, local_profile, on_host, runs_here
 from suite.graph.ir import Window, node_flops
 from suite.schema import write_atomically
 
@@ -217,6 +226,36 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
               f"torch {torch.__version__}, {how}, {threads} thread(s), tiles {list(sizes)}, "
               f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
     return Profile(name, source, macs_per_s, ops)
+
+
+HOST_PROFILE = "SUITE_HOST_PROFILE"
+
+
+def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], None] = lambda _: None
+                 ) -> Profile:  # fmt: skip
+    """This host's profile on `backend` (named `local`): from the cache, or measured now (`say` hears a
+    line before and after) and cached. Commands started together measure once: the others wait."""
+    if os.environ.get(HOST_PROFILE) == "bundled":
+        return load_profile(local_profile(backend))
+    path = doctor.cache_path(doctor.host_facts(), f"profile-{backend}", ".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file() and not reprofile:
+            return load_profile(str(path))
+        say(f"suite profile: measuring this host on {backend} for the predictions (once per host, "
+            f"10-30 s; cached in {path}; --reprofile measures again)")
+        profile = measure_profile("local", backend=backend)
+        write_profile(profile, path)
+        say(f"suite profile: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv on {backend}")
+    return profile
+
+
+def priced_here(fleet: Fleet, backend: str, reprofile: bool = False,
+                say: Callable[[str], None] = lambda _: None) -> Fleet:  # fmt: skip
+    """`fleet` with its devices on this host priced by this host's profile on `backend` (measured the
+    first time: `host_profile`); a fleet of other devices as it is."""
+    return on_host(fleet, host_profile(backend, reprofile, say)) if runs_here(fleet) else fleet
 
 
 def _ort_settings(call_s: float) -> str:

@@ -123,12 +123,16 @@ def read_json(path: Path, model: type[Model], error: type[UserError]) -> Model:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write a file whole or not at all: an interrupted write never leaves half a file behind."""
+    """Write a file whole or not at all: an interrupted write never leaves half a file behind, and a
+    full disk is one line."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror or exc}); free space on its disk or write "
+                        "elsewhere") from None  # fmt: skip
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import deque
 from dataclasses import dataclass, replace
 
 import simpy
 
+from suite.arguments import MAX_SIMULATED_FRAMES
 from suite.errors import UserError
 from suite.fleet import Fleet, Link
 from suite.plan import Plan, Transfer
@@ -38,8 +40,8 @@ class Workload:
     seed: int = 0
 
     def check(self) -> None:
-        if self.frames < 1:
-            raise UserError(f"--frames {self.frames} must be at least 1")
+        if not 1 <= self.frames <= MAX_SIMULATED_FRAMES:
+            raise UserError(f"--frames {self.frames} must be between 1 and {MAX_SIMULATED_FRAMES}")
         if self.rate is not None and self.poisson is not None:
             raise UserError("give --rate or --poisson, not both")
         for name, value in (("--rate", self.rate), ("--poisson", self.poisson)):
@@ -81,7 +83,9 @@ def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
     ports: dict[tuple[str, str], simpy.Resource] = {}
     medium_time = [0.0]
     groups = len({s.group for s in plan.stages})
-    window = simpy.Resource(env, capacity=max(groups, workload.tasks_per_batch))
+    slots = max(groups, workload.tasks_per_batch)  # frames in flight at once
+    waiting: deque[list] = deque()  # [arrival time, frames] not yet admitted, oldest first
+    idle: deque[simpy.Event] = deque()  # slots waiting for a frame to arrive
     latencies, finishes = [], []
 
     def send(t: Transfer, link: Link):
@@ -110,29 +114,46 @@ def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
                 yield env.process(send(t, link))
 
     def frame(arrival: float):
-        with window.request() as admitted:
-            yield admitted
-            link = fading(fleet.link, workload.snr_db, rng) if workload.channel == "rayleigh" else fleet.link
-            for stage, cost in zip(plan.stages, plan.predicted.stages):
-                parts = [env.process(part(stage, d, cost.device_compute_s.get(d, 0.0), link))
-                         for d in stage.devices]  # fmt: skip
-                yield simpy.AllOf(env, parts)
+        link = fading(fleet.link, workload.snr_db, rng) if workload.channel == "rayleigh" else fleet.link
+        for stage, cost in zip(plan.stages, plan.predicted.stages):
+            parts = [env.process(part(stage, d, cost.device_compute_s.get(d, 0.0), link))
+                     for d in stage.devices]  # fmt: skip
+            yield simpy.AllOf(env, parts)
         latencies.append(env.now - arrival)
         finishes.append(env.now)
 
-    def arrivals():
-        for k in range(workload.frames):
-            env.process(frame(env.now))
-            if (k + 1) % workload.tasks_per_batch:
+    def slot():
+        """Plays waiting frames one after another, oldest first: one process per frame in flight,
+        so memory stays flat however long the stream (a process per frame grew without bound)."""
+        while True:
+            if not waiting:
+                wake = env.event()
+                idle.append(wake)
+                yield wake
                 continue
-            if workload.rate:
-                yield env.timeout(1 / workload.rate)
-            elif workload.poisson:
-                yield env.timeout(rng.expovariate(workload.poisson))
-            else:
-                yield env.timeout(0)
+            oldest = waiting[0]
+            oldest[1] -= 1
+            if not oldest[1]:
+                waiting.popleft()
+            yield from frame(oldest[0])
 
-    env.process(arrivals())
+    def arrivals():
+        batch = workload.tasks_per_batch
+        for first in range(0, workload.frames, batch):
+            count = min(batch, workload.frames - first)
+            waiting.append([env.now, count])
+            for _ in range(min(count, len(idle))):
+                idle.popleft().succeed()
+            if count < batch:
+                return
+            yield env.timeout(1 / workload.rate if workload.rate else rng.expovariate(workload.poisson))
+
+    if workload.rate or workload.poisson:
+        env.process(arrivals())
+    else:
+        waiting.append([0.0, workload.frames])  # all at once, admitted as fast as the pipeline allows
+    for _ in range(slots):
+        env.process(slot())
     env.run()
     ordered = sorted(latencies)
     span = finishes[-1] - finishes[0]

@@ -1,4 +1,4 @@
-"""The published numbers in baselines/ and the paper-calibrated device profiles in hardware/."""
+"""The papers' published numbers and the paper-calibrated device profiles (both in suite/data/)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def _old_plan(tmp_path) -> str:
     (["plan", "--scheme", "pico", "--fleet", "nowhere"], "nowhere"),
     (["plan", "--scheme", "pico", "--fleet", "{bad_fleet}"], "link.latency_ms"),
     (["simulate", "--plan", "{old_plan}"], "schema_version 0"),
-    (["simulate", "--plan", "{old_plan}", "--frames", "0"], "argument --frames: 0 must be at least 1"),
+    (["simulate", "--plan", "{old_plan}", "--frames", "0"], "--frames: 0 must be between 1 and 1000000"),
 ])  # fmt: skip
 def test_cli_plan_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     args = [a.format(bad_fleet=_bad_fleet(tmp_path), old_plan=_old_plan(tmp_path)) for a in args]

@@ -214,3 +214,35 @@ def test_measure_profile_quick(tmp_path):
 def test_uniform_fleet_name_loads_back():
     fleet = load_fleet(uniform_fleet(3).name)
     assert fleet.name == "3xlocal" and len(fleet.devices) == 3
+
+
+def test_this_host_is_priced_by_its_own_profile_measured_once(tmp_path, monkeypatch):
+    """The first prediction for this host's devices measures its profile on the backend (quick here),
+    later ones read it from the per-host cache, --reprofile measures again; a fleet of other devices
+    needs none."""
+    from suite import profile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SUITE_HOST_PROFILE")
+    measured = []
+
+    def quick(name, backend):
+        measured.append(backend)
+        return measure_profile(name, quick=True, backend=backend)
+
+    monkeypatch.setattr(profile, "measure_profile", quick)
+    said = []
+    fleet = profile.priced_here(uniform_fleet(2), "torch", say=said.append)
+    host = fleet.devices[0].profile
+    assert measured == ["torch"] and "measuring this host on torch" in said[0]
+    assert host.source.startswith("measured: ") and host != load_profile("local")
+    assert all(d.profile is host for d in fleet.devices)
+    [cached] = (tmp_path / "suite").glob("profile-torch-*.yaml")
+    again = profile.priced_here(uniform_fleet(3), "torch", say=said.append)
+    assert measured == ["torch"] and len(said) == 2  # from the cache, silently
+    assert again.devices[0].profile.macs_per_s == pytest.approx(host.macs_per_s, rel=1e-3)
+    profile.priced_here(uniform_fleet(2), "torch", reprofile=True)
+    assert measured == ["torch", "torch"]
+    pis = load_fleet("pico-homo-2")
+    assert profile.priced_here(pis, "onnxruntime") is pis and measured == ["torch", "torch"]
+    assert cached.is_file()

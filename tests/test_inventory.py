@@ -8,6 +8,7 @@ import yaml
 
 from suite.cli import main
 from suite.errors import UserError
+from suite.fleet import FLEETS_DIR
 from suite.orchestrate.inventory import (
     INVENTORIES_DIR,
     Coordinator,
@@ -76,7 +77,7 @@ def test_defaults_merge_and_device_fields_win(tmp_path, key):
 def test_relative_key_and_fleet_paths_start_at_the_inventory(tmp_path, key):
     fleet = tmp_path / "fleets" / "two.yaml"
     fleet.parent.mkdir()
-    fleet.write_text((Path(__file__).parents[1] / "hardware/fleets/pico-homo-2.yaml").read_text())
+    fleet.write_text((FLEETS_DIR / "pico-homo-2.yaml").read_text())
     doc = _doc(key) | {"fleet": "fleets/two.yaml"}
     doc["defaults"]["key"] = "keys/id_test"
     inventory = load_inventory(_write(tmp_path, doc))

@@ -18,11 +18,11 @@ from toys import suite
 
 from suite.backends import Segment, run_segment
 from suite.backends.ort import OrtBackend, _AveragingProducts
-from suite.fleet import load_fleet, on_backend, uniform_fleet
+from suite.fleet import load_fleet, uniform_fleet
 from suite.graph import from_model
 from suite.models.load import LoadedModel, load_model
 from suite.plan import COORDINATOR, PlanError, build_stages, save_plan
-from suite.profile import measure_profile
+from suite.profile import measure_profile, priced_here
 from suite.regions import WHOLE, FeatureRange, feature_region
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
 from suite.runtime.lowering import lower_plan
@@ -213,12 +213,14 @@ def test_segments_name_what_each_task_reads_as_held():
 
 
 def test_a_run_on_onnxruntime_prices_this_host_by_its_profile():
-    torch_fleet, ort_fleet = uniform_fleet(2), on_backend(uniform_fleet(2), "onnxruntime")
+    """Under the tests' SUITE_HOST_PROFILE=bundled, the bundled profile of each backend."""
+    torch_fleet = priced_here(uniform_fleet(2), "torch")
+    ort_fleet = priced_here(uniform_fleet(2), "onnxruntime")
     assert {d.profile.name for d in ort_fleet.devices} == {"local-onnxruntime"}
+    assert {d.profile.name for d in torch_fleet.devices} == {"local"}
     assert ort_fleet.name == torch_fleet.name  # the same fleet, this host priced by another backend
-    assert on_backend(torch_fleet, "torch") is torch_fleet
     pis = load_fleet("pico-homo-2")
-    assert on_backend(pis, "onnxruntime").devices == pis.devices  # a Pi is a Pi on any backend here
+    assert priced_here(pis, "onnxruntime") is pis  # a Pi is a Pi on any backend here
 
 
 def test_measure_profile_quick_on_onnxruntime():
@@ -239,7 +241,7 @@ MATRIX = [(s, m, 2) for s in SCHEMES for m in SMALL if (s, m) not in {(r[0], r[1
 def _run_on_workers(tmp_path, scheme: str, model: str, devices: int) -> dict:
     """A plan file made on the model graph (DeepThings with a 3x3 grid, so a device computes several
     tiles of a stage), run on workers on onnxruntime."""
-    shape, fleet = SMALL[model], on_backend(uniform_fleet(devices), "onnxruntime")
+    shape, fleet = SMALL[model], priced_here(uniform_fleet(devices), "onnxruntime")
     options = {"grid": (3, 3)} if scheme == "deepthings" else {}
     plan = make_plan(scheme, from_model(load_model(model, shape, weights=False)), fleet, **options)
     save_plan(plan, tmp_path / "plan.json")

@@ -24,11 +24,12 @@ from torch import nn
 from suite.backends.folded import DATA, MODEL, FoldedModelError, WeightFile, content_digest
 from suite.backends.ort import OrtBackend, folded_model
 from suite.errors import UserError
-from suite.fleet import on_backend, uniform_fleet
+from suite.fleet import uniform_fleet
 from suite.graph import from_model
 from suite.models.load import LoadedModel
 from suite.orchestrate.remote import RemoteWorkers
 from suite.plan import COORDINATOR
+from suite.profile import priced_here
 from suite.runtime import worker
 from suite.runtime.coordinator import Coordinator, RunOptions
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
@@ -36,6 +37,8 @@ from suite.runtime.lowering import lower_plan
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
 from suite.verify import compare
+
+KEY = bytes(32)  # the data plane's MAC key: any key for a worker that is only built here
 
 
 def _net(seed: int = 0) -> LoadedModel:
@@ -59,7 +62,7 @@ def coordinator():
 def _config(coordinator, scheme: str) -> dict:
     """The run configuration a worker finds in the store, for `scheme` on two devices."""
     prepared, _, model = coordinator
-    fleet = on_backend(uniform_fleet(2), "onnxruntime")
+    fleet = priced_here(uniform_fleet(2), "onnxruntime")
     plan = lower_plan(make_plan(scheme, model, fleet), model, prepared.graph, fleet)
     ranks = {p: r for r, p in enumerate(parties(plan))}
     return {"plan": plan.to_dict(), "ranks": ranks, "backend": "onnxruntime", "frames": 1, "timeout_s": 30.0,
@@ -95,7 +98,7 @@ def test_a_worker_reads_only_its_own_nodes_weights_from_the_folded_model(coordin
     for rank in (1, 2):
         digested.clear()
         referenced.clear()
-        runner, _, ready = worker._build(config, _args(rank, folder / MODEL))
+        runner, _, ready = worker._build(config, _args(rank, folder / MODEL), KEY)
         stored = runner.backend._weights
         own = {c for n in runner.program.nodes if graph[n].onnx for c in graph[n].onnx[1]}
         own &= set(stored.tensors)
@@ -125,7 +128,7 @@ def _references(model_bytes: bytes) -> list[tuple[int, int]]:
 def test_an_onnxruntime_worker_without_the_folded_model_says_so(coordinator, monkeypatch):
     monkeypatch.setattr(torch, "set_num_interop_threads", lambda n: None)
     with pytest.raises(UserError, match="pass --model-file"):
-        worker._build(_config(coordinator, "pico"), _args(1, None))
+        worker._build(_config(coordinator, "pico"), _args(1, None), KEY)
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:

@@ -7,25 +7,27 @@ import copy
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from suite.cli import main
-from suite.errors import UserError
-from suite.fleet import load_fleet
+from suite.errors import RunFailed, UserError
+from suite.fleet import FLEETS_DIR, load_fleet
 from suite.graph import from_model
 from suite.models.load import load_model
 from suite.plan import PlanError, check_plan, load_plan, load_plan_dict, save_plan
 from suite.runtime.emulate import CPU_ROOT, cpu_quota_available, sweep_stale
-from suite.runtime.metrics import reserve_results
+from suite.runtime.metrics import RESERVED, logs_folder, reserve_results, save_results
 from suite.schemes import make_plan
 
 SMALL = "3x64x64"
@@ -191,11 +193,21 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     (["simulate", "--plan", "p.json", "--snr-db", "nan"], "argument --snr-db: nan must be a finite"),
     (["run", "--timeout", "inf"], "argument --timeout: inf must be a finite number above 0"),
     (["run", "--port", "70000"], "70000 is not a TCP port"),
+    (["run", "--timeout", "1e308"], "argument --timeout: 1e308 must be a finite number above 0 and at most "
+                                    "86400"),
+    (["run", "--seed", "1180591620717411303424"],
+     "argument --seed: 1180591620717411303424 must be between 0 and 4294967295"),
+    (["run", "--seed", "-1"], "argument --seed: -1 must be between 0 and 4294967295"),
+    (["plan", "--scheme", "single", "--seed", "-1"], "argument --seed: -1 must be between 0 and 4294967295"),
+    (["verify", "--seed", "4294967296"], "argument --seed: 4294967296 must be between 0 and 4294967295"),
+    (["simulate", "--plan", "p.json", "--seed", "-1"], "argument --seed: -1 must be between 0 and 42949672"),
+    (["simulate", "--plan", "p.json", "--frames", "100000000"],
+     "argument --frames: 100000000 must be between 1 and 1000000"),
+    (["deploy", "--inventory", "x", "--jobs", "0"], "argument --jobs: 0 must be between 1 and 64"),
+    (["lab", "check", "--seconds", "1e9"], "argument --seconds: 1e9 must be a finite number above 0 and at"),
     (["plan", "--scheme", "single", "-o", "/nowhere/plan.json"], "folder '/nowhere' does not exist"),
     (["report", "-o", "/nowhere/speedups.csv"], "folder '/nowhere' does not exist"),
     (["profile", "-o", "/nowhere/p.yaml"], "folder '/nowhere' does not exist"),
-    (["plan", "--scheme", "halp", "--devices", "40", "--model", "resnet18", "--input-size", SMALL],
-     "HALP cannot cut model resnet18 for 39 secondaries"),
 ])  # fmt: skip
 def test_bad_arguments_are_one_line_and_fast(capsys, argv, needle):
     start = time.monotonic()
@@ -302,6 +314,165 @@ def test_a_failing_party_in_the_replay_is_reported_in_the_callers_thread(capfd, 
     with pytest.raises(RuntimeError, match="a device's kernel failed"):
         replay(plan, graph, make_backend("torch"), __import__("torch").zeros(1, 3, 32, 32), timeout_s=2.0)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_worker_killed_while_starting_ends_the_run_with_exit_1(tmp_path):
+    """It was a user error (exit 2); the README promises exit 1 for a killed worker."""
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size",
+                            "3x32x32", "--devices", "2", "--no-baseline", "-o", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := _children(run.pid)):
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.02)
+        os.kill(workers[0], signal.SIGKILL)  # it is still importing torch
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+        run.wait()
+    assert run.returncode == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "was killed by signal 9 (SIGKILL) while starting" in errors[0], err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def _claim(folder: Path, pid: int, started: str | None, host: str = socket.gethostname()) -> Path:
+    folder.mkdir()
+    (folder / RESERVED).write_text(json.dumps({"pid": pid, "host": host, "started": started}))
+    return folder
+
+
+def test_a_claim_whose_run_is_gone_is_reclaimed_with_a_note(tmp_path, capsys, dead_pid):
+    folder = _claim(tmp_path / "out", dead_pid, "12345")
+    logs = logs_folder(folder)
+    logs.mkdir()
+    (tmp_path / ".out.abc.partial").mkdir()  # a save cut short
+    assert reserve_results(folder) == folder
+    err = capsys.readouterr().err
+    assert f"reclaimed results directory '{folder}': the run that claimed it (pid {dead_pid}) is gone" in err
+    assert len(err.splitlines()) == 1 and not logs.exists() and not (tmp_path / ".out.abc.partial").exists()
+    assert json.loads((folder / RESERVED).read_text())["pid"] == os.getpid()
+    with pytest.raises(UserError, match=f"being written by another run \\(pid {os.getpid()} on "):
+        reserve_results(folder)  # now it is this live process's
+
+
+def test_a_claim_whose_pid_was_reused_is_reclaimed(tmp_path):
+    folder = _claim(tmp_path / "out", os.getpid(), "1")  # this pid, but a process started at another time
+    assert reserve_results(folder) == folder
+
+
+@pytest.mark.parametrize("host", ["another-host", None])
+def test_a_claim_that_cannot_be_judged_is_refused(tmp_path, host):
+    folder = tmp_path / "out"
+    if host is None:
+        folder.mkdir()
+        (folder / RESERVED).write_text("")  # as a run leaves it between creating and filling it
+    else:
+        _claim(folder, 1, "1", host)  # another host's run: its pid cannot be checked here
+    with pytest.raises(UserError, match="being written by another run"):
+        reserve_results(folder)
+    assert (folder / RESERVED).exists()
+
+
+def test_a_sigkilled_run_does_not_block_its_folder(tmp_path):
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size", "3x32x32", "--devices",
+            "2", "--no-baseline", "-o", str(out)]  # fmt: skip
+    run = subprocess.Popen([*argv, "--frames", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not logs_folder(out).is_dir():
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+            time.sleep(0.05)
+    finally:
+        run.kill()  # SIGKILL: nothing is given back
+        run.wait()
+    assert (out / RESERVED).exists()
+    again = subprocess.run([*argv, "--frames", "1", "--warmup", "0"], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"note: reclaimed results directory '{out}': the run that claimed it (pid {run.pid}) is gone" in (
+        again.stderr)
+    assert (out / "summary.json").exists() and not logs_folder(out).exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 200 KB tmpfs (root only), unmounted however the test ends."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_keeps_the_whole_files_written_and_says_what_is_missing(tiny_disk):
+    out = tiny_disk / "run"
+    reserve_results(out)
+    big = pd.DataFrame({"x": range(60_000)})  # about 350 KB of CSV: more than the disk holds
+    with pytest.raises(RunFailed) as failed:
+        save_results(out, {"frames": pd.DataFrame({"x": [1, 2]}), "trace": big}, {"summary": {"a": 1}})
+    assert str(failed.value) == (f"results directory '{out}' holds only frames.csv, summary.json (No space "
+                                 "left on device; not written: trace.csv): free space on its disk (or pass "
+                                 "-o on another one) and run again")  # fmt: skip
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["run"]  # no staging, no claim left
+    assert sorted(p.name for p in out.iterdir()) == ["frames.csv", "summary.json"]
+    assert json.loads((out / "summary.json").read_text()) == {"a": 1}
+
+
+def test_a_run_onto_a_full_disk_is_one_line_exit_1_with_what_fit(tiny_disk):
+    out = tiny_disk / "run"
+    done = subprocess.run([sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size",
+                           "3x32x32", "--devices", "2", "--frames", "200", "--no-baseline", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"results directory '{out}' holds only " in errors[0], done.stderr
+    assert "No space left on device" in errors[0] and "free space on its disk" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert json.loads((out / "summary.json").read_text())["complete"] is True
+    assert len((out / "frames.csv").read_text().splitlines()) == 203  # header, 2 warm-up and 200 frames
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["run"]
+
+
+def test_a_plan_onto_a_full_disk_is_one_line(tiny_disk, capsys):
+    with pytest.raises(OSError), (tiny_disk / "filler").open("wb") as filler:
+        filler.write(bytes(300_000))
+    plan = tiny_disk / "plan.json"
+    one_line(capsys, ["plan", "--scheme", "single", "--input-size", SMALL, "-o", str(plan)],
+             f"cannot write {plan} (No space left on device); free space on its disk")  # fmt: skip
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_a_plan_names_a_fleet_never_a_path_elsewhere(halp, tmp_path, capsys):
+    for fleet in ("/proc/self/environ", "../fleet.yaml"):
+        plan = _write(tmp_path, {**halp[1], "fleet": fleet})
+        one_line(capsys, ["simulate", "--plan", plan], f"plan {plan}: fleet '{fleet}' is outside the fleets "
+                                                       "folder and the plan's folder")  # fmt: skip
+    plan = _write(tmp_path, {**halp[1], "fleet": "nowhere"})
+    one_line(capsys, ["simulate", "--plan", plan], f"plan {plan}: unknown fleet 'nowhere'")
+    (tmp_path / "mine.yaml").write_text((FLEETS_DIR / "pico-homo-4.yaml").read_text())
+    plan = _write(tmp_path, {**halp[1], "fleet": "mine.yaml"})  # a fleet YAML beside the plan is fine
+    assert main(["simulate", "--plan", plan, "--frames", "3"]) == 0
 
 
 # -- fuzz: mutations of files a user may edit ------------------------------------------------------

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from suite.cli import _warn_wildcard
+from suite.runtime import rendezvous
 from suite.runtime.rendezvous import (
     SECRET_ENV,
     RendezvousError,
@@ -69,6 +71,54 @@ def test_a_tampered_message_is_refused(server):
     channel.sent += 1  # as if a message had been injected in between: the sequence no longer matches
     with pytest.raises(RendezvousError):
         store.get("a")
+
+
+def _handshaking() -> int:
+    return sum("(_serve)" in thread.name for thread in threading.enumerate())
+
+
+def test_a_trickled_handshake_is_cut_off_at_the_limit_for_the_whole_handshake(server, monkeypatch):
+    """A byte every 0.3 s kept the connection open however long (the limit was per read)."""
+    monkeypatch.setattr(rendezvous, "HANDSHAKE_S", 1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+        slow.recv(32)  # the server's nonce
+        start, closed = time.monotonic(), False
+        while not closed and time.monotonic() - start < 5:
+            try:
+                slow.sendall(b"x")
+                time.sleep(0.3)
+                closed = slow.recv(1, socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                pass  # still open, nothing to read
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - start < 2.0
+    _wait_for(lambda: server.refused_count == 1, 5)
+
+
+def test_handshakes_at_once_are_capped_and_refused_peers_bounded(server, monkeypatch):
+    monkeypatch.setattr(rendezvous, "HANDSHAKE_S", 1.0)
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+              for _ in range(rendezvous.MAX_HANDSHAKES + 20)]  # fmt: skip
+    try:
+        time.sleep(0.5)
+        assert _handshaking() <= rendezvous.MAX_HANDSHAKES
+        # the ones held back are served as slots free up; a party with the secret still gets in
+        store = RendezvousStore("127.0.0.1", server.port, server.secret, timeout_s=5)
+        store.set("a", b"1")
+    finally:
+        for sock in silent:
+            sock.close()
+    _wait_for(lambda: server.refused_count == len(silent), 10)
+    assert len(server.refused) == rendezvous.MAX_REFUSED_NAMED and server.refused[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_wildcard_host_is_warned_about_in_one_line(capsys, host):
+    _warn_wildcard(host)
+    _warn_wildcard("127.0.0.1")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"warning: --host '{host}' listens on every interface")
 
 
 def _listeners(pids: set[int]) -> set[str]:

@@ -89,9 +89,13 @@ class SqueezeExcite(nn.Module):
         self.stem, self.tail = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
         self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
 
+    @staticmethod
+    def pool(y):
+        return F.adaptive_avg_pool2d(y, 1)
+
     def forward(self, x):
         y = F.silu(self.stem(x))
-        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(y, 1)))))
+        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(self.pool(y)))))
         return self.tail(y * scale)
 
 
@@ -118,18 +122,12 @@ class FusedNormAct(nn.Module):
         return self.norm_b(self.b(self.norm_a(self.a(x))))
 
 
-class MeanSqueezeExcite(nn.Module):
+class MeanSqueezeExcite(SqueezeExcite):
     """Squeeze-and-excite whose pool is `x.mean((2, 3), keepdim=True)` (a ReduceMean in ONNX)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.tail = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
-        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
-
-    def forward(self, x):
-        y = F.silu(self.stem(x))
-        scale = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
-        return self.tail(y * scale)
+    @staticmethod
+    def pool(y):
+        return y.mean((2, 3), keepdim=True)
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from suite.arguments import at_least, finite
 from suite.errors import UserError
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -19,9 +20,9 @@ def add_commands(sub) -> None:
         "deploy",
         help="install this checkout of the suite on every device of an inventory and check each device",
     )
-    d.add_argument("--inventory", required=True, help="inventory name (hardware/inventories) or YAML path")
+    d.add_argument("--inventory", required=True, help="inventory name (suite/data/inventories) or YAML path")
     d.add_argument("--force", action="store_true", help="reinstall devices that are up to date")
-    d.add_argument("--jobs", type=int, default=8, help="devices deployed at once (default: 8)")
+    d.add_argument("--jobs", type=at_least(1, 64), default=8, help="devices deployed at once (default: 8)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(run=cmd_deploy)
 
@@ -49,7 +50,8 @@ def add_commands(sub) -> None:
         "check",
         help="measure each link (alone and all at once) and each device's compute against the fleet spec",
     )
-    c.add_argument("--seconds", type=float, default=1.5, help="each transfer's duration (default: 1.5)")
+    c.add_argument("--seconds", type=finite(positive=True, high=600), default=1.5,
+                   help="each transfer's duration (default: 1.5)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     w = labs.add_parser("down", help="remove everything the lab made (also what a killed `lab up` left)")
     for p, command in ((u, cmd_lab_up), (s, cmd_lab_status), (c, cmd_lab_check), (w, cmd_lab_down)):
@@ -72,7 +74,9 @@ def _deploy(path: str, force: bool, jobs: int, as_json: bool) -> int:
     (or one JSON object)."""
     from suite.orchestrate.deploy import DeviceReport, deploy, describe
     from suite.orchestrate.inventory import load_inventory
+    from suite.package import require_checkout
 
+    require_checkout("suite deploy")  # before anything is checked or connected
     inventory = load_inventory(path)
     _say(
         f"deploying to {len(inventory.hosts)} devices of inventory '{inventory.name}' "
@@ -116,7 +120,10 @@ def _table(rows: list[list[str]]) -> None:
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from suite.orchestrate import lab
+    from suite.package import require_checkout
 
+    if args.deploy:
+        require_checkout("suite lab up --deploy")  # before the lab is brought up
     start = time.monotonic()
     made = lab.up(args.fleet, args.dilate, args.name, say=_say)
     seconds = time.monotonic() - start

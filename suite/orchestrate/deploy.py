@@ -45,8 +45,8 @@ from suite.fleet import Profile
 from suite.orchestrate import device_probe
 from suite.orchestrate.inventory import Host, Inventory
 from suite.orchestrate.ssh import DeviceError, connect, quote, run
+from suite.package import require_checkout
 
-PROJECT = Path(__file__).resolve().parents[2]
 MIN_PYTHON = (3, 11)  # pyproject's requires-python
 MAX_PARALLEL = 8
 
@@ -73,14 +73,10 @@ class DeviceReport:
     error: str | None = None
 
 
-def build(workdir: Path, project: Path = PROJECT) -> Artifacts:
+def build(workdir: Path) -> Artifacts:
     """Build the project wheel into `workdir` and fingerprint it with the constraints."""
+    project = require_checkout("suite deploy (it builds the suite's wheel and sends constraints.txt)")
     constraints = project / "constraints.txt"
-    if not (project / "pyproject.toml").is_file() or not constraints.is_file():
-        raise UserError(
-            f"suite deploy builds the project from its source checkout, but {project} has no "
-            "pyproject.toml and constraints.txt; run it from a checkout (pip install -e .)"
-        )
     # with setuptools at hand the build takes a second; an isolated build installs one first
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check"]

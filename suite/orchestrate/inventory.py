@@ -1,6 +1,6 @@
 """Inventories: how to reach each device of a fleet over SSH, and where the coordinator is.
 
-An inventory (`hardware/inventories/*.yaml`, or the one `suite lab up` writes) names a fleet (the
+An inventory (`suite/data/inventories/*.yaml`, or the one `suite lab up` writes) names a fleet (the
 devices' profiles and the link model stay in the fleet file) and, per fleet device, its SSH
 address, user, the PATH of a private key, the interpreter and the work folder on the device. It
 never holds a secret: key material or passwords in the file are refused. Loading checks it
@@ -22,9 +22,10 @@ from pydantic import Field, field_validator
 
 from suite.errors import UserError
 from suite.fleet import Fleet, load_fleet
+from suite.package import data
 from suite.schema import Strict, read_yaml, shown
 
-INVENTORIES_DIR = Path(__file__).resolve().parents[2] / "hardware" / "inventories"
+INVENTORIES_DIR = data("inventories")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 SSH_PORT = 22
 
@@ -178,7 +179,7 @@ _REQUIRED = ("user", "key", "python", "workdir")
 
 
 def load_inventory(spec: str | Path) -> Inventory:
-    """A bundled inventory name (`hardware/inventories/<name>.yaml`) or a path to an inventory YAML."""
+    """A bundled inventory name (`suite/data/inventories/<name>.yaml`) or a path to an inventory YAML."""
     path = _locate(str(spec))
     _refuse_secrets(path)
     doc = read_yaml(path, _InventorySpec, InventoryError)

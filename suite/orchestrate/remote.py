@@ -34,7 +34,9 @@ from suite.orchestrate.ssh import CONNECT_TIMEOUT_S, DeviceError, connect, quote
 
 # the lifeline's code without its docstring (`ps` on the device shows the whole command line)
 LIFELINE = Path(lifeline.__file__).read_text().split('"""', 2)[2].strip()
-STOP_WAIT_S = 5.0  # for a stopped worker's exit status before the connection is closed anyway
+# for a stopped worker's exit status before the connection is closed anyway: short, since a device
+# whose link is down never answers, and a run must end within its --timeout + 5 s
+STOP_WAIT_S = 2.0
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """DeepThings' Fig. 13 (TCAD 2018): single-frame latency of MoDNN and FTP 5x5 on 1-6 Pi 3B for the
 first 16 layers of YOLOv2 at 608x608, with the communication per frame and the memory per device.
 
-Fleets `deepthings-pi3-{1..6}` (hardware/): one-core Pi 3B at Darknet+NNPACK speed, the WLAN's
+Fleets `deepthings-pi3-{1..6}` (suite/data/fleets/): one-core Pi 3B at Darknet+NNPACK speed, the WLAN's
 bandwidth estimated from the paper's own MoDNN numbers. FTP runs DeepThings' configuration: all 16
 layers fused, a fixed 5x5 grid (`deepthings` with `grid` and `fused_pieces`), tiles dealt statically
 where DeepThings steals work at run time.

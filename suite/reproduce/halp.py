@@ -82,7 +82,7 @@ def speedup_and_reliability(baseline: Figure) -> Outcome:
                      "transfers overlap other frames' compute and it nearly breaks even). The paper's "
                      "1.7-2.0x needs a host that is slow against its link, which is what the abstract cannot "
                      "tell us: its framework, batch handling and link are not public. Our GPU fleet is an "
-                     "estimate (hardware/fleets/halp-gpu.yaml)."),
+                     "estimate (suite/data/fleets/halp-gpu.yaml)."),
         "halp-pi": (f"On three ncnn-speed Pi 4 over 50 Mbps WiFi, HALP's transfers take {pi_comm:.2f} s of "
                     f"its {pi.predicted.latency_s:.2f} s frame; the prototype's engine and link are not "
                     "public."),

@@ -2,7 +2,7 @@
 models (Fig. 12), the heterogeneous cluster (Table I), planning time (Table II) and latency under
 Poisson load (Fig. 10b).
 
-Fleets are the paper-calibrated `pico-libtorch-*` ones (hardware/): one-core Pi 4B at PICO's clocks,
+Fleets are the paper-calibrated `pico-libtorch-*` ones (suite/data/fleets/): one-core Pi 4B at PICO's clocks,
 LibTorch speed, 50 Mbps shared WiFi. PICO's baselines map to our schemes: LW = modnn, EFL =
 deepthings, OFL = ofl.
 """

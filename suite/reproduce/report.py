@@ -156,9 +156,10 @@ def header(stamp: str, sections: list[tuple[str, str]]) -> str:
         "**predicted** (the cost model, `suite/cost.py`) and **simulated** (the discrete-event simulator, "
         "`suite/simulate.py`, which adds contention for a shared medium between pipeline stages and "
         "queueing) on device profiles calibrated to each paper's own single-device times "
-        "(`hardware/profiles/rpi4b-libtorch-*`, `rpi3b-darknet-*`). None is measured: measured points "
-        "come from the emulated lab, which this run did not use. The papers' numbers are in `baselines/`, "
-        "each with its source and whether it is printed or read off a plot (about +-0.3 s, +-0.1x). A "
+        "(`suite/data/profiles/rpi4b-libtorch-*`, `rpi3b-darknet-*`). None is measured: measured points "
+        "come from the emulated lab, which this run did not use. The papers' numbers are in "
+        "`suite/data/baselines/`, each with its source and whether it is printed or read off a plot "
+        "(about +-0.3 s, +-0.1x). A "
         f"ratio is ours over the paper's; every point further than {OFF:.0%} from the paper's has a "
         "paragraph on what we believe causes the difference.", "",
         f"*{stamp}*", "", contents, "",

@@ -36,10 +36,11 @@ import torch.distributed as dist
 
 from suite.backends import Backend
 from suite.datasets import Frame
-from suite.errors import UserError
-from suite.fleet import Fleet, load_profile, local_profile
+from suite.errors import RunFailed, UserError
+from suite.fleet import Fleet
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan
+from suite.profile import host_profile
 from suite.runtime import transport
 from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
@@ -117,6 +118,8 @@ class Coordinator:
                       "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
             store.set("config", json.dumps(config))
             if inventory is None:
+                # this host's speed, to cap each worker at its device's: measured now, not while they wait
+                host_macs = host_profile(options.backend, say=_say).macs_per_s
                 workers = LocalWorkers(log_dir)
             else:
                 from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
@@ -138,7 +141,7 @@ class Coordinator:
             info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
             self._check_weights(info, model_files)
             if inventory is None:
-                self._emulate(workers, names[1:], ranks, info)
+                self._emulate(workers, names[1:], ranks, info, host_macs)
             else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
                 for name in names[1:]:
                     info[name]["cpu_cores"] = inventory.lab.cpu_cores.get(name) if inventory.lab else None
@@ -146,12 +149,13 @@ class Coordinator:
                 os.environ["GLOO_SOCKET_IFNAME"] = inventory.coordinator.interface
             else:
                 transport.pin_gloo(host)
-            transport.join(store, 0, len(names), options.timeout_s)
-            offsets = {name: transport.clock_offset(ranks[name]) for name in names[1:]}
-            measurement = self._stream(executable, ranks, workers, store, progress)
+            gloo = transport.GlooTransport(ranks, COORDINATOR, transport.data_key(secret))
+            offsets = _join(store, gloo, names, options.timeout_s)
+            measurement = self._stream(executable, gloo, workers, store, progress)
             measurement.plan = plan  # the results keep the plan as made, on the model graph
             measurement.workers = info
             measurement.refused_peers = list(server.refused)
+            measurement.refused_count = server.refused_count
             if measurement.complete:
                 measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
                 for name in names[1:]:
@@ -209,10 +213,9 @@ class Coordinator:
                                     "draw its weights from --seed; deploy the same model file)")  # fmt: skip
 
     def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
-                 info: dict[str, dict]) -> None:  # fmt: skip
-        """Cap each worker at its device's speed relative to this host's on the run's backend
-        (`hardware/profiles/local.yaml`, or `local-<backend>.yaml` where one was measured)."""
-        host = load_profile(local_profile(self.options.backend)).macs_per_s
+                 info: dict[str, dict], host: float) -> None:  # fmt: skip
+        """Cap each worker at its device's speed relative to this host's (`host` MAC/s on the run's
+        backend: `suite.profile.host_profile`)."""
         for name in devices:
             cores = cores_for(self.fleet.device(name).profile.macs_per_s, host, self.options.threads)
             info[name]["cpu_cores"] = None
@@ -225,7 +228,7 @@ class Coordinator:
             workers.limit(ranks[name], cores)
             info[name]["cpu_cores"] = round(cores, 3)
 
-    def _stream(self, plan: Plan, ranks: dict[str, int], workers: Workers, store: RendezvousStore,
+    def _stream(self, plan: Plan, gloo: transport.GlooTransport, workers: Workers, store: RendezvousStore,
                 progress: Progress | None) -> Measurement:  # fmt: skip
         """Frames in order, `plan.frames_in_flight` at a time, each checked against its reference.
 
@@ -233,8 +236,8 @@ class Coordinator:
         mismatch or Ctrl-C ends the stream at once and never holds up this process's exit."""
         graph, options = self.graph, self.options
         stop = threading.Event()
-        runner = Runner(graph, compile_program(plan, graph, COORDINATOR), self.backend,
-                        transport.GlooTransport(ranks), options.timeout_s, stop=stop)  # fmt: skip
+        program = compile_program(plan, graph, COORDINATOR)
+        runner = Runner(graph, program, self.backend, gloo, options.timeout_s, stop=stop)
         total = options.warmup + options.frames
         records: list[FrameRecord] = []
         out = graph.outputs[0]
@@ -311,6 +314,27 @@ class Coordinator:
         return measurement
 
 
+def _join(store: RendezvousStore, gloo: transport.GlooTransport, names: list[str], timeout_s: float
+          ) -> dict[str, float]:  # fmt: skip
+    """Form the gloo group with every worker, then each worker's clock offset (authenticated like
+    every message); a worker that does not join or answer in `timeout_s` ends the run in one line."""
+    taken = "(a worker stopped, or a party outside the run took its connection)"
+    try:
+        transport.join(store, 0, len(names), timeout_s)
+    except Exception as exc:  # gloo's timeout or a broken pairing, as a RuntimeError
+        raise RunFailed(f"the workers did not all join the run's gloo group: "
+                        f"{transport.failure_reason(exc, timeout_s)} {taken}") from None  # fmt: skip
+    offsets = {}
+    for name in names[1:]:
+        try:
+            offsets[name] = transport.clock_offset(gloo, name, timeout_s)
+        except Exception as exc:
+            why = transport.failure_reason(exc, timeout_s)
+            raise RunFailed(f"device {name} (rank {gloo.ranks[name]}): no authentic answer to the clock "
+                            f"sync: {why} {taken}") from None  # fmt: skip
+    return offsets
+
+
 def _serve(host: str, port: int, secret: str) -> RendezvousServer:
     """The run's rendezvous, bound to `host` only; a host or port that cannot be bound is one line."""
     try:
@@ -336,7 +360,9 @@ class _Mismatch(Exception):
 
 
 def _await_ready(store: RendezvousStore, workers: Workers, timeout_s: float) -> dict[str, dict]:
-    """Every worker's report once it has built its model; a worker that exits first is an error."""
+    """Every worker's report once it has built its model. A worker that exits first says why (its
+    model, its backend or its interpreter: the user's to fix, exit 2); one killed by a signal, or
+    silent past `timeout_s`, is a fault of the run (exit 1)."""
     deadline = time.monotonic() + timeout_s
     waiting = set(workers.names)
     info: dict[str, dict] = {}
@@ -347,11 +373,15 @@ def _await_ready(store: RendezvousStore, workers: Workers, timeout_s: float) -> 
                 info[workers.names[rank]] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
                 waiting.discard(rank)
             elif rank in exited:
+                if exited[rank] < 0:  # a signal: killed (or the kernel's OOM killer), not refused
+                    raise RunFailed(f"device {workers.names[rank]} (rank {rank}): the worker "
+                                    f"{workers.exit_text(rank)} while starting")  # fmt: skip
                 said = _said(store, rank) or workers.last_line(rank) or workers.exit_text(rank)
                 raise UserError(f"device {workers.names[rank]}: the worker could not start: {said}")
         if time.monotonic() > deadline:
             rank = min(waiting)
-            raise UserError(f"device {workers.names[rank]}: the worker did not start within {timeout_s:g} s")
+            raise RunFailed(f"device {workers.names[rank]} (rank {rank}): the worker did not start within "
+                            f"{timeout_s:g} s")  # fmt: skip
         time.sleep(0.05)
     return info
 
@@ -393,3 +423,7 @@ def _worker_events(store, devices, ranks, offsets, timeout_s) -> list[Event]:
     for device, key in zip(devices, keys):
         events += [Event(**e).shifted(offsets[device]) for e in json.loads(store.get(key))]
     return events
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

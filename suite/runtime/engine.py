@@ -40,6 +40,7 @@ from suite.regions import (
     plan_regions,
 )  # fmt: skip
 from suite.runtime.metrics import Event
+from suite.runtime.transport import failure_reason
 
 
 class TransferError(RuntimeError):
@@ -313,11 +314,7 @@ class Runner:
             raise self._failure(exc, frame, stage, message, verb) from None
 
     def _failure(self, exc: Exception, frame: int, stage: int, message: Message, verb: str) -> TransferError:
-        text = str(exc).lower()
-        why = ("the connection closed" if "closed by peer" in text else
-               "the connection was closed after an earlier timeout" if "pair closure" in text else
-               f"nothing within {self.timeout_s:g} s" if "timed out" in text
-               else str(exc).splitlines()[0][:160])  # fmt: skip
+        why = failure_reason(exc, self.timeout_s)
         return TransferError(f"{self.program.party} could not {verb} {message.peer} '{message.tensor}' "
                              f"({stage_name(stage, self.program.stages)}, frame {frame}): {why}",
                              message.peer, stage, frame)  # fmt: skip

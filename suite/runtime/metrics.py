@@ -7,6 +7,7 @@ arithmetic (interval unions, windows) is testable without a fleet.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -14,6 +15,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -24,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from suite.errors import UserError
+from suite import package
+from suite.errors import RunFailed, UserError
 
 KINDS = ("compute", "send", "recv")  # also the Chrome trace thread ids 1, 2, 3, one track each
 VERSIONED = ("torch", "numpy", "onnxruntime", "pandas", "suite")
@@ -141,7 +144,7 @@ def run_metadata(**extra) -> dict:
     Extra keys win over the defaults, so the runtime can pin, say, the timestamp of the run's start.
     """
     return {
-        "git": _git(Path(__file__).resolve().parent),
+        "git": None if (checkout := package.checkout()) is None else _git(checkout),
         "versions": {"python": platform.python_version()} | {name: _version(name) for name in VERSIONED},
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
@@ -176,24 +179,119 @@ RESERVED = ".suite-run"  # the marker a run leaves in the results folder it has 
 def reserve_results(directory: Path) -> Path:
     """Claim a results folder before a run starts, so a folder that is taken or not empty is refused
     at once rather than after every frame has run; `save_results` fills it, `release_results` gives
-    back an unused claim. Two runs cannot claim the same folder (the marker is created exclusively)."""
+    back an unused claim. Two runs cannot claim the same folder (the marker is created exclusively).
+
+    The marker names its run (pid, host, the process's start time): a claim whose run is gone (a
+    SIGKILLed coordinator) is reclaimed with a note, with the worker logs and staging it left."""
     directory = Path(directory)
+    marker = directory / RESERVED
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / RESERVED, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = _claim(marker)
     except FileExistsError:
-        raise UserError(f"results directory '{directory}' is being written by another run (it holds "
-                        f"{RESERVED}); pass another output directory") from None  # fmt: skip
+        raise UserError(f"results directory '{directory}' is being written by another run "
+                        f"({_describe_owner(marker)}); pass another output directory") from None  # fmt: skip
     except OSError as exc:
         raise UserError(f"results directory '{directory}' cannot be created ({exc.strerror}); pass a "
                         "writable output directory") from None  # fmt: skip
-    with os.fdopen(fd, "w") as marker:
-        marker.write(str(os.getpid()))
+    try:
+        with os.fdopen(fd, "w") as claim:
+            json.dump(_owner(os.getpid()), claim)
+    except OSError as exc:
+        release_results(directory)
+        raise UserError(f"results directory '{directory}' cannot be claimed ({exc.strerror}); free space "
+                        "on its disk or pass another output directory") from None  # fmt: skip
     if any(p.name != RESERVED for p in directory.iterdir()):
         release_results(directory)
         raise UserError(f"results directory '{directory}' already exists and is not empty; pass a new "
                         "output directory or remove the old one")  # fmt: skip
     return directory
+
+
+def logs_folder(directory: Path) -> Path:
+    """Where a run writes its worker logs until they move into its results (`save_results`)."""
+    return Path(directory).parent / f".{Path(directory).name}.logs"
+
+
+def _claim(marker: Path) -> int:
+    """The new marker's file descriptor; raises FileExistsError while a live run holds it. A dead
+    run's marker is removed under a lock, and only if it is still that run's, so two runs that
+    reclaim at once never both win."""
+    try:
+        return os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        pass
+    owner = None
+    try:
+        with marker.open() as stale:
+            try:
+                fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FileExistsError(marker) from None  # another run is reclaiming it
+            owner = _claim_owner(stale.read())
+            if owner is None or _running(owner) or os.stat(marker).st_ino != os.fstat(stale.fileno()).st_ino:
+                raise FileExistsError(marker)
+            marker.unlink()
+    except FileNotFoundError:
+        owner = None  # given back meanwhile
+    fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    if owner is not None:  # not when the marker was given back
+        directory = marker.parent
+        for left in [logs_folder(directory), *directory.parent.glob(f".{directory.name}.*.partial")]:
+            shutil.rmtree(left, ignore_errors=True)
+        print(f"note: reclaimed results directory '{directory}': the run that claimed it (pid "
+              f"{owner['pid']}) is gone", file=sys.stderr)  # fmt: skip
+    return fd
+
+
+def _owner(pid: int) -> dict:
+    return {"pid": pid, "host": socket.gethostname(), "started": _started(pid)}
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat's 22nd field): with the
+    pid it names one process, even after the pid is reused. None if there is no such process (or
+    no /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _claim_owner(text: str) -> dict | None:
+    """The run a marker names, or None if it names none (being written, or from an older suite)."""
+    try:
+        owner = json.loads(text)
+        return {"pid": int(owner["pid"]), "host": str(owner["host"]), "started": owner["started"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _running(owner: dict) -> bool:
+    """Whether a claim's run may still be writing: on another host it cannot be told, so yes; on
+    this one, its pid runs and started when the claim says."""
+    if owner["host"] != socket.gethostname():
+        return True
+    started = _started(owner["pid"])
+    if started is not None or owner["started"] is not None:
+        return started is not None and started == owner["started"]
+    try:  # no /proc here: whether the pid runs at all
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _describe_owner(marker: Path) -> str:
+    try:
+        owner = _claim_owner(marker.read_text())
+    except OSError:
+        owner = None
+    if owner is None:
+        return f"it holds {RESERVED}; remove that file if no run is writing there"
+    return f"pid {owner['pid']} on {owner['host']}, per its {RESERVED}"
 
 
 def release_results(directory: Path) -> None:
@@ -206,38 +304,65 @@ def release_results(directory: Path) -> None:
 def save_results(directory: Path, tables: dict[str, pd.DataFrame], documents: dict[str, dict],
                  folders: dict[str, Path] | None = None) -> Path:  # fmt: skip
     """Write `<name>.csv` per table and `<name>.json` per document, and move in each of `folders`
-    (worker logs) as `<name>/`, all at once or not at all.
+    (worker logs) as `<name>/`.
 
     Files go to a hidden sibling directory that is renamed into place at the end, so an interrupted
     run leaves no half-written results folder behind. An existing non-empty directory is never
-    touched; one this run claimed with `reserve_results` is filled.
+    touched; one this run claimed with `reserve_results` is filled. A full disk (or any write error)
+    keeps the whole files written so far, smallest first so that as many as fit are kept, and
+    raises RunFailed naming what is missing; no file is ever left half-written.
     """
     directory = Path(directory)
-    names = [f"{name}.csv" for name in tables] + [f"{name}.json" for name in documents] + list(folders or {})
+    texts = {f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
+    texts |= {f"{name}.json": json.dumps(document, indent=2, default=_jsonable) + "\n"
+              for name, document in documents.items()}  # fmt: skip
+    names = list(texts) + list(folders or {})
     bad = [name for name in names if Path(name).name != name or name.startswith(".")]
     if bad:
         raise ValueError(f"result names must be plain file names: {bad}")
     _refuse_existing(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+    written: list[str] = []
     try:
-        for name, table in tables.items():
-            _write(staging / f"{name}.csv", table.to_csv(index=False))
-        for name, document in documents.items():
-            _write(staging / f"{name}.json", json.dumps(document, indent=2, default=_jsonable) + "\n")
-        for name, folder in (folders or {}).items():
-            shutil.copytree(folder, staging / name)
-        staging.chmod(0o755)  # mkdtemp makes it private; results are for everyone to read
-        (directory / RESERVED).unlink(missing_ok=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial",
+                                        dir=directory.parent))  # fmt: skip
+    except OSError as exc:
+        raise RunFailed(_unsaved(directory, written, names, exc)) from None
+    try:
         try:
-            staging.rename(directory)  # atomic; replaces only a missing or empty directory
-        except OSError:
-            _refuse_existing(directory)  # it appeared meanwhile: say so as a user error
-            raise
+            for name in sorted(texts, key=lambda n: len(texts[n])):
+                _write(staging / name, texts[name])
+                written.append(name)
+            for name, folder in (folders or {}).items():
+                _copy(folder, staging / name)
+                written.append(name)
+        except OSError as exc:
+            if written:
+                _publish(staging, directory)
+            raise RunFailed(_unsaved(directory, written, names, exc)) from None
+        _publish(staging, directory)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once published
         raise
     return directory
+
+
+def _publish(staging: Path, directory: Path) -> None:
+    staging.chmod(0o755)  # mkdtemp makes it private; results are for everyone to read
+    (directory / RESERVED).unlink(missing_ok=True)
+    try:
+        staging.rename(directory)  # atomic; replaces only a missing or empty directory
+    except OSError:
+        _refuse_existing(directory)  # it appeared meanwhile: say so as a user error
+        raise
+
+
+def _unsaved(directory: Path, written: list[str], names: list[str], exc: OSError) -> str:
+    """One line: what of a run's results could not be written, why, and the fix."""
+    missing = ", ".join(n for n in names if n not in written)
+    kept = f"holds only {', '.join(written)}" if written else "was not written"
+    return (f"results directory '{directory}' {kept} ({exc.strerror or exc}; not written: {missing}): free "
+            "space on its disk (or pass -o on another one) and run again")
 
 
 def _refuse_existing(directory: Path) -> None:
@@ -248,11 +373,25 @@ def _refuse_existing(directory: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write and fsync, so the rename that publishes the directory never exposes unwritten data."""
-    with path.open("w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    """Write and fsync, so the rename that publishes the directory never exposes unwritten data; a
+    file that could not be written whole is removed."""
+    try:
+        with path.open("w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _copy(folder: Path, to: Path) -> None:
+    """Copy a folder whole, or not at all."""
+    try:
+        shutil.copytree(folder, to)
+    except BaseException:
+        shutil.rmtree(to, ignore_errors=True)
+        raise
 
 
 def _jsonable(value: object) -> object:

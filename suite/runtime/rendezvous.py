@@ -4,10 +4,11 @@ The coordinator serves it on the one address the run binds (never every interfac
 random secret, delivered out of band (in a local worker's environment, over SSH to a fleet's), and
 every connection must prove it knows it before anything is served: both sides exchange nonces and
 check each other's HMAC-SHA256 of them, so a worker also knows it talks to its own coordinator. A
-peer that fails is disconnected and counted. Every later message carries an HMAC over its sequence
-number and direction under a key derived from both nonces, so nobody on the path can inject,
-alter or replay one. Messages are not encrypted: the plan is not a secret, the run secret never
-travels, and no message names code to run.
+peer that fails, or takes more than HANDSHAKE_S over the whole handshake, is disconnected and
+counted; at most MAX_HANDSHAKES connections are in their handshake at once. Every later message
+carries an HMAC over its sequence number and direction under a key derived from both nonces, so
+nobody on the path can inject, alter or replay one. Messages are not encrypted: the plan is not a
+secret, the run secret never travels, and no message names code to run.
 
 gloo rendezvouses through this store (its set/get/wait), so only the run's parties learn where
 each other listens; gloo's tensor connections themselves are not authenticated (every output is
@@ -35,6 +36,9 @@ SECRET_ENV = "SUITE_RUN_SECRET"  # how a worker receives the run's secret
 NONCE = 32
 MAC = 32
 MAX_MESSAGE = 64 * 2**20  # a plan or a worker's timeline; nothing legitimate is larger
+HANDSHAKE_S = 10.0  # the whole handshake, however its bytes trickle in; a party's takes milliseconds
+MAX_HANDSHAKES = 32  # connections still proving the secret at once; more wait to be accepted
+MAX_REFUSED_NAMED = 20  # refused peers named in a run's summary; all are counted
 
 
 class RendezvousError(RuntimeError):
@@ -49,9 +53,16 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
 
 
-def _read(sock: socket.socket, n: int) -> bytes:
+def _read(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """`n` bytes; with a `deadline` (time.monotonic()), all of them by then, not each read by a
+    timeout (a peer trickling a byte at a time would otherwise hold the connection forever)."""
     data = bytearray()
     while len(data) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RendezvousError("the handshake took too long")
+            sock.settimeout(left)
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise RendezvousError("the connection closed")
@@ -70,15 +81,16 @@ class _Channel:
     received: int = 0
 
     @classmethod
-    def handshake(cls, sock: socket.socket, secret: str, server: bool) -> _Channel:
-        """Prove knowledge of `secret` both ways over fresh nonces; raises RendezvousError if the
-        peer cannot."""
+    def handshake(cls, sock: socket.socket, secret: str, server: bool, deadline: float | None = None
+                  ) -> _Channel:  # fmt: skip
+        """Prove knowledge of `secret` both ways over fresh nonces, by `deadline` if given; raises
+        RendezvousError if the peer cannot."""
         key = secret.encode()
         mine = secrets.token_bytes(NONCE)
         if server:
             sock.sendall(mine)
-            theirs = _read(sock, NONCE)
-            if not hmac.compare_digest(_read(sock, MAC), _mac(key, b"client", mine, theirs)):
+            theirs = _read(sock, NONCE, deadline)
+            if not hmac.compare_digest(_read(sock, MAC, deadline), _mac(key, b"client", mine, theirs)):
                 raise RendezvousError("the peer does not know the run's secret")
             sock.sendall(_mac(key, b"server", theirs, mine))
             session = _mac(key, b"session", mine, theirs)
@@ -122,9 +134,11 @@ class RendezvousServer:
     host: str
     port: int
     secret: str
-    refused: list[str] = field(default_factory=list)  # addresses of peers that failed the handshake
+    refused: list[str] = field(default_factory=list)  # the first MAX_REFUSED_NAMED that failed the handshake
+    refused_count: int = 0  # every peer that failed it
     _data: dict[str, bytes] = field(default_factory=dict)
     _changed: threading.Condition = field(default_factory=threading.Condition)
+    _handshakes: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(MAX_HANDSHAKES))
     _sock: socket.socket | None = None
     _closed: bool = False
 
@@ -155,6 +169,8 @@ class RendezvousServer:
 
     def _accept(self) -> None:
         while not self._closed:
+            if not self._handshakes.acquire(timeout=0.5):
+                continue  # at the cap: the kernel's backlog holds new connections until a slot frees
             try:
                 conn, address = self._sock.accept()
             except OSError:
@@ -163,18 +179,27 @@ class RendezvousServer:
 
     def _serve(self, conn: socket.socket, address: str) -> None:
         with conn:
-            conn.settimeout(10.0)  # the handshake is quick; a silent peer is dropped
+            conn.settimeout(HANDSHAKE_S)
             try:
-                channel = _Channel.handshake(conn, self.secret, server=True)
+                channel = _Channel.handshake(conn, self.secret, server=True,
+                                             deadline=time.monotonic() + HANDSHAKE_S)  # fmt: skip
             except (RendezvousError, OSError, ValueError):
-                self.refused.append(address)
+                self._refuse(address)
                 return
+            finally:
+                self._handshakes.release()
             conn.settimeout(None)
             try:
                 while not self._closed:
                     channel.send(self._answer(channel.receive()))
             except (RendezvousError, OSError, ValueError, KeyError, TypeError):
                 return  # the peer left (or sent nonsense after authenticating): drop it
+
+    def _refuse(self, address: str) -> None:
+        with self._changed:
+            self.refused_count += 1
+            if len(self.refused) < MAX_REFUSED_NAMED:
+                self.refused.append(address)
 
     def _answer(self, request: dict) -> dict:
         op = request["op"]

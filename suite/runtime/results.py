@@ -57,7 +57,8 @@ class Measurement:
     end_s: float
     error: str | None = None
     mismatch: str | None = None
-    refused_peers: list[str] = field(default_factory=list)  # addresses that failed the rendezvous handshake
+    refused_peers: list[str] = field(default_factory=list)  # the first addresses that failed the handshake
+    refused_count: int = 0  # every connection that failed it
 
     @property
     def complete(self) -> bool:
@@ -153,6 +154,7 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
         "plan_hash": plan.digest,
         "network": net,
         "refused_peers": run.refused_peers,
+        "refused_count": run.refused_count,
     }
 
 

@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         host, port = parse_master(args.master)
-        store = RendezvousStore(host, port, secret_from_environment(), STARTUP_TIMEOUT_S)
+        secret = secret_from_environment()
+        store = RendezvousStore(host, port, secret, STARTUP_TIMEOUT_S)
     except (UserError, RendezvousError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         config = json.loads(store.get("config"))
-        runner, frames, ready = _build(config, args)
+        runner, frames, ready = _build(config, args, transport.data_key(secret))
         ready["startup_s"] = time.perf_counter() - started
         ready["rss_bytes"] = _give_back_freed_memory()
     except Exception as exc:  # any failure to start is reported, never a silent hang
@@ -76,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     store.set(f"ready/{args.rank}", json.dumps(ready))
     if "GLOO_SOCKET_IFNAME" not in os.environ:  # the inventory may name the device's interface
         transport.pin_gloo(transport.route_to(host, port))
-    transport.join(store, args.rank, args.world, config["timeout_s"])
-    transport.answer_clock()
+    from suite.plan import COORDINATOR  # after the build: a worker without the suite's packages says so there
+
     try:
+        transport.join(store, args.rank, args.world, config["timeout_s"])
+        transport.answer_clock(runner.transport, COORDINATOR, config["timeout_s"])
         with runner.backend.active():
             for frame in range(frames):
                 runner.frame(frame)
@@ -91,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _build(config: dict, args: argparse.Namespace):
-    """The runner for this rank's party, the frame count, and what to report when ready."""
+def _build(config: dict, args: argparse.Namespace, key: bytes):
+    """The runner for this rank's party (its messages authenticated with `key`), the frame count, and
+    what to report when ready."""
     import torch
 
     from suite.backends import BackendError, make_backend
@@ -132,7 +136,8 @@ def _build(config: dict, args: argparse.Namespace):
     graph = prune_weights(graph, program)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     compiled = backend.compile(graph, segments(program, graph))
-    runner = Runner(compiled.graph, program, backend, GlooTransport(ranks), config["timeout_s"], args.rank)
+    gloo = GlooTransport(ranks, party, key)
+    runner = Runner(compiled.graph, program, backend, gloo, config["timeout_s"], args.rank)
     return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
                                       "doctor_fingerprint": None if verdict is None else verdict.fingerprint,
                                       "nodes": len(program.nodes), "weights": digests,

@@ -18,12 +18,13 @@ def add_parser(sub) -> None:
     r = runs.add_parser("run", help="bring the lab up, deploy, run the matrix, compare, report, take it "
                         "down; exit 1 on a regression, a mismatch or a failed cell")  # fmt: skip
     r.add_argument("--matrix", default="full",
-                   help="matrix name (hardware/nightly/NAME.yaml) or YAML path (default: full)")
+                   help="matrix name (suite/data/nightly/NAME.yaml) or YAML path (default: full)")
     r.add_argument("--inventory", help="run on this inventory's devices instead of an emulated lab")
     r.add_argument("--dilate", default="auto", metavar="F|auto",
                    help="the emulated lab's time dilation (default: auto)")
     r.add_argument("--lab-name", default="nightly", help="the emulated lab's name (default: nightly)")
-    r.add_argument("--baseline", help="stored baseline YAML (default: baselines/nightly/MATRIX.yaml)")
+    r.add_argument("--baseline",
+                   help="stored baseline YAML (default: suite/data/baselines/nightly/MATRIX.yaml)")
     r.add_argument("-o", "--output", default="reports",
                    help="reports folder; the night goes to OUTPUT/nightly/<date>T<time>/ (default: reports)")
     r.set_defaults(run=cmd_run)
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
                         "commit (tolerances from their run-to-run noise)")  # fmt: skip
     b.add_argument("runs", nargs="+", metavar="RUN", help="report folders `suite nightly run` wrote")
     b.add_argument("--matrix", help="matrix name or YAML path (default: the one the runs name)")
-    b.add_argument("-o", "--output", help="baseline YAML (default: baselines/nightly/MATRIX.yaml)")
+    b.add_argument("-o", "--output", help="baseline YAML (default: suite/data/baselines/nightly/MATRIX.yaml)")
     b.set_defaults(run=cmd_baseline)
 
 
@@ -40,8 +41,10 @@ def _say(line: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from suite.package import require_checkout
     from suite.tracking.nightly import load_matrix, run_night
 
+    require_checkout("suite nightly run (it deploys the suite to the devices)")  # before the lab comes up
     matrix = load_matrix(args.matrix)
     night = run_night(matrix, args.inventory, args.dilate, args.lab_name, Path(args.output),
                       Path(args.baseline) if args.baseline else None, _say)  # fmt: skip

@@ -1,7 +1,7 @@
 """The nightly lab run: a matrix of schemes x models x device counts on a lab, every frame checked,
 compared with the stored measured baseline.
 
-A matrix (`hardware/nightly/<name>.yaml`) names a fleet, the device counts to run on (its first N
+A matrix (`suite/data/nightly/<name>.yaml`) names a fleet, the device counts to run on (its first N
 devices, so one lab or one real fleet serves every count), the schemes and the models with their
 input sizes and frame counts. Per model and device count the single device runs once and each
 scheme's speedup is measured against it (`measure.py`). The emulated lab brings the fleet up on
@@ -9,7 +9,7 @@ this host (or `--inventory` names a real one); measured times are converted to t
 time (x the lab's dilation) before they are stored or compared, so a baseline does not depend on
 the dilation this host allowed.
 
-A baseline (`baselines/nightly/<matrix>.yaml`) holds per cell the speedup, the real-time latency
+A baseline (`suite/data/baselines/nightly/<matrix>.yaml`) holds per cell the speedup, the real-time latency
 and the bytes moved, and per metric the tolerance: `suite nightly baseline RUN RUN ...` writes it
 from two or more runs of one commit, setting each tolerance to a margin over the run-to-run
 change measured between them (the 90th percentile over the cells). A cell whose speedup fell, or
@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Literal
 import pandas as pd
 from pydantic import Field, field_validator
 
-from suite.errors import UserError
+from suite.errors import RunFailed, UserError
+from suite.package import data
 from suite.schema import Strict, read_yaml, shown, write_atomically
 from suite.tracking.measure import Workload
 
@@ -44,9 +45,8 @@ if TYPE_CHECKING:
     from suite.fleet import Fleet
     from suite.orchestrate.inventory import Inventory
 
-PROJECT = Path(__file__).resolve().parents[2]
-MATRICES_DIR = PROJECT / "hardware" / "nightly"
-BASELINES_DIR = PROJECT / "baselines" / "nightly"
+MATRICES_DIR = data("nightly")
+BASELINES_DIR = data("baselines", "nightly")
 KEYS = ["model", "devices", "scheme"]  # one cell of the matrix
 MEASURED_COLUMNS = [*KEYS, "input_size", "frames", "complete", "bit_exact", "error", "speedup", "latency_s",
                     "throughput_fps", "bytes_moved", "latency_error", "throughput_error", "dilation",
@@ -127,7 +127,7 @@ class Matrix:
 
 
 def load_matrix(spec: str | Path) -> Matrix:
-    """A matrix by name (`hardware/nightly/<name>.yaml`) or path."""
+    """A matrix by name (`suite/data/nightly/<name>.yaml`) or path."""
     path = _locate(spec, MATRICES_DIR, "matrix")
     doc = read_yaml(path, _MatrixSpec, NightlyError)
     workloads = tuple(Workload(m.name, tuple(int(v) for v in m.input_size.split("x")), doc.frames, doc.warmup,
@@ -435,7 +435,7 @@ def run_night(matrix: Matrix, inventory: str | None = None, dilate: str = "auto"
             with emulated_lab(matrix.fleet, dilate, lab_name, say) as lab_inventory:
                 about["network"] = asdict(lab_inventory.lab)
                 _measure(matrix, lab_inventory, partial / "runs", stored, rows, say)
-    except UserError as exc:
+    except (UserError, RunFailed) as exc:
         error = str(exc)
     except BaseException as exc:  # Ctrl-C, SIGTERM or a bug: the report of the cells done, then propagate
         stopped = exc
@@ -470,7 +470,7 @@ def _measure(matrix: Matrix, inventory: Inventory, runs: Path, stored: Baseline 
 
 
 def _baseline_for(matrix: Matrix, path: Path | None) -> Baseline | None:
-    """The stored baseline to compare with (default: baselines/nightly/<matrix>.yaml), if any."""
+    """The stored baseline to compare with (default: suite/data/baselines/nightly/<matrix>.yaml), if any."""
     path = path or BASELINES_DIR / f"{matrix.name}.yaml"
     if not path.is_file():
         return None

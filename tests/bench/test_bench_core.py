@@ -23,6 +23,7 @@ from suite.cost import predict
 from suite.fleet import uniform_fleet
 from suite.graph.cuts import spatial_front
 from suite.models.load import load_model
+from suite.profile import priced_here
 from suite.regions import WHOLE, plan_regions, tile_boxes
 from suite.schemes import make_plan
 
@@ -156,15 +157,17 @@ def test_exact_torch_over_torch_fast(benchmark, exact, model):
 
 
 @pytest.mark.benchmark(timer=CLOCK)
-@pytest.mark.parametrize("model", ["mobilenet_v2", "efficientnet_b0", "resnet18"])
+@pytest.mark.parametrize("model", ["mobilenet_v2", "efficientnet_b0", "resnet18", "googlenet"])
 def test_single_device_prediction_of_the_monolithic_forward(benchmark, exact, model):
-    """The cost model's single-device time on this host's `local` profile against the measured
-    monolithic forward (exact torch, one thread, CPU time), within 25 %: the mobile nets' depthwise
-    convs are priced by their own class and per group (`Node.cost_kind`, `Node.calls`); priced as
-    dense convs they were 18x off."""
+    """The cost model's single-device time on this host's own profile (measured the first time, as
+    a user's first prediction measures it) against the measured monolithic forward (exact torch,
+    one thread, CPU time), within 25 %: the mobile nets' depthwise convs are priced by their own
+    class and per group (`Node.cost_kind`, `Node.calls`); priced as dense convs they were 18x off."""
     prepared = exact.prepare(load_model(model))
     graph, x = prepared.graph, _input(prepared.graph.input_shape[1:])
-    fleet = uniform_fleet(1, "local")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("SUITE_HOST_PROFILE")
+        fleet = priced_here(uniform_fleet(1), "torch")
     predicted = predict(make_plan("single", graph, fleet), graph, fleet).latency_s
     with exact.active(), torch.no_grad():
         benchmark.pedantic(lambda: prepared.monolithic(x), rounds=ROUNDS // 2, warmup_rounds=1)

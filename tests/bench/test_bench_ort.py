@@ -22,10 +22,11 @@ import torch
 from test_bench_core import CLOCK, INPUT, THREADS, _alternating, _input
 
 from suite.backends import make_backend
-from suite.fleet import on_backend, uniform_fleet
+from suite.fleet import uniform_fleet
 from suite.graph import from_model
 from suite.models.load import load_model
 from suite.plan import COORDINATOR
+from suite.profile import priced_here
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
 from suite.runtime.lowering import lower_plan
 from suite.runtime.transport import LocalTransport
@@ -41,7 +42,7 @@ def _frame(backend_name: str, plan, model_graph, loaded, x: torch.Tensor) -> Cal
 
     backend = worker_backend()
     graph = backend.prepare(loaded).graph
-    fleet = on_backend(uniform_fleet(len(plan.devices)), backend_name)
+    fleet = priced_here(uniform_fleet(len(plan.devices)), backend_name)
     plan = lower_plan(plan, model_graph, graph, fleet)
     local, runners = LocalTransport(), {}
     for party in parties(plan):
@@ -100,7 +101,7 @@ def test_plan_compute_torch_vs_onnxruntime(benchmark, zoo, scheme, devices):
     `onnxruntime` workers, against the fastest monolithic model on one device. The target: the exact
     runtime's single-device frame within 1.1x of the fastest backend's monolithic time."""
     loaded, model_graph, x = zoo
-    plan = make_plan(scheme, model_graph, on_backend(uniform_fleet(devices), "onnxruntime"))
+    plan = make_plan(scheme, model_graph, priced_here(uniform_fleet(devices), "onnxruntime"))
     frames = {name: _frame(name, plan, model_graph, loaded, x) for name in ("torch", "onnxruntime")}
     fast, ort = make_backend("torch-fast", THREADS), make_backend("onnxruntime", THREADS)
     ort_monolithic = ort.prepare(loaded).monolithic
