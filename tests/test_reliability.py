@@ -535,3 +535,29 @@ def test_fuzzed_fleets_load_or_fail_in_one_line(tmp_path_factory, mutations):
 
 def test_a_saved_plan_round_trips_through_the_schema(halp):
     assert load_plan(halp[0]).to_dict() == halp[1]
+
+
+def test_a_failed_single_device_run_keeps_the_plans_results(monkeypatch, capsys):
+    """The baseline after a complete run fails to start (a worker killed): the run's frames stand,
+    with a warning that no speedup is reported, rather than being lost with the baseline."""
+    from types import SimpleNamespace
+
+    from toys import conv_graph
+
+    from suite.backends import make_backend
+    from suite.fleet import uniform_fleet
+    from suite.runtime.coordinator import Coordinator, RunOptions
+
+    graph, fleet = conv_graph(), uniform_fleet(2)
+    coordinator = Coordinator(graph, make_backend("torch"), fleet, [], {}, RunOptions("conv", (1, 4, 4)))
+    done = SimpleNamespace(complete=True)
+
+    def run(plan, progress=None, label="plan"):
+        if label == "single":
+            raise RunFailed("device dev0 (rank 1): the worker was killed by signal 9 while starting")
+        return done
+
+    monkeypatch.setattr(coordinator, "run", run)
+    plan = make_plan("modnn", graph, fleet)
+    assert coordinator.run_with_baseline(plan, True, lambda _: None) == (done, None)
+    assert "the single-device run failed, so no speedup is reported" in capsys.readouterr().err

@@ -157,9 +157,14 @@ class Coordinator:
             measurement.refused_peers = list(server.refused)
             measurement.refused_count = server.refused_count
             if measurement.complete:
-                measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
-                for name in names[1:]:
-                    info[name] |= json.loads(store.get(f"usage/{ranks[name]}"))
+                try:
+                    measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
+                    for name in names[1:]:
+                        info[name] |= json.loads(store.get(f"usage/{ranks[name]}"))
+                except Exception as exc:  # every frame is done and checked: the run stands without them
+                    why = transport.failure_reason(exc, options.timeout_s)
+                    _say(f"warning: the workers' timelines and memory could not be collected (a worker "
+                         f"stopped after its last frame?): {why}")
                 store.set("finished", "1")
                 workers.finish(options.timeout_s)
                 dist.destroy_process_group()
@@ -184,7 +189,11 @@ class Coordinator:
         if plan.scheme == "single":
             return run, run
         single = make_plan("single", self.model_graph or self.graph, self.fleet)
-        return run, self.run(single, progress("single device"), label="single")
+        try:
+            return run, self.run(single, progress("single device"), label="single")
+        except RunFailed as exc:  # the plan's frames are kept; only the speedup over one device is lost
+            _say(f"warning: the single-device run failed, so no speedup is reported: {exc}")
+            return run, None
 
     def _folded_model(self) -> Path | None:
         """The folded model onnxruntime workers load (None: workers build the model themselves)."""
