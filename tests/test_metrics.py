@@ -18,6 +18,7 @@ EVENTS = [
     Event("d1", 1, "recv", frame=0, stage=1, start_s=10.3, end_s=10.5, bytes=1500, peer="d0"),
     Event("d1", 1, "compute", frame=0, stage=1, start_s=10.5, end_s=10.9),
 ]
+RECEIVED_TOO = Event("d1", 1, "recv", frame=0, stage=1, start_s=10.5, end_s=10.55, bytes=500, peer="d0")
 
 
 def test_event_rejects_unknown_kind_and_negative_duration():
@@ -27,21 +28,31 @@ def test_event_rejects_unknown_kind_and_negative_duration():
         Event("d0", 0, "compute", 0, 0, 1.0, 0.5)
 
 
-def test_chrome_trace_has_a_process_per_device_and_a_track_per_kind():
-    trace = json.loads(json.dumps(chrome_trace(EVENTS, DEVICES)))
+def test_chrome_trace_has_a_process_per_device_and_tracks_that_nest():
+    """Perfetto draws slices on one track only where they nest: the two sends posted together get a
+    track each ("send", "send 2"); a send is joined by a flow to the receive it matches (the pair,
+    the frame and the bytes), and only to one."""
+    trace = json.loads(json.dumps(chrome_trace(EVENTS + [RECEIVED_TOO], DEVICES)))
     assert trace["displayTimeUnit"] == "ms"
     meta = [e for e in trace["traceEvents"] if e["ph"] == "M"]
     names = {e["args"]["name"]: e["pid"] for e in meta if e["name"] == "process_name"}
     assert names == {"d0": 1, "d1": 2}
-    assert {e["args"]["name"] for e in meta if e["name"] == "thread_name"} == {"compute", "send", "recv"}
+    tracks = {(e["pid"], e["tid"]): e["args"]["name"] for e in meta if e["name"] == "thread_name"}
+    assert set(tracks.values()) == {"compute", "send", "send 2", "recv"}
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert len(spans) == len(EVENTS)
+    assert len(spans) == len(EVENTS) + 1
     first = spans[0]
     assert first["ts"] == 0 and first["dur"] == pytest.approx(400_000)
     assert first["name"] == "compute s0 f0" and first["pid"] == 1
-    send = next(e for e in spans if e["cat"] == "send")
-    assert send["tid"] != first["tid"] and send["ts"] == pytest.approx(300_000)
-    assert send["args"] == {"frame": 0, "stage": 0, "rank": 0, "bytes": 1000, "peer": "d1"}
+    sends = [e for e in spans if e["cat"] == "send"]
+    assert [tracks[(e["pid"], e["tid"])] for e in sends] == ["send", "send 2"]
+    assert sends[0]["args"] == {"frame": 0, "stage": 0, "rank": 0, "bytes": 1000, "peer": "d1"}
+    for (pid, tid), name in tracks.items():  # what Perfetto needs: slices on one track nest
+        mine = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans if (e["pid"], e["tid"]) == (pid, tid))
+        assert all(a[1] <= b[0] for a, b in zip(mine, mine[1:])), name
+    recvs = {e["args"]["bytes"]: e for e in spans if e["cat"] == "recv"}
+    assert sends[1]["flow_out"] and recvs[500]["flow_in"] and sends[1]["bind_id"] == recvs[500]["bind_id"]
+    assert "bind_id" not in sends[0] and "bind_id" not in recvs[1500]  # 1000 bytes sent, 1500 received
 
 
 def test_chrome_trace_without_events_still_names_devices():

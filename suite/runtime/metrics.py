@@ -59,25 +59,70 @@ class Event:
 
 
 def chrome_trace(events: Iterable[Event], devices: list[str]) -> dict:
-    """A trace Perfetto and chrome://tracing load: a process per device, a track per kind of work.
+    """A trace Perfetto and chrome://tracing load: a process per device, tracks per kind of work.
 
-    Compute, send and receive get separate threads so that overlapping communication and
-    computation show side by side; times are microseconds from the first event.
+    Compute, sends and receives get separate tracks so that overlapping communication and
+    computation show side by side; sends and receives posted ahead overlap one another (and frames
+    in flight compute at once), so each takes the first of its kind's tracks ("send", "send 2", ...)
+    free at its start, as slices on one track must nest. An arrow (a flow) leads from each send to
+    the receive it matches: the same pair, frame and bytes, in order. Times are microseconds from
+    the first event.
     """
-    events = list(events)
+    events = sorted(events, key=lambda e: e.start_s)
     pids = _pids(devices, events)
     origin = min((e.start_s for e in events), default=0.0)
+    tracks = _tracks(events)
+    flows = _flows(events)
     meta: list[dict] = []
     for device, pid in pids.items():
         meta.append(_meta("process_name", pid, 0, {"name": device}))
         meta.append(_meta("process_sort_index", pid, 0, {"sort_index": pid}))
-        meta += [_meta("thread_name", pid, tid, {"name": kind}) for tid, kind in enumerate(KINDS, start=1)]
-    spans = [{"ph": "X", "name": f"{e.kind} s{e.stage} f{e.frame}", "cat": e.kind,
-              "pid": pids[e.device], "tid": KINDS.index(e.kind) + 1,
-              "ts": (e.start_s - origin) * 1e6, "dur": (e.end_s - e.start_s) * 1e6,
-              "args": {"frame": e.frame, "stage": e.stage, "rank": e.rank, "bytes": e.bytes, "peer": e.peer}}
-             for e in sorted(events, key=lambda e: e.start_s)]  # fmt: skip
+        named = {(KINDS.index(kind) + 1, kind) for kind in KINDS}
+        named |= {(tid, name) for (d, _), (tid, name) in tracks.items() if d == device}
+        meta += [_meta("thread_name", pid, tid, {"name": name}) for tid, name in sorted(named)]
+    spans = []
+    for k, e in enumerate(events):
+        args = {"frame": e.frame, "stage": e.stage, "rank": e.rank, "bytes": e.bytes, "peer": e.peer}
+        span = {"ph": "X", "name": f"{e.kind} s{e.stage} f{e.frame}", "cat": e.kind, "pid": pids[e.device],
+                "tid": tracks[(e.device, k)][0], "ts": (e.start_s - origin) * 1e6,
+                "dur": (e.end_s - e.start_s) * 1e6, "args": args}  # fmt: skip
+        if k in flows:
+            span |= {"bind_id": flows[k], "flow_out" if e.kind == "send" else "flow_in": True}
+        spans.append(span)
     return {"traceEvents": meta + spans, "displayTimeUnit": "ms"}
+
+
+def _tracks(events: list[Event]) -> dict[tuple[str, int], tuple[int, str]]:
+    """Each event's (tid, track name) by (device, index in `events`, sorted by start): the first of
+    its kind's tracks free at its start (frames in flight compute at once on the coordinator)."""
+    ends: dict[tuple[str, str], list[float]] = {}
+    placed = {}
+    for k, e in enumerate(events):
+        lanes = ends.setdefault((e.device, e.kind), [])
+        lane = next((i for i, end in enumerate(lanes) if end <= e.start_s), len(lanes))
+        if lane == len(lanes):
+            lanes.append(e.end_s)
+        lanes[lane] = max(lanes[lane], e.end_s)
+        tid = KINDS.index(e.kind) + 1 + 10 * lane  # lane 0 keeps the kind's own tid (1, 2, 3)
+        placed[(e.device, k)] = (tid, e.kind if lane == 0 else f"{e.kind} {lane + 1}")
+    return placed
+
+
+def _flows(events: list[Event]) -> dict[int, int]:
+    """A flow id for each send and the receive it matches (by index in `events`): the k-th send from
+    A to B of a frame's n bytes is the k-th such receive on B."""
+    sends: dict[tuple, list[int]] = {}
+    recvs: dict[tuple, list[int]] = {}
+    for k, e in enumerate(events):
+        if e.kind == "send":
+            sends.setdefault((e.device, e.peer, e.frame, e.bytes), []).append(k)
+        elif e.kind == "recv":
+            recvs.setdefault((e.peer, e.device, e.frame, e.bytes), []).append(k)
+    flows = {}
+    for key, out in sends.items():
+        for send, recv in zip(out, recvs.get(key, [])):
+            flows[send] = flows[recv] = len(flows) // 2 + 1
+    return flows
 
 
 def _meta(event: str, pid: int, tid: int, args: dict) -> dict:

@@ -7,7 +7,7 @@ per plan run, the single-device baseline included) so any figure can be drawn fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING
@@ -207,10 +207,15 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
 
 def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
          options: RunOptions) -> Path:  # fmt: skip
-    """Write frames.csv, devices.csv, summary.json (with provenance), plan.json and trace.json."""
+    """Write frames.csv, devices.csv, summary.json (with provenance), plan.json and trace.json (the
+    plan's run, then the single-device run's)."""
     single = _separate(run, baseline)
     runs = {"plan": run} | ({"single": single} if single is not None else {})
     shifted = [e.shifted(run.start_s) for e in run.events]
+    devices = ["coordinator", *run.workers]
+    if single is not None:  # after the plan's run on the same clock, each party a process of its own
+        shifted += [replace(e.shifted(run.start_s), device=f"single: {e.device}") for e in single.events]
+        devices += [f"single: {d}" for d in ["coordinator", *single.workers]]
     inventory = options.inventory
     hosts = None if inventory is None else {h.name: h.address for h in inventory.hosts}
     where = None if inventory is None else str(inventory.path)
@@ -221,7 +226,7 @@ def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet:
                         inventory=where, hosts=hosts)  # fmt: skip
     documents = {"summary": {**summary(run, baseline, fleet, options), "metadata": meta},
                  "plan": run.plan.to_dict(),
-                 "trace": chrome_trace(shifted, ["coordinator", *run.workers])}  # fmt: skip
+                 "trace": chrome_trace(shifted, devices)}  # fmt: skip
     folders = {"logs": options.log_dir} if options.log_dir is not None and options.log_dir.is_dir() else {}
     return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs)},
                         documents, folders)  # fmt: skip
