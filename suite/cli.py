@@ -395,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
     from suite.runtime.emulate import sweep_stale
     from suite.runtime.lowering import model_graph
-    from suite.runtime.metrics import logs_folder, release_results, reserve_results
+    from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
     from suite.runtime.results import save, summary
     from suite.schemes import check_scheme
 
@@ -416,8 +416,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
     logs = logs_folder(output)  # moved into the results when they are saved
     try:
+        host_before = host_state()
         if inventory is None:
             _warn_oversubscribed(plan, args.threads)
+            _warn_busy(host_before, plan, args.threads)
             _warn_wildcard(args.host)
         with backend.active():
             references = {f.name: prepared.monolithic(f.tensor) for f in frames}
@@ -429,7 +431,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
         with _progress(options.warmup + options.frames) as progress:
             run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
-        folder = save(output, run, baseline, fleet, options)
+        folder = save(output, run, baseline, fleet, options, host_before)
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)
@@ -451,6 +453,18 @@ def _warn_wildcard(host: str) -> None:
     if host in ("0.0.0.0", "::", ""):
         print(f"warning: --host '{host}' listens on every interface of this host; local workers need only "
               "127.0.0.1 (the default)", file=sys.stderr)  # fmt: skip
+
+
+def _warn_busy(host: dict, plan, threads: int) -> None:
+    """Other processes busy on this host take cores the run's workers need: say so, and which."""
+    from suite.runtime.engine import parties
+
+    others = sum(p["cpu"] for p in host["busy"])
+    needed = (len(parties(plan)) - 1) * threads
+    if others >= 0.5 and others + needed > host["cores"]:
+        named = ", ".join(f"{p['name']} ({p['pid']}) {p['cpu']:.0%}" for p in host["busy"][:3])
+        print(f"warning: other processes use {others:.1f} of this host's {host['cores']} cores ({named}; "
+              f"load {host['load_avg'][0]:g}): the run's times include waiting for them", file=sys.stderr)
 
 
 def _warn_oversubscribed(plan, threads: int) -> None:

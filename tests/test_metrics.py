@@ -131,3 +131,20 @@ def test_interrupted_save_leaves_nothing(tmp_path):
 def test_result_names_must_be_plain_file_names(tmp_path):
     with pytest.raises(ValueError, match="plain file names"):
         save_results(Path(tmp_path / "run"), {"../escape": pd.DataFrame()}, {})
+
+
+def test_host_state_names_the_other_busy_processes():
+    import subprocess
+    import sys
+
+    from suite.runtime.metrics import host_state
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        state = host_state(sample_s=0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert len(state["load_avg"]) == 3 and state["cores"] >= 1
+    busy = {p["pid"]: p for p in state["busy"]}
+    assert spinner.pid in busy and busy[spinner.pid]["cpu"] >= 0.2, state  # a whole core when it is free

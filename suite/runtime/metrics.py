@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -181,6 +182,37 @@ def _union_s(spans: list[tuple[float, float]]) -> float:
             total += end - start
             reach = end
     return total
+
+
+def host_state(sample_s: float = 0.25) -> dict:
+    """What else this host is doing (Linux): load averages, cores, the CPU governor, and the other
+    processes busiest over `sample_s` (CPU share of one core, at least 10%): a run's times are only
+    as good as the cores it had, so its provenance says what it shared them with."""
+    def cpu_times() -> dict[int, tuple[str, int]]:
+        times = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+                name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+                times[int(stat.parent.name)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+        return times
+
+    before = cpu_times()
+    time.sleep(sample_s)
+    after = cpu_times()
+    ticks = os.sysconf("SC_CLK_TCK") * sample_s
+    busy = sorted(((after[pid][1] - before[pid][1]) / ticks, pid, after[pid][0])
+                  for pid in after.keys() & before.keys() if pid != os.getpid())  # fmt: skip
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return {
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "cores": os.cpu_count() or 1,
+        "governor": governor.read_text().strip() if governor.is_file() else None,
+        "busy": [{"pid": pid, "name": name, "cpu": round(share, 2)}
+                 for share, pid, name in reversed(busy[-5:]) if share >= 0.1],  # fmt: skip
+    }
 
 
 def run_metadata(**extra) -> dict:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from suite.fleet import Fleet
 from suite.plan import Plan
-from suite.runtime.metrics import Event, chrome_trace, device_table, run_metadata, save_results
+from suite.runtime.metrics import Event, chrome_trace, device_table, host_state, run_metadata, save_results
 from suite.simulate import Workload, simulate
 
 if TYPE_CHECKING:
@@ -206,9 +206,10 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
 
 
 def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
-         options: RunOptions) -> Path:  # fmt: skip
-    """Write frames.csv, devices.csv, summary.json (with provenance), plan.json and trace.json (the
-    plan's run, then the single-device run's)."""
+         options: RunOptions, host_before: dict | None = None) -> Path:  # fmt: skip
+    """Write frames.csv, devices.csv, summary.json (with provenance, and what else the host was doing
+    before the run and after it: `metrics.host_state`), plan.json and trace.json (the plan's run,
+    then the single-device run's)."""
     single = _separate(run, baseline)
     runs = {"plan": run} | ({"single": single} if single is not None else {})
     shifted = [e.shifted(run.start_s) for e in run.events]
@@ -223,7 +224,8 @@ def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet:
                         backend=options.backend, threads_per_worker=options.threads,
                         emulate=options.emulate and inventory is None, timeout_s=options.timeout_s,
                         model=options.model, seed=options.seed, workers=run.workers,
-                        inventory=where, hosts=hosts)  # fmt: skip
+                        inventory=where, hosts=hosts,
+                        host_state={"before": host_before, "after": host_state()})  # fmt: skip
     documents = {"summary": {**summary(run, baseline, fleet, options), "metadata": meta},
                  "plan": run.plan.to_dict(),
                  "trace": chrome_trace(shifted, devices)}  # fmt: skip
