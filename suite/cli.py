@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fleets", default="pico-homo-2,pico-homo-4,pico-homo-8,pico-hetero,halp-gpu,halp-pi",
                    help="comma-separated fleet names or YAML paths")
     r.add_argument("-o", "--output", help="also write the tidy table as CSV")
+    r.add_argument("--json", action="store_true", help="print the tidy table as JSON records")
     r.set_defaults(run=cmd_report)
 
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=_at_least(1), default=1, help="compute threads (default: 1)")
     f.add_argument("--quick", action="store_true", help="a few small tiles only (seconds)")
     f.add_argument("-o", "--output", help="YAML path (default: suite/data/profiles/NAME.yaml)")
+    f.add_argument("--json", action="store_true", help="print the profile as one JSON object")
     f.set_defaults(run=cmd_profile)
 
     d = sub.add_parser("doctor", help="check which backends compute tiles exactly on this host, and which "
@@ -362,6 +364,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     table = predicted_speedups(args.models.split(","), args.fleets.split(","))
     if output:
         write_atomically(output, table.to_csv(index=False))
+    if args.json:
+        print(json.dumps({"predicted": table.to_dict(orient="records"), "papers": PAPER_RANGES}))
+        return EXIT_OK
     wide = table.pivot_table(index=["model", "fleet"], columns="scheme", values="throughput_speedup",
                              sort=False)  # fmt: skip
     print("Predicted throughput speedup over single device (cost model):")
@@ -382,6 +387,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write to {path.parent}; give -o FILE (a fleet YAML can name it by path)")
     profile = measure_profile(name, threads=args.threads, quick=args.quick, backend=args.backend)
     write_profile(profile, path)
+    if args.json:
+        ops = {op: {"alpha": c.alpha, "overhead_s": c.overhead_s} for op, c in profile.ops.items()}
+        print(json.dumps({"path": str(path), "name": profile.name, "source": profile.source,
+                          "macs_per_s": profile.macs_per_s, "ops": ops}))  # fmt: skip
+        return EXIT_OK
     print(f"wrote {path}: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv, {len(profile.ops)} op kinds")
     return EXIT_OK
 

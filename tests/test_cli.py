@@ -106,3 +106,17 @@ def test_cli_plan_needs_no_weights_and_answers_fast():
     real = make_plan("pico", graph, load_fleet("pico-hetero"))
     planned = json.loads(out.stdout)
     assert planned["stages"] == real.to_dict()["stages"] and elapsed < 60
+
+
+def test_report_and_profile_print_json(tmp_path):
+    report = suite("report", "--models", "resnet18", "--fleets", "pico-homo-2", "--json")
+    assert report.returncode == 0, report.stderr
+    table = json.loads(report.stdout)
+    assert {row["scheme"] for row in table["predicted"]} >= {"single", "pico", "halp"}
+    assert all(row["model"] == "resnet18" and row["fleet"] == "pico-homo-2" for row in table["predicted"])
+    assert "pico" in table["papers"]
+    profile = suite("profile", "--quick", "-o", str(tmp_path / "p.yaml"), "--json")
+    assert profile.returncode == 0, profile.stderr
+    measured = json.loads(profile.stdout)
+    assert measured["path"] == str(tmp_path / "p.yaml") and (tmp_path / "p.yaml").is_file()
+    assert measured["macs_per_s"] > 0 and measured["ops"]["conv"]["alpha"] == pytest.approx(1.0)
