@@ -404,6 +404,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.models.load import load_model, parse_input_size
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
     from suite.runtime.emulate import sweep_stale
+    from suite.runtime.engine import parties
     from suite.runtime.lowering import model_graph
     from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
     from suite.runtime.results import save, summary
@@ -428,8 +429,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         host_before = host_state()
         if inventory is None:
-            _warn_oversubscribed(plan, args.threads)
-            _warn_busy(host_before, plan, args.threads)
+            workers = len(parties(plan)) - 1
+            _warn_oversubscribed(workers, args.threads)
+            _warn_busy(host_before, workers * args.threads)
             _warn_wildcard(args.host)
         with backend.active():
             references = {f.name: prepared.monolithic(f.tensor) for f in frames}
@@ -465,24 +467,17 @@ def _warn_wildcard(host: str) -> None:
               "127.0.0.1 (the default)", file=sys.stderr)  # fmt: skip
 
 
-def _warn_busy(host: dict, plan, threads: int) -> None:
-    """Other processes busy on this host take cores the run's workers need: say so, and which."""
-    from suite.runtime.engine import parties
-
+def _warn_busy(host: dict, needed: int) -> None:
+    """Other processes busy on this host take cores the run's workers need (`needed`): say so, and
+    which."""
     others = sum(p["cpu"] for p in host["busy"])
-    needed = (len(parties(plan)) - 1) * threads
     if others >= 0.5 and others + needed > host["cores"]:
         named = ", ".join(f"{p['name']} ({p['pid']}) {p['cpu']:.0%}" for p in host["busy"][:3])
         print(f"warning: other processes use {others:.1f} of this host's {host['cores']} cores ({named}; "
               f"load {host['load_avg'][0]:g}): the run's times include waiting for them", file=sys.stderr)
 
 
-def _warn_oversubscribed(plan, threads: int) -> None:
-    import os
-
-    from suite.runtime.engine import parties
-
-    workers = len(parties(plan)) - 1
+def _warn_oversubscribed(workers: int, threads: int) -> None:
     cores = os.cpu_count() or 1
     if workers * threads > cores:
         print(f"warning: {workers} workers x {threads} thread(s) on {cores} cores: the workers share CPUs, "

@@ -362,8 +362,7 @@ class _Importer:
             return False
         root, history = self.moved[data[0]][:2]
         shape = self.nodes[root].shape
-        nchw = movement.root_indices(shape)
-        if len(shape) != 4 or not torch.equal(history[-1], nchw.permute(0, 2, 3, 1)):
+        if len(shape) != 4 or not torch.equal(history[-1], movement.channels_last(shape)):
             return False
         out = proto.output[0]
         name, channels_last, normed = f"{out}__nchw", f"{out}__nhwc_in", f"{out}__nhwc"
@@ -384,7 +383,7 @@ class _Importer:
             onnx=(back, {i: self.params[i] for i in proto.input if i in self.params}),
             flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
         view = helper.make_node("Transpose", [name], [out], perm=[0, 2, 3, 1], name=out)
-        self.moved[out] = (name, (nchw, nchw.permute(0, 2, 3, 1)), view, name)
+        self.moved[out] = (name, (movement.root_indices(shape), movement.channels_last(shape)), view, name)
         return True
 
     def _settle(self, tensor: str) -> None:

@@ -462,14 +462,13 @@ class _Builder:
             return False
         root, history = self.moved[data[0]]
         shape = self.nodes[root].shape
-        nchw = movement.root_indices(shape)
-        if len(shape) != 4 or not torch.equal(history[-1], nchw.permute(0, 2, 3, 1)):
+        if len(shape) != 4 or not torch.equal(history[-1], movement.channels_last(shape)):
             return False
         name, norm = f"{fx_node.name}__nchw", _runner(self.gm, fx_node)
         self.nodes[name] = Node(name, "elementwise", (root,), shape, itemsize=self.nodes[root].itemsize,
                                 fn=lambda x: norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
                                 flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
-        self.moved[fx_node] = (name, (nchw, nchw.permute(0, 2, 3, 1)))
+        self.moved[fx_node] = (name, (movement.root_indices(shape), movement.channels_last(shape)))
         return True
 
     def _settle(self, fx_node: fx.Node) -> None:

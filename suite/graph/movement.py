@@ -39,6 +39,12 @@ def root_indices(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
 
 
+def channels_last(shape: tuple[int, ...]) -> torch.Tensor:
+    """The indices of an NCHW map of `shape` moved to NHWC (`x.permute(0, 2, 3, 1)`): what a
+    channels-last norm's input traces to (`LayerNorm2d`), in both importers."""
+    return root_indices(shape).permute(0, 2, 3, 1)
+
+
 def space_to_depth(x: torch.Tensor, block: int) -> torch.Tensor:
     """ONNX `SpaceToDepth` (output channel (i * block + j) * C + c holds input channel c at row
     offset i and column offset j of each block): the IR's `reorg`."""

@@ -103,7 +103,8 @@ def _tracks(events: list[Event]) -> dict[tuple[str, int], tuple[int, str]]:
         lane = next((i for i, end in enumerate(lanes) if end <= e.start_s), len(lanes))
         if lane == len(lanes):
             lanes.append(e.end_s)
-        lanes[lane] = max(lanes[lane], e.end_s)
+        else:
+            lanes[lane] = e.end_s
         tid = KINDS.index(e.kind) + 1 + 10 * lane  # lane 0 keeps the kind's own tid (1, 2, 3)
         placed[(e.device, k)] = (tid, e.kind if lane == 0 else f"{e.kind} {lane + 1}")
     return placed

@@ -132,9 +132,9 @@ CLOCK_ROUNDS = 8
 def failure_reason(exc: Exception, timeout_s: float) -> str:
     """What a failed gloo wait or post means, in words (gloo raises a RuntimeError naming its source
     file), for a one-line error."""
-    text = str(exc).lower()
     if isinstance(exc, AuthenticationError):
         return str(exc)
+    text = str(exc).lower()
     if "closed by peer" in text:
         return "the connection closed"
     if "pair closure" in text:
