@@ -27,7 +27,7 @@ from suite.graph import from_model
 from suite.models.load import load_model
 from suite.plan import PlanError, check_plan, load_plan, load_plan_dict, save_plan
 from suite.runtime.emulate import CPU_ROOT, cpu_quota_available, sweep_stale
-from suite.runtime.metrics import RESERVED, logs_folder, reserve_results, save_results
+from suite.runtime.metrics import CLAIM_WRITE_S, RESERVED, logs_folder, reserve_results, save_results
 from suite.schemes import make_plan
 
 SMALL = "3x64x64"
@@ -386,6 +386,19 @@ def test_a_claim_that_cannot_be_judged_is_refused(tmp_path, host):
     with pytest.raises(UserError, match="being written by another run"):
         reserve_results(folder)
     assert (folder / RESERVED).exists()
+
+
+def test_an_empty_claim_left_by_a_run_killed_while_claiming_is_reclaimed(tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    marker = folder / RESERVED
+    marker.write_text("")  # killed between creating its claim and naming itself in it
+    old = time.time() - CLAIM_WRITE_S - 1
+    os.utime(marker, (old, old))
+    assert reserve_results(folder) == folder
+    err = capsys.readouterr().err
+    assert f"reclaimed results directory '{folder}': the run that claimed it (it died before naming " in err
+    assert json.loads(marker.read_text())["pid"] == os.getpid()
 
 
 def test_a_sigkilled_run_does_not_block_its_folder(tmp_path):

@@ -114,9 +114,13 @@ class RemoteWorkers:
         self._remotes[rank] = _Remote(conn, channel, pump)
 
     def dead(self) -> dict[int, int]:
-        """Workers that have exited: rank -> exit status (-1 when the connection was lost)."""
+        """Workers that have exited: rank -> exit code, negative for a fault of the run as for local
+        workers (-N: killed by signal N, which the lifeline reports as 128 + N; -1: the connection
+        was lost)."""
         return {
-            r: w.channel.recv_exit_status() for r, w in self._remotes.items() if w.channel.exit_status_ready()
+            r: _as_local(w.channel.recv_exit_status())
+            for r, w in self._remotes.items()
+            if w.channel.exit_status_ready()
         }
 
     def rank_of(self, name: str) -> int:
@@ -164,6 +168,11 @@ class RemoteWorkers:
                 time.sleep(0.02)
             remote.conn.close()
             remote.pump.join(timeout=STOP_WAIT_S)
+
+
+def _as_local(code: int) -> int:
+    """A lifeline's exit status as `subprocess` gives a local one: a signal's 128 + N as -N."""
+    return -(code - 128) if 128 < code < 128 + signal.NSIG else code
 
 
 def _copy(channel: Channel, sink: BinaryIO) -> None:

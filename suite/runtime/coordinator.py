@@ -49,7 +49,7 @@ from suite.runtime.metrics import Event
 from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
 from suite.runtime.results import FrameRecord, Measurement
-from suite.runtime.worker import STARTUP_TIMEOUT_S
+from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S
 from suite.runtime.worker import command as worker_command
 from suite.runtime.workers import LocalWorkers, Workers
 from suite.verify import compare
@@ -138,7 +138,7 @@ class Coordinator:
                 argv = worker_command(python, ranks[name], len(names), master, options.model,
                                       options.input_size, options.seed, model_files.get(name))  # fmt: skip
                 workers.start(ranks[name], name, argv, env)
-            info = _await_ready(store, workers, STARTUP_TIMEOUT_S)
+            info = _await_ready(store, workers, options.timeout_s)
             self._check_weights(info, model_files)
             if inventory is None:
                 self._emulate(workers, names[1:], ranks, info, host_macs)
@@ -150,13 +150,14 @@ class Coordinator:
             else:
                 transport.pin_gloo(host)
             gloo = transport.GlooTransport(ranks, COORDINATOR, transport.data_key(secret))
-            offsets = _join(store, gloo, names, options.timeout_s)
+            offsets = _join(store, gloo, workers, options.timeout_s)
             measurement = self._stream(executable, gloo, workers, store, progress)
             measurement.plan = plan  # the results keep the plan as made, on the model graph
             measurement.workers = info
             measurement.refused_peers = list(server.refused)
             measurement.refused_count = server.refused_count
-            if measurement.complete:
+            if measurement.complete:  # one --timeout for the workers' reports and their exit
+                deadline = time.monotonic() + options.timeout_s
                 try:
                     measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
                     for name in names[1:]:
@@ -166,7 +167,7 @@ class Coordinator:
                     _say(f"warning: the workers' timelines and memory could not be collected (a worker "
                          f"stopped after its last frame?): {why}")
                 store.set("finished", "1")
-                workers.finish(options.timeout_s)
+                workers.finish(max(0.0, deadline - time.monotonic()))
                 dist.destroy_process_group()
             return measurement
         finally:
@@ -323,25 +324,47 @@ class Coordinator:
         return measurement
 
 
-def _join(store: RendezvousStore, gloo: transport.GlooTransport, names: list[str], timeout_s: float
+def _join(store: RendezvousStore, gloo: transport.GlooTransport, workers: Workers, timeout_s: float
           ) -> dict[str, float]:  # fmt: skip
     """Form the gloo group with every worker, then each worker's clock offset (authenticated like
-    every message); a worker that does not join or answer in `timeout_s` ends the run in one line."""
+    every message); a worker that does not come to the join, join or answer in `timeout_s` ends the
+    run in one line that names it where it can be told."""
+    _await_arrivals(store, workers, timeout_s)
     taken = "(a worker stopped, or a party outside the run took its connection)"
     try:
-        transport.join(store, 0, len(names), timeout_s)
+        transport.join(store, 0, len(workers.names) + 1, timeout_s)
     except Exception as exc:  # gloo's timeout or a broken pairing, as a RuntimeError
-        raise RunFailed(f"the workers did not all join the run's gloo group: "
-                        f"{transport.failure_reason(exc, timeout_s)} {taken}") from None  # fmt: skip
+        why = transport.failure_reason(exc, timeout_s)
+        dead = min(workers.dead(), default=None)
+        who = f"device {workers.names[dead]} (rank {dead}) {workers.exit_text(dead)}: " if dead else ""
+        raise RunFailed(f"{who}the workers did not all join the run's gloo group: {why} {taken}") from None
     offsets = {}
-    for name in names[1:]:
+    for rank, name in sorted(workers.names.items()):
         try:
             offsets[name] = transport.clock_offset(gloo, name, timeout_s)
         except Exception as exc:
             why = transport.failure_reason(exc, timeout_s)
-            raise RunFailed(f"device {name} (rank {gloo.ranks[name]}): no authentic answer to the clock "
-                            f"sync: {why} {taken}") from None  # fmt: skip
+            raise RunFailed(f"device {name} (rank {rank}): no authentic answer to the clock sync: {why} "
+                            f"{taken}") from None  # fmt: skip
     return offsets
+
+
+def _await_arrivals(store: RendezvousStore, workers: Workers, timeout_s: float) -> None:
+    """Wait until every worker says it is joining (`joining/RANK`): one that exits or stays away for
+    `timeout_s` is named before gloo's own join, which cannot tell who is missing."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(workers.names)
+    while waiting:
+        waiting = {rank for rank in waiting if not store.check([f"joining/{rank}"])}
+        dead = workers.dead()
+        for rank in sorted(waiting & set(dead)):
+            raise RunFailed(f"device {workers.names[rank]} (rank {rank}) {workers.exit_text(rank)} before "
+                            "joining the run's gloo group")  # fmt: skip
+        if waiting and time.monotonic() > deadline:
+            rank = min(waiting)
+            raise RunFailed(f"device {workers.names[rank]} (rank {rank}) did not come to join the run's gloo "
+                            f"group within {timeout_s:g} s (it stopped, or its host is overloaded)")
+        time.sleep(0.02)
 
 
 def _serve(host: str, port: int, secret: str) -> RendezvousServer:
@@ -368,29 +391,41 @@ class _Mismatch(Exception):
         self.index, self.frame = index, frame
 
 
-def _await_ready(store: RendezvousStore, workers: Workers, timeout_s: float) -> dict[str, dict]:
+def _await_ready(store: RendezvousStore, workers: Workers, silent_s: float) -> dict[str, dict]:
     """Every worker's report once it has built its model. A worker that exits first says why (its
     model, its backend or its interpreter: the user's to fix, exit 2); one killed by a signal, or
-    silent past `timeout_s`, is a fault of the run (exit 1)."""
-    deadline = time.monotonic() + timeout_s
+    without a sign of life for `silent_s` (its first within FIRST_SIGN_S), or not built within
+    STARTUP_TIMEOUT_S, is a fault of the run (exit 1)."""
+    started = time.monotonic()
     waiting = set(workers.names)
     info: dict[str, dict] = {}
+    beats = {rank: (0, started) for rank in waiting}  # each worker's last count of signs of life, and when
     while waiting:
         exited = workers.dead()
+        now = time.monotonic()
         for rank in sorted(waiting):
+            name = workers.names[rank]
             if store.check([f"ready/{rank}"]):
-                info[workers.names[rank]] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
+                info[name] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
                 waiting.discard(rank)
             elif rank in exited:
                 if exited[rank] < 0:  # a signal: killed (or the kernel's OOM killer), not refused
-                    raise RunFailed(f"device {workers.names[rank]} (rank {rank}): the worker "
-                                    f"{workers.exit_text(rank)} while starting")  # fmt: skip
+                    raise RunFailed(f"device {name} (rank {rank}): the worker {workers.exit_text(rank)} "
+                                    "while starting")  # fmt: skip
                 said = _said(store, rank) or workers.last_line(rank) or workers.exit_text(rank)
-                raise UserError(f"device {workers.names[rank]}: the worker could not start: {said}")
-        if time.monotonic() > deadline:
+                raise UserError(f"device {name}: the worker could not start: {said}")
+            else:
+                count = store.add(f"alive/{rank}", 0)
+                if count != beats[rank][0]:
+                    beats[rank] = (count, now)
+                quiet = now - beats[rank][1]
+                if quiet > (silent_s if count else max(silent_s, FIRST_SIGN_S)):
+                    raise RunFailed(f"device {name} (rank {rank}): the worker stopped answering while "
+                                    f"starting (no sign of life for {quiet:.0f} s; --timeout {silent_s:g})")
+        if now - started > STARTUP_TIMEOUT_S:
             rank = min(waiting)
             raise RunFailed(f"device {workers.names[rank]} (rank {rank}): the worker did not start within "
-                            f"{timeout_s:g} s")  # fmt: skip
+                            f"{STARTUP_TIMEOUT_S:g} s")  # fmt: skip
         time.sleep(0.05)
     return info
 

@@ -306,20 +306,33 @@ def _claim(marker: Path) -> int:
                 fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise FileExistsError(marker) from None  # another run is reclaiming it
-            owner = _claim_owner(stale.read())
-            if owner is None or _running(owner) or os.stat(marker).st_ino != os.fstat(stale.fileno()).st_ino:
+            text = stale.read()
+            owner = _claim_owner(text)
+            gone = (_abandoned(text, os.fstat(stale.fileno()).st_mtime) if owner is None
+                    else not _running(owner))  # fmt: skip
+            if not gone or os.stat(marker).st_ino != os.fstat(stale.fileno()).st_ino:
                 raise FileExistsError(marker)
             marker.unlink()
     except FileNotFoundError:
-        owner = None  # given back meanwhile
+        gone = False  # given back meanwhile
     fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    if owner is not None:  # not when the marker was given back
+    if gone:
         directory = marker.parent
         for left in [logs_folder(directory), *directory.parent.glob(f".{directory.name}.*.partial")]:
             shutil.rmtree(left, ignore_errors=True)
-        print(f"note: reclaimed results directory '{directory}': the run that claimed it (pid "
-              f"{owner['pid']}) is gone", file=sys.stderr)  # fmt: skip
+        who = f"pid {owner['pid']}" if owner else "it died before naming itself"
+        print(f"note: reclaimed results directory '{directory}': the run that claimed it ({who}) is gone",
+              file=sys.stderr)  # fmt: skip
     return fd
+
+
+CLAIM_WRITE_S = 10.0  # a run names itself in its claim microseconds after creating it
+
+
+def _abandoned(text: str, written: float) -> bool:
+    """Whether an empty claim was left by a run killed between creating it and naming itself in it
+    (empty for longer than that takes); any other unreadable claim is left to the user."""
+    return not text and time.time() - written > CLAIM_WRITE_S
 
 
 def _owner(pid: int) -> dict:

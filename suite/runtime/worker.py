@@ -19,14 +19,18 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from suite.errors import UserError
+from suite.runtime import faults
 
 STARTUP_TIMEOUT_S = 300.0  # building a large model on a slow device takes a while
+HEARTBEAT_S = 1.0  # how often a starting worker shows it is alive
+FIRST_SIGN_S = 60.0  # an interpreter's start and torch's import, on a slow device, before the first sign
 
 
 def parse_master(text: str) -> tuple[str, int]:
@@ -63,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_master(args.master)
         secret = secret_from_environment()
         store = RendezvousStore(host, port, secret, STARTUP_TIMEOUT_S)
+        building = _signs_of_life(host, port, secret, args.rank)
     except (UserError, RendezvousError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        faults.at("start-up", args.rank)
         config = json.loads(store.get("config"))
         runner, frames, ready = _build(config, args, transport.data_key(secret))
         ready["startup_s"] = time.perf_counter() - started
@@ -74,24 +80,52 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # any failure to start is reported, never a silent hang
         store.set(f"error/{args.rank}", _one_line(exc))
         return 2
+    finally:
+        building.set()
     store.set(f"ready/{args.rank}", json.dumps(ready))
     if "GLOO_SOCKET_IFNAME" not in os.environ:  # the inventory may name the device's interface
         transport.pin_gloo(transport.route_to(host, port))
     from suite.plan import COORDINATOR  # after the build: a worker without the suite's packages says so there
 
     try:
+        faults.at("join", args.rank)
+        store.set(f"joining/{args.rank}", "1")  # so that one which never comes can be named
         transport.join(store, args.rank, args.world, config["timeout_s"])
+        faults.at("clock", args.rank)
         transport.answer_clock(runner.transport, COORDINATOR, config["timeout_s"])
         with runner.backend.active():
             for frame in range(frames):
+                faults.at("frame", args.rank, frame)
                 runner.frame(frame)
     except Exception as exc:
         store.set(f"error/{args.rank}", _one_line(exc))
         return 1
+    faults.at("report", args.rank)
     store.set(f"usage/{args.rank}", json.dumps({"peak_rss_bytes": memory()["VmHWM"]}))
     store.set(f"events/{args.rank}", json.dumps([asdict(e) for e in runner.events]))  # read after usage
     store.wait(["finished"])  # the coordinator has every message: closing now loses nothing
     return 0
+
+
+def _signs_of_life(host: str, port: int, secret: str, rank: int) -> threading.Event:
+    """Count `alive/RANK` up now and then every HEARTBEAT_S, on a connection of its own, until the
+    returned event is set: the coordinator gives up on a worker silent for its --timeout (stopped,
+    frozen, its device gone) however long the model takes to build."""
+    from suite.runtime.rendezvous import RendezvousStore
+
+    store = RendezvousStore(host, port, secret, STARTUP_TIMEOUT_S)
+    store.add(f"alive/{rank}", 1)
+    built = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not built.wait(HEARTBEAT_S):
+                store.add(f"alive/{rank}", 1)
+        except Exception:  # the coordinator is gone: the main thread finds out and says so
+            pass
+
+    threading.Thread(target=beat, name="signs-of-life", daemon=True).start()
+    return built
 
 
 def _build(config: dict, args: argparse.Namespace, key: bytes):
