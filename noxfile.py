@@ -1,5 +1,7 @@
 """Developer sessions. Every install is pinned by constraints.txt (torch's CPU wheel included)."""
 
+import tomllib
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -89,7 +91,18 @@ def lab(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the asv benchmarks and this file."""
+    """ruff over the package, the tests, the asv benchmarks, the docs' hook and this file."""
     session.install("-c", "constraints.txt", "ruff")
-    session.run("ruff", "check", "suite", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "suite", "tests", "benchmarks", "docs/hooks", "noxfile.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The manual (docs/) built into site/ with mkdocs --strict: a warning (a broken link or anchor, a
+    page missing from the nav) fails it. The CLI reference is generated from suite.cli's parser at
+    build time (docs/hooks/cli_reference.py), so only the `docs` extra is installed, not the suite."""
+    with open("pyproject.toml", "rb") as file:
+        requirements = tomllib.load(file)["project"]["optional-dependencies"]["docs"]
+    session.install("-c", "constraints.txt", *requirements)
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
