@@ -4,6 +4,7 @@ reads, a slowed scheme caught on real workers (slow), and the emulated lab end t
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -233,6 +234,19 @@ def test_a_stored_night_is_drawn_again_without_a_lab(tmp_path, capsys):
     assert said == {"folder": str(folder), "report": str(folder / "REPORT.md"),
                     "figures": ["speedup.png", "latency.png", "bytes_moved.png"]}  # fmt: skip
     assert (folder / "speedup.png").is_file() and "MB moved per frame" in (folder / "REPORT.md").read_text()
+
+
+def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):
+    folder, matrix, *_ = _night(tmp_path, with_baseline=False)
+    again = tmp_path / "night-again"
+    shutil.copytree(folder, again)
+    output = tmp_path / "baseline.yaml"
+    assert main(["nightly", "baseline", str(folder), str(again), "--matrix", str(matrix.path),
+                 "-o", str(output), "--json"]) == 0  # fmt: skip
+    said = json.loads(capsys.readouterr().out)
+    assert said["baseline"] == str(output) and said["cells"] == 6
+    assert said["runs"] == [str(folder), str(again)]
+    assert said["noise"]["speedup"] == 0 and said["tolerance"] == load_baseline(output).tolerance
 
 
 # ---- real workers -----------------------------------------------------------------------------
