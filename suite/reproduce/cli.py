@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    select(args.names)  # a typo fails before anything heavy is imported
+    chosen = select(args.names)  # a typo fails before anything heavy is imported
+    print(f"reproducing {len(chosen)} figure(s) into {args.output}/: loading the libraries (seconds on a "
+          "busy host), then a line per figure", file=sys.stderr, flush=True)  # fmt: skip
     from suite.reproduce.figures import reproduce
     from suite.reproduce.lab import available
 
