@@ -335,7 +335,7 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     try:
         done = subprocess.run([sys.executable, "-m", "suite", "nightly", "run", "--matrix", str(matrix),
                                "--name", name, "--baseline", str(tmp_path / "baseline.yaml"),
-                               "-o", str(tmp_path / "reports")], capture_output=True, text=True,
+                               "-o", str(tmp_path / "reports"), "--json"], capture_output=True, text=True,
                               timeout=600)  # fmt: skip
         left = footprint(name)
     finally:
@@ -349,3 +349,12 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     assert {"REPORT.md", "comparison.csv", "speedup.png", "latency.png", "bytes_moved.png"} <= {
         p.name for p in folder.iterdir()}
     assert "dilated" in (folder / "REPORT.md").read_text()
+    said = json.loads(done.stdout)  # --json: one object on stdout, progress and FAIL lines on stderr
+    assert said["verdict"] == "FAIL" and said["folder"] == str(folder)
+    assert said["cells"] == {"regression": 1, "ok": 1}
+    assert said["failures"][0].startswith("pico resnet18 on 2 devices: speedup fell from 50 to")
+    spread = measured.set_index("scheme")  # each frame's spread, for the figures' error bars
+    assert 0 < spread.loc["pico", "speedup_low"] <= spread.loc["pico", "speedup_high"]
+    low, median, high = spread.loc["pico", ["latency_low_s", "latency_s", "latency_high_s"]]
+    assert low <= median <= high  # p10, median and p90 of the frames, in real time
+    assert pd.isna(spread.loc["single", "speedup_low"])  # one device's speedup over itself has no interval
