@@ -164,9 +164,9 @@ def offline_page(html: Path) -> None:
     for page, text in pages.items():
         remote = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="(https?://[^"]+)"', text)
         if remote:
-            raise UserError(f"{page}: asv's page loads {remote[0]} from the network and {shown(VENDOR)} has "
-                            "no copy of it (asv changed its libraries); add one and its address to "
-                            "OFFLINE_COPIES in suite/tracking/asvtrack.py")  # fmt: skip
+            raise UserError(f"{shown(page)}: asv's page loads {remote[0]} from the network and "
+                            f"{shown(VENDOR)} has no copy of it (asv changed its libraries); add one and its "
+                            "address to OFFLINE_COPIES in suite/tracking/asvtrack.py")  # fmt: skip
     shutil.copytree(VENDOR, html / "vendor", dirs_exist_ok=True)
     for page, text in pages.items():
         write_atomically(page, text)
@@ -358,6 +358,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    publish(Path.cwd())
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     checkout = Path.cwd()
     machine = machine_name()
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("new", nargs="?")
     c.set_defaults(run=cmd_compare)
     p = sub.add_parser("publish", help="the HTML of the stored results, without running anything")
-    p.set_defaults(run=lambda args: publish(Path.cwd()) or 0)
+    p.set_defaults(run=cmd_publish)
     n = sub.add_parser("noise", help="the tracked speedups' run-to-run change on this commit")
     n.add_argument("--runs", type=int, default=2)
     n.set_defaults(run=cmd_noise)

@@ -17,6 +17,10 @@ whose latency or bytes moved rose, by more than its tolerance is measured again 
 device count) while the lab is still up, and fails only if the second measurement is past the
 tolerance too: a one-off stall on a shared host does not fail the night, a slower plan does. A
 night also fails (exit 1) on any frame that is not bit-exact and any cell that did not complete.
+
+Each cell also keeps its frame-to-frame spread for the report's error bars (`measure.frame_spread`):
+the latency's 10th and 90th percentiles over the frames, and a 90% bootstrap interval of the speedup.
+`suite nightly report RUN` draws a stored night's figures and REPORT.md again from its tables.
 """
 
 from __future__ import annotations
