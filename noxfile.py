@@ -71,8 +71,9 @@ def asv(session: nox.Session) -> None:
 
     Runs in this session's environment (asv's `existing`); fails when a tracked speedup falls past the
     threshold or an output stops being bit-exact. `nox -s asv -- run --quick`, `-- backfill N`,
-    `-- compare [OLD NEW]`, `-- noise --runs 3` (suite/tracking/asvtrack.py). Commit
-    benchmarks/results/ to keep the history."""
+    `-- compare [OLD NEW]`, `-- noise --runs 3`, `-- publish` (suite/tracking/asvtrack.py). Commit
+    benchmarks/results/ to keep the history. The page carries its libraries (suite/data/asv_vendor_js/):
+    `python -m http.server -b 127.0.0.1 -d reports/asv` serves it without a network."""
     session.install(*INSTALL)
     session.run("python", "-m", "suite.tracking.asvtrack", *(session.posargs or ["run"]))
 

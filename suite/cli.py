@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from suite.arguments import MAX_SIMULATED_FRAMES
+from suite.arguments import MAX_SIMULATED_FRAMES, exit_codes
 from suite.arguments import at_least as _at_least
 from suite.arguments import finite as _finite
 from suite.arguments import port as _port
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verify", help="tile a model's spatial layers and compare with the whole "
-                       "model, bit for bit")  # fmt: skip
+                       "model, bit for bit",
+                       **exit_codes("a tiled output differs from the whole model's"))  # fmt: skip
     _add_model_args(v)
     cut = v.add_mutually_exclusive_group()
     cut.add_argument("--parts", type=_at_least(1), help="row strips (default: 4)")
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(run=cmd_verify)
 
-    p = sub.add_parser("plan", help="plan a scheme for a model on a fleet and predict its speed")
+    p = sub.add_parser("plan", help="plan a scheme for a model on a fleet and predict its speed",
+                       **exit_codes())
     _add_model_args(p)
     p.add_argument("--scheme", required=True, help="single, modnn, deepthings, halp or pico")
     _add_fleet_args(p)
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the plan JSON to this file")
     p.set_defaults(run=cmd_plan)
 
-    s = sub.add_parser("simulate", help="play a stream of frames through a plan (discrete events)")
+    s = sub.add_parser("simulate", help="play a stream of frames through a plan (discrete events)",
+                       **exit_codes())
     s.add_argument("--plan", required=True, help="plan JSON from `suite plan -o`")
     s.add_argument("--fleet", help="fleet name or YAML (default: the plan's)")
     s.add_argument("--model", help="the plan's model: zoo name, ONNX file or module:factory (default: the "
@@ -119,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_simulate)
 
     u = sub.add_parser("run", help="run a scheme's plan on local worker processes, time it and check "
-                       "every output bit for bit")  # fmt: skip
+                       "every output bit for bit",
+                       **exit_codes("the run failed (a worker, a device, a timeout) or an output differs "
+                                    "from the monolithic model's"))  # fmt: skip
     _add_model_args(u)
     u.set_defaults(threads=1)
     u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
@@ -148,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--json", action="store_true", help="print one JSON object")
     u.set_defaults(run=cmd_run)
 
-    r = sub.add_parser("report", help="predicted speedups of every scheme over single, per model and fleet")
+    r = sub.add_parser("report", help="predicted speedups of every scheme over single, per model and fleet",
+                       **exit_codes())
     r.add_argument("--models", default="vgg16,resnet34,inception_v3", help="comma-separated zoo names")
     r.add_argument("--fleets", default="pico-homo-2,pico-homo-4,pico-homo-8,pico-hetero,halp-gpu,halp-pi",
                    help="comma-separated fleet names or YAML paths")
@@ -156,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the tidy table as JSON records")
     r.set_defaults(run=cmd_report)
 
-    f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
+    f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML",
+                       **exit_codes())
     f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                    help="time the ops on this backend (default: torch)")
     f.add_argument("--name", help="profile name (default: local on torch, local-<backend> on another, "
@@ -168,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(run=cmd_profile)
 
     d = sub.add_parser("doctor", help="check which backends compute tiles exactly on this host, and which "
-                       "is fastest")  # fmt: skip
+                       "is fastest",
+                       **exit_codes("no backend computes tiles exactly on this host"))  # fmt: skip
     d.add_argument("--backend", action="append", choices=["torch", "torch-fast", "onnxruntime"],
                    help="examine this backend (repeat it; default: all three)")
     d.add_argument("--threads", type=_at_least(1), action="append",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
 import pytest
 from toys import assert_one_line_error, suite
+
+from suite.cli import build_parser
 
 
 def test_cli_plan_then_simulate(tmp_path):
@@ -120,3 +123,43 @@ def test_report_and_profile_print_json(tmp_path):
     measured = json.loads(profile.stdout)
     assert measured["path"] == str(tmp_path / "p.yaml") and (tmp_path / "p.yaml").is_file()
     assert measured["macs_per_s"] > 0 and measured["ops"]["conv"]["alpha"] == pytest.approx(1.0)
+
+
+def _commands(parser: argparse.ArgumentParser, name: str = "suite"):
+    """Every command that runs something (`suite lab down`, ...), with its parser."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield name, parser
+    for group in groups:
+        for sub, child in group.choices.items():
+            yield from _commands(child, f"{name} {sub}")
+
+
+def test_every_command_documents_its_exit_codes_in_its_help():
+    commands = dict(_commands(build_parser()))
+    assert {"suite run", "suite lab down", "suite nightly run", "suite nightly report"} <= commands.keys()
+    for name, parser in commands.items():
+        text = parser.format_help()
+        epilog = text.split("exit codes:\n", 1)[-1].splitlines()
+        codes = [line.split()[0] for line in epilog if line[2:3].isdigit()]
+        assert "exit codes:" in text and {"0", "2", "130", "141"} <= set(codes), name
+    assert "1    the run failed" in commands["suite run"].format_help()
+
+
+def test_nightly_run_takes_the_lab_name_as_suite_lab_does_and_the_old_spelling_with_a_note(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["nightly", "run"]).name == "nightly"
+    assert parser.parse_args(["nightly", "run", "--name", "n2"]).name == "n2"
+    assert parser.parse_args(["nightly", "run", "--lab-name", "old"]).name == "old"
+    assert capsys.readouterr().err == "note: --lab-name is deprecated; use --name\n"
+    text = dict(_commands(parser))["suite nightly run"].format_help()
+    assert "--name NAME" in text and "--lab-name" not in text
+
+
+def test_lab_down_json_is_one_object_even_with_nothing_to_remove():
+    done = suite("lab", "down", "--name", "nosuchlab", "--json")
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said["lab"] == "nosuchlab"
+    assert set(said["removed"]) == {"namespaces", "processes", "cgroups", "links"}
+    assert not any(said["removed"].values())

@@ -96,6 +96,28 @@ def test_what_the_lab_writes_loads_back(tmp_path, key):
     assert inventory.coordinator == Coordinator("10.1.0.1", "sl-x")
 
 
+def test_without_a_key_the_agent_is_used_and_jumps_and_an_ssh_config_load_back(tmp_path, key):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host pi*\n    ProxyJump gw.example.org\n")
+    doc = _doc(key)
+    del doc["defaults"]["key"]
+    doc["defaults"]["ssh_config"] = "ssh_config"  # from the inventory's folder, as `key` is
+    doc["devices"][1]["proxy_jump"] = "admin@gw.example.org:2200,10.0.0.1"
+    inventory = load_inventory(_write(tmp_path, doc))
+    assert [(h.key, h.proxy_jump, h.ssh_config) for h in inventory.hosts] == [
+        (None, None, config), (None, "admin@gw.example.org:2200,10.0.0.1", config)]  # fmt: skip
+    hosts = list(inventory.hosts)
+    again = inventory_yaml("t", "pico-homo-2", inventory.coordinator, inventory.known_hosts, hosts)
+    assert list(load_inventory(_write(tmp_path, again)).hosts) == list(inventory.hosts)
+
+
+def test_a_missing_ssh_config_is_one_line_naming_the_device(tmp_path, key):
+    doc = _doc(key)
+    doc["devices"][0]["ssh_config"] = "nowhere/config"
+    said = _error(tmp_path, doc)
+    assert "devices.0.ssh_config: no such file" in said and "device 'pi0'" in said
+
+
 def _error(tmp_path: Path, doc: dict | str) -> str:
     with pytest.raises(UserError) as caught:
         load_inventory(_write(tmp_path, doc))

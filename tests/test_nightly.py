@@ -3,10 +3,13 @@ reads, a slowed scheme caught on real workers (slow), and the emulated lab end t
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -15,7 +18,9 @@ from labkit import footprint, lab_name, needs_lab, write_fleet
 from suite.cli import main
 from suite.errors import UserError
 from suite.fleet import load_fleet
+from suite.runtime.results import FrameRecord, Measurement
 from suite.tracking import nightly
+from suite.tracking.measure import completion_gaps, speedup_interval
 from suite.tracking.nightly import (
     BASELINES_DIR,
     MATRICES_DIR,
@@ -28,6 +33,7 @@ from suite.tracking.nightly import (
     noise,
     tolerances,
 )
+from suite.tracking.report import figure, per_frame_bytes, write_report
 
 TOLERANCE = {"speedup": 0.2, "latency_s": 0.3, "bytes_moved": 0.0}
 
@@ -146,6 +152,103 @@ def test_the_cli_names_what_to_fix(tmp_path, capsys):
     assert "is not a nightly report folder" in capsys.readouterr().err
 
 
+# ---- the report's figures, from fixture cells (no lab) ---------------------------------------
+
+
+def test_a_speedups_bootstrap_interval_holds_the_estimate_and_widens_with_the_spread():
+    assert speedup_interval([1.0] * 10, [0.5] * 10) == pytest.approx((2.0, 2.0))  # no spread, no width
+    rng = np.random.default_rng(1)
+    calm, noisy = 0.5 + rng.normal(0, 0.01, 40), 0.5 + rng.normal(0, 0.1, 40)
+    calm_low, calm_high = speedup_interval([1.0] * 40, calm)
+    low, high = speedup_interval([1.0] * 40, noisy)
+    assert calm_low < 1 / calm.mean() < calm_high and low < 1 / noisy.mean() < high
+    assert high - low > 5 * (calm_high - calm_low)
+    assert speedup_interval([1.0], [0.5, 0.5]) == (None, None)  # one gap: no interval
+
+
+def test_completion_gaps_are_the_ones_behind_the_throughput():
+    ends = [0.0, 1.0, 2.5, 3.0, 4.5]  # the first two frames are the warm-up
+    frames = [FrameRecord(i, "x", i < 2, end - 0.8, end, True) for i, end in enumerate(ends)]
+    run = Measurement(None, frames, [], {}, 1, 0.0, 4.5)
+    assert completion_gaps(run) == pytest.approx([1.5, 0.5, 1.5])
+    assert 1 / np.mean(completion_gaps(run)) == pytest.approx(run.throughput_fps)
+
+
+def _night(tmp_path: Path, with_baseline: bool):
+    """A stored night of two schemes on 1 and 2 devices, written as `suite nightly run` writes it."""
+    matrix = load_matrix(_matrix(tmp_path, devices=[1, 2], schemes=["pico", "halp"]))
+    rows = [{"model": "resnet18", "devices": n, "scheme": s, "input_size": "3x64x64", "frames": 6,
+             "complete": True, "bit_exact": True, "error": None, "speedup": speedup, "latency_s": 2.0 / n,
+             "throughput_fps": speedup, "bytes_moved": 8e6 * n, "dilation": 1.0, "remeasured": False,
+             "latency_low_s": 1.5 / n, "latency_high_s": 3.0 / n, "speedup_low": 0.9 * speedup,
+             "speedup_high": 1.2 * speedup}
+            for n in (1, 2) for s, speedup in (("single", 1.0), ("pico", 1.1 * n), ("halp", 0.9 * n))]
+    measured = pd.DataFrame(rows).reindex(columns=nightly.MEASURED_COLUMNS)
+    before = [_cell(r["scheme"], r["devices"], r["speedup"] * 1.05, r["latency_s"], r["bytes_moved"])
+              for r in rows]  # fmt: skip
+    baseline = _baseline(*before) if with_baseline else None
+    if baseline is not None:
+        baseline.cells["model"] = "resnet18"
+    about = {"matrix": "tiny", "matrix_path": str(matrix.path), "matrix_digest": matrix.digest,
+             "timestamp_utc": "2026-12-05T03:00:00+00:00",
+             "git": {"commit": "0123456789abcdef", "dirty": False},
+             "baseline": None, "error": None}  # fmt: skip
+    folder = tmp_path / "night"
+    folder.mkdir()
+    write_report(folder, matrix, measured, compare(measured, baseline), baseline, about, [])
+    return folder, matrix, measured, baseline, about
+
+
+def _legend(drawing) -> list[str]:
+    return [t.get_text() for t in drawing.legends[0].get_texts()]
+
+
+def test_the_figures_say_when_and_what_and_draw_the_frames_spread_from_zero(tmp_path):
+    folder, matrix, measured, baseline, about = _night(tmp_path, with_baseline=True)
+    assert {p.name for p in folder.glob("*.png")} == {"speedup.png", "latency.png", "bytes_moved.png"}
+    cells = per_frame_bytes(measured, matrix)
+    speedup = figure(cells, per_frame_bytes(baseline.cells, matrix), "speedup", about)
+    title = speedup._suptitle.get_text()
+    assert "2026-12-05 03:00 UTC" in title and "commit 0123456789ab" in title
+    assert _legend(speedup) == ["pico", "halp", "tonight", "baseline", "one device", "bars: 90% bootstrap CI"]
+    ax = speedup.axes[0]
+    assert ax.get_ylim()[0] == 0
+    bars = [c for c in ax.containers if c.has_yerr]  # tonight's lines carry the spread, the baseline's not
+    assert len(bars) == 2
+    segments = bars[0].lines[2][0].get_segments()  # pico's at 2 devices: 0.9x to 1.2x of 2.2
+    assert segments[1][:, 1] == pytest.approx([0.9 * 2.2, 1.2 * 2.2])
+
+    alone = figure(cells, None, "bytes_moved", about)  # no baseline, no spread: neither in the legend
+    assert _legend(alone) == ["pico", "halp"]
+    line = alone.axes[0].lines[0]
+    assert line.get_ydata() == pytest.approx([8 / 8, 16 / 8])  # MB per frame: 6 measured + 2 warm-up frames
+    assert _legend(figure(cells, None, "latency_s", about))[-1] == "bars: p10-p90 of the frames"
+
+
+def test_a_stored_night_is_drawn_again_without_a_lab(tmp_path, capsys):
+    folder, *_ = _night(tmp_path, with_baseline=False)
+    for name in ("speedup.png", "REPORT.md"):
+        (folder / name).unlink()
+    assert main(["nightly", "report", str(folder), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said == {"folder": str(folder), "report": str(folder / "REPORT.md"),
+                    "figures": ["speedup.png", "latency.png", "bytes_moved.png"]}  # fmt: skip
+    assert (folder / "speedup.png").is_file() and "MB moved per frame" in (folder / "REPORT.md").read_text()
+
+
+def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):
+    folder, matrix, *_ = _night(tmp_path, with_baseline=False)
+    again = tmp_path / "night-again"
+    shutil.copytree(folder, again)
+    output = tmp_path / "baseline.yaml"
+    assert main(["nightly", "baseline", str(folder), str(again), "--matrix", str(matrix.path),
+                 "-o", str(output), "--json"]) == 0  # fmt: skip
+    said = json.loads(capsys.readouterr().out)
+    assert said["baseline"] == str(output) and said["cells"] == 6
+    assert said["runs"] == [str(folder), str(again)]
+    assert said["noise"]["speedup"] == 0 and said["tolerance"] == load_baseline(output).tolerance
+
+
 # ---- real workers -----------------------------------------------------------------------------
 
 def _slow_pico(graph, fleet, **options):  # a deliberately slowed plan: PICO's work on one device
@@ -231,8 +334,8 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     (tmp_path / "baseline.yaml").write_text(yaml.safe_dump(fake))
     try:
         done = subprocess.run([sys.executable, "-m", "suite", "nightly", "run", "--matrix", str(matrix),
-                               "--lab-name", name, "--baseline", str(tmp_path / "baseline.yaml"),
-                               "-o", str(tmp_path / "reports")], capture_output=True, text=True,
+                               "--name", name, "--baseline", str(tmp_path / "baseline.yaml"),
+                               "-o", str(tmp_path / "reports"), "--json"], capture_output=True, text=True,
                               timeout=600)  # fmt: skip
         left = footprint(name)
     finally:
@@ -246,3 +349,12 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     assert {"REPORT.md", "comparison.csv", "speedup.png", "latency.png", "bytes_moved.png"} <= {
         p.name for p in folder.iterdir()}
     assert "dilated" in (folder / "REPORT.md").read_text()
+    said = json.loads(done.stdout)  # --json: one object on stdout, progress and FAIL lines on stderr
+    assert said["verdict"] == "FAIL" and said["folder"] == str(folder)
+    assert said["cells"] == {"regression": 1, "ok": 1}
+    assert said["failures"][0].startswith("pico resnet18 on 2 devices: speedup fell from 50 to")
+    spread = measured.set_index("scheme")  # each frame's spread, for the figures' error bars
+    assert 0 < spread.loc["pico", "speedup_low"] <= spread.loc["pico", "speedup_high"]
+    low, median, high = spread.loc["pico", ["latency_low_s", "latency_s", "latency_high_s"]]
+    assert low <= median <= high  # p10, median and p90 of the frames, in real time
+    assert pd.isna(spread.loc["single", "speedup_low"])  # one device's speedup over itself has no interval

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from suite.tracking.asvtrack import EXACT, SPEEDUP, SPEEDUP_FALL_THRESHOLD, regressions
+from suite.errors import UserError
+from suite.tracking.asvtrack import (
+    EXACT,
+    OFFLINE_COPIES,
+    SPEEDUP,
+    SPEEDUP_FALL_THRESHOLD,
+    VENDOR,
+    offline_page,
+    regressions,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 PICO = f"{SPEEDUP}('pico')"
@@ -41,6 +50,39 @@ def test_exactness_may_never_fall_and_a_failed_benchmark_is_a_regression():
     assert "failed" in str(regressions({PICO: 0.5}, {PICO: None})[0])
     assert regressions({PICO: 0.5}, {}) == []  # not run this time (--bench): nothing to say
     assert regressions({PICO: None}, {PICO: 0.9}) == []  # nothing to compare with
+
+
+def test_asvs_page_regressions_use_the_sessions_threshold():
+    from asv.util import load_json
+
+    config = load_json(str(PROJECT / "asv.conf.json"), js_comments=True)
+    period_rise = 1 / (1 - SPEEDUP_FALL_THRESHOLD) - 1  # asv sees the period over single, 1 / speedup
+    assert config["regressions_thresholds"] == {".*": pytest.approx(period_rise, abs=1e-4)}
+    assert "project_url" not in config  # no placeholder
+
+
+def test_every_offline_copy_is_vendored_with_its_licence():
+    assert {p.name for p in VENDOR.iterdir()} == {*OFFLINE_COPIES.values(), "README.md"}
+    licences = (VENDOR / "README.md").read_text()
+    assert all(name in licences for name in OFFLINE_COPIES.values())
+
+
+def test_a_cdn_library_without_a_copy_fails_naming_it_and_leaves_the_page(tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text('<script src="https://code.jquery.com/jquery-3.3.1.min.js" integrity="sha256-x" '
+                    'crossorigin="anonymous"></script>\n<script src="https://cdn.example/new.js"></script>\n'
+                    '<a href="https://github.com/airspeed-velocity/asv/">asv</a>\n')
+    before = page.read_text()
+    with pytest.raises(UserError, match=r"loads https://cdn.example/new.js from the network"):
+        offline_page(tmp_path)
+    assert page.read_text() == before and not (tmp_path / "vendor").exists()  # nothing half-written
+
+    page.write_text(before.replace('<script src="https://cdn.example/new.js"></script>\n', ""))
+    offline_page(tmp_path)
+    text = page.read_text()
+    assert '<script src="vendor/jquery-3.3.1.min.js"></script>' in text  # the CDN's hash is not the copy's
+    assert 'href="https://github.com/airspeed-velocity/asv/"' in text  # a link, not a library: kept
+    assert (tmp_path / "vendor" / "jquery-3.3.1.min.js").is_file()
 
 
 # ---- the driver on a small asv project of its own -------------------------------------------------
@@ -99,6 +141,11 @@ def test_two_commits_give_two_points_and_a_slowed_one_fails_naming_the_benchmark
     stored = project / "benchmarks" / "results" / "test-machine" / f"{first[:8]}-existing-py3.11.json"
     result = json.loads(stored.read_text())  # one name for the environment, wherever the checkout is
     assert result["env_name"] == "existing-py3.11" and result["params"]["python"] == "3.11"
+    machine = json.loads((stored.parent / "machine.json").read_text())  # the host's, as asv reads it
+    assert machine["num_cpu"] == str(os.cpu_count()) and machine["os"].startswith(os.uname().sysname)
+    assert machine["cpu"] and int(machine["ram"]) > 0
+    page = (project / "reports" / "asv" / "index.html").read_text()
+    assert "https://cdn" not in page and 'src="vendor/jquery-3.3.1.min.js"' in page  # draws offline
 
     second = _commit(project, 0.52, 1)  # 4 % slower: noise, within the threshold
     done = _asvtrack(project, "run")

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from suite.arguments import at_least, finite
+from suite.arguments import at_least, exit_codes, finite
 from suite.errors import UserError
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -19,6 +19,7 @@ def add_commands(sub) -> None:
     d = sub.add_parser(
         "deploy",
         help="install this checkout of the suite on every device of an inventory and check each device",
+        **exit_codes(usage="bad input, or a device failed to deploy (its line names it and why)"),
     )
     d.add_argument("--inventory", required=True, help="inventory name (suite/data/inventories) or YAML path")
     d.add_argument("--force", action="store_true", help="reinstall devices that are up to date")
@@ -32,7 +33,8 @@ def add_commands(sub) -> None:
         "per device, links shaped with tc (root)",
     )
     labs = lab.add_subparsers(dest="lab_command", required=True, parser_class=type(lab))
-    u = labs.add_parser("up", help="make the lab and write its inventory")
+    u = labs.add_parser("up", help="make the lab and write its inventory",
+                        **exit_codes(usage="bad input, or the lab could not be made (the line says why)"))
     u.add_argument("--fleet", required=True, help="bundled fleet name or fleet YAML")
     u.add_argument(
         "--dilate",
@@ -44,16 +46,20 @@ def add_commands(sub) -> None:
     u.add_argument("--deploy", action="store_true",
                    help="then deploy this checkout to every device (`suite deploy` on the lab's inventory)")
     u.add_argument("--json", action="store_true", help="print one JSON object")
-    s = labs.add_parser("status", help="devices, addresses, shaping, CPU caps and sshd health")
+    s = labs.add_parser("status", help="devices, addresses, shaping, CPU caps and sshd health",
+                        **exit_codes(usage="bad input, no such lab, or the lab is not healthy"))
     s.add_argument("--json", action="store_true", help="print one JSON object")
     c = labs.add_parser(
         "check",
         help="measure each link (alone and all at once) and each device's compute against the fleet spec",
+        **exit_codes(usage="bad input, or no such lab"),
     )
     c.add_argument("--seconds", type=finite(positive=True, high=600), default=1.5,
                    help="each transfer's duration (default: 1.5)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
-    w = labs.add_parser("down", help="remove everything the lab made (also what a killed `lab up` left)")
+    w = labs.add_parser("down", help="remove everything the lab made (also what a killed `lab up` left)",
+                        **exit_codes())
+    w.add_argument("--json", action="store_true", help="print one JSON object")
     for p, command in ((u, cmd_lab_up), (s, cmd_lab_status), (c, cmd_lab_check), (w, cmd_lab_down)):
         p.add_argument("--name", default="lab", help="the lab's name (default: lab)")
         p.set_defaults(run=command)
@@ -217,7 +223,9 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     removed = lab.down(args.name)
-    if not any(removed.values()):
+    if args.json:
+        print(json.dumps({"lab": args.name, "removed": removed, "seconds": time.monotonic() - start}))
+    elif not any(removed.values()):
         print(f"no lab '{args.name}': nothing to remove")
     else:
         print(

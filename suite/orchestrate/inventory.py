@@ -2,7 +2,8 @@
 
 An inventory (`suite/data/inventories/*.yaml`, or the one `suite lab up` writes) names a fleet (the
 devices' profiles and the link model stay in the fleet file) and, per fleet device, its SSH
-address, user, the PATH of a private key, the interpreter and the work folder on the device. It
+address, user, the PATH of a private key (or none: the SSH agent's), the jump hosts and the
+ssh_config to reach it through, the interpreter and the work folder on the device. It
 never holds a secret: key material or passwords in the file are refused. Loading checks it
 against the fleet (every fleet device exactly once) and returns frozen dataclasses; every
 mistake is one line naming the file, the field and the fix.
@@ -54,10 +55,12 @@ class Host:
     host: str
     port: int
     user: str
-    key: Path  # private key on this machine
+    key: Path | None  # private key on this machine; None: the SSH agent's keys and ssh_config's IdentityFile
     python: str  # interpreter on the device
     workdir: str  # absolute folder on the device that deploy owns
     interface: str | None  # the device's network interface for gloo
+    proxy_jump: str | None = None  # [user@]host[:port][,...]: reach the device through these SSH hosts
+    ssh_config: Path | None = None  # an OpenSSH client config to read (HostName, IdentityFile, ProxyJump)
 
     @property
     def address(self) -> str:
@@ -130,8 +133,10 @@ class _AccessSpec(Strict):
     python: str | None = None
     workdir: str | None = None
     interface: str | None = None
+    proxy_jump: str | None = Field(default=None, description="[user@]host[:port], comma-separated hops")
+    ssh_config: str | None = Field(default=None, description="OpenSSH client config, e.g. ~/.ssh/config")
 
-    @field_validator("user", "python", "interface")
+    @field_validator("user", "python", "interface", "proxy_jump")
     @classmethod
     def _one_word(cls, value: str | None) -> str | None:
         return value if value is None else _no_spaces(value)
@@ -175,7 +180,7 @@ class _InventorySpec(Strict):
     lab: _LabSpec | None = None
 
 
-_REQUIRED = ("user", "key", "python", "workdir")
+_REQUIRED = ("user", "python", "workdir")
 
 
 def load_inventory(spec: str | Path) -> Inventory:
@@ -261,16 +266,21 @@ def _host(path: Path, index: int, device: _DeviceSpec, defaults: _AccessSpec) ->
             raise InventoryError(
                 f"{where}.{name}: missing for device '{device.name}' (add it to the device or to `defaults`)"
             )
-    key = _local_path(merged["key"], path)
-    if not key.is_file():
+    key = None if "key" not in merged else _local_path(merged["key"], path)
+    if key is not None and not key.is_file():
         raise InventoryError(
             f"{where}.key: no such file {key} for device '{device.name}' (make one with "
             f"`ssh-keygen -t ed25519 -f {key}` and authorise its .pub on the device)"
         )
-    if key.stat().st_mode & 0o077:
+    if key is not None and key.stat().st_mode & 0o077:
         raise InventoryError(
             f"{where}.key: {key} is readable by others; `chmod 600 {key}` (ssh refuses such keys too)"
         )
+    ssh_config = merged.get("ssh_config") and _local_path(merged["ssh_config"], path)
+    if ssh_config and not ssh_config.is_file():
+        raise InventoryError(f"{where}.ssh_config: no such file {ssh_config} for device '{device.name}' "
+                             "(give an OpenSSH client config, e.g. ~/.ssh/config, or leave the field "
+                             "out)")  # fmt: skip
     return Host(
         device.name,
         device.host,
@@ -280,6 +290,8 @@ def _host(path: Path, index: int, device: _DeviceSpec, defaults: _AccessSpec) ->
         merged["python"],
         merged["workdir"],
         merged.get("interface"),
+        merged.get("proxy_jump"),
+        ssh_config or None,
     )
 
 
@@ -337,11 +349,13 @@ def inventory_yaml(
                 "host": h.host,
                 "port": h.port,
                 "user": h.user,
-                "key": str(h.key),
                 "python": h.python,
                 "workdir": h.workdir,
             }
+            | ({"key": str(h.key)} if h.key else {})
             | ({"interface": h.interface} if h.interface else {})
+            | ({"proxy_jump": h.proxy_jump} if h.proxy_jump else {})
+            | ({"ssh_config": str(h.ssh_config)} if h.ssh_config else {})
             for h in hosts
         ],
     }

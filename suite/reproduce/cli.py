@@ -7,12 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from suite.arguments import exit_codes
 from suite.reproduce import NAMES, select
 
 
 def add_parser(sub) -> None:
     """Add `reproduce` to the `suite` command's subparsers."""
-    r = sub.add_parser("reproduce", help="regenerate the papers' figures beside the published numbers")
+    r = sub.add_parser("reproduce", help="regenerate the papers' figures beside the published numbers",
+                       **exit_codes(usage="bad input, or a figure's files could not be written"))
     r.add_argument("names", nargs="+", metavar="NAME", help=f"figures: {', '.join(NAMES)}, or all")
     r.add_argument("-o", "--output", default="reports",
                    help="folder for the CSVs, images and REPORT.md (default: reports)")
@@ -23,7 +25,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    select(args.names)  # a typo fails before anything heavy is imported
+    chosen = select(args.names)  # a typo fails before anything heavy is imported
+    print(f"reproducing {len(chosen)} figure(s) into {args.output}/: loading the libraries (seconds on a "
+          "busy host), then a line per figure", file=sys.stderr, flush=True)  # fmt: skip
     from suite.reproduce.figures import reproduce
     from suite.reproduce.lab import available
 

@@ -5,6 +5,7 @@ stored result, publish the HTML.
     python -m suite.tracking.asvtrack backfill N                  # the last N commits without a result
     python -m suite.tracking.asvtrack compare [OLD NEW]           # stored results (previous, HEAD)
     python -m suite.tracking.asvtrack noise [--runs 2]            # tracked speedups' run-to-run change
+    python -m suite.tracking.asvtrack publish                     # the HTML of the stored results
 
 Results live in `benchmarks/results/<machine>/` and are committed, so the next run (a fresh clone
 in CI too) finds the history there and the graphs draw a line. asv's `existing` environment saves
@@ -33,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from suite.errors import UserError
-from suite.schema import write_atomically
+from suite.package import data
+from suite.schema import shown, write_atomically
 
 CONFIG = "asv.conf.json"
 RESULTS = Path("benchmarks/results")
@@ -49,6 +51,23 @@ EXACT = "runtime.Schemes.track_bit_exact"
 # spike (load average 766 falling to 5), by up to 27%. 25% is 3x the first; PICO planned onto one
 # device falls by about 50%.
 SPEEDUP_FALL_THRESHOLD = 0.25
+
+# asv 0.6's page loads its libraries from CDNs; these copies (suite/data/asv_vendor_js/README.md says
+# where they come from) make the published page work offline.
+VENDOR = data("asv_vendor_js")
+_CDNJS, _JSDELIVR = "https://cdnjs.cloudflare.com/ajax/libs", "https://cdn.jsdelivr.net/npm"
+OFFLINE_COPIES = {
+    "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
+    f"{_CDNJS}/flot/0.8.3/jquery.flot.min.js": "jquery.flot-0.8.3.min.js",
+    f"{_CDNJS}/flot/0.8.3/jquery.flot.time.min.js": "jquery.flot-0.8.3.time.min.js",
+    f"{_CDNJS}/flot/0.8.3/jquery.flot.selection.min.js": "jquery.flot-0.8.3.selection.min.js",
+    f"{_CDNJS}/flot/0.8.3/jquery.flot.categories.min.js": "jquery.flot-0.8.3.categories.min.js",
+    f"{_JSDELIVR}/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js": "jquery.flot.orderBars.js",
+    f"{_CDNJS}/stupidtable/1.0.1/stupidtable.min.js": "stupidtable.js",
+    f"{_CDNJS}/blueimp-md5/2.19.0/js/md5.min.js": "md5.js",
+    f"{_JSDELIVR}/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap-3.1.0.min.js",
+    f"{_JSDELIVR}/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap-3.1.0.min.css",
+}
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,51 @@ def machine_name() -> str:
     return f"{slug or 'cpu'}-{os.cpu_count() or 1}cpu"
 
 
+def machine_details(name: str) -> dict[str, str]:
+    """asv's description of this host (CPU model, cores, RAM, OS, architecture, as asv reads them)
+    under `name`. `asv machine --yes --machine NAME` alone stores the name and nothing else."""
+    from asv.machine import Machine
+
+    return Machine.get_defaults() | {"machine": name}
+
+
+def offline_page(html: Path) -> None:
+    """Point the published pages' CDN libraries at copies in `html`/vendor/ (OFFLINE_COPIES), so
+    the page draws its graphs without the network; a library asv loads that has no copy fails."""
+    pages = {page: _TAG.sub(_local_copy, page.read_text()) for page in sorted(html.glob("*.html"))}
+    for page, text in pages.items():
+        remote = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="(https?://[^"]+)"', text)
+        if remote:
+            raise UserError(f"{shown(page)}: asv's page loads {remote[0]} from the network and "
+                            f"{shown(VENDOR)} has no copy of it (asv changed its libraries); add one and its "
+                            "address to OFFLINE_COPIES in suite/tracking/asvtrack.py")  # fmt: skip
+    shutil.copytree(VENDOR, html / "vendor", dirs_exist_ok=True)
+    for page, text in pages.items():
+        write_atomically(page, text)
+
+
+_TAG = re.compile(r'<(?:script|link)\b[^>]*>')
+
+
+def _local_copy(tag: re.Match) -> str:
+    """A <script> or <link> tag with its CDN address replaced by the copy's, less the CDN file's
+    integrity hash (the copy is another build of the same version) and its cross-origin mode (a
+    page opened from a file has no origin to share)."""
+    text = tag.group(0)
+    for address, name in OFFLINE_COPIES.items():
+        if f'"{address}"' in text:
+            text = text.replace(f'"{address}"', f'"vendor/{name}"')
+            return re.sub(r'\s(?:integrity|crossorigin|referrerpolicy)="[^"]*"', "", text)
+    return text
+
+
+def publish(checkout: Path) -> None:
+    _asv(["publish"], checkout)
+    offline_page(checkout / HTML)
+    print(f"published {HTML}/index.html; it needs no network but loads its data over http: "
+          f"python -m http.server -b 127.0.0.1 -d {HTML}")
+
+
 def _git(*args: str, cwd: Path = Path(".")) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -147,6 +211,16 @@ def _asv(args: list[str], checkout: Path, check: bool = True) -> int:
     if check and code != 0:
         raise UserError(f"asv {args[0]} failed (exit {code}); see its output above")
     return code
+
+
+def _save_machine(checkout: Path, machine: str) -> None:
+    """This host's details in asv's machine file (in the scratch home `_asv` gives asv); asv copies
+    them into the results' machine.json."""
+    from asv.machine import MachineCollection
+
+    home = (checkout / SCRATCH / "home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    MachineCollection.save(machine, machine_details(machine), _path=str(home / ".asv-machine.json"))
 
 
 def interpreter_for(checkout: Path, commit: str) -> Path:
@@ -205,7 +279,7 @@ def measure(checkout: Path, commit: str, quick: bool = False, bench: str | None 
     machine = machine_name()
     python = interpreter_for(code or checkout, commit)
     head = [] if config is None else ["--config", str(config)]
-    _asv([*head, "machine", "--yes", "--machine", machine], checkout)
+    _save_machine(checkout, machine)
     args = [*head, "run", "--environment", f"existing:{python}", "--set-commit-hash", commit,
             "--machine", machine, "--show-stderr"]  # fmt: skip
     args += ["--quick"] if quick else []
@@ -256,8 +330,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{commit[:8]} but measures the working tree", file=sys.stderr)  # fmt: skip
     new_file = measure(checkout, commit, args.quick, args.bench)
     before = previous_result(checkout, commit)
-    _asv(["publish"], checkout)
-    print(f"published {HTML}/index.html")
+    publish(checkout)
     if before is None:
         print(f"no earlier result on machine {machine_name()} in {RESULTS}: nothing to compare with")
         return 0
@@ -281,8 +354,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         finally:
             _git("worktree", "remove", "--force", str(tree), cwd=checkout)
             shutil.rmtree(checkout / SCRATCH / f"python-{commit[:12]}", ignore_errors=True)
-    _asv(["publish"], checkout)
-    print(f"published {HTML}/index.html")
+    publish(checkout)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    publish(Path.cwd())
     return 0
 
 
@@ -356,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("old", nargs="?")
     c.add_argument("new", nargs="?")
     c.set_defaults(run=cmd_compare)
+    p = sub.add_parser("publish", help="the HTML of the stored results, without running anything")
+    p.set_defaults(run=cmd_publish)
     n = sub.add_parser("noise", help="the tracked speedups' run-to-run change on this commit")
     n.add_argument("--runs", type=int, default=2)
     n.set_defaults(run=cmd_noise)

@@ -17,6 +17,10 @@ whose latency or bytes moved rose, by more than its tolerance is measured again 
 device count) while the lab is still up, and fails only if the second measurement is past the
 tolerance too: a one-off stall on a shared host does not fail the night, a slower plan does. A
 night also fails (exit 1) on any frame that is not bit-exact and any cell that did not complete.
+
+Each cell also keeps its frame-to-frame spread for the report's error bars (`measure.frame_spread`):
+the latency's 10th and 90th percentiles over the frames, and a 90% bootstrap interval of the speedup.
+`suite nightly report RUN` draws a stored night's figures and REPORT.md again from its tables.
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ if TYPE_CHECKING:
 MATRICES_DIR = data("nightly")
 BASELINES_DIR = data("baselines", "nightly")
 KEYS = ["model", "devices", "scheme"]  # one cell of the matrix
+# the frame-to-frame spread behind the figures' error bars (measure.frame_spread), latency in real time
+SPREAD_COLUMNS = ["latency_low_s", "latency_high_s", "speedup_low", "speedup_high"]
 MEASURED_COLUMNS = [*KEYS, "input_size", "frames", "complete", "bit_exact", "error", "speedup", "latency_s",
                     "throughput_fps", "bytes_moved", "latency_error", "throughput_error", "dilation",
-                    "plan_hash", "remeasured"]  # fmt: skip
+                    "plan_hash", "remeasured", *SPREAD_COLUMNS]  # fmt: skip
 # what a baseline holds per cell, and which way is worse: a speedup falls, a latency or a byte count rises
 METRICS = {"speedup": "falls", "latency_s": "rises", "bytes_moved": "rises"}
 NOISE_QUANTILE = 0.9  # noise: this quantile of the cells' run-to-run changes between the baseline's runs
@@ -209,6 +215,7 @@ def cell_rows(workload: Workload, devices: int, summaries: dict[str, dict]) -> l
     for scheme, s in summaries.items():
         real = s["real_time"] or {"latency_s": s["latency_s"], "throughput_fps": s["throughput_fps"]}
         predicted = s["predicted"] or {}
+        spread, dilation = s["spread"], s["network"]["dilation"]
         rows.append({"model": workload.model, "devices": devices, "scheme": scheme,
                      "input_size": "x".join(map(str, workload.input_size)), "frames": s["frames"],
                      "complete": s["complete"], "bit_exact": s["bit_exact"], "error": s["error"],
@@ -216,9 +223,16 @@ def cell_rows(workload: Workload, devices: int, summaries: dict[str, dict]) -> l
                      "throughput_fps": real["throughput_fps"], "bytes_moved": s["bytes_moved"],
                      "latency_error": predicted.get("latency_error"),
                      "throughput_error": predicted.get("throughput_error"),
-                     "dilation": s["network"]["dilation"], "plan_hash": s["plan_hash"],
-                     "remeasured": False})  # fmt: skip
+                     "dilation": dilation, "plan_hash": s["plan_hash"], "remeasured": False,
+                     "latency_low_s": _times(spread["latency_low_s"], dilation),
+                     "latency_high_s": _times(spread["latency_high_s"], dilation),
+                     "speedup_low": spread["speedup_low"],
+                     "speedup_high": spread["speedup_high"]})  # fmt: skip
     return rows
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
 
 
 def relative_changes(runs: list[pd.DataFrame]) -> pd.DataFrame:
@@ -497,7 +511,28 @@ def read_measurements(folder: Path) -> tuple[pd.DataFrame, dict]:
     if not table.is_file() or not about.is_file():
         raise NightlyError(f"{shown(folder)} is not a nightly report folder (no measurements.csv and "
                            "run.json); give folders `suite nightly run` wrote")  # fmt: skip
-    return pd.read_csv(table), json.loads(about.read_text())
+    measured = pd.read_csv(table).reindex(columns=MEASURED_COLUMNS)  # a night before a column was added
+    return measured.fillna({"remeasured": False}), json.loads(about.read_text())
+
+
+def render_stored(folder: Path, matrix: str | None = None) -> list[str]:
+    """A stored night's figures and REPORT.md drawn again from its tables, without a lab; the
+    figures' file names. `matrix` when the one the night ran has moved (its digest must match)."""
+    from suite.tracking.report import render
+
+    measured, about = read_measurements(folder)
+    spec = matrix or (about["matrix_path"] if Path(about["matrix_path"]).is_file() else about["matrix"])
+    ran = load_matrix(spec)
+    if ran.digest != about["matrix_digest"]:
+        raise NightlyError(f"{shown(folder)} ran another matrix than {shown(ran.path)} (it changed since); "
+                           "give the one it ran with --matrix")  # fmt: skip
+    comparison = pd.read_csv(folder / "comparison.csv", dtype={"reason": str}).fillna({"reason": ""})
+    if "remeasured" not in comparison:  # a night before re-measuring existed
+        comparison["remeasured"] = False
+    stored = about.get("baseline")
+    baseline = load_baseline(Path(stored)) if stored and Path(stored).is_file() else None
+    failures = Night(folder, comparison, about.get("error")).failures
+    return render(folder, ran, measured, comparison, baseline, about, failures)
 
 
 def write_baseline(matrix: Matrix, folders: list[Path], output: Path) -> dict:

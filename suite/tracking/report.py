@@ -18,11 +18,14 @@ if TYPE_CHECKING:
     from suite.tracking.nightly import Baseline, Matrix
 
 sns.set_theme(style="whitegrid", context="notebook")
-FIGURES = {  # metric: (file, axis label)
-    "speedup": ("speedup.png", "throughput speedup over one device"),
-    "latency_s": ("latency.png", "latency per frame, real time (s)"),
-    "bytes_moved": ("bytes_moved.png", "bytes moved per run (MB)"),
+FIGURES = {  # metric: (file, title, axis label)
+    "speedup": ("speedup.png", "Throughput speedup", "throughput over one device's"),
+    "latency_s": ("latency.png", "Latency", "latency per frame, real time (s)"),
+    "bytes_moved": ("bytes_moved.png", "Bytes moved", "MB moved per frame"),
 }
+# each metric's error bars: the columns (measure.frame_spread) and what they are, for the legend
+BARS = {"speedup": ("speedup_low", "speedup_high", "90% bootstrap CI"),
+        "latency_s": ("latency_low_s", "latency_high_s", "p10-p90 of the frames")}  # fmt: skip
 
 
 def write_report(folder: Path, matrix: Matrix, measured: pd.DataFrame, comparison: pd.DataFrame,
@@ -31,46 +34,90 @@ def write_report(folder: Path, matrix: Matrix, measured: pd.DataFrame, compariso
     write_atomically(folder / "measurements.csv", measured.to_csv(index=False))
     write_atomically(folder / "comparison.csv", comparison.to_csv(index=False))
     write_atomically(folder / "run.json", json.dumps(about, indent=1, default=str))
-    drawn = [name for metric, (name, label) in FIGURES.items()
-             if _draw(measured, baseline, metric, label, folder / name)]  # fmt: skip
-    write_atomically(folder / "REPORT.md", markdown(matrix, measured, comparison, baseline, about, failures,
-                                                    drawn))  # fmt: skip
+    render(folder, matrix, measured, comparison, baseline, about, failures)
 
 
-def _draw(measured: pd.DataFrame, baseline: Baseline | None, metric: str, label: str, path: Path) -> bool:
-    """Per model a panel: the metric against device count per scheme, measured (solid) beside the
-    baseline (dashed, hollow). False when nothing was measured."""
+def render(folder: Path, matrix: Matrix, measured: pd.DataFrame, comparison: pd.DataFrame,
+           baseline: Baseline | None, about: dict, failures: list[str]) -> list[str]:  # fmt: skip
+    """The figures and REPORT.md of a night's tables (a stored night's too: `suite nightly report`);
+    the figures' file names."""
+    measured = per_frame_bytes(measured, matrix)
+    stored = None if baseline is None else per_frame_bytes(baseline.cells, matrix)
+    drawn = []
+    for metric, (name, _, _) in FIGURES.items():
+        drawing = figure(measured, stored, metric, about)
+        if drawing is not None:
+            drawing.savefig(folder / name, dpi=110)
+            drawn.append(name)
+    write_atomically(folder / "REPORT.md", markdown(matrix, measured, per_frame_bytes(comparison, matrix),
+                                                    baseline, about, failures, drawn))  # fmt: skip
+    return drawn
+
+
+def per_frame_bytes(cells: pd.DataFrame, matrix: Matrix) -> pd.DataFrame:
+    """`cells` with bytes_moved (and baseline_bytes_moved) per frame rather than per run: a run
+    moves a frame's bytes for each of its model's warm-up and measured frames."""
+    frames = {w.model: w.frames + w.warmup for w in matrix.workloads}
+    per_run = cells["model"].map(frames)
+    columns = [c for c in ("bytes_moved", "baseline_bytes_moved") if c in cells]
+    return cells.assign(**{c: cells[c] / per_run for c in columns})
+
+
+def figure(measured: pd.DataFrame, stored: pd.DataFrame | None, metric: str, about: dict) -> Figure | None:
+    """Per model a panel: the metric against device count per scheme, tonight's (solid, with its
+    frame-to-frame spread as error bars where the cells have it) beside the baseline's (dashed,
+    hollow); y from zero. None when nothing was measured."""
     data = measured[measured["scheme"] != "single"].dropna(subset=[metric])
     if data.empty:
-        return False
+        return None
+    _, title, label = FIGURES[metric]
     models = list(dict.fromkeys(data["model"]))
     schemes = list(dict.fromkeys(data["scheme"]))
     colours = dict(zip(schemes, sns.color_palette("deep", len(schemes))))
     scale = 1e-6 if metric == "bytes_moved" else 1.0
-    figure = Figure(figsize=(4.2 * len(models), 3.8), layout="constrained")
-    axes = figure.subplots(1, len(models), squeeze=False)[0]
-    stored = None if baseline is None else baseline.cells
+    low, high, bars = BARS.get(metric, (None, None, None))
+    drawing = Figure(figsize=(4.2 * len(models) + 2.6, 4.4), layout="constrained")
+    axes = drawing.subplots(1, len(models), squeeze=False)[0]
+    drew_bars = drew_baseline = False
     for ax, model in zip(axes, models):
         for scheme in schemes:
             rows = data[(data["model"] == model) & (data["scheme"] == scheme)].sort_values("devices")
-            ax.plot(rows["devices"], rows[metric] * scale, "-o", color=colours[scheme], lw=2, ms=5)
+            values = rows[metric] * scale
+            spread = None
+            if low in rows and rows[[low, high]].notna().all(axis=None):
+                spread = [values - rows[low] * scale, rows[high] * scale - values]
+                drew_bars = drew_bars or len(rows) > 0
+            ax.errorbar(rows["devices"], values, yerr=spread, fmt="-o", color=colours[scheme], lw=2, ms=5,
+                        capsize=3, elinewidth=1)  # fmt: skip
             if stored is not None:
                 before = stored[(stored["model"] == model) & (stored["scheme"] == scheme)]
                 before = before.sort_values("devices")
-                ax.plot(before["devices"], before[metric] * scale, "--s", color=colours[scheme], mfc="white",
-                        lw=1.2, ms=6)  # fmt: skip
+                if len(before):
+                    ax.plot(before["devices"], before[metric] * scale, "--s", color=colours[scheme],
+                            mfc="white", lw=1.2, ms=6)  # fmt: skip
+                    drew_baseline = True
         if metric == "speedup":
             ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_title(model)
         ax.set_xlabel("devices")
         ax.set_xticks(sorted(set(data["devices"])))
+        ax.set_ylim(bottom=0)
     axes[0].set_ylabel(label)
+    git = about.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+    when = about.get("timestamp_utc") or ""  # ISO 8601 in UTC
+    drawing.suptitle(f"{title}\nnightly run of matrix {about.get('matrix', '?')}, "
+                     f"{when[:10]} {when[11:16]} UTC, commit {commit}", fontsize=11)  # fmt: skip
     handles = [Line2D([], [], color=colours[s], lw=2, label=s) for s in schemes]
-    handles += [Line2D([], [], color="black", ls="-", marker="o", label="tonight"),
-                Line2D([], [], color="black", ls="--", marker="s", mfc="white", label="baseline")]
-    figure.legend(handles=handles, loc="outside right center", frameon=False)
-    figure.savefig(path, dpi=110)
-    return True
+    if drew_baseline:  # tonight's and the baseline's lines need telling apart only when both are drawn
+        handles += [Line2D([], [], color="black", ls="-", marker="o", label="tonight"),
+                    Line2D([], [], color="black", ls="--", marker="s", mfc="white", label="baseline")]
+    if metric == "speedup":
+        handles.append(Line2D([], [], color="grey", lw=0.8, label="one device"))
+    if drew_bars:
+        handles.append(Line2D([], [], color="black", marker="|", ms=12, ls="none", label=f"bars: {bars}"))
+    drawing.legend(handles=handles, loc="outside right center", frameon=False)
+    return drawing
 
 
 def markdown(matrix: Matrix, measured: pd.DataFrame, comparison: pd.DataFrame, baseline: Baseline | None,
@@ -121,7 +168,7 @@ def _cells(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"model": comparison["model"], "devices": comparison["devices"],
                          "scheme": comparison["scheme"], "speedup (baseline)": pair("speedup", ".2f"),
                          "latency s (baseline)": pair("latency_s", ".3f"),
-                         "MB moved (baseline)": pair("bytes_moved", ".2f", 1e-6),
+                         "MB moved per frame (baseline)": pair("bytes_moved", ".3f", 1e-6),
                          "verdict": twice})  # fmt: skip
 
 
