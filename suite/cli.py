@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the tidy table as JSON records")
     r.set_defaults(run=cmd_report)
 
+    c = sub.add_parser("compare", help="measured runs side by side from their result folders: speedup, "
+                       "latency percentiles, bytes and energy per frame, prediction error, Pareto "
+                       "front")  # fmt: skip
+    c.add_argument("results", nargs="+", metavar="RESULT", help="result folders (`suite run -o DIR`)")
+    c_format = c.add_mutually_exclusive_group()
+    c_format.add_argument("--json", action="store_true", help="print the table as JSON records")
+    c_format.add_argument("--csv", action="store_true", help="print the table as CSV")
+    c.add_argument("-o", "--output", help="also draw the comparison to this PNG file")
+    c.set_defaults(run=cmd_compare)
+
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML")
     f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                    help="time the ops on this backend (default: torch)")
@@ -386,6 +396,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     print("\nReported by the papers:")
     for scheme, reported in PAPER_RANGES.items():
         print(f"  {scheme}: {reported}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from suite.compare import compare_table, describe, load_result, records, save_figure
+
+    output = _output_file(args.output)  # checked before any folder is read
+    table = compare_table([load_result(path) for path in args.results])
+    if output:
+        save_figure(table, output)
+    if args.json:
+        print(json.dumps(records(table)))
+    elif args.csv:
+        print(table.to_csv(index=False), end="")
+    else:
+        print(describe(table))
+        if output:
+            print(f"figure: {output}")
     return EXIT_OK
 
 
