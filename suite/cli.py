@@ -640,10 +640,10 @@ def _describe_energy(e: dict) -> list[str]:
     lines = []
     if e["per_frame_j"] is not None:
         single = ("" if e["single_per_frame_j"] is None else
-                  f"; single device {e['single_per_frame_j']:.3g} J, ratio {e['ratio_vs_single']:.2f}")
-        predicted = e["predicted_per_frame_j"]
-        lines.append(f"  energy     {e['per_frame_j']:.3g} J/frame over {len(e['devices'])} devices{single}"
-                     + _vs(predicted, e["error"]) + " (published power figures)")  # fmt: skip
+                  f"; single device {e['single_per_frame_j']:.3g} J/frame, ratio {e['ratio_vs_single']:.2f}")
+        vs = _vs(e["predicted_per_frame_j"], e["error"])
+        lines.append(f"  energy     {e['per_frame_j']:.3g} J/frame over {len(e['devices'])} devices from "
+                     f"their published power{vs}{single}")  # fmt: skip
     elif e["no_power"]:
         lines.append(f"  energy     not estimated: profile(s) {', '.join(e['no_power'])} give no power "
                      "figures")

@@ -248,9 +248,11 @@ def figure(table: pd.DataFrame):
     sns.set_theme(style="whitegrid", context="notebook")
     schemes = list(dict.fromkeys(table["scheme"]))
     colour = dict(zip(schemes, sns.color_palette("deep", len(schemes))))
-    fig = Figure(figsize=(16, 5.6), layout="constrained")
+    fig = Figure(figsize=(16, 6.2), layout="constrained")
     speed, energy, pareto = fig.subplots(1, 3)
-    labels = [f"{r.scheme}\n{r.variant}\n{r.model}, {r.fleet}" for r in table.itertuples()]
+    groups = list(dict.fromkeys(zip(table["model"], table["fleet"])))
+    labels = [f"{r.scheme}, {r.variant}" + (f"\n{r.model}, {r.fleet}" if len(groups) > 1 else "")
+              for r in table.itertuples()]  # fmt: skip
     x = np.arange(len(table))
     panels = ((speed, "speedup", "throughput speedup over one device", "speedup (x)"),
               (energy, "energy_per_frame_j", "energy per frame (published power)", "joules per frame"))
@@ -266,7 +268,7 @@ def figure(table: pd.DataFrame):
             ax.axhline(1, color="0.4", lw=1, ls="--")
         for k in np.flatnonzero(values.isna().to_numpy()):
             ax.text(x[k], 0, "n/a", ha="center", va="bottom", color="0.4", fontsize=9)
-        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_xticks(x, labels, fontsize=8, rotation=30, ha="right", rotation_mode="anchor")
         ax.set(title=title, ylabel=unit, ylim=(0, None))
     front = on_front(table)
     plotted = table.dropna(subset=["latency_p50_s", "throughput_fps"])
@@ -291,7 +293,8 @@ def figure(table: pd.DataFrame):
     handles.append(Line2D([], [], marker="o", ls="--", color="0.2", mfc="white", mec="black",
                           label="Pareto front (outlined)"))  # fmt: skip
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
-    fig.suptitle(f"suite compare: {len(table)} runs", fontsize=13)
+    where = f" of {groups[0][0]} on {groups[0][1]}" if len(groups) == 1 else ""
+    fig.suptitle(f"suite compare: {len(table)} runs{where}", fontsize=13)
     return fig
 
 
