@@ -47,6 +47,7 @@ class Result:
     bytes_per_frame: float | None
     energy_per_frame_j: float | None
     energy_ratio: float | None  # over the single device's energy per frame
+    host_energy_per_frame_j: float | None  # this host's RAPL package energy (every process on it)
     throughput_vs_predicted: float | None  # measured over predicted
     latency_vs_predicted: float | None
 
@@ -102,6 +103,7 @@ def load_result(path: str | Path) -> Result:
         bytes_per_frame=None if sent is None or not runs else sent / runs,
         energy_per_frame_j=_number(energy.get("per_frame_j")),
         energy_ratio=_number(energy.get("ratio_vs_single")),
+        host_energy_per_frame_j=_number(_get(energy, "rapl", "per_frame_j")),
         throughput_vs_predicted=_plus_one(predicted.get("throughput_error")),
         latency_vs_predicted=_plus_one(predicted.get("latency_error")),
     )  # fmt: skip
@@ -186,7 +188,7 @@ def on_front(table: pd.DataFrame) -> pd.Series:
 # ---- text ------------------------------------------------------------------------------------------
 
 COLUMNS = {  # column: (heading, format)
-    "variant": ("runs", "{}"),
+    "variant": ("variant", "{}"),
     "latency_p50_s": ("p50 ms", "{:.1f}"),
     "latency_p90_s": ("p90 ms", "{:.1f}"),
     "latency_p99_s": ("p99 ms", "{:.1f}"),

@@ -12,7 +12,7 @@ from PIL import Image
 from toys import suite
 
 from suite.cli import main
-from suite.compare import compare_table, load_result, pareto_front
+from suite.compare import compare_table, describe, load_result, pareto_front
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,7 @@ def test_the_loader_reads_repeated_runs_statistics(results, tmp_path):
     result = load_result(folder)
     assert (result.latency_p90_s, result.latency_p99_s) == (0.2, 0.3)
     assert (result.speedup_low, result.speedup_high) == (1.2, 1.8)
+    assert "[1.20, 1.80]" in describe(compare_table([result]))
     # an older summary without energy, predictions or frames.csv still loads, its figures missing
     for key in ("energy", "predicted", "bytes_moved"):
         summary.pop(key)
