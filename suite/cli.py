@@ -162,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the tidy table as JSON records")
     r.set_defaults(run=cmd_report)
 
+    c = sub.add_parser("compare", help="measured runs side by side from their result folders: speedup, "
+                       "latency percentiles, bytes and energy per frame, prediction error, Pareto "
+                       "front", **exit_codes())  # fmt: skip
+    c.add_argument("results", nargs="+", metavar="RESULT", help="result folders (`suite run -o DIR`)")
+    c_format = c.add_mutually_exclusive_group()
+    c_format.add_argument("--json", action="store_true", help="print the table as JSON records")
+    c_format.add_argument("--csv", action="store_true", help="print the table as CSV")
+    c.add_argument("-o", "--output", help="also draw the comparison to this PNG file")
+    c.set_defaults(run=cmd_compare)
+
     f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML",
                        **exit_codes())
     f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
@@ -300,11 +310,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
     if output:
         save_plan(plan, output)
-    print(plan.to_json() if args.json else _describe_plan(plan, graph, args.backend))
+    print(plan.to_json() if args.json else _describe_plan(plan, graph, args.backend, fleet))
     return EXIT_OK
 
 
-def _describe_plan(plan, graph, backend: str) -> str:
+def _predicted_energy(predicted, fleet) -> str:
+    """`, energy X J/frame` from the devices' published power, where every device of the plan has it."""
+    from suite.energy import predicted_energy, total
+
+    joules = total(predicted_energy(predicted, fleet))
+    return "" if joules is None else f", energy {joules:.3g} J/frame (published power figures)"
+
+
+def _describe_plan(plan, graph, backend: str, fleet) -> str:
     p = plan.predicted
     shape = "x".join(map(str, plan.input_shape))
     lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices, "
@@ -315,7 +333,8 @@ def _describe_plan(plan, graph, backend: str) -> str:
                      f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
     lines.append(f"  predicted: latency {p.latency_s:.3g} s, period {p.period_s:.3g} s, "
-                 f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}")
+                 f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}"
+                 + _predicted_energy(p, fleet))  # fmt: skip
     lines.append(_describe_plan_coverage(p.tiled_share, graph))
     return "\n".join(lines)
 
@@ -331,6 +350,7 @@ def _describe_plan_coverage(share: float, graph) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from suite.energy import predicted_energy, total
     from suite.fleet import load_fleet, plan_fleet
     from suite.graph import from_model
     from suite.models import ZOO
@@ -350,9 +370,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                         tasks_per_batch=args.tasks, channel=args.channel, snr_db=args.snr_db,
                         deadline_s=args.deadline, seed=args.seed)  # fmt: skip
     result = simulate(plan, fleet, workload)
+    energy = total(predicted_energy(plan.predicted, fleet))
     summary = {"scheme": plan.scheme, "model": plan.model, "fleet": fleet.name, "frames": args.frames,
                **result.summary(), "predicted": {"latency_s": plan.predicted.latency_s,
-                                                 "throughput_fps": plan.predicted.throughput_fps}}
+                                                 "throughput_fps": plan.predicted.throughput_fps,
+                                                 "energy_per_frame_j": energy}}  # fmt: skip
     if args.json:
         print(json.dumps(summary))
     else:
@@ -385,6 +407,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from suite.compare import compare_table, describe, load_result, records, save_figure
+
+    output = _output_file(args.output)  # checked before any folder is read
+    table = compare_table([load_result(path) for path in args.results])
+    if output:
+        save_figure(table, output)
+    if args.json:
+        print(json.dumps(records(table)))
+    elif args.csv:
+        print(table.to_csv(index=False), end="")
+    else:
+        print(describe(table))
+        if output:
+            print(f"figure: {output}")
+    return EXIT_OK
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from suite.fleet import PROFILES_DIR
     from suite.profile import measure_profile, write_profile
@@ -409,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from suite.backends import check_backend, make_backend
     from suite.datasets import load_frames
+    from suite.energy import RaplSampler
     from suite.models.load import load_model, parse_input_size
     from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
     from suite.runtime.emulate import sweep_stale
@@ -449,14 +490,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                              host=args.host, port=args.port, python=args.worker_python,
                              inventory=inventory, log_dir=logs)  # fmt: skip
         coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
-        with _progress(options.warmup + options.frames) as progress:
+        local = inventory is None  # RAPL measures this host: its workers' run, not a fleet's
+        with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:
             run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
-        folder = save(output, run, baseline, fleet, options, host_before)
+        folder = save(output, run, baseline, fleet, options, host_before, energy.trace)
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)
-    result = summary(run, baseline, fleet, options) | {"results": str(folder),
-                                                       "backend_is_default": args.backend_is_default}
+    result = summary(run, baseline, fleet, options, energy.trace) | {
+        "results": str(folder), "backend_is_default": args.backend_is_default}
     if args.json:
         print(json.dumps(result))
     else:
@@ -589,6 +631,7 @@ def _describe_run(r: dict, graph, default_note: str = "") -> str:
         real, dilation = r["real_time"], r["network"]["dilation"]
         lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
                      f"throughput {real['throughput_fps']:.3g} fps")
+    lines += _describe_energy(r["energy"])
     if r["tiled_share"] is not None:
         lines.append(_describe_plan_coverage(r["tiled_share"], graph))
     lines.append(f"  network: {r['network']['description']}")
@@ -597,6 +640,28 @@ def _describe_run(r: dict, graph, default_note: str = "") -> str:
                      f"from {', '.join(sorted(set(r['refused_peers'])))}")
     lines.append(f"  results: {r['results']}")
     return "\n".join(lines)
+
+
+def _describe_energy(e: dict) -> list[str]:
+    """The energy lines of a run's description: per frame from the profiles' power figures, and
+    this host's RAPL measurement where there is one."""
+    lines = []
+    if e["per_frame_j"] is not None:
+        single = ("" if e["single_per_frame_j"] is None else
+                  f"; single device {e['single_per_frame_j']:.3g} J/frame, ratio {e['ratio_vs_single']:.2f}")
+        vs = _vs(e["predicted_per_frame_j"], e["error"])
+        lines.append(f"  energy     {e['per_frame_j']:.3g} J/frame over {len(e['devices'])} devices from "
+                     f"their published power{vs}{single}")  # fmt: skip
+    elif e["no_power"]:
+        lines.append(f"  energy     not estimated: profile(s) {', '.join(e['no_power'])} give no power "
+                     "figures")
+    rapl = e["rapl"]
+    if rapl is not None and rapl["per_frame_j"] is not None:
+        alone = rapl["single_per_frame_j"]
+        single = "" if alone is None else f", single device {alone:.3g} J"
+        lines.append(f"  measured   {rapl['per_frame_j']:.3g} J/frame by this host's RAPL "
+                     f"({', '.join(rapl['domains'])}, every process on it){single}")  # fmt: skip
+    return lines
 
 
 def _vs(predicted: float | None, error: float | None) -> str:

@@ -42,6 +42,16 @@ class OpCost:
 
 
 @dataclass(frozen=True)
+class Power:
+    """A device's electrical power while idle and while computing: what turns its busy and idle
+    seconds into joules (`suite.energy`)."""
+
+    idle_w: float
+    busy_w: float
+    source: str  # a citation or "estimate: <reasoning>": published typical figures, not measured here
+
+
+@dataclass(frozen=True)
 class Profile:
     """How fast one device runs each op kind (PICO's t = alpha_k * FLOPs / capability, plus overhead)."""
 
@@ -49,6 +59,7 @@ class Profile:
     source: str  # a citation, "estimate: <reasoning>" or "measured: <host> <date>"
     macs_per_s: float
     ops: Mapping[str, OpCost]
+    power: Power | None = None  # None: no figures, so no energy for this device
 
     def cost(self, op: str) -> OpCost:
         """The cost of `op`, falling back for kinds the profile does not list: a grouped conv to
@@ -149,9 +160,19 @@ class _Document(Strict):
     source: str = Field(min_length=1)
 
 
+MAX_POWER_W = 1e5  # a rack of GPUs
+
+
+class _PowerSpec(Strict):
+    idle_w: float = Finite(ge=0, le=MAX_POWER_W)
+    busy_w: float = Finite(gt=0, le=MAX_POWER_W)
+    source: str = Field(min_length=1)
+
+
 class _ProfileSpec(_Document):
     macs_per_s: float = Finite(gt=0, le=MAX_SPEED)
     ops: dict[str, _OpCostSpec]
+    power: _PowerSpec | None = None
 
 
 class _LinkSpec(Strict):
@@ -207,7 +228,14 @@ def _profile_from(path: Path) -> Profile:
         raise FleetError(f"{shown(path)}: ops.default: missing (add a 'default' cost for op kinds "
                          "the profile does not list)")  # fmt: skip
     ops = {op: OpCost(c.alpha, c.overhead_s) for op, c in spec.ops.items()}
-    return Profile(spec.name, spec.source, spec.macs_per_s, ops)
+    power = None
+    if spec.power is not None:
+        if spec.power.busy_w < spec.power.idle_w:
+            raise FleetError(f"{shown(path)}: power.busy_w: {spec.power.busy_w:g} W is less than idle_w "
+                             f"{spec.power.idle_w:g} W (give the power while computing, at least the idle "
+                             "power)")  # fmt: skip
+        power = Power(spec.power.idle_w, spec.power.busy_w, spec.power.source)
+    return Profile(spec.name, spec.source, spec.macs_per_s, ops, power)
 
 
 def load_profile(spec: str) -> Profile:

@@ -28,6 +28,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -283,4 +284,6 @@ def write_profile(profile: Profile, path: str | Path) -> None:
              f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
     for op, cost in profile.ops.items():
         lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
+    if profile.power is not None:
+        lines.append(yaml.safe_dump({"power": asdict(profile.power)}, sort_keys=False, width=100).rstrip())
     write_atomically(Path(path), "\n".join(lines) + "\n")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from suite.energy import RaplTrace, energy_summary, energy_table
 from suite.fleet import Fleet
 from suite.plan import Plan
 from suite.runtime.metrics import Event, chrome_trace, device_table, host_state, run_metadata, save_results
@@ -107,8 +108,9 @@ def network(options: RunOptions) -> dict:
                            f"{lab.dilation:g}x (real-time figures are measured times x {lab.dilation:g})"}
 
 
-def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, options: RunOptions) -> dict:
-    """The keys `suite run --json` prints."""
+def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, options: RunOptions,
+            rapl: RaplTrace | None = None) -> dict:  # fmt: skip
+    """The keys `suite run --json` prints; `rapl`: this host's energy counters sampled during the run."""
     plan = run.plan
     predicted = plan.predicted
     net = network(options)
@@ -155,6 +157,7 @@ def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, option
         "network": net,
         "refused_peers": run.refused_peers,
         "refused_count": run.refused_count,
+        "energy": energy_summary(run, baseline, fleet, dilation, rapl),
     }
 
 
@@ -206,10 +209,12 @@ def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
 
 
 def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
-         options: RunOptions, host_before: dict | None = None) -> Path:  # fmt: skip
-    """Write frames.csv, devices.csv, summary.json (with provenance, and what else the host was doing
-    before the run and after it: `metrics.host_state`), plan.json and trace.json (the plan's run,
-    then the single-device run's)."""
+         options: RunOptions, host_before: dict | None = None,
+         rapl: RaplTrace | None = None) -> Path:  # fmt: skip
+    """Write frames.csv, devices.csv, energy.csv (`suite.energy.energy_table`), summary.json (with
+    provenance, and what else the host was doing before the run and after it: `metrics.host_state`),
+    plan.json and trace.json (the plan's run, then the single-device run's); `rapl`: this host's
+    energy counters sampled during the run."""
     single = _separate(run, baseline)
     runs = {"plan": run} | ({"single": single} if single is not None else {})
     shifted = [e.shifted(run.start_s) for e in run.events]
@@ -226,9 +231,12 @@ def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet:
                         model=options.model, seed=options.seed, workers=run.workers,
                         inventory=where, hosts=hosts,
                         host_state={"before": host_before, "after": host_state()})  # fmt: skip
-    documents = {"summary": {**summary(run, baseline, fleet, options), "metadata": meta},
+    documents = {"summary": {**summary(run, baseline, fleet, options, rapl), "metadata": meta},
                  "plan": run.plan.to_dict(),
                  "trace": chrome_trace(shifted, devices)}  # fmt: skip
     folders = {"logs": options.log_dir} if options.log_dir is not None and options.log_dir.is_dir() else {}
-    return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs)},
-                        documents, folders)  # fmt: skip
+    energy = pd.DataFrame(energy_table(runs, fleet, network(options)["dilation"]),
+                          columns=["run", "device", "profile", "busy_s", "window_s", "idle_w", "busy_w",
+                                   "energy_per_frame_j"])  # fmt: skip
+    return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs),
+                                    "energy": energy}, documents, folders)  # fmt: skip
