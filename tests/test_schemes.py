@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from suite.errors import UserError
 from suite.fleet import load_fleet
 from suite.graph import from_model, from_torch
 from suite.models.load import load_model
-from suite.plan import COORDINATOR, check_plan, work_regions
+from suite.plan import COORDINATOR, PlanError, check_plan, load_plan, save_plan, work_regions
 from suite.regions import Box, split_range, split_range_up
 from suite.schemes import make_plan
 from suite.schemes.chain import TileCosts, pieces, spatial_prefix
@@ -183,6 +184,35 @@ def test_deepthings_reuse_sends_bands_through_the_gateway():
     assert all(t.src == "d0" or t.dst == "d0" for s in plan.stages for t in s.transfers)
     assert {d.name for d in toy.devices} == {w.device for w in then.work}
     check_plan(plan, graph, toy)
+
+
+def test_a_plan_whose_reuse_does_not_hold_is_one_line(tmp_path):
+    """A band that is no edge of what a tile needs, a band no transfer brings, a band in a stage that
+    continues nothing: each refused with one line naming the stage (and device). The plan file keeps
+    the bands and the continuing stage."""
+    graph, toy = _two_convs(), fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("deepthings-reuse", graph, toy, grid=(2, 2), fused_pieces=2)
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json").to_dict() == plan.to_dict()
+    device = plan.stages[1].work[0].device
+
+    def off_edge(p):
+        p.stages[1].work[0].reused["_0"] = [Box(3, 4, 3, 4)]
+
+    def not_brought(p):
+        p.stages[1].transfers = [t for t in p.stages[1].transfers if t.tensor != "_0"]
+
+    def not_continuing(p):
+        p.stages[0].work[0].reused = {"_0": [Box(0, 1, 0, 8)]}
+
+    for spoil, said in ((off_edge, f"stage 1, device {device}: its reused rows 3-4 cols 3-4 of '_0' is not "
+                                   "an edge band"),
+                        (not_brought, "which no transfer brings it"),
+                        (not_continuing, "only a stage that continues")):  # fmt: skip
+        broken = load_plan(tmp_path / "plan.json")
+        spoil(broken)
+        with pytest.raises(PlanError, match=re.escape(said)):
+            check_plan(broken, graph, toy)
 
 
 def test_deepthings_reuse_cuts_yolov2_16_work_as_deepthings_code_does():

@@ -141,7 +141,7 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
     steps = {s: Step(s) for s in range(-1, len(plan.stages) + 1)}
     held: dict[str, list[Region]] = {}
     for index, (s, t) in enumerate(moves):
-        when = "before" if 0 <= s < len(plan.stages) and plan.stages[s].brings(t) or s < 0 else "after"
+        when = "before" if not 0 <= s < len(plan.stages) or plan.stages[s].brings(t) else "after"
         if party in (t.src, t.dst):
             mine = t.src == party
             message = Message(index, t.dst if mine else t.src, t.tensor, t.region,
