@@ -523,6 +523,9 @@ def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
         fleet = priced_here(fleet or _fleet(args), args.backend, args.reprofile, _say)
         options = _scheme_options(args, halp={"tasks_per_batch": args.tasks})
         return make_plan(args.scheme, model, fleet, **options), fleet
+    if args.grid_rounding is not None:
+        raise UserError(f"--grid-rounding cuts a grid while planning; plan {args.plan} is cut already: drop "
+                        "it, or re-plan with `suite plan --grid-rounding`")  # fmt: skip
     plan = load_plan(args.plan)
     if plan.graph not in (model.source, executed.source):
         raise UserError(f"plan {args.plan} names the nodes of the {plan.graph} graph, but the command's "

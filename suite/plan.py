@@ -40,6 +40,7 @@ from suite.regions import (
     Whole,
     as_part,
     full_part,
+    hull_of,
     normalized,
     plan_regions,
     region_from_json,
@@ -190,17 +191,10 @@ def work_regions(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
         used = {k for k, _ in taken.get(tensor, ())}
         wasted = next((band for k, band in enumerate(bands) if k not in used), None)
         if wasted is not None:
-            raise PlanError(f"its reused {wasted} of '{tensor}' is not an edge band of the "
-                            f"{_need(regions, tensor, bands)} it needs there")  # fmt: skip
+            need = hull_of([regions[tensor].out, *bands], graph[tensor])
+            raise PlanError(f"its reused {wasted} of '{tensor}' is not an edge band of the {need} it needs "
+                            "there")  # fmt: skip
     return regions
-
-
-def _need(regions: dict[str, NodeRegion], tensor: str, bands: list[Box]) -> Box:
-    """The box a tile needs of `tensor`: what it computes and the bands it takes."""
-    box = regions[tensor].out
-    for band in bands:
-        box = box.hull(band)
-    return box
 
 
 def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],

@@ -17,8 +17,8 @@ from suite.fleet import Fleet, load_fleet
 from suite.graph import Graph, from_model
 from suite.models import ZOO
 from suite.models.load import load_model
-from suite.plan import Plan, tensor_bytes
-from suite.regions import Box, plan_regions
+from suite.plan import Plan, tensor_bytes, work_regions
+from suite.regions import Box, hull_of
 from suite.schemes import make_plan
 from suite.simulate import Workload, simulate
 
@@ -122,8 +122,9 @@ def footprint(p: Plan, g: Graph) -> dict[str, int]:
             weights.setdefault(w.device, set()).update(stage.nodes)
             size = sum(tensor_bytes(g, t, r) for t, r in w.inputs.items())
             if all(isinstance(r, Box) for r in w.outputs.values()):
-                regions = plan_regions(g, stage.nodes, w.outputs)
-                size += sum(g[n].shape[1] * r.out.area * g[n].itemsize for n, r in regions.items())
+                regions = work_regions(g, stage.nodes, w.outputs, w.reused)  # and the bands it reuses
+                size += sum(tensor_bytes(g, n, hull_of([r.out, *w.reused.get(n, [])], g[n]))
+                            for n, r in regions.items())  # fmt: skip
             else:
                 size += sum(g[n].act_bytes for n in stage.nodes)
             largest[w.device] = max(largest.get(w.device, 0), size)

@@ -34,13 +34,15 @@ the last the rest: 19 in 5 is 4, 4, 4, 4, 3), `nearest` as the suite cuts strips
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from suite.cost import OpWork, stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.plan import Layout, Transfer, build_stages, tensor_bytes
+from suite.plan import Layout, Work, band_transfers, build_stages
 from suite.regions import Box, plan_regions, reuse_regions, segment_inputs, split_range, split_range_up
 from suite.schemes.chain import (
     Segment,
@@ -124,7 +126,8 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
 
 def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
            prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None,
-           cut, maps: set[str]) -> tuple[float, list[Step]] | None:  # fmt: skip
+           cut: Callable[[int, int], list[tuple[int, int]]], maps: set[str]
+           ) -> tuple[float, list[Step]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
     `prices` per MAC and per call are kinds x devices (None: a map too small for the grid, or not
     under `bound`). `cut` splits a length into the grid's parts. A squeeze-and-excite branch cuts the
@@ -151,21 +154,22 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
             phases = _reusing(graph, segment, made, reused, (n, m), reads, macs, calls)
         else:
             phases = [(list(range(n * m)), reads, macs, calls, [{}] * (n * m))]
-        where: dict[int, str] = {}
+        done: list[Work] = []  # the A tiles, as the B tiles' bands come from them
         for phase, (tiles, tile_reads, tile_macs, tile_calls, bands) in enumerate(phases):
             dealt, busy = deal(tile_macs.sum(axis=1), tile_macs @ per_mac + tile_calls @ per_call, devices)
             if bound is not None and time + busy.max() >= bound:
                 return None  # communication only adds: this grid cannot beat the best
             doers = [devices[d].name for _, d in dealt]
-            where |= {tiles[k]: name for (k, _), name in zip(dealt, doers)}
             transfers = tile_transfers(graph, gateway.name, doers, [tile_reads[k] for k, _ in dealt],
                                        [made[tiles[k]] for k, _ in dealt])  # fmt: skip
+            work = [Work(name, made[tiles[k]], reused=bands[k]) for name, (k, _) in zip(doers, dealt)]
             if phase:
-                transfers += _band_moves(graph, gateway.name, [where[t] for t in tiles], bands, where)
+                transfers += [t for moves in band_transfers(graph, done, work, segment.nodes, gateway.name)
+                              for t in moves]  # fmt: skip
+            done = work
             time += stage_time(fleet.link, {d.name: seconds for d, seconds in zip(devices, busy)}, transfers)
-            work = [(name, made[tiles[k]], {t: [band for _, band in taken] for t, taken in bands[k].items()})
-                    for name, (k, _) in zip(doers, dealt)]  # fmt: skip
-            steps.append((0, list(segment.nodes), work, bool(phase)))
+            assignment = [(w.device, w.outputs, w.reused) for w in work]
+            steps.append((0, list(segment.nodes), assignment, bool(phase)))
     return time, steps
 
 
@@ -175,7 +179,7 @@ def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: s
     """The two phases of a grid whose tiles reuse their overlaps at `maps`: the A tiles of the
     checkerboard as they are, then the B tiles, each taking the bands its A neighbours computed.
     Each phase is (its tiles' indices in `made`, their reads, MACs and calls by cost kind, and per
-    tile {map: [(A tile, band), ...]})."""
+    tile the bands it reuses, {map: [band, ...]})."""
     n, m = grid
     nodes = list(segment.nodes)
     first = [k for k in range(n * m) if (k // m + k % m) % 2 == 0]
@@ -193,29 +197,7 @@ def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: s
         b_macs.append(work.macs)
         b_calls.append(work.calls)
         b_reads.append(segment_inputs(graph, nodes, regions))
-        b_bands.append({t: [(_source(beside, computed, t, q), band) for q, band in bands]
-                        for t, bands in taken.items() if bands})  # fmt: skip
+        b_bands.append({t: [band for _, band in bands] for t, bands in taken.items() if bands})
     return [(first, [reads[k] for k in first], macs[first], calls[first], [{}] * len(first)),
             (then, b_reads, np.array(b_macs), np.array(b_calls), b_bands)]
 
-
-def _band_moves(graph: Graph, hub: str, doers: list[str], bands: list[dict], where: dict[int, str]
-                ) -> list[Transfer]:  # fmt: skip
-    """The bands B tiles done by `doers` take from A tiles on other devices (`where` each tile ran),
-    through the hub: to it from the A tile's device, from it to the B tile's."""
-    moves = []
-    for doer, taken in zip(doers, bands):
-        for tensor, from_tiles in taken.items():
-            for tile, band in from_tiles:
-                source, size = where[tile], tensor_bytes(graph, tensor, band)
-                if source == doer:
-                    continue
-                moves += [Transfer(a, b, tensor, band, size)
-                          for a, b in ((source, hub), (hub, doer)) if a != b]  # fmt: skip
-    return moves
-
-
-def _source(beside: list[int], computed: dict[int, dict], tensor: str, index: int) -> int:
-    """The A tile behind the `index`-th box of `tensor` handed to `reuse_regions` (those that
-    computed it, in the order of `beside`)."""
-    return [q for q in beside if tensor in computed[q]][index]
