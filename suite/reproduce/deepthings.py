@@ -142,7 +142,8 @@ def latency(baseline: Figure) -> Outcome:
                              "are). "
                              + comm.format(mb=bytes_per_frame(reuse6) / MB,
                                            bands=", and the reused bands through the gateway",
-                                           paper=at6.loc["deepthings-reuse", "published_comm_mb"])),
+                                           paper=at6.loc["deepthings-reuse", "published_comm_mb"])
+                             + memory),
     }
     return Outcome(
         name=baseline.name, title=baseline.title, source=f"{baseline.citation}; Fig. 13 and text",
