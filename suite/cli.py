@@ -90,11 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="plan a scheme for a model on a fleet and predict its speed",
                        **exit_codes())
     _add_model_args(p)
-    p.add_argument("--scheme", required=True, help="single, modnn, deepthings, halp or pico")
+    p.add_argument("--scheme", required=True,
+                   help="single, modnn, deepthings, deepthings-reuse, halp, pico or ofl")
     _add_fleet_args(p)
     p.add_argument("--search", default="dp", choices=["dp", "exhaustive"],
                    help="pico: the paper's DP (default) or exhaustive search (small instances)")
     p.add_argument("--tasks", type=_at_least(1), default=1, help="halp: tasks per batch (default: 1)")
+    _add_grid_rounding(p)
     p.add_argument("--json", action="store_true", help="print the plan JSON")
     p.add_argument("-o", "--output", help="write the plan JSON to this file")
     p.set_defaults(run=cmd_plan)
@@ -127,13 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "from the monolithic model's"))  # fmt: skip
     _add_model_args(u)
     u.set_defaults(threads=1)
-    u.add_argument("--scheme", default="pico", help="single, modnn, deepthings, halp or pico (default: pico)")
+    u.add_argument("--scheme", default="pico",
+                   help="single, modnn, deepthings, deepthings-reuse, halp, pico or ofl (default: pico)")
     _add_fleet_args(u)
     u.add_argument("--inventory", help="run on the devices of this inventory over SSH (`suite deploy` it "
                    "first; `suite lab up` writes one for the emulated lab)")  # fmt: skip
     u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
     u.add_argument("--tasks", type=_at_least(1), default=1,
                    help="halp: frames kept in flight together (tasks per batch, default: 1)")
+    _add_grid_rounding(u)
     u.add_argument("--frames", type=_at_least(1), default=20, help="frames to time (default: 20)")
     u.add_argument("--warmup", type=_at_least(0), default=2,
                    help="frames run first and not timed (default: 2)")
@@ -211,6 +215,25 @@ def _add_fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reprofile", action="store_true",
                    help="measure this host's profile again (`local`: measured on the backend the first time "
                         "a prediction needs it, then cached)")  # fmt: skip
+
+
+def _add_grid_rounding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grid-rounding", choices=["up", "nearest"],
+                   help="deepthings, deepthings-reuse: cut the grid as DeepThings' code does, every part "
+                        "ceil(length / parts) and the last the rest (up, the default), or to the nearest "
+                        "row (nearest)")  # fmt: skip
+
+
+def _scheme_options(args: argparse.Namespace, **by_scheme: dict) -> dict:
+    """The options the command passes the chosen scheme: `by_scheme[scheme]`, and --grid-rounding
+    for the DeepThings schemes (refused for the others)."""
+    options = dict(by_scheme.get(args.scheme, {}))
+    if args.grid_rounding is not None:
+        if not args.scheme.startswith("deepthings"):
+            raise UserError(f"--grid-rounding cuts DeepThings' grid; scheme {args.scheme} has none: drop it "
+                            "or use --scheme deepthings or deepthings-reuse")  # fmt: skip
+        options["grid_rounding"] = args.grid_rounding
+    return options
 
 
 def _output_file(text: str | None) -> Path | None:
@@ -306,8 +329,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     fleet = priced_here(_fleet(args), args.backend, args.reprofile, _say)
     size = parse_input_size(args.input_size) if args.input_size else None
     graph = from_model(load_model(args.model, size, args.seed, weights=False))
-    options = {"pico": {"search": args.search}, "halp": {"tasks_per_batch": args.tasks}}
-    plan = make_plan(args.scheme, graph, fleet, **options.get(args.scheme, {}))
+    options = _scheme_options(args, pico={"search": args.search}, halp={"tasks_per_batch": args.tasks})
+    plan = make_plan(args.scheme, graph, fleet, **options)
     if output:
         save_plan(plan, output)
     print(plan.to_json() if args.json else _describe_plan(plan, graph, args.backend, fleet))
@@ -329,6 +352,9 @@ def _describe_plan(plan, graph, backend: str, fleet) -> str:
              f"priced for {backend}), planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"]
     for stage, cost in zip(plan.stages, p.stages):
         parts = ", ".join(f"{w.device} {r}" for w in stage.work for r in w.outputs.values())
+        if stage.continues:
+            bands = sum(len(b) for w in stage.work for b in w.reused.values())
+            parts += f"; continues stage {stage.index - 1}, reusing {bands} bands it computed"
         lines.append(f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
                      f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
@@ -545,8 +571,11 @@ def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
 
     if args.plan is None:
         fleet = priced_here(fleet or _fleet(args), args.backend, args.reprofile, _say)
-        options = {"halp": {"tasks_per_batch": args.tasks}}.get(args.scheme, {})
+        options = _scheme_options(args, halp={"tasks_per_batch": args.tasks})
         return make_plan(args.scheme, model, fleet, **options), fleet
+    if args.grid_rounding is not None:
+        raise UserError(f"--grid-rounding cuts a grid while planning; plan {args.plan} is cut already: drop "
+                        "it, or re-plan with `suite plan --grid-rounding`")  # fmt: skip
     plan = load_plan(args.plan)
     if plan.graph not in (model.source, executed.source):
         raise UserError(f"plan {args.plan} names the nodes of the {plan.graph} graph, but the command's "

@@ -31,8 +31,8 @@ from suite.errors import UserError
 from suite.fleet import Fleet, Link, Profile
 from suite.graph import Graph
 from suite.graph.ir import COST_KINDS, Node
-from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer
-from suite.regions import Box, FeatureRange, plan_regions
+from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer, work_regions
+from suite.regions import Box, FeatureRange
 
 KIND_INDEX = {kind: i for i, kind in enumerate(COST_KINDS)}
 
@@ -69,11 +69,13 @@ def work_times(profiles: Sequence[Profile], macs: np.ndarray, calls: np.ndarray)
     return (macs * per_mac).sum(axis=1) + (calls * per_call).sum(axis=1)
 
 
-def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region]) -> dict[str, float]:
-    """MACs per node that one device spends to produce `outputs` of a stage."""
+def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region],
+              reused: Mapping[str, list[Box]] | None = None) -> dict[str, float]:  # fmt: skip
+    """MACs per node that one device spends to produce `outputs` of a stage, taking the `reused`
+    bands instead of computing them."""
     regions = list(outputs.values())
     if all(isinstance(r, Box) for r in regions):
-        tiles = plan_regions(graph, nodes, outputs)
+        tiles = work_regions(graph, nodes, dict(outputs), dict(reused or {}))
         return {n: graph[n].flops_per_position * r.out.area for n, r in tiles.items()}
     if all(isinstance(r, FeatureRange) for r in regions):
         tensor, features = next(iter(outputs.items()))
@@ -125,7 +127,7 @@ def stage_cost(graph: Graph, fleet: Fleet, stage: Stage) -> tuple[StageCost, flo
     work: dict[str, OpWork] = {}
     total_macs = 0.0
     for w in stage.work:
-        macs = work_macs(graph, stage.nodes, w.outputs)
+        macs = work_macs(graph, stage.nodes, w.outputs, w.reused)
         total_macs += sum(macs.values())
         mine = OpWork.of((graph[n], m) for n, m in macs.items())
         work[w.device] = work[w.device] + mine if w.device in work else mine
@@ -161,9 +163,12 @@ def predict(plan: Plan, graph: Graph, fleet: Fleet) -> Predicted:
 
 
 def tiled_macs(plan: Plan, graph: Graph) -> int:
-    """The model's MACs that the plan computes in tiles: in stages that cut maps among devices."""
-    tiled = [s for s in plan.stages
-             if len(s.devices) > 1 and all(isinstance(r, Box) for w in s.work for r in w.outputs.values())]
+    """The model's MACs that the plan computes in tiles: in stages that cut maps among devices (a
+    stage and the one continuing it count once)."""
+    stages = plan.stages
+    tiled = [s for k, s in enumerate(stages) if not s.continues
+             and len(set(s.devices).union(*(c.devices for c in stages[k + 1:k + 2] if c.continues))) > 1
+             and all(isinstance(r, Box) for w in s.work for r in w.outputs.values())]  # fmt: skip
     return sum(graph[n].flops for s in tiled for n in s.nodes)
 
 

@@ -34,15 +34,18 @@ from suite.regions import (
     WHOLE,
     Box,
     FeatureRange,
+    NodeRegion,
     Region,
     RegionError,
     Whole,
     as_part,
     full_part,
+    hull_of,
     normalized,
     plan_regions,
     region_from_json,
     region_size,
+    reuse_regions,
     segment_inputs,
 )  # fmt: skip
 from suite.schema import Strict, read_json, shown, validate, write_atomically
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from suite.fleet import Fleet
 
 
-SCHEMA_VERSION = 3  # 2: frames_in_flight; 3: graph
+SCHEMA_VERSION = 4  # 2: frames_in_flight; 3: graph; 4: continues, reused
 COORDINATOR = "coordinator"
 
 
@@ -62,11 +65,14 @@ class PlanError(UserError):
 @dataclass
 class Work:
     """The part of a stage one device computes: the regions of the stage's outputs it produces,
-    and the regions of tensors from outside the stage it reads to do so."""
+    and the regions of tensors from outside the stage it reads to do so. `reused`: in a stage that
+    continues the previous one (DeepThings' data reuse), per map inside the stage, the bands of it
+    that others computed there and this device takes instead of computing them (`regions.reuse_bands`)."""
 
     device: str
     outputs: dict[str, Region]
     inputs: dict[str, Region] = field(default_factory=dict)
+    reused: dict[str, list[Box]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Stage:
     work: list[Work]
     transfers: list[Transfer] = field(default_factory=list)
     overlap: bool = False  # a device starts as soon as its own inputs arrive (HALP)
+    continues: bool = False  # it computes the rest of the previous stage's outputs, the same nodes
 
     @property
     def devices(self) -> list[str]:
@@ -94,6 +101,13 @@ class Stage:
     @property
     def outputs(self) -> list[str]:
         return list(self.work[0].outputs)
+
+    def brings(self, transfer: Transfer) -> bool:
+        """Whether `transfer` brings a device what it reads before it computes (tensors from before
+        the stage; in a continuing stage, the bands it reuses too), rather than carrying what a
+        device computed here on to the hub (the outputs; bands others will reuse)."""
+        inside = transfer.tensor in self.nodes
+        return not inside or (self.continues and transfer.tensor not in self.outputs)
 
 
 @dataclass
@@ -164,11 +178,31 @@ def tensor_bytes(graph: Graph, tensor: str, region: Region) -> int:
     return region_size(region, node) * node.itemsize
 
 
-def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region]) -> dict[str, Region]:
+def work_regions(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
+                 reused: dict[str, list[Box]] | None = None) -> dict[str, NodeRegion]:
+    """What a device computes of each node to produce `outputs` (boxes), taking the `reused` bands
+    instead of computing them."""
+    if not reused:
+        return plan_regions(graph, nodes, outputs)
+    regions, taken = reuse_regions(graph, nodes, outputs, reused)
+    for tensor, bands in reused.items():
+        if tensor not in regions:
+            raise PlanError(f"it reuses bands of '{tensor}', which its outputs do not need")
+        used = {k for k, _ in taken.get(tensor, ())}
+        wasted = next((band for k, band in enumerate(bands) if k not in used), None)
+        if wasted is not None:
+            need = hull_of([regions[tensor].out, *bands], graph[tensor])
+            raise PlanError(f"its reused {wasted} of '{tensor}' is not an edge band of the {need} it needs "
+                            "there")  # fmt: skip
+    return regions
+
+
+def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
+                reused: dict[str, list[Box]] | None = None) -> dict[str, Region]:
     """Regions of tensors from outside the stage that a device needs to produce `outputs`: tiles
     read boxes of their inputs; anything else reads its inputs whole."""
     if all(isinstance(r, Box) for r in outputs.values()):
-        regions = plan_regions(graph, nodes, outputs)
+        regions = work_regions(graph, nodes, outputs, reused)
         boxes = segment_inputs(graph, nodes, regions)
         return {t: normalized(b, graph[t]) for t, b in boxes.items()}
     inside = set(nodes)
@@ -196,21 +230,63 @@ def hub_transfers(graph: Graph, work: Sequence[Work], hub: str, have: dict[str, 
     return [t for t in transfers if t.src != t.dst]
 
 
-def build_stages(graph: Graph, hub: str,
-                 steps: Sequence[tuple[int, Sequence[str], Sequence[tuple[str, dict[str, Region]]]]]
-                 ) -> list[Stage]:  # fmt: skip
+def build_stages(graph: Graph, hub: str, steps: Sequence[tuple]) -> list[Stage]:
     """Stages from (group, nodes, [(device, outputs), ...]) steps, with inputs and hub transfers.
 
     A device may appear more than once in a step (several tiles). The frame starts at the hub;
-    every stage's outputs are gathered there.
+    every stage's outputs are gathered there. A step (group, nodes, [(device, outputs, reused),
+    ...], True) continues the one before it (`Stage.continues`): its devices take the `reused`
+    bands from what they computed in that step, or else through the hub (`band_transfers`).
     """
     have = {hub: {graph.input}}
-    stages = []
-    for index, (group, nodes, assignment) in enumerate(steps):
-        work = [Work(device, outputs, work_inputs(graph, nodes, outputs)) for device, outputs in assignment]
-        stages.append(Stage(index, group, list(nodes), work, hub_transfers(graph, work, hub, have)))
+    stages: list[Stage] = []
+    for index, (group, nodes, assignment, *continues) in enumerate(steps):
+        work = []
+        for device, outputs, *reused in assignment:
+            bands = dict(reused[0]) if reused else {}
+            work.append(Work(device, outputs, work_inputs(graph, nodes, outputs, bands), bands))
+        transfers = hub_transfers(graph, work, hub, have)
+        stage = Stage(index, group, list(nodes), work, transfers, continues=bool(continues and continues[0]))
+        if stage.continues:
+            last = stages[-1]
+            to_hub, from_hub = band_transfers(graph, last.work, work, nodes, hub)
+            last.transfers = _between(last, to_hub)
+            stage.transfers = _between(stage, from_hub)
+        stages.append(stage)
         have.setdefault(hub, set()).update(work[0].outputs)
     return stages
+
+
+def _between(stage: Stage, transfers: list[Transfer]) -> list[Transfer]:
+    """The stage's transfers with `transfers` after those it brings and before the rest."""
+    return ([t for t in stage.transfers if stage.brings(t)] + transfers
+            + [t for t in stage.transfers if not stage.brings(t)])  # fmt: skip
+
+
+def band_transfers(graph: Graph, first: Sequence[Work], then: Sequence[Work], nodes: Sequence[str], hub: str
+                   ) -> tuple[list[Transfer], list[Transfer]]:  # fmt: skip
+    """The transfers that bring each device of a continuing stage (`then`) the bands it reuses,
+    from the device of the previous stage (`first`) that computed each: none where its own device
+    did, else to the hub after that stage and from the hub before this one (as DeepThings'
+    gateway relays them). Returns (to the hub, from the hub)."""
+    computed = [(w.device, work_regions(graph, nodes, w.outputs, w.reused)) for w in first]
+    to_hub, from_hub = [], []
+    for w in then:
+        for tensor, bands in w.reused.items():
+            for band in bands:
+                makers = [d for d, regions in computed
+                          if tensor in regions and regions[tensor].out.contains(band)]  # fmt: skip
+                if not makers:
+                    raise PlanError(f"device {w.device} reuses {band} of '{tensor}', which no device of the "
+                                    "stage before computes")  # fmt: skip
+                if w.device in makers:
+                    continue
+                size = tensor_bytes(graph, tensor, band)
+                if hub not in makers:
+                    to_hub.append(Transfer(makers[0], hub, tensor, band, size))
+                if w.device != hub:
+                    from_hub.append(Transfer(hub, w.device, tensor, band, size))
+    return to_hub, from_hub
 
 
 # -- validation and files ---------------------------------------------------------------------
@@ -250,9 +326,18 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
             raise PlanError(f"{at}: node '{unknown[0]}' is not in model {graph.name}")
         if [order[n] for n in stage.nodes] != sorted(order[n] for n in set(stage.nodes)):
             raise PlanError(f"{at}: its nodes are not in the model's order, or repeat one")
-        again = sorted(computed & set(stage.nodes), key=order.get)
-        if again:
-            raise PlanError(f"{at}: node '{again[0]}' is computed by an earlier stage too")
+        continued = k + 1 < len(plan.stages) and plan.stages[k + 1].continues
+        if stage.continues:
+            before = plan.stages[k - 1] if k else None
+            if before is None or before.nodes != stage.nodes or before.outputs != stage.outputs:
+                raise PlanError(f"{at}: it continues the stage before it, so it must follow one with the "
+                                "same nodes and outputs")  # fmt: skip
+            if continued:
+                raise PlanError(f"{at}: a continuing stage cannot be continued again")
+        else:
+            again = sorted(computed & set(stage.nodes), key=order.get)
+            if again:
+                raise PlanError(f"{at}: node '{again[0]}' is computed by an earlier stage too")
         computed.update(stage.nodes)
         inside = set(stage.nodes)
         for node in stage.nodes:
@@ -267,22 +352,28 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
             if list(w.outputs) != outputs:
                 raise PlanError(f"{at}, device {w.device}: its outputs {list(w.outputs)} differ from the "
                                 f"stage's {outputs}")  # fmt: skip
+            if w.reused and not stage.continues:
+                raise PlanError(f"{at}, device {w.device}: it reuses bands, which only a stage that "
+                                "continues the one before it can")  # fmt: skip
+        work = stage.work + (plan.stages[k - 1].work if stage.continues else [])
         for tensor in outputs:
             if tensor not in inside:
                 raise PlanError(f"{at}: output '{tensor}' is not one of its nodes")
-            _check_cover(stage, graph, tensor, [w.outputs[tensor] for w in stage.work])
-        _check_transfers(stage, graph, plan.hub, parties, held)
-        gathered.update(outputs)
+            if not continued:
+                _check_cover(stage, graph, tensor, [w.outputs[tensor] for w in work])
+        _check_transfers(stage, graph, plan.hub, parties, held, gathers=not continued)
+        if not continued:
+            gathered.update(outputs)
     missing = [o for o in graph.outputs if o not in gathered]
     if missing:
         raise PlanError(f"the plan never gathers the model output '{missing[0]}'")
 
 
 def _check_transfers(stage: Stage, graph: Graph, hub: str, parties: set[str],
-                     held: dict[str, dict[str, list[Region]]]) -> None:  # fmt: skip
-    """Play the stage's transfers over what each party holds; see `check_plan`."""
+                     held: dict[str, dict[str, list[Region]]], gathers: bool) -> None:  # fmt: skip
+    """Play the stage's transfers over what each party holds; see `check_plan`. `gathers`: the hub
+    holds the stage's outputs whole after it (unless the next stage continues it)."""
     at = f"stage {stage.index}"
-    outputs = set(stage.outputs)
 
     def move(t: Transfer) -> None:
         where = f"{at}, transfer {t.src} -> {t.dst} of '{t.tensor}'"
@@ -301,28 +392,35 @@ def _check_transfers(stage: Stage, graph: Graph, hub: str, parties: set[str],
         held[t.dst].setdefault(t.tensor, []).append(t.region)
 
     for t in stage.transfers:
-        if t.tensor not in outputs:
+        if stage.brings(t):
             move(t)
     for w in stage.work:
-        expected = work_inputs(graph, stage.nodes, w.outputs)
+        where = f"{at}, device {w.device}"
+        try:
+            expected = work_inputs(graph, stage.nodes, w.outputs, w.reused)
+        except PlanError as exc:
+            raise PlanError(f"{where}: {exc}") from None
         if w.inputs != expected:
-            raise PlanError(f"{at}, device {w.device}: its inputs {_show(w.inputs)} do not follow from its "
-                            f"outputs' regions (they need {_show(expected)})")  # fmt: skip
-        for tensor, region in expected.items():
+            raise PlanError(f"{where}: its inputs {_show(w.inputs)} do not follow from its outputs' regions "
+                            f"(they need {_show(expected)})")  # fmt: skip
+        reads = list(expected.items()) + [(t, band) for t, bands in w.reused.items() for band in bands]
+        for tensor, region in reads:
             if not _holds(held[w.device].get(tensor, []), region, graph[tensor]):
-                raise PlanError(f"{at}, device {w.device}: reads {region} of '{tensor}', which no transfer "
-                                "brings it")  # fmt: skip
+                raise PlanError(f"{where}: reads {region} of '{tensor}', which no transfer brings it")
         for tensor, region in w.outputs.items():
             held[w.device].setdefault(tensor, []).append(region)
+        if all(isinstance(r, Box) for r in w.outputs.values()):  # what it computed, for others to reuse
+            for name, region in work_regions(graph, stage.nodes, w.outputs, w.reused).items():
+                held[w.device].setdefault(name, []).append(region.out)
     for t in stage.transfers:
-        if t.tensor in outputs:
+        if not stage.brings(t):
             move(t)
     for w in stage.work:
         for tensor, region in w.outputs.items():
             if w.device != hub and region not in held[hub].get(tensor, []):
                 raise PlanError(f"{at}, device {w.device}: its {region} of '{tensor}' never reaches the "
                                 f"hub ({hub})")  # fmt: skip
-    for tensor in outputs:
+    for tensor in stage.outputs if gathers else ():
         held[hub][tensor] = [WHOLE]  # the hub gathers the stage's outputs whole
 
 
@@ -380,6 +478,7 @@ def plan_to_dict(plan: Plan) -> dict:
         for work, w in zip(stage.work, out["work"]):
             w["outputs"] = {t: r.to_json() for t, r in work.outputs.items()}
             w["inputs"] = {t: r.to_json() for t, r in work.inputs.items()}
+            w["reused"] = {t: [band.to_json() for band in bands] for t, bands in work.reused.items()}
         for transfer, t in zip(stage.transfers, out["transfers"]):
             t["region"] = transfer.region.to_json()
     return data
@@ -396,6 +495,7 @@ class _WorkSpec(Strict):
     device: str
     outputs: dict[str, JsonRegion] = Field(min_length=1)
     inputs: dict[str, JsonRegion]
+    reused: dict[str, list[list[int]]] = Field(default_factory=dict)
 
 
 class _TransferSpec(Strict):
@@ -413,6 +513,7 @@ class _StageSpec(Strict):
     work: list[_WorkSpec] = Field(min_length=1, max_length=10_000)
     transfers: list[_TransferSpec]
     overlap: bool
+    continues: bool = False
 
 
 class _StageCostSpec(Strict):
@@ -465,9 +566,10 @@ def load_plan_dict(data: object, path: str = "plan") -> Plan:
 def _plan_from(spec: _PlanFile, path: str) -> Plan:
     try:
         stages = [Stage(s.index, s.group, list(s.nodes),
-                        [Work(w.device, _regions(w.outputs), _regions(w.inputs)) for w in s.work],
+                        [Work(w.device, _regions(w.outputs), _regions(w.inputs), _bands(w.reused))
+                         for w in s.work],
                         [Transfer(t.src, t.dst, t.tensor, region_from_json(t.region), t.bytes)
-                         for t in s.transfers], s.overlap)
+                         for t in s.transfers], s.overlap, s.continues)
                   for s in spec.stages]  # fmt: skip
     except RegionError as exc:
         raise PlanError(f"{path}: {exc}") from None
@@ -483,3 +585,12 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
 
 def _regions(data: dict) -> dict[str, Region]:
     return {tensor: region_from_json(value) for tensor, value in data.items()}
+
+
+def _bands(data: dict) -> dict[str, list[Box]]:
+    """Reused bands from their JSON form: each a box [h0, h1, w0, w1]."""
+    bands = {tensor: [region_from_json(value) for value in values] for tensor, values in data.items()}
+    for tensor, regions in bands.items():
+        if not all(isinstance(r, Box) for r in regions):
+            raise RegionError(f"a reused band of '{tensor}' is not a box [h0, h1, w0, w1]")
+    return bands

@@ -307,6 +307,70 @@ def plan_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box
     return {n: node_region(graph, graph[n], Box(*rows[n], *cols[n])) for n in nodes if n in rows}
 
 
+def reuse_bands(need: Box, beside: Sequence[Box]) -> tuple[Box, tuple[tuple[int, Box], ...]]:
+    """DeepThings' data reuse at one map: of the box `need` that a tile must hold, the box it still
+    computes and the bands it takes from neighbours that computed `beside` (boxes of the same map).
+
+    A neighbour gives the band of `need` on its side: one that covers all of need's columns and its
+    top (bottom) rows gives those rows, one that covers all its rows and its left (right) columns
+    gives those columns; corners come twice, as in DeepThings' `ftp.c`. Where the bands along an
+    axis would leave nothing to compute, the tile takes none along it and computes that axis whole.
+    Returns (the box computed, ((index into `beside`, band), ...)); given its own bands as
+    `beside`, it returns the same box and takes every band.
+    """
+    computed = [need.h0, need.h1, need.w0, need.w1]
+    taken: list[tuple[int, Box]] = []
+    for axis in (0, 1):
+        first, last = (need.h0, need.h1) if axis == 0 else (need.w0, need.w1)
+        across = (need.w0, need.w1) if axis == 0 else (need.h0, need.h1)
+        start, stop, bands = first, last, []
+        for k, box in enumerate(beside):
+            lo, hi = (box.h0, box.h1) if axis == 0 else (box.w0, box.w1)
+            a0, a1 = (box.w0, box.w1) if axis == 0 else (box.h0, box.h1)
+            if not (a0 <= across[0] and across[1] <= a1):
+                continue  # it does not cover the tile across this axis: no band
+            if lo <= first < hi:  # covers the start
+                start = max(start, min(hi, last))
+                bands.append((k, first, min(hi, last)))
+            elif lo < last <= hi:  # covers the end
+                stop = min(stop, max(lo, first))
+                bands.append((k, max(lo, first), last))
+        if start < stop:
+            computed[2 * axis:2 * axis + 2] = [start, stop]
+            taken += [(k, Box(a, b, *across) if axis == 0 else Box(*across, a, b)) for k, a, b in bands]
+    return Box(*computed), tuple(taken)
+
+
+def reuse_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box],
+                  beside: Mapping[str, Sequence[Box]]) -> tuple[dict[str, NodeRegion], dict[str, tuple]]:
+    """`plan_regions` for a tile that, at each map t of `beside`, takes the bands of what it needs
+    that neighbours computed (`beside[t]`: their boxes of t) instead of computing them
+    (`reuse_bands`). Returns the regions it computes, and per map the bands it takes as ((index
+    into beside[t], band), ...)."""
+    need = dict(requested)
+    regions: dict[str, NodeRegion] = {}
+    taken: dict[str, tuple] = {}
+    inside = set(nodes)
+    for name in reversed(nodes):
+        if name not in need:
+            continue
+        node = graph[name]
+        if not node.spatial:
+            raise RegionError(f"node '{name}' ({node.op}) mixes the whole map and cannot be tiled")
+        out = need[name]
+        if out.height <= 0 or out.width <= 0:
+            raise RegionError(f"node '{name}' would compute an empty region ({out})")
+        if name in beside:
+            out, taken[name] = reuse_bands(out, beside[name])
+        regions[name] = node_region(graph, node, out)
+        for src, read in zip(node.inputs, regions[name].reads):
+            if src in inside and isinstance(read, Box):
+                need[src] = read if src not in need else need[src].hull(read)
+            elif src in inside:
+                need[src] = full_box(graph[src])
+    return {n: regions[n] for n in nodes if n in regions}, taken
+
+
 def segment_inputs(graph: Graph, nodes: Iterable[str], regions: Mapping[str, NodeRegion]
                    ) -> dict[str, Region]:  # fmt: skip
     """The regions a segment's tile reads of tensors from outside the segment."""
@@ -337,6 +401,17 @@ def split_range(length: int, parts: int, weights: Sequence[float] | None = None
         cut = min(max(cut, cuts[-1] + 1), length - (parts - 1 - i))
         cuts.append(cut)
     cuts.append(length)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def split_range_up(length: int, parts: int) -> list[tuple[int, int]]:
+    """DeepThings' grid (`ftp.c`): every part ceil(length / parts) long, the last one the rest
+    (38 in 3: 13, 13, 12, where `split_range` gives 13, 12, 13)."""
+    step = -(-length // parts) if parts >= 1 else 0
+    if parts < 1 or step * (parts - 1) >= length:
+        raise RegionError(f"{parts} parts of {step} leave nothing of {length} rows/columns for the last; "
+                          "use fewer parts or --grid-rounding nearest")  # fmt: skip
+    cuts = [min(k * step, length) for k in range(parts)] + [length]
     return list(zip(cuts[:-1], cuts[1:]))
 
 

@@ -104,13 +104,13 @@ def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
 
     def part(stage, device: str, seconds: float, link: Link):
         for t in stage.transfers:
-            if t.dst == device and t.tensor not in stage.outputs:
+            if t.dst == device and stage.brings(t):
                 yield env.process(send(t, link))
         with devices[device].request() as turn:
             yield turn
             yield env.timeout(seconds)
         for t in stage.transfers:
-            if t.src == device and t.tensor in stage.outputs:
+            if t.src == device and not stage.brings(t):
                 yield env.process(send(t, link))
 
     def frame(arrival: float):

@@ -7,14 +7,29 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from suite.backends import BackendError, TorchBackend, make_backend, run_segment
+from suite.fleet import uniform_fleet
 from suite.graph import GraphImportError, from_torch
 from suite.graph.cuts import spatial_front
 from suite.models.load import LoadedModel
-from suite.regions import WHOLE, Box, RegionError, node_region, plan_regions, redundancy, split_range
+from suite.plan import work_regions
+from suite.regions import (
+    WHOLE,
+    Box,
+    RegionError,
+    node_region,
+    plan_regions,
+    redundancy,
+    reuse_bands,
+    reuse_regions,
+    split_range,
+    split_range_up,
+)  # fmt: skip
+from suite.schemes import make_plan
+from suite.schemes.chain import pieces, spatial_prefix
 from suite.verify import compare
 
 
@@ -70,6 +85,55 @@ def test_split_range_is_proportional_and_never_empty():
     assert split_range(3, 3, [100, 1, 1]) == [(0, 1), (1, 2), (2, 3)]
     with pytest.raises(RegionError, match="4 parts but only 3"):
         split_range(3, 4)
+
+
+def test_split_range_up_cuts_as_deepthings_grid_does():
+    assert split_range_up(38, 3) == [(0, 13), (13, 26), (26, 38)]  # split_range: 13, 12, 13
+    assert split_range_up(19, 5) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 19)]
+    with pytest.raises(RegionError, match="nothing of 9 rows/columns for the last"):
+        split_range_up(9, 4)  # 3, 3, 3 and nothing
+
+
+@given(st.integers(1, 200), st.integers(1, 12))
+def test_split_range_up_is_equal_parts_then_the_rest(length, parts):
+    step = -(-length // parts)
+    if step * (parts - 1) >= length:
+        with pytest.raises(RegionError):
+            split_range_up(length, parts)
+        return
+    cut = split_range_up(length, parts)
+    assert cut[0][0] == 0 and cut[-1][1] == length and all(a[1] == b[0] for a, b in zip(cut, cut[1:]))
+    assert all(b - a == step for a, b in cut[:-1]) and 0 < cut[-1][1] - cut[-1][0] <= step
+
+
+def test_reuse_bands_by_hand():
+    """A tile needing rows 2-10 and columns 2-10 beside a neighbour above (which computed rows 0-4
+    of every column it needs) and one on its left (columns 0-5 of every row): it takes rows 2-4 and
+    columns 2-5 (the corner from both) and computes the rest."""
+    need = Box(2, 10, 2, 10)
+    computed, taken = reuse_bands(need, [Box(0, 4, 0, 12), Box(0, 12, 0, 5), Box(0, 9, 3, 12)])
+    assert computed == Box(4, 10, 5, 10)
+    assert taken == ((0, Box(2, 4, 2, 10)), (1, Box(2, 10, 2, 5)))  # the third covers neither side whole
+    # a neighbour covering every row it needs leaves nothing to compute along the rows: none is taken
+    assert reuse_bands(need, [Box(0, 12, 0, 12)]) == (need, ())
+
+
+_boxes = st.builds(lambda h, dh, w, dw: Box(h, h + dh, w, w + dw), st.integers(0, 12), st.integers(1, 12),
+                   st.integers(0, 12), st.integers(1, 12))  # fmt: skip
+
+
+@given(_boxes, st.lists(_boxes, max_size=5))
+def test_reuse_bands_cover_what_the_tile_needs(need, beside):
+    """What a tile computes and the bands it takes cover what it needs, each band lies in the box of
+    the neighbour it comes from, and given its own bands it computes the same and takes them all."""
+    computed, taken = reuse_bands(need, beside)
+    assert need.contains(computed) and computed.area > 0
+    covered = {(h, w) for box in (computed, *(band for _, band in taken))
+               for h in range(box.h0, box.h1) for w in range(box.w0, box.w1)}  # fmt: skip
+    assert covered == {(h, w) for h in range(need.h0, need.h1) for w in range(need.w0, need.w1)}
+    assert all(beside[k].contains(band) and need.contains(band) for k, band in taken)
+    bands = [band for _, band in taken]
+    assert reuse_bands(need, bands) == (computed, tuple(enumerate(bands)))
 
 
 def test_redundancy_of_two_strips_of_a_3x3_conv():
@@ -237,3 +301,47 @@ def test_random_cnn_tiles_equal_whole_torch(case):
 @given(_case())
 def test_random_cnn_tiles_equal_whole_onnxruntime(case):
     _tiled_equals_whole("onnxruntime", case)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(_case(), st.integers(1, 4), st.integers(1, 4))
+def test_reusing_tiles_hold_what_they_need_and_compute_less(case, n, m):
+    """DeepThings' reuse on random CNNs, every piece fused in an n x m grid: a B tile computes inside
+    its region without reuse; at each map it reuses, what it computes and its bands cover all its
+    nodes read there; each band lies in what an A tile computed; the executor's walk from the
+    bands alone gives the planner's regions; and the grid spends no more MACs than without reuse."""
+    spec, shape, seed, _ = case
+    torch.manual_seed(seed)
+    try:
+        graph = from_torch(RandomNet(spec, shape[0]).eval(), shape, "random")
+    except GraphImportError:
+        assume(False)
+    fused = spatial_prefix(pieces(graph))
+    height, width = graph[pieces(graph)[fused - 1].output].shape[2:] if fused else (0, 0)
+    assume(fused and n <= height and m <= width)
+    options = {"grid": (n, m), "fused_pieces": fused, "grid_rounding": "nearest"}
+    try:
+        plain = make_plan("deepthings", graph, uniform_fleet(2), **options)
+        reusing = make_plan("deepthings-reuse", graph, uniform_fleet(2), **options)
+    except RegionError:
+        assume(False)  # a tile of the grid reads nothing of some map
+    assert 1 + reusing.predicted.redundancy <= 1 + plain.predicted.redundancy + 1e-12
+    if len(reusing.stages) < 2 or not reusing.stages[1].continues:
+        return  # one tile, or nothing between the pieces to reuse
+    event("a continuing stage")
+    first, then = reusing.stages[:2]
+    computed = [work_regions(graph, first.nodes, w.outputs) for w in first.work]
+    for w in then.work:
+        regions = work_regions(graph, then.nodes, w.outputs, w.reused)
+        alone = plan_regions(graph, then.nodes, w.outputs)
+        assert all(alone[name].out.contains(r.out) for name, r in regions.items())
+        assert reuse_regions(graph, then.nodes, w.outputs, w.reused)[0] == regions
+        for tensor, bands in w.reused.items():
+            event("a reused map")
+            assert all(any(c[tensor].out.contains(band) for c in computed) for band in bands)
+            held = [regions[tensor].out, *bands]
+            for reader in (n for n in regions if tensor in graph[n].inputs):
+                read = regions[reader].reads[graph[reader].inputs.index(tensor)]
+                cells = {(h, x) for h in range(read.h0, read.h1) for x in range(read.w0, read.w1)}
+                assert all(any(b.h0 <= h < b.h1 and b.w0 <= x < b.w1 for b in held) for h, x in cells)

@@ -58,6 +58,26 @@ def test_a_figures_table_has_published_and_predicted_columns(baselines, name):
     assert len(points) and not unexplained, f"differences over 25% with no explanation: {unexplained}"
 
 
+def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(baselines):
+    """FTP with data reuse sits beside the paper's FTP points, as the plain variant does; both grids'
+    work equals what DeepThings' own code computes (its regions, from the baselines); reuse is
+    faster on every device count; every point off the paper by over 25% is explained."""
+    outcome = FIGURES["deepthings-fig13"].compute(baselines["deepthings-fig13"])
+    table = outcome.table.set_index(["scheme", "grid", "devices"])
+    for scheme in ("deepthings", "deepthings-reuse"):
+        one = table.loc[(scheme, "5x5", 1)]
+        assert one.predicted_work_ratio == pytest.approx(one.published_work_ratio, abs=0.01), scheme
+    for n in range(1, 7):
+        plain, reuse = table.loc[("deepthings", "5x5", n)], table.loc[("deepthings-reuse", "5x5", n)]
+        assert reuse.published_latency_s == plain.published_latency_s
+        assert reuse.predicted_latency_s < plain.predicted_latency_s
+    assert "with reuse" in outcome.headline
+    points = compared(outcome)
+    assert "deepthings-reuse" in set(points.group)
+    assert not set(points.group[points.off]) - set(outcome.causes)
+    FIGURES["deepthings-fig13"].draw(outcome)
+
+
 @pytest.mark.parametrize(("name", "model"), [("pico-fig9", "yolov2"), ("deepthings-fig13", "yolov2_16")])
 def test_a_figure_whose_model_is_missing_skips_with_a_note(baselines, monkeypatch, name, model):
     monkeypatch.delitem(ZOO, model, raising=False)

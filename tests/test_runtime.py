@@ -104,6 +104,30 @@ def test_every_scheme_runs_bit_exact_on_workers(tmp_path, scheme, devices):
     assert len(frames) == 3 and frames["bit_exact"].all()
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_deepthings_reuse_runs_bit_exact_on_workers(tmp_path, backend):
+    """DeepThings' data reuse on worker processes: YOLOv2's first 16 layers at 96x96 in a 2x3 grid on
+    three devices, the B tiles taking bands that other devices computed, through the gateway; every
+    frame bit-exact against the monolithic model."""
+    from suite.graph import from_model
+    from suite.plan import save_plan
+
+    graph = from_model(load_model("yolov2_16", (3, 96, 96), 0, weights=False))
+    planned = make_plan("deepthings-reuse", graph, uniform_fleet(3), grid=(2, 3), fused_pieces=16)
+    first, then = planned.stages[:2]
+    reused = {t for w in then.work for t in w.reused}
+    assert then.continues and reused
+    # bands cross devices: to the gateway after the A tiles, from it before the B tiles
+    assert any(t.tensor in reused and t.dst == planned.hub for t in first.transfers)
+    assert any(t.tensor in reused and t.src == planned.hub for t in then.transfers)
+    save_plan(planned, tmp_path / "plan.json")
+    result = run_json(tmp_path, "--plan", str(tmp_path / "plan.json"), "--model", "yolov2_16", "--input-size",
+                      "3x96x96", "--devices", "3", "--backend", backend, "--no-baseline")  # fmt: skip
+    assert result["bit_exact"] and result["complete"] and result["scheme"] == "deepthings-reuse"
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv")
+    assert frames["bit_exact"].all()
+
+
 @pytest.mark.parametrize("model,size", [("resnet18", "3x112x112"), ("inception_v3", "3x160x160")])
 @pytest.mark.parametrize("scheme", ["pico", "halp"])
 def test_residual_and_inception_models_run_bit_exact(tmp_path, model, size, scheme):

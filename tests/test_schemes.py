@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 import user_models
 from torch import nn
-from toys import MB, conv_graph, fleet, forced_pico_plan
+from toys import MB, assert_one_line_error, conv_graph, fleet, forced_pico_plan, suite
 
 from suite.backends.exact import LINEAR_ROWS
 from suite.cost import comm_time
 from suite.errors import UserError
 from suite.fleet import load_fleet
-from suite.graph import from_torch
-from suite.plan import COORDINATOR, check_plan
+from suite.graph import from_model, from_torch
+from suite.models.load import load_model
+from suite.plan import COORDINATOR, PlanError, check_plan, load_plan, save_plan, work_regions
+from suite.regions import Box, split_range, split_range_up
 from suite.schemes import make_plan
 from suite.schemes.chain import TileCosts, pieces, spatial_prefix
 from suite.schemes.halp import row_segments
@@ -140,6 +145,129 @@ def test_deepthings_takes_a_papers_fixed_grid_and_depth():
         make_plan("deepthings", graph, toy, fused_pieces=5)
     with pytest.raises(UserError, match="grid 13x1 is finer than every fusable map"):
         make_plan("deepthings", graph, toy, grid=(13, 1))
+
+
+def _two_convs():
+    return from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False),
+                                    nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 8, 8), "two")  # fmt: skip
+
+
+def test_deepthings_reuse_of_a_1x2_grid_by_hand():
+    """Two 3x3 convs on 8x8 in a 1x2 grid. Without reuse each tile computes 5 of the first conv's
+    columns (its 4 and a halo column): 2 x (8x5 + 8x4) x 9 = 1296 MACs, 12.5% over 1152. With reuse
+    the left (A) tile does the same; the right (B) tile needs the first conv's columns 3-8, takes
+    columns 3-5 from the A tile and computes 5-8 itself: 8x3x9 + 8x4x9 MACs, none over 1152."""
+    graph, toy = _two_convs(), fleet(1000.0, bandwidth_bps=8e12)
+    options = {"grid": (1, 2), "fused_pieces": 2}
+    assert make_plan("deepthings", graph, toy, **options).predicted.redundancy == pytest.approx(0.125)
+    plan = make_plan("deepthings-reuse", graph, toy, **options)
+    first, then = plan.stages
+    assert [w.outputs["_1"] for w in first.work] == [Box(0, 8, 0, 4)] and not first.continues
+    assert [w.outputs["_1"] for w in then.work] == [Box(0, 8, 4, 8)] and then.continues
+    [b] = then.work
+    assert b.reused == {"_0": [Box(0, 8, 3, 5)]} and b.inputs == {graph.input: Box(0, 8, 4, 8)}
+    assert work_regions(graph, then.nodes, b.outputs, b.reused)["_0"].out == Box(0, 8, 5, 8)
+    assert plan.predicted.redundancy == 0.0
+    assert not then.transfers  # one device: the band stays where it was computed
+
+
+def test_deepthings_reuse_sends_bands_through_the_gateway():
+    """A 2x2 checkerboard on two devices: each B tile takes bands from the A tile on the other
+    device, relayed by the gateway (d0): d1's band to d0 after the A stage, d0's to d1 before the
+    B stage; the plan checks (every band is held where it is read)."""
+    graph, toy = _two_convs(), fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("deepthings-reuse", graph, toy, grid=(2, 2), fused_pieces=2)
+    first, then = plan.stages
+    assert sorted(w.outputs["_1"].to_json() for w in first.work) == [[0, 4, 0, 4], [4, 8, 4, 8]]
+    bands = [(t.src, t.dst) for s in (first, then) for t in s.transfers if t.tensor == "_0"]
+    assert ("d1", "d0") in bands and ("d0", "d1") in bands
+    assert all(t.src == "d0" or t.dst == "d0" for s in plan.stages for t in s.transfers)
+    assert {d.name for d in toy.devices} == {w.device for w in then.work}
+    check_plan(plan, graph, toy)
+
+
+def test_a_plan_whose_reuse_does_not_hold_is_one_line(tmp_path):
+    """A band that is no edge of what a tile needs, a band no transfer brings, a band in a stage that
+    continues nothing: each refused with one line naming the stage (and device). The plan file keeps
+    the bands and the continuing stage."""
+    graph, toy = _two_convs(), fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("deepthings-reuse", graph, toy, grid=(2, 2), fused_pieces=2)
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json").to_dict() == plan.to_dict()
+    device = plan.stages[1].work[0].device
+
+    def off_edge(p):
+        p.stages[1].work[0].reused["_0"] = [Box(3, 4, 3, 4)]
+
+    def not_brought(p):
+        p.stages[1].transfers = [t for t in p.stages[1].transfers if t.tensor != "_0"]
+
+    def not_continuing(p):
+        p.stages[0].work[0].reused = {"_0": [Box(0, 1, 0, 8)]}
+
+    for spoil, said in ((off_edge, f"stage 1, device {device}: its reused rows 3-4 cols 3-4 of '_0' is not "
+                                   "an edge band"),
+                        (not_brought, "which no transfer brings it"),
+                        (not_continuing, "only a stage that continues")):  # fmt: skip
+        broken = load_plan(tmp_path / "plan.json")
+        spoil(broken)
+        with pytest.raises(PlanError, match=re.escape(said)):
+            check_plan(broken, graph, toy)
+
+
+def test_deepthings_reuse_cuts_yolov2_16_work_as_deepthings_code_does():
+    """DeepThings' 5x5 grid over YOLOv2's first 16 layers at 608x608: 2.20x the monolithic MACs
+    without reuse and 1.28x with it, as the regions of DeepThings' own `ftp.c` give (1.28x ideal,
+    1.49x as its executor widens each conv to its input tile); half the B tiles' bands cross devices
+    on two devices."""
+    graph = from_model(load_model("yolov2_16", None, 0, weights=False))
+    fused = spatial_prefix(pieces(graph))
+    ratio = {scheme: 1 + make_plan(scheme, graph, load_fleet("deepthings-pi3-1"), grid=(5, 5),
+                                   fused_pieces=fused).predicted.redundancy
+             for scheme in ("deepthings", "deepthings-reuse")}  # fmt: skip
+    assert ratio == {"deepthings": pytest.approx(2.20, abs=0.005),
+                     "deepthings-reuse": pytest.approx(1.28, abs=0.005)}  # fmt: skip
+    plan = make_plan("deepthings-reuse", graph, load_fleet("deepthings-pi3-1"), grid=(5, 5),
+                     fused_pieces=fused)  # fmt: skip
+    first, then = plan.stages[:2]
+    assert len(first.work) == 13 and len(then.work) == 12 and then.continues
+    assert all(w.reused for w in then.work)
+
+
+def test_grid_rounding_up_is_deepthings_and_nearest_is_ours():
+    graph = from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), (1, 19, 19), "c19")
+    toy = fleet(1000.0, bandwidth_bps=8e12)
+    for rounding, rows in (("up", [0, 4, 8, 12, 16, 19]), ("nearest", [0, 4, 8, 11, 15, 19])):
+        plan = make_plan("deepthings", graph, toy, grid=(5, 1), grid_rounding=rounding)
+        assert sorted({w.outputs["_0"].h0 for w in plan.stages[0].work} | {19}) == rows
+        assert plan.options["grid_rounding"] == rounding
+    with pytest.raises(UserError, match="grid rounding 'down' is not one of up, nearest"):
+        make_plan("deepthings", graph, toy, grid_rounding="down")
+    tall = from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), (1, 9, 9), "c9")
+    with pytest.raises(UserError, match="grid 4x1 is finer .* --grid-rounding up"):
+        make_plan("deepthings", tall, toy, grid=(4, 1))  # 3, 3, 3 and nothing
+
+
+@pytest.mark.parametrize("rounding", ["up", "nearest"])
+def test_suite_plan_takes_the_grid_rounding(rounding):
+    out = suite("plan", "--model", "yolov2_16", "--input-size", "3x160x160", "--scheme", "deepthings-reuse",
+                "--fleet", "deepthings-pi3-2", "--grid-rounding", rounding, "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["options"]["grid_rounding"] == rounding and plan["options"]["reuse"]
+    n, m = map(int, plan["options"]["grid"].split("x"))
+    cut = split_range_up if rounding == "up" else split_range
+    graph = from_model(load_model("yolov2_16", (3, 160, 160), 0, weights=False))
+    height, width = graph[plan["options"]["fused_until"]].shape[2:]
+    tiles = [next(iter(w["outputs"].values())) for s in plan["stages"][:2] for w in s["work"]]
+    assert sorted({(h0, h1) for h0, h1, _, _ in tiles}) == cut(height, n)
+    assert sorted({(w0, w1) for _, _, w0, w1 in tiles}) == cut(width, m)
+
+
+def test_suite_plan_refuses_a_grid_rounding_for_other_schemes():
+    out = suite("plan", "--model", "yolov2_16", "--scheme", "pico", "--fleet", "deepthings-pi3-2",
+                "--grid-rounding", "up")  # fmt: skip
+    assert_one_line_error(out, "scheme pico has none")
 
 
 # -- squeeze-and-excite --------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from suite.fleet import Fleet, load_fleet
 from suite.graph import Graph, from_model
 from suite.models import ZOO
 from suite.models.load import load_model
-from suite.plan import Plan, tensor_bytes
-from suite.regions import Box, plan_regions
+from suite.plan import Plan, tensor_bytes, work_regions
+from suite.regions import Box, hull_of
 from suite.schemes import make_plan
 from suite.simulate import Workload, simulate
 
@@ -111,24 +111,29 @@ def footprint(p: Plan, g: Graph) -> dict[str, int]:
     """Bytes each device holds when, as in Darknet, every layer's output has its own buffer.
 
     A device keeps the weights of every node it computes and, per stage, the buffers of its largest
-    piece of work there (its input regions and every node's output region); tiles of one stage run
-    one after another and reuse the buffers. A whole-model run on one device holds every map.
+    piece of work there (its input regions and every node's output region, with the bands a tile
+    reuses); tiles of one stage, and of the stage continuing it, run one after another and reuse the
+    buffers. A whole-model run on one device holds every map.
     """
     weights: dict[str, set[str]] = {}
     buffers: dict[str, int] = {}
-    for stage in p.stages:
-        largest: dict[str, int] = {}
+    largest: dict[str, int] = {}
+    for k, stage in enumerate(p.stages):
+        if not stage.continues:
+            largest = {}
         for w in stage.work:
             weights.setdefault(w.device, set()).update(stage.nodes)
             size = sum(tensor_bytes(g, t, r) for t, r in w.inputs.items())
             if all(isinstance(r, Box) for r in w.outputs.values()):
-                regions = plan_regions(g, stage.nodes, w.outputs)
-                size += sum(g[n].shape[1] * r.out.area * g[n].itemsize for n, r in regions.items())
+                regions = work_regions(g, stage.nodes, w.outputs, w.reused)
+                size += sum(tensor_bytes(g, n, hull_of([r.out, *w.reused.get(n, [])], g[n]))
+                            for n, r in regions.items())  # fmt: skip
             else:
                 size += sum(g[n].act_bytes for n in stage.nodes)
             largest[w.device] = max(largest.get(w.device, 0), size)
-        for device, size in largest.items():
-            buffers[device] = buffers.get(device, 0) + size
+        if k + 1 == len(p.stages) or not p.stages[k + 1].continues:
+            for device, size in largest.items():
+                buffers[device] = buffers.get(device, 0) + size
     return {d: buffers[d] + sum(g[n].param_bytes for n in names) for d, names in weights.items()}
 
 

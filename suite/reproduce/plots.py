@@ -19,9 +19,10 @@ from suite.reproduce.common import CLOCKS_MHZ, Outcome
 sns.set_theme(style="whitegrid", context="notebook")
 PALETTE = sns.color_palette("deep")
 SCHEME_COLOUR = {"lw": PALETTE[0], "efl": PALETTE[1], "ofl": PALETTE[2], "pico": PALETTE[3],
-                 "modnn": PALETTE[0], "deepthings": PALETTE[1], "halp": PALETTE[4]}  # fmt: skip
+                 "modnn": PALETTE[0], "deepthings": PALETTE[1], "deepthings-reuse": PALETTE[2],
+                 "halp": PALETTE[4]}  # fmt: skip
 NAMES = {"lw": "LW", "efl": "EFL", "ofl": "OFL", "pico": "PICO", "modnn": "MoDNN", "deepthings": "FTP 5x5",
-         "halp": "HALP"}  # fmt: skip
+         "deepthings-reuse": "FTP 5x5 + reuse", "halp": "HALP"}  # fmt: skip
 SOURCES = {  # how each source is drawn: line style, marker, marker face
     "published": {"ls": "--", "marker": "s", "mfc": "white", "ms": 7, "lw": 1.5},
     "predicted": {"ls": "-", "marker": "o", "ms": 5, "lw": 2},
@@ -229,8 +230,8 @@ def deepthings(outcome: Outcome) -> Figure:
     t = outcome.table
     fig, axes = _figure(outcome, 1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [5, 3, 3]})
     ax = axes[0][0]
-    curves = {"modnn": t[t.scheme == "modnn"],
-              "deepthings": t[(t.scheme == "deepthings") & (t.grid == "5x5")]}
+    curves = {"modnn": t[t.scheme == "modnn"]}
+    curves |= {s: t[(t.scheme == s) & (t.grid == "5x5")] for s in ("deepthings", "deepthings-reuse")}
     for scheme, data in curves.items():
         _lines(ax, data.dropna(subset=["predicted_latency_s"]), "devices", "latency_s", SCHEME_COLOUR[scheme])
     ax.set(ylim=(0, None), xlabel="edge devices", ylabel="single-frame latency (s)",
@@ -240,8 +241,8 @@ def deepthings(outcome: Outcome) -> Figure:
     for ax, quantity, label in ((axes[0][1], "comm_mb", "communication per frame (MB)"),
                                 (axes[0][2], "memory_reduction_pct", "memory per device, less than one (%)")):
         data = t.dropna(subset=[f"published_{quantity}"]).copy()
-        data["case"] = [("MoDNN" if s == "modnn" else f"FTP {g}") + f", {d} dev"
-                        for s, g, d in zip(data.scheme, data.grid, data.devices)]  # fmt: skip
+        data["case"] = [("MoDNN" if s == "modnn" else f"FTP {g}" + (" + reuse" if s != "deepthings" else ""))
+                        + f", {d} dev" for s, g, d in zip(data.scheme, data.grid, data.devices)]  # fmt: skip
         colours = {c: SCHEME_COLOUR[s] for c, s in zip(data.case, data.scheme)}
         _bars(ax, data, list(data.case), "case", quantity, colours, _sources(data, quantity))
         ax.tick_params(axis="x", labelrotation=20)

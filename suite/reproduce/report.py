@@ -18,7 +18,7 @@ from suite.reproduce.common import OFF, Comparison, Outcome
 KEY_FORMAT = {"clock_mhz": "{} MHz", "devices": "{} dev", "layers": "{} pieces",
               "tasks_per_batch": "{} task(s)", "grid": "grid {}"}  # fmt: skip
 NAMES = {"lw": "LW", "efl": "EFL", "ofl": "OFL", "pico": "PICO", "modnn": "MoDNN", "deepthings": "FTP",
-         "halp": "HALP"}
+         "deepthings-reuse": "FTP with reuse", "halp": "HALP"}
 
 
 def number(value) -> str:

@@ -25,7 +25,7 @@ import torch
 from suite.backends import Backend, Segment, Tile, run_segment
 from suite.backends.exact import linear_rows
 from suite.graph import Graph, Node
-from suite.plan import COORDINATOR, Plan, PlanError, Transfer
+from suite.plan import COORDINATOR, Plan, PlanError, Transfer, Work, work_regions
 from suite.regions import (
     WHOLE,
     Box,
@@ -37,7 +37,6 @@ from suite.regions import (
     hull_of,
     index_in,
     part_of,
-    plan_regions,
 )  # fmt: skip
 from suite.runtime.metrics import Event
 from suite.runtime.transport import failure_reason
@@ -142,8 +141,7 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
     steps = {s: Step(s) for s in range(-1, len(plan.stages) + 1)}
     held: dict[str, list[Region]] = {}
     for index, (s, t) in enumerate(moves):
-        outputs = set(plan.stages[s].outputs) if 0 <= s < len(plan.stages) else set()
-        when = "after" if t.tensor in outputs else "before"
+        when = "before" if not 0 <= s < len(plan.stages) or plan.stages[s].brings(t) else "after"
         if party in (t.src, t.dst):
             mine = t.src == party
             message = Message(index, t.dst if mine else t.src, t.tensor, t.region,
@@ -151,24 +149,45 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
             getattr(steps[s], f"{'send' if mine else 'recv'}_{when}").append(message)
             if not mine:
                 held.setdefault(t.tensor, []).append(t.region)
-    for stage in plan.stages:
+    for k, stage in enumerate(plan.stages):
+        after = plan.stages[k + 1] if k + 1 < len(plan.stages) else None
+        keep = {t for w in after.work for t in w.reused} if after is not None and after.continues else set()
         for work in stage.work:
             if work.device != party:
                 continue
-            steps[stage.index].tasks.append(_task(graph, stage.nodes, work.outputs, stage.index))
-            for tensor, region in work.outputs.items():
-                held.setdefault(tensor, []).append(region)
+            for task in _tasks(graph, stage.nodes, work, stage.index, keep):
+                steps[stage.index].tasks.append(task)
+                for tensor, region in task.outputs.items():
+                    held.setdefault(tensor, []).append(region)
     if party == COORDINATOR:
         held[graph.input] = [WHOLE]
     canvases = {tensor: hull_of(regions, graph[tensor]) for tensor, regions in held.items()}
     return Program(party, [s for s in steps.values() if not s.empty], canvases, len(moves), len(plan.stages))
 
 
-def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int) -> Task:
+def _tasks(graph: Graph, nodes: list[str], work: Work, stage: int, keep: set[str]) -> list[Task]:
+    """The tasks of one `Work`: one backend call, or for a tile that reuses bands, one per run of
+    nodes up to each reused map, so the bands lie in its canvas beside what it computed there
+    before the next run reads it. A tile also keeps its regions of the maps in `keep` (the next
+    stage reuses them)."""
+    outputs = work.outputs
     regions = list(outputs.values())
     if regions and all(isinstance(r, Box) for r in regions):
-        tiles = plan_regions(graph, nodes, outputs)
-        return Task(list(tiles), tiles, dict(outputs))
+        tiles = work_regions(graph, nodes, outputs, work.reused)
+        made = {**outputs, **{t: tiles[t].out for t in keep if t in tiles}}
+        runs: list[list[str]] = [[]]
+        for name in tiles:
+            runs[-1].append(name)
+            if name in work.reused:
+                runs.append([])
+        users = graph.consumers()
+        tasks, later = [], set(tiles)
+        for run in filter(None, runs):
+            later -= set(run)
+            read_later = {n: tiles[n].out for n in run if any(u in later for u in users[n])}
+            mine = {t: made[t] for t in run if t in made}
+            tasks.append(Task(run, {n: tiles[n] for n in run}, read_later | mine))
+        return tasks
     if any(isinstance(r, FeatureRange) for r in regions):
         try:
             (name, features), = outputs.items()
@@ -176,8 +195,8 @@ def _task(graph: Graph, nodes: list[str], outputs: dict[str, Region], stage: int
         except (ValueError, RegionError):
             raise PlanError(f"stage {stage}: feature ranges are only supported for a stage of one "
                             "linear node") from None  # fmt: skip
-        return Task([name], {name: region}, dict(outputs))
-    return Task(list(nodes), {}, dict(outputs))
+        return [Task([name], {name: region}, dict(outputs))]
+    return [Task(list(nodes), {}, dict(outputs))]
 
 
 def segments(program: Program, graph: Graph) -> list[Segment]:

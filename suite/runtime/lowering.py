@@ -63,10 +63,12 @@ def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
         work = []
         for w in stage.work:
             outputs = {held_by(t, at): r for t, r in w.outputs.items()}
-            work.append(Work(w.device, outputs, work_inputs(graph, nodes, outputs) if nodes else {}))
+            reused = {held_by(t, at): bands for t, bands in w.reused.items()}
+            work.append(Work(w.device, outputs, work_inputs(graph, nodes, outputs, reused) if nodes else {},
+                             reused))  # fmt: skip
         transfers = [Transfer(t.src, t.dst, held_by(t.tensor, at), t.region, t.bytes)
                      for t in stage.transfers]  # fmt: skip
-        stages.append(Stage(stage.index, stage.group, nodes, work, transfers, stage.overlap))
+        stages.append(Stage(stage.index, stage.group, nodes, work, transfers, stage.overlap, stage.continues))
     lowered = replace(plan, graph=graph.source, stages=stages)
     try:
         check_plan(lowered, graph, fleet)
@@ -77,8 +79,10 @@ def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
 
 def _members(plan: Plan, model: Graph, graph: Graph) -> list[list[str]]:
     """The nodes of `graph` each stage runs: the model's nodes it still has, and the nodes the
-    backend added (the parts of an op its exporter decomposed), each with the first node they feed."""
-    stage_of = {n: stage.index for stage in plan.stages for n in stage.nodes if n in graph.nodes}
+    backend added (the parts of an op its exporter decomposed), each with the first node they feed;
+    a continuing stage runs the nodes of the stage it continues."""
+    stage_of = {n: stage.index for stage in plan.stages if not stage.continues for n in stage.nodes
+                if n in graph.nodes}  # fmt: skip
     users = graph.consumers()
     for name in reversed(graph.nodes):
         if name not in model.nodes:
@@ -86,6 +90,9 @@ def _members(plan: Plan, model: Graph, graph: Graph) -> list[list[str]]:
     members: list[list[str]] = [[] for _ in plan.stages]
     for name, index in stage_of.items():
         members[index].append(name)
+    for stage in plan.stages:
+        if stage.continues:
+            members[stage.index] = members[stage.index - 1]
     return members
 
 

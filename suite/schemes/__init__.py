@@ -13,7 +13,8 @@ from suite.fleet import Fleet
 from suite.graph import Graph
 from suite.plan import Plan, check_plan
 
-SCHEMES = ("single", "modnn", "deepthings", "halp", "pico", "ofl")
+SCHEMES = ("single", "modnn", "deepthings", "deepthings-reuse", "halp", "pico", "ofl")
+VARIANTS = {"deepthings-reuse": ("deepthings", {"reuse": True})}  # a scheme's module with options set
 
 
 def check_scheme(scheme: str) -> None:
@@ -23,9 +24,10 @@ def check_scheme(scheme: str) -> None:
 
 def make_plan(scheme: str, graph: Graph, fleet: Fleet, **options) -> Plan:
     check_scheme(scheme)
-    module = import_module(f"suite.schemes.{scheme}")
+    name, preset = VARIANTS.get(scheme, (scheme, {}))
+    module = import_module(f"suite.schemes.{name}")
     start = time.perf_counter()
-    layout = module.plan(graph, fleet, **options)
+    layout = module.plan(graph, fleet, **preset, **options)
     elapsed = time.perf_counter() - start
     groups = len({s.group for s in layout.stages})
     plan = Plan(scheme=scheme, model=graph.name, input_shape=list(graph.input_shape[1:]),

@@ -14,19 +14,42 @@ Choices the paper leaves to us, written down:
   longest first to the device that would finish it first, which is where stealing converges;
 - grids up to 5 x 5 (more tiles than devices balance better; fewer may communicate less);
 - one frame at a time, as in the paper's latency experiments: no pipelining across frames.
+
+With `reuse` (scheme `deepthings-reuse`), tiles share their overlaps as DeepThings' own code does
+(zoranzhao/DeepThings, `src/ftp.c`, `DATA_REUSE`): the grid is scheduled as a checkerboard; the
+"A" tiles (row + column even) compute their whole fused region, as without reuse, and keep what
+they computed of every piece's output; then each "B" tile walks back from its output and, at each
+piece output it needs, takes the bands its A neighbours (above, below, left, right) computed
+there instead of computing them (`regions.reuse_bands`), so it computes only the rest. The bands
+go through the gateway (the hub), as DeepThings' do; a band whose A tile ran on the B tile's own
+device stays there. Our choices: B tiles start once every A tile is done (two stages, the second
+`continues` the first; DeepThings starts a B tile as soon as its neighbours are done, and computes
+it whole when they are not), and we send only the bands a B tile on another device reads
+(DeepThings sends every A tile's overlaps to the gateway).
+
+`grid_rounding`: `up` cuts the grid as DeepThings' `grid()` does (every part ceil(length / parts),
+the last the rest: 19 in 5 is 4, 4, 4, 4, 3), `nearest` as the suite cuts strips (`split_range`:
+4, 4, 3, 4, 4). The regions are the peer's for the same grid either way. `up` is the default: its
+tiles are DeepThings' own, and it reproduces the paper's Fig. 13 closer (`suite reproduce
+deepthings-fig13`: FTP 5x5 on 1-6 devices, mean |log(ours / paper)| 0.124 with reuse and 0.443
+without, against 0.139 and 0.457 with `nearest`); `nearest` balances uneven cuts better (7 rows in
+4 parts: 2, 2, 2, 1 against 2, 2, 1, 2) and fits grids `up` cannot (9 in 4: 3, 3, 3 and nothing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from suite.cost import stage_time, work_time
+from suite.cost import OpWork, stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
-from suite.plan import Layout, build_stages
-from suite.regions import Box, split_range
+from suite.plan import Layout, Work, band_transfers, build_stages
+from suite.regions import Box, plan_regions, reuse_regions, segment_inputs, split_range, split_range_up
 from suite.schemes.chain import (
+    Segment,
     Step,
     TileCosts,
     chain_nodes,
@@ -37,6 +60,7 @@ from suite.schemes.chain import (
 )  # fmt: skip
 
 MAX_GRID = 5
+ROUNDINGS = {"up": split_range_up, "nearest": split_range}
 
 
 def deal(macs: np.ndarray, times: np.ndarray, devices: list[Device]
@@ -57,10 +81,14 @@ def deal(macs: np.ndarray, times: np.ndarray, devices: list[Device]
     return dealt, np.array(busy)
 
 
-def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_pieces: int | None = None
-         ) -> Layout:  # fmt: skip
+def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_pieces: int | None = None,
+         reuse: bool = False, grid_rounding: str = "up") -> Layout:  # fmt: skip
     """`grid` (N, M) and `fused_pieces` (L) fix a paper's configuration, e.g. DeepThings' FTP 5x5 over
-    16 layers, instead of searching them."""
+    16 layers, instead of searching them; `reuse`: tiles share their overlaps (module docstring);
+    `grid_rounding`: `up` (DeepThings' own) or `nearest`."""
+    if grid_rounding not in ROUNDINGS:
+        raise UserError(f"grid rounding '{grid_rounding}' is not one of {', '.join(ROUNDINGS)}")
+    cut = ROUNDINGS[grid_rounding]
     devices = fleet.by_capability()
     gateway = devices[0]
     chain = pieces(graph)
@@ -71,6 +99,7 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
                         f"choose 1..{prefix}")  # fmt: skip
     prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per MAC, per call
               np.array([d.profile.prices[1] for d in devices]).T)  # fmt: skip
+    maps = {piece.output for piece in chain} if reuse else set()
     best = None
     for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
         height, width = graph[chain[last].output].shape[2:]
@@ -80,30 +109,35 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
                                      if n * m > 1 or len(devices) == 1]  # fmt: skip
         for n, m in grids:
             bound = None if best is None else best[0] - rest
-            fused_part = _fused(graph, fleet, costs, devices, prices, last, (n, m), bound)
+            fused_part = _fused(graph, fleet, costs, devices, prices, last, (n, m), bound, cut, maps)
             if fused_part is not None and (best is None or fused_part[0] + rest < best[0]):
                 best = (fused_part[0] + rest, last, n, m, fused_part[1])
     if best is None:
         if grid:
             raise UserError(f"grid {grid[0]}x{grid[1]} is finer than every fusable map of model "
-                            f"{graph.name}; choose a coarser grid")  # fmt: skip
+                            f"{graph.name} (cut with --grid-rounding {grid_rounding}); choose a coarser "
+                            "grid")  # fmt: skip
         raise UserError(f"model {graph.name} has no spatial layers to fuse")
     _, last, n, m, steps = best
     out = chain[last].output
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
         steps.append(whole_on(graph, gateway.name, rest_nodes))
-    options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name}
+    options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name,
+               "reuse": reuse, "grid_rounding": grid_rounding}
     return Layout(gateway.name, build_stages(graph, gateway.name, steps), options)
 
 
 def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
-           prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None
+           prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None,
+           cut: Callable[[int, int], list[tuple[int, int]]], maps: set[str]
            ) -> tuple[float, list[Step]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
     `prices` per MAC and per call are kinds x devices (None: a map too small for the grid, or not
-    under `bound`). A squeeze-and-excite branch cuts the fused part into segments
-    (`TileCosts.segments`), each tiled alike; the gateway computes the branch."""
+    under `bound`). `cut` splits a length into the grid's parts. A squeeze-and-excite branch cuts the
+    fused part into segments (`TileCosts.segments`), each tiled alike; the gateway computes the
+    branch. Where `maps` (piece outputs) are given, tiles reuse their overlaps there
+    (`_reusing`)."""
     gateway = devices[0]
     per_mac, per_call = prices
     n, m = grid
@@ -112,19 +146,62 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
         for branch in segment.branches:
             time += work_time(gateway.profile, costs.nodes_work(branch.nodes))
             steps.append(whole_on(graph, gateway.name, list(branch.nodes)))
-        rows = costs.output_splits(segment, lambda height: split_range(height, n), 0)
-        cols = costs.output_splits(segment, lambda width: split_range(width, m), 1)
+        rows = costs.output_splits(segment, lambda height: cut(height, n), 0)
+        cols = costs.output_splits(segment, lambda width: cut(width, m), 1)
         if rows is None or cols is None:
             return None
         reads, macs, calls = costs.segment_grid(segment, rows, cols)
-        dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + calls @ per_call, devices)
-        if bound is not None and time + busy.max() >= bound:
-            return None  # communication only adds: this grid cannot beat the best
         made = [{o: Box(*rows[o][a], *cols[o][b]) for o in segment.outputs}
                 for a in range(n) for b in range(m)]  # fmt: skip
-        doers = [devices[d].name for _, d in dealt]
-        transfers = tile_transfers(graph, gateway.name, doers, [reads[k] for k, _ in dealt],
-                                   [made[k] for k, _ in dealt])  # fmt: skip
-        time += stage_time(fleet.link, {d.name: seconds for d, seconds in zip(devices, busy)}, transfers)
-        steps.append((0, list(segment.nodes), [(name, made[k]) for name, (k, _) in zip(doers, dealt)]))
+        reused = set(segment.nodes) & maps - set(segment.outputs)
+        if reused and n * m > 1:
+            phases = _reusing(graph, segment, made, reused, (n, m), reads, macs, calls)
+        else:
+            phases = [(list(range(n * m)), reads, macs, calls, [{}] * (n * m))]
+        done: list[Work] = []  # the A tiles, as the B tiles' bands come from them
+        for phase, (tiles, tile_reads, tile_macs, tile_calls, bands) in enumerate(phases):
+            dealt, busy = deal(tile_macs.sum(axis=1), tile_macs @ per_mac + tile_calls @ per_call, devices)
+            if bound is not None and time + busy.max() >= bound:
+                return None  # communication only adds: this grid cannot beat the best
+            doers = [devices[d].name for _, d in dealt]
+            transfers = tile_transfers(graph, gateway.name, doers, [tile_reads[k] for k, _ in dealt],
+                                       [made[tiles[k]] for k, _ in dealt])  # fmt: skip
+            work = [Work(name, made[tiles[k]], reused=bands[k]) for name, (k, _) in zip(doers, dealt)]
+            if phase:
+                transfers += [t for moves in band_transfers(graph, done, work, segment.nodes, gateway.name)
+                              for t in moves]  # fmt: skip
+            done = work
+            time += stage_time(fleet.link, {d.name: seconds for d, seconds in zip(devices, busy)}, transfers)
+            assignment = [(w.device, w.outputs, w.reused) for w in work]
+            steps.append((0, list(segment.nodes), assignment, bool(phase)))
     return time, steps
+
+
+def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: set[str],
+             grid: tuple[int, int], reads: list, macs: np.ndarray, calls: np.ndarray
+             ) -> list[tuple]:  # fmt: skip
+    """The two phases of a grid whose tiles reuse their overlaps at `maps`: the A tiles of the
+    checkerboard as they are, then the B tiles, each taking the bands its A neighbours computed.
+    Each phase is (its tiles' indices in `made`, their reads, MACs and calls by cost kind, and per
+    tile the bands it reuses, {map: [band, ...]})."""
+    n, m = grid
+    nodes = list(segment.nodes)
+    first = [k for k in range(n * m) if (k // m + k % m) % 2 == 0]
+    then = [k for k in range(n * m) if (k // m + k % m) % 2 == 1]
+    computed = {k: plan_regions(graph, nodes, made[k]) for k in first}
+    b_reads, b_macs, b_calls, b_bands = [], [], [], []
+    for k in then:
+        a, b = divmod(k, m)
+        beside = [(a + da) * m + b + db for da, db in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                  if 0 <= a + da < n and 0 <= b + db < m]  # fmt: skip
+        near = {t: [computed[q][t].out for q in beside if t in computed[q]] for t in maps}
+        regions, taken = reuse_regions(graph, nodes, made[k], near)
+        work = OpWork.of((graph[name], graph[name].flops_per_position * r.out.area)
+                         for name, r in regions.items())  # fmt: skip
+        b_macs.append(work.macs)
+        b_calls.append(work.calls)
+        b_reads.append(segment_inputs(graph, nodes, regions))
+        b_bands.append({t: [band for _, band in bands] for t, bands in taken.items() if bands})
+    return [(first, [reads[k] for k in first], macs[first], calls[first], [{}] * len(first)),
+            (then, b_reads, np.array(b_macs), np.array(b_calls), b_bands)]
+
