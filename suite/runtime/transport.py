@@ -60,9 +60,10 @@ class GlooTransport:
     key: bytes
 
     def send(self, tensor: torch.Tensor, peer: str, tag: int):
-        mac = torch.frombuffer(bytearray(_mac(self.key, tensor, self.party, peer, tag)), dtype=torch.uint8)
         rank = self.ranks[peer]
-        return _GlooHandle([dist.isend(tensor, dst=rank, tag=tag), dist.isend(mac, dst=rank, tag=tag)])
+        sending = dist.isend(tensor, dst=rank, tag=tag)  # the MAC is computed while the bytes travel
+        mac = torch.frombuffer(bytearray(_mac(self.key, tensor, self.party, peer, tag)), dtype=torch.uint8)
+        return _GlooHandle([sending, dist.isend(mac, dst=rank, tag=tag)])
 
     def recv(self, tensor: torch.Tensor, peer: str, tag: int):
         mac, rank = torch.empty(MAC_BYTES, dtype=torch.uint8), self.ranks[peer]

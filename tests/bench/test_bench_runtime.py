@@ -6,6 +6,8 @@ model's predictions are from what the workers measure, per scheme.
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,6 +64,105 @@ def test_gloo_loopback_throughput_1mb(benchmark):
     benchmark.extra_info["mb_per_s"] = mb_per_s
     print(f"\ngloo loopback, 1 MB tensors: {mb_per_s:.0f} MB/s (median round trip "
           f"{benchmark.stats.stats.median * 1e3:.2f} ms)")
+
+
+ECHO_AUTHENTICATED = textwrap.dedent("""
+    import sys, datetime, torch, torch.distributed as dist
+    from suite.runtime.transport import GlooTransport
+    store = dist.TCPStore(sys.argv[1], int(sys.argv[2]), 2, False, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", store=store, rank=1, world_size=2)
+    raw, buf = sys.argv[4] == "raw", torch.empty(int(sys.argv[3]) // 4)
+    gloo = GlooTransport({"a": 0, "b": 1}, "b", b"k" * 32)
+    try:
+        while True:  # until rank 0 leaves
+            if raw:
+                dist.recv(buf, src=0)
+                dist.send(buf, dst=0)
+            else:
+                gloo.recv(buf, "a", 7).wait(60)
+                gloo.send(buf, "a", 7).wait(60)
+    except RuntimeError:
+        pass
+""")
+SHAPED_MBIT = 100  # a lab link's rate (the PICO and HALP fleets' WiFi is 50-300 Mbit/s)
+
+
+@pytest.fixture
+def shaped_link():
+    """A veth pair to a namespace of its own, shaped to SHAPED_MBIT each way (tc tbf; root), so the
+    transfers cross a lab-like link without touching loopback; removed however the test ends."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
+        pytest.skip("needs root, ip and tc for a shaped link")
+    tag = f"sb{os.getpid() % 100000}"
+    here, there, ns = f"{tag}h", f"{tag}p", f"suite-bench-{tag}"
+    rate = f"rate {SHAPED_MBIT}mbit burst 64kb latency 100ms"
+    commands = [f"ip netns add {ns}", f"ip link add {here} type veth peer name {there} netns {ns}",
+                f"ip addr add 10.231.7.1/30 dev {here}", f"ip link set {here} up",
+                f"ip -n {ns} addr add 10.231.7.2/30 dev {there}", f"ip -n {ns} link set {there} up",
+                f"ip -n {ns} link set lo up", f"tc qdisc add dev {here} root tbf {rate}",
+                f"ip netns exec {ns} tc qdisc add dev {there} root tbf {rate}"]  # fmt: skip
+    try:
+        for command in commands:
+            subprocess.run(command.split(), check=True, capture_output=True)
+        yield {"ns": ns, "here": here, "there": there, "host": "10.231.7.1"}
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _round_trips(size: int, rounds: int, raw: bool, link: dict | None) -> float:
+    """Median seconds of one round trip of a `size`-byte tensor to an echoing process, over gloo as it
+    is (`raw`) or through the suite's authenticated transport (a MAC after each message)."""
+    from suite.runtime.transport import GlooTransport
+
+    host = link["host"] if link else "127.0.0.1"
+    os.environ["GLOO_SOCKET_IFNAME"] = link["here"] if link else "lo"
+    store = dist.TCPStore(host, 0, 2, True, timeout=timedelta(seconds=60), wait_for_workers=False)
+    argv = [sys.executable, "-c", ECHO_AUTHENTICATED, host, str(store.port), str(size),
+            "raw" if raw else "mac"]  # fmt: skip
+    if link:
+        argv = ["ip", "netns", "exec", link["ns"], "env", f"GLOO_SOCKET_IFNAME={link['there']}", *argv]
+    peer = subprocess.Popen(argv)
+    x, reply = torch.ones(size // 4), torch.empty(size // 4)
+    gloo = GlooTransport({"a": 0, "b": 1}, "a", b"k" * 32)
+    times = []
+    try:
+        dist.init_process_group("gloo", store=store, rank=0, world_size=2)
+        for _ in range(rounds + 1):
+            start = time.perf_counter()
+            if raw:
+                dist.send(x, dst=1)
+                dist.recv(reply, src=1)
+            else:
+                gloo.send(x, "b", 7).wait(60)
+                gloo.recv(reply, "b", 7).wait(60)
+            times.append(time.perf_counter() - start)
+    finally:
+        dist.destroy_process_group()
+        peer.wait(60)
+        del os.environ["GLOO_SOCKET_IFNAME"]
+    assert torch.equal(reply, x)
+    return statistics.median(times[1:])  # the first pays for the connection
+
+
+@pytest.mark.parametrize("where", ["loopback", "shaped"])
+def test_authenticated_transport_against_raw_gloo(benchmark, request, where):
+    """The MAC's cost per transfer: round trips of a 4 MB tensor (a VGG-16 tile's size) through the
+    suite's transport against gloo's own send/recv, alternating, on loopback and on a link shaped
+    like the lab's (goal: within 5%)."""
+    link = request.getfixturevalue("shaped_link") if where == "shaped" else None
+    size, rounds = 4 * MB, (20 if link is None else 6)
+    pairs = []
+
+    def both() -> None:
+        pairs.append((_round_trips(size, rounds, True, link), _round_trips(size, rounds, False, link)))
+
+    benchmark.pedantic(both, rounds=3, iterations=1)
+    raw = statistics.median(r for r, _ in pairs)
+    mac = statistics.median(m for _, m in pairs)
+    benchmark.extra_info |= {"raw_round_trip_s": raw, "authenticated_round_trip_s": mac, "ratio": mac / raw}
+    print(f"\n{where}: 4 MB round trip {raw * 1e3:.1f} ms on gloo, {mac * 1e3:.1f} ms authenticated "
+          f"({mac / raw:.3f}x)")
 
 
 def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, frames: int):
