@@ -43,6 +43,9 @@ IDIOMS = {
     "MeanSqueezeExcite": ({"scale", "adaptive_avgpool"}, 0.95),
     "ChannelNormBlocks": ({"elementwise", "identity"}, 1.0),
     "ZooStyleNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad"}, 0.95),
+    "NearestUpsample": ({"resize", "add"}, 0.95),
+    "BilinearUpsample": ({"resize"}, 0.95),
+    "ZooSegmentationNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad", "resize"}, 0.9),
 }
 
 

@@ -543,6 +543,8 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
             piece.input[:] = [renamed.get(i, i) for i in piece.input]
         protos.extend(rows)
         pads, crop = _geometry(graph, node, region)
+        if node.op == "resize" and region is not None:
+            crop = _resize_tile(node, region, proto, inits)
         if pads is not None and node.op == "pad":  # Pad takes its border as an input
             top, left, bottom, right = pads
             inits[f"{name}__pads"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
@@ -555,7 +557,11 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         protos.append(proto)
         if crop is not None:
             proto.output[0] = f"{name}__uncropped"
-            _add_slice(proto.output[0], name, (0, 0), crop, protos, inits)
+            if node.op == "resize" and name in nchwc:  # NCHWc again after the crop, as in the whole graph
+                _add_slice(proto.output[0], f"{name}__cropped", *crop, protos, inits)
+                _nchwc_identity(f"{name}__cropped", name, node.shape[1], protos, inits)
+            else:
+                _add_slice(proto.output[0], name, *crop, protos, inits)
         boxes[name] = region.out if region is not None else WHOLE
     inputs = [helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, list(graph[s].shape[:2])
                                             + _hw(graph[s], box))
@@ -679,9 +685,13 @@ def _add_slice(src: str, dst: str, start: tuple[int, int], stop: tuple[int, int]
                                    [dst], name=dst))  # fmt: skip
 
 
+Crop = tuple[tuple[int, int], tuple[int, int]]  # the start and stop row and column of a node's output to keep
+
+
 def _geometry(graph: Graph, node: Node, region: NodeRegion | None
-              ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int] | None]:  # fmt: skip
-    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep.
+              ) -> tuple[tuple[int, int, int, int] | None, Crop | None]:  # fmt: skip
+    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep
+    (start and stop row and column), where it computes more.
 
     Pooling keeps the op's own padding and ceil mode and crops the surplus windows, so averaging
     divisors and the ceil-mode overhang match the whole map exactly. A pool in plain layout (its
@@ -702,7 +712,23 @@ def _geometry(graph: Graph, node: Node, region: NodeRegion | None
     read = region.reads[0]
     if (source.shape[1] % 16 and w.stride == (1, 1) and not any(pads)
             and (read.height, read.width) == w.kernel != tuple(source.shape[2:])):  # fmt: skip
-        return (0, 0, 0, 1), (region.out.height, region.out.width)
+        return (0, 0, 0, 1), ((0, 0), (region.out.height, region.out.width))
     if region.out == full_box(node):
         return pads, None
-    return pads, (region.out.height, region.out.width)
+    return pads, ((0, 0), (region.out.height, region.out.width))
+
+
+def _resize_tile(node: Node, region: NodeRegion, proto: onnx.NodeProto, inits: dict) -> Crop | None:
+    """A resize's tile: the model's own Resize on the rows and columns the tile reads, which by an
+    integer scale k (a power of two for linear modes; `suite.graph.resampling`) puts whole-map
+    output row o at row o - k r of its own output (r: the first row read), on the same float32
+    coordinates; a Resize given by sizes gets the tile's. Returns the output rows and columns to
+    keep, None where the tile's output is its whole output."""
+    (kh, kw), read, out = node.attrs["resampling"].scale, region.reads[0], region.out
+    made = (kh * read.height, kw * read.width)
+    if len(proto.input) > 3 and proto.input[3]:
+        inits[f"{node.name}__sizes"] = torch.tensor([*node.shape[:2], *made], dtype=torch.int64)
+        proto.input[3] = f"{node.name}__sizes"
+    start = (out.h0 - kh * read.h0, out.w0 - kw * read.w0)
+    stop = (start[0] + out.height, start[1] + out.width)
+    return None if start == (0, 0) and stop == made else (start, stop)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from onnx import external_data_helper, helper, numpy_helper
 
-from suite.graph import movement
+from suite.graph import movement, resampling
 from suite.graph.from_torch import GraphImportError
 from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
@@ -190,6 +190,20 @@ def _pad(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], rank: i
     return "pad", {"window": window, "value": float(value)}
 
 
+def _resize(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], in_shape: tuple[int, ...],
+            shape: tuple[int, ...]) -> tuple[str, dict]:  # fmt: skip
+    """A Resize of a map's rows and columns (`suite.graph.resampling`); one that also scales the batch
+    or channels, crops by a ROI or antialiases runs whole."""
+    scales = params.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    text = lambda key, default: a.get(key, default).decode() if isinstance(a.get(key), bytes) else default
+    transform = text("coordinate_transformation_mode", "half_pixel")
+    if shape[:2] != in_shape[:2] or a.get("antialias", 0) or transform == "tf_crop_and_resize" \
+            or a.get("axes") is not None or (scales is not None and scales.numel() != 4):  # fmt: skip
+        return "opaque", {"reason": "ONNX Resize of other than a map's rows and columns"}
+    return resampling.classify(text("mode", "nearest"), transform, text("nearest_mode", "round_prefer_floor"),
+                               in_shape[2:], shape[2:], None if scales is None else scales.tolist()[2:])
+
+
 def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
               in_shapes: list[tuple[int, ...]], shape: tuple[int, ...]) -> tuple[str, dict]:  # fmt: skip
     """Op kind and attributes (with "window", "params", "fn" where they apply) of an ONNX node."""
@@ -244,6 +258,8 @@ def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
             return "adaptive_avgpool", {"output_size": (1, 1)}
         return "opaque", {"reason": "ONNX op ReduceMean",
                           "fn": lambda x: x.mean(axes, keepdim=keep) if axes else x.mean()}  # fmt: skip
+    if op == "Resize" and is_map and len(data) == 1:
+        return _resize(node, a, params, in_shapes[0], shape)
     if op == "Gemm" and a.get("transA", 0) == 0 and a.get("alpha", 1.0) == 1.0 \
             and a.get("beta", 1.0) == 1.0 and node.input[1] in params:  # fmt: skip
         weight = params[node.input[1]]
@@ -471,7 +487,8 @@ class _Importer:
             # a copy: a NodeProto of the model would keep the whole model, weights and all, alive
             onnx=(onnx.NodeProto.FromString(proto.SerializeToString()),
                   {i: params[i] for i in proto.input if i in params}),
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
+            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1),
+                             resampling=attrs.get("resampling")),
         )
 
 
