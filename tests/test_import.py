@@ -15,7 +15,8 @@ import pytest
 import torch
 import user_models
 
-from suite.backends import make_backend
+from suite.backends import BackendError, make_backend
+from suite.backends.ort import export_onnx
 from suite.graph import from_torch
 from suite.graph.cuts import coverage, spatial_front
 from suite.graph.from_onnx import from_onnx
@@ -125,6 +126,16 @@ def test_resize_tail_is_exact_on_onnxruntime():
     fed-in map is relaid out in NCHWc through channels padded to a whole block (1024-16384 ULP off
     before, when 21 channels stayed in plain layout)."""
     _check_exact(LoadedModel("seg", SIZE, module=_module("SegmentationHead")), "onnxruntime")
+
+
+def test_adaptive_max_pool_the_exporter_refuses_is_one_line_naming_the_node():
+    """The TorchScript exporter refuses an adaptive max pool whose output does not divide its input
+    with a SymbolicValueError naming no node; at 18 px its 16x16 map divides and it exports."""
+    module = _module("AdaptiveMaxPoolHead")
+    with pytest.raises(BackendError, match=r"^node 'pool' \(adaptive max pool of a 14x14 map to 4x4\): .*"
+                                           r"a multiple of 4x4, or --backend torch$"):  # fmt: skip
+        export_onnx(module, (3, 16, 16))
+    assert onnx.load_from_string(export_onnx(module, (3, 18, 18))).graph.node
 
 
 def test_fused_cut_ends_where_the_map_gets_too_small():

@@ -345,6 +345,18 @@ class SegmentationHead(nn.Module):
         return F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
+class AdaptiveMaxPoolHead(nn.Module):
+    """A classifier behind `nn.AdaptiveMaxPool2d(4)`: the ONNX exporter maps it only where 4 divides
+    the map's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(3, 8, 3), nn.AdaptiveMaxPool2d(4), nn.Linear(8 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
 class Unexportable(nn.Module):
     """An FFT, which the TorchScript ONNX exporter cannot map."""
 

@@ -366,11 +366,20 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
 def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
     """The traced nodes by name, after replacing each adaptive average pool the TorchScript exporter
     refuses (an output size that does not divide the input's, as VGG-16's 7x7 pool below 224 px)
-    with `_AveragingProducts`, which computes the same averages."""
+    with `_AveragingProducts`, which computes the same averages. An adaptive max pool it would
+    refuse so is a `BackendError` naming the node (the exporter's own error names none)."""
     traced = {n.name: n for n in gm.graph.nodes}
     for name, node in model_graph.nodes.items():
         in_hw = model_graph[node.inputs[0]].shape[2:] if node.inputs else ()
-        if node.op != "adaptive_avgpool" or all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+        if all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+            continue
+        if name in traced and _is_adaptive_max_pool(gm, traced[name]):
+            (h, w), (oh, ow) = in_hw, node.shape[2:]
+            raise BackendError(f"node '{name}' (adaptive max pool of a {h}x{w} map to {oh}x{ow}): the ONNX "
+                               "exporter maps an adaptive pool only when its output size divides its "
+                               f"input's; use an --input-size that makes the map at '{name}' a multiple of "
+                               f"{oh}x{ow}, or --backend torch")  # fmt: skip
+        if node.op != "adaptive_avgpool":
             continue
         old = traced[name]
         gm.add_submodule(f"{name}__averaging", _AveragingProducts(in_hw, node.shape[2:]))
@@ -379,6 +388,13 @@ def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
         old.replace_all_uses_with(traced[name])
         gm.graph.erase_node(old)
     return traced
+
+
+def _is_adaptive_max_pool(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
+    if fx_node.op == "call_module":
+        return isinstance(gm.get_submodule(fx_node.target), torch.nn.AdaptiveMaxPool2d)
+    return fx_node.op == "call_function" and fx_node.target in (
+        torch.nn.functional.adaptive_max_pool2d, torch.nn.functional.adaptive_max_pool2d_with_indices)
 
 
 class _AveragingProducts(torch.nn.Module):
