@@ -166,8 +166,9 @@ def test_cut_ends_before_a_border_a_strip_would_lie_all_in(backend_name):
     assert "a border for 'convs_4', added to the whole map with it: its 4x4 map" in stops[8][0]["reason"]
 
 
-def _suite(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+def _suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
 
@@ -244,16 +245,18 @@ def test_se_nets_run_bit_exact_on_workers_through_their_branches(tmp_path):
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, backend_name):
+@pytest.mark.parametrize("name", ["ZooStyleNet", "ZooSegmentationNet"])
+def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, name, backend_name):
     """The idioms together (fused norm + act, a mean-pooled squeeze-and-excite, a LayerNorm2d block,
-    a dynamic same pad) in a PICO plan through all of it, on workers."""
+    a dynamic same pad; a classifier, or a bilinear Resize head) in a PICO plan through all of it,
+    on workers."""
     from toys import forced_pico_plan
 
     from suite.fleet import uniform_fleet
     from suite.plan import save_plan
 
-    model = ("--model", "user_models:ZooStyleNet", "--input-size", "3x32x32", "--backend", backend_name)
-    graph = from_torch(_module("ZooStyleNet"), SIZE, "ZooStyleNet")
+    model = ("--model", f"user_models:{name}", "--input-size", "3x32x32", "--backend", backend_name)
+    graph = from_torch(_module(name), SIZE, name)
     save_plan(forced_pico_plan(graph, uniform_fleet(2)), tmp_path / "plan.json")
     out = _suite("run", *model, "--plan", str(tmp_path / "plan.json"), "--frames", "2", "--warmup", "0",
                  "--no-baseline", "--json", "-o", str(tmp_path / "run"))  # fmt: skip
@@ -261,6 +264,22 @@ def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, backend_name):
     result = json.loads(out.stdout)
     assert result["bit_exact"] and result["complete"], result["error"]
     assert result["tiled_share"] > 0.95
+
+
+@pytest.mark.parametrize("backend_name,env,threads", [
+    ("torch", {"MKL_CBWR": "AVX2"}, "1"), ("torch", {"MKL_CBWR": "AVX2"}, "2"),
+    ("torch", {"MKL_CBWR": "COMPATIBLE"}, "1"), ("torch", {"MKL_CBWR": "COMPATIBLE"}, "2"),
+    ("onnxruntime", {}, "2")])  # fmt: skip
+def test_zoo_segmentation_net_is_exact_under_other_blas_code_paths(backend_name, env, threads):
+    """The Resize head in a 3x3 grid under MKL's AVX2 and compatible code paths at 1 and 2 threads
+    (MKL sums differently on each; a tile must not care), and on onnxruntime at 2 threads."""
+    if "Math Kernel Library" not in torch.__config__.show() and env:
+        pytest.skip("no MKL")
+    model = ("--model", "user_models:zoo_segmentation_net", "--input-size", "3x64x64", "--grid", "3x3")
+    out = _suite("verify", *model, "--threads", threads, "--backend", backend_name, "--json", env=env)
+    report = json.loads(out.stdout)
+    assert report["bit_exact"], (env, threads, report["first_mismatch"], report["max_ulp"])
+    assert report["tiled_share"] > 0.9 and report["tiling_stops"] == []
 
 
 MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",
