@@ -263,7 +263,7 @@ def _reads_along(graph: Graph, node: Node, axis: int, start: Bound, stop: Bound,
     [start, stop) of its output; every map input of a non-windowed node is read alike. `lo` and
     `hi` are min and max, or numpy's elementwise ones for array bounds."""
     if node.op == "resize":  # the input positions the whole map's coordinates fall between
-        return node.attrs["resampling"].reads(axis, graph[node.inputs[0]].shape[2 + axis], start, stop)
+        return node.attrs["resampling"].reads(axis, start, stop)
     if node.window is None:
         return start, stop
     first, last = _window_input(node, axis, start, stop)

@@ -46,6 +46,7 @@ IDIOMS = {
     "ZooStyleNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad"}, 0.95),
     "NearestUpsample": ({"resize", "add"}, 0.95),
     "BilinearUpsample": ({"resize"}, 0.95),
+    "ResizeVariants": ({"resize"}, 1.0),
     "ZooSegmentationNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad", "resize"}, 0.9),
 }
 
@@ -104,9 +105,10 @@ def test_onnx_file_imports_and_is_bit_exact_on_both_backends(tmp_path, name, exp
 
 def test_onnx_kinds_match_torch_kinds(tmp_path):
     """The ONNX importer turns the exporter's Reshape-Transpose-Reshape and Split into the same
-    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs, and
-    a ReduceMean over H and W into a squeeze-and-excite's global pool."""
-    for name in ("ChannelShuffle", "Reorg", "MeanSqueezeExcite"):
+    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs, a
+    ReduceMean over H and W into a squeeze-and-excite's global pool, and Resizes by scales or
+    sizes into the same resizes."""
+    for name in ("ChannelShuffle", "Reorg", "MeanSqueezeExcite", "NearestUpsample", "ResizeVariants"):
         path = _export(_module(name), tmp_path / f"{name}.onnx", "torchscript")
         graph = from_onnx(onnx.load(str(path)), name)
         kinds = {n.op for n in graph.nodes.values()}
@@ -114,6 +116,9 @@ def test_onnx_kinds_match_torch_kinds(tmp_path):
         assert coverage(graph, spatial_front(graph)).tiled_share >= IDIOMS[name][1]
         ops = {n.onnx[0].op_type for n in graph.nodes.values() if n.op in ("channel_select", "reorg")}
         assert ops <= {"Gather", "SpaceToDepth"}
+        resized = [n.attrs["resampling"] for n in graph.nodes.values() if n.op == "resize"]
+        traced = from_torch(_module(name), SIZE, name)
+        assert resized == [n.attrs["resampling"] for n in traced.nodes.values() if n.op == "resize"]
 
 
 def test_onnx_import_keeps_the_model_name(tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from suite.backends import BackendError, TorchBackend, make_backend, run_segment
 from suite.graph import GraphImportError, from_torch
 from suite.graph.cuts import spatial_front
-from suite.graph.resampling import Resampling
+from suite.graph.resampling import TRANSFORMS, classify
 from suite.models.load import LoadedModel
 from suite.regions import WHOLE, Box, RegionError, node_region, plan_regions, redundancy, split_range
 from suite.verify import compare
@@ -140,33 +140,54 @@ def test_model_too_small_names_the_layer():
 
 @st.composite
 def _resampling(draw):
-    modes = [("nearest", "asymmetric"), ("linear", "half_pixel"), ("linear", "pytorch_half_pixel"),
-             ("linear", "asymmetric")]  # fmt: skip
-    mode, transform = draw(st.sampled_from(modes))
-    scale = draw(st.integers(1, 5) if mode == "nearest" else st.sampled_from([1, 2, 4, 8]))
-    return Resampling(mode, transform, (scale, scale)), draw(st.integers(1, 40))
+    """A resize as the importers describe one: any mode and transform they tile, by an integer scale
+    (given as a scale or as sizes) or to any other size."""
+    mode = draw(st.sampled_from(sorted(TRANSFORMS)))
+    transform = draw(st.sampled_from(TRANSFORMS[mode]))
+    length = draw(st.integers(1, 40))
+    scale = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    out = draw(st.one_of(st.just(length * scale), st.integers(1, 4 * length)))
+    scales = (scale, 1) if draw(st.booleans()) and out == length * scale else None
+    kind, attrs = classify(mode, transform, "floor", (length, 1), (out, 1), scales)
+    assert kind == "resize"
+    return attrs["resampling"]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
 @given(_resampling(), st.data())
-def test_resize_reads_are_the_hull_of_its_taps_and_a_tile_shifts_them(resampling, data):
+def test_resize_reads_are_the_hull_of_its_taps_and_a_shifting_tile_moves_them(resampling, data):
     """A range of output rows reads exactly the input rows its taps touch, arrays of ranges alike;
-    and the model's own Resize on just those rows (onnxruntime's tile) gives every one of the
-    tile's rows the whole map's taps, moved by the first row read, and the same weights."""
-    resampling, length = resampling
-    out = length * resampling.scale[0]
+    and where the resize shifts, the model's own Resize on just those rows (onnxruntime's tile)
+    gives every one of the tile's rows the whole map's taps, moved by the first row read, and the
+    same weights."""
+    (length, _), (out, _) = resampling.in_hw, resampling.out_hw
     start = data.draw(st.integers(0, out - 1))
     stop = data.draw(st.integers(start + 1, out))
-    first, second, d1, d2 = resampling.taps(0, length)
-    lo, hi = resampling.reads(0, length, start, stop)
+    first, second, d1, d2 = resampling.taps(0)
+    assert first.min() >= 0 and second.max() < length and np.all(np.diff(first) >= 0)
+    lo, hi = resampling.reads(0, start, stop)
     assert (lo, hi) == (first[start:stop].min(), second[start:stop].max() + 1)
-    many = resampling.reads(0, length, np.array([start, 0]), np.array([stop, out]))
-    assert [tuple(bounds) for bounds in zip(*many)] == [(lo, hi), (0, length)]
-    tile = resampling.taps(0, hi - lo)
-    moved = slice(start - lo * resampling.scale[0], stop - lo * resampling.scale[0])
+    many = resampling.reads(0, np.array([start, 0]), np.array([stop, out]))
+    assert [tuple(bounds) for bounds in zip(*many)] == [(lo, hi), resampling.reads(0, 0, out)]
+    if not resampling.shifts:
+        return
+    k = int(resampling.scale[0])
+    tile = replace(resampling, in_hw=(hi - lo, 1), out_hw=(k * (hi - lo), 1)).taps(0)
+    moved = slice(start - lo * k, stop - lo * k)
     assert np.array_equal(tile[0][moved] + lo, first[start:stop])
     assert np.array_equal(tile[1][moved] + lo, second[start:stop])
     assert np.array_equal(tile[2][moved], d1[start:stop]) and np.array_equal(tile[3][moved], d2[start:stop])
+
+
+def test_a_resize_shifts_only_where_its_coordinates_do_not_depend_on_the_map_size():
+    def shifts(mode, transform, out, scales=None):
+        return classify(mode, transform, "floor", (8, 8), out, scales)[1]["resampling"].shifts
+
+    assert shifts("nearest", "asymmetric", (24, 24)) and shifts("linear", "half_pixel", (32, 16))
+    assert not shifts("linear", "half_pixel", (24, 24))  # (o + 0.5) / 3 rounds differently once moved
+    assert not shifts("linear", "align_corners", (16, 16))  # o (8 - 1) / (16 - 1): the map's length
+    assert not shifts("nearest", "asymmetric", (20, 20))  # by 2.5
+    assert not shifts("nearest", "asymmetric", (16, 16), (2.0625, 2.0625))  # a scale not the sizes'
 
 
 class RandomNet(nn.Module):
@@ -191,8 +212,8 @@ class RandomNet(nn.Module):
                 k, s, pad, ceil, cip = p
                 self.blocks.append(nn.AvgPool2d(k, s, pad, ceil_mode=ceil, count_include_pad=cip))
             elif kind == "upsample":
-                mode, scale = p
-                self.blocks.append(nn.Upsample(scale_factor=scale, mode=mode))
+                mode, scale, corners = p
+                self.blocks.append(nn.Upsample(scale_factor=scale, mode=mode, align_corners=corners))
             elif kind == "residual":
                 self.blocks.append(nn.Conv2d(c, c, 3, padding=1))
             elif kind == "concat":
@@ -229,8 +250,9 @@ def _block(draw):
         return kind, (max(k, 2), s, min(pad, max(k, 2) // 2), draw(st.booleans()))
     if kind == "avgpool":
         return kind, (max(k, 2), s, min(pad, max(k, 2) // 2), draw(st.booleans()), draw(st.booleans()))
-    if kind == "upsample":  # nearest by any integer, bilinear by a power of two
-        return kind, draw(st.sampled_from([("nearest", 2), ("nearest", 3), ("bilinear", 2)]))
+    if kind == "upsample":  # tiles that shift on onnxruntime, and tiles padded back to the whole map
+        return kind, draw(st.sampled_from([("nearest", 2, None), ("nearest", 3, None), ("bilinear", 2, False),
+                                           ("bilinear", 3, False), ("bilinear", 2, True)]))  # fmt: skip
     return kind, ()
 
 

@@ -209,6 +209,22 @@ class BilinearUpsample(nn.Module):
         return self.refine(F.interpolate(y, scale_factor=4, mode="bilinear", align_corners=False))
 
 
+class ResizeVariants(nn.Module):
+    """Resizes whose coordinates do not move with a tile: `nn.UpsamplingBilinear2d` (align_corners),
+    bilinear to a size 1.25 times the map's, nearest by 3 after a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.up = nn.UpsamplingBilinear2d(scale_factor=2)
+        self.c, self.d = nn.Conv2d(16, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.c(self.up(F.relu(self.b(F.relu(self.a(x))))))
+        y = F.interpolate(y, size=(40, 40), mode="bilinear", align_corners=False)
+        return F.interpolate(self.d(y), scale_factor=3, mode="nearest")
+
+
 class ZooSegmentationNet(ZooStyleNet):
     """`ZooStyleNet`'s body (fused norm + act, a mean-pooled squeeze-and-excite, a `LayerNorm2d`
     block, a dynamic "same" strided conv) under a segmentation head: class maps upsampled

@@ -321,9 +321,8 @@ def resize(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tens
     rounded), with the whole map's taps and weights (`Resampling.taps`), so a tile's positions come
     out as the whole map's."""
     resampling, out, read = node.attrs["resampling"], region.out, region.reads[0]
-    (kh, kw), (height, width) = resampling.scale, node.shape[2:]
-    y1, y2, dy1, dy2 = (torch.tensor(t[out.h0 : out.h1]) for t in resampling.taps(0, height // kh))
-    x1, x2, dx1, dx2 = (torch.tensor(t[out.w0 : out.w1]) for t in resampling.taps(1, width // kw))
+    y1, y2, dy1, dy2 = (torch.tensor(t[out.h0 : out.h1]) for t in resampling.taps(0))
+    x1, x2, dx1, dx2 = (torch.tensor(t[out.w0 : out.w1]) for t in resampling.taps(1))
     x = xs[0]
     top, bottom = x[:, :, y1 - read.h0], x[:, :, y2 - read.h0]
     if resampling.mode == "nearest":

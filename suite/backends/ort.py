@@ -552,8 +552,9 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
         reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
-        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
-                   for src, read in zip(node.inputs, reads)}  # fmt: skip
+        border = _resize_border(node, region)
+        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc,
+                             border) for src, read in zip(node.inputs, reads)}  # fmt: skip
         *rows, proto = (onnx.NodeProto.FromString(p.SerializeToString()) for p in pieces)
         for piece in (*rows, proto):
             piece.input[:] = [renamed.get(i, i) for i in piece.input]
@@ -636,9 +637,10 @@ def _hw(node: Node, region: Region) -> list[int]:
     return [box.height, box.width]
 
 
-def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
-         protos: list, inits: dict, external: bool, nchwc: bool) -> str:  # fmt: skip
-    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`.
+def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str, protos: list, inits: dict,
+         external: bool, nchwc: bool, border: tuple[int, int, int, int] | None = None) -> str:  # fmt: skip
+    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`, then
+    zero-padded by `border` (top, bottom, left, right) where one is given.
 
     A sliced or fed-in map read by a non-windowed node is in plain layout, so it is relaid out in
     NCHWc where the whole graph holds it so (`nchwc`): an Add reading it then fuses into its
@@ -654,6 +656,12 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
+    if border is not None and any(border):
+        top, bottom, left, right = border
+        inits[f"{name}__border"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
+        protos.append(helper.make_node("Pad", [name, f"{name}__border"], [f"{name}__bordered"],
+                                       name=f"{name}__bordered"))  # fmt: skip
+        name = f"{name}__bordered"
     if (name == src and not external) or graph[reader].window is not None:
         return name
     channels = graph[src].shape[1]
@@ -734,17 +742,31 @@ def _geometry(graph: Graph, node: Node, region: NodeRegion | None
     return pads, ((0, 0), (region.out.height, region.out.width))
 
 
+def _resize_border(node: Node, region: NodeRegion | None) -> tuple[int, int, int, int] | None:
+    """The zeros (top, bottom, left, right) around the rows and columns a resize's tile reads that
+    give back the whole map's size, for a resize that does not shift (`Resampling.shifts`): its
+    coordinates depend on that size. None for any other node or tile."""
+    if node.op != "resize" or region is None or node.attrs["resampling"].shifts:
+        return None
+    (height, width), read = node.attrs["resampling"].in_hw, region.reads[0]
+    return read.h0, height - read.h1, read.w0, width - read.w1
+
+
 def _resize_tile(node: Node, region: NodeRegion, proto: onnx.NodeProto, inits: dict) -> Crop | None:
-    """A resize's tile: the model's own Resize on the rows and columns the tile reads, which by an
-    integer scale k (a power of two for linear modes; `suite.graph.resampling`) puts whole-map
-    output row o at row o - k r of its own output (r: the first row read), on the same float32
-    coordinates; a Resize given by sizes gets the tile's. Returns the output rows and columns to
-    keep, None where the tile's output is its whole output."""
-    (kh, kw), read, out = node.attrs["resampling"].scale, region.reads[0], region.out
-    made = (kh * read.height, kw * read.width)
-    if len(proto.input) > 3 and proto.input[3]:
+    """A resize's tile: the model's own Resize. Where it shifts (`Resampling.shifts`: an integer
+    scale k) it runs on the rows and columns the tile reads and puts whole-map output row o at its
+    row o - k r (r: the first row read), on the same float32 coordinates; a Resize given by sizes
+    gets the tile's. Otherwise it runs on them zero-padded to the whole map (`_resize_border`), and
+    output row o is its row o. Returns the output rows and columns to keep, None for all of them."""
+    resampling, read, out = node.attrs["resampling"], region.reads[0], region.out
+    if resampling.shifts:
+        kh, kw = (int(k) for k in resampling.scale)
+        made, first = (kh * read.height, kw * read.width), (kh * read.h0, kw * read.w0)
+    else:
+        made, first = resampling.out_hw, (0, 0)
+    if resampling.shifts and len(proto.input) > 3 and proto.input[3]:
         inits[f"{node.name}__sizes"] = torch.tensor([*node.shape[:2], *made], dtype=torch.int64)
         proto.input[3] = f"{node.name}__sizes"
-    start = (out.h0 - kh * read.h0, out.w0 - kw * read.w0)
+    start = (out.h0 - first[0], out.w0 - first[1])
     stop = (start[0] + out.height, start[1] + out.width)
-    return None if start == (0, 0) and stop == made else (start, stop)
+    return None if start == (0, 0) and stop == tuple(made) else (start, stop)
