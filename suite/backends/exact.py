@@ -323,17 +323,21 @@ def resize(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tens
     resampling, out, read = node.attrs["resampling"], region.out, region.reads[0]
     y1, y2, dy1, dy2 = (torch.tensor(t[out.h0 : out.h1]) for t in resampling.taps(0))
     x1, x2, dx1, dx2 = (torch.tensor(t[out.w0 : out.w1]) for t in resampling.taps(1))
-    x = xs[0]
-    top, bottom = x[:, :, y1 - read.h0], x[:, :, y2 - read.h0]
+    # columns first, on the input's rows (fewer than the output's), then whole rows at a time
+    x, top, bottom = xs[0], y1 - read.h0, y2 - read.h0
+    left = x[..., x1 - read.w0]
     if resampling.mode == "nearest":
-        return top[..., x1 - read.w0]
-    left, right = x1 - read.w0, x2 - read.w0
-    terms = ((dy2[:, None] * dx2, top[..., left]), (dy2[:, None] * dx1, top[..., right]),
-             (dy1[:, None] * dx2, bottom[..., left]), (dy1[:, None] * dx1, bottom[..., right]))  # fmt: skip
-    total = None
-    for weight, tap in terms:
-        term = weight * tap
-        total = term if total is None else total.add_(term)
+        return left.index_select(2, top)
+    right = x[..., x2 - read.w0]
+    terms = ((dy2[:, None] * dx2, left, top), (dy2[:, None] * dx1, right, top),
+             (dy1[:, None] * dx2, left, bottom), (dy1[:, None] * dx1, right, bottom))  # fmt: skip
+    total, term = None, None
+    for weight, cols, rows in terms:  # one buffer for every term: fresh pages cost more than the adds
+        term = torch.index_select(cols, 2, rows, out=term).mul_(weight)
+        if total is None:
+            total, term = term, None
+        else:
+            total.add_(term)
     return total
 
 
