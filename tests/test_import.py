@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import user_models
 
 from suite.backends import BackendError, make_backend
@@ -119,6 +121,31 @@ def test_onnx_kinds_match_torch_kinds(tmp_path):
         resized = [n.attrs["resampling"] for n in graph.nodes.values() if n.op == "resize"]
         traced = from_torch(_module(name), SIZE, name)
         assert resized == [n.attrs["resampling"] for n in traced.nodes.values() if n.op == "resize"]
+
+
+def test_interpolate_in_every_form_is_a_resize_or_runs_whole_saying_why():
+    """`F.upsample*` trace to `F.interpolate`; a scale recomputed from the sizes is the sizes'; an
+    antialiased or bicubic resize runs whole with its reason."""
+
+    class Forms(torch.nn.Module):
+        def forward(self, x):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # F.upsample* are deprecated
+                a = F.upsample(x, scale_factor=2, mode="bilinear") + F.upsample_nearest(x, scale_factor=2)
+                b = F.upsample_bilinear(x, size=(16, 16))  # align_corners
+            c = F.interpolate(x, scale_factor=2.5, recompute_scale_factor=True)
+            d = F.interpolate(x, scale_factor=2, mode="bilinear", antialias=True)
+            return a + b + d + F.interpolate(x, scale_factor=2, mode="bicubic"), c
+
+    graph = from_torch(Forms(), (3, 8, 8), "forms")
+    found = [n.attrs.get("resampling") or n.attrs["reason"] for n in graph.nodes.values()
+             if n.op in ("resize", "opaque")]  # fmt: skip
+    assert [(r.mode, r.transform, r.scale, r.out_hw) for r in found[:4]] == [
+        ("linear", "half_pixel", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.0, 2.0), (16, 16)),
+        ("linear", "align_corners", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.5, 2.5), (20, 20))]
+    assert found[4:] == ["interpolate (bilinear) with antialias",
+                         "Resize (cubic, half_pixel): only nearest (asymmetric, floor) and bilinear resizing "
+                         "are tiled"]  # fmt: skip
 
 
 def test_onnx_import_keeps_the_model_name(tmp_path):

@@ -116,7 +116,7 @@ def _resize(mode: str, align_corners: bool | None, scale_factor, in_shape: tuple
     if len(in_shape) != 4 or shape[:2] != in_shape[:2]:
         return "opaque", {"reason": f"interpolate ({mode}) of a {len(in_shape)}-D tensor"}
     transform = "align_corners" if align_corners else "half_pixel"
-    onnx_mode = {"nearest": "nearest", "bilinear": "linear"}.get(mode, mode)
+    onnx_mode = {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
     scales = None if scale_factor is None else _pair_of_floats(scale_factor)
     return resampling.classify(onnx_mode, "asymmetric" if mode == "nearest" else transform, "floor",
                                in_shape[2:], shape[2:], scales)
@@ -220,10 +220,15 @@ def _classify_function(target: Callable | str, args: tuple, kwargs: dict) -> tup
     if target is F.adaptive_avg_pool2d:
         b = _bind(("input", "output_size"), {}, args, kwargs)
         return "adaptive_avgpool", {"output_size": _pair(b["output_size"])}
-    if target is F.interpolate:
-        names = ("input", "size", "scale_factor", "mode", "align_corners")
+    if target is F.interpolate:  # F.upsample and its variants trace to it too
+        names = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                 "antialias")  # fmt: skip
         b = _bind(names, {"scale_factor": None, "mode": "nearest", "align_corners": None}, args, kwargs)
-        return "resize", {"interpolate": (b["mode"], b["align_corners"], b["scale_factor"])}
+        if b.get("antialias"):
+            return "opaque", {"reason": f"interpolate ({b['mode']}) with antialias"}
+        # recomputed, the scale is the sizes' (as the exporter writes it); else the one given
+        scale = None if b.get("recompute_scale_factor") else b["scale_factor"]
+        return "resize", {"interpolate": (b["mode"], b["align_corners"], scale)}
     if target is F.dropout:
         return "dropout", {}
     if target is F.batch_norm:
