@@ -148,6 +148,23 @@ def test_interpolate_in_every_form_is_a_resize_or_runs_whole_saying_why():
                          "are tiled"]  # fmt: skip
 
 
+@pytest.mark.parametrize("opset", [9, 10])
+def test_older_opsets_upsample_and_resize_are_resizes(tmp_path, opset):
+    """Opset 9's Upsample and opset 10's Resize (X, scales) resize on asymmetric coordinates and
+    floor for nearest; onnxruntime tiles only opset 10 (an opset 9 segment has no Slice with inputs)."""
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(_module("NearestUpsample"), (torch.zeros(1, *SIZE),), str(path), opset_version=opset,
+                      dynamo=False)  # fmt: skip
+    graph = from_onnx(onnx.load(str(path)), "up")
+    (resize,) = [n for n in graph.nodes.values() if n.op == "resize"]
+    assert resize.onnx[0].op_type == ("Upsample" if opset == 9 else "Resize")
+    traced = from_torch(_module("NearestUpsample"), SIZE)
+    assert resize.attrs["resampling"] == traced["up"].attrs["resampling"]
+    loaded = load_model(str(path))
+    for backend_name in BACKENDS if opset > 9 else ["torch"]:
+        _check_exact(loaded, backend_name, CUTS[:2])
+
+
 def test_onnx_import_keeps_the_model_name(tmp_path):
     path = _export(_module("Reorg"), tmp_path / "reorg.onnx", "torchscript")
     assert from_onnx(onnx.load(str(path)), "reorg").name == "reorg"
