@@ -20,8 +20,8 @@ import torch
 # of 1 with padding, and a block x block window with stride block. `channel_select` copies some of
 # its input's channels (slices, splits, channel shuffle) and keeps every row and column in place.
 # `scale` multiplies a map by a per-channel vector (squeeze-and-excite): the map is read where the
-# tile is, the vector whole. `resize` upsamples by an integer factor (`suite.graph.resampling`): an
-# output row reads the input rows its coordinate falls between.
+# tile is, the vector whole. `resize` resamples a map (`suite.graph.resampling`): an output row reads
+# the input rows its coordinate in the whole map falls between.
 WINDOWED = frozenset({"conv", "maxpool", "avgpool", "pad", "reorg"})
 POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity", "channel_select"})
 MERGE = frozenset({"add", "mul", "concat"})
