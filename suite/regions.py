@@ -11,6 +11,8 @@ consumers read. For a windowed op (conv, pool) the input rows are
 `[o0 * s - pad, (o1 - 1) * s - pad + d * (k - 1) + 1)`: PICO's `h_in = (h_out - 1) * s + k` with
 padding and dilation. The part of that range outside the map is padding (`NodeRegion.pad`), the
 part inside is real data (`NodeRegion.reads`), of which rows beyond the tile's own are its halo.
+A resize reads from the first input row its first output row's coordinate falls at to the last
+one its last output row's falls before (`suite.graph.resampling`), on the whole map's coordinates.
 """
 
 from __future__ import annotations
@@ -233,6 +235,10 @@ def node_region(graph: Graph, node: Node, out: Box) -> NodeRegion:
     """The inputs a spatial node reads to produce `out`."""
     if node.op == "scale":  # the map where the tile is, its per-channel vector whole
         return NodeRegion(out, (out, WHOLE))
+    if node.op == "resize":
+        rows = _reads_along(graph, node, 0, out.h0, out.h1)
+        cols = _reads_along(graph, node, 1, out.w0, out.w1)
+        return NodeRegion(out, (Box(*rows, *cols),))
     if node.window is None:
         return NodeRegion(out, tuple(out for _ in node.inputs))
     in_h, in_w = graph[node.inputs[0]].shape[2:]
@@ -256,6 +262,8 @@ def _reads_along(graph: Graph, node: Node, axis: int, start: Bound, stop: Bound,
     """The real input range along `axis` (0: rows, 1: columns) a spatial node reads to produce
     [start, stop) of its output; every map input of a non-windowed node is read alike. `lo` and
     `hi` are min and max, or numpy's elementwise ones for array bounds."""
+    if node.op == "resize":  # the input positions the whole map's coordinates fall between
+        return node.attrs["resampling"].reads(axis, start, stop)
     if node.window is None:
         return start, stop
     first, last = _window_input(node, axis, start, stop)

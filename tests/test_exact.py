@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,6 +97,46 @@ def test_batchnorm_and_average_pool_are_exact_in_any_tile():
         for box in [Box(0, 3, 0, 9), Box(3, 9, 4, 9), Box(8, 9, 8, 9)]:
             whole, tile = _whole_and_tile(module, (8, 17, 17), box)
             assert compare(tile, whole).bit_exact, (module, box)
+
+
+class _Interpolate(nn.Module):
+    def __init__(self, **how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, x):
+        return F.interpolate(x, **self.how)
+
+
+RESIZES = [dict(scale_factor=2, mode="nearest"), dict(scale_factor=3, mode="nearest"),
+           dict(size=(23, 30), mode="nearest"), dict(scale_factor=2, mode="bilinear"),
+           dict(scale_factor=4, mode="bilinear"), dict(scale_factor=3, mode="bilinear"),
+           dict(size=(23, 30), mode="bilinear"), dict(scale_factor=2, mode="bilinear", align_corners=True),
+           dict(size=(23, 30), mode="bilinear", align_corners=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", RESIZES, ids=lambda how: "-".join(f"{k}={v}" for k, v in how.items()))
+def test_resize_is_onnxruntimes_cpu_kernel_bit_for_bit_and_exact_in_any_tile(how):
+    """The exact kernel computes onnxruntime's CPU Resize (plain layout: a graph input's) bit for bit,
+    in onnxruntime's order of multiplies and adds, and any tile of it as the whole map does."""
+    import onnxruntime as ort
+
+    from suite.backends.ort import export_onnx
+
+    module, shape = _Interpolate(**how), (5, 7, 9)
+    session = ort.InferenceSession(export_onnx(module, shape), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    expected = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    graph = from_torch(module, shape, "t")
+    node = graph["interpolate"]
+    assert node.op == "resize"
+    with make_backend("torch").active():
+        whole = run_whole(graph, x, make_backend("torch"), ["interpolate"])["interpolate"]
+    assert compare(whole, expected).bit_exact
+    height, width = node.shape[2:]
+    for box in (Box(1, height // 2, 3, width - 2), Box(height // 2, height, 0, width // 3 + 1)):
+        whole_part, tile = _whole_and_tile(module, shape, box)
+        assert torch.equal(whole_part, tile), box
 
 
 @pytest.mark.parametrize("cut", [(0, 1), (1, 17), (17, 333), (333, 1000), (0, 1000), (992, 1000)])

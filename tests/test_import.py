@@ -8,14 +8,17 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import user_models
 
-from suite.backends import make_backend
+from suite.backends import BackendError, make_backend
+from suite.backends.ort import export_onnx
 from suite.graph import from_torch
 from suite.graph.cuts import coverage, spatial_front
 from suite.graph.from_onnx import from_onnx
@@ -43,6 +46,10 @@ IDIOMS = {
     "MeanSqueezeExcite": ({"scale", "adaptive_avgpool"}, 0.95),
     "ChannelNormBlocks": ({"elementwise", "identity"}, 1.0),
     "ZooStyleNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad"}, 0.95),
+    "NearestUpsample": ({"resize", "add"}, 0.95),
+    "BilinearUpsample": ({"resize"}, 0.95),
+    "ResizeVariants": ({"resize"}, 1.0),
+    "ZooSegmentationNet": ({"batchnorm", "scale", "adaptive_avgpool", "pad", "resize"}, 0.9),
 }
 
 
@@ -100,9 +107,10 @@ def test_onnx_file_imports_and_is_bit_exact_on_both_backends(tmp_path, name, exp
 
 def test_onnx_kinds_match_torch_kinds(tmp_path):
     """The ONNX importer turns the exporter's Reshape-Transpose-Reshape and Split into the same
-    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs, and
-    a ReduceMean over H and W into a squeeze-and-excite's global pool."""
-    for name in ("ChannelShuffle", "Reorg", "MeanSqueezeExcite"):
+    channel selections and reorg as the torch importer, each with an ONNX node onnxruntime runs, a
+    ReduceMean over H and W into a squeeze-and-excite's global pool, and Resizes by scales or
+    sizes into the same resizes."""
+    for name in ("ChannelShuffle", "Reorg", "MeanSqueezeExcite", "NearestUpsample", "ResizeVariants"):
         path = _export(_module(name), tmp_path / f"{name}.onnx", "torchscript")
         graph = from_onnx(onnx.load(str(path)), name)
         kinds = {n.op for n in graph.nodes.values()}
@@ -110,6 +118,51 @@ def test_onnx_kinds_match_torch_kinds(tmp_path):
         assert coverage(graph, spatial_front(graph)).tiled_share >= IDIOMS[name][1]
         ops = {n.onnx[0].op_type for n in graph.nodes.values() if n.op in ("channel_select", "reorg")}
         assert ops <= {"Gather", "SpaceToDepth"}
+        resized = [n.attrs["resampling"] for n in graph.nodes.values() if n.op == "resize"]
+        traced = from_torch(_module(name), SIZE, name)
+        assert resized == [n.attrs["resampling"] for n in traced.nodes.values() if n.op == "resize"]
+
+
+def test_interpolate_in_every_form_is_a_resize_or_runs_whole_saying_why():
+    """`F.upsample*` trace to `F.interpolate`; a scale recomputed from the sizes is the sizes'; an
+    antialiased or bicubic resize runs whole with its reason."""
+
+    class Forms(torch.nn.Module):
+        def forward(self, x):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # F.upsample* are deprecated
+                a = F.upsample(x, scale_factor=2, mode="bilinear") + F.upsample_nearest(x, scale_factor=2)
+                b = F.upsample_bilinear(x, size=(16, 16))  # align_corners
+            c = F.interpolate(x, scale_factor=2.5, recompute_scale_factor=True)
+            d = F.interpolate(x, scale_factor=2, mode="bilinear", antialias=True)
+            return a + b + d + F.interpolate(x, scale_factor=2, mode="bicubic"), c
+
+    graph = from_torch(Forms(), (3, 8, 8), "forms")
+    found = [n.attrs.get("resampling") or n.attrs["reason"] for n in graph.nodes.values()
+             if n.op in ("resize", "opaque")]  # fmt: skip
+    assert [(r.mode, r.transform, r.scale, r.out_hw) for r in found[:4]] == [
+        ("linear", "half_pixel", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.0, 2.0), (16, 16)),
+        ("linear", "align_corners", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.5, 2.5), (20, 20))]
+    assert found[4:] == ["interpolate (bilinear) with antialias",
+                         "Resize (cubic, half_pixel): only nearest (asymmetric, floor) and bilinear resizing "
+                         "are tiled"]  # fmt: skip
+
+
+@pytest.mark.parametrize("opset", [9, 10])
+def test_older_opsets_upsample_and_resize_are_resizes(tmp_path, opset):
+    """Opset 9's Upsample and opset 10's Resize (X, scales) resize on asymmetric coordinates and
+    floor for nearest; onnxruntime tiles only opset 10 (an opset 9 segment has no Slice with inputs)."""
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(_module("NearestUpsample"), (torch.zeros(1, *SIZE),), str(path), opset_version=opset,
+                      dynamo=False)  # fmt: skip
+    graph = from_onnx(onnx.load(str(path)), "up")
+    (resize,) = [n for n in graph.nodes.values() if n.op == "resize"]
+    assert resize.onnx[0].op_type == ("Upsample" if opset == 9 else "Resize")
+    traced = from_torch(_module("NearestUpsample"), SIZE)
+    assert resize.attrs["resampling"] == traced["up"].attrs["resampling"]
+    loaded = load_model(str(path))
+    for backend_name in BACKENDS if opset > 9 else ["torch"]:
+        _check_exact(loaded, backend_name, CUTS[:2])
 
 
 def test_onnx_import_keeps_the_model_name(tmp_path):
@@ -122,6 +175,16 @@ def test_resize_tail_is_exact_on_onnxruntime():
     fed-in map is relaid out in NCHWc through channels padded to a whole block (1024-16384 ULP off
     before, when 21 channels stayed in plain layout)."""
     _check_exact(LoadedModel("seg", SIZE, module=_module("SegmentationHead")), "onnxruntime")
+
+
+def test_adaptive_max_pool_the_exporter_refuses_is_one_line_naming_the_node():
+    """The TorchScript exporter refuses an adaptive max pool whose output does not divide its input
+    with a SymbolicValueError naming no node; at 18 px its 16x16 map divides and it exports."""
+    module = _module("AdaptiveMaxPoolHead")
+    with pytest.raises(BackendError, match=r"^node 'pool' \(adaptive max pool of a 14x14 map to 4x4\): .*"
+                                           r"a multiple of 4x4, or --backend torch$"):  # fmt: skip
+        export_onnx(module, (3, 16, 16))
+    assert onnx.load_from_string(export_onnx(module, (3, 18, 18))).graph.node
 
 
 def test_fused_cut_ends_where_the_map_gets_too_small():
@@ -152,8 +215,9 @@ def test_cut_ends_before_a_border_a_strip_would_lie_all_in(backend_name):
     assert "a border for 'convs_4', added to the whole map with it: its 4x4 map" in stops[8][0]["reason"]
 
 
-def _suite(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+def _suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
 
@@ -230,16 +294,18 @@ def test_se_nets_run_bit_exact_on_workers_through_their_branches(tmp_path):
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, backend_name):
+@pytest.mark.parametrize("name", ["ZooStyleNet", "ZooSegmentationNet"])
+def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, name, backend_name):
     """The idioms together (fused norm + act, a mean-pooled squeeze-and-excite, a LayerNorm2d block,
-    a dynamic same pad) in a PICO plan through all of it, on workers."""
+    a dynamic same pad; a classifier, or a bilinear Resize head) in a PICO plan through all of it,
+    on workers."""
     from toys import forced_pico_plan
 
     from suite.fleet import uniform_fleet
     from suite.plan import save_plan
 
-    model = ("--model", "user_models:ZooStyleNet", "--input-size", "3x32x32", "--backend", backend_name)
-    graph = from_torch(_module("ZooStyleNet"), SIZE, "ZooStyleNet")
+    model = ("--model", f"user_models:{name}", "--input-size", "3x32x32", "--backend", backend_name)
+    graph = from_torch(_module(name), SIZE, name)
     save_plan(forced_pico_plan(graph, uniform_fleet(2)), tmp_path / "plan.json")
     out = _suite("run", *model, "--plan", str(tmp_path / "plan.json"), "--frames", "2", "--warmup", "0",
                  "--no-baseline", "--json", "-o", str(tmp_path / "run"))  # fmt: skip
@@ -247,6 +313,22 @@ def test_zoo_style_net_runs_bit_exact_on_workers(tmp_path, backend_name):
     result = json.loads(out.stdout)
     assert result["bit_exact"] and result["complete"], result["error"]
     assert result["tiled_share"] > 0.95
+
+
+@pytest.mark.parametrize("backend_name,env,threads", [
+    ("torch", {"MKL_CBWR": "AVX2"}, "1"), ("torch", {"MKL_CBWR": "AVX2"}, "2"),
+    ("torch", {"MKL_CBWR": "COMPATIBLE"}, "1"), ("torch", {"MKL_CBWR": "COMPATIBLE"}, "2"),
+    ("onnxruntime", {}, "2")])  # fmt: skip
+def test_zoo_segmentation_net_is_exact_under_other_blas_code_paths(backend_name, env, threads):
+    """The Resize head in a 3x3 grid under MKL's AVX2 and compatible code paths at 1 and 2 threads
+    (MKL sums differently on each; a tile must not care), and on onnxruntime at 2 threads."""
+    if "Math Kernel Library" not in torch.__config__.show() and env:
+        pytest.skip("no MKL")
+    model = ("--model", "user_models:zoo_segmentation_net", "--input-size", "3x64x64", "--grid", "3x3")
+    out = _suite("verify", *model, "--threads", threads, "--backend", backend_name, "--json", env=env)
+    report = json.loads(out.stdout)
+    assert report["bit_exact"], (env, threads, report["first_mismatch"], report["max_ulp"])
+    assert report["tiled_share"] > 0.9 and report["tiling_stops"] == []
 
 
 MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from suite.backends import BackendError, TorchBackend, make_backend, run_segment
 from suite.fleet import uniform_fleet
 from suite.graph import GraphImportError, from_torch
 from suite.graph.cuts import spatial_front
+from suite.graph.resampling import TRANSFORMS, classify
 from suite.models.load import LoadedModel
 from suite.plan import work_regions
 from suite.regions import (
@@ -77,6 +80,20 @@ def test_residual_block_region_is_hull_of_both_branches():
     assert regions["a"].out == Box(3, 9, 0, 12)
     assert regions["a"].reads[0] == Box(2, 10, 0, 12)  # input read for the conv path
     assert regions["add"].reads == (Box(4, 8, 0, 12), Box(4, 8, 0, 12))
+
+
+def test_upsample_reads_the_rows_the_whole_maps_coordinates_fall_between():
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=4, mode="bilinear")
+
+    g = _graph(Up(), (1, 8, 8))
+    # output rows 5-9 lie at (o + 0.5) / 4 - 0.5 = 0.875 ... 1.875: between input rows 0-2
+    assert node_region(g, g["interpolate"], Box(5, 9, 0, 32)).reads == (Box(0, 3, 0, 8),)
+    # row 0 lies at -0.375, clamped to 0: it reads rows 0 and 1, the second weighing 0, as onnxruntime does
+    assert node_region(g, g["interpolate"], Box(0, 1, 0, 1)).reads == (Box(0, 2, 0, 2),)
+    g = _graph(nn.Sequential(nn.Upsample(scale_factor=3)), (1, 8, 8))
+    assert node_region(g, g["_0"], Box(5, 9, 0, 24)).reads == (Box(1, 3, 0, 8),)  # floor(o / 3)
 
 
 def test_split_range_is_proportional_and_never_empty():
@@ -185,6 +202,58 @@ def test_model_too_small_names_the_layer():
 # ----------------------------------------------------------------------------- property tests
 
 
+@st.composite
+def _resampling(draw):
+    """A resize as the importers describe one: any mode and transform they tile, by an integer scale
+    (given as a scale or as sizes) or to any other size."""
+    mode = draw(st.sampled_from(sorted(TRANSFORMS)))
+    transform = draw(st.sampled_from(TRANSFORMS[mode]))
+    length = draw(st.integers(1, 40))
+    scale = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    out = draw(st.one_of(st.just(length * scale), st.integers(1, 4 * length)))
+    scales = (scale, 1) if draw(st.booleans()) and out == length * scale else None
+    kind, attrs = classify(mode, transform, "floor", (length, 1), (out, 1), scales)
+    assert kind == "resize"
+    return attrs["resampling"]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(_resampling(), st.data())
+def test_resize_reads_are_the_hull_of_its_taps_and_a_shifting_tile_moves_them(resampling, data):
+    """A range of output rows reads exactly the input rows its taps touch, arrays of ranges alike;
+    and where the resize shifts, the model's own Resize on just those rows (onnxruntime's tile)
+    gives every one of the tile's rows the whole map's taps, moved by the first row read, and the
+    same weights."""
+    (length, _), (out, _) = resampling.in_hw, resampling.out_hw
+    start = data.draw(st.integers(0, out - 1))
+    stop = data.draw(st.integers(start + 1, out))
+    first, second, d1, d2 = resampling.taps(0)
+    assert first.min() >= 0 and second.max() < length and np.all(np.diff(first) >= 0)
+    lo, hi = resampling.reads(0, start, stop)
+    assert (lo, hi) == (first[start:stop].min(), second[start:stop].max() + 1)
+    many = resampling.reads(0, np.array([start, 0]), np.array([stop, out]))
+    assert [tuple(bounds) for bounds in zip(*many)] == [(lo, hi), resampling.reads(0, 0, out)]
+    if not resampling.shifts:
+        return
+    k = int(resampling.scale[0])
+    tile = replace(resampling, in_hw=(hi - lo, 1), out_hw=(k * (hi - lo), 1)).taps(0)
+    moved = slice(start - lo * k, stop - lo * k)
+    assert np.array_equal(tile[0][moved] + lo, first[start:stop])
+    assert np.array_equal(tile[1][moved] + lo, second[start:stop])
+    assert np.array_equal(tile[2][moved], d1[start:stop]) and np.array_equal(tile[3][moved], d2[start:stop])
+
+
+def test_a_resize_shifts_only_where_its_coordinates_do_not_depend_on_the_map_size():
+    def shifts(mode, transform, out, scales=None):
+        return classify(mode, transform, "floor", (8, 8), out, scales)[1]["resampling"].shifts
+
+    assert shifts("nearest", "asymmetric", (24, 24)) and shifts("linear", "half_pixel", (32, 16))
+    assert not shifts("linear", "half_pixel", (24, 24))  # (o + 0.5) / 3 rounds differently once moved
+    assert not shifts("linear", "align_corners", (16, 16))  # o (8 - 1) / (16 - 1): the map's length
+    assert not shifts("nearest", "asymmetric", (20, 20))  # by 2.5
+    assert not shifts("nearest", "asymmetric", (16, 16), (2.0625, 2.0625))  # a scale not the sizes'
+
+
 class RandomNet(nn.Module):
     """A stack of conv / pool / residual / inception-style concat blocks from a drawn spec."""
 
@@ -206,6 +275,9 @@ class RandomNet(nn.Module):
             elif kind == "avgpool":
                 k, s, pad, ceil, cip = p
                 self.blocks.append(nn.AvgPool2d(k, s, pad, ceil_mode=ceil, count_include_pad=cip))
+            elif kind == "upsample":
+                mode, scale, corners = p
+                self.blocks.append(nn.Upsample(scale_factor=scale, mode=mode, align_corners=corners))
             elif kind == "residual":
                 self.blocks.append(nn.Conv2d(c, c, 3, padding=1))
             elif kind == "concat":
@@ -233,7 +305,7 @@ _window = st.tuples(st.integers(1, 4), st.integers(1, 3))
 
 @st.composite
 def _block(draw):
-    kind = draw(st.sampled_from(["conv", "maxpool", "avgpool", "residual", "concat"]))
+    kind = draw(st.sampled_from(["conv", "maxpool", "avgpool", "residual", "concat", "upsample"]))
     k, s = draw(_window)
     pad = draw(st.integers(0, k // 2))
     if kind == "conv":
@@ -242,12 +314,16 @@ def _block(draw):
         return kind, (max(k, 2), s, min(pad, max(k, 2) // 2), draw(st.booleans()))
     if kind == "avgpool":
         return kind, (max(k, 2), s, min(pad, max(k, 2) // 2), draw(st.booleans()), draw(st.booleans()))
+    if kind == "upsample":  # tiles that shift on onnxruntime, and tiles padded back to the whole map
+        return kind, draw(st.sampled_from([("nearest", 2, None), ("nearest", 3, None), ("bilinear", 2, False),
+                                           ("bilinear", 3, False), ("bilinear", 2, True)]))  # fmt: skip
     return kind, ()
 
 
 @st.composite
 def _case(draw):
-    spec = draw(st.lists(_block(), min_size=1, max_size=5))
+    spec = draw(st.lists(_block(), min_size=1, max_size=5).filter(
+        lambda blocks: sum(kind == "upsample" for kind, _ in blocks) <= 1))  # maps of at most 99 x 99
     shape = (draw(st.integers(1, 3)), draw(st.integers(5, 33)), draw(st.integers(5, 33)))
     seed = draw(st.integers(0, 2**16))
     return spec, shape, seed, draw(st.data())

@@ -179,6 +179,70 @@ class ZooStyleNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class NearestUpsample(nn.Module):
+    """An FPN's top-down step: a strided body with fused norm + act, its coarse map upsampled by
+    `nn.Upsample` (nearest, by 2) and added to the lateral one, then a 3x3 head on the sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 16, 3, padding=1, bias=False), FusedNormAct.NormAct(16)
+        self.down, self.down_norm = nn.Conv2d(16, 32, 3, stride=2, padding=1), FusedNormAct.NormAct(32)
+        self.lateral, self.top = nn.Conv2d(16, 16, 1), nn.Conv2d(32, 16, 1)
+        self.up, self.head = nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.stem_norm(self.stem(x))
+        return self.head(self.lateral(x) + self.up(self.top(self.down_norm(self.down(x)))))
+
+
+class BilinearUpsample(nn.Module):
+    """A segmentation head: two strided convs, class maps, `F.interpolate` (bilinear) by 4 back to the
+    input size, and a 3x3 refinement of the upsampled maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.classes, self.refine = nn.Conv2d(32, 21, 1), nn.Conv2d(21, 21, 3, padding=1)
+
+    def forward(self, x):
+        y = self.classes(F.relu(self.b(F.relu(self.a(x)))))
+        return self.refine(F.interpolate(y, scale_factor=4, mode="bilinear", align_corners=False))
+
+
+class ResizeVariants(nn.Module):
+    """Resizes whose coordinates do not move with a tile: `nn.UpsamplingBilinear2d` (align_corners),
+    bilinear to a size 1.25 times the map's, nearest by 3 after a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.up = nn.UpsamplingBilinear2d(scale_factor=2)
+        self.c, self.d = nn.Conv2d(16, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.c(self.up(F.relu(self.b(F.relu(self.a(x))))))
+        y = F.interpolate(y, size=(40, 40), mode="bilinear", align_corners=False)
+        return F.interpolate(self.d(y), scale_factor=3, mode="nearest")
+
+
+class ZooSegmentationNet(ZooStyleNet):
+    """`ZooStyleNet`'s body (fused norm + act, a mean-pooled squeeze-and-excite, a `LayerNorm2d`
+    block, a dynamic "same" strided conv) under a segmentation head: class maps upsampled
+    bilinearly to the input size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classes = nn.Conv2d(32, 21, 1)
+
+    def forward(self, x):
+        size = x.shape[2:]
+        x = self.stem_norm(self.stem(x))
+        x = x * torch.sigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        x = x + self.back(F.gelu(self.up(self.norm(self.dw(x)))))
+        x = self.down_norm(self.down(DynamicSamePad.same(x, 3, 2)))
+        return F.interpolate(self.classes(x), size=size, mode="bilinear", align_corners=False)
+
+
 class RunningSum(nn.Module):
     """A stem, then a running sum down the rows (no tile computes it alone), then the heavy convs."""
 
@@ -297,6 +361,18 @@ class SegmentationHead(nn.Module):
         return F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
+class AdaptiveMaxPoolHead(nn.Module):
+    """A classifier behind `nn.AdaptiveMaxPool2d(4)`: the ONNX exporter maps it only where 4 divides
+    the map's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(3, 8, 3), nn.AdaptiveMaxPool2d(4), nn.Linear(8 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
 class Unexportable(nn.Module):
     """An FFT, which the TorchScript ONNX exporter cannot map."""
 
@@ -325,3 +401,7 @@ def squeeze_excite() -> nn.Module:
 
 def running_sum() -> nn.Module:
     return RunningSum()
+
+
+def zoo_segmentation_net() -> nn.Module:
+    return ZooSegmentationNet()

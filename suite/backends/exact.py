@@ -315,6 +315,32 @@ def elementwise(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -
     return node.fn(padded)[: flat.numel()].reshape(xs[0].shape)
 
 
+def resize(node: Node, xs: list[torch.Tensor], region: NodeRegion) -> torch.Tensor:
+    """Nearest: a gather. Bilinear: onnxruntime's CPU arithmetic, term by term in its order
+    (`dx2 dy2 X11 + dx1 dy2 X21 + dx2 dy1 X12 + dx1 dy1 X22`, each product and sum correctly
+    rounded), with the whole map's taps and weights (`Resampling.taps`), so a tile's positions come
+    out as the whole map's."""
+    resampling, out, read = node.attrs["resampling"], region.out, region.reads[0]
+    y1, y2, dy1, dy2 = (torch.tensor(t[out.h0 : out.h1]) for t in resampling.taps(0))
+    x1, x2, dx1, dx2 = (torch.tensor(t[out.w0 : out.w1]) for t in resampling.taps(1))
+    # columns first, on the input's rows (fewer than the output's), then whole rows at a time
+    x, top, bottom = xs[0], y1 - read.h0, y2 - read.h0
+    left = x[..., x1 - read.w0]
+    if resampling.mode == "nearest":
+        return left.index_select(2, top)
+    right = x[..., x2 - read.w0]
+    terms = ((dy2[:, None] * dx2, left, top), (dy2[:, None] * dx1, right, top),
+             (dy1[:, None] * dx2, left, bottom), (dy1[:, None] * dx1, right, bottom))  # fmt: skip
+    total, term = None, None
+    for weight, cols, rows in terms:  # one buffer for every term: fresh pages cost more than the adds
+        term = torch.index_select(cols, 2, rows, out=term).mul_(weight)
+        if total is None:
+            total, term = term, None
+        else:
+            total.add_(term)
+    return total
+
+
 def linear_rows(features: FeatureRange, total: int) -> FeatureRange:
     """The weight rows a device computing `features` holds: whole chunks of `LINEAR_ROWS`."""
     return FeatureRange(features.start // LINEAR_ROWS * LINEAR_ROWS,
@@ -339,4 +365,4 @@ def linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> tor
 
 
 KERNELS = {"conv": conv, "avgpool": avgpool, "batchnorm": batchnorm, "elementwise": elementwise,
-           "linear": linear}  # fmt: skip
+           "linear": linear, "resize": resize}  # fmt: skip

@@ -366,11 +366,20 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
 def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
     """The traced nodes by name, after replacing each adaptive average pool the TorchScript exporter
     refuses (an output size that does not divide the input's, as VGG-16's 7x7 pool below 224 px)
-    with `_AveragingProducts`, which computes the same averages."""
+    with `_AveragingProducts`, which computes the same averages. An adaptive max pool it would
+    refuse so is a `BackendError` naming the node (the exporter's own error names none)."""
     traced = {n.name: n for n in gm.graph.nodes}
     for name, node in model_graph.nodes.items():
         in_hw = model_graph[node.inputs[0]].shape[2:] if node.inputs else ()
-        if node.op != "adaptive_avgpool" or all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+        if all(i % o == 0 for i, o in zip(in_hw, node.shape[2:])):
+            continue
+        if name in traced and _is_adaptive_max_pool(gm, traced[name]):
+            (h, w), (oh, ow) = in_hw, node.shape[2:]
+            raise BackendError(f"node '{name}' (adaptive max pool of a {h}x{w} map to {oh}x{ow}): the ONNX "
+                               "exporter maps an adaptive pool only when its output size divides its "
+                               f"input's; use an --input-size that makes the map at '{name}' a multiple of "
+                               f"{oh}x{ow}, or --backend torch")  # fmt: skip
+        if node.op != "adaptive_avgpool":
             continue
         old = traced[name]
         gm.add_submodule(f"{name}__averaging", _AveragingProducts(in_hw, node.shape[2:]))
@@ -379,6 +388,13 @@ def _exportable(gm: fx.GraphModule, model_graph: Graph) -> dict[str, fx.Node]:
         old.replace_all_uses_with(traced[name])
         gm.graph.erase_node(old)
     return traced
+
+
+def _is_adaptive_max_pool(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
+    if fx_node.op == "call_module":
+        return isinstance(gm.get_submodule(fx_node.target), torch.nn.AdaptiveMaxPool2d)
+    return fx_node.op == "call_function" and fx_node.target in (
+        torch.nn.functional.adaptive_max_pool2d, torch.nn.functional.adaptive_max_pool2d_with_indices)
 
 
 class _AveragingProducts(torch.nn.Module):
@@ -536,13 +552,16 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         inits.update(consts)
         opset = node.attrs.get("opset", opset)
         reads = region.reads if region is not None else (WHOLE,) * len(node.inputs)
-        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc)
-                   for src, read in zip(node.inputs, reads)}  # fmt: skip
+        border = _resize_border(node, region)
+        renamed = {src: _cut(graph, src, boxes[src], read, name, protos, inits, src in held, src in nchwc,
+                             border) for src, read in zip(node.inputs, reads)}  # fmt: skip
         *rows, proto = (onnx.NodeProto.FromString(p.SerializeToString()) for p in pieces)
         for piece in (*rows, proto):
             piece.input[:] = [renamed.get(i, i) for i in piece.input]
         protos.extend(rows)
         pads, crop = _geometry(graph, node, region)
+        if node.op == "resize" and region is not None:
+            crop = _resize_tile(node, region, proto, inits)
         if pads is not None and node.op == "pad":  # Pad takes its border as an input
             top, left, bottom, right = pads
             inits[f"{name}__pads"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
@@ -555,7 +574,11 @@ def _segment_parts(graph: Graph, names: Sequence[str], regions: Mapping[str, Nod
         protos.append(proto)
         if crop is not None:
             proto.output[0] = f"{name}__uncropped"
-            _add_slice(proto.output[0], name, (0, 0), crop, protos, inits)
+            if node.op == "resize" and name in nchwc:  # NCHWc again after the crop, as in the whole graph
+                _add_slice(proto.output[0], f"{name}__cropped", *crop, protos, inits)
+                _nchwc_identity(f"{name}__cropped", name, node.shape[1], protos, inits)
+            else:
+                _add_slice(proto.output[0], name, *crop, protos, inits)
         boxes[name] = region.out if region is not None else WHOLE
     inputs = [helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, list(graph[s].shape[:2])
                                             + _hw(graph[s], box))
@@ -614,9 +637,10 @@ def _hw(node: Node, region: Region) -> list[int]:
     return [box.height, box.width]
 
 
-def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
-         protos: list, inits: dict, external: bool, nchwc: bool) -> str:  # fmt: skip
-    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`.
+def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str, protos: list, inits: dict,
+         external: bool, nchwc: bool, border: tuple[int, int, int, int] | None = None) -> str:  # fmt: skip
+    """The tensor name `reader` reads for `src`: `src` itself, or a Slice of it down to `read`, then
+    zero-padded by `border` (top, bottom, left, right) where one is given.
 
     A sliced or fed-in map read by a non-windowed node is in plain layout, so it is relaid out in
     NCHWc where the whole graph holds it so (`nchwc`): an Add reading it then fuses into its
@@ -632,6 +656,12 @@ def _cut(graph: Graph, src: str, have: Region, read: Region, reader: str,
         start = (read.h0 - have.h0, read.w0 - have.w0)
         name = f"{src}__to__{reader}"
         _add_slice(src, name, start, (start[0] + read.height, start[1] + read.width), protos, inits)
+    if border is not None and any(border):
+        top, bottom, left, right = border
+        inits[f"{name}__border"] = torch.tensor([0, 0, top, left, 0, 0, bottom, right])
+        protos.append(helper.make_node("Pad", [name, f"{name}__border"], [f"{name}__bordered"],
+                                       name=f"{name}__bordered"))  # fmt: skip
+        name = f"{name}__bordered"
     if (name == src and not external) or graph[reader].window is not None:
         return name
     channels = graph[src].shape[1]
@@ -679,9 +709,13 @@ def _add_slice(src: str, dst: str, start: tuple[int, int], stop: tuple[int, int]
                                    [dst], name=dst))  # fmt: skip
 
 
+Crop = tuple[tuple[int, int], tuple[int, int]]  # the start and stop row and column of a node's output to keep
+
+
 def _geometry(graph: Graph, node: Node, region: NodeRegion | None
-              ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int] | None]:  # fmt: skip
-    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep.
+              ) -> tuple[tuple[int, int, int, int] | None, Crop | None]:  # fmt: skip
+    """ONNX pads (top, left, bottom, right) for a windowed node's tile, and the output to keep
+    (start and stop row and column), where it computes more.
 
     Pooling keeps the op's own padding and ceil mode and crops the surplus windows, so averaging
     divisors and the ceil-mode overhang match the whole map exactly. A pool in plain layout (its
@@ -702,7 +736,37 @@ def _geometry(graph: Graph, node: Node, region: NodeRegion | None
     read = region.reads[0]
     if (source.shape[1] % 16 and w.stride == (1, 1) and not any(pads)
             and (read.height, read.width) == w.kernel != tuple(source.shape[2:])):  # fmt: skip
-        return (0, 0, 0, 1), (region.out.height, region.out.width)
+        return (0, 0, 0, 1), ((0, 0), (region.out.height, region.out.width))
     if region.out == full_box(node):
         return pads, None
-    return pads, (region.out.height, region.out.width)
+    return pads, ((0, 0), (region.out.height, region.out.width))
+
+
+def _resize_border(node: Node, region: NodeRegion | None) -> tuple[int, int, int, int] | None:
+    """The zeros (top, bottom, left, right) around the rows and columns a resize's tile reads that
+    give back the whole map's size, for a resize that does not shift (`Resampling.shifts`): its
+    coordinates depend on that size. None for any other node or tile."""
+    if node.op != "resize" or region is None or node.attrs["resampling"].shifts:
+        return None
+    (height, width), read = node.attrs["resampling"].in_hw, region.reads[0]
+    return read.h0, height - read.h1, read.w0, width - read.w1
+
+
+def _resize_tile(node: Node, region: NodeRegion, proto: onnx.NodeProto, inits: dict) -> Crop | None:
+    """A resize's tile: the model's own Resize. Where it shifts (`Resampling.shifts`: an integer
+    scale k) it runs on the rows and columns the tile reads and puts whole-map output row o at its
+    row o - k r (r: the first row read), on the same float32 coordinates; a Resize given by sizes
+    gets the tile's. Otherwise it runs on them zero-padded to the whole map (`_resize_border`), and
+    output row o is its row o. Returns the output rows and columns to keep, None for all of them."""
+    resampling, read, out = node.attrs["resampling"], region.reads[0], region.out
+    if resampling.shifts:
+        kh, kw = (int(k) for k in resampling.scale)
+        made, first = (kh * read.height, kw * read.width), (kh * read.h0, kw * read.w0)
+    else:
+        made, first = resampling.out_hw, (0, 0)
+    if resampling.shifts and len(proto.input) > 3 and proto.input[3]:
+        inits[f"{node.name}__sizes"] = torch.tensor([*node.shape[:2], *made], dtype=torch.int64)
+        proto.input[3] = f"{node.name}__sizes"
+    start = (out.h0 - first[0], out.w0 - first[1])
+    stop = (start[0] + out.height, start[1] + out.width)
+    return None if start == (0, 0) and stop == tuple(made) else (start, stop)

@@ -147,6 +147,7 @@ FAST_KERNELS: dict[str, Kernel] = {
     "batchnorm": _fast_batchnorm,
     "elementwise": lambda node, xs, region: _call(node, xs, region),
     "linear": _fast_linear,
+    "resize": exact.resize,
 }
 
 

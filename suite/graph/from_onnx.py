@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from onnx import external_data_helper, helper, numpy_helper
 
-from suite.graph import movement
+from suite.graph import movement, resampling
 from suite.graph.from_torch import GraphImportError
 from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
@@ -190,9 +190,31 @@ def _pad(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], rank: i
     return "pad", {"window": window, "value": float(value)}
 
 
+def _resize(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], in_shape: tuple[int, ...],
+            shape: tuple[int, ...], opset: int) -> tuple[str, dict]:  # fmt: skip
+    """A Resize (or an opset 9 Upsample) of a map's rows and columns (`suite.graph.resampling`); one
+    that also scales the batch or channels, crops by a ROI or antialiases runs whole. Before opset 11
+    a Resize takes (X, scales) and, as Upsample, uses asymmetric coordinates and floors for nearest."""
+    legacy = node.op_type == "Upsample" or opset < 11
+    at = 1 if legacy else 2
+    scales = params.get(node.input[at]) if len(node.input) > at and node.input[at] else None
+    if scales is None and "scales" in a:  # Upsample-7's attribute
+        scales = torch.tensor(a["scales"])
+    text = lambda key, default: a[key].decode() if isinstance(a.get(key), bytes) else default
+    transform = "asymmetric" if legacy else text("coordinate_transformation_mode", "half_pixel")
+    if shape[:2] != in_shape[:2] or a.get("antialias", 0) or transform == "tf_crop_and_resize" \
+            or a.get("axes") is not None or (scales is not None and scales.numel() != 4):  # fmt: skip
+        return "opaque", {"reason": f"ONNX {node.op_type} of other than a map's rows and columns"}
+    nearest_mode = "floor" if legacy else text("nearest_mode", "round_prefer_floor")
+    return resampling.classify(text("mode", "nearest"), transform, nearest_mode, in_shape[2:], shape[2:],
+                               None if scales is None else scales.tolist()[2:])  # fmt: skip
+
+
 def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
-              in_shapes: list[tuple[int, ...]], shape: tuple[int, ...]) -> tuple[str, dict]:  # fmt: skip
-    """Op kind and attributes (with "window", "params", "fn" where they apply) of an ONNX node."""
+              in_shapes: list[tuple[int, ...]], shape: tuple[int, ...], opset: int
+              ) -> tuple[str, dict]:  # fmt: skip
+    """Op kind and attributes (with "window", "params", "fn" where they apply) of an ONNX node of a
+    model of `opset`."""
     op = node.op_type
     data = [i for i in node.input if i and i not in params]
     is_map = len(shape) == 4
@@ -244,6 +266,8 @@ def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
             return "adaptive_avgpool", {"output_size": (1, 1)}
         return "opaque", {"reason": "ONNX op ReduceMean",
                           "fn": lambda x: x.mean(axes, keepdim=keep) if axes else x.mean()}  # fmt: skip
+    if op in ("Resize", "Upsample") and is_map and len(data) == 1:
+        return _resize(node, a, params, in_shapes[0], shape, opset)
     if op == "Gemm" and a.get("transA", 0) == 0 and a.get("alpha", 1.0) == 1.0 \
             and a.get("beta", 1.0) == 1.0 and node.input[1] in params:  # fmt: skip
         weight = params[node.input[1]]
@@ -449,7 +473,7 @@ class _Importer:
                                    "static output shape")  # fmt: skip
         in_shapes = [self.nodes[i].shape for i in data]
         if gather is None:
-            op, attrs = _classify(proto, a, params, in_shapes, shape)
+            op, attrs = _classify(proto, a, params, in_shapes, shape, self.opset)
         else:
             op, attrs = "opaque", {"reason": f"ONNX {proto.op_type} moving data across rows and columns",
                                    "fn": lambda x: x.reshape(-1)[gather].reshape(shape)}  # fmt: skip
@@ -471,7 +495,8 @@ class _Importer:
             # a copy: a NodeProto of the model would keep the whole model, weights and all, alive
             onnx=(onnx.NodeProto.FromString(proto.SerializeToString()),
                   {i: params[i] for i in proto.input if i in params}),
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
+            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1),
+                             resampling=attrs.get("resampling")),
         )
 
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from suite.errors import UserError
-from suite.graph import movement
+from suite.graph import movement, resampling
 from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
 
 # Modules and functions whose output at a position depends only on the input at that position.
@@ -109,6 +109,23 @@ def _pad_window(pad: Sequence[int]) -> Window | None:
     return Window((1, 1), pad_begin=(top, left), pad_end=(bottom, right))
 
 
+def _resize(mode: str, align_corners: bool | None, scale_factor, in_shape: tuple[int, ...],
+            shape: tuple[int, ...]) -> tuple[str, dict]:  # fmt: skip
+    """`F.interpolate` / `nn.Upsample` of a map in ONNX's terms (as the exporters write it), as
+    `suite.graph.resampling` classifies it."""
+    if len(in_shape) != 4 or shape[:2] != in_shape[:2]:
+        return "opaque", {"reason": f"interpolate ({mode}) of a {len(in_shape)}-D tensor"}
+    transform = "align_corners" if align_corners else "half_pixel"
+    onnx_mode = {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    scales = None if scale_factor is None else _pair_of_floats(scale_factor)
+    return resampling.classify(onnx_mode, "asymmetric" if mode == "nearest" else transform, "floor",
+                               in_shape[2:], shape[2:], scales)
+
+
+def _pair_of_floats(v: float | Sequence[float]) -> tuple[float, float]:
+    return (float(v), float(v)) if isinstance(v, (int, float)) else (float(v[0]), float(v[1]))
+
+
 def _bind(names: Sequence[str], defaults: dict, args: tuple, kwargs: dict) -> dict:
     """Map a call's positional and keyword arguments onto parameter names."""
     bound = dict(defaults)
@@ -153,6 +170,8 @@ def _classify_module(mod: nn.Module) -> tuple[str, dict]:
         if mod.bias is not None:
             params["bias"] = mod.bias
         return "linear", {"params": params}
+    if isinstance(mod, nn.Upsample):
+        return "resize", {"interpolate": (mod.mode, mod.align_corners, mod.scale_factor)}
     if isinstance(mod, _POINTWISE_MODULES):
         return "elementwise", {}
     return "opaque", {"reason": f"module {type(mod).__name__}"}
@@ -201,6 +220,15 @@ def _classify_function(target: Callable | str, args: tuple, kwargs: dict) -> tup
     if target is F.adaptive_avg_pool2d:
         b = _bind(("input", "output_size"), {}, args, kwargs)
         return "adaptive_avgpool", {"output_size": _pair(b["output_size"])}
+    if target is F.interpolate:  # F.upsample and its variants trace to it too
+        names = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                 "antialias")  # fmt: skip
+        b = _bind(names, {"scale_factor": None, "mode": "nearest", "align_corners": None}, args, kwargs)
+        if b.get("antialias"):
+            return "opaque", {"reason": f"interpolate ({b['mode']}) with antialias"}
+        # recomputed, the scale is the sizes' (as the exporter writes it); else the one given
+        scale = None if b.get("recompute_scale_factor") else b["scale_factor"]
+        return "resize", {"interpolate": (b["mode"], b["align_corners"], scale)}
     if target is F.dropout:
         return "dropout", {}
     if target is F.batch_norm:
@@ -513,6 +541,8 @@ class _Builder:
                 inputs = (inputs[in_shapes.index(shape)], inputs[1 - in_shapes.index(shape)])
             else:
                 op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
+        if op == "resize":
+            op, attrs = _resize(*attrs["interpolate"], in_shapes[0], shape)
         if op == "adaptive_avgpool" and len(in_shapes[0]) != 4:
             op, attrs = "opaque", {"reason": f"a mean over the last axes of a {len(in_shapes[0])}-D tensor"}
         if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
@@ -533,7 +563,8 @@ class _Builder:
             attrs=attrs,
             params={k: v.detach() for k, v in params.items()},
             fn=_runner(self.gm, fx_node) if op in ("elementwise", "opaque") else None,
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1)),
+            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1),
+                             resampling=attrs.get("resampling")),
             itemsize=fx_node.meta["dtype"].itemsize,
         )
 

@@ -20,13 +20,15 @@ import torch
 # of 1 with padding, and a block x block window with stride block. `channel_select` copies some of
 # its input's channels (slices, splits, channel shuffle) and keeps every row and column in place.
 # `scale` multiplies a map by a per-channel vector (squeeze-and-excite): the map is read where the
-# tile is, the vector whole.
+# tile is, the vector whole. `resize` resamples a map (`suite.graph.resampling`): an output row reads
+# the input rows its coordinate in the whole map falls between.
 WINDOWED = frozenset({"conv", "maxpool", "avgpool", "pad", "reorg"})
 POINTWISE = frozenset({"batchnorm", "relu", "elementwise", "dropout", "identity", "channel_select"})
 MERGE = frozenset({"add", "mul", "concat"})
 BROADCAST = frozenset({"scale"})
+RESAMPLING = frozenset({"resize"})
 MIXING = frozenset({"flatten", "reshape", "linear", "adaptive_avgpool", "opaque"})
-SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST
+SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST | RESAMPLING
 # Kinds that only move data: no multiply-accumulates.
 MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
                       "channel_select"})
@@ -197,6 +199,8 @@ def node_flops(op: str, shape: tuple[int, ...], in_shapes: list[tuple[int, ...]]
         return in_shapes[0][-1] * out
     if op == "adaptive_avgpool":
         return math.prod(in_shapes[0])
+    if op == "resize":  # bilinear: four weighted taps per output; nearest copies
+        return 4 * out if attrs["resampling"].mode == "linear" else 0
     if op in MOVEMENT:
         return 0
     return out
