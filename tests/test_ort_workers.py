@@ -168,7 +168,7 @@ def test_a_weight_changed_in_the_file_is_named_by_the_coordinators_check(coordin
     check = Coordinator(prepared.graph, backend, None, [], {}, RunOptions("net", (3, 8, 8)))
     said = f"device dev0 read other weights for node '{name}' from {copy / MODEL}"
     with pytest.raises(UserError, match=said):
-        check._check_weights({"dev0": {"weights": {name: digest}}}, {"dev0": str(copy / MODEL)})
+        check._check_weights({"dev0": {name: digest}}, {"dev0": str(copy / MODEL)})
 
 
 def test_a_folded_model_is_known_by_its_content(coordinator):

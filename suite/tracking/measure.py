@@ -3,7 +3,7 @@
 The single-device plan runs once and every scheme's speedup is measured against that run, so a
 model costs one baseline however many schemes it has. Every frame of every run is checked bit for
 bit against the monolithic model (the coordinator does it); the summaries are the ones
-`suite run --json` prints (`speedup_vs_single`, `latency_s`, `bit_exact`, `predicted`, ...).
+`suite run` makes (`RunSummary`: `speedup_vs_single`, `latency_s`, `bit_exact`, `predicted`, ...).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from suite.fleet import Fleet
 
 if TYPE_CHECKING:
     from suite.orchestrate.inventory import Inventory
+    from suite.runtime.outcome import RunSummary
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def first_devices(fleet: Fleet, count: int) -> Fleet:
 
 def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
                     inventory: Inventory | None = None, results: Path | None = None,
-                    say: Callable[[str], None] = lambda _: None) -> dict[str, dict]:  # fmt: skip
+                    say: Callable[[str], None] = lambda _: None) -> dict[str, RunSummary]:  # fmt: skip
     """`{scheme: summary}` for "single" and each of `schemes`, run on `fleet`'s devices: local
     worker processes, or the inventory's devices over SSH. With `results`, each run's tables,
     trace and plan are saved under `results/<scheme>/` as `suite run -o` saves them."""
@@ -59,7 +60,8 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     from suite.datasets import load_frames
     from suite.models.load import load_model
     from suite.runtime.coordinator import Coordinator, RunOptions
-    from suite.runtime.results import save, summary
+    from suite.runtime.outcome import summarize
+    from suite.runtime.results import Repeat, Runs, save
     from suite.schemes import make_plan
 
     backend = make_backend("torch", threads=1)
@@ -72,25 +74,26 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
                          frames=workload.frames, warmup=workload.warmup, timeout_s=workload.timeout_s,
                          inventory=inventory)  # fmt: skip
     coordinator = Coordinator(prepared.graph, backend, fleet, frames, references, options)
-    summaries: dict[str, dict] = {}
+    summaries: dict[str, RunSummary] = {}
     single = None
     for scheme in ["single", *schemes]:
         plan = make_plan(scheme, prepared.graph, fleet)
         run = coordinator.run(plan, label=scheme)
         if single is None:  # the first run is the single device's, every speedup's reference
             single = run
-        summaries[scheme] = summary(run, single, fleet, options)
+        runs = Runs((Repeat(1, run, single),))
+        summaries[scheme] = summarize(runs, fleet, options)
         if results is not None:
-            save(results / scheme, run, single, fleet, options)
+            save(results / scheme, runs, summaries[scheme], fleet, options)
         say(_line(workload, fleet, summaries[scheme]))
     return summaries
 
 
-def _line(workload: Workload, fleet: Fleet, s: dict) -> str:
+def _line(workload: Workload, fleet: Fleet, s: RunSummary) -> str:
     """One progress line per run."""
-    if not s["complete"]:
-        return f"{s['scheme']} {workload.label} on {fleet.name}: FAILED: {s['error']}"
-    speedup = "" if s["speedup_vs_single"] is None else f", speedup {s['speedup_vs_single']:.2f}x"
-    exact = "bit-exact" if s["bit_exact"] else "NOT bit-exact"
-    return (f"{s['scheme']} {workload.label} on {fleet.name}: latency {s['latency_s']:.3f} s, "
-            f"{s['throughput_fps']:.2f} fps{speedup}, {exact}")
+    if not s.complete:
+        return f"{s.scheme} {workload.label} on {fleet.name}: FAILED: {s.error}"
+    speedup = "" if s.speedup_vs_single is None else f", speedup {s.speedup_vs_single:.2f}x"
+    exact = "bit-exact" if s.bit_exact else "NOT bit-exact"
+    return (f"{s.scheme} {workload.label} on {fleet.name}: latency {s.latency_s:.3f} s, "
+            f"{s.throughput_fps:.2f} fps{speedup}, {exact}")

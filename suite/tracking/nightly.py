@@ -44,6 +44,7 @@ from suite.tracking.measure import Workload
 if TYPE_CHECKING:
     from suite.fleet import Fleet
     from suite.orchestrate.inventory import Inventory
+    from suite.runtime.outcome import RunSummary
 
 MATRICES_DIR = data("nightly")
 BASELINES_DIR = data("baselines", "nightly")
@@ -203,20 +204,19 @@ def load_baseline(path: Path) -> Baseline:
 # ---- the math: tables, noise, comparison (pure) -----------------------------------------------
 
 
-def cell_rows(workload: Workload, devices: int, summaries: dict[str, dict]) -> list[dict]:
+def cell_rows(workload: Workload, devices: int, summaries: dict[str, RunSummary]) -> list[dict]:
     """One tidy row per scheme run (`measure_schemes`' summaries), times in the real fleet's time."""
     rows = []
     for scheme, s in summaries.items():
-        real = s["real_time"] or {"latency_s": s["latency_s"], "throughput_fps": s["throughput_fps"]}
-        predicted = s["predicted"] or {}
+        predicted = s.predicted
         rows.append({"model": workload.model, "devices": devices, "scheme": scheme,
-                     "input_size": "x".join(map(str, workload.input_size)), "frames": s["frames"],
-                     "complete": s["complete"], "bit_exact": s["bit_exact"], "error": s["error"],
-                     "speedup": s["speedup_vs_single"], "latency_s": real["latency_s"],
-                     "throughput_fps": real["throughput_fps"], "bytes_moved": s["bytes_moved"],
-                     "latency_error": predicted.get("latency_error"),
-                     "throughput_error": predicted.get("throughput_error"),
-                     "dilation": s["network"]["dilation"], "plan_hash": s["plan_hash"],
+                     "input_size": "x".join(map(str, workload.input_size)), "frames": s.frames,
+                     "complete": s.complete, "bit_exact": s.bit_exact, "error": s.error,
+                     "speedup": s.speedup_vs_single, "latency_s": s.real_time.latency_s,
+                     "throughput_fps": s.real_time.throughput_fps, "bytes_moved": s.bytes_moved,
+                     "latency_error": predicted and predicted.latency_error,
+                     "throughput_error": predicted and predicted.throughput_error,
+                     "dilation": s.network.dilation, "plan_hash": s.plan_hash,
                      "remeasured": False})  # fmt: skip
     return rows
 
