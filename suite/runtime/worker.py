@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from suite.errors import UserError
@@ -45,7 +45,9 @@ class WorkerConfig:
 
     @classmethod
     def from_json(cls, text: bytes | str) -> WorkerConfig:
-        return cls(**json.loads(text))
+        """The config in the store; keys it does not know (a newer coordinator's) are left alone."""
+        values = json.loads(text)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def parse_master(text: str) -> tuple[str, int]:
