@@ -580,3 +580,13 @@ def test_a_repeat_that_fails_to_start_keeps_the_repeats_before_it(monkeypatch, c
         (1, "plan", "single"), (2, "plan-2", "single-2")]
     assert runs.failure == f"repeat 3 of 4: {killed}"
     assert "repeat 3 of 4 failed; the 2 before it are kept" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_repeats_workers_start_keeps_the_runs_before_it(monkeypatch):
+    from suite.runtime.coordinator import INTERRUPTED
+
+    coordinator, plan = _fake_coordinator(monkeypatch, 3, {"single-2": KeyboardInterrupt()})
+    runs = coordinator.run_repeats(plan, True, lambda _: None)
+    assert [(r.plan.label, r.single and r.single.label) for r in runs.repeats] == [
+        ("plan", "single"), ("plan-2", None)]
+    assert runs.failure == f"repeat 2 of 3: {INTERRUPTED}"

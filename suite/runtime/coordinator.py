@@ -186,8 +186,8 @@ class Coordinator:
         """`options.repeats` times: the plan's run, then (when it completed and `baseline` asks for
         it) the single-device run that its speedup is measured against; a single-device plan is its
         own baseline. The repeats stop at the first run that fails; the ones before it stand, and
-        a repeat after the first that fails to start is named in `Runs.failure`. `progress(label)`
-        gives each run's progress callback."""
+        a run after the first that fails to start, or is interrupted while starting, is named in
+        `Runs.failure`. `progress(label)` gives each run's progress callback."""
         from suite.schemes import make_plan
 
         count, done = self.options.repeats, []
@@ -198,12 +198,13 @@ class Coordinator:
             try:
                 label = f"{plan.scheme} on {len(plan.devices)} devices{of}"
                 run = self.run(plan, progress(label), f"plan{suffix}")
-            except RunFailed as exc:
+            except (RunFailed, KeyboardInterrupt) as exc:
                 if number == 1:
                     raise
+                said = str(exc) if isinstance(exc, RunFailed) else INTERRUPTED
                 _say(f"warning: repeat {number} of {count} failed; the {number - 1} before it are kept: "
-                     f"{exc}")
-                return Runs(tuple(done), f"repeat {number} of {count}: {exc}")
+                     f"{said}")  # fmt: skip
+                return Runs(tuple(done), f"repeat {number} of {count}: {said}")
             if not (run.complete and single is not None):
                 done.append(Repeat(number, run))
             elif plan.scheme == "single":
@@ -215,8 +216,9 @@ class Coordinator:
                 except RunFailed as exc:  # the plan's frames are kept; only this repeat's speedup is lost
                     _say(f"warning: the single-device run{of} failed, so the repeats stop there and its "
                          f"speedup is not reported: {exc}")  # fmt: skip
-                    done.append(Repeat(number, run))
-                    break
+                    return Runs((*done, Repeat(number, run)))
+                except KeyboardInterrupt:  # while its workers started: the runs so far are kept
+                    return Runs((*done, Repeat(number, run)), f"repeat {number} of {count}: {INTERRUPTED}")
             if not done[-1].complete:
                 break
         return Runs(tuple(done))
