@@ -17,6 +17,7 @@ import numpy as np
 RESAMPLES = 2000
 LEVEL = 0.95
 MAX_RELATIVE_WIDTH = 0.5  # a speedup whose interval is wider than half its value is not a finding
+CELLS_PER_BATCH = 2_000_000  # resampled values held at once (tens of MB)
 
 Statistic = Callable[..., np.ndarray]  # numpy's nan-aware reduction, called with axis=-1
 MEAN: Statistic = np.nanmean
@@ -106,11 +107,16 @@ def _replicates(repeats: Sequence[Sequence[float]], statistic: Statistic, rng: n
     table = np.full((len(repeats), lengths.max()), np.nan)
     for row, values in enumerate(repeats):
         table[row, : len(values)] = values
-    chosen = rng.integers(len(repeats), size=(resamples, len(repeats)))
-    drawn = np.floor(rng.random((resamples, *table.shape)) * lengths[chosen][..., None]).astype(int)
-    values = table[chosen[..., None], drawn]
-    values[np.arange(table.shape[1]) >= lengths[chosen][..., None]] = np.nan  # past a shorter repeat's end
-    return statistic(values.reshape(resamples, -1), axis=-1)
+    batch = max(1, CELLS_PER_BATCH // table.size)  # replicates drawn at once: bounded memory
+    found = []
+    for start in range(0, resamples, batch):
+        count = min(batch, resamples - start)
+        chosen = rng.integers(len(repeats), size=(count, len(repeats)))
+        drawn = np.floor(rng.random((count, *table.shape)) * lengths[chosen][..., None]).astype(int)
+        values = table[chosen[..., None], drawn]
+        values[np.arange(table.shape[1]) >= lengths[chosen][..., None]] = np.nan  # past a shorter repeat
+        found.append(statistic(values.reshape(count, -1), axis=-1))
+    return np.concatenate(found)
 
 
 def _estimate(value: float, replicates: np.ndarray, level: float) -> Estimate:
