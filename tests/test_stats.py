@@ -85,3 +85,12 @@ def test_a_speedup_is_inconclusive_when_its_interval_spans_1_or_is_wide(estimate
 def test_a_repeat_without_values_is_refused():
     with pytest.raises(ValueError, match="at least one value"):
         stats.interval([[1.0], []], stats.MEAN)
+
+
+def test_replicates_drawn_in_batches_give_the_same_kind_of_interval(monkeypatch):
+    sample = [list(np.random.default_rng(5).exponential(1.0, 40)) for _ in range(3)]
+    whole = stats.interval(sample, stats.MEAN, seed=4)
+    monkeypatch.setattr(stats, "CELLS_PER_BATCH", 500)  # 4 replicates at a time
+    batched = stats.interval(sample, stats.MEAN, seed=4)
+    assert batched == stats.interval(sample, stats.MEAN, seed=4) and batched.value == whole.value
+    assert (batched.low, batched.high) == pytest.approx((whole.low, whole.high), rel=0.05)
