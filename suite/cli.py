@@ -587,7 +587,7 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
                      f"{_ci(figures.single_throughput_fps, '.2f')} -> speedup {r.speedup_vs_single:.2f}x"
                      f"{_ci(figures.speedup_vs_single, '.2f')} throughput, {r.latency_speedup_vs_single:.2f}x"
                      f"{_ci(figures.latency_speedup_vs_single, '.2f')} latency")  # fmt: skip
-        lines += [f"  inconclusive: {doubt}" for doubt in figures.inconclusive]
+        lines += [f"  inconclusive: {why}" for why in figures.inconclusive.values()]
     if r.network.dilation != 1.0:
         real, dilation = r.real_time, r.network.dilation
         lines.append(f"  real time (x{dilation:g}): latency {real.latency_s:.3f} s, "

@@ -56,7 +56,7 @@ def test_a_single_device_plan_is_its_own_baseline():
     run = _measured("single", [0.2, 0.2])
     s = summarize(Runs((Repeat(1, run, run),)), FLEET, _options())
     assert s.speedup_vs_single == s.latency_speedup_vs_single == 1.0 and s.single is None
-    assert s.statistics.speedup_vs_single is None and s.statistics.inconclusive == ()
+    assert s.statistics.speedup_vs_single is None and s.statistics.inconclusive == {}
 
 
 def test_repeats_pool_their_frames_and_a_failed_repeat_is_named_and_left_out():
@@ -83,7 +83,10 @@ def test_a_noisy_speedup_near_1_is_called_inconclusive():
     run = _measured("modnn", [0.1, 0.5, 0.1, 0.5, 0.3, 0.1])
     single = _measured("single", [0.3, 0.1, 0.5, 0.1, 0.3, 0.5])
     s = summarize(Runs((Repeat(1, run, single),)), FLEET, _options())
-    assert any("spans 1x" in doubt for doubt in s.statistics.inconclusive)
+    assert "spans 1x" in s.statistics.inconclusive["speedup_vs_single"]
+    table = statistics_table(s).set_index("metric")
+    assert table.loc["speedup_vs_single", "inconclusive"] == s.statistics.inconclusive["speedup_vs_single"]
+    assert RunSummary.from_json(json.loads(json.dumps(summary_json(s)))) == s
 
 
 def test_a_dilated_lab_shows_real_time_figures():

@@ -128,7 +128,7 @@ class Statistics:
     single_throughput_fps: stats.Estimate | None
     speedup_vs_single: stats.Estimate | None
     latency_speedup_vs_single: stats.Estimate | None
-    inconclusive: tuple[str, ...]  # why a speedup's interval is too wide to conclude from
+    inconclusive: Mapping[str, str]  # by speedup: why its interval is too wide to conclude from
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _statistics(values: Mapping) -> Statistics:
                       typed(stats.Estimate, values["single_throughput_fps"]),
                       typed(stats.Estimate, values["speedup_vs_single"]),
                       typed(stats.Estimate, values["latency_speedup_vs_single"]),
-                      tuple(values["inconclusive"]))  # fmt: skip
+                      dict(values["inconclusive"]))  # fmt: skip
 
 
 def summarize(runs: Runs, fleet: Fleet, options: RunOptions) -> RunSummary:
@@ -271,11 +271,12 @@ def _statistics_of(plans: list[Measurement], paired: list[Measurement], singles:
         latency_speedup = stats.ratio_interval([[f.latency_s for f in m.measured] for m in singles],
                                                [[f.latency_s for f in m.measured] for m in paired],
                                                stats.MEDIAN, seed)  # fmt: skip
-    doubts = [] if speedup is None else [stats.inconclusive(speedup, "throughput speedup"),
-                                         stats.inconclusive(latency_speedup, "latency speedup")]  # fmt: skip
+    doubts = {} if speedup is None else {
+        "speedup_vs_single": stats.inconclusive(speedup, "throughput speedup"),
+        "latency_speedup_vs_single": stats.inconclusive(latency_speedup, "latency speedup")}
     return Statistics(len(latencies), stats.spread([v for values in latencies for v in values]), throughput,
                       single_latency, single_throughput, speedup, latency_speedup,
-                      tuple(d for d in doubts if d is not None))  # fmt: skip
+                      {metric: why for metric, why in doubts.items() if why is not None})  # fmt: skip
 
 
 def _repeat_figures(repeat: Repeat) -> RepeatFigures:

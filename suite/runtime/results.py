@@ -165,8 +165,8 @@ def devices_table(runs: Runs) -> pd.DataFrame:
 
 def statistics_table(summary: RunSummary) -> pd.DataFrame:
     """stats.csv: per run (plan, single, and their ratios as "speedup") each figure, with its
-    bootstrap interval where it has one."""
-    columns = ["run", "metric", "value", "ci_low", "ci_high", "level", "repeats"]
+    bootstrap interval where it has one, and for a speedup why it is inconclusive, if it is."""
+    columns = ["run", "metric", "value", "ci_low", "ci_high", "level", "repeats", "inconclusive"]
     figures = summary.statistics
     if figures is None:
         return pd.DataFrame(columns=columns)
@@ -182,7 +182,8 @@ def statistics_table(summary: RunSummary) -> pd.DataFrame:
         estimate = getattr(figures, metric)
         if estimate is not None:
             rows.append(("speedup", metric, estimate.value, estimate.low, estimate.high, estimate.level))
-    return pd.DataFrame([(*row, figures.repeats) for row in rows], columns=columns)
+    return pd.DataFrame([(*row, figures.repeats, figures.inconclusive.get(row[1])) for row in rows],
+                        columns=columns)  # fmt: skip
 
 
 def save(directory: Path, runs: Runs, summary: RunSummary, fleet: Fleet, options: RunOptions,
