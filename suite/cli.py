@@ -574,7 +574,7 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
         lines.append(f"  latency    {r.latency_s:.3f} s median, p90 {latency.p90:.3f}, p99 "
                      f"{latency.p99:.3f}, mean {latency.mean:.3f}"
                      + _vs(p and p.latency_s, p and p.latency_error))  # fmt: skip
-        lines.append(f"  throughput {r.throughput_fps:.2f} fps{_ci(figures.throughput_fps, '.2f')}, "
+        lines.append(f"  throughput {r.throughput_fps:.2f} fps{_ci(figures.throughput_fps)}, "
                      f"{r.in_flight} frame(s) in flight"
                      + _vs(p and p.throughput_fps, p and p.throughput_error))  # fmt: skip
         if r.simulated is not None and r.simulated.throughput_error is not None:
@@ -584,9 +584,9 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
     if r.single is not None:
         s = r.single
         lines.append(f"  single device ({s.device}): latency {s.latency_s:.3f} s, {s.throughput_fps:.2f} fps"
-                     f"{_ci(figures.single_throughput_fps, '.2f')} -> speedup {r.speedup_vs_single:.2f}x"
-                     f"{_ci(figures.speedup_vs_single, '.2f')} throughput, {r.latency_speedup_vs_single:.2f}x"
-                     f"{_ci(figures.latency_speedup_vs_single, '.2f')} latency")  # fmt: skip
+                     f"{_ci(figures.single_throughput_fps)} -> speedup {r.speedup_vs_single:.2f}x"
+                     f"{_ci(figures.speedup_vs_single)} throughput, {r.latency_speedup_vs_single:.2f}x"
+                     f"{_ci(figures.latency_speedup_vs_single)} latency")  # fmt: skip
         lines += [f"  inconclusive: {why}" for why in figures.inconclusive.values()]
     if r.network.dilation != 1.0:
         real, dilation = r.real_time, r.network.dilation
@@ -602,11 +602,9 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
     return "\n".join(lines)
 
 
-def _ci(estimate, spec: str) -> str:
-    """` [low-high]`: an estimate's bootstrap interval, where it has one."""
-    if estimate is None:
-        return ""
-    return f" [{estimate.level:.0%} CI {estimate.low:{spec}}-{estimate.high:{spec}}]"
+def _ci(estimate) -> str:
+    """` [95% CI low-high]`: an estimate's bootstrap interval, where it has one."""
+    return "" if estimate is None else f" [{estimate.level:.0%} CI {estimate.low:.2f}-{estimate.high:.2f}]"
 
 
 def _vs(predicted: float | None, error: float | None) -> str:

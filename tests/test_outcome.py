@@ -163,3 +163,17 @@ def test_the_reproductions_lab_point_reads_the_runs_json_by_field(tmp_path, monk
                                tmp_path / "lw", lambda _: None)  # fmt: skip
     assert point["measured_period_s"] == pytest.approx(0.5 * 4) and point["lab_dilation"] == 4.0
     assert point["lab_devices"] == ["d0"] and point["lab_compute_s"] == [pytest.approx(1.0 * 4 / 4)]
+
+
+def test_the_text_gives_percentiles_intervals_and_what_is_inconclusive():
+    from suite.cli import _describe_run
+
+    run = _measured("modnn", [0.1, 0.5, 0.1, 0.5, 0.3, 0.1])
+    single = _measured("single", [0.3, 0.1, 0.5, 0.1, 0.3, 0.5])
+    s = summarize(Runs((Repeat(1, run, single), Repeat(2, run, single))), FLEET, _options(repeats=2))
+    text = _describe_run(s, Path("out"), GRAPH)
+    speedup = s.statistics.speedup_vs_single
+    assert "6 frames (+1 warm-up) x 2 repeats" in text and f"p99 {s.statistics.latency_s.p99:.3f}" in text
+    shown = f"speedup {s.speedup_vs_single:.2f}x [95% CI {speedup.low:.2f}-{speedup.high:.2f}] throughput"
+    assert shown in text
+    assert f"  inconclusive: {s.statistics.inconclusive['speedup_vs_single']}" in text.splitlines()
