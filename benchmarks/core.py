@@ -74,6 +74,7 @@ class WorkerMemory:
         from suite.graph import from_model
         from suite.models.load import load_model
         from suite.runtime.engine import compile_program, parties, prune_weights
+        from suite.runtime.worker import WorkerConfig
         from suite.schemes import make_plan
 
         graph = from_model(load_model("vgg16", weights=False))
@@ -83,9 +84,8 @@ class WorkerMemory:
             names = parties(plan)
             kept = {p: sum(n.param_bytes for n in prune_weights(graph, compile_program(plan, graph, p))
                            .nodes.values()) for p in names[1:]}  # fmt: skip
-            configs[scheme] = {"plan": plan.to_dict(), "ranks": {p: r for r, p in enumerate(names)},
-                               "backend": "torch", "threads": {}, "timeout_s": 60.0, "frames": 1,
-                               "party": max(kept, key=kept.get)}  # fmt: skip
+            config = WorkerConfig(plan.to_dict(), {p: r for r, p in enumerate(names)}, "torch", 1, 60.0, {})
+            configs[scheme] = (config, max(kept, key=kept.get))
         return configs
 
     setup_cache.timeout = 300
@@ -95,6 +95,7 @@ class WorkerMemory:
 
         from suite.runtime.worker import _build
 
-        config = configs[scheme]
-        rank = config["ranks"][config["party"]]
-        _build(config, argparse.Namespace(rank=rank, model="vgg16", input_size="3x224x224", seed=0))
+        config, party = configs[scheme]
+        args = argparse.Namespace(rank=config.ranks[party], model="vgg16", input_size="3x224x224", seed=0,
+                                  model_file=None)  # fmt: skip
+        _build(config, args, bytes(32))  # the key of the messages it would authenticate

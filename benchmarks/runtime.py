@@ -13,6 +13,7 @@ import statistics
 import time
 
 from suite.fleet import uniform_fleet
+from suite.runtime.outcome import RunSummary
 from suite.schemes import SCHEMES
 from suite.tracking.measure import Workload, measure_schemes
 
@@ -21,10 +22,10 @@ WORKLOAD = Workload("vgg16", (3, 112, 112), frames=60, warmup=4)
 FLEET = (2, "rpi4b-1500mhz")  # devices, profile
 
 
-def _completed(summary: dict) -> dict:
+def _completed(summary: RunSummary) -> RunSummary:
     """The summary of a run that completed; a run that failed fails the benchmark with its error."""
-    if not summary["complete"] or summary["speedup_vs_single"] is None:
-        raise RuntimeError(f"{summary['scheme']}: {summary['error'] or 'no single-device run to compare'}")
+    if not summary.complete or summary.speedup_vs_single is None:
+        raise RuntimeError(f"{summary.scheme}: {summary.error or 'no single-device run to compare'}")
     return summary
 
 
@@ -39,26 +40,26 @@ class Schemes:
 
     def track_period_over_single(self, runs, scheme):
         """The scheme's frame period over the single device's: 1 / measured throughput speedup."""
-        return 1 / _completed(runs[scheme])["speedup_vs_single"]
+        return 1 / _completed(runs[scheme]).speedup_vs_single
 
     track_period_over_single.unit = "period / single device's"
 
     def track_throughput_prediction_error(self, runs, scheme):
         """|measured / predicted throughput - 1|: how far the cost model is from the workers."""
-        return abs(_completed(runs[scheme])["predicted"]["throughput_error"])
+        return abs(_completed(runs[scheme]).predicted.throughput_error)
 
     track_throughput_prediction_error.unit = "|measured / predicted - 1|"
 
     def track_latency_prediction_error(self, runs, scheme):
         """|measured / predicted latency - 1|."""
-        return abs(_completed(runs[scheme])["predicted"]["latency_error"])
+        return abs(_completed(runs[scheme]).predicted.latency_error)
 
     track_latency_prediction_error.unit = "|measured / predicted - 1|"
 
     def track_bit_exact(self, runs, scheme):
         """1 when every frame of the scheme and of the single device equalled the monolithic model
         bit for bit, else 0. A run that did not complete counts as not exact."""
-        return int(runs[scheme]["bit_exact"] and runs[scheme]["complete"])
+        return int(runs[scheme].bit_exact and runs[scheme].complete)
 
     track_bit_exact.unit = "1 = every output bit-exact"
 
@@ -87,7 +88,7 @@ class Coordinator:
                 start = time.perf_counter()
                 prepared.monolithic(x)
                 seconds.append(time.perf_counter() - start)
-        return {"latency_s": _completed(run)["latency_s"], "compute_s": statistics.median(seconds)}
+        return {"latency_s": _completed(run).latency_s, "compute_s": statistics.median(seconds)}
 
     setup_cache.timeout = 600
 

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--frames", type=_at_least(1), default=20, help="frames to time (default: 20)")
     u.add_argument("--warmup", type=_at_least(0), default=2,
                    help="frames run first and not timed (default: 2)")
+    u.add_argument("--repeat", type=_at_least(1), default=1,
+                   help="runs of the plan, each followed by a single-device run, pooled into percentiles "
+                   "and 95%% confidence intervals (default: 1)")  # fmt: skip
     u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
     u.add_argument("--timeout", type=_timeout, default=30.0,
                    help="seconds to wait for any worker before the run fails (default: 30)")
@@ -482,7 +485,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runtime.engine import parties
     from suite.runtime.lowering import model_graph
     from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
-    from suite.runtime.results import save, summary
+    from suite.runtime.outcome import summarize, summary_json
+    from suite.runtime.results import save
     from suite.schemes import check_scheme
 
     if args.plan is None:
@@ -514,24 +518,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                              backend=args.backend, frames=args.frames, warmup=args.warmup,
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                              host=args.host, port=args.port, python=args.worker_python,
-                             inventory=inventory, log_dir=logs)  # fmt: skip
+                             inventory=inventory, log_dir=logs, repeats=args.repeat)  # fmt: skip
         coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
         local = inventory is None  # RAPL measures this host: its workers' run, not a fleet's
         with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:
-            run, baseline = coordinator.run_with_baseline(plan, args.baseline, progress)
-        folder = save(output, run, baseline, fleet, options, host_before, energy.trace)
+            runs = coordinator.run_repeats(plan, args.baseline, progress)
+        outcome = summarize(runs, fleet, options, energy.trace)
+        folder = save(output, runs, outcome, fleet, options, host_before)
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)
-    result = summary(run, baseline, fleet, options, energy.trace) | {
-        "results": str(folder), "backend_is_default": args.backend_is_default}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(summary_json(outcome) | {"results": str(folder),
+                                                  "backend_is_default": args.backend_is_default}))
     else:
-        print(_describe_run(result, graph, _default_note(args)))
-    if not result["complete"]:
-        print(f"error: {result['error']}", file=sys.stderr)
-        return EXIT_INTERRUPTED if INTERRUPTED in (run.error, baseline and baseline.error) else EXIT_MISMATCH
+        print(_describe_run(outcome, folder, graph, _default_note(args)))
+    if not outcome.complete:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return EXIT_INTERRUPTED if outcome.error and INTERRUPTED in outcome.error else EXIT_MISMATCH
     return EXIT_OK
 
 
@@ -636,45 +640,59 @@ def _progress(total: int):
         yield bars
 
 
-def _describe_run(r: dict, graph, default_note: str = "") -> str:
-    shape = "x".join(map(str, r["input_shape"]))
-    verdict = "all BIT-EXACT" if r["bit_exact"] else "NOT bit-exact"
-    lines = [f"{r['scheme']} on {r['model']} {shape}, fleet {r['fleet']} ({r['devices']} workers, "
-             f"{r['backend']}{default_note}): {r['frames']} frames (+{r['warmup']} warm-up), {verdict}"]
-    if r["latency_s"] is not None:
-        p = r["predicted"] or {}
-        lines.append(f"  latency    {r['latency_s']:.3f} s median"
-                     + _vs(p.get("latency_s"), p.get("latency_error")))  # fmt: skip
-        lines.append(f"  throughput {r['throughput_fps']:.2f} fps, {r['in_flight']} frame(s) in flight"
-                     + _vs(p.get("throughput_fps"), p.get("throughput_error")))  # fmt: skip
-        if r["simulated"] is not None and r["simulated"]["throughput_error"] is not None:
-            sim = r["simulated"]
-            lines.append(f"             simulated {sim['throughput_fps']:.3g} fps (stages contending for the "
-                         f"medium), measured {sim['throughput_error']:+.0%}")  # fmt: skip
-    if r["single"] is not None:
-        s = r["single"]
-        lines.append(f"  single device ({s['device']}): latency {s['latency_s']:.3f} s, "
-                     f"{s['throughput_fps']:.2f} fps -> speedup {r['speedup_vs_single']:.2f}x throughput, "
-                     f"{r['latency_speedup_vs_single']:.2f}x latency")  # fmt: skip
-    if r["network"]["dilation"] != 1.0:
-        real, dilation = r["real_time"], r["network"]["dilation"]
-        lines.append(f"  real time (x{dilation:g}): latency {real['latency_s']:.3f} s, "
-                     f"throughput {real['throughput_fps']:.3g} fps")
-    lines += _describe_energy(r["energy"])
-    if r["tiled_share"] is not None:
-        lines.append(_describe_plan_coverage(r["tiled_share"], graph))
-    lines.append(f"  network: {r['network']['description']}")
-    if r["refused_count"]:
-        lines.append(f"  warning: refused {r['refused_count']} connection(s) without the run's secret "
-                     f"from {', '.join(sorted(set(r['refused_peers'])))}")
-    lines.append(f"  results: {r['results']}")
+def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
+    """`suite run`'s text: a `RunSummary` (`suite.runtime.outcome`) and where its results are."""
+    shape = "x".join(map(str, r.input_shape))
+    verdict = "all BIT-EXACT" if r.bit_exact else "NOT bit-exact"
+    repeats = f" x {len(r.repeats)} repeats" if len(r.repeats) > 1 else ""
+    lines = [f"{r.scheme} on {r.model} {shape}, fleet {r.fleet} ({r.devices} workers, "
+             f"{r.backend}{default_note}): {r.frames} frames (+{r.warmup} warm-up){repeats}, {verdict}"]
+    figures, p = r.statistics, r.predicted
+    if r.latency_s is not None:
+        latency = figures.latency_s
+        lines.append(f"  latency    {r.latency_s:.3f} s median, p90 {latency.p90:.3f}, p99 "
+                     f"{latency.p99:.3f}, mean {latency.mean:.3f}"
+                     + _vs(p and p.latency_s, p and p.latency_error))  # fmt: skip
+        lines.append(f"  throughput {r.throughput_fps:.2f} fps{_ci(figures.throughput_fps)}, "
+                     f"{r.in_flight} frame(s) in flight"
+                     + _vs(p and p.throughput_fps, p and p.throughput_error))  # fmt: skip
+        if r.simulated is not None and r.simulated.throughput_error is not None:
+            sim = r.simulated
+            lines.append(f"             simulated {sim.throughput_fps:.3g} fps (stages contending for the "
+                         f"medium), measured {sim.throughput_error:+.0%}")  # fmt: skip
+    if r.single is not None:
+        s = r.single
+        lines.append(f"  single device ({s.device}): latency {s.latency_s:.3f} s, {s.throughput_fps:.2f} fps"
+                     f"{_ci(figures.single_throughput_fps)} -> speedup {r.speedup_vs_single:.2f}x"
+                     f"{_ci(figures.speedup_vs_single)} throughput, {r.latency_speedup_vs_single:.2f}x"
+                     f"{_ci(figures.latency_speedup_vs_single)} latency")  # fmt: skip
+        lines += [f"  inconclusive: {why}" for why in figures.inconclusive.values()]
+    if r.network.dilation != 1.0:
+        real, dilation = r.real_time, r.network.dilation
+        lines.append(f"  real time (x{dilation:g}): latency {real.latency_s:.3f} s, "
+                     f"throughput {real.throughput_fps:.3g} fps")
+    lines += _describe_energy(r.energy)
+    if r.tiled_share is not None:
+        lines.append(_describe_plan_coverage(r.tiled_share, graph))
+    lines.append(f"  network: {r.network.description}")
+    if r.refused_count:
+        lines.append(f"  warning: refused {r.refused_count} connection(s) without the run's secret "
+                     f"from {', '.join(sorted(set(r.refused_peers)))}")
+    lines.append(f"  results: {results}")
     return "\n".join(lines)
 
 
-def _describe_energy(e: dict) -> list[str]:
+def _ci(estimate) -> str:
+    """` [95% CI low-high]`: an estimate's bootstrap interval, where it has one."""
+    return "" if estimate is None else f" [{estimate.level:.0%} CI {estimate.low:.2f}-{estimate.high:.2f}]"
+
+
+def _describe_energy(e: dict | None) -> list[str]:
     """The energy lines of a run's description: per frame from the profiles' power figures, and
     this host's RAPL measurement where there is one."""
     lines = []
+    if e is None:  # a summary from before energy was reported
+        return lines
     if e["per_frame_j"] is not None:
         single = ("" if e["single_per_frame_j"] is None else
                   f"; single device {e['single_per_frame_j']:.3g} J/frame, ratio {e['ratio_vs_single']:.2f}")

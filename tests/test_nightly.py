@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -18,9 +17,7 @@ from labkit import footprint, lab_name, needs_lab, write_fleet
 from suite.cli import main
 from suite.errors import UserError
 from suite.fleet import load_fleet
-from suite.runtime.results import FrameRecord, Measurement
 from suite.tracking import nightly
-from suite.tracking.measure import completion_gaps, speedup_interval
 from suite.tracking.nightly import (
     BASELINES_DIR,
     MATRICES_DIR,
@@ -153,25 +150,6 @@ def test_the_cli_names_what_to_fix(tmp_path, capsys):
 
 
 # ---- the report's figures, from fixture cells (no lab) ---------------------------------------
-
-
-def test_a_speedups_bootstrap_interval_holds_the_estimate_and_widens_with_the_spread():
-    assert speedup_interval([1.0] * 10, [0.5] * 10) == pytest.approx((2.0, 2.0))  # no spread, no width
-    rng = np.random.default_rng(1)
-    calm, noisy = 0.5 + rng.normal(0, 0.01, 40), 0.5 + rng.normal(0, 0.1, 40)
-    calm_low, calm_high = speedup_interval([1.0] * 40, calm)
-    low, high = speedup_interval([1.0] * 40, noisy)
-    assert calm_low < 1 / calm.mean() < calm_high and low < 1 / noisy.mean() < high
-    assert high - low > 5 * (calm_high - calm_low)
-    assert speedup_interval([1.0], [0.5, 0.5]) == (None, None)  # one gap: no interval
-
-
-def test_completion_gaps_are_the_ones_behind_the_throughput():
-    ends = [0.0, 1.0, 2.5, 3.0, 4.5]  # the first two frames are the warm-up
-    frames = [FrameRecord(i, "x", i < 2, end - 0.8, end, True) for i, end in enumerate(ends)]
-    run = Measurement(None, frames, [], {}, 1, 0.0, 4.5)
-    assert completion_gaps(run) == pytest.approx([1.5, 0.5, 1.5])
-    assert 1 / np.mean(completion_gaps(run)) == pytest.approx(run.throughput_fps)
 
 
 def _night(tmp_path: Path, with_baseline: bool):

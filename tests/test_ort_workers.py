@@ -59,14 +59,14 @@ def coordinator():
     return prepared, folded_model(prepared.graph), from_model(loaded)
 
 
-def _config(coordinator, scheme: str) -> dict:
+def _config(coordinator, scheme: str) -> worker.WorkerConfig:
     """The run configuration a worker finds in the store, for `scheme` on two devices."""
     prepared, _, model = coordinator
     fleet = priced_here(uniform_fleet(2), "onnxruntime")
     plan = lower_plan(make_plan(scheme, model, fleet), model, prepared.graph, fleet)
     ranks = {p: r for r, p in enumerate(parties(plan))}
-    return {"plan": plan.to_dict(), "ranks": ranks, "backend": "onnxruntime", "frames": 1, "timeout_s": 30.0,
-            "threads": {p: 1 for p in ranks}}  # fmt: skip
+    config = worker.WorkerConfig(plan.to_dict(), ranks, "onnxruntime", 1, 30.0, {p: 1 for p in ranks})
+    return worker.WorkerConfig.from_json(config.to_json())  # as it travels through the store
 
 
 def _args(rank: int, model_file: Path | None) -> argparse.Namespace:
@@ -98,11 +98,11 @@ def test_a_worker_reads_only_its_own_nodes_weights_from_the_folded_model(coordin
     for rank in (1, 2):
         digested.clear()
         referenced.clear()
-        runner, _, ready = worker._build(config, _args(rank, folder / MODEL), KEY)
+        runner, report, weights = worker._build(config, _args(rank, folder / MODEL), KEY)
         stored = runner.backend._weights
         own = {c for n in runner.program.nodes if graph[n].onnx for c in graph[n].onnx[1]}
         own &= set(stored.tensors)
-        assert ready["weights"] == {n: graph[n].param_digest() for n in ready["weights"]}
+        assert weights == {n: graph[n].param_digest() for n in weights} and report.rank == rank
         assert digested & set(stored.tensors) == own
         spans = [(stored.tensors[c].offset, stored.tensors[c].offset + stored.tensors[c].length) for c in own]
         assert referenced and all(any(a <= offset and offset + length <= b for a, b in spans)
@@ -168,7 +168,7 @@ def test_a_weight_changed_in_the_file_is_named_by_the_coordinators_check(coordin
     check = Coordinator(prepared.graph, backend, None, [], {}, RunOptions("net", (3, 8, 8)))
     said = f"device dev0 read other weights for node '{name}' from {copy / MODEL}"
     with pytest.raises(UserError, match=said):
-        check._check_weights({"dev0": {"weights": {name: digest}}}, {"dev0": str(copy / MODEL)})
+        check._check_weights({"dev0": {name: digest}}, {"dev0": str(copy / MODEL)})
 
 
 def test_a_folded_model_is_known_by_its_content(coordinator):

@@ -550,9 +550,8 @@ def test_a_saved_plan_round_trips_through_the_schema(halp):
     assert load_plan(halp[0]).to_dict() == halp[1]
 
 
-def test_a_failed_single_device_run_keeps_the_plans_results(monkeypatch, capsys):
-    """The baseline after a complete run fails to start (a worker killed): the run's frames stand,
-    with a warning that no speedup is reported, rather than being lost with the baseline."""
+def _fake_coordinator(monkeypatch, repeats: int, fails: dict[str, Exception]):
+    """A coordinator whose runs are stand-ins: each label in `fails` raises its exception."""
     from types import SimpleNamespace
 
     from toys import conv_graph
@@ -562,15 +561,45 @@ def test_a_failed_single_device_run_keeps_the_plans_results(monkeypatch, capsys)
     from suite.runtime.coordinator import Coordinator, RunOptions
 
     graph, fleet = conv_graph(), uniform_fleet(2)
-    coordinator = Coordinator(graph, make_backend("torch"), fleet, [], {}, RunOptions("conv", (1, 4, 4)))
-    done = SimpleNamespace(complete=True)
+    options = RunOptions("conv", (1, 4, 4), repeats=repeats)
+    coordinator = Coordinator(graph, make_backend("torch"), fleet, [], {}, options)
 
     def run(plan, progress=None, label="plan"):
-        if label == "single":
-            raise RunFailed("device dev0 (rank 1): the worker was killed by signal 9 while starting")
-        return done
+        if label in fails:
+            raise fails[label]
+        return SimpleNamespace(complete=True, label=label)
 
     monkeypatch.setattr(coordinator, "run", run)
-    plan = make_plan("modnn", graph, fleet)
-    assert coordinator.run_with_baseline(plan, True, lambda _: None) == (done, None)
-    assert "the single-device run failed, so no speedup is reported" in capsys.readouterr().err
+    return coordinator, make_plan("modnn", graph, fleet)
+
+
+def test_a_failed_single_device_run_keeps_the_plans_results(monkeypatch, capsys):
+    """The baseline after a complete run fails to start (a worker killed): the run's frames stand,
+    with a warning that no speedup is reported, rather than being lost with the baseline."""
+    killed = RunFailed("device dev0 (rank 1): the worker was killed by signal 9 while starting")
+    coordinator, plan = _fake_coordinator(monkeypatch, 1, {"single": killed})
+    runs = coordinator.run_repeats(plan, True, lambda _: None)
+    assert [(r.plan.label, r.single) for r in runs.repeats] == [("plan", None)] and runs.failure is None
+    assert "the single-device run failed, so the repeats stop there" in capsys.readouterr().err
+
+
+def test_a_repeat_that_fails_to_start_keeps_the_repeats_before_it(monkeypatch, capsys):
+    """Repeats run plan, single, plan, single...; the third plan run fails to start: the two
+    repeats before it stand, and the failure names the repeat."""
+    killed = RunFailed("device dev1 (rank 2): the worker did not start within 30 s")
+    coordinator, plan = _fake_coordinator(monkeypatch, 4, {"plan-3": killed})
+    runs = coordinator.run_repeats(plan, True, lambda _: None)
+    assert [(r.number, r.plan.label, r.single.label) for r in runs.repeats] == [
+        (1, "plan", "single"), (2, "plan-2", "single-2")]
+    assert runs.failure == f"repeat 3 of 4: {killed}"
+    assert "repeat 3 of 4 failed; the 2 before it are kept" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_a_repeats_workers_start_keeps_the_runs_before_it(monkeypatch):
+    from suite.runtime.coordinator import INTERRUPTED
+
+    coordinator, plan = _fake_coordinator(monkeypatch, 3, {"single-2": KeyboardInterrupt()})
+    runs = coordinator.run_repeats(plan, True, lambda _: None)
+    assert [(r.plan.label, r.single and r.single.label) for r in runs.repeats] == [
+        ("plan", "single"), ("plan-2", None)]
+    assert runs.failure == f"repeat 2 of 3: {INTERRUPTED}"

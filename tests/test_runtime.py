@@ -160,6 +160,25 @@ def test_run_reports_speedup_and_saves_traceable_results(tmp_path):
     assert {e["cat"] for e in trace["traceEvents"] if e["ph"] == "X"} == {"compute", "send", "recv"}
 
 
+@pytest.mark.slow
+def test_repeats_interleave_with_the_single_device_and_report_intervals(tmp_path):
+    """--repeat 2: plan, single, plan, single on one clock; every frame kept by repeat; the summary,
+    its JSON and stats.csv carry the percentiles and each speedup's interval."""
+    result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x64x64", "--scheme", "pico",
+                      "--devices", "2", "--repeat", "2")  # fmt: skip
+    figures = result["statistics"]
+    assert figures["repeats"] == 2 and figures["latency_s"]["count"] == 4
+    speedup = figures["speedup_vs_single"]
+    assert speedup["low"] <= result["speedup_vs_single"] == speedup["value"] <= speedup["high"]
+    assert [(r["repeat"], r["complete"]) for r in result["repeats"]] == [(1, True), (2, True)]
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv")
+    starts = frames.groupby(["repeat", "run"])["start_s"].min()  # every run's frames, in the order they ran
+    assert list(starts.sort_values().index) == [(1, "plan"), (1, "single"), (2, "plan"), (2, "single")]
+    table = pd.read_csv(tmp_path / "out" / "stats.csv").set_index(["run", "metric"])
+    assert table.loc[("speedup", "speedup_vs_single"), "ci_low"] == pytest.approx(speedup["low"])
+    assert table.loc[("plan", "latency_p99_s"), "value"] == pytest.approx(figures["latency_s"]["p99"])
+
+
 def test_saved_plan_runs_and_is_checked_against_the_command(tmp_path):
     plan = tmp_path / "plan.json"
     assert suite("plan", "--model", "vgg16", "--input-size", "3x112x112", "--scheme", "halp", "--devices",
@@ -182,6 +201,7 @@ def _free_port() -> int:
     (("--backend", "tpu"), "unknown backend 'tpu'"),
     (("--worker-python", "/nonexistent/python3"), "device dev0: cannot start a worker"),
     (("--frames", "0"), "argument --frames: 0 must be at least 1"),
+    (("--repeat", "0"), "argument --repeat: 0 must be at least 1"),
 ])  # fmt: skip
 def test_bad_run_input_is_one_line_exit_2(args, said):
     done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", *args)

@@ -24,6 +24,7 @@ import pandas as pd
 from suite.errors import UserError
 from suite.plan import save_plan
 from suite.reproduce.common import SCHEME_OF, plan
+from suite.runtime.outcome import RunSummary
 
 LAB_DEVICES = (1, 2, 4, 8)
 LAB_SCHEMES = ("pico", "lw")
@@ -77,16 +78,17 @@ def _one(model: str, label: str, clock_mhz: int, devices: int, fleet_name: str, 
     folder.mkdir(parents=True)
     planned = plan(model, SCHEME_OF[label], fleet_name)
     save_plan(planned, folder / "plan.json")
-    run = json.loads(_suite("run", "--inventory", up["inventory"], "--model", model, "--plan",
-                            str(folder / "plan.json"), "--frames", str(FRAMES[label]), "--warmup", "1",
-                            "--no-baseline", "--json", "-o", str(folder / "results")))  # fmt: skip
-    if not run["bit_exact"]:
-        raise UserError(f"lab run of {label} on {fleet_name} was not bit-exact: {run['error']}")
-    period = 1 / run["real_time"]["throughput_fps"]
-    frames = run["frames"]
+    run = RunSummary.from_json(json.loads(_suite(
+        "run", "--inventory", up["inventory"], "--model", model, "--plan", str(folder / "plan.json"),
+        "--frames", str(FRAMES[label]), "--warmup", "1", "--no-baseline", "--json", "-o",
+        str(folder / "results"))))  # fmt: skip
+    if not run.bit_exact:
+        raise UserError(f"lab run of {label} on {fleet_name} was not bit-exact: {run.error}")
+    period = 1 / run.real_time.throughput_fps
+    frames = run.frames
     table = pd.read_csv(folder / "results" / "devices.csv")
     table = table[(table.run == "plan") & (table.device != "coordinator")]
-    dilation = up["dilation"]
+    dilation = run.network.dilation  # the lab's, as the run found it in the inventory
     per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (frames + 1)).round(4).tolist()
                  for kind in ("compute", "send", "recv", "idle")}  # fmt: skip
     progress(f"lab: {label} on {fleet_name}: period {period:.2f} s real time (x{dilation:g}), bit-exact")

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +46,11 @@ from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
 from suite.runtime.lowering import lower_plan
 from suite.runtime.metrics import Event
+from suite.runtime.outcome import WorkerReport
 from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
-from suite.runtime.results import FrameRecord, Measurement
-from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S
+from suite.runtime.results import FrameRecord, Measurement, Repeat, Runs
+from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S, WorkerConfig
 from suite.runtime.worker import command as worker_command
 from suite.runtime.workers import LocalWorkers, Workers
 from suite.verify import compare
@@ -77,6 +78,7 @@ class RunOptions:
     python: str = sys.executable  # the interpreter that runs the workers
     inventory: Inventory | None = None  # run on these devices over SSH instead of local processes
     log_dir: Path | None = None  # where worker logs go (None: a scratch folder, removed after the run)
+    repeats: int = 1  # runs of the plan, each followed by its single-device run (`run_repeats`)
 
 
 @dataclass
@@ -113,10 +115,10 @@ class Coordinator:
         workers: Workers | None = None
         try:
             store = RendezvousStore(_reachable(bind), server.port, secret, options.timeout_s)
-            config = {"plan": executable.to_dict(), "ranks": ranks, "backend": options.backend,
-                      "frames": options.warmup + options.frames, "timeout_s": options.timeout_s,
-                      "threads": {d: options.threads for d in names[1:]}}  # fmt: skip
-            store.set("config", json.dumps(config))
+            config = WorkerConfig(executable.to_dict(), ranks, options.backend,
+                                  options.warmup + options.frames, options.timeout_s,
+                                  {d: options.threads for d in names[1:]})  # fmt: skip
+            store.set("config", config.to_json())
             if inventory is None:
                 # this host's speed, to cap each worker at its device's: measured now, not while they wait
                 host_macs = host_profile(options.backend, say=_say).macs_per_s
@@ -138,13 +140,15 @@ class Coordinator:
                 argv = worker_command(python, ranks[name], len(names), master, options.model,
                                       options.input_size, options.seed, model_files.get(name))  # fmt: skip
                 workers.start(ranks[name], name, argv, env)
-            info = _await_ready(store, workers, options.timeout_s)
-            self._check_weights(info, model_files)
+            ready = _await_ready(store, workers, options.timeout_s)
+            self._check_weights({name: said["weights"] for name, said in ready.items()}, model_files)
             if inventory is None:
-                self._emulate(workers, names[1:], ranks, info, host_macs)
+                cores = self._emulate(workers, names[1:], ranks, host_macs)
             else:  # a lab's devices are capped by their cgroups; real devices run at their own speed
-                for name in names[1:]:
-                    info[name]["cpu_cores"] = inventory.lab.cpu_cores.get(name) if inventory.lab else None
+                lab = inventory.lab
+                cores = {name: lab.cpu_cores.get(name) if lab else None for name in names[1:]}
+            reports = {name: replace(WorkerReport(**ready[name]["report"]), cpu_cores=cores[name])
+                       for name in names[1:]}  # fmt: skip
             if inventory is not None and inventory.coordinator.interface:
                 os.environ["GLOO_SOCKET_IFNAME"] = inventory.coordinator.interface
             else:
@@ -152,16 +156,18 @@ class Coordinator:
             gloo = transport.GlooTransport(ranks, COORDINATOR, transport.data_key(secret))
             offsets = _join(store, gloo, workers, options.timeout_s)
             measurement = self._stream(executable, gloo, workers, store, progress)
-            measurement.plan = plan  # the results keep the plan as made, on the model graph
-            measurement.workers = info
-            measurement.refused_peers = list(server.refused)
-            measurement.refused_count = server.refused_count
+            # the results keep the plan as made, on the model graph
+            measurement = replace(measurement, plan=plan, workers=reports,
+                                  refused_peers=tuple(server.refused),
+                                  refused_count=server.refused_count)  # fmt: skip
             if measurement.complete:  # one --timeout for the workers' reports and their exit
                 deadline = time.monotonic() + options.timeout_s
                 try:
-                    measurement.events += _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
-                    for name in names[1:]:
-                        info[name] |= json.loads(store.get(f"usage/{ranks[name]}"))
+                    events = _worker_events(store, names[1:], ranks, offsets, options.timeout_s)
+                    peaks = {name: json.loads(store.get(f"usage/{ranks[name]}"))["peak_rss_bytes"]
+                             for name in names[1:]}  # fmt: skip
+                    reports = {name: replace(r, peak_rss_bytes=peaks[name]) for name, r in reports.items()}
+                    measurement = replace(measurement, events=(*measurement.events, *events), workers=reports)
                 except Exception as exc:  # every frame is done and checked: the run stands without them
                     why = transport.failure_reason(exc, options.timeout_s)
                     _say(f"warning: the workers' timelines and memory could not be collected (a worker "
@@ -177,24 +183,46 @@ class Coordinator:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    def run_with_baseline(self, plan: Plan, baseline: bool, progress: Callable[[str], Progress | None]
-                          ) -> tuple[Measurement, Measurement | None]:  # fmt: skip
-        """The plan's run, then (when it completed and `baseline` asks for it) the single-device
-        run that its speedup is measured against; a single-device plan is its own baseline.
-        `progress(label)` gives each run's progress callback."""
+    def run_repeats(self, plan: Plan, baseline: bool, progress: Callable[[str], Progress | None]) -> Runs:
+        """`options.repeats` times: the plan's run, then (when it completed and `baseline` asks for
+        it) the single-device run that its speedup is measured against; a single-device plan is its
+        own baseline. The repeats stop at the first run that fails; the ones before it stand, and
+        a run after the first that fails to start, or is interrupted while starting, is named in
+        `Runs.failure`. `progress(label)` gives each run's progress callback."""
         from suite.schemes import make_plan
 
-        run = self.run(plan, progress(f"{plan.scheme} on {len(plan.devices)} devices"))
-        if not (run.complete and baseline):
-            return run, None
-        if plan.scheme == "single":
-            return run, run
-        single = make_plan("single", self.model_graph or self.graph, self.fleet)
-        try:
-            return run, self.run(single, progress("single device"), label="single")
-        except RunFailed as exc:  # the plan's frames are kept; only the speedup over one device is lost
-            _say(f"warning: the single-device run failed, so no speedup is reported: {exc}")
-            return run, None
+        count, done = self.options.repeats, []
+        single = make_plan("single", self.model_graph or self.graph, self.fleet) if baseline else None
+        for number in range(1, count + 1):
+            of = "" if count == 1 else f" (repeat {number} of {count})"
+            suffix = "" if number == 1 else f"-{number}"
+            try:
+                label = f"{plan.scheme} on {len(plan.devices)} devices{of}"
+                run = self.run(plan, progress(label), f"plan{suffix}")
+            except (RunFailed, KeyboardInterrupt) as exc:
+                if number == 1:
+                    raise
+                said = str(exc) if isinstance(exc, RunFailed) else INTERRUPTED
+                _say(f"warning: repeat {number} of {count} failed; the {number - 1} before it are kept: "
+                     f"{said}")  # fmt: skip
+                return Runs(tuple(done), f"repeat {number} of {count}: {said}")
+            if not (run.complete and single is not None):
+                done.append(Repeat(number, run))
+            elif plan.scheme == "single":
+                done.append(Repeat(number, run, run))
+            else:
+                try:
+                    done.append(Repeat(number, run, self.run(single, progress(f"single device{of}"),
+                                                             f"single{suffix}")))  # fmt: skip
+                except RunFailed as exc:  # the plan's frames are kept; only this repeat's speedup is lost
+                    _say(f"warning: the single-device run{of} failed, so the repeats stop there and its "
+                         f"speedup is not reported: {exc}")  # fmt: skip
+                    return Runs((*done, Repeat(number, run)))
+                except KeyboardInterrupt:  # while its workers started: the runs so far are kept
+                    return Runs((*done, Repeat(number, run)), f"repeat {number} of {count}: {INTERRUPTED}")
+            if not done[-1].complete:
+                break
+        return Runs(tuple(done))
 
     def _folded_model(self) -> Path | None:
         """The folded model onnxruntime workers load (None: workers build the model themselves)."""
@@ -204,13 +232,13 @@ class Coordinator:
 
         return folded_model(self.graph)
 
-    def _check_weights(self, info: dict[str, dict], model_files: dict[str, str]) -> None:
+    def _check_weights(self, digests: dict[str, dict[str, str]], model_files: dict[str, str]) -> None:
         """Every worker holds the same weights as this process: a factory that draws random weights
         without `--seed`, another version of a model file on a device, or a damaged copy of the
         folded model is named here, not reported later as outputs that differ."""
         mine: dict[str, str] = {}
-        for device, ready in info.items():
-            for node, digest in ready.pop("weights", {}).items():
+        for device, theirs in digests.items():
+            for node, digest in theirs.items():
                 if node in self.graph.nodes and node not in mine:
                     mine[node] = self.graph[node].param_digest()
                 if node in mine and digest != mine[node] and device in model_files:
@@ -222,13 +250,13 @@ class Coordinator:
                                     "coordinator: build the model the same way everywhere (a factory must "
                                     "draw its weights from --seed; deploy the same model file)")  # fmt: skip
 
-    def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int],
-                 info: dict[str, dict], host: float) -> None:  # fmt: skip
+    def _emulate(self, workers: LocalWorkers, devices: list[str], ranks: dict[str, int], host: float
+                 ) -> dict[str, float | None]:  # fmt: skip
         """Cap each worker at its device's speed relative to this host's (`host` MAC/s on the run's
-        backend: `suite.profile.host_profile`)."""
+        backend: `suite.profile.host_profile`): the cores each device got (None: not capped)."""
+        given: dict[str, float | None] = dict.fromkeys(devices)
         for name in devices:
             cores = cores_for(self.fleet.device(name).profile.macs_per_s, host, self.options.threads)
-            info[name]["cpu_cores"] = None
             if cores is None or not self.options.emulate:
                 continue
             if not cpu_quota_available():
@@ -236,7 +264,8 @@ class Coordinator:
                       "cgroup v1; it runs at full speed", file=sys.stderr)  # fmt: skip
                 continue
             workers.limit(ranks[name], cores)
-            info[name]["cpu_cores"] = round(cores, 3)
+            given[name] = round(cores, 3)
+        return given
 
     def _stream(self, plan: Plan, gloo: transport.GlooTransport, workers: Workers, store: RendezvousStore,
                 progress: Progress | None) -> Measurement:  # fmt: skip
@@ -308,20 +337,19 @@ class Coordinator:
             if error != INTERRUPTED:
                 for thread in threads:
                     thread.join(timeout=options.timeout_s)
-        measurement = Measurement(plan, sorted(records, key=lambda r: r.frame), runner.events, {}, flight,
-                                  start, time.perf_counter(), error)  # fmt: skip
+        end, found = time.perf_counter(), None
         if mismatch is not None:
             frame = mismatch.frame
             reference = self.references[frame.name]
             try:
-                measurement.mismatch = locate_mismatch(plan, graph, self.backend, frame.tensor, reference,
-                                                       options.timeout_s)  # fmt: skip
+                found = locate_mismatch(plan, graph, self.backend, frame.tensor, reference, options.timeout_s)
             except Exception as exc:  # the replay is a diagnosis: its own failure must not hide the finding
                 said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                measurement.mismatch = ("its output differs from the monolithic model; replaying the frame "
-                                        f"here to find the first node failed too ({said})")  # fmt: skip
-            measurement.error = f"frame {mismatch.index} ({frame.name}): {measurement.mismatch}"
-        return measurement
+                found = ("its output differs from the monolithic model; replaying the frame here to find the "
+                         f"first node failed too ({said})")  # fmt: skip
+            error = f"frame {mismatch.index} ({frame.name}): {found}"
+        return Measurement(plan, tuple(sorted(records, key=lambda r: r.frame)), tuple(runner.events), {},
+                           flight, start, end, error, found)  # fmt: skip
 
 
 def _join(store: RendezvousStore, gloo: transport.GlooTransport, workers: Workers, timeout_s: float
@@ -392,7 +420,8 @@ class _Mismatch(Exception):
 
 
 def _await_ready(store: RendezvousStore, workers: Workers, silent_s: float) -> dict[str, dict]:
-    """Every worker's report once it has built its model. A worker that exits first says why (its
+    """Every worker's ready message once it has built its model: its `report` (a `WorkerReport`'s
+    fields) and the digests of the `weights` it holds, by node. A worker that exits first says why (its
     model, its backend or its interpreter: the user's to fix, exit 2); one killed by a signal, or
     without a sign of life for `silent_s` (its first within FIRST_SIGN_S), or not built within
     STARTUP_TIMEOUT_S, is a fault of the run (exit 1)."""
@@ -406,7 +435,7 @@ def _await_ready(store: RendezvousStore, workers: Workers, silent_s: float) -> d
         for rank in sorted(waiting):
             name = workers.names[rank]
             if store.check([f"ready/{rank}"]):
-                info[name] = {"rank": rank, **json.loads(store.get(f"ready/{rank}"))}
+                info[name] = json.loads(store.get(f"ready/{rank}"))
                 waiting.discard(rank)
             elif rank in exited:
                 if exited[rank] < 0:  # a signal: killed (or the kernel's OOM killer), not refused

@@ -1,24 +1,26 @@
-"""A run's results: what the coordinator measured (`Measurement`), the summary people read, and the
-tables, trace and provenance saved beside it.
+"""A run's results: what the coordinator measured (`Measurement`, a run's `Repeat`s), and the
+tables, trace and provenance saved beside its summary (`suite.runtime.outcome`).
 
 Everything is relative to the run's start, in seconds. The frames table is tidy (one row per frame
-per plan run, the single-device baseline included) so any figure can be drawn from it directly.
+per run and repeat, the single-device baseline included) so any figure can be drawn from it
+directly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from suite.energy import RaplTrace, energy_summary, energy_table
+from suite.energy import energy_table
 from suite.fleet import Fleet
 from suite.plan import Plan
 from suite.runtime.metrics import Event, chrome_trace, device_table, host_state, run_metadata, save_results
-from suite.simulate import Workload, simulate
+from suite.runtime.outcome import RunSummary, WorkerReport, summary_json
 
 if TYPE_CHECKING:
     from suite.runtime.coordinator import RunOptions
@@ -31,7 +33,7 @@ WORKER_STARTUP = {"startup_s": "Float64", "compile_s": "Float64", "executables":
                   "rss_bytes": "Int64", "peak_rss_bytes": "Int64"}  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class FrameRecord:
     frame: int
     image: str
@@ -45,20 +47,20 @@ class FrameRecord:
         return self.end_s - self.start_s
 
 
-@dataclass
+@dataclass(frozen=True)
 class Measurement:
     """What one plan did on the workers, on the coordinator's clock."""
 
     plan: Plan
-    frames: list[FrameRecord]
-    events: list[Event]
-    workers: dict[str, dict]  # per device: pid, rank, weights kept, cpu cores allowed, WORKER_STARTUP
+    frames: tuple[FrameRecord, ...]
+    events: tuple[Event, ...]
+    workers: Mapping[str, WorkerReport]  # by device, in rank order
     window: int  # frames in flight
     start_s: float
     end_s: float
     error: str | None = None
     mismatch: str | None = None
-    refused_peers: list[str] = field(default_factory=list)  # the first addresses that failed the handshake
+    refused_peers: tuple[str, ...] = ()  # the first addresses that failed the handshake
     refused_count: int = 0  # every connection that failed it
 
     @property
@@ -79,164 +81,143 @@ class Measurement:
         return median(f.latency_s for f in frames) if frames else None
 
     @property
-    def throughput_fps(self) -> float | None:
-        """Steady state: measured frames per second of completions after the last warm-up frame
-        (after the first measured one when there is no warm-up)."""
+    def periods_s(self) -> list[float]:
+        """Seconds between consecutive completions of measured frames in the steady state, from the
+        last warm-up frame's (from the first measured one's without warm-up; a lone frame: its
+        latency). Their mean is the frame period, 1 / `throughput_fps`."""
         ends = sorted(f.end_s for f in self.measured)
         warm = [f.end_s for f in self.frames if f.warmup]
         if warm and ends:
-            return len(ends) / (ends[-1] - max(warm))
-        if len(ends) < 2:
-            return 1 / self.latency_s if ends else None
-        return (len(ends) - 1) / (ends[-1] - ends[0])
+            ends = [max(warm), *ends]
+        elif len(ends) < 2:
+            return [f.latency_s for f in self.measured]
+        return [b - a for a, b in zip(ends, ends[1:])]
+
+    @property
+    def throughput_fps(self) -> float | None:
+        """Steady state: measured frames per second of completions (`periods_s`)."""
+        periods = self.periods_s
+        return len(periods) / sum(periods) if periods else None
 
 
-def network(options: RunOptions) -> dict:
-    """How the run's network stands to the plan's link model (a summary's `network`)."""
-    inventory = options.inventory
-    if inventory is None:
-        return {"kind": "loopback", "shaped": False, "dilation": 1.0,
-                "description": "loopback, not shaped: the plan's link model is not emulated"}  # fmt: skip
-    if inventory.lab is None:
-        return {"kind": "fleet", "shaped": False, "dilation": 1.0, "inventory": inventory.name,
-                "description": f"the devices of inventory '{inventory.name}' over their own network"}
-    lab = inventory.lab
-    return {"kind": "lab", "shaped": True, "dilation": lab.dilation, "inventory": inventory.name,
-            "lab": lab.name, "rate_mbps": lab.rate_mbps, "shared": lab.shared, "shaping": lab.shaping,
-            "latency": lab.latency, "cpu_cores": dict(lab.cpu_cores),
-            "description": f"emulated lab '{lab.name}', {lab.shaping}; {lab.latency}; time dilated "
-                           f"{lab.dilation:g}x (real-time figures are measured times x {lab.dilation:g})"}
+@dataclass(frozen=True)
+class Repeat:
+    """One repeat of a run: the plan's run, then its single-device run (the plan's own run for a
+    single-device plan; None when not asked for, or when it failed to start)."""
+
+    number: int  # 1-based
+    plan: Measurement
+    single: Measurement | None = None
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        separate = self.single is not None and self.single is not self.plan
+        return [self.plan, self.single] if separate else [self.plan]
+
+    @property
+    def complete(self) -> bool:
+        return all(m.complete for m in self.measurements)
 
 
-def summary(run: Measurement, baseline: Measurement | None, fleet: Fleet, options: RunOptions,
-            rapl: RaplTrace | None = None) -> dict:  # fmt: skip
-    """The keys `suite run --json` prints; `rapl`: this host's energy counters sampled during the run."""
-    plan = run.plan
-    predicted = plan.predicted
-    net = network(options)
-    dilation = net["dilation"]  # a dilated lab runs this many times faster than the fleet it emulates
-    real = {"latency_s": run.latency_s and run.latency_s * dilation,
-            "throughput_fps": run.throughput_fps and run.throughput_fps / dilation}  # fmt: skip
-    single = _separate(run, baseline)
-    speedup = latency_speedup = None
-    if single is not None and run.throughput_fps and single.throughput_fps:
-        speedup = run.throughput_fps / single.throughput_fps
-        latency_speedup = single.latency_s / run.latency_s
-    elif baseline is run:
-        speedup = latency_speedup = 1.0
-    return {
-        "scheme": plan.scheme,
-        "model": plan.model,
-        "input_shape": plan.input_shape,
-        "fleet": fleet.name,
-        "devices": len(run.workers),
-        "backend": options.backend,
-        "frames": len(run.measured),
-        "warmup": options.warmup,
-        "in_flight": run.window,
-        "latency_s": run.latency_s,
-        "throughput_fps": run.throughput_fps,
-        "speedup_vs_single": speedup,
-        "latency_speedup_vs_single": latency_speedup,
-        "single": None if single is None else {"device": single.plan.hub, "latency_s": single.latency_s,
-                                               "throughput_fps": single.throughput_fps},  # fmt: skip
-        "bit_exact": run.bit_exact and (single is None or single.bit_exact),
-        "complete": run.complete and (single is None or single.complete),
-        "error": run.error or (single.error if single is not None else None),
-        "real_time": real,  # the measured figures as the real fleet would show them (x dilation)
-        "predicted": None if predicted is None else {
-            "latency_s": predicted.latency_s,
-            "throughput_fps": predicted.throughput_fps,
-            "latency_error": _error(real["latency_s"], predicted.latency_s),
-            "throughput_error": _error(real["throughput_fps"], predicted.throughput_fps),
-        },
-        "simulated": None if predicted is None else _simulated(plan, fleet, options, real["throughput_fps"]),
-        "tiled_share": None if predicted is None else predicted.tiled_share,  # of the model's MACs
-        "bytes_moved": sum(e.bytes for e in run.events if e.kind == "send"),
-        "plan_hash": plan.digest,
-        "network": net,
-        "refused_peers": run.refused_peers,
-        "refused_count": run.refused_count,
-        "energy": energy_summary(run, baseline, fleet, dilation, rapl),
-    }
+@dataclass(frozen=True)
+class Runs:
+    """A run's repeats, interleaved (plan, single, plan, single, ...) so that drifting load on the
+    host hits both alike. They stop at the first that fails; `failure` names one that failed to
+    start (one that started says why in its measurement's error)."""
+
+    repeats: tuple[Repeat, ...]
+    failure: str | None = None
+
+    def each(self) -> list[tuple[int, str, Measurement]]:
+        """(repeat, "plan" or "single", measurement) for every run, in the order they ran."""
+        return [(r.number, kind, m) for r in self.repeats
+                for kind, m in zip(("plan", "single"), r.measurements)]  # fmt: skip
 
 
-def _simulated(plan: Plan, fleet: Fleet, options: RunOptions, measured_fps: float | None) -> dict:
-    """The simulator's throughput for the same stream (frames back to back, as the run feeds them):
-    unlike the cost model it plays transfers of different pipeline stages contending for a shared
-    medium, which is where a WiFi pipeline's time goes."""
-    result = simulate(plan, fleet, Workload(frames=max(min(options.frames, 60), 2)))
-    return {"throughput_fps": result.throughput_fps,
-            "throughput_error": _error(measured_fps, result.throughput_fps)}  # fmt: skip
-
-
-def _separate(run: Measurement, baseline: Measurement | None) -> Measurement | None:
-    """The single-device run, unless there is none or the run itself was the single device."""
-    return baseline if baseline is not run else None
-
-
-def _error(measured: float | None, predicted: float) -> float | None:
-    """Measured over predicted, minus one: +0.25 means 25 % more than the cost model said."""
-    return None if measured is None or not predicted else measured / predicted - 1
-
-
-def frames_table(runs: dict[str, Measurement]) -> pd.DataFrame:
+def frames_table(runs: Runs) -> pd.DataFrame:
+    origin = runs.repeats[0].plan.start_s
     rows = []
-    for label, run in runs.items():
+    for repeat, label, run in runs.each():
         for f in sorted(run.frames, key=lambda f: f.frame):
-            rows.append({"run": label, "scheme": run.plan.scheme, "frame": f.frame, "image": f.image,
-                         "warmup": f.warmup, "start_s": f.start_s - run.start_s,
-                         "end_s": f.end_s - run.start_s, "latency_s": f.latency_s,
+            rows.append({"run": label, "repeat": repeat, "scheme": run.plan.scheme, "frame": f.frame,
+                         "image": f.image, "warmup": f.warmup, "start_s": f.start_s - origin,
+                         "end_s": f.end_s - origin, "latency_s": f.latency_s,
                          "bit_exact": f.bit_exact})  # fmt: skip
-    return pd.DataFrame(rows, columns=["run", "scheme", "frame", "image", "warmup", "start_s", "end_s",
-                                       "latency_s", "bit_exact"])  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "repeat", "scheme", "frame", "image", "warmup", "start_s",
+                                       "end_s", "latency_s", "bit_exact"])  # fmt: skip
 
 
-def devices_table(runs: dict[str, Measurement]) -> pd.DataFrame:
+def devices_table(runs: Runs) -> pd.DataFrame:
     tables = []
-    for label, run in runs.items():
-        devices = ["coordinator", *run.workers]
-        table = device_table(run.events, devices, run.start_s, run.end_s)
+    for repeat, label, run in runs.each():
+        workers = list(run.workers.values())
+        table = device_table(run.events, ["coordinator", *run.workers], run.start_s, run.end_s)
         table.insert(0, "run", label)
-        table["cpu_cores"] = [None, *(w.get("cpu_cores") for w in run.workers.values())]
-        table["weights_bytes"] = [0, *(w["weights_bytes"] for w in run.workers.values())]
+        table.insert(1, "repeat", repeat)
+        table["cpu_cores"] = [None, *(w.cpu_cores for w in workers)]
+        table["weights_bytes"] = [0, *(w.weights_bytes for w in workers)]
         # the device's `suite doctor` verdict on the backend: equal fingerprints, equal arithmetic
-        table["doctor_fingerprint"] = [None, *(w.get("doctor_fingerprint") for w in run.workers.values())]
+        table["doctor_fingerprint"] = [None, *(w.doctor_fingerprint for w in workers)]
         for column, dtype in WORKER_STARTUP.items():
-            table[column] = pd.array([None, *(w.get(column) for w in run.workers.values())], dtype=dtype)
+            table[column] = pd.array([None, *(getattr(w, column) for w in workers)], dtype=dtype)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
 
-def save(directory: Path, run: Measurement, baseline: Measurement | None, fleet: Fleet,
-         options: RunOptions, host_before: dict | None = None,
-         rapl: RaplTrace | None = None) -> Path:  # fmt: skip
-    """Write frames.csv, devices.csv, energy.csv (`suite.energy.energy_table`), summary.json (with
-    provenance, and what else the host was doing before the run and after it: `metrics.host_state`),
-    plan.json and trace.json (the plan's run, then the single-device run's); `rapl`: this host's
-    energy counters sampled during the run."""
-    single = _separate(run, baseline)
-    runs = {"plan": run} | ({"single": single} if single is not None else {})
-    shifted = [e.shifted(run.start_s) for e in run.events]
-    devices = ["coordinator", *run.workers]
-    if single is not None:  # after the plan's run on the same clock, each party a process of its own
-        shifted += [replace(e.shifted(run.start_s), device=f"single: {e.device}") for e in single.events]
-        devices += [f"single: {d}" for d in ["coordinator", *single.workers]]
+def statistics_table(summary: RunSummary) -> pd.DataFrame:
+    """stats.csv: per run (plan, single, and their ratios as "speedup") each figure, with its
+    bootstrap interval where it has one, and for a speedup why it is inconclusive, if it is."""
+    columns = ["run", "metric", "value", "ci_low", "ci_high", "level", "repeats", "inconclusive"]
+    figures = summary.statistics
+    if figures is None:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for run, latency, throughput in [("plan", figures.latency_s, figures.throughput_fps),
+                                     ("single", figures.single_latency_s, figures.single_throughput_fps)]:
+        if latency is not None:
+            rows += [(run, f"latency_{name}_s", getattr(latency, name), None, None, None)
+                     for name in ("p50", "p90", "p99", "mean")]  # fmt: skip
+            rows.append((run, "throughput_fps", throughput.value, throughput.low, throughput.high,
+                         throughput.level))  # fmt: skip
+    for metric in ("speedup_vs_single", "latency_speedup_vs_single"):
+        estimate = getattr(figures, metric)
+        if estimate is not None:
+            rows.append(("speedup", metric, estimate.value, estimate.low, estimate.high, estimate.level))
+    return pd.DataFrame([(*row, figures.repeats, figures.inconclusive.get(row[1])) for row in rows],
+                        columns=columns)  # fmt: skip
+
+
+def save(directory: Path, runs: Runs, summary: RunSummary, fleet: Fleet, options: RunOptions,
+         host_before: dict | None = None) -> Path:  # fmt: skip
+    """Write frames.csv, devices.csv, stats.csv, energy.csv (`suite.energy.energy_table`, the first
+    repeat's), summary.json (with provenance, and what else the host was doing before the run and
+    after it: `metrics.host_state`), plan.json and trace.json (every run on one clock, each party of
+    each run a process of its own)."""
+    first = runs.repeats[0].plan
+    shifted, devices = [], []
+    for repeat, label, run in runs.each():
+        prefix = "" if (repeat, label) == (1, "plan") else f"{label}{'' if repeat == 1 else f' {repeat}'}: "
+        shifted += [replace(e.shifted(first.start_s), device=prefix + e.device) for e in run.events]
+        devices += [prefix + d for d in ["coordinator", *run.workers]]
     inventory = options.inventory
     hosts = None if inventory is None else {h.name: h.address for h in inventory.hosts}
     where = None if inventory is None else str(inventory.path)
-    meta = run_metadata(fleet=fleet.name, fleet_source=fleet.source, plan_hash=run.plan.digest,
+    meta = run_metadata(fleet=fleet.name, fleet_source=fleet.source, plan_hash=first.plan.digest,
                         backend=options.backend, threads_per_worker=options.threads,
                         emulate=options.emulate and inventory is None, timeout_s=options.timeout_s,
-                        model=options.model, seed=options.seed, workers=run.workers,
-                        inventory=where, hosts=hosts,
+                        model=options.model, seed=options.seed,
+                        workers={d: asdict(w) for d, w in first.workers.items()}, inventory=where,
+                        hosts=hosts,
                         host_state={"before": host_before, "after": host_state()})  # fmt: skip
-    documents = {"summary": {**summary(run, baseline, fleet, options, rapl), "metadata": meta},
-                 "plan": run.plan.to_dict(),
+    documents = {"summary": {**summary_json(summary), "metadata": meta},
+                 "plan": first.plan.to_dict(),
                  "trace": chrome_trace(shifted, devices)}  # fmt: skip
     folders = {"logs": options.log_dir} if options.log_dir is not None and options.log_dir.is_dir() else {}
-    energy = pd.DataFrame(energy_table(runs, fleet, network(options)["dilation"]),
+    single = runs.repeats[0].single
+    measured = {"plan": first} | ({"single": single} if single is not None and single is not first else {})
+    energy = pd.DataFrame(energy_table(measured, fleet, summary.network.dilation),
                           columns=["run", "device", "profile", "busy_s", "window_s", "idle_w", "busy_w",
                                    "energy_per_frame_j"])  # fmt: skip
-    return save_results(directory, {"frames": frames_table(runs), "devices": devices_table(runs),
-                                    "energy": energy}, documents, folders)  # fmt: skip
+    tables = {"frames": frames_table(runs), "devices": devices_table(runs),
+              "stats": statistics_table(summary), "energy": energy}  # fmt: skip
+    return save_results(directory, tables, documents, folders)

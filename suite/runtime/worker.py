@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from suite.errors import UserError
@@ -31,6 +31,27 @@ from suite.runtime import faults
 STARTUP_TIMEOUT_S = 300.0  # building a large model on a slow device takes a while
 HEARTBEAT_S = 1.0  # how often a starting worker shows it is alive
 FIRST_SIGN_S = 60.0  # an interpreter's start and torch's import, on a slow device, before the first sign
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the coordinator tells every worker of the run, through the store's `config` key."""
+
+    plan: dict  # the plan as the workers execute it (`Plan.to_dict`)
+    ranks: dict[str, int]  # by party, the coordinator's included
+    backend: str
+    frames: int  # warm-up and measured
+    timeout_s: float
+    threads: dict[str, int]  # per device
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> WorkerConfig:
+        """The config in the store; keys it does not know (a newer coordinator's) are left alone."""
+        values = json.loads(text)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def parse_master(text: str) -> tuple[str, int]:
@@ -73,16 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         faults.at("start-up", args.rank)
-        config = json.loads(store.get("config"))
-        runner, frames, ready = _build(config, args, transport.data_key(secret))
-        ready["startup_s"] = time.perf_counter() - started
-        ready["rss_bytes"] = _give_back_freed_memory()
+        config = WorkerConfig.from_json(store.get("config"))
+        runner, report, weights = _build(config, args, transport.data_key(secret))
+        report = replace(report, startup_s=time.perf_counter() - started, rss_bytes=_give_back_freed_memory())
     except Exception as exc:  # any failure to start is reported, never a silent hang
         store.set(f"error/{args.rank}", _one_line(exc))
         return 2
     finally:
         building.set()
-    store.set(f"ready/{args.rank}", json.dumps(ready))
+    store.set(f"ready/{args.rank}", json.dumps({"report": asdict(report), "weights": weights}))
     if "GLOO_SOCKET_IFNAME" not in os.environ:  # the inventory may name the device's interface
         transport.pin_gloo(transport.route_to(host, port))
     from suite.plan import COORDINATOR  # after the build: a worker without the suite's packages says so there
@@ -90,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         faults.at("join", args.rank)
         store.set(f"joining/{args.rank}", "1")  # so that one which never comes can be named
-        transport.join(store, args.rank, args.world, config["timeout_s"])
+        transport.join(store, args.rank, args.world, config.timeout_s)
         faults.at("clock", args.rank)
-        transport.answer_clock(runner.transport, COORDINATOR, config["timeout_s"])
+        transport.answer_clock(runner.transport, COORDINATOR, config.timeout_s)
         with runner.backend.active():
-            for frame in range(frames):
+            for frame in range(config.frames):
                 faults.at("frame", args.rank, frame)
                 runner.frame(frame)
     except Exception as exc:
@@ -128,9 +148,9 @@ def _signs_of_life(host: str, port: int, secret: str, rank: int) -> threading.Ev
     return built
 
 
-def _build(config: dict, args: argparse.Namespace, key: bytes):
-    """The runner for this rank's party (its messages authenticated with `key`), the frame count, and
-    what to report when ready."""
+def _build(config: WorkerConfig, args: argparse.Namespace, key: bytes):
+    """The runner for this rank's party (its messages authenticated with `key`), its report (start-up
+    time and memory still to fill in) and the digests of the weights it holds, by node."""
     import torch
 
     from suite.backends import BackendError, make_backend
@@ -138,18 +158,18 @@ def _build(config: dict, args: argparse.Namespace, key: bytes):
     from suite.models.load import load_model, parse_input_size
     from suite.plan import PlanError, load_plan_dict
     from suite.runtime.engine import Runner, compile_program, prune_weights, segments
+    from suite.runtime.outcome import WorkerReport
     from suite.runtime.transport import GlooTransport
 
-    ranks: dict[str, int] = config["ranks"]
-    party = next(p for p, r in ranks.items() if r == args.rank)
+    party = next(p for p, r in config.ranks.items() if r == args.rank)
     # tiles a task no longer needs are freed as it runs, as the module's own forward frees them
-    backend = make_backend(config["backend"], config["threads"].get(party, 1))
+    backend = make_backend(config.backend, config.threads.get(party, 1))
     backend = replace(backend, observes_all_nodes=False)
-    verdict = recorded(config["backend"])  # as `suite doctor` (or `suite deploy`) left it on this device
+    verdict = recorded(config.backend)  # as `suite doctor` (or `suite deploy`) left it on this device
     if verdict is not None and not verdict.exact:
         raise BackendError(refusal(verdict, f"device {party}"))
     torch.set_num_interop_threads(1)
-    if config["backend"] == "onnxruntime":  # its weights stay in the file until its sessions read them
+    if config.backend == "onnxruntime":  # its weights stay in the file until its sessions read them
         if args.model_file is None:
             raise UserError("an onnxruntime worker loads the coordinator's folded model: pass --model-file")
         graph, weight_bytes = backend.load_folded(Path(args.model_file)), backend.weight_bytes
@@ -157,7 +177,7 @@ def _build(config: dict, args: argparse.Namespace, key: bytes):
         loaded = load_model(args.model, parse_input_size(args.input_size), args.seed)
         graph, weight_bytes = backend.prepare(loaded).graph, None
         del loaded  # the module's own copy of the weights
-    plan = load_plan_dict(config["plan"])
+    plan = load_plan_dict(config.plan)
     if plan.model != graph.name or tuple(plan.input_shape) != tuple(graph.input_shape[1:]):
         raise PlanError(f"the plan is for {plan.model} {plan.input_shape}, but this worker was started "
                         f"with {graph.name} {list(graph.input_shape[1:])}")  # fmt: skip
@@ -170,13 +190,13 @@ def _build(config: dict, args: argparse.Namespace, key: bytes):
     graph = prune_weights(graph, program)
     weights = sum(graph[n].param_bytes for n in graph.nodes)
     compiled = backend.compile(graph, segments(program, graph))
-    gloo = GlooTransport(ranks, party, key)
-    runner = Runner(compiled.graph, program, backend, gloo, config["timeout_s"], args.rank)
-    return runner, config["frames"], {"device": party, "pid": os.getpid(), "weights_bytes": weights,
-                                      "doctor_fingerprint": None if verdict is None else verdict.fingerprint,
-                                      "nodes": len(program.nodes), "weights": digests,
-                                      "compile_s": compiled.seconds,
-                                      "executables": compiled.executables}  # fmt: skip
+    gloo = GlooTransport(config.ranks, party, key)
+    runner = Runner(compiled.graph, program, backend, gloo, config.timeout_s, args.rank)
+    report = WorkerReport(party, args.rank, os.getpid(), len(program.nodes), weights,
+                          None if verdict is None else verdict.fingerprint, startup_s=0.0,
+                          compile_s=compiled.seconds, executables=compiled.executables,
+                          rss_bytes=0)  # fmt: skip
+    return runner, report, digests
 
 
 def _give_back_freed_memory() -> int:

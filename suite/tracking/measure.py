@@ -3,7 +3,7 @@
 The single-device plan runs once and every scheme's speedup is measured against that run, so a
 model costs one baseline however many schemes it has. Every frame of every run is checked bit for
 bit against the monolithic model (the coordinator does it); the summaries are the ones
-`suite run --json` prints (`speedup_vs_single`, `latency_s`, `bit_exact`, `predicted`, ...).
+`suite run` makes (`RunSummary`: `speedup_vs_single`, `latency_s`, `bit_exact`, `predicted`, ...).
 """
 
 from __future__ import annotations
@@ -13,17 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from suite.fleet import Fleet
 
 if TYPE_CHECKING:
     from suite.orchestrate.inventory import Inventory
-    from suite.runtime.results import Measurement
-
-SPREAD_QUANTILES = (0.1, 0.9)  # a latency's spread: these quantiles of the per-frame latencies
-CONFIDENCE = 0.9  # a speedup's spread: this bootstrap confidence interval
-RESAMPLES = 2000
+    from suite.runtime.outcome import RunSummary
 
 
 @dataclass(frozen=True)
@@ -58,7 +52,7 @@ def first_devices(fleet: Fleet, count: int) -> Fleet:
 
 def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
                     inventory: Inventory | None = None, results: Path | None = None,
-                    say: Callable[[str], None] = lambda _: None) -> dict[str, dict]:  # fmt: skip
+                    say: Callable[[str], None] = lambda _: None) -> dict[str, RunSummary]:  # fmt: skip
     """`{scheme: summary}` for "single" and each of `schemes`, run on `fleet`'s devices: local
     worker processes, or the inventory's devices over SSH. With `results`, each run's tables,
     trace and plan are saved under `results/<scheme>/` as `suite run -o` saves them."""
@@ -66,7 +60,8 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     from suite.datasets import load_frames
     from suite.models.load import load_model
     from suite.runtime.coordinator import Coordinator, RunOptions
-    from suite.runtime.results import save, summary
+    from suite.runtime.outcome import summarize
+    from suite.runtime.results import Repeat, Runs, save
     from suite.schemes import make_plan
 
     backend = make_backend("torch", threads=1)
@@ -79,67 +74,26 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
                          frames=workload.frames, warmup=workload.warmup, timeout_s=workload.timeout_s,
                          inventory=inventory)  # fmt: skip
     coordinator = Coordinator(prepared.graph, backend, fleet, frames, references, options)
-    summaries: dict[str, dict] = {}
+    summaries: dict[str, RunSummary] = {}
     single = None
     for scheme in ["single", *schemes]:
         plan = make_plan(scheme, prepared.graph, fleet)
         run = coordinator.run(plan, label=scheme)
         if single is None:  # the first run is the single device's, every speedup's reference
             single = run
-        summaries[scheme] = summary(run, single, fleet, options) | {"spread": frame_spread(run, single)}
+        runs = Runs((Repeat(1, run, single),))
+        summaries[scheme] = summarize(runs, fleet, options)
         if results is not None:
-            save(results / scheme, run, single, fleet, options)
+            save(results / scheme, runs, summaries[scheme], fleet, options)
         say(_line(workload, fleet, summaries[scheme]))
     return summaries
 
 
-def frame_spread(run: Measurement, single: Measurement) -> dict[str, float | None]:
-    """How much a run's figures vary from frame to frame, for the nightly figures' error bars: the
-    latency's SPREAD_QUANTILES over the measured frames (measured time), and the CONFIDENCE bootstrap
-    interval of the speedup over `single` (None for `single` itself and for an incomplete run)."""
-    latencies = [f.latency_s for f in run.measured]
-    low, high = np.quantile(latencies, SPREAD_QUANTILES) if latencies else (None, None)
-    interval = (None, None)
-    if run is not single and run.complete and single.complete:
-        interval = speedup_interval(completion_gaps(single), completion_gaps(run))
-    return {"latency_low_s": _plain(low), "latency_high_s": _plain(high),
-            "speedup_low": interval[0], "speedup_high": interval[1]}  # fmt: skip
-
-
-def completion_gaps(run: Measurement) -> list[float]:
-    """The seconds between consecutive measured completions, from the last warm-up one (the gaps
-    whose mean is 1 / `Measurement.throughput_fps`)."""
-    ends = sorted(f.end_s for f in run.measured)
-    warm = [f.end_s for f in run.frames if f.warmup]
-    points = [max(warm), *ends] if warm else ends
-    return [b - a for a, b in zip(points, points[1:])]
-
-
-def speedup_interval(single_gaps: Sequence[float], gaps: Sequence[float],
-                     confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
-                     seed: int = 0) -> tuple[float | None, float | None]:  # fmt: skip
-    """The `confidence` bootstrap interval (percentile method) of the throughput speedup, the ratio
-    of the single device's mean gap between completions to the run's, resampling each run's gaps."""
-    if len(single_gaps) < 2 or len(gaps) < 2:
-        return None, None
-    rng = np.random.default_rng(seed)
-    one, many = np.asarray(single_gaps), np.asarray(gaps)
-    ratios = (rng.choice(one, (resamples, len(one))).mean(axis=1)
-              / rng.choice(many, (resamples, len(many))).mean(axis=1))  # fmt: skip
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def _plain(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def _line(workload: Workload, fleet: Fleet, s: dict) -> str:
+def _line(workload: Workload, fleet: Fleet, s: RunSummary) -> str:
     """One progress line per run."""
-    if not s["complete"]:
-        return f"{s['scheme']} {workload.label} on {fleet.name}: FAILED: {s['error']}"
-    speedup = "" if s["speedup_vs_single"] is None else f", speedup {s['speedup_vs_single']:.2f}x"
-    exact = "bit-exact" if s["bit_exact"] else "NOT bit-exact"
-    return (f"{s['scheme']} {workload.label} on {fleet.name}: latency {s['latency_s']:.3f} s, "
-            f"{s['throughput_fps']:.2f} fps{speedup}, {exact}")
+    if not s.complete:
+        return f"{s.scheme} {workload.label} on {fleet.name}: FAILED: {s.error}"
+    speedup = "" if s.speedup_vs_single is None else f", speedup {s.speedup_vs_single:.2f}x"
+    exact = "bit-exact" if s.bit_exact else "NOT bit-exact"
+    return (f"{s.scheme} {workload.label} on {fleet.name}: latency {s.latency_s:.3f} s, "
+            f"{s.throughput_fps:.2f} fps{speedup}, {exact}")

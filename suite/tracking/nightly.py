@@ -18,8 +18,9 @@ device count) while the lab is still up, and fails only if the second measuremen
 tolerance too: a one-off stall on a shared host does not fail the night, a slower plan does. A
 night also fails (exit 1) on any frame that is not bit-exact and any cell that did not complete.
 
-Each cell also keeps its frame-to-frame spread for the report's error bars (`measure.frame_spread`):
-the latency's 10th and 90th percentiles over the frames, and a 90% bootstrap interval of the speedup.
+Each cell also keeps its frame-to-frame spread for the report's error bars (the run summary's
+`statistics`): the latency's 10th and 90th percentiles over the frames, and the speedup's 95%
+bootstrap interval (`suite.runtime.stats`).
 `suite nightly report RUN` draws a stored night's figures and REPORT.md again from its tables.
 """
 
@@ -48,11 +49,12 @@ from suite.tracking.measure import Workload
 if TYPE_CHECKING:
     from suite.fleet import Fleet
     from suite.orchestrate.inventory import Inventory
+    from suite.runtime.outcome import RunSummary
 
 MATRICES_DIR = data("nightly")
 BASELINES_DIR = data("baselines", "nightly")
 KEYS = ["model", "devices", "scheme"]  # one cell of the matrix
-# the frame-to-frame spread behind the figures' error bars (measure.frame_spread), latency in real time
+# the frame-to-frame spread behind the figures' error bars (RunSummary.statistics), latency in real time
 SPREAD_COLUMNS = ["latency_low_s", "latency_high_s", "speedup_low", "speedup_high"]
 MEASURED_COLUMNS = [*KEYS, "input_size", "frames", "complete", "bit_exact", "error", "speedup", "latency_s",
                     "throughput_fps", "bytes_moved", "latency_error", "throughput_error", "dilation",
@@ -209,25 +211,25 @@ def load_baseline(path: Path) -> Baseline:
 # ---- the math: tables, noise, comparison (pure) -----------------------------------------------
 
 
-def cell_rows(workload: Workload, devices: int, summaries: dict[str, dict]) -> list[dict]:
+def cell_rows(workload: Workload, devices: int, summaries: dict[str, RunSummary]) -> list[dict]:
     """One tidy row per scheme run (`measure_schemes`' summaries), times in the real fleet's time."""
     rows = []
     for scheme, s in summaries.items():
-        real = s["real_time"] or {"latency_s": s["latency_s"], "throughput_fps": s["throughput_fps"]}
-        predicted = s["predicted"] or {}
-        spread, dilation = s["spread"], s["network"]["dilation"]
+        predicted, figures, dilation = s.predicted, s.statistics, s.network.dilation
+        latency = figures and figures.latency_s
+        speedup = figures and figures.speedup_vs_single
         rows.append({"model": workload.model, "devices": devices, "scheme": scheme,
-                     "input_size": "x".join(map(str, workload.input_size)), "frames": s["frames"],
-                     "complete": s["complete"], "bit_exact": s["bit_exact"], "error": s["error"],
-                     "speedup": s["speedup_vs_single"], "latency_s": real["latency_s"],
-                     "throughput_fps": real["throughput_fps"], "bytes_moved": s["bytes_moved"],
-                     "latency_error": predicted.get("latency_error"),
-                     "throughput_error": predicted.get("throughput_error"),
-                     "dilation": dilation, "plan_hash": s["plan_hash"], "remeasured": False,
-                     "latency_low_s": _times(spread["latency_low_s"], dilation),
-                     "latency_high_s": _times(spread["latency_high_s"], dilation),
-                     "speedup_low": spread["speedup_low"],
-                     "speedup_high": spread["speedup_high"]})  # fmt: skip
+                     "input_size": "x".join(map(str, workload.input_size)), "frames": s.frames,
+                     "complete": s.complete, "bit_exact": s.bit_exact, "error": s.error,
+                     "speedup": s.speedup_vs_single, "latency_s": s.real_time.latency_s,
+                     "throughput_fps": s.real_time.throughput_fps, "bytes_moved": s.bytes_moved,
+                     "latency_error": predicted and predicted.latency_error,
+                     "throughput_error": predicted and predicted.throughput_error,
+                     "dilation": dilation, "plan_hash": s.plan_hash, "remeasured": False,
+                     "latency_low_s": _times(latency and latency.p10, dilation),
+                     "latency_high_s": _times(latency and latency.p90, dilation),
+                     "speedup_low": speedup and speedup.low,
+                     "speedup_high": speedup and speedup.high})  # fmt: skip
     return rows
 
 

@@ -23,8 +23,8 @@ FIGURES = {  # metric: (file, title, axis label)
     "latency_s": ("latency.png", "Latency", "latency per frame, real time (s)"),
     "bytes_moved": ("bytes_moved.png", "Bytes moved", "MB moved per frame"),
 }
-# each metric's error bars: the columns (measure.frame_spread) and what they are, for the legend
-BARS = {"speedup": ("speedup_low", "speedup_high", "90% bootstrap CI"),
+# each metric's error bars: the columns (nightly.cell_rows) and what they are, for the legend
+BARS = {"speedup": ("speedup_low", "speedup_high", "95% bootstrap CI"),
         "latency_s": ("latency_low_s", "latency_high_s", "p10-p90 of the frames")}  # fmt: skip
 
 
