@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from suite.energy import (
@@ -84,7 +86,8 @@ def test_the_summary_compares_the_plan_with_the_single_device():
     frames = [(0, 1, False), (1, 2, False), (2, 3, False)]
     plan = _run({"d0": [(0, 2)], "d1": [(0, 2)]}, frames)
     single = _run({"d0": [(0, 3)]}, [(0, 1.5, False), (1.5, 3, False)])
-    plan.plan = single.plan = type("P", (), {"predicted": None, "scheme": "pico"})()
+    unpredicted = type("P", (), {"predicted": None, "scheme": "pico"})()
+    plan, single = replace(plan, plan=unpredicted), replace(single, plan=unpredicted)
     summary = energy_summary(plan, single, _fleet(PI, PI))
     # plan: window [0, 3], 1 fps; each device 2 s busy, 1 s idle over 3 s: 12/3 W, times 1 s a frame
     assert summary["per_frame_j"] == pytest.approx(2 * 12 / 3)
