@@ -524,6 +524,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:
             runs = coordinator.run_repeats(plan, args.baseline, progress)
         outcome = summarize(runs, fleet, options, energy.trace)
+        if inventory is None:
+            _warn_above_cap(outcome.speedup_vs_single, workers * args.threads)
         folder = save(output, runs, outcome, fleet, options, host_before)
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
@@ -562,6 +564,16 @@ def _warn_oversubscribed(workers: int, threads: int) -> None:
     if workers * threads > cores:
         print(f"warning: {workers} workers x {threads} thread(s) on {cores} cores: the workers share CPUs, "
               f"so the measured speedup is capped near {cores}x", file=sys.stderr)  # fmt: skip
+
+
+def _warn_above_cap(speedup: float | None, threads: int) -> None:
+    """Local workers cannot beat one device by more than the cores they share: a speedup above that
+    says the single-device run was slowed (by other jobs on the host), not that the plan is faster."""
+    cap = min(os.cpu_count() or 1, threads)
+    if speedup is not None and speedup > cap * 1.25:  # caches can make a split a little superlinear
+        print(f"warning: the measured speedup {speedup:.2f}x is above the {cap}x that {cap} core(s) allow: "
+              "the single-device run was slowed (other processes on this host?); measure again with "
+              "--repeat", file=sys.stderr)  # fmt: skip
 
 
 def _run_plan(args: argparse.Namespace, model, executed, fleet=None):
