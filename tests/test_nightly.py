@@ -188,7 +188,7 @@ def test_the_figures_say_when_and_what_and_draw_the_frames_spread_from_zero(tmp_
     speedup = figure(cells, per_frame_bytes(baseline.cells, matrix), "speedup", about)
     title = speedup._suptitle.get_text()
     assert "2026-12-05 03:00 UTC" in title and "commit 0123456789ab" in title
-    assert _legend(speedup) == ["pico", "halp", "tonight", "baseline", "one device", "bars: 90% bootstrap CI"]
+    assert _legend(speedup) == ["pico", "halp", "tonight", "baseline", "one device", "bars: 95% bootstrap CI"]
     ax = speedup.axes[0]
     assert ax.get_ylim()[0] == 0
     bars = [c for c in ax.containers if c.has_yerr]  # tonight's lines carry the spread, the baseline's not
