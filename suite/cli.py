@@ -342,7 +342,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _predicted_energy(predicted, fleet) -> str:
     """`, energy X J/frame` from the devices' published power, where every device of the plan has it."""
-    from suite.energy import predicted_energy, total
+    from suite.runtime.energy import predicted_energy, total
 
     joules = total(predicted_energy(predicted, fleet))
     return "" if joules is None else f", energy {joules:.3g} J/frame (published power figures)"
@@ -379,12 +379,12 @@ def _describe_plan_coverage(share: float, graph) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from suite.energy import predicted_energy, total
     from suite.fleet import load_fleet, plan_fleet
     from suite.graph import from_model
     from suite.models import ZOO
     from suite.models.load import load_model
     from suite.plan import load_plan
+    from suite.runtime.energy import predicted_energy, total
     from suite.simulate import Workload, simulate
 
     plan = load_plan(args.plan)
@@ -478,12 +478,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from suite.backends import check_backend, make_backend
     from suite.datasets import load_frames
-    from suite.energy import RaplSampler
     from suite.models.load import load_model, parse_input_size
-    from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
+    from suite.runtime.coordinator import INTERRUPTED, Coordinator
     from suite.runtime.emulate import sweep_stale
+    from suite.runtime.energy import RaplSampler
     from suite.runtime.engine import parties
     from suite.runtime.lowering import model_graph
+    from suite.runtime.measurement import RunOptions
     from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
     from suite.runtime.outcome import summarize, summary_json
     from suite.runtime.results import save

@@ -558,7 +558,8 @@ def _fake_coordinator(monkeypatch, repeats: int, fails: dict[str, Exception]):
 
     from suite.backends import make_backend
     from suite.fleet import uniform_fleet
-    from suite.runtime.coordinator import Coordinator, RunOptions
+    from suite.runtime.coordinator import Coordinator
+    from suite.runtime.measurement import RunOptions
 
     graph, fleet = conv_graph(), uniform_fleet(2)
     options = RunOptions("conv", (1, 4, 4), repeats=repeats)

@@ -59,9 +59,10 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     from suite.backends import make_backend
     from suite.datasets import load_frames
     from suite.models.load import load_model
-    from suite.runtime.coordinator import Coordinator, RunOptions
+    from suite.runtime.coordinator import Coordinator
+    from suite.runtime.measurement import Repeat, RunOptions, Runs
     from suite.runtime.outcome import summarize
-    from suite.runtime.results import Repeat, Runs, save
+    from suite.runtime.results import save
     from suite.schemes import make_plan
 
     backend = make_backend("torch", threads=1)
