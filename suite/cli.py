@@ -255,13 +255,22 @@ def _inventory(args: argparse.Namespace):
     """`--inventory`, loaded and checked against `--fleet`/`--devices`, which it replaces."""
     if getattr(args, "inventory", None) is None:
         return None
-    from suite.orchestrate.inventory import load_inventory
+    from suite.inventory import load_inventory
 
     inventory = load_inventory(args.inventory)
     if args.devices is not None or (args.fleet is not None and args.fleet != inventory.fleet.name):
         raise UserError(f"--inventory {args.inventory} runs fleet '{inventory.fleet.name}'; drop --fleet and "
                         "--devices (the inventory names its fleet)")  # fmt: skip
     return inventory
+
+
+def _remote_workers(inventory):
+    """What starts the workers on `inventory`'s devices (None: no inventory, local workers)."""
+    if inventory is None:
+        return None
+    from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
+
+    return RemoteWorkers
 
 
 def _fleet(args: argparse.Namespace):
@@ -519,7 +528,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              backend=args.backend, frames=args.frames, warmup=args.warmup,
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                              host=args.host, port=args.port, python=args.worker_python,
-                             inventory=inventory, log_dir=logs, repeats=args.repeat)  # fmt: skip
+                             inventory=inventory, remote_workers=_remote_workers(inventory), log_dir=logs,
+                             repeats=args.repeat)  # fmt: skip
         coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
         local = inventory is None  # RAPL measures this host: its workers' run, not a fleet's
         with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:

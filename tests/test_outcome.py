@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from toys import conv_graph, fleet
 
-from suite.orchestrate.inventory import LabNetwork
+from suite.inventory import LabNetwork
 from suite.runtime.measurement import FrameRecord, Measurement, Repeat, RunOptions, Runs, WorkerReport
 from suite.runtime.outcome import RunSummary, network, summarize, summary_json
 from suite.runtime.results import statistics_table

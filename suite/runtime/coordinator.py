@@ -75,11 +75,14 @@ class Coordinator:
 
     def run(self, plan: Plan, progress: Progress | None = None, label: str = "plan") -> Measurement:
         """Run `options.warmup + options.frames` frames of `plan` on its workers: local processes,
-        or over SSH on the devices of `options.inventory`. Worker logs go to `<log_dir>/<label>/`.
+        or over SSH on the devices of `options.inventory` (started by `options.remote_workers`).
+        Worker logs go to `<log_dir>/<label>/`.
 
         Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
         workers are killed and the frames done so far come back, marked incomplete."""
         options, inventory = self.options, self.options.inventory
+        if inventory is not None and options.remote_workers is None:
+            raise ValueError("RunOptions.inventory needs remote_workers to start its devices' workers")
         executable = lower_plan(plan, self.model_graph or self.graph, self.graph, self.fleet)
         names = parties(executable)
         ranks = {name: rank for rank, name in enumerate(names)}
@@ -100,9 +103,7 @@ class Coordinator:
                 host_macs = host_profile(options.backend, say=_say).macs_per_s
                 workers = LocalWorkers(log_dir)
             else:
-                from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
-
-                workers = RemoteWorkers(inventory, log_dir)
+                workers = options.remote_workers(inventory, log_dir)
             host = _reachable(bind)
             master = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
             folded = self._folded_model()

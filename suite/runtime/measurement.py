@@ -8,7 +8,7 @@ figures (`suite.runtime.energy`).
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -18,7 +18,8 @@ from suite.plan import Plan
 from suite.runtime.metrics import Event
 
 if TYPE_CHECKING:
-    from suite.orchestrate.inventory import Inventory
+    from suite.inventory import Inventory
+    from suite.runtime.workers import Workers
 
 
 @dataclass
@@ -36,6 +37,9 @@ class RunOptions:
     port: int = 0  # 0: a free port
     python: str = sys.executable  # the interpreter that runs the workers
     inventory: Inventory | None = None  # run on these devices over SSH instead of local processes
+    # what starts the workers on the inventory's devices: `suite.orchestrate.remote.RemoteWorkers`,
+    # passed in by the caller that has the inventory (the runtime does not import orchestration)
+    remote_workers: Callable[[Inventory, Path], Workers] | None = None
     log_dir: Path | None = None  # where worker logs go (None: a scratch folder, removed after the run)
     repeats: int = 1  # runs of the plan, each followed by its single-device run (`run_repeats`)
 

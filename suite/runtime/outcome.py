@@ -16,7 +16,7 @@ from suite.runtime import stats
 
 if TYPE_CHECKING:
     from suite.fleet import Fleet
-    from suite.orchestrate.inventory import Inventory
+    from suite.inventory import Inventory
     from suite.runtime.energy import RaplTrace
     from suite.runtime.measurement import Measurement, Repeat, RunOptions, Runs
 

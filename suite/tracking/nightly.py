@@ -48,7 +48,7 @@ from suite.tracking.measure import Workload
 
 if TYPE_CHECKING:
     from suite.fleet import Fleet
-    from suite.orchestrate.inventory import Inventory
+    from suite.inventory import Inventory
     from suite.runtime.outcome import RunSummary
 
 MATRICES_DIR = data("nightly")
@@ -355,9 +355,9 @@ def confirm(matrix: Matrix, fleet: Fleet, inventory: Inventory | None, runs: Pat
 def emulated_lab(fleet: str, dilate: str, name: str, say: Callable[[str], None]) -> Iterator[Inventory]:
     """The fleet as an emulated lab on this host, deployed; taken down on the way out, whatever
     happened (a lab of this name left by a killed run is taken down first)."""
+    from suite.inventory import load_inventory
     from suite.orchestrate import lab
     from suite.orchestrate.deploy import deploy
-    from suite.orchestrate.inventory import load_inventory
 
     if lab.leftovers(name):
         say(f"lab '{name}' was left up by an earlier run; taking it down first")
@@ -394,7 +394,7 @@ def run_night(matrix: Matrix, inventory: str | None = None, dilate: str = "auto"
     """Run the matrix on the emulated lab (or the devices of `inventory`), compare it with the
     stored baseline and write the dated report; the lab is down again whatever happened. A
     Ctrl-C still writes the report of the cells done, then propagates."""
-    from suite.orchestrate.inventory import load_inventory
+    from suite.inventory import load_inventory
     from suite.runtime.metrics import run_metadata
     from suite.tracking.report import write_report
 
