@@ -255,13 +255,22 @@ def _inventory(args: argparse.Namespace):
     """`--inventory`, loaded and checked against `--fleet`/`--devices`, which it replaces."""
     if getattr(args, "inventory", None) is None:
         return None
-    from suite.orchestrate.inventory import load_inventory
+    from suite.inventory import load_inventory
 
     inventory = load_inventory(args.inventory)
     if args.devices is not None or (args.fleet is not None and args.fleet != inventory.fleet.name):
         raise UserError(f"--inventory {args.inventory} runs fleet '{inventory.fleet.name}'; drop --fleet and "
                         "--devices (the inventory names its fleet)")  # fmt: skip
     return inventory
+
+
+def _remote_workers(inventory):
+    """What starts the workers on `inventory`'s devices (None: no inventory, local workers)."""
+    if inventory is None:
+        return None
+    from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
+
+    return RemoteWorkers
 
 
 def _fleet(args: argparse.Namespace):
@@ -342,7 +351,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _predicted_energy(predicted, fleet) -> str:
     """`, energy X J/frame` from the devices' published power, where every device of the plan has it."""
-    from suite.energy import predicted_energy, total
+    from suite.runtime.energy import predicted_energy, total
 
     joules = total(predicted_energy(predicted, fleet))
     return "" if joules is None else f", energy {joules:.3g} J/frame (published power figures)"
@@ -379,12 +388,12 @@ def _describe_plan_coverage(share: float, graph) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from suite.energy import predicted_energy, total
     from suite.fleet import load_fleet, plan_fleet
     from suite.graph import from_model
     from suite.models import ZOO
     from suite.models.load import load_model
     from suite.plan import load_plan
+    from suite.runtime.energy import predicted_energy, total
     from suite.simulate import Workload, simulate
 
     plan = load_plan(args.plan)
@@ -478,12 +487,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from suite.backends import check_backend, make_backend
     from suite.datasets import load_frames
-    from suite.energy import RaplSampler
     from suite.models.load import load_model, parse_input_size
-    from suite.runtime.coordinator import INTERRUPTED, Coordinator, RunOptions
+    from suite.runtime.coordinator import INTERRUPTED, Coordinator
     from suite.runtime.emulate import sweep_stale
+    from suite.runtime.energy import RaplSampler
     from suite.runtime.engine import parties
     from suite.runtime.lowering import model_graph
+    from suite.runtime.measurement import RunOptions
     from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
     from suite.runtime.outcome import summarize, summary_json
     from suite.runtime.results import save
@@ -518,7 +528,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              backend=args.backend, frames=args.frames, warmup=args.warmup,
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                              host=args.host, port=args.port, python=args.worker_python,
-                             inventory=inventory, log_dir=logs, repeats=args.repeat)  # fmt: skip
+                             inventory=inventory, remote_workers=_remote_workers(inventory), log_dir=logs,
+                             repeats=args.repeat)  # fmt: skip
         coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
         local = inventory is None  # RAPL measures this host: its workers' run, not a fleet's
         with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:

@@ -33,11 +33,10 @@ import torch
 import torch.nn as nn
 
 from suite.backends import BackendError, make_backend, run_segment, run_whole
-from suite.backends.exact import gemm_grid
+from suite.backends.exact import gemm_grid, linear_share
 from suite.graph import Graph
 from suite.models.load import LoadedModel
 from suite.regions import WHOLE, FeatureRange, feature_region
-from suite.runtime.engine import linear_share
 from suite.verify import compare, verify
 
 SCHEMA_VERSION = 1

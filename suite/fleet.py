@@ -44,7 +44,7 @@ class OpCost:
 @dataclass(frozen=True)
 class Power:
     """A device's electrical power while idle and while computing: what turns its busy and idle
-    seconds into joules (`suite.energy`)."""
+    seconds into joules (`suite.runtime.energy`)."""
 
     idle_w: float
     busy_w: float

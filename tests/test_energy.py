@@ -6,16 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from suite.energy import (
-    RaplSampler,
-    RaplTrace,
-    energy_summary,
-    joules,
-    predicted_energy,
-    rapl_domains,
-    run_energy,
-    timed_window,
-)
 from suite.fleet import (
     Device,
     Fleet,
@@ -29,8 +19,18 @@ from suite.fleet import (
 )
 from suite.plan import Predicted, StageCost
 from suite.profile import write_profile
+from suite.runtime.energy import (
+    RaplSampler,
+    RaplTrace,
+    energy_summary,
+    joules,
+    predicted_energy,
+    rapl_domains,
+    run_energy,
+    timed_window,
+)
+from suite.runtime.measurement import FrameRecord, Measurement
 from suite.runtime.metrics import Event
-from suite.runtime.results import FrameRecord, Measurement
 
 PI = Power(idle_w=2.0, busy_w=5.0, source="test")
 

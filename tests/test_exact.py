@@ -19,10 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from suite.backends import make_backend, run_segment, run_whole
-from suite.backends.exact import LINEAR_ROWS, MAX_BLOCK_COLS, MIN_BLOCK, gemm_grid
+from suite.backends.exact import LINEAR_ROWS, MAX_BLOCK_COLS, MIN_BLOCK, gemm_grid, linear_share
 from suite.graph import from_torch
 from suite.regions import WHOLE, Box, FeatureRange, feature_region, node_region
-from suite.runtime.engine import linear_share
 from suite.verify import compare
 
 

@@ -9,7 +9,7 @@ import yaml
 from suite.cli import main
 from suite.errors import UserError
 from suite.fleet import FLEETS_DIR
-from suite.orchestrate.inventory import (
+from suite.inventory import (
     INVENTORIES_DIR,
     Coordinator,
     Host,

@@ -12,8 +12,8 @@ from labkit import footprint, lab_name, namespace_ids, needs_lab, processes_in, 
 
 from suite.cli import main
 from suite.fleet import load_fleet
+from suite.inventory import load_inventory
 from suite.orchestrate import lab
-from suite.orchestrate.inventory import load_inventory
 from suite.orchestrate.labcheck import measure_flows
 
 # ---- planning (no root) ---------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import pytest
 from labkit import lab_name, namespace_ids, needs_lab, write_fleet
 
 from suite.graph import from_model
+from suite.inventory import load_inventory
 from suite.models.load import load_model
 from suite.orchestrate import lab
-from suite.orchestrate.inventory import load_inventory
 from suite.plan import save_plan
 from suite.runtime.engine import parties
 from suite.schemes import make_plan

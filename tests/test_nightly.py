@@ -18,10 +18,10 @@ from suite.cli import main
 from suite.errors import UserError
 from suite.fleet import load_fleet
 from suite.tracking import nightly
+from suite.tracking.matrix import Baseline
 from suite.tracking.nightly import (
     BASELINES_DIR,
     MATRICES_DIR,
-    Baseline,
     NightlyError,
     baseline_document,
     compare,

@@ -31,9 +31,10 @@ from suite.orchestrate.remote import RemoteWorkers
 from suite.plan import COORDINATOR
 from suite.profile import priced_here
 from suite.runtime import worker
-from suite.runtime.coordinator import Coordinator, RunOptions
+from suite.runtime.coordinator import Coordinator
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
 from suite.runtime.lowering import lower_plan
+from suite.runtime.measurement import RunOptions
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
 from suite.verify import compare

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from toys import conv_graph, fleet
 
-from suite.orchestrate.inventory import LabNetwork
-from suite.runtime.coordinator import RunOptions
-from suite.runtime.outcome import RunSummary, WorkerReport, network, summarize, summary_json
-from suite.runtime.results import FrameRecord, Measurement, Repeat, Runs, statistics_table
+from suite.inventory import LabNetwork
+from suite.runtime.measurement import FrameRecord, Measurement, Repeat, RunOptions, Runs, WorkerReport
+from suite.runtime.outcome import RunSummary, network, summarize, summary_json
+from suite.runtime.results import statistics_table
 from suite.schemes import make_plan
 
 FLEET = fleet(1e9, 1e9)

@@ -558,7 +558,8 @@ def _fake_coordinator(monkeypatch, repeats: int, fails: dict[str, Exception]):
 
     from suite.backends import make_backend
     from suite.fleet import uniform_fleet
-    from suite.runtime.coordinator import Coordinator, RunOptions
+    from suite.runtime.coordinator import Coordinator
+    from suite.runtime.measurement import RunOptions
 
     graph, fleet = conv_graph(), uniform_fleet(2)
     options = RunOptions("conv", (1, 4, 4), repeats=repeats)
@@ -571,6 +572,36 @@ def _fake_coordinator(monkeypatch, repeats: int, fails: dict[str, Exception]):
 
     monkeypatch.setattr(coordinator, "run", run)
     return coordinator, make_plan("modnn", graph, fleet)
+
+
+def test_a_run_on_an_inventory_starts_its_workers_with_the_callers_remote_workers(tmp_path):
+    """The runtime does not import orchestration: the caller that has an inventory passes in what
+    starts its devices' workers (`RemoteWorkers`), called with the inventory and the run's log
+    folder; an inventory without it is refused before anything starts."""
+    from types import SimpleNamespace
+
+    from toys import conv_graph
+
+    from suite.backends import make_backend
+    from suite.fleet import uniform_fleet
+    from suite.runtime.coordinator import Coordinator
+    from suite.runtime.measurement import RunOptions
+
+    class Started(Exception):
+        pass
+
+    def remote_workers(inventory, log_dir):
+        calls.append((inventory, log_dir))
+        raise Started
+
+    graph, fleet, calls = conv_graph(), uniform_fleet(2), []
+    inventory = SimpleNamespace(coordinator=SimpleNamespace(host="127.0.0.1", interface=None))
+    plan = make_plan("modnn", graph, fleet)
+    for workers, raised in [(None, ValueError), (remote_workers, Started)]:
+        options = RunOptions("conv", (1, 4, 4), inventory=inventory, remote_workers=workers, log_dir=tmp_path)
+        with pytest.raises(raised):
+            Coordinator(graph, make_backend("torch"), fleet, [], {}, options).run(plan)
+    assert calls == [(inventory, tmp_path / "plan")]
 
 
 def test_a_failed_single_device_run_keeps_the_plans_results(monkeypatch, capsys):

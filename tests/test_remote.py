@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from labkit import lab_name, namespace_ids, needs_lab, processes_in, write_fleet
 
+from suite.inventory import load_inventory
 from suite.orchestrate import lab, lifeline
-from suite.orchestrate.inventory import load_inventory
 from suite.orchestrate.remote import RemoteWorkers
 
 SECRET = "s3cret-token-for-the-test"
@@ -117,7 +117,7 @@ def test_a_killed_coordinator_leaves_no_orphan(inventory, tmp_path):
     coordinator = f"""
 import sys, time
 from pathlib import Path
-from suite.orchestrate.inventory import load_inventory
+from suite.inventory import load_inventory
 from suite.orchestrate.remote import RemoteWorkers
 workers = RemoteWorkers(load_inventory({str(inventory.path)!r}), Path({str(tmp_path)!r}))
 workers.start(1, "d1", ["sleep", "300"], {{}})

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from suite.inventory import Host
 from suite.orchestrate import ssh
-from suite.orchestrate.inventory import Host
 from suite.orchestrate.lab import SSHD
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path(SSHD).exists() or not shutil.which("ssh-agent"),

@@ -347,10 +347,17 @@ def linear_rows(features: FeatureRange, total: int) -> FeatureRange:
                         min(total, -(-features.stop // LINEAR_ROWS) * LINEAR_ROWS))  # fmt: skip
 
 
+def linear_share(node: Node, features: FeatureRange) -> Node:
+    """A linear node that keeps only the weight rows a device computing `features` needs."""
+    rows = linear_rows(features, node.shape[-1])
+    return replace(node, params={k: v[rows.rows].clone() for k, v in node.params.items()},
+                   attrs={**node.attrs, "weight_rows": rows})  # fmt: skip
+
+
 def linear(node: Node, xs: list[torch.Tensor], region: NodeRegion | None) -> torch.Tensor:
     """A linear layer, or the share of its features `region` asks for (MoDNN's split), one GEMM call
     per chunk of `LINEAR_ROWS` features. A device that computes a share holds only whole chunks of
-    the weight's rows (`weight_rows`, from `suite.runtime.engine.prune_weights`)."""
+    the weight's rows (`weight_rows`, from `linear_share`)."""
     total = node.shape[-1]
     wanted = region.out if region is not None else FeatureRange(0, total)
     held = node.attrs.get("weight_rows", FeatureRange(0, total))

@@ -78,8 +78,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _deploy(path: str, force: bool, jobs: int, as_json: bool) -> int:
     """`suite deploy`: every device of the inventory made ready, a progress line each, then a table
     (or one JSON object)."""
+    from suite.inventory import load_inventory
     from suite.orchestrate.deploy import DeviceReport, deploy, describe
-    from suite.orchestrate.inventory import load_inventory
     from suite.package import require_checkout
 
     require_checkout("suite deploy")  # before anything is checked or connected

@@ -42,8 +42,8 @@ from fabric import Connection
 
 from suite.errors import UserError
 from suite.fleet import Profile
+from suite.inventory import Host, Inventory
 from suite.orchestrate import device_probe
-from suite.orchestrate.inventory import Host, Inventory
 from suite.orchestrate.ssh import DeviceError, connect, quote, run
 from suite.package import require_checkout
 

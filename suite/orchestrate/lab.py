@@ -47,7 +47,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from suite.errors import UserError
 from suite.fleet import Fleet, load_fleet, load_profile
-from suite.orchestrate.inventory import Coordinator, Host, LabNetwork, inventory_yaml, write_private
+from suite.inventory import Coordinator, Host, LabNetwork, inventory_yaml, write_private
 from suite.runtime.emulate import (
     CPU_ROOT,
     DEVICE_CPU_SHARES,

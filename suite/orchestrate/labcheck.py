@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from statistics import linear_regression
 
 from suite.fleet import load_profile
-from suite.orchestrate.inventory import load_inventory
+from suite.inventory import load_inventory
 from suite.orchestrate.lab import Lab, LabError, load_lab
 from suite.orchestrate.ssh import connect, quote, run
 

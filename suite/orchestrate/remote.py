@@ -28,8 +28,8 @@ from typing import BinaryIO
 from fabric import Connection
 from paramiko import Channel
 
+from suite.inventory import Inventory
 from suite.orchestrate import lifeline
-from suite.orchestrate.inventory import Inventory
 from suite.orchestrate.ssh import CONNECT_TIMEOUT_S, DeviceError, connect, quote, run
 
 # the lifeline's code without its docstring (`ps` on the device shows the whole command line)

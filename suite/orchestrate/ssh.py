@@ -22,7 +22,7 @@ from fabric import Config, Connection
 from paramiko.config import SSHConfig
 
 from suite.errors import UserError
-from suite.orchestrate.inventory import Host
+from suite.inventory import Host
 
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 5  # a dead peer is noticed within a few keepalives

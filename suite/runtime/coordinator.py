@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -45,40 +44,17 @@ from suite.runtime import transport
 from suite.runtime.emulate import cores_for, cpu_quota_available
 from suite.runtime.engine import Runner, TransferError, compile_program, parties, stage_name
 from suite.runtime.lowering import lower_plan
+from suite.runtime.measurement import FrameRecord, Measurement, Repeat, RunOptions, Runs, WorkerReport
 from suite.runtime.metrics import Event
-from suite.runtime.outcome import WorkerReport
 from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousStore, new_secret
 from suite.runtime.replay import locate_mismatch
-from suite.runtime.results import FrameRecord, Measurement, Repeat, Runs
 from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S, WorkerConfig
 from suite.runtime.worker import command as worker_command
 from suite.runtime.workers import LocalWorkers, Workers
 from suite.verify import compare
 
-if TYPE_CHECKING:
-    from suite.orchestrate.inventory import Inventory
-
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the workers were stopped"
-
-
-@dataclass
-class RunOptions:
-    model: str  # what the workers load: a zoo name, an ONNX path or module:factory
-    input_size: tuple[int, int, int]
-    seed: int = 0
-    backend: str = "torch"
-    frames: int = 20
-    warmup: int = 2
-    timeout_s: float = 30.0
-    threads: int = 1  # per worker
-    emulate: bool = True  # slow each worker to its device's speed with a cpu quota (root only)
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: a free port
-    python: str = sys.executable  # the interpreter that runs the workers
-    inventory: Inventory | None = None  # run on these devices over SSH instead of local processes
-    log_dir: Path | None = None  # where worker logs go (None: a scratch folder, removed after the run)
-    repeats: int = 1  # runs of the plan, each followed by its single-device run (`run_repeats`)
 
 
 @dataclass
@@ -99,11 +75,14 @@ class Coordinator:
 
     def run(self, plan: Plan, progress: Progress | None = None, label: str = "plan") -> Measurement:
         """Run `options.warmup + options.frames` frames of `plan` on its workers: local processes,
-        or over SSH on the devices of `options.inventory`. Worker logs go to `<log_dir>/<label>/`.
+        or over SSH on the devices of `options.inventory` (started by `options.remote_workers`).
+        Worker logs go to `<log_dir>/<label>/`.
 
         Ctrl-C or SIGTERM (raised as KeyboardInterrupt in this thread) stops the run at once: the
         workers are killed and the frames done so far come back, marked incomplete."""
         options, inventory = self.options, self.options.inventory
+        if inventory is not None and options.remote_workers is None:
+            raise ValueError("RunOptions.inventory needs remote_workers to start its devices' workers")
         executable = lower_plan(plan, self.model_graph or self.graph, self.graph, self.fleet)
         names = parties(executable)
         ranks = {name: rank for rank, name in enumerate(names)}
@@ -124,9 +103,7 @@ class Coordinator:
                 host_macs = host_profile(options.backend, say=_say).macs_per_s
                 workers = LocalWorkers(log_dir)
             else:
-                from suite.orchestrate.remote import RemoteWorkers  # Fabric, only for fleets
-
-                workers = RemoteWorkers(inventory, log_dir)
+                workers = options.remote_workers(inventory, log_dir)
             host = _reachable(bind)
             master = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
             folded = self._folded_model()

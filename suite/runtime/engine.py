@@ -23,8 +23,8 @@ from typing import Protocol
 import torch
 
 from suite.backends import Backend, Segment, Tile, run_segment
-from suite.backends.exact import linear_rows
-from suite.graph import Graph, Node
+from suite.backends.exact import linear_share
+from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer, Work, work_regions
 from suite.regions import (
     WHOLE,
@@ -229,13 +229,6 @@ def prune_weights(graph: Graph, program: Program) -> Graph:
             node = linear_share(node, features)
         nodes[name] = node
     return replace(graph, nodes=nodes)
-
-
-def linear_share(node: Node, features: FeatureRange) -> Node:
-    """A linear node that keeps only the weight rows a device computing `features` needs."""
-    rows = linear_rows(features, node.shape[-1])
-    return replace(node, params={k: v[rows.rows].clone() for k, v in node.params.items()},
-                   attrs={**node.attrs, "weight_rows": rows})  # fmt: skip
 
 
 # -- running a frame ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What a run came to, as typed values: each worker's report, the network it ran over, and the
+"""What a run came to, as typed values: the network it ran over, and the
 `RunSummary` that `suite run` prints, saves as summary.json and hands to tracking.
 
 A summary is built once (`summarize`: the simulator runs there, once) from the run's repeats, and
@@ -15,30 +15,10 @@ from typing import TYPE_CHECKING
 from suite.runtime import stats
 
 if TYPE_CHECKING:
-    from suite.energy import RaplTrace
     from suite.fleet import Fleet
-    from suite.orchestrate.inventory import Inventory
-    from suite.runtime.coordinator import RunOptions
-    from suite.runtime.results import Measurement, Repeat, Runs
-
-
-@dataclass(frozen=True)
-class WorkerReport:
-    """What a worker reported of itself: when ready (`ready` fields), and after its last frame
-    (`peak_rss_bytes`); `cpu_cores` is the quota the coordinator gave it (None: none)."""
-
-    device: str
-    rank: int
-    pid: int
-    nodes: int
-    weights_bytes: int  # of the weights it keeps
-    doctor_fingerprint: str | None  # its `suite doctor` verdict on the backend
-    startup_s: float  # from its start until ready, of which building executables took `compile_s`
-    compile_s: float
-    executables: int
-    rss_bytes: int  # resident memory when ready
-    cpu_cores: float | None = None
-    peak_rss_bytes: int | None = None
+    from suite.inventory import Inventory
+    from suite.runtime.energy import RaplTrace
+    from suite.runtime.measurement import Measurement, Repeat, RunOptions, Runs
 
 
 @dataclass(frozen=True)
@@ -165,7 +145,7 @@ class RunSummary:
     refused_count: int
     repeats: tuple[RepeatFigures, ...] = ()
     statistics: Statistics | None = None
-    energy: dict | None = None  # suite.energy.energy_summary's figures for the first repeat, as JSON
+    energy: dict | None = None  # suite.runtime.energy.energy_summary's figures for the first repeat, as JSON
 
     @classmethod
     def from_json(cls, document: Mapping) -> RunSummary:
@@ -211,7 +191,7 @@ def summarize(runs: Runs, fleet: Fleet, options: RunOptions, rapl: RaplTrace | N
     speedups pool the complete repeats that have a single-device run, each against the plan's run
     of the same repeat; every interval is seeded with the run's `--seed`; energy is the first
     repeat's (`rapl`: this host's energy counters sampled during the runs)."""
-    from suite.energy import energy_summary
+    from suite.runtime.energy import energy_summary
     from suite.simulate import Workload, simulate
 
     first = runs.repeats[0].plan

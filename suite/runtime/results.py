@@ -1,5 +1,5 @@
-"""A run's results: what the coordinator measured (`Measurement`, a run's `Repeat`s), and the
-tables, trace and provenance saved beside its summary (`suite.runtime.outcome`).
+"""A run's results: the tables, trace and provenance saved beside its summary
+(`suite.runtime.outcome`), from what the coordinator measured (`suite.runtime.measurement`).
 
 Everything is relative to the run's start, in seconds. The frames table is tidy (one row per frame
 per run and repeat, the single-device baseline included) so any figure can be drawn from it
@@ -8,130 +8,22 @@ directly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from statistics import median
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from suite.energy import energy_table
 from suite.fleet import Fleet
-from suite.plan import Plan
-from suite.runtime.metrics import Event, chrome_trace, device_table, host_state, run_metadata, save_results
-from suite.runtime.outcome import RunSummary, WorkerReport, summary_json
-
-if TYPE_CHECKING:
-    from suite.runtime.coordinator import RunOptions
-
+from suite.runtime.energy import energy_table
+from suite.runtime.measurement import RunOptions, Runs
+from suite.runtime.metrics import chrome_trace, device_table, host_state, run_metadata, save_results
+from suite.runtime.outcome import RunSummary, summary_json
 
 # What each worker reports of its start-up and memory (devices.csv): seconds from its start until it
 # was ready, of which building the backend's executables (onnxruntime's sessions) took `compile_s`,
 # how many it built, its resident memory when ready, and its peak resident memory over the run.
 WORKER_STARTUP = {"startup_s": "Float64", "compile_s": "Float64", "executables": "Int64",
                   "rss_bytes": "Int64", "peak_rss_bytes": "Int64"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class FrameRecord:
-    frame: int
-    image: str
-    warmup: bool
-    start_s: float
-    end_s: float
-    bit_exact: bool
-
-    @property
-    def latency_s(self) -> float:
-        return self.end_s - self.start_s
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one plan did on the workers, on the coordinator's clock."""
-
-    plan: Plan
-    frames: tuple[FrameRecord, ...]
-    events: tuple[Event, ...]
-    workers: Mapping[str, WorkerReport]  # by device, in rank order
-    window: int  # frames in flight
-    start_s: float
-    end_s: float
-    error: str | None = None
-    mismatch: str | None = None
-    refused_peers: tuple[str, ...] = ()  # the first addresses that failed the handshake
-    refused_count: int = 0  # every connection that failed it
-
-    @property
-    def complete(self) -> bool:
-        return self.error is None and self.mismatch is None
-
-    @property
-    def measured(self) -> list[FrameRecord]:
-        return sorted((f for f in self.frames if not f.warmup), key=lambda f: f.frame)
-
-    @property
-    def bit_exact(self) -> bool:
-        return bool(self.frames) and self.mismatch is None and all(f.bit_exact for f in self.frames)
-
-    @property
-    def latency_s(self) -> float | None:
-        frames = self.measured
-        return median(f.latency_s for f in frames) if frames else None
-
-    @property
-    def periods_s(self) -> list[float]:
-        """Seconds between consecutive completions of measured frames in the steady state, from the
-        last warm-up frame's (from the first measured one's without warm-up; a lone frame: its
-        latency). Their mean is the frame period, 1 / `throughput_fps`."""
-        ends = sorted(f.end_s for f in self.measured)
-        warm = [f.end_s for f in self.frames if f.warmup]
-        if warm and ends:
-            ends = [max(warm), *ends]
-        elif len(ends) < 2:
-            return [f.latency_s for f in self.measured]
-        return [b - a for a, b in zip(ends, ends[1:])]
-
-    @property
-    def throughput_fps(self) -> float | None:
-        """Steady state: measured frames per second of completions (`periods_s`)."""
-        periods = self.periods_s
-        return len(periods) / sum(periods) if periods else None
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """One repeat of a run: the plan's run, then its single-device run (the plan's own run for a
-    single-device plan; None when not asked for, or when it failed to start)."""
-
-    number: int  # 1-based
-    plan: Measurement
-    single: Measurement | None = None
-
-    @property
-    def measurements(self) -> list[Measurement]:
-        separate = self.single is not None and self.single is not self.plan
-        return [self.plan, self.single] if separate else [self.plan]
-
-    @property
-    def complete(self) -> bool:
-        return all(m.complete for m in self.measurements)
-
-
-@dataclass(frozen=True)
-class Runs:
-    """A run's repeats, interleaved (plan, single, plan, single, ...) so that drifting load on the
-    host hits both alike. They stop at the first that fails; `failure` names one that failed to
-    start (one that started says why in its measurement's error)."""
-
-    repeats: tuple[Repeat, ...]
-    failure: str | None = None
-
-    def each(self) -> list[tuple[int, str, Measurement]]:
-        """(repeat, "plan" or "single", measurement) for every run, in the order they ran."""
-        return [(r.number, kind, m) for r in self.repeats
-                for kind, m in zip(("plan", "single"), r.measurements)]  # fmt: skip
 
 
 def frames_table(runs: Runs) -> pd.DataFrame:
@@ -189,7 +81,7 @@ def statistics_table(summary: RunSummary) -> pd.DataFrame:
 
 def save(directory: Path, runs: Runs, summary: RunSummary, fleet: Fleet, options: RunOptions,
          host_before: dict | None = None) -> Path:  # fmt: skip
-    """Write frames.csv, devices.csv, stats.csv, energy.csv (`suite.energy.energy_table`, the first
+    """Write frames.csv, devices.csv, stats.csv, energy.csv (`suite.runtime.energy.energy_table`, the first
     repeat's), summary.json (with provenance, and what else the host was doing before the run and
     after it: `metrics.host_state`), plan.json and trace.json (every run on one clock, each party of
     each run a process of its own)."""

@@ -158,7 +158,7 @@ def _build(config: WorkerConfig, args: argparse.Namespace, key: bytes):
     from suite.models.load import load_model, parse_input_size
     from suite.plan import PlanError, load_plan_dict
     from suite.runtime.engine import Runner, compile_program, prune_weights, segments
-    from suite.runtime.outcome import WorkerReport
+    from suite.runtime.measurement import WorkerReport
     from suite.runtime.transport import GlooTransport
 
     party = next(p for p, r in config.ranks.items() if r == args.rank)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from suite.fleet import Fleet
 
 if TYPE_CHECKING:
-    from suite.orchestrate.inventory import Inventory
+    from suite.inventory import Inventory
     from suite.runtime.outcome import RunSummary
 
 
@@ -59,9 +59,11 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     from suite.backends import make_backend
     from suite.datasets import load_frames
     from suite.models.load import load_model
-    from suite.runtime.coordinator import Coordinator, RunOptions
+    from suite.orchestrate.remote import RemoteWorkers
+    from suite.runtime.coordinator import Coordinator
+    from suite.runtime.measurement import Repeat, RunOptions, Runs
     from suite.runtime.outcome import summarize
-    from suite.runtime.results import Repeat, Runs, save
+    from suite.runtime.results import save
     from suite.schemes import make_plan
 
     backend = make_backend("torch", threads=1)
@@ -72,7 +74,8 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
         references = {f.name: prepared.monolithic(f.tensor) for f in frames}
     options = RunOptions(model=workload.model, input_size=loaded.input_shape, seed=workload.seed,
                          frames=workload.frames, warmup=workload.warmup, timeout_s=workload.timeout_s,
-                         inventory=inventory)  # fmt: skip
+                         inventory=inventory,
+                         remote_workers=None if inventory is None else RemoteWorkers)  # fmt: skip
     coordinator = Coordinator(prepared.graph, backend, fleet, frames, references, options)
     summaries: dict[str, RunSummary] = {}
     single = None

@@ -27,7 +27,6 @@ bootstrap interval (`suite.runtime.stats`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import math
@@ -44,11 +43,12 @@ from pydantic import Field, field_validator
 from suite.errors import RunFailed, UserError
 from suite.package import data
 from suite.schema import Strict, read_yaml, shown, write_atomically
+from suite.tracking.matrix import Baseline, Matrix
 from suite.tracking.measure import Workload
 
 if TYPE_CHECKING:
     from suite.fleet import Fleet
-    from suite.orchestrate.inventory import Inventory
+    from suite.inventory import Inventory
     from suite.runtime.outcome import RunSummary
 
 MATRICES_DIR = data("nightly")
@@ -111,29 +111,6 @@ class _MatrixSpec(Strict):
         return value
 
 
-@dataclass(frozen=True)
-class Matrix:
-    name: str
-    description: str
-    fleet: str  # what `lab up` and `load_fleet` take: a bundled name or a YAML path
-    fleet_name: str
-    devices: tuple[int, ...]
-    schemes: tuple[str, ...]
-    workloads: tuple[Workload, ...]
-    path: Path
-
-    @property
-    def digest(self) -> str:
-        """What the matrix runs (not its description), so a baseline knows the matrix it belongs to."""
-        what = [self.fleet_name, self.devices, self.schemes,
-                [(w.model, w.input_size, w.frames, w.warmup) for w in self.workloads]]  # fmt: skip
-        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
-
-    @property
-    def cells(self) -> list[tuple[str, int, str]]:
-        return [(w.model, n, s) for w in self.workloads for n in self.devices for s in self.schemes]
-
-
 def load_matrix(spec: str | Path) -> Matrix:
     """A matrix by name (`suite/data/nightly/<name>.yaml`) or path."""
     path = _locate(spec, MATRICES_DIR, "matrix")
@@ -189,16 +166,6 @@ class _BaselineSpec(Strict):
     largest_change: _Metrics = Field(description="the largest relative change of a cell between the runs")
     tolerance: _Metrics = Field(description="relative change allowed before a night fails")
     cells: list[_CellSpec] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    matrix: str
-    matrix_digest: str
-    tolerance: dict[str, float]
-    noise: dict[str, float]
-    cells: pd.DataFrame  # KEYS + METRICS
-    path: Path
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -388,9 +355,9 @@ def confirm(matrix: Matrix, fleet: Fleet, inventory: Inventory | None, runs: Pat
 def emulated_lab(fleet: str, dilate: str, name: str, say: Callable[[str], None]) -> Iterator[Inventory]:
     """The fleet as an emulated lab on this host, deployed; taken down on the way out, whatever
     happened (a lab of this name left by a killed run is taken down first)."""
+    from suite.inventory import load_inventory
     from suite.orchestrate import lab
     from suite.orchestrate.deploy import deploy
-    from suite.orchestrate.inventory import load_inventory
 
     if lab.leftovers(name):
         say(f"lab '{name}' was left up by an earlier run; taking it down first")
@@ -427,7 +394,7 @@ def run_night(matrix: Matrix, inventory: str | None = None, dilate: str = "auto"
     """Run the matrix on the emulated lab (or the devices of `inventory`), compare it with the
     stored baseline and write the dated report; the lab is down again whatever happened. A
     Ctrl-C still writes the report of the cells done, then propagates."""
-    from suite.orchestrate.inventory import load_inventory
+    from suite.inventory import load_inventory
     from suite.runtime.metrics import run_metadata
     from suite.tracking.report import write_report
 

@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from suite.schema import write_atomically
 
 if TYPE_CHECKING:
-    from suite.tracking.nightly import Baseline, Matrix
+    from suite.tracking.matrix import Baseline, Matrix
 
 sns.set_theme(style="whitegrid", context="notebook")
 FIGURES = {  # metric: (file, title, axis label)

@@ -23,7 +23,8 @@ from suite.backends import make_backend
 from suite.datasets import load_frames
 from suite.fleet import uniform_fleet
 from suite.models.load import load_model
-from suite.runtime.coordinator import Coordinator, RunOptions
+from suite.runtime.coordinator import Coordinator
+from suite.runtime.measurement import RunOptions
 from suite.schemes import SCHEMES, make_plan
 
 MB = 1 << 20

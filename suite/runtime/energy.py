@@ -27,7 +27,7 @@ from suite.fleet import Fleet, Power
 
 if TYPE_CHECKING:
     from suite.plan import Predicted
-    from suite.runtime.results import Measurement
+    from suite.runtime.measurement import Measurement
 
 POWERCAP = Path("/sys/class/powercap")
 RAPL_PERIOD_S = 0.05  # a counter sample every 50 ms: well inside the shortest wrap of a 32-bit counter

@@ -7,6 +7,9 @@ ssh_config to reach it through, the interpreter and the work folder on the devic
 never holds a secret: key material or passwords in the file are refused. Loading checks it
 against the fleet (every fleet device exactly once) and returns frozen dataclasses; every
 mistake is one line naming the file, the field and the fix.
+
+Plain data below both its readers: the runtime runs a plan on an inventory's devices, and
+`suite.orchestrate` deploys to them and writes the lab's.
 """
 
 from __future__ import annotations
