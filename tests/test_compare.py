@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from toys import suite
+from toys import said_lines, suite
 
 from suite.cli import main
 from suite.compare import compare_table, describe, load_result, pareto_front
@@ -121,5 +121,5 @@ def test_bad_results_are_one_line_exit_2(tmp_path, capsys, make, needle):
     path = make(tmp_path)
     assert main(["compare", path, "-o", str(tmp_path / "out.png")]) == 2
     err = capsys.readouterr().err
-    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert needle in err and len(said_lines(err)) == 1 and "Traceback" not in err
     assert not (tmp_path / "out.png").exists()  # nothing half-written

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from labkit import footprint, lab_name, needs_lab, write_fleet
+from toys import said_lines
 
 from suite.cli import main
 from suite.errors import UserError
@@ -139,7 +140,7 @@ def test_a_bad_matrix_is_one_line_naming_the_field(tmp_path, capsys, changes, sa
         load_matrix(path)
     assert main(["nightly", "run", "--matrix", str(path)]) == 2
     err = capsys.readouterr().err
-    assert said in err and len(err.strip().splitlines()) == 1
+    assert said in err and len(said_lines(err)) == 1
 
 
 def test_the_cli_names_what_to_fix(tmp_path, capsys):

@@ -19,13 +19,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from toys import said_lines
 
 from suite.cli import main
 from suite.errors import RunFailed, UserError
 from suite.fleet import FLEETS_DIR, load_fleet
 from suite.graph import from_model
 from suite.models.load import load_model
-from suite.plan import PlanError, check_plan, load_plan, load_plan_dict, save_plan
+from suite.plan import SCHEMA_VERSION, PlanError, check_plan, load_plan, load_plan_dict, save_plan
 from suite.runtime.emulate import CPU_ROOT, cpu_quota_available, sweep_stale
 from suite.runtime.metrics import CLAIM_WRITE_S, RESERVED, logs_folder, reserve_results, save_results
 from suite.schemes import make_plan
@@ -38,7 +39,7 @@ def one_line(capsys, argv: list[str], needle: str, code: int = 2) -> str:
     assert main(argv) == code
     err = capsys.readouterr().err
     assert needle in err, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and len(said_lines(err)) == 1, err
     return err
 
 
@@ -103,7 +104,7 @@ def test_a_tampered_plan_is_refused_naming_where(halp, tamper, needle):
     (lambda d: d["stages"][0]["transfers"][0].update(bytes=-5), "bytes: Input should be greater than"),
     (lambda d: d["stages"][0]["transfers"][0].update(region=[5, 2]), "is not a region"),
     (lambda d: d["stages"][0].update(nodes="features_0"), "nodes: Input should be a valid list"),
-    (lambda d: d.update(schema_version=1), "schema_version 1, but this suite reads version 3"),
+    (lambda d: d.update(schema_version=1), f"schema_version 1, but this suite reads {SCHEMA_VERSION}"),
     (lambda d: d.update(frames_in_flight=0), "frames_in_flight: Input should be greater"),
     (lambda d: d.update(extra="x"), "extra: Extra inputs are not permitted"),
 ])  # fmt: skip

@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+from toys import said_lines
 
 from suite.baselines import load_baselines
 from suite.models import ZOO
@@ -147,7 +148,7 @@ def test_an_unknown_figure_is_one_line_exit_2_and_writes_nothing(tmp_path):
     out = tmp_path / "reports"
     done = _suite("reproduce", "modnn", "pico-fig99", "-o", str(out))
     assert done.returncode == 2
-    assert "unknown figure 'pico-fig99'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "unknown figure 'pico-fig99'" in done.stderr and len(said_lines(done.stderr)) == 1
     assert not out.exists()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from toys import assert_one_line_error, said_lines
 
 from suite.backends import make_backend
 from suite.backends.torch import EXACT_KERNELS
@@ -187,8 +188,7 @@ def test_saved_plan_runs_and_is_checked_against_the_command(tmp_path):
     assert result["scheme"] == "halp" and result["bit_exact"]
     for args, said in [(("--model", "resnet18"), "is for vgg16 3x112x112"),
                        (("--input-size", "3x112x112", "--devices", "3"), "made for fleet '2xlocal'")]:
-        done = suite("run", "--plan", str(plan), *args)
-        assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert_one_line_error(suite("run", "--plan", str(plan), *args), said)
 
 
 def _free_port() -> int:
@@ -205,8 +205,7 @@ def _free_port() -> int:
 ])  # fmt: skip
 def test_bad_run_input_is_one_line_exit_2(args, said):
     done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", *args)
-    assert done.returncode == 2, done.stderr
-    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert_one_line_error(done, said)
 
 
 def test_workers_with_other_weights_than_the_coordinator_are_named(tmp_path):
@@ -226,7 +225,7 @@ def test_workers_with_other_weights_than_the_coordinator_are_named(tmp_path):
                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "holds other weights for node '_0' than the coordinator" in done.stderr
-    said = [line for line in done.stderr.strip().splitlines() if not line.startswith("suite doctor:")]
+    said = [line for line in said_lines(done.stderr) if not line.startswith("suite doctor:")]
     assert len(said) == 1 and not (tmp_path / "out").exists()  # the doctor speaks once a session
 
 
@@ -237,8 +236,7 @@ def test_port_in_use_is_one_line_exit_2():
         port = busy.getsockname()[1]
         done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", "--port",
                      str(port))  # fmt: skip
-    assert done.returncode == 2 and f"--port {port} on 127.0.0.1 is in use" in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert_one_line_error(done, f"--port {port} on 127.0.0.1 is in use")
 
 
 def test_worker_without_torch_is_reported_by_device():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from suite.cli import _warn_wildcard
+from suite.plan import SCHEMA_VERSION
 from suite.runtime import rendezvous
 from suite.runtime.rendezvous import (
     SECRET_ENV,
@@ -179,7 +180,7 @@ def test_a_forged_config_cannot_make_a_worker_import_code(tmp_path, server):
     marker = tmp_path / "imported"
     (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build(): pass\n")
     store = RendezvousStore("127.0.0.1", server.port, server.secret, timeout_s=5)
-    plan = {"schema_version": 3, "scheme": "single", "model": "evil", "input_shape": [3, 8, 8],
+    plan = {"schema_version": SCHEMA_VERSION, "scheme": "single", "model": "evil", "input_shape": [3, 8, 8],
             "fleet": "1xlocal", "devices": ["dev0"], "hub": "dev0", "graph": "torch", "frames_in_flight": 1,
             "stages": [{"index": 0, "group": 0, "nodes": ["x"], "overlap": False, "transfers": [],
                         "work": [{"device": "dev0", "outputs": {"x": None}, "inputs": {}}]}]}  # fmt: skip

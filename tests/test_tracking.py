@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from toys import said_lines
 
 from suite.errors import UserError
 from suite.tracking.asvtrack import (
@@ -181,7 +182,7 @@ def test_backfill_measures_each_commit_with_its_own_code(project):
 def test_compare_without_stored_results_is_one_line(project):
     _commit(project, 0.5, 1)
     done = _asvtrack(project, "compare")
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == 2 and len(said_lines(done.stderr)) == 1
     assert "need stored results" in done.stderr
 
 
