@@ -1,39 +1,74 @@
-"""Developer sessions. Every install is pinned by constraints.txt (torch's CPU wheel included)."""
+"""Developer sessions, all run by the interpreter that runs nox: the project's .venv, made by the
+README's command 2 (`python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+&& .venv/bin/nox -s lint tests`), so torch (and every pinned dependency, constraints.txt) is installed
+once, not again per session.
+
+The tests come in three sets, by marker:
+- `nox -s tests` (README, CI): everything not marked `slow`, `zoo` or `blas`; one environment, ~20 min.
+- `nox -s slow` (CI): the long cases that catch real regressions: each scheme on real workers, each
+  backend, each model idiom the tiler meets (plain, residual, branched, depthwise, squeeze-excite,
+  shuffled, space-to-depth) fused and layer-wise, each BLAS code path once, the nightly and asv
+  regression gates.
+- `nox -s zoo` (nightly): `slow` and the rest of the matrix (`zoo`): every zoo model x parts x grids
+  x modes x backends, bit for bit (tens of minutes).
+`nox -s blas` runs the exactness matrix under every BLAS code path.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
-nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "none"  # the running interpreter's environment
 nox.options.sessions = ["lint", "tests"]  # plain `nox`; the others are long, root-only or the lab host's
 
-INSTALL = ("-c", "constraints.txt", "-e", ".[test]")
+HERE = Path(__file__).resolve().parent
+PYTEST = ("-m", "pytest", "-p", "no:cacheprovider")
+
+
+def _python(session: nox.Session) -> str:
+    """This interpreter, once it is known to import this checkout's `suite` (else the session would
+    test another copy, or fail on a missing import far from the cause)."""
+    spec = importlib.util.find_spec("suite")
+    found = Path(spec.origin).resolve().parent.parent if spec and spec.origin else None
+    if found != HERE:
+        where = f"imports suite from {found}" if found else "has no suite installed"
+        session.error(f"{sys.executable} {where}; run this checkout's environment's nox: python3 -m venv "
+                      f".venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]' && .venv/bin/nox")
+    return sys.executable
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite without the whole-zoo matrix (see the `zoo` session)."""
-    session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "--timeout=1800", "-m", "not slow and not blas",
+    """The test suite without the long ones (`nox -s slow`, `nox -s zoo`, `nox -s blas`)."""
+    session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "not slow and not zoo and not blas",
                 *session.posargs)
 
 
 @nox.session
+def slow(session: nox.Session) -> None:
+    """CI's long tests (`slow`): one case per scheme, backend, model idiom and BLAS code path, and the
+    nightly and asv regression gates; the whole matrix is `nox -s zoo`."""
+    session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "slow", "-v", *session.posargs)
+
+
+@nox.session
 def zoo(session: nox.Session) -> None:
-    """The slow tests: every zoo model x parts x grids x modes x backends, bit for bit (tens of minutes)."""
-    session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "-m", "slow", "-v", *session.posargs)
+    """The whole long matrix (`slow` and `zoo`): every zoo model x parts x grids x modes x backends, bit
+    for bit, on replays and on workers (about 30 minutes; nightly)."""
+    session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "slow or zoo", "-v", *session.posargs)
 
 
 @nox.session
 def blas(session: nox.Session) -> None:
     """The exactness matrix under every BLAS code path this CPU has (MKL_CBWR, MKL's instruction cap,
     ATen's SIMD dispatch) at 1, 2 and 4 threads, on the 1x1-heavy models and YOLOv2's grid (about
-    10 minutes); `nox -s zoo` runs one case per path."""
-    session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "-m", "blas", "-v", *session.posargs)
+    10 minutes); `nox -s slow` runs one case per path."""
+    session.run(_python(session), *PYTEST, "-m", "blas", "-v", *session.posargs)
 
 
-@nox.session(python=False)
+@nox.session
 def aarch64(session: nox.Session) -> None:
     """The exactness checks under a Raspberry Pi's instruction set (hardware/aarch64/README.md).
 
@@ -50,8 +85,7 @@ def bench(session: nox.Session) -> None:
     """pytest-benchmark timings of the core, planning and runtime (tests/bench) to .benchmarks/bench.json.
 
     The other sessions skip these; asv tracks across commits (`nox -s asv`)."""
-    session.install(*INSTALL)
-    session.run("pytest", "-p", "no:cacheprovider", "tests/bench", "--benchmark-only",
+    session.run(_python(session), *PYTEST, "tests/bench", "--benchmark-only",
                 "--benchmark-json=.benchmarks/bench.json", "--benchmark-columns=median,iqr,min,max,rounds",
                 *session.posargs)
 
@@ -59,8 +93,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def reproduce(session: nox.Session) -> None:
     """The papers' figures beside their published numbers: reports/<figure>.csv, .png and REPORT.md."""
-    session.install(*INSTALL)
-    session.run("suite", "reproduce", *(session.posargs or ["all"]), "-o", "reports")
+    session.run(_python(session), "-m", "suite", "reproduce", *(session.posargs or ["all"]), "-o", "reports")
 
 
 @nox.session
@@ -71,8 +104,7 @@ def asv(session: nox.Session) -> None:
     threshold or an output stops being bit-exact. `nox -s asv -- run --quick`, `-- backfill N`,
     `-- compare [OLD NEW]`, `-- noise --runs 3` (suite/tracking/asvtrack.py). Commit
     benchmarks/results/ to keep the history."""
-    session.install(*INSTALL)
-    session.run("python", "-m", "suite.tracking.asvtrack", *(session.posargs or ["run"]))
+    session.run(_python(session), "-m", "suite.tracking.asvtrack", *(session.posargs or ["run"]))
 
 
 @nox.session
@@ -83,13 +115,10 @@ def lab(session: nox.Session) -> None:
     is checked, the cells are compared with suite/data/baselines/nightly/, a dated report goes to
     reports/nightly/, and the session fails on a regression or a mismatch. `nox -s lab -- --matrix
     smoke` is CI's short smoke, `-- --inventory I` a real fleet."""
-    session.install(*INSTALL)
-    session.run("suite", "nightly", "run", *session.posargs)
+    session.run(_python(session), "-m", "suite", "nightly", "run", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the package, the tests, the asv benchmarks and this file."""
-    session.install("-c", "constraints.txt", "ruff")
-    session.run("ruff", "check", "suite", "tests", "benchmarks", "noxfile.py")
-
+    session.run(_python(session), "-m", "ruff", "check", "suite", "tests", "benchmarks", "noxfile.py")
