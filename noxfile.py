@@ -4,13 +4,15 @@ README's command 2 (`python3 -m venv .venv && .venv/bin/pip install -q -c constr
 once, not again per session.
 
 The tests come in three sets, by marker:
-- `nox -s tests` (README, CI): everything not marked `slow`, `zoo` or `blas`; one environment, ~20 min.
-- `nox -s slow` (CI): the long cases that catch real regressions: each scheme on real workers, each
-  backend, each model idiom the tiler meets (plain, residual, branched, depthwise, squeeze-excite,
-  shuffled, space-to-depth) fused and layer-wise, each BLAS code path once, the nightly and asv
-  regression gates.
-- `nox -s zoo` (nightly): `slow` and the rest of the matrix (`zoo`): every zoo model x parts x grids
-  x modes x backends, bit for bit (tens of minutes).
+- `nox -s tests` (README, CI): everything not marked `slow`, `zoo` or `blas`.
+- `nox -s slow` (CI): the long cases that catch real regressions: every zoo model fused and layer-wise
+  on torch, and on onnxruntime all but the big models' slowest runs (the model idioms the tiler meets:
+  plain, residual, bottleneck, branched, depthwise, squeeze-excite, shuffled, space-to-depth), one
+  BLAS code path per case, Inception's branches replayed on onnxruntime, the nightly regression gate
+  and `suite reproduce all`.
+- `nox -s zoo` (nightly): `slow` and the rest (`zoo`): onnxruntime on VGG-16 and, layer-wise, on
+  ResNet-34/50, GoogLeNet and Inception, every scheme x model on onnxruntime workers, VGG-16's replays, more
+  model x scheme pairs on torch workers, and the asv gate on the real benchmarks.
 `nox -s blas` runs the exactness matrix under every BLAS code path.
 """
 
@@ -48,15 +50,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """CI's long tests (`slow`): one case per scheme, backend, model idiom and BLAS code path, and the
-    nightly and asv regression gates; the whole matrix is `nox -s zoo`."""
+    """CI's long tests (`slow`): one case per backend, model idiom and BLAS code path, the nightly
+    regression gate and the reproduction; all of the long tests are `nox -s zoo`."""
     session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "slow", "-v", *session.posargs)
 
 
 @nox.session
 def zoo(session: nox.Session) -> None:
-    """The whole long matrix (`slow` and `zoo`): every zoo model x parts x grids x modes x backends, bit
-    for bit, on replays and on workers (about 30 minutes; nightly)."""
+    """Every long test (`slow` and `zoo`): every zoo model x parts x grids x modes x backends, bit for
+    bit, replayed and on workers, and the asv gate on the real benchmarks (about 30 minutes; nightly)."""
     session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "slow or zoo", "-v", *session.posargs)
 
 
