@@ -237,11 +237,19 @@ def _cbwr_paths() -> list[str]:
 
 
 # One 1x1-heavy model under every code path and thread count this CPU offers (the whole-zoo matrix
-# under them is `nox -s zoo`): MKL sums differently on each, and a tile must not care.
-@pytest.mark.parametrize("env", [{"MKL_CBWR": "AVX2"}, {"MKL_CBWR": "COMPATIBLE"},
-                                 {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, {"ATEN_CPU_CAPABILITY": "default"}],
-                         ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))  # fmt: skip
-@pytest.mark.parametrize("threads", ["1", "2"])
+# under them is `nox -s blas`): MKL sums differently on each, and a tile must not care. The paths and
+# thread counts that CI's slow cases of that matrix run too (MKL_CBWR=AVX2 at 1 and 2 threads,
+# COMPATIBLE at 2) run here nightly (`zoo`).
+def _other_paths() -> list:
+    envs = [{"MKL_CBWR": "AVX2"}, {"MKL_CBWR": "COMPATIBLE"}, {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+            {"ATEN_CPU_CAPABILITY": "default"}]  # fmt: skip
+    in_slow = {("AVX2", "1"), ("AVX2", "2"), ("COMPATIBLE", "2")}
+    return [pytest.param(env, threads, marks=[pytest.mark.zoo] * ((env.get("MKL_CBWR"), threads) in in_slow),
+                         id=f"{threads}-" + ",".join(f"{k}={v}" for k, v in env.items()))
+            for threads in ("1", "2") for env in envs]  # fmt: skip
+
+
+@pytest.mark.parametrize("env,threads", _other_paths())
 def test_exact_under_other_blas_code_paths(env, threads):
     key, value = next(iter(env.items()))
     if key == "MKL_CBWR" and value not in _cbwr_paths():

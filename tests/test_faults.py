@@ -5,7 +5,7 @@ README promises, the frames done saved and no process left. A full disk while re
 is in test_reliability.py (it needs a tmpfs: root).
 
 The faults come from failpoints (`suite.runtime.faults`, `SUITE_FAULT`); the fast suite runs a
-sample drawn by hypothesis, `nox -s zoo` every case."""
+sample drawn by hypothesis, `nox -s zoo` (nightly) every case."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def _fault_run(out: Path, kind: str, phase: str, rank: int) -> None:
     _check(_run(out, env, _hit(kind, rank)), kind, phase, rank)
 
 
-@pytest.mark.slow
+@pytest.mark.zoo
 @pytest.mark.parametrize("kind,phase", FAULTS)
 def test_every_fault_at_every_phase_ends_the_run_in_one_line_within_the_timeout(tmp_path, kind, phase):
     _fault_run(tmp_path / "out", kind, phase, rank=2)

@@ -129,8 +129,12 @@ def test_deepthings_reuse_runs_bit_exact_on_workers(tmp_path, backend):
     assert frames["bit_exact"].all()
 
 
-@pytest.mark.parametrize("model,size", [("resnet18", "3x112x112"), ("inception_v3", "3x160x160")])
-@pytest.mark.parametrize("scheme", ["pico", "halp"])
+# Each model and each scheme once in every run; the other two pairs nightly (`zoo`).
+@pytest.mark.parametrize("model,size,scheme", [
+    ("resnet18", "3x112x112", "pico"), ("inception_v3", "3x160x160", "halp"),
+    pytest.param("resnet18", "3x112x112", "halp", marks=pytest.mark.zoo),
+    pytest.param("inception_v3", "3x160x160", "pico", marks=pytest.mark.zoo),
+])  # fmt: skip
 def test_residual_and_inception_models_run_bit_exact(tmp_path, model, size, scheme):
     result = run_json(tmp_path, "--model", model, "--input-size", size, "--scheme", scheme,
                       "--devices", "3", "--no-baseline")  # fmt: skip

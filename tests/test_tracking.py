@@ -1,6 +1,6 @@
 """asv tracking (suite/tracking/asvtrack.py): the regression rule, and the driver end to end on a
 small asv project of its own (real asv, real git, the existing environment), and on this project
-with a deliberately slowed scheme (slow)."""
+with a deliberately slowed scheme (nightly: `nox -s zoo`)."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def plan(graph, fleet, **options):  # deliberately slowed: PICO's plan keeps eve
 '''
 
 
-@pytest.mark.slow
+@pytest.mark.zoo  # two real benchmark runs (6 minutes); CI has the nightly gate's (tests/test_nightly.py)
 def test_a_slowed_scheme_fails_the_asv_session_and_names_it(tmp_path):
     """The real scheme benchmarks on this commit, then on a commit whose PICO plans everything onto
     one device: the session fails naming PICO's tracked speedup with both values."""
