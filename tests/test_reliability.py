@@ -104,7 +104,8 @@ def test_a_tampered_plan_is_refused_naming_where(halp, tamper, needle):
     (lambda d: d["stages"][0]["transfers"][0].update(bytes=-5), "bytes: Input should be greater than"),
     (lambda d: d["stages"][0]["transfers"][0].update(region=[5, 2]), "is not a region"),
     (lambda d: d["stages"][0].update(nodes="features_0"), "nodes: Input should be a valid list"),
-    (lambda d: d.update(schema_version=1), f"schema_version 1, but this suite reads {SCHEMA_VERSION}"),
+    (lambda d: d.update(schema_version=1),
+     f"schema_version 1, but this suite reads version {SCHEMA_VERSION}"),  # fmt: skip
     (lambda d: d.update(frames_in_flight=0), "frames_in_flight: Input should be greater"),
     (lambda d: d.update(extra="x"), "extra: Extra inputs are not permitted"),
 ])  # fmt: skip

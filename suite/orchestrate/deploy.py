@@ -34,7 +34,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -140,7 +140,8 @@ def profile_yaml(profile: Profile) -> str:
         "source": profile.source,
         "macs_per_s": profile.macs_per_s,
     }
-    return yaml.safe_dump(doc | {"ops": ops}, sort_keys=False, width=100)
+    power = {} if profile.power is None else {"power": asdict(profile.power)}
+    return yaml.safe_dump(doc | {"ops": ops} | power, sort_keys=False, width=100)
 
 
 def too_old(python: str) -> str | None:
