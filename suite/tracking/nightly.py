@@ -58,7 +58,7 @@ KEYS = ["model", "devices", "scheme"]  # one cell of the matrix
 SPREAD_COLUMNS = ["latency_low_s", "latency_high_s", "speedup_low", "speedup_high"]
 MEASURED_COLUMNS = [*KEYS, "input_size", "frames", "complete", "bit_exact", "error", "speedup", "latency_s",
                     "throughput_fps", "bytes_moved", "latency_error", "throughput_error", "dilation",
-                    "plan_hash", "remeasured", *SPREAD_COLUMNS]  # fmt: skip
+                    "plan_hash", "remeasured", *SPREAD_COLUMNS, "energy_per_frame_j"]  # fmt: skip
 # what a baseline holds per cell, and which way is worse: a speedup falls, a latency or a byte count rises
 METRICS = {"speedup": "falls", "latency_s": "rises", "bytes_moved": "rises"}
 NOISE_QUANTILE = 0.9  # noise: this quantile of the cells' run-to-run changes between the baseline's runs
@@ -196,7 +196,8 @@ def cell_rows(workload: Workload, devices: int, summaries: dict[str, RunSummary]
                      "latency_low_s": _times(latency and latency.p10, dilation),
                      "latency_high_s": _times(latency and latency.p90, dilation),
                      "speedup_low": speedup and speedup.low,
-                     "speedup_high": speedup and speedup.high})  # fmt: skip
+                     "speedup_high": speedup and speedup.high,
+                     "energy_per_frame_j": s.energy and s.energy["per_frame_j"]})  # fmt: skip
     return rows
 
 

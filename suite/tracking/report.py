@@ -173,12 +173,15 @@ def _cells(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def _measured(measured: pd.DataFrame) -> pd.DataFrame:
+    energy = measured.get("energy_per_frame_j")  # None for a night from before energy was reported
     table = measured[["model", "devices", "scheme", "input_size", "frames", "throughput_fps", "latency_s",
                       "throughput_error", "latency_error", "bit_exact"]].copy()  # fmt: skip
     for column in ("throughput_error", "latency_error"):
         table[column] = [("" if pd.isna(v) else f"{v:+.0%}") for v in table[column]]
     table["throughput_fps"] = table["throughput_fps"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     table["latency_s"] = table["latency_s"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    if energy is not None:  # from the fleet's published power figures (suite.runtime.energy)
+        table.insert(7, "J per frame", energy.map(lambda v: "" if pd.isna(v) else f"{v:.3g}"))
     return table.rename(columns={"throughput_error": "throughput vs predicted",
                                  "latency_error": "latency vs predicted"})  # fmt: skip
 
