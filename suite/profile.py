@@ -1,15 +1,16 @@
 """Measure a device profile on this machine: time each op kind on a backend and fit PICO's cost model.
 
-Per cost kind (`Node.cost_kind`: the op kind, convs by class), `time = alpha * macs / macs_per_s +
-overhead_s * calls` is fitted by least squares over several tile sizes, with `macs_per_s` taken from
-the conv fit (so conv's alpha is 1); `calls` is `Node.calls` (a grouped conv's groups, else 1). MACs
-are counted as `suite.graph.ir.node_flops` counts them, so the profile prices the nodes the cost
-model will see.
-Timing runs as the backend runs: on `torch` under the exact backend's own settings
-(`TorchBackend.active`: oneDNN and NNPACK off: PyTorch's kernels; a profile of the exact kernels'
-own fitted the zoo no better, 0.79-1.41 of its measured time against 0.79-1.26); on `onnxruntime`
-each op is exported to ONNX and run in its own session at ORT_ENABLE_ALL, less what `session.run`
-costs by itself (a segment's nodes share one call). Medians over repeats.
+A node's time is the sum over its units (`suite.cost.node_work`) of `alpha * units / macs_per_s`,
+plus `overhead_s * calls`, for its cost kind (`Node.cost_kind`: the op kind, convs by class: kxk,
+1x1, depthwise, strided depthwise, grouped): its MACs, and for a conv run as matrix products the
+values copied to and from them (`conv_copy`) and the products' calls (`gemm_call`); `calls` is
+`Node.calls`. Every price is fitted at once by non-negative least squares over synthetic layers of
+several sizes (never a zoo model: those are what the profile is checked on); `macs_per_s` is the kxk
+conv's rate, so its alpha is 1. The nodes timed are the graph's own (`backend.prepare` of each
+layer), so the profile prices the nodes the cost model will see.
+Timing runs as a run runs: on `torch` each node through the exact backend (its kernels, and what it
+does around each node); on `onnxruntime` each node in its own session at ORT_ENABLE_ALL, less what
+`session.run` costs by itself (a segment's nodes share one call). Medians over repeats.
 
 Predictions for this host's devices (profile `local`: `--devices N`, the `local` fleet) use its own
 profile on the run's backend (`host_profile`), measured the first time one is made and cached per
@@ -32,18 +33,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 import yaml
+from scipy.optimize import nnls
 
 from suite import doctor
-from suite.backends import make_backend
+from suite.backends import make_backend, run_segment
+from suite.cost import KIND_INDEX, OpWork, node_work
 from suite.errors import UserError
 from suite.fleet import Fleet, OpCost, Profile, load_profile, local_profile, on_host, runs_here
-from suite.graph.ir import Window, node_flops
+from suite.graph.ir import COST_KINDS, GEMM_CONVS, Node
+from suite.models.load import LoadedModel
+from suite.regions import WHOLE
 from suite.schema import write_atomically
-
-# (cost kind, the op as a function of its one data input, that input, MACs, calls) for one measurement.
-_Case = tuple[str, Callable[[torch.Tensor], torch.Tensor], torch.Tensor, int, int]
 
 SIZES = (7, 14, 28, 56, 112, 224)
 QUICK_SIZES = (4, 8, 16)
@@ -62,132 +64,135 @@ def _mobile_width(hw: int) -> int:
     return {224: 16, 112: 32, 56: 144, 28: 192, 14: 384, 7: 960}.get(hw, max(8, 64 * 224 // hw // 8))
 
 
+class _Merge(nn.Module):
+    """`op(x, relu(x))`: a merge of two maps (add, mul, concat) with two real inputs, the last node."""
+
+    def __init__(self, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x, torch.relu(x))
+
+
+class _Scale(nn.Module):
+    """A map times a per-channel vector (squeeze-and-excite's `scale`): its mean here."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.nn.functional.adaptive_avg_pool2d(x, 1)
+
+
+# A measurement: a module whose last node is the op timed, and its input's (C, H, W).
+_Case = tuple[nn.Module, tuple[int, int, int]]
+
+
 def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> list[_Case]:
-    """Every measurement, with MACs from node_flops on the shapes the IR would record.
+    """Every measurement: synthetic layers of the shapes CNNs have at each map size, never a model's
+    own, so a model's prediction is a test of the profile, not a fit to it.
 
-    Convs are the layers the zoo has at each map size (3x3 at full and half width, a bottleneck's
-    1x1, and the RGB stem at the largest size), because conv speed per MAC depends on both; the
-    mobile zoo's depthwise 3x3 and 5x5 convs at its widths, and grouped 3x3 convs (groups of 8
-    channels, and 4 groups), each class fitted on its own (`Node.cost_kind`).
+    Convs: the RGB stems at the largest size; at each size 3x3 at full and half width, 1x1 that
+    narrow and widen (a bottleneck's, and a mobile net's projection and expansion), stride-2 3x3 and
+    1x1 that double the width; the mobile zoo's depthwise 3x3 (also stride 2) and 5x5 at its widths;
+    grouped 3x3 (groups of 8 channels, and 4 groups). Pointwise ops (activations, batch norm, a
+    folded one's pass-through), merges, a per-channel scale and pools at two widths.
     """
-    g = torch.Generator().manual_seed(0)
-    rand = lambda *shape: torch.randn(*shape, generator=g)
-    cases: list[_Case] = []
+    top = max(sizes)
+    cases: list[_Case] = [(nn.Conv2d(3, 64, 7, 2, 3), (3, top, top)),
+                          (nn.Conv2d(3, 32, 3, 2, 1), (3, top, top))]  # fmt: skip
 
-    def conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> None:
-        x, w, b = rand(1, cin, hw, hw), rand(cout, cin // groups, k, k), rand(cout)
-        macs = node_flops("conv", (1, cout, hw, hw), [x.shape], window=Window((k, k)), groups=groups)
-        kind = "conv" if groups == 1 else "depthwise_conv" if groups == cin else "grouped_conv"
-        cases.append((kind, lambda x: F.conv2d(x, w, b, padding=k // 2, groups=groups), x, macs, groups))
+    def conv(cin: int, cout: int, k: int, hw: int, stride: int = 1, groups: int = 1) -> None:
+        cases.append((nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups), (cin, hw, hw)))
 
-    conv(3, 64, 3, max(sizes))
     for hw in sizes:
-        c = _width(hw)
+        c, m = _width(hw), _mobile_width(hw)
+        thin = max(8, m // 6)
         conv(c, c, 3, hw)
         conv(c // 2, c // 2, 3, hw)
         conv(c, c // 4, 1, hw)
-        m = _mobile_width(hw)  # a mobile net's depthwise 3x3 (and 5x5) at its expanded width
+        conv(m, thin, 1, hw)
+        conv(thin, m, 1, hw)
+        if hw >= 2 * min(sizes):
+            conv(c // 2, c, 3, hw, stride=2)
+            conv(c // 2, c, 1, hw, stride=2)
+            conv(m, m, 3, hw, stride=2, groups=m)
         conv(m, m, 3, hw, groups=m)
         conv(m, m, 5, hw, groups=m)
         conv(c // 2, c // 2, 3, hw, groups=max(1, c // 16))  # ResNeXt-style: groups of 8 channels
         conv(c, c, 3, hw, groups=4)
         for ch in (c, c // 4):
-            x, y = rand(1, ch, hw, hw), rand(1, ch, hw, hw)
-            mean, var, weight, bias = rand(ch), rand(ch).abs() + 1, rand(ch), rand(ch)
-            out = (1, ch, hw, hw)
-            pool_macs = node_flops("maxpool", (1, ch, hw // 2, hw // 2), [out], window=Window((2, 2), (2, 2)))
-            cases += [(*case, 1) for case in [
-                ("relu", torch.relu, x, node_flops("relu", out, [out])),
-                ("elementwise", torch.sigmoid, x, node_flops("elementwise", out, [out])),
-                ("batchnorm", lambda x, m=mean, v=var, w=weight, b=bias: F.batch_norm(x, m, v, w, b), x,
-                 node_flops("batchnorm", out, [out])),
-                ("add", lambda x, y=y: x + y, x, node_flops("add", out, [out, out])),
-                ("mul", lambda x, y=y: x * y, x, node_flops("mul", out, [out, out])),
-                ("concat", lambda x, y=y: torch.cat([x, y], 1), x, 0),
-                ("maxpool", lambda x: F.max_pool2d(x, 2, 2), x, pool_macs),
-                ("avgpool", lambda x: F.avg_pool2d(x, 2, 2), x, pool_macs),
-                ("adaptive_avgpool", lambda x: F.adaptive_avg_pool2d(x, 1), x,
-                 node_flops("adaptive_avgpool", (1, ch, 1, 1), [out])),
-            ]]  # fmt: skip
+            shape = (ch, hw, hw)
+            cases += [(nn.Sequential(op), shape) for op in (  # a module of its own: traced as one node
+                nn.ReLU(), nn.ReLU6(), nn.Sigmoid(), nn.SiLU(), nn.BatchNorm2d(ch).eval(), _Merge(torch.add),
+                _Merge(torch.mul), _Merge(lambda x, y: torch.cat([x, y], 1)), _Scale(), nn.MaxPool2d(2, 2),
+                nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(2, 2), nn.AvgPool2d(3, 1, 1),
+                nn.AdaptiveAvgPool2d(1))]
+            # a batch norm after a conv: folded into it, what is left of it is a node that passes its input on
+            cases.append((nn.Sequential(nn.Conv2d(ch, ch, 1), nn.BatchNorm2d(ch).eval()), shape))
     for n_in, n_out in linear_shapes:
-        x, w, b = rand(1, n_in), rand(n_out, n_in), rand(n_out)
-        macs = node_flops("linear", (1, n_out), [x.shape])
-        cases.append(("linear", lambda x, w=w, b=b: F.linear(x, w, b), x, macs, 1))
+        # a ReLU first: onnxruntime cannot make a session of a flatten alone, the linear's input
+        cases.append((nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(n_in, n_out)), (n_in, 1, 1)))
     return cases
 
 
-class _Op(torch.nn.Module):
-    """One case's function as a module, for the ONNX exporter."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
-def _on_torch(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
-    return [lambda fn=fn, x=x: fn(x) for _, fn, x, _, _ in cases]
-
-
-def _on_onnxruntime(cases: list[_Case], threads: int) -> list[Callable[[], object]]:
-    """Each case as a call of its own onnxruntime session (the op exported, at ORT_ENABLE_ALL)."""
-    import io
-    import warnings
-
-    from suite.backends.ort import OrtBackend
-
-    backend = OrtBackend(threads=threads)
-    calls = []
-    for _, fn, x, _, _ in cases:
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Op(fn), (x,), buf, dynamo=False, input_names=["x"], opset_version=17)
-        session, feed = backend.session(buf.getvalue()), {"x": x.numpy()}
-        calls.append(lambda session=session, feed=feed: session.run(None, feed))
-    return calls
+def _prepared(backend_name: str, threads: int, case: _Case) -> tuple[Node, Callable[[], object]]:
+    """The case's last node, and a call that runs it as a run runs it (torch: its kernel, with what
+    the backend does around each node; onnxruntime: a session of that node) on inputs the backend
+    computed. A backend of its own: an onnxruntime backend keeps the sessions of one graph only."""
+    backend = make_backend(backend_name, threads)
+    module, shape = case
+    graph = backend.prepare(LoadedModel("profile", shape, module=module.eval())).graph
+    *before, last = [n for n in graph.nodes if n != graph.input]
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    values = {graph.input: (WHOLE, x)}
+    if before:
+        values |= run_segment(graph, before, values, backend, outputs=graph[last].inputs)
+    return graph[last], lambda: backend.run(graph, [last], dict(values), {}, [last])
 
 
-def _call_cost(threads: int, repeats: int, clock: Callable[[], float]) -> float:
-    """What one `session.run` costs by itself (a 1-element ReLU): paid once per segment, not per node."""
-    (call,) = _on_onnxruntime([("relu", torch.relu, torch.ones(1), 0, 1)], threads)
-    return _median_time(call, repeats * 10, clock)
-
-
-def _median_time(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
-    fn()  # warm-up: allocator and lazy initialisation
-    times = []
+def _round_robin(runs: Sequence[Callable[[], object]], repeats: int, clock: Callable[[], float]
+                 ) -> list[float]:  # fmt: skip
+    """The median time of each call, timed in turn round after round: between two runs of one op
+    the others run, so its code, weights and maps are no warmer than in a model's forward. (Timed
+    over and over alone, an op ran several times faster than in a forward: a folded batch norm's
+    pass-through 3 us against 20-40, a 64x56x56 ReLU 33 us against a few hundred.)"""
+    for run in runs:
+        run()  # warm-up: allocator, lazy initialisation, a session's build
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times)
+        for run, seconds in zip(runs, times):
+            start = clock()
+            run()
+            seconds.append(clock() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
-def _fit(macs: np.ndarray, calls: np.ndarray, seconds: np.ndarray, measured: np.ndarray
-         ) -> tuple[float, float]:  # fmt: skip
-    """Weighted least squares of `seconds = slope * macs + overhead * calls`, both terms kept >= 0;
-    `measured`: the times as timed (`seconds` may have a session's own cost taken off them).
+def _fit(nodes: Sequence[Node], seconds: np.ndarray, measured: np.ndarray, blocks: bool
+         ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Seconds per unit and per call of every cost kind (indexed like `COST_KINDS`), from timed
+    nodes: `seconds = units . per_unit + calls . per_call` by non-negative weighted least squares,
+    all kinds at once (a conv's time is its own kind's MACs and its `conv_copy` values); `measured`:
+    the times as timed (`seconds` may have a session's own cost taken off them). With `blocks` (the
+    exact kernels, which cut a conv's map into blocks: `gemm_grid`) a conv pays its fixed costs per
+    product (`gemm_call`), not per node: fitted per node as well, a 3x3 conv's came out at 1 ms, a
+    misfit of the slow products of 7x7 maps that tripled the time of the small 3x3 convs GoogLeNet
+    has many of. Without, a conv is one call.
 
     Each residual is weighted by 1/sqrt(t), as if a timing's variance grew with its length: plain
-    least squares lets the largest tiles set everything (it overshot ResNet-50's whole-model time by
-    60% on this suite's host), relative error lets the smallest ones set the slope (VGG-16 22% short);
-    this middle way kept the zoo within about a third, VGG-16 within a tenth.
+    least squares lets the largest cases set everything, relative error the smallest ones.
     """
-    if not macs.any():
-        return 0.0, float(np.median(seconds / calls))
-    w = 1 / np.sqrt(np.maximum(measured, 1e-9))  # not `seconds`: an op about a session.run long
-    # would count far too much
-    a = np.stack([macs, calls], axis=1) * w[:, None]
-    (slope, overhead), *_ = np.linalg.lstsq(a, seconds * w, rcond=None)
-    if overhead < 0:  # refit through the origin
-        overhead = 0.0
-        slope = float(np.sum(macs * seconds * w**2) / np.sum((macs * w) ** 2))
-    if slope < 0:
-        slope, overhead = 0.0, float(np.median(seconds / calls))
-    return float(slope), float(overhead)
+    rows = [OpWork.of([(n, n.flops)]) for n in nodes]
+    a = np.array([np.concatenate([r.units, r.calls]) for r in rows])
+    used = (a != 0).any(axis=0)
+    if blocks:  # a GEMM conv's fixed costs are its products' calls
+        used[[len(COST_KINDS) + KIND_INDEX[k] for k in GEMM_CONVS]] = False
+    else:  # one call a conv: its own fixed cost
+        used[KIND_INDEX["gemm_call"]] = False
+    scale = np.abs(a[:, used]).max(axis=0)  # columns of units (~1e9) and calls (~1) comparable
+    w = 1 / np.sqrt(np.maximum(measured, 1e-9))
+    solved, _ = nnls(a[:, used] / scale * w[:, None], seconds * w)
+    prices = np.zeros(a.shape[1])
+    prices[used] = solved / scale
+    return prices[: len(COST_KINDS)], prices[len(COST_KINDS):]
 
 
 def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = None,
@@ -195,33 +200,43 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
                     backend: str = "torch") -> Profile:  # fmt: skip
     """Time every op kind on this machine on `backend` with `threads` threads and fit a profile.
 
-    `quick` measures a few small tiles only (seconds, for tests); the default takes 10-30 s on a
-    2-core host (onnxruntime: a minute, exporting each case). With one thread, torch and onnxruntime
-    run each op inline in this thread, so its CPU time is timed: other processes on a busy host then
-    barely disturb the profile. With more threads the wall clock is the only honest measure, and the
-    host should be otherwise idle.
+    `quick` measures a few small tiles only (seconds, for tests); the default takes 20-40 s on a
+    2-core host. With one thread, torch and onnxruntime run each op inline in this thread, so its
+    CPU time is timed: other processes on a busy host then barely disturb the profile. With more
+    threads the wall clock is the only honest measure, and the host should be otherwise idle.
     """
+    if backend not in ("torch", "onnxruntime"):
+        raise UserError(f"--backend {backend}: profiles are measured on torch or onnxruntime")
     sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
     repeats = repeats or (3 if quick else 11)
     cases = _cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
     clock = time.thread_time if threads == 1 else time.perf_counter
-    on_backend = {"torch": _on_torch, "onnxruntime": _on_onnxruntime}.get(backend)
-    if on_backend is None:
-        raise UserError(f"--backend {backend}: profiles are measured on torch or onnxruntime")
-    with make_backend(backend, threads).active():
-        runs = on_backend(cases, threads)
-        fixed = _call_cost(threads, repeats, clock) if backend == "onnxruntime" else 0.0
-        timed = [(op, macs, n, _median_time(call, repeats, clock))
-                 for (op, _, _, macs, n), call in zip(cases, runs)]  # fmt: skip
-    fits = {}
-    for op in dict.fromkeys(op for op, *_ in timed):
-        rows = np.array([(m, n, t) for o, m, n, t in timed if o == op], float)
-        fits[op] = _fit(rows[:, 0], rows[:, 1], np.maximum(rows[:, 2] - fixed, 0.0), rows[:, 2])
-    macs_per_s = 1.0 / fits["conv"][0]
-    ops = {op: OpCost(slope * macs_per_s, overhead) for op, (slope, overhead) in fits.items()}
+    runner = make_backend(backend, threads)
+    by_size: dict[int, list[_Case]] = {}
+    for case in cases:  # the layers of one map size together, as a forward runs them
+        by_size.setdefault(case[1][1], []).append(case)
+    nodes, measured = [], []
+    with runner.active():
+        for group in by_size.values():
+            prepared = [_prepared(backend, threads, case) for case in group]
+            nodes += [node for node, _ in prepared]
+            runs = [run for _, run in prepared]
+            measured += (_round_robin(runs, repeats, clock) if backend == "torch" else
+                         [_round_robin([run], repeats, clock)[0] for run in runs])  # fmt: skip
+            del prepared
+        fixed = 0.0
+        if backend == "onnxruntime":  # what a session.run costs by itself (a 1-element ReLU): paid
+            # once per segment, not per node
+            alone = _prepared(backend, threads, (nn.Sequential(nn.ReLU()), (1, 1, 1)))[1]
+            fixed = _round_robin([alone], repeats * 10, clock)[0]
+    measured = np.array(measured)
+    per_unit, per_call = _fit(nodes, np.maximum(measured - fixed, 0.0), measured, blocks=backend == "torch")
+    macs_per_s = 1.0 / per_unit[KIND_INDEX["conv"]]
+    kinds = dict.fromkeys(kind for n in nodes for kind in (*node_work(n), n.cost_kind))
+    ops = {k: OpCost(per_unit[KIND_INDEX[k]] * macs_per_s, per_call[KIND_INDEX[k]]) for k in kinds}
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
     host = platform.node() or "unknown-host"
-    how = "oneDNN and NNPACK off" if backend == "torch" else _ort_settings(fixed)
+    how = "exact kernels, oneDNN and NNPACK off" if backend == "torch" else _ort_settings(fixed)
     source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "
               f"torch {torch.__version__}, {how}, {threads} thread(s), tiles {list(sizes)}, "
               f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
@@ -229,6 +244,9 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
 
 
 HOST_PROFILE = "SUITE_HOST_PROFILE"
+# Bumped when what a profile measures changes: a host's cached profile of an older suite (v1: no
+# `conv_copy`, `gemm_call` or conv classes, ops timed alone) is measured again, not reused.
+CACHE_VERSION = 2
 
 
 def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], None] = lambda _: None
@@ -237,7 +255,7 @@ def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], Non
     line before and after) and cached. Commands started together measure once: the others wait."""
     if os.environ.get(HOST_PROFILE) == "bundled":
         return load_profile(local_profile(backend))
-    path = doctor.cache_path(doctor.host_facts(), f"profile-{backend}", ".yaml")
+    path = doctor.cache_path(doctor.host_facts(), f"profile-{backend}-v{CACHE_VERSION}", ".yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -19,6 +19,7 @@ from suite.fleet import (
     load_profile,
     uniform_fleet,
 )
+from suite.graph.ir import COST_KINDS
 from suite.profile import measure_profile, write_profile
 
 PAPER_PROFILES = {"rpi4b-600mhz", "rpi4b-800mhz", "rpi4b-1200mhz", "rpi4b-1500mhz", "jetson-agx-xavier",
@@ -108,15 +109,17 @@ def test_uniform_fleet():
         uniform_fleet(0)
 
 
-def test_node_time_arithmetic():
+def test_prices_per_unit_and_per_call():
     p = Profile("hand", "test", 1e9, {"conv": OpCost(1.0, 1e-3), "relu": OpCost(4.0, 0.0),
                                       "default": OpCost(2.0, 5e-6)})  # fmt: skip
-    assert p.node_time("conv", 2e9) == pytest.approx(2.001)
-    assert p.node_time("relu", 1e6) == pytest.approx(4e-3)
-    assert p.node_time("mul", 1e6) == pytest.approx(2e-3 + 5e-6)  # falls back to default
-    assert p.node_time("flatten", 0) == pytest.approx(5e-6)  # zero-MAC ops cost only overhead
-    with pytest.raises(FleetError, match="no cost for op 'relu'"):
-        Profile("bare", "test", 1e9, {"conv": OpCost(1, 0)}).node_time("relu", 1)
+    per_unit, per_call = p.prices
+    at = {kind: i for i, kind in enumerate(COST_KINDS)}
+    assert (per_unit[at["conv"]], per_call[at["conv"]]) == pytest.approx((1e-9, 1e-3))
+    assert (per_unit[at["relu"]], per_call[at["relu"]]) == pytest.approx((4e-9, 0.0))
+    assert (per_unit[at["mul"]], per_call[at["mul"]]) == pytest.approx((2e-9, 5e-6))  # falls back to default
+    assert per_unit[at["pointwise_conv"]] == pytest.approx(1e-9)  # a 1x1 conv is a conv here
+    with pytest.raises(FleetError, match="'bare' has no cost for op 'adaptive_avgpool'"):
+        Profile("bare", "test", 1e9, {"conv": OpCost(1, 0)}).prices  # noqa: B018
 
 
 def test_transfer_time_and_fleet_queries():
@@ -199,8 +202,9 @@ def test_measure_profile_quick(tmp_path):
     assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == (threads, mkldnn)
     assert p.macs_per_s > 0 and math.isfinite(p.macs_per_s)
     assert p.ops["conv"].alpha == pytest.approx(1.0)
-    assert {"conv", "depthwise_conv", "grouped_conv", "maxpool", "avgpool", "batchnorm", "relu", "add",
-            "concat", "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
+    assert {"conv", "pointwise_conv", "depthwise_conv", "strided_depthwise_conv", "grouped_conv", "conv_copy",
+            "gemm_call", "maxpool", "avgpool", "batchnorm", "relu", "add", "concat", "scale", "identity",
+            "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
     for cost in p.ops.values():
         assert math.isfinite(cost.alpha) and cost.alpha >= 0
         assert math.isfinite(cost.overhead_s) and cost.overhead_s >= 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from suite.cost import stage_time, work_time
+from suite.cost import IS_MAC, stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
@@ -69,7 +69,7 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
         raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
                         f"choose 1..{prefix}")  # fmt: skip
-    prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per MAC, per call
+    prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per unit, per call
               np.array([d.profile.prices[1] for d in devices]).T)  # fmt: skip
     best = None
     for last in range(prefix) if fused_pieces is None else [fused_pieces - 1]:
@@ -101,7 +101,7 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
            prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None
            ) -> tuple[float, list[Step]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
-    `prices` per MAC and per call are kinds x devices (None: a map too small for the grid, or not
+    `prices` per unit and per call are kinds x devices (None: a map too small for the grid, or not
     under `bound`). A squeeze-and-excite branch cuts the fused part into segments
     (`TileCosts.segments`), each tiled alike; the gateway computes the branch."""
     gateway = devices[0]
@@ -116,8 +116,8 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
         cols = costs.output_splits(segment, lambda width: split_range(width, m), 1)
         if rows is None or cols is None:
             return None
-        reads, macs, calls = costs.segment_grid(segment, rows, cols)
-        dealt, busy = deal(macs.sum(axis=1), macs @ per_mac + calls @ per_call, devices)
+        reads, units, calls = costs.segment_grid(segment, rows, cols)
+        dealt, busy = deal(units @ IS_MAC, units @ per_mac + calls @ per_call, devices)
         if bound is not None and time + busy.max() >= bound:
             return None  # communication only adds: this grid cannot beat the best
         made = [{o: Box(*rows[o][a], *cols[o][b]) for o in segment.outputs}
