@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from suite.cost import node_work
 from suite.fleet import (
     Device,
     Fleet,
@@ -19,7 +21,7 @@ from suite.fleet import (
     load_profile,
     uniform_fleet,
 )
-from suite.graph.ir import COST_KINDS
+from suite.graph.ir import COST_KINDS, GEMM_CONVS
 from suite.profile import measure_profile, write_profile
 
 PAPER_PROFILES = {"rpi4b-600mhz", "rpi4b-800mhz", "rpi4b-1200mhz", "rpi4b-1500mhz", "jetson-agx-xavier",
@@ -250,3 +252,28 @@ def test_this_host_is_priced_by_its_own_profile_measured_once(tmp_path, monkeypa
     pis = load_fleet("pico-homo-2")
     assert profile.priced_here(pis, "onnxruntime") is pis and measured == ["torch", "torch"]
     assert cached.is_file()
+
+
+def test_the_profile_fit_recovers_the_prices_it_was_timed_with():
+    """Times made by a known profile on the profile's own synthetic layers come back as that
+    profile: every kind's price per unit and per call, the copies and matrix products included."""
+    from suite.cost import node_time
+    from suite.graph import from_torch
+    from suite.profile import QUICK_LINEAR_SHAPES, SIZES, _cases, _fit
+
+    ops = {kind: OpCost(1.0 + i, 0.0 if kind in GEMM_CONVS else 1e-6 * (i % 3))
+           for i, kind in enumerate(COST_KINDS)}  # fmt: skip
+    ops["conv"], ops["gemm_call"] = OpCost(1.0, 0.0), OpCost(2e5, 0.0)
+    known = Profile("known", "test", 5e10, ops)
+    cases = _cases(SIZES[:3], QUICK_LINEAR_SHAPES)
+    nodes = [list(from_torch(module, shape).nodes.values())[-1] for module, shape in cases]
+    seconds = np.array([node_time(known, n) for n in nodes])
+    per_unit, per_call = _fit(nodes, seconds, seconds, blocks=True)
+    counted = {kind for n in nodes for kind, units in node_work(n).items() if units}  # concat: no MACs
+    for kind in counted:
+        i = COST_KINDS.index(kind)
+        assert per_unit[i] == pytest.approx(known.prices[0][i], rel=1e-4), kind
+    for kind in {n.cost_kind for n in nodes}:
+        i = COST_KINDS.index(kind)
+        assert per_call[i] == pytest.approx(known.prices[1][i], rel=1e-4, abs=1e-12), kind
+    assert {"conv", "pointwise_conv", "conv_copy", "gemm_call", "depthwise_conv", "relu"} <= counted
