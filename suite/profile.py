@@ -200,8 +200,8 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
                     backend: str = "torch") -> Profile:  # fmt: skip
     """Time every op kind on this machine on `backend` with `threads` threads and fit a profile.
 
-    `quick` measures a few small tiles only (seconds, for tests); the default takes 20-40 s on a
-    2-core host. With one thread, torch and onnxruntime run each op inline in this thread, so its
+    `quick` measures a few small tiles only (seconds, for tests); the default takes about a minute
+    on a 2-core host. With one thread, torch and onnxruntime run each op inline in this thread, so its
     CPU time is timed: other processes on a busy host then barely disturb the profile. With more
     threads the wall clock is the only honest measure, and the host should be otherwise idle.
     """
@@ -262,7 +262,7 @@ def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], Non
         if path.is_file() and not reprofile:
             return load_profile(str(path))
         say(f"suite profile: measuring this host on {backend} for the predictions (once per host, "
-            f"10-30 s; cached in {path}; --reprofile measures again)")
+            f"about a minute; cached in {path}; --reprofile measures again)")
         profile = measure_profile("local", backend=backend)
         write_profile(profile, path)
         say(f"suite profile: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv on {backend}")

@@ -141,8 +141,9 @@ class Node:
     @property
     def calls(self) -> int:
         """How many times a profile's fixed cost (`overhead_s`) is paid for this node: once, but once
-        per group for a grouped conv, as exact torch (oneDNN off) runs one conv per group: about 5 us
-        a group on this suite's host, which for MobileNetV2's depthwise convs is most of their time."""
+        per group for a grouped conv, as PyTorch's own conv (oneDNN off) runs one conv per group:
+        about 5 us a group on this suite's host, most of MobileNetV2's depthwise convs' time there.
+        (The exact kernels run a conv's products per block instead: `suite.cost.node_work`.)"""
         return self.attrs.get("groups", 1) if self.op == "conv" else 1
 
     @property
