@@ -134,7 +134,8 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
     return cases
 
 
-def _prepared(backend_name: str, threads: int, case: _Case) -> tuple[Node, Callable[[], object]]:
+def _prepared(backend_name: str, threads: int, case: _Case, clock: Callable[[], float]
+              ) -> tuple[Node, Callable[[], float]]:  # fmt: skip
     """The case's last node, and a call that runs it as a run runs it (torch: its kernel, with what
     the backend does around each node; onnxruntime: a session of that node) on inputs the backend
     computed. A backend of its own: an onnxruntime backend keeps the sessions of one graph only."""
@@ -146,23 +147,30 @@ def _prepared(backend_name: str, threads: int, case: _Case) -> tuple[Node, Calla
     values = {graph.input: (WHOLE, x)}
     if before:
         values |= run_segment(graph, before, values, backend, outputs=graph[last].inputs)
-    return graph[last], lambda: backend.run(graph, [last], dict(values), {}, [last])
+    inputs = [values[src][1] for src in graph[last].inputs]
+
+    def run() -> object:
+        for x in inputs:  # untimed: the input just written, as the node before it leaves it
+            x.mul_(1.0)
+        start = clock()
+        backend.run(graph, [last], dict(values), {}, [last])
+        return clock() - start
+
+    return graph[last], run
 
 
-def _round_robin(runs: Sequence[Callable[[], object]], repeats: int, clock: Callable[[], float]
-                 ) -> list[float]:  # fmt: skip
-    """The median time of each call, timed in turn round after round: between two runs of one op
-    the others run, so its code, weights and maps are no warmer than in a model's forward. (Timed
-    over and over alone, an op ran several times faster than in a forward: a folded batch norm's
-    pass-through 3 us against 20-40, a 64x56x56 ReLU 33 us against a few hundred.)"""
+def _round_robin(runs: Sequence[Callable[[], float]], repeats: int) -> list[float]:
+    """The median of the seconds each call times itself, called in turn round after round: between
+    two runs of one op the others run, so its code and weights are no warmer than in a model's
+    forward, while its input is as warm as the node before it leaves it. (Timed over and over alone,
+    an op ran several times faster than in a forward: a folded batch norm's pass-through 3 us
+    against 20-40, a 64x56x56 ReLU 33 us against a few hundred.)"""
     for run in runs:
         run()  # warm-up: allocator, lazy initialisation, a session's build
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
         for run, seconds in zip(runs, times):
-            start = clock()
-            run()
-            seconds.append(clock() - start)
+            seconds.append(run())
     return [statistics.median(seconds) for seconds in times]
 
 
@@ -218,17 +226,17 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     nodes, measured = [], []
     with runner.active():
         for group in by_size.values():
-            prepared = [_prepared(backend, threads, case) for case in group]
+            prepared = [_prepared(backend, threads, case, clock) for case in group]
             nodes += [node for node, _ in prepared]
             runs = [run for _, run in prepared]
-            measured += (_round_robin(runs, repeats, clock) if backend == "torch" else
-                         [_round_robin([run], repeats, clock)[0] for run in runs])  # fmt: skip
+            measured += (_round_robin(runs, repeats) if backend == "torch" else
+                         [_round_robin([run], repeats)[0] for run in runs])  # fmt: skip
             del prepared
         fixed = 0.0
         if backend == "onnxruntime":  # what a session.run costs by itself (a 1-element ReLU): paid
             # once per segment, not per node
-            alone = _prepared(backend, threads, (nn.Sequential(nn.ReLU()), (1, 1, 1)))[1]
-            fixed = _round_robin([alone], repeats * 10, clock)[0]
+            alone = _prepared(backend, threads, (nn.Sequential(nn.ReLU()), (1, 1, 1)), clock)[1]
+            fixed = _round_robin([alone], repeats * 10)[0]
     measured = np.array(measured)
     per_unit, per_call = _fit(nodes, np.maximum(measured - fixed, 0.0), measured, blocks=backend == "torch")
     macs_per_s = 1.0 / per_unit[KIND_INDEX["conv"]]
