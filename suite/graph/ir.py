@@ -36,7 +36,7 @@ OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one
 # (`conv_copy`) and the products' calls (`gemm_call`).
 GEMM_CONVS = frozenset({"conv", "pointwise_conv", "grouped_conv"})
 COST_KINDS = tuple(sorted({*OP_KINDS, *GEMM_CONVS, "depthwise_conv", "strided_depthwise_conv", "conv_copy",
-                           "gemm_call"}))  # fmt: skip
+                           "gemm_call", "clamp"}))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,11 @@ class Node:
         depthwise conv (one input channel per group) runs an order of magnitude slower than a dense
         one: little arithmetic per value read, and no large matrix product to hand to a GEMM; strided,
         it reads every other value (2-3x slower per MAC on the exact kernels). A 1x1 conv's product
-        is short (K = its input channels), a kxk one's K is k^2 times longer."""
+        is short (K = its input channels), a kxk one's K is k^2 times longer. A clamp (ReLU6) is an
+        elementwise op priced apart, as relu is: onnxruntime fuses it into the conv before it, as it
+        does a ReLU, but not a sigmoid (SiLU's, a gate's), which costs a transcendental per value."""
+        if self.op == "elementwise" and self.attrs.get("clamp"):
+            return "clamp"
         if self.op != "conv":
             return self.op
         kh, kw = self.window.kernel
