@@ -9,8 +9,11 @@ several sizes (never a zoo model: those are what the profile is checked on); `ma
 conv's rate, so its alpha is 1. The nodes timed are the graph's own (`backend.prepare` of each
 layer), so the profile prices the nodes the cost model will see.
 Timing runs as a run runs: on `torch` each node through the exact backend (its kernels, and what it
-does around each node); on `onnxruntime` each node in its own session at ORT_ENABLE_ALL, less what
-`session.run` costs by itself (a segment's nodes share one call). Medians over repeats.
+does around each node); on `onnxruntime` whole synthetic blocks (`_blocks`: ResNet, inception and
+mobile blocks, each one session at ORT_ENABLE_ALL, as a model's forward is), since a session fuses
+a conv's activation and residual add into it and keeps maps in its NCHWc layout between convs: the
+fit prices each block's nodes by their MACs (the fused kinds free, `FUSED_ON_ORT`) and the session's
+own call and layout changes apart (`_session_work`), and drops the latter. Medians over repeats.
 
 Predictions for this host's devices (profile `local`: `--devices N`, the `local` fleet) use its own
 profile on the run's backend (`host_profile`), measured the first time one is made and cached per
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import functools
+import math
 import os
 import platform
 import statistics
@@ -49,6 +54,9 @@ from suite.schema import write_atomically
 
 SIZES = (7, 14, 28, 56, 112, 224)
 QUICK_SIZES = (4, 8, 16)
+# What a whole-model onnxruntime session fuses into the conv before it (its ReLU or ReLU6, a residual
+# add): free there, so the fit prices them at zero rather than sharing a conv's time with them.
+FUSED_ON_ORT = ("relu", "clamp", "add")
 LINEAR_SHAPES = ((512, 1000), (2048, 1000), (4096, 4096), (25088, 4096))  # (in, out): ResNet/VGG heads
 QUICK_LINEAR_SHAPES = ((256, 100), (1024, 256))
 
@@ -134,29 +142,155 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
     return cases
 
 
+def _conv_bn(cin: int, cout: int, k: int, act: type[nn.Module] | None = nn.ReLU, stride: int = 1,
+             groups: int = 1) -> list[nn.Module]:  # fmt: skip
+    """A conv, its batch norm (folded into it by onnxruntime) and its activation, as the zoo has them."""
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout).eval()]
+    return layers + ([act()] if act is not None else [])
+
+
+class _Residual(nn.Module):
+    """`act(body(x) + x)`: a ResNet block (a ReLU after the add), or a mobile one (`act` None)."""
+
+    def __init__(self, body: list[nn.Module], act: nn.Module | None = None):
+        super().__init__()
+        self.body, self.act = nn.Sequential(*body), act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x) + x
+        return self.act(y) if self.act is not None else y
+
+
+class _Excite(nn.Module):
+    """Squeeze-and-excite as EfficientNet has it: the map times a sigmoid gate from its mean."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        squeezed = max(8, channels // 24)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, squeezed, 1), nn.SiLU(),
+                                  nn.Conv2d(squeezed, channels, 1), nn.Sigmoid())  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class _Inception(nn.Module):
+    """GoogLeNet's module: a 1x1, a 1x1 then 3x3, and a max pool then 1x1 branch, concatenated."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.branches = nn.ModuleList([
+            nn.Sequential(*_conv_bn(c, c // 4, 1)),
+            nn.Sequential(*_conv_bn(c, c // 4, 1), *_conv_bn(c // 4, c // 2, 3)),
+            nn.Sequential(nn.MaxPool2d(3, 1, 1), *_conv_bn(c, c // 4, 1))])  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], 1)
+
+
+def _block_width(hw: int) -> int:
+    """Channels a ResNet has at this map size (64 at 56, doubling per halving, 32 to 512)."""
+    return max(32, min(512, 64 * 56 // hw))
+
+
+def _blocks(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> list[_Case]:
+    """Every measurement on onnxruntime: synthetic blocks of layers as CNNs chain them (never a
+    model's own), each run as one session, as a model's forward runs: onnxruntime fuses a conv's
+    batch norm, activation and residual add into it and keeps the maps between convs in its blocked
+    NCHWc layout, which a session of one node cannot show.
+
+    At each size: two kxk convs in a row, a ResNet basic and bottleneck block, grouped convs, an
+    inception module, max and average pools; MobileNetV2's inverted residual (ReLU6) and
+    EfficientNet's (SiLU, 5x5 depthwise, squeeze-and-excite), and their parts apart: the pointwise
+    pair, the depthwise convs after their expansion, with and without the excitation (in a whole
+    block they come in one ratio, which leaves their prices free to trade off). The stride-2 convs
+    that halve a map; the RGB stems at the largest size; classifier heads.
+    """
+    seq = nn.Sequential
+
+    def after_conv(ch: int, hw: int, *block: nn.Module) -> _Case:
+        """`block` on a map a 1x1 conv made, held in NCHWc as in a model (a residual add of the
+        session's own input would not fuse into its conv)."""
+        return seq(*_conv_bn(ch, ch, 1), *block), (ch, hw, hw)
+
+    sizes = sorted(sizes)
+    top = sizes[-1]
+    cases: list[_Case] = [(seq(*_conv_bn(3, 64, 7, stride=2), nn.MaxPool2d(3, 2, 1)), (3, top, top)),
+                          (seq(*_conv_bn(3, 32, 3, nn.ReLU6, stride=2)), (3, top, top))]  # fmt: skip
+    for hw in sizes[:-1]:  # the largest size is a stem's input only
+        c, m = _block_width(hw), _mobile_width(hw)
+        thin = max(8, m // 6)
+        expand = functools.partial(_conv_bn, thin, m, 1)  # a mobile block's first conv, with its activation
+        cases += [
+            after_conv(c, hw, *_conv_bn(c, c, 3), *_conv_bn(c, c, 3)),
+            after_conv(c, hw, _Residual([*_conv_bn(c, c, 3), *_conv_bn(c, c, 3, None)], nn.ReLU())),
+            after_conv(4 * c, hw, _Residual([*_conv_bn(4 * c, c, 1), *_conv_bn(c, c, 3),
+                                             *_conv_bn(c, 4 * c, 1, None)], nn.ReLU())),
+            after_conv(c, hw, *_conv_bn(c, c, 3, groups=max(1, c // 8)), *_conv_bn(c, c, 3, groups=4)),
+            after_conv(c, hw, _Inception(c)),
+            after_conv(c, hw, nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(3, 1, 1)),
+            after_conv(thin, hw, _Residual([*expand(nn.ReLU6), *_conv_bn(m, m, 3, nn.ReLU6, groups=m),
+                                            *_conv_bn(m, thin, 1, None)])),
+            after_conv(thin, hw, *expand(nn.ReLU6), *_conv_bn(m, thin, 1, None)),
+            (seq(*expand(nn.ReLU6), *_conv_bn(m, m, 3, nn.ReLU6, groups=m),
+                 *_conv_bn(m, m, 5, nn.ReLU6, groups=m)), (thin, hw, hw)),
+            (seq(*expand(nn.SiLU), *_conv_bn(m, m, 5, nn.SiLU, groups=m)), (thin, hw, hw)),
+            (seq(*expand(nn.SiLU), *_conv_bn(m, m, 5, nn.SiLU, groups=m), _Excite(m)), (thin, hw, hw)),
+            after_conv(thin, hw, _Residual([*expand(nn.SiLU), *_conv_bn(m, m, 5, nn.SiLU, groups=m),
+                                            _Excite(m), *_conv_bn(m, thin, 1, None)])),
+        ]  # fmt: skip
+        if hw >= 2 * min(sizes):
+            cases += [
+                after_conv(c // 2, hw, *_conv_bn(c // 2, c, 3, stride=2), *_conv_bn(c, c, 1),
+                           nn.MaxPool2d(2, 2)),
+                (seq(*expand(nn.ReLU6), *_conv_bn(m, m, 3, nn.ReLU6, stride=2, groups=m)), (thin, hw, hw)),
+            ]  # fmt: skip
+    for n_in, n_out in linear_shapes:  # a head: the last map's mean, then the classifier
+        head = seq(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(n_in, n_out))
+        cases.append((head, (n_in, sizes[0], sizes[0])))
+    return cases
+
+
 def _prepared(backend_name: str, threads: int, case: _Case, clock: Callable[[], float]
-              ) -> tuple[Node, Callable[[], float]]:  # fmt: skip
-    """The case's last node, and a call that runs it as a run runs it (torch: its kernel, with what
-    the backend does around each node; onnxruntime: a session of that node) on inputs the backend
-    computed. A backend of its own: an onnxruntime backend keeps the sessions of one graph only."""
+              ) -> tuple[list[Node], Callable[[], float]]:  # fmt: skip
+    """The nodes a case times, and a call that runs them as a run runs them and times itself. On
+    torch the case's last node, through the exact backend (its kernel, with what the backend does
+    around each node) on inputs the backend computed; on onnxruntime every node of the case, as one
+    session of the whole case (a block: `_blocks`), as a model's forward is one session of the whole
+    model. A backend of its own: an onnxruntime backend keeps the sessions of one graph only."""
     backend = make_backend(backend_name, threads)
     module, shape = case
-    graph = backend.prepare(LoadedModel("profile", shape, module=module.eval())).graph
+    prepared = backend.prepare(LoadedModel("profile", shape, module=module.eval()))
+    graph = prepared.graph
     *before, last = [n for n in graph.nodes if n != graph.input]
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    if backend_name == "onnxruntime":
+
+        def forward() -> float:
+            start = clock()
+            prepared.monolithic(x)
+            return clock() - start
+
+        return [graph[n] for n in (*before, last)], forward
     values = {graph.input: (WHOLE, x)}
     if before:
         values |= run_segment(graph, before, values, backend, outputs=graph[last].inputs)
     inputs = [values[src][1] for src in graph[last].inputs]
 
-    def run() -> object:
+    def run() -> float:
         for x in inputs:  # untimed: the input just written, as the node before it leaves it
             x.mul_(1.0)
         start = clock()
         backend.run(graph, [last], dict(values), {}, [last])
         return clock() - start
 
-    return graph[last], run
+    return [graph[last]], run
+
+
+def _session_work(nodes: Sequence[Node], input_shape: tuple[int, ...]) -> np.ndarray:
+    """What a session costs beyond its nodes, as columns the fit prices and then drops: one call,
+    and the values it lays out into onnxruntime's blocked layout and back (its input and output)."""
+    return np.array([1.0, math.prod(input_shape) + math.prod(nodes[-1].shape)])
 
 
 def _round_robin(runs: Sequence[Callable[[], float]], repeats: int) -> list[float]:
@@ -174,32 +308,43 @@ def _round_robin(runs: Sequence[Callable[[], float]], repeats: int) -> list[floa
     return [statistics.median(seconds) for seconds in times]
 
 
-def _fit(nodes: Sequence[Node], seconds: np.ndarray, measured: np.ndarray, blocks: bool
+def _priced(backend: str) -> np.ndarray:
+    """Which prices a backend's fit sets, per unit then per call of each of `COST_KINDS`; the rest stay
+    zero. On torch (the exact kernels, which cut a conv's map into blocks: `gemm_grid`) a GEMM conv
+    pays its fixed costs per product (`gemm_call`), not per node: fitted per node as well, a 3x3
+    conv's came out at 1 ms, a misfit of the slow products of 7x7 maps that tripled the time of the
+    small 3x3 convs GoogLeNet has many of. On onnxruntime, units only: its NCHWc convs copy no
+    matrix columns (`conv_copy`), a node's call costs little inside a session (fitted per kind they
+    took up what the blocks' sizes left over: 20-40 us a pointwise conv, MobileNetV2 1.3x its time),
+    and the kinds it fuses into the conv before them (`FUSED_ON_ORT`) cost nothing."""
+    units, calls = np.ones(len(COST_KINDS), bool), np.ones(len(COST_KINDS), bool)
+    if backend == "torch":
+        calls[[KIND_INDEX[k] for k in GEMM_CONVS]] = False
+    else:
+        units[[KIND_INDEX[k] for k in (*FUSED_ON_ORT, "conv_copy", "gemm_call")]] = False
+        calls[:] = False
+    return np.concatenate([units, calls])
+
+
+def _fit(rows: Sequence[OpWork], measured: np.ndarray, priced: np.ndarray, sessions: np.ndarray | None = None
          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Seconds per unit and per call of every cost kind (indexed like `COST_KINDS`), from timed
-    nodes: `seconds = units . per_unit + calls . per_call` by non-negative weighted least squares,
-    all kinds at once (a conv's time is its own kind's MACs and its `conv_copy` values); `measured`:
-    the times as timed (`seconds` may have a session's own cost taken off them). With `blocks` (the
-    exact kernels, which cut a conv's map into blocks: `gemm_grid`) a conv pays its fixed costs per
-    product (`gemm_call`), not per node: fitted per node as well, a 3x3 conv's came out at 1 ms, a
-    misfit of the slow products of 7x7 maps that tripled the time of the small 3x3 convs GoogLeNet
-    has many of. Without, a conv is one call.
+    """Seconds per unit and per call of every cost kind (indexed like `COST_KINDS`), from the timed
+    work of each case (`OpWork`: one node's, or a block's sum): `measured = units . per_unit + calls
+    . per_call (+ sessions . per_session)` by non-negative weighted least squares, all the prices
+    `priced` lets it set (`_priced`) at once; `sessions`: what each case's session costs beyond its
+    nodes (`_session_work`), fitted with the rest and left out of the prices.
 
     Each residual is weighted by 1/sqrt(t), as if a timing's variance grew with its length: plain
     least squares lets the largest cases set everything, relative error the smallest ones.
     """
-    rows = [OpWork.of([(n, n.flops)]) for n in nodes]
     a = np.array([np.concatenate([r.units, r.calls]) for r in rows])
-    used = (a != 0).any(axis=0)
-    if blocks:  # a GEMM conv's fixed costs are its products' calls
-        used[[len(COST_KINDS) + KIND_INDEX[k] for k in GEMM_CONVS]] = False
-    else:  # one call a conv: its own fixed cost
-        used[KIND_INDEX["gemm_call"]] = False
-    scale = np.abs(a[:, used]).max(axis=0)  # columns of units (~1e9) and calls (~1) comparable
+    used = priced & (a != 0).any(axis=0)
+    a = a[:, used] if sessions is None else np.hstack([a[:, used], sessions])
+    scale = np.abs(a).max(axis=0)  # columns of units (~1e9) and calls (~1) comparable
     w = 1 / np.sqrt(np.maximum(measured, 1e-9))
-    solved, _ = nnls(a[:, used] / scale * w[:, None], seconds * w)
-    prices = np.zeros(a.shape[1])
-    prices[used] = solved / scale
+    solved, _ = nnls(a / scale * w[:, None], measured * w)
+    prices = np.zeros(len(used))
+    prices[used] = (solved / scale)[: used.sum()]
     return prices[: len(COST_KINDS)], prices[len(COST_KINDS):]
 
 
@@ -217,34 +362,32 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
         raise UserError(f"--backend {backend}: profiles are measured on torch or onnxruntime")
     sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
     repeats = repeats or (3 if quick else 11)
-    cases = _cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
+    make_cases = _blocks if backend == "onnxruntime" else _cases
+    cases = make_cases(sizes, QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES)
     clock = time.thread_time if threads == 1 else time.perf_counter
     runner = make_backend(backend, threads)
     by_size: dict[int, list[_Case]] = {}
     for case in cases:  # the layers of one map size together, as a forward runs them
         by_size.setdefault(case[1][1], []).append(case)
-    nodes, measured = [], []
+    nodes, rows, sessions, measured = [], [], [], []
     with runner.active():
         for group in by_size.values():
             prepared = [_prepared(backend, threads, case, clock) for case in group]
-            nodes += [node for node, _ in prepared]
-            runs = [run for _, run in prepared]
-            measured += (_round_robin(runs, repeats) if backend == "torch" else
-                         [_round_robin([run], repeats)[0] for run in runs])  # fmt: skip
+            for (timed, _), (_, shape) in zip(prepared, group):
+                nodes += timed
+                rows.append(OpWork.of((n, n.flops) for n in timed))
+                sessions.append(_session_work(timed, shape))
+            measured += _round_robin([run for _, run in prepared], repeats)
             del prepared
-        fixed = 0.0
-        if backend == "onnxruntime":  # what a session.run costs by itself (a 1-element ReLU): paid
-            # once per segment, not per node
-            alone = _prepared(backend, threads, (nn.Sequential(nn.ReLU()), (1, 1, 1)), clock)[1]
-            fixed = _round_robin([alone], repeats * 10)[0]
-    measured = np.array(measured)
-    per_unit, per_call = _fit(nodes, np.maximum(measured - fixed, 0.0), measured, blocks=backend == "torch")
+    on_ort = backend == "onnxruntime"
+    per_unit, per_call = _fit(rows, np.array(measured), _priced(backend),
+                              np.array(sessions) if on_ort else None)  # fmt: skip
     macs_per_s = 1.0 / per_unit[KIND_INDEX["conv"]]
     kinds = dict.fromkeys(kind for n in nodes for kind in (*node_work(n), n.cost_kind))
     ops = {k: OpCost(per_unit[KIND_INDEX[k]] * macs_per_s, per_call[KIND_INDEX[k]]) for k in kinds}
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
     host = platform.node() or "unknown-host"
-    how = "exact kernels, oneDNN and NNPACK off" if backend == "torch" else _ort_settings(fixed)
+    how = "exact kernels, oneDNN and NNPACK off" if backend == "torch" else _ort_settings()
     source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "
               f"torch {torch.__version__}, {how}, {threads} thread(s), tiles {list(sizes)}, "
               f"median of {repeats} {'thread CPU' if threads == 1 else 'wall'} times)")  # fmt: skip
@@ -253,8 +396,9 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
 
 HOST_PROFILE = "SUITE_HOST_PROFILE"
 # Bumped when what a profile measures changes: a host's cached profile of an older suite (v1: no
-# `conv_copy`, `gemm_call` or conv classes, ops timed alone) is measured again, not reused.
-CACHE_VERSION = 2
+# `conv_copy`, `gemm_call` or conv classes, ops timed alone; v2: no `clamp`, onnxruntime's nodes
+# timed one session each) is measured again, not reused.
+CACHE_VERSION = 3
 
 
 def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], None] = lambda _: None
@@ -284,11 +428,10 @@ def priced_here(fleet: Fleet, backend: str, reprofile: bool = False,
     return on_host(fleet, host_profile(backend, reprofile, say)) if runs_here(fleet) else fleet
 
 
-def _ort_settings(call_s: float) -> str:
+def _ort_settings() -> str:
     import onnxruntime as ort
 
-    return (f"onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, one op per session less "
-            f"{call_s * 1e6:.0f} us a session.run")
+    return f"onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, synthetic blocks one session each"
 
 
 def _cpu_name() -> str:

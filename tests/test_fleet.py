@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from suite.cost import node_work
+from suite.cost import OpWork, node_time, node_work
 from suite.fleet import (
     Device,
     Fleet,
@@ -205,7 +205,8 @@ def test_measure_profile_quick(tmp_path):
     assert p.macs_per_s > 0 and math.isfinite(p.macs_per_s)
     assert p.ops["conv"].alpha == pytest.approx(1.0)
     assert {"conv", "pointwise_conv", "depthwise_conv", "strided_depthwise_conv", "grouped_conv", "conv_copy",
-            "gemm_call", "maxpool", "avgpool", "batchnorm", "relu", "add", "concat", "scale", "identity",
+            "gemm_call", "maxpool", "avgpool", "batchnorm", "relu", "clamp", "add", "concat", "scale",
+            "identity",
             "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
     for cost in p.ops.values():
         assert math.isfinite(cost.alpha) and cost.alpha >= 0
@@ -257,9 +258,8 @@ def test_this_host_is_priced_by_its_own_profile_measured_once(tmp_path, monkeypa
 def test_the_profile_fit_recovers_the_prices_it_was_timed_with():
     """Times made by a known profile on the profile's own synthetic layers come back as that
     profile: every kind's price per unit and per call, the copies and matrix products included."""
-    from suite.cost import node_time
     from suite.graph import from_torch
-    from suite.profile import QUICK_LINEAR_SHAPES, SIZES, _cases, _fit
+    from suite.profile import QUICK_LINEAR_SHAPES, SIZES, _cases, _fit, _priced
 
     ops = {kind: OpCost(1.0 + i, 0.0 if kind in GEMM_CONVS else 1e-6 * (i % 3))
            for i, kind in enumerate(COST_KINDS)}  # fmt: skip
@@ -268,7 +268,7 @@ def test_the_profile_fit_recovers_the_prices_it_was_timed_with():
     cases = _cases(SIZES[:3], QUICK_LINEAR_SHAPES)
     nodes = [list(from_torch(module, shape).nodes.values())[-1] for module, shape in cases]
     seconds = np.array([node_time(known, n) for n in nodes])
-    per_unit, per_call = _fit(nodes, seconds, seconds, blocks=True)
+    per_unit, per_call = _fit([OpWork.of([(n, n.flops)]) for n in nodes], seconds, _priced("torch"))
     counted = {kind for n in nodes for kind, units in node_work(n).items() if units}  # concat: no MACs
     for kind in counted:
         i = COST_KINDS.index(kind)
@@ -276,4 +276,39 @@ def test_the_profile_fit_recovers_the_prices_it_was_timed_with():
     for kind in {n.cost_kind for n in nodes}:
         i = COST_KINDS.index(kind)
         assert per_call[i] == pytest.approx(known.prices[1][i], rel=1e-4, abs=1e-12), kind
-    assert {"conv", "pointwise_conv", "conv_copy", "gemm_call", "depthwise_conv", "relu"} <= counted
+    assert {"conv", "pointwise_conv", "conv_copy", "gemm_call", "depthwise_conv", "relu", "clamp"} <= counted
+
+
+def test_the_onnxruntime_fit_recovers_prices_from_whole_blocks():
+    """Times of whole synthetic blocks (each the sum of its nodes' times, plus its session's own cost:
+    a call and the values it lays out) made by a known profile come back as that profile: the
+    session's costs are fitted apart and left out, the kinds a session fuses into its convs stay free."""
+    from suite.graph import from_torch
+    from suite.profile import (
+        FUSED_ON_ORT,
+        QUICK_LINEAR_SHAPES,
+        QUICK_SIZES,
+        _blocks,
+        _fit,
+        _priced,
+        _session_work,
+    )
+
+    free = {*FUSED_ON_ORT, "batchnorm", "conv_copy", "gemm_call"}  # batch norm: folded on onnxruntime
+    ops = {kind: OpCost(0.0 if kind in free else 1.0 + i, 0.0) for i, kind in enumerate(COST_KINDS)}
+    ops["conv"] = OpCost(1.0, 0.0)
+    known = Profile("known", "test", 5e10, ops)
+    rows, sessions, seconds = [], [], []
+    for module, shape in _blocks(QUICK_SIZES, QUICK_LINEAR_SHAPES):
+        graph = from_torch(module, shape)
+        nodes = [n for name, n in graph.nodes.items() if name != graph.input]
+        rows.append(OpWork.of((n, n.flops) for n in nodes))
+        sessions.append(_session_work(nodes, shape))
+        seconds.append(sum(node_time(known, n) for n in nodes) + sessions[-1] @ [30e-6, 2e-10])
+    priced = _priced("onnxruntime")
+    priced[COST_KINDS.index("batchnorm")] = False
+    per_unit, per_call = _fit(rows, np.array(seconds), priced, np.array(sessions))
+    assert not per_call.any()
+    for kind in {kind for row in rows for kind in np.array(COST_KINDS)[row.units != 0]}:
+        i = COST_KINDS.index(kind)
+        assert per_unit[i] == pytest.approx(known.prices[0][i], rel=1e-4, abs=1e-15), kind
