@@ -53,7 +53,7 @@ class Profile:
     def cost(self, op: str) -> OpCost:
         """The cost of `op`, falling back for kinds the profile does not list: a grouped or 1x1 conv to
         `conv` (a few large groups, or a short product, run much like a dense conv), a strided
-        depthwise conv to `depthwise_conv`, the copies
+        depthwise conv to `depthwise_conv`, a clamp (ReLU6) to `elementwise`, the copies
         around a conv's matrix products and their calls (`conv_copy`, `gemm_call`) to nothing (a
         profile without them has them in its convs' own prices), anything else to `default` (a
         depthwise conv, like a pointwise op, is bound by memory rather than arithmetic)."""
@@ -63,6 +63,8 @@ class Profile:
             return self.ops["conv"]
         if op == "strided_depthwise_conv" and "depthwise_conv" in self.ops:
             return self.ops["depthwise_conv"]
+        if op == "clamp" and "elementwise" in self.ops:
+            return self.ops["elementwise"]
         if op in ("conv_copy", "gemm_call"):
             return OpCost(0.0, 0.0)
         if "default" in self.ops:

@@ -117,6 +117,31 @@ def test_a_profile_without_the_finer_kinds_prices_them_as_before():
     assert node_time(p, conv) == pytest.approx(conv.flops / 2e9 + 1e-5, rel=1e-12)
 
 
+def test_a_clamp_is_its_own_kind_and_old_profiles_price_it_as_an_elementwise_op():
+    """ReLU6 and clamps (torch's modules, functions and methods; ONNX's Clip) are `clamp`, priced
+    apart from other elementwise ops (a sigmoid) as onnxruntime fuses them into a conv; a profile
+    measured before prices them as it priced every elementwise op."""
+    import onnx
+    from onnx import helper
+
+    from suite.graph.from_onnx import from_onnx
+
+    class Clamps(nn.Module):
+        def forward(self, x):
+            return nn.functional.relu6(x).clamp(0, 1).sigmoid()
+
+    kinds = [n.cost_kind for n in from_torch(nn.Sequential(nn.ReLU6(), Clamps()), (2, 4, 4)).nodes.values()]
+    assert kinds == ["input", "clamp", "clamp", "clamp", "elementwise"]
+    value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 2, 4, 4])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Clip", ["x"], ["c"], min=0.0, max=6.0),
+                               helper.make_node("Sigmoid", ["c"], ["s"])], "g", [value("x")], [value("s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    assert [n.cost_kind for n in from_onnx(model).nodes.values()] == ["input", "clamp", "elementwise"]
+    old = Profile("old", "test", 2e9, {"conv": OpCost(1.0, 0.0), "elementwise": OpCost(4.0, 1e-6),
+                                       "default": OpCost(3.0, 0.0)})  # fmt: skip
+    assert old.cost("clamp") == old.ops["elementwise"]
+
+
 def test_a_profile_that_cannot_price_an_op_kind_is_named():
     bare = Profile("bare", "test", 1e9, {"conv": OpCost(1.0, 0.0)})
     with pytest.raises(UserError, match="'bare' has no cost for op '.*' and no 'default'"):
