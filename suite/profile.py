@@ -386,6 +386,10 @@ def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = N
     kinds = dict.fromkeys(kind for n in nodes for kind in (*node_work(n), n.cost_kind))
     ops = {k: OpCost(per_unit[KIND_INDEX[k]] * macs_per_s, per_call[KIND_INDEX[k]]) for k in kinds}
     ops["default"] = ops["elementwise"]  # an unknown kind is priced like a generic pointwise op
+    if on_ort:  # the blocks' sigmoids all come with a mul (SiLU: one fused kernel there), which the
+        # fit prices either way (the sigmoid 0 and the mul 8.7, or 7.1 and 0): the pair, a pass of a
+        # transcendental over a map
+        ops["default"] = OpCost(ops["elementwise"].alpha + ops["mul"].alpha, 0.0)
     host = platform.node() or "unknown-host"
     how = "exact kernels, oneDNN and NNPACK off" if backend == "torch" else _ort_settings()
     source = (f"measured: {host} {datetime.date.today().isoformat()} ({_cpu_name()}, "

@@ -231,6 +231,7 @@ def test_measure_profile_quick_on_onnxruntime():
     for kind in ("relu", "clamp", "add"):  # fused into the conv before them: free
         assert p.ops[kind] == OpCost(0.0, 0.0)
     assert all(cost.overhead_s == 0 for cost in p.ops.values())  # a session's call is not a node's
+    assert p.ops["default"].alpha == pytest.approx(p.ops["elementwise"].alpha + p.ops["mul"].alpha)
     assert "onnxruntime" in p.source and "blocks" in p.source
 
 
