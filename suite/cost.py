@@ -2,9 +2,10 @@
 
 PICO's formulas, applied to every scheme alike:
 - a device's time for a node over a region is its profile's `alpha * MACs / capability + overhead`
-  for the node's cost kind (its op kind, a conv by class: dense, depthwise or grouped), and its
-  time for a stage is the sum over the nodes it computes; so the work is summed by cost kind first
-  (`OpWork`) and priced with the profile's vectors;
+  for the node's cost kind (its op kind, a conv by class: dense kxk, 1x1, depthwise or grouped),
+  plus, for a conv run as matrix products, its copies and calls around them (`node_work`);
+  its time for a stage is the sum over the nodes it computes; so the work is summed by cost kind
+  first (`OpWork`) and priced with the profile's vectors;
 - a stage takes its slowest device's compute plus its communication. On a shared medium (WiFi)
   transfers serialize, so communication is their sum; on a switched network each device's link
   works in parallel, so it is the busiest link's sum per direction;
@@ -21,52 +22,84 @@ per frame.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from suite.backends.exact import gemm_grid
 from suite.errors import UserError
 from suite.fleet import Fleet, Link, Profile
 from suite.graph import Graph
-from suite.graph.ir import COST_KINDS, Node
+from suite.graph.ir import COST_KINDS, GEMM_CONVS, Node
 from suite.plan import Plan, Predicted, Region, Stage, StageCost, Transfer, work_regions
 from suite.regions import Box, FeatureRange
 
 KIND_INDEX = {kind: i for i, kind in enumerate(COST_KINDS)}
 
 
+# Kinds counted in MACs: all but the values copied around a conv's matrix products and their calls.
+IS_MAC = np.array([kind not in ("conv_copy", "gemm_call") for kind in COST_KINDS], float)
+
+
+def node_work(node: Node) -> dict[str, float]:
+    """What the cost model prices a node by, per cost kind: its MACs in its own kind; for a conv run
+    as matrix products (dense or grouped), also the values it copies to and from them (`conv_copy`:
+    per output position its im2col column in, input channels x kernel, and its result out, output
+    channels) and the products' calls (`gemm_call`: a block of the exact kernels' `gemm_grid` each).
+    Per MAC the copies are 1/output channels + 1/(inputs per output): little for a wide 3x3 conv, most
+    of a thin 1x1 one's time; a tile's share of each is its share of the MACs."""
+    units = {node.cost_kind: float(node.flops)}
+    if node.cost_kind in GEMM_CONVS and node.flops:
+        outputs, channels, groups = math.prod(node.shape), node.shape[1], node.attrs.get("groups", 1)
+        column = groups * node.flops / outputs  # input channels x kernel
+        grid = gemm_grid(node)
+        units["conv_copy"] = outputs / channels * (column + channels)
+        units["gemm_call"] = float(-(-node.shape[2] // grid.rows) * -(-node.shape[3] // grid.cols))
+    return units
+
+
 @dataclass(frozen=True)
 class OpWork:
-    """What a device computes, summed by cost kind (indexed like `COST_KINDS`): MACs, and the calls
-    that pay a profile's fixed cost (`Node.calls`: one a node, one a group for a grouped conv)."""
+    """What a device computes, summed by cost kind (indexed like `COST_KINDS`): units (`node_work`:
+    MACs, values copied, matrix products), and the calls that pay a profile's fixed cost
+    (`Node.calls`: one a node, one a group for a grouped conv)."""
 
-    macs: np.ndarray
+    units: np.ndarray
     calls: np.ndarray
 
     @staticmethod
     def of(nodes: Iterable[tuple[Node, float]]) -> OpWork:
-        """The work of nodes given as (node, MACs it computes)."""
-        macs, calls = np.zeros(len(COST_KINDS)), np.zeros(len(COST_KINDS))
+        """The work of nodes given as (node, MACs it computes): a part of a node's MACs does that
+        part of each of its units."""
+        units, calls = np.zeros(len(COST_KINDS)), np.zeros(len(COST_KINDS))
         for node, m in nodes:
-            macs[KIND_INDEX[node.cost_kind]] += m
+            share = m / node.flops if node.flops else 0.0
+            for kind, amount in node_work(node).items():
+                units[KIND_INDEX[kind]] += amount * share
             calls[KIND_INDEX[node.cost_kind]] += node.calls
-        return OpWork(macs, calls)
+        return OpWork(units, calls)
 
     def __add__(self, other: OpWork) -> OpWork:
-        return OpWork(self.macs + other.macs, self.calls + other.calls)
+        return OpWork(self.units + other.units, self.calls + other.calls)
 
 
 def work_time(profile: Profile, work: OpWork) -> float:
-    return float(work_times([profile], work.macs[None], work.calls[None])[0])
+    return float(work_times([profile], work.units[None], work.calls[None])[0])
 
 
-def work_times(profiles: Sequence[Profile], macs: np.ndarray, calls: np.ndarray) -> np.ndarray:
-    """Seconds of each row of work (`macs`, `calls`: rows x cost kinds) on the profile of that row."""
-    per_mac = np.array([p.prices[0] for p in profiles])
+def node_time(profile: Profile, node: Node) -> float:
+    """Seconds for the whole of `node` on `profile`."""
+    return work_time(profile, OpWork.of([(node, node.flops)]))
+
+
+def work_times(profiles: Sequence[Profile], units: np.ndarray, calls: np.ndarray) -> np.ndarray:
+    """Seconds of each row of work (`units`, `calls`: rows x cost kinds) on the profile of that row."""
+    per_unit = np.array([p.prices[0] for p in profiles])
     per_call = np.array([p.prices[1] for p in profiles])
-    return (macs * per_mac).sum(axis=1) + (calls * per_call).sum(axis=1)
+    return (units * per_unit).sum(axis=1) + (calls * per_call).sum(axis=1)
 
 
 def work_macs(graph: Graph, nodes: Sequence[str], outputs: Mapping[str, Region],

@@ -62,27 +62,31 @@ class Profile:
     power: Power | None = None  # None: no figures, so no energy for this device
 
     def cost(self, op: str) -> OpCost:
-        """The cost of `op`, falling back for kinds the profile does not list: a grouped conv to
-        `conv` (a few large groups run much like a dense conv), anything else to `default` (a
+        """The cost of `op`, falling back for kinds the profile does not list: a grouped or 1x1 conv to
+        `conv` (a few large groups, or a short product, run much like a dense conv), a strided
+        depthwise conv to `depthwise_conv`, a clamp (ReLU6) to `elementwise`, the copies
+        around a conv's matrix products and their calls (`conv_copy`, `gemm_call`) to nothing (a
+        profile without them has them in its convs' own prices), anything else to `default` (a
         depthwise conv, like a pointwise op, is bound by memory rather than arithmetic)."""
         if op in self.ops:
             return self.ops[op]
-        if op == "grouped_conv" and "conv" in self.ops:
+        if op in ("grouped_conv", "pointwise_conv") and "conv" in self.ops:
             return self.ops["conv"]
+        if op == "strided_depthwise_conv" and "depthwise_conv" in self.ops:
+            return self.ops["depthwise_conv"]
+        if op == "clamp" and "elementwise" in self.ops:
+            return self.ops["elementwise"]
+        if op in ("conv_copy", "gemm_call"):
+            return OpCost(0.0, 0.0)
         if "default" in self.ops:
             return self.ops["default"]
         raise FleetError(f"profile '{self.name}' has no cost for op '{op}' and no 'default' entry")
 
-    def node_time(self, op: str, macs: float, calls: int = 1) -> float:
-        """Seconds to run one node of cost kind `op` doing `macs` multiply-accumulates in `calls`
-        calls (`Node.calls`)."""
-        cost = self.cost(op)
-        return cost.alpha * macs / self.macs_per_s + cost.overhead_s * calls
-
     @cached_property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per MAC and seconds per call for each kind of `COST_KINDS`: the vectors that
-        price a `suite.cost.OpWork`. Every kind needs a cost (its own or the `default`)."""
+        """Seconds per unit (a MAC, a value copied, a matrix product: `suite.cost.node_work`) and
+        seconds per call for each kind of `COST_KINDS`: the vectors that price a `suite.cost.OpWork`.
+        Every kind needs a cost (its own or the `default`)."""
         costs = [self.cost(kind) for kind in COST_KINDS]
         return (np.array([c.alpha / self.macs_per_s for c in costs]),
                 np.array([c.overhead_s for c in costs]))  # fmt: skip
@@ -148,7 +152,7 @@ Finite = partial(Field, allow_inf_nan=False)
 
 
 class _OpCostSpec(Strict):
-    alpha: float = Finite(ge=0, le=1e6)
+    alpha: float = Finite(ge=0, le=1e9)  # gemm_call: a matrix product call costs ~1e6 MACs
     overhead_s: float = Finite(ge=0, le=3600)
 
 

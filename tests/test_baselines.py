@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from suite.baselines import BASELINES_DIR, BaselineError, load_baselines
+from suite.cost import node_time
 from suite.fleet import load_fleet, load_profile
 from suite.models import ZOO
 from suite.reproduce import NAMES
@@ -98,8 +99,7 @@ def _single_device_time(model: str, profile: str) -> float:
 
     p = load_profile(profile)
     g = graph(model)
-    return sum(p.node_time(node.cost_kind, node.flops, node.calls) for name, node in g.nodes.items()
-               if name != g.input)  # fmt: skip
+    return sum(node_time(p, node) for name, node in g.nodes.items() if name != g.input)
 
 
 @pytest.mark.parametrize(("profile", "seconds"), [("rpi4b-libtorch-1000mhz", 22.6),

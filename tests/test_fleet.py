@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from suite.cost import OpWork, node_time, node_work
 from suite.fleet import (
     Device,
     Fleet,
@@ -19,6 +21,7 @@ from suite.fleet import (
     load_profile,
     uniform_fleet,
 )
+from suite.graph.ir import COST_KINDS, GEMM_CONVS
 from suite.profile import measure_profile, write_profile
 
 PAPER_PROFILES = {"rpi4b-600mhz", "rpi4b-800mhz", "rpi4b-1200mhz", "rpi4b-1500mhz", "jetson-agx-xavier",
@@ -108,15 +111,17 @@ def test_uniform_fleet():
         uniform_fleet(0)
 
 
-def test_node_time_arithmetic():
+def test_prices_per_unit_and_per_call():
     p = Profile("hand", "test", 1e9, {"conv": OpCost(1.0, 1e-3), "relu": OpCost(4.0, 0.0),
                                       "default": OpCost(2.0, 5e-6)})  # fmt: skip
-    assert p.node_time("conv", 2e9) == pytest.approx(2.001)
-    assert p.node_time("relu", 1e6) == pytest.approx(4e-3)
-    assert p.node_time("mul", 1e6) == pytest.approx(2e-3 + 5e-6)  # falls back to default
-    assert p.node_time("flatten", 0) == pytest.approx(5e-6)  # zero-MAC ops cost only overhead
-    with pytest.raises(FleetError, match="no cost for op 'relu'"):
-        Profile("bare", "test", 1e9, {"conv": OpCost(1, 0)}).node_time("relu", 1)
+    per_unit, per_call = p.prices
+    at = {kind: i for i, kind in enumerate(COST_KINDS)}
+    assert (per_unit[at["conv"]], per_call[at["conv"]]) == pytest.approx((1e-9, 1e-3))
+    assert (per_unit[at["relu"]], per_call[at["relu"]]) == pytest.approx((4e-9, 0.0))
+    assert (per_unit[at["mul"]], per_call[at["mul"]]) == pytest.approx((2e-9, 5e-6))  # falls back to default
+    assert per_unit[at["pointwise_conv"]] == pytest.approx(1e-9)  # a 1x1 conv is a conv here
+    with pytest.raises(FleetError, match="'bare' has no cost for op 'adaptive_avgpool'"):
+        Profile("bare", "test", 1e9, {"conv": OpCost(1, 0)}).prices  # noqa: B018
 
 
 def test_transfer_time_and_fleet_queries():
@@ -199,8 +204,10 @@ def test_measure_profile_quick(tmp_path):
     assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == (threads, mkldnn)
     assert p.macs_per_s > 0 and math.isfinite(p.macs_per_s)
     assert p.ops["conv"].alpha == pytest.approx(1.0)
-    assert {"conv", "depthwise_conv", "grouped_conv", "maxpool", "avgpool", "batchnorm", "relu", "add",
-            "concat", "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
+    assert {"conv", "pointwise_conv", "depthwise_conv", "strided_depthwise_conv", "grouped_conv", "conv_copy",
+            "gemm_call", "maxpool", "avgpool", "batchnorm", "relu", "clamp", "add", "concat", "scale",
+            "identity",
+            "linear", "adaptive_avgpool", "default"} <= set(p.ops)  # fmt: skip
     for cost in p.ops.values():
         assert math.isfinite(cost.alpha) and cost.alpha >= 0
         assert math.isfinite(cost.overhead_s) and cost.overhead_s >= 0
@@ -246,3 +253,62 @@ def test_this_host_is_priced_by_its_own_profile_measured_once(tmp_path, monkeypa
     pis = load_fleet("pico-homo-2")
     assert profile.priced_here(pis, "onnxruntime") is pis and measured == ["torch", "torch"]
     assert cached.is_file()
+
+
+def test_the_profile_fit_recovers_the_prices_it_was_timed_with():
+    """Times made by a known profile on the profile's own synthetic layers come back as that
+    profile: every kind's price per unit and per call, the copies and matrix products included."""
+    from suite.graph import from_torch
+    from suite.profile import QUICK_LINEAR_SHAPES, SIZES, _cases, _fit, _priced
+
+    ops = {kind: OpCost(1.0 + i, 0.0 if kind in GEMM_CONVS else 1e-6 * (i % 3))
+           for i, kind in enumerate(COST_KINDS)}  # fmt: skip
+    ops["conv"], ops["gemm_call"] = OpCost(1.0, 0.0), OpCost(2e5, 0.0)
+    known = Profile("known", "test", 5e10, ops)
+    cases = _cases(SIZES[:3], QUICK_LINEAR_SHAPES)
+    nodes = [list(from_torch(module, shape).nodes.values())[-1] for module, shape in cases]
+    seconds = np.array([node_time(known, n) for n in nodes])
+    per_unit, per_call = _fit([OpWork.of([(n, n.flops)]) for n in nodes], seconds, _priced("torch"))
+    counted = {kind for n in nodes for kind, units in node_work(n).items() if units}  # concat: no MACs
+    for kind in counted:
+        i = COST_KINDS.index(kind)
+        assert per_unit[i] == pytest.approx(known.prices[0][i], rel=1e-4), kind
+    for kind in {n.cost_kind for n in nodes}:
+        i = COST_KINDS.index(kind)
+        assert per_call[i] == pytest.approx(known.prices[1][i], rel=1e-4, abs=1e-12), kind
+    assert {"conv", "pointwise_conv", "conv_copy", "gemm_call", "depthwise_conv", "relu", "clamp"} <= counted
+
+
+def test_the_onnxruntime_fit_recovers_prices_from_whole_blocks():
+    """Times of whole synthetic blocks (each the sum of its nodes' times, plus its session's own cost:
+    a call and the values it lays out) made by a known profile come back as that profile: the
+    session's costs are fitted apart and left out, the kinds a session fuses into its convs stay free."""
+    from suite.graph import from_torch
+    from suite.profile import (
+        FUSED_ON_ORT,
+        QUICK_LINEAR_SHAPES,
+        QUICK_SIZES,
+        _blocks,
+        _fit,
+        _priced,
+        _session_work,
+    )
+
+    free = {*FUSED_ON_ORT, "batchnorm", "conv_copy", "gemm_call"}  # batch norm: folded on onnxruntime
+    ops = {kind: OpCost(0.0 if kind in free else 1.0 + i, 0.0) for i, kind in enumerate(COST_KINDS)}
+    ops["conv"] = OpCost(1.0, 0.0)
+    known = Profile("known", "test", 5e10, ops)
+    rows, sessions, seconds = [], [], []
+    for module, shape in _blocks(QUICK_SIZES, QUICK_LINEAR_SHAPES):
+        graph = from_torch(module, shape)
+        nodes = [n for name, n in graph.nodes.items() if name != graph.input]
+        rows.append(OpWork.of((n, n.flops) for n in nodes))
+        sessions.append(_session_work(nodes, shape))
+        seconds.append(sum(node_time(known, n) for n in nodes) + sessions[-1] @ [30e-6, 2e-10])
+    priced = _priced("onnxruntime")
+    priced[COST_KINDS.index("batchnorm")] = False
+    per_unit, per_call = _fit(rows, np.array(seconds), priced, np.array(sessions))
+    assert not per_call.any()
+    for kind in {kind for row in rows for kind in np.array(COST_KINDS)[row.units != 0]}:
+        i = COST_KINDS.index(kind)
+        assert per_unit[i] == pytest.approx(known.prices[0][i], rel=1e-4, abs=1e-15), kind

@@ -55,14 +55,15 @@ def test_shape_errors_name_the_node():
 
 
 def test_convs_are_priced_by_class_and_grouped_ones_pay_per_group():
-    """Dense, depthwise and grouped convs are three cost kinds; a grouped conv's fixed cost is paid
-    once per group (`Node.calls`), as exact torch runs one conv per group."""
+    """Dense kxk and 1x1, depthwise (strided or not) and grouped convs are cost kinds of their own; a
+    grouped conv's fixed cost is paid once per group (`Node.calls`)."""
     model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, groups=16),
                           nn.Conv2d(16, 32, 3, padding=1, groups=4), nn.Conv2d(32, 32, 1, groups=32),
+                          nn.Conv2d(32, 32, 1), nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32),
                           nn.ReLU())  # fmt: skip
     g = from_torch(model, (8, 8, 8))
     kinds = [(g[n].cost_kind, g[n].calls) for n in g.nodes if n != g.input]
     assert kinds == [("conv", 1), ("depthwise_conv", 16), ("grouped_conv", 4), ("depthwise_conv", 32),
-                     ("relu", 1)]  # fmt: skip
+                     ("pointwise_conv", 1), ("strided_depthwise_conv", 32), ("relu", 1)]  # fmt: skip
     # a depthwise multiplier (two outputs per input channel) is still one input channel per group
     assert from_torch(nn.Conv2d(8, 16, 3, groups=8), (8, 8, 8))["conv2d"].cost_kind == "depthwise_conv"

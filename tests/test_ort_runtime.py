@@ -18,7 +18,7 @@ from toys import suite
 
 from suite.backends import Segment, run_segment
 from suite.backends.ort import OrtBackend, _AveragingProducts
-from suite.fleet import load_fleet, uniform_fleet
+from suite.fleet import OpCost, load_fleet, uniform_fleet
 from suite.graph import from_model
 from suite.models.load import LoadedModel, load_model
 from suite.plan import COORDINATOR, PlanError, build_stages, save_plan
@@ -228,8 +228,13 @@ def test_a_run_on_onnxruntime_prices_this_host_by_its_profile():
 def test_measure_profile_quick_on_onnxruntime():
     p = measure_profile("quick", quick=True, backend="onnxruntime")
     assert p.ops["conv"].alpha == pytest.approx(1.0) and p.macs_per_s > 0
-    assert {"conv", "maxpool", "batchnorm", "relu", "add", "concat", "linear", "default"} <= set(p.ops)
-    assert "onnxruntime" in p.source
+    assert {"conv", "pointwise_conv", "depthwise_conv", "strided_depthwise_conv", "grouped_conv", "maxpool",
+            "relu", "clamp", "add", "mul", "scale", "concat", "linear", "default"} <= set(p.ops)  # fmt: skip
+    for kind in ("relu", "clamp", "add"):  # fused into the conv before them: free
+        assert p.ops[kind] == OpCost(0.0, 0.0)
+    assert all(cost.overhead_s == 0 for cost in p.ops.values())  # a session's call is not a node's
+    assert p.ops["default"].alpha == pytest.approx(p.ops["elementwise"].alpha + p.ops["mul"].alpha)
+    assert "onnxruntime" in p.source and "blocks" in p.source
 
 
 # -- real workers ---------------------------------------------------------------------------------

@@ -250,7 +250,7 @@ def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
     if op == "Clip" and len(data) == 1:
         bounds = [params[n].item() if n else None for n in list(node.input[1:3]) + ["", ""]]
         lo, hi = a.get("min", bounds[0]), a.get("max", bounds[1])
-        return "elementwise", {"fn": lambda x: torch.clamp(x, lo, hi), "unary": True}
+        return "elementwise", {"fn": lambda x: torch.clamp(x, lo, hi), "unary": True, "clamp": True}
     if op == "Sum" and len(data) >= 2 and all(s == shape for s in in_shapes):
         return "add", {}
     if op in _BINARY:

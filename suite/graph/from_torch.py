@@ -38,6 +38,7 @@ _POINTWISE_FUNCTIONS = {
 }  # fmt: skip
 _POINTWISE_METHODS = {"sigmoid", "tanh", "clamp", "clip", "exp", "sqrt", "rsqrt", "abs", "neg", "pow",
                       "sub", "div", "relu6", "hardswish", "hardsigmoid"}
+_CLAMPS = {F.relu6, F.hardtanh, torch.clamp, torch.clip, "clamp", "clip", "relu6"}  # elementwise: "clamp"
 _RELU = {F.relu, torch.relu}
 _ADD = {operator.add, torch.add}
 _MUL = {operator.mul, torch.mul}
@@ -173,7 +174,7 @@ def _classify_module(mod: nn.Module) -> tuple[str, dict]:
     if isinstance(mod, nn.Upsample):
         return "resize", {"interpolate": (mod.mode, mod.align_corners, mod.scale_factor)}
     if isinstance(mod, _POINTWISE_MODULES):
-        return "elementwise", {}
+        return "elementwise", {"clamp": True} if isinstance(mod, nn.ReLU6) else {}
     return "opaque", {"reason": f"module {type(mod).__name__}"}
 
 
@@ -242,7 +243,7 @@ def _classify_function(target: Callable | str, args: tuple, kwargs: dict) -> tup
         if sorted(d % 4 for d in dims) == [2, 3] and b["keepdim"]:
             return "adaptive_avgpool", {"output_size": (1, 1)}
     if target in _POINTWISE_FUNCTIONS or target in _POINTWISE_METHODS:
-        return "elementwise", {}
+        return "elementwise", {"clamp": True} if target in _CLAMPS else {}
     name = getattr(target, "__name__", str(target))
     return "opaque", {"reason": f"function {name}"}
 

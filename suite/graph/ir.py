@@ -33,8 +33,12 @@ SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST | RESAMPLING
 MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
                       "channel_select"})
 OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
-# What the cost model prices separately: every op kind, and convs by class (`Node.cost_kind`).
-COST_KINDS = tuple(sorted({*OP_KINDS, "depthwise_conv", "grouped_conv"}))
+# What the cost model prices separately (`suite.cost.node_work`): every op kind, convs by class
+# (`Node.cost_kind`), and for a conv run as matrix products the values it copies to and from them
+# (`conv_copy`) and the products' calls (`gemm_call`).
+GEMM_CONVS = frozenset({"conv", "pointwise_conv", "grouped_conv"})
+COST_KINDS = tuple(sorted({*OP_KINDS, *GEMM_CONVS, "depthwise_conv", "strided_depthwise_conv", "conv_copy",
+                           "gemm_call", "clamp"}))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,18 +127,29 @@ class Node:
     def cost_kind(self) -> str:
         """The kind the cost model prices this node as: its op, but a conv by its class. Per MAC, a
         depthwise conv (one input channel per group) runs an order of magnitude slower than a dense
-        one: little arithmetic per value read, and no large matrix product to hand to a GEMM."""
-        if self.op != "conv" or self.attrs.get("groups", 1) == 1:
+        one: little arithmetic per value read, and no large matrix product to hand to a GEMM; strided,
+        it reads every other value (2-3x slower per MAC on the exact kernels). A 1x1 conv's product
+        is short (K = its input channels), a kxk one's K is k^2 times longer. A clamp (ReLU6) is an
+        elementwise op priced apart, as relu is: onnxruntime fuses it into the conv before it, as it
+        does a ReLU, but not a sigmoid (SiLU's, a gate's), which costs a transcendental per value."""
+        if self.op == "elementwise" and self.attrs.get("clamp"):
+            return "clamp"
+        if self.op != "conv":
             return self.op
         kh, kw = self.window.kernel
+        if self.attrs.get("groups", 1) == 1:
+            return "pointwise_conv" if (kh, kw) == (1, 1) else "conv"
         inputs_per_group = self.flops // (kh * kw * math.prod(self.shape))  # as node_flops counts them
-        return "depthwise_conv" if inputs_per_group == 1 else "grouped_conv"
+        if inputs_per_group > 1:
+            return "grouped_conv"
+        return "depthwise_conv" if self.window.stride == (1, 1) else "strided_depthwise_conv"
 
     @property
     def calls(self) -> int:
         """How many times a profile's fixed cost (`overhead_s`) is paid for this node: once, but once
-        per group for a grouped conv, as exact torch (oneDNN off) runs one conv per group: about 5 us
-        a group on this suite's host, which for MobileNetV2's depthwise convs is most of their time."""
+        per group for a grouped conv, as PyTorch's own conv (oneDNN off) runs one conv per group:
+        about 5 us a group on this suite's host, most of MobileNetV2's depthwise convs' time there.
+        (The exact kernels run a conv's products per block instead: `suite.cost.node_work`.)"""
         return self.attrs.get("groups", 1) if self.op == "conv" else 1
 
     @property

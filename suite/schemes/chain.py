@@ -14,8 +14,9 @@ is computed whole on one device, and its vector goes with the map's rows to the 
 Rows and columns propagate independently through the region math (`regions.plan_ranges`), so it
 walks each axis back one piece at a time, memoised per (piece, axis, range), and keeps each run's
 per-node lengths: the n x m tiles of a grid share n + m walks, and runs ending on the same rows
-share theirs. A grid's MACs are then per-node products of row and column lengths, summed by cost
-kind (`cost.OpWork`) in one array product, which a profile prices as two dot products.
+share theirs. A grid's units (`cost.node_work`: MACs, values copied) are then per-node products of row
+and column lengths, summed by cost kind (`cost.OpWork`) in one array product, which a profile prices
+as two dot products.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from suite.cost import KIND_INDEX, OpWork
+from suite.cost import KIND_INDEX, OpWork, node_work
 from suite.fleet import Device
 from suite.graph import POINTWISE, Graph
 from suite.graph.cuts import Branch, branches
@@ -143,11 +144,11 @@ class TileCosts:
         self.chain = chain
         nodes = [graph[n] for piece in chain for n in piece.nodes]
         self.offsets = np.cumsum([0] + [len(p.nodes) for p in chain])  # piece k: offsets[k]..offsets[k+1]
-        self.per_position = np.array([n.flops_per_position for n in nodes])
-        self.kind = np.zeros((len(nodes), len(COST_KINDS)))  # one-hot cost kind per node
-        self.kind[np.arange(len(nodes)), [KIND_INDEX[n.cost_kind] for n in nodes]] = 1
-        self.calls = self.kind * np.array([n.calls for n in nodes])[:, None]  # `Node.calls` in its kind
-        self.flops = np.array([float(n.flops) for n in nodes])
+        self.units = np.array([[node_work(n).get(kind, 0.0) for kind in COST_KINDS] for n in nodes])
+        positions = np.array([n.shape[2] * n.shape[3] if n.is_map else 1 for n in nodes])
+        self.per_position = self.units / positions[:, None]
+        self.calls = np.zeros((len(nodes), len(COST_KINDS)))  # `Node.calls` in its cost kind
+        self.calls[np.arange(len(nodes)), [KIND_INDEX[n.cost_kind] for n in nodes]] = [n.calls for n in nodes]
         self.position = {n.name: k for k, n in enumerate(nodes)}
         self.users = graph.consumers()
         self._segments: dict[tuple[int, int], list[Segment]] = {}
@@ -197,8 +198,8 @@ class TileCosts:
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
              ) -> tuple[list[Box], np.ndarray, np.ndarray]:  # fmt: skip
         """For each tile rows[a] x cols[b] of piece j's output (row-major): the box of piece i's
-        input it reads, and its MACs and calls by cost kind (arrays of shape tiles x kinds), in
-        one product over its nodes."""
+        input it reads, and its units (`cost.node_work`) and calls by cost kind (arrays of shape
+        tiles x kinds), in one product over its nodes."""
         walked_rows = [self._lengths(i, j, 0, r) for r in rows]
         walked_cols = [self._lengths(i, j, 1, c) for c in cols]
         heights = np.stack([lengths for _, lengths in walked_rows])
@@ -208,12 +209,12 @@ class TileCosts:
 
     def _tiles_work(self, heights: np.ndarray, widths: np.ndarray, at: slice | list[int]
                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """MACs and calls by cost kind (tiles x kinds, row-major) of the tiles whose nodes `at` have
+        """Units and calls by cost kind (tiles x kinds, row-major) of the tiles whose nodes `at` have
         `heights` (rows x nodes) and `widths` (cols x nodes); a node of length 0 is not computed."""
         area = heights[:, None, :] * widths[None, :, :]  # rows x cols x nodes
-        macs = (area * self.per_position[at]) @ self.kind[at]
+        units = area @ self.per_position[at]
         calls = (area > 0) @ self.calls[at]
-        return macs.reshape(-1, len(COST_KINDS)), calls.reshape(-1, len(COST_KINDS))
+        return units.reshape(-1, len(COST_KINDS)), calls.reshape(-1, len(COST_KINDS))
 
     def whole(self, i: int, j: int) -> OpWork:
         """Pieces i..j computed whole."""
@@ -224,7 +225,7 @@ class TileCosts:
         return self._whole_work([self.position[n] for n in names])
 
     def _whole_work(self, at: slice | list[int]) -> OpWork:
-        return OpWork(self.flops[at] @ self.kind[at], self.calls[at].sum(axis=0))
+        return OpWork(self.units[at].sum(axis=0), self.calls[at].sum(axis=0))
 
     def branched(self, i: int, j: int) -> bool:
         """Whether pieces i..j hold a squeeze-and-excite branch: then they are tiled in segments."""
@@ -263,7 +264,7 @@ class TileCosts:
                      ) -> tuple[list[dict[str, Box]], np.ndarray, np.ndarray]:  # fmt: skip
         """`grid` for a segment, whose outputs are cut alike: tile (a, b) is rows[o][a] x cols[o][b] of
         every output o. For each tile (row-major): the boxes it reads of tensors from before the
-        segment, and its MACs and calls by cost kind."""
+        segment, and its units and calls by cost kind."""
         if segment.run is not None:  # one output, one input: the memoised walks of `grid`
             (output,), (i, j) = segment.outputs, segment.run
             boxes, macs, calls = self.grid(i, j, rows[output], cols[output])

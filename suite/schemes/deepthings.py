@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from suite.cost import OpWork, stage_time, work_time
+from suite.cost import IS_MAC, OpWork, stage_time, work_time
 from suite.errors import UserError
 from suite.fleet import Device, Fleet
 from suite.graph import Graph
@@ -97,7 +97,7 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     if fused_pieces is not None and not 1 <= fused_pieces <= prefix:
         raise UserError(f"fused_pieces {fused_pieces}: model {graph.name} has {prefix} fusable pieces; "
                         f"choose 1..{prefix}")  # fmt: skip
-    prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per MAC, per call
+    prices = (np.array([d.profile.prices[0] for d in devices]).T,  # kinds x devices: per unit, per call
               np.array([d.profile.prices[1] for d in devices]).T)  # fmt: skip
     maps = {piece.output for piece in chain} if reuse else set()
     best = None
@@ -133,7 +133,7 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
            cut: Callable[[int, int], list[tuple[int, int]]], maps: set[str]
            ) -> tuple[float, list[Step]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
-    `prices` per MAC and per call are kinds x devices (None: a map too small for the grid, or not
+    `prices` per unit and per call are kinds x devices (None: a map too small for the grid, or not
     under `bound`). `cut` splits a length into the grid's parts. A squeeze-and-excite branch cuts the
     fused part into segments (`TileCosts.segments`), each tiled alike; the gateway computes the
     branch. Where `maps` (piece outputs) are given, tiles reuse their overlaps there
@@ -150,17 +150,17 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
         cols = costs.output_splits(segment, lambda width: cut(width, m), 1)
         if rows is None or cols is None:
             return None
-        reads, macs, calls = costs.segment_grid(segment, rows, cols)
+        reads, units, calls = costs.segment_grid(segment, rows, cols)
         made = [{o: Box(*rows[o][a], *cols[o][b]) for o in segment.outputs}
                 for a in range(n) for b in range(m)]  # fmt: skip
         reused = set(segment.nodes) & maps - set(segment.outputs)
         if reused and n * m > 1:
-            phases = _reusing(graph, segment, made, reused, (n, m), reads, macs, calls)
+            phases = _reusing(graph, segment, made, reused, (n, m), reads, units, calls)
         else:
-            phases = [(list(range(n * m)), reads, macs, calls, [{}] * (n * m))]
+            phases = [(list(range(n * m)), reads, units, calls, [{}] * (n * m))]
         done: list[Work] = []  # the A tiles, as the B tiles' bands come from them
-        for phase, (tiles, tile_reads, tile_macs, tile_calls, bands) in enumerate(phases):
-            dealt, busy = deal(tile_macs.sum(axis=1), tile_macs @ per_mac + tile_calls @ per_call, devices)
+        for phase, (tiles, tile_reads, tile_units, tile_calls, bands) in enumerate(phases):
+            dealt, busy = deal(tile_units @ IS_MAC, tile_units @ per_mac + tile_calls @ per_call, devices)
             if bound is not None and time + busy.max() >= bound:
                 return None  # communication only adds: this grid cannot beat the best
             doers = [devices[d].name for _, d in dealt]
@@ -178,18 +178,18 @@ def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
 
 
 def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: set[str],
-             grid: tuple[int, int], reads: list, macs: np.ndarray, calls: np.ndarray
+             grid: tuple[int, int], reads: list, units: np.ndarray, calls: np.ndarray
              ) -> list[tuple]:  # fmt: skip
     """The two phases of a grid whose tiles reuse their overlaps at `maps`: the A tiles of the
     checkerboard as they are, then the B tiles, each taking the bands its A neighbours computed.
-    Each phase is (its tiles' indices in `made`, their reads, MACs and calls by cost kind, and per
-    tile the bands it reuses, {map: [band, ...]})."""
+    Each phase is (its tiles' indices in `made`, their reads, units (`cost.node_work`) and calls by
+    cost kind, and per tile the bands it reuses, {map: [band, ...]})."""
     n, m = grid
     nodes = list(segment.nodes)
     first = [k for k in range(n * m) if (k // m + k % m) % 2 == 0]
     then = [k for k in range(n * m) if (k // m + k % m) % 2 == 1]
     computed = {k: plan_regions(graph, nodes, made[k]) for k in first}
-    b_reads, b_macs, b_calls, b_bands = [], [], [], []
+    b_reads, b_units, b_calls, b_bands = [], [], [], []
     for k in then:
         a, b = divmod(k, m)
         beside = [(a + da) * m + b + db for da, db in ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -198,10 +198,10 @@ def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: s
         regions, taken = reuse_regions(graph, nodes, made[k], near)
         work = OpWork.of((graph[name], graph[name].flops_per_position * r.out.area)
                          for name, r in regions.items())  # fmt: skip
-        b_macs.append(work.macs)
+        b_units.append(work.units)
         b_calls.append(work.calls)
         b_reads.append(segment_inputs(graph, nodes, regions))
         b_bands.append({t: [band for _, band in bands] for t, bands in taken.items() if bands})
-    return [(first, [reads[k] for k in first], macs[first], calls[first], [{}] * len(first)),
-            (then, b_reads, np.array(b_macs), np.array(b_calls), b_bands)]
+    return [(first, [reads[k] for k in first], units[first], calls[first], [{}] * len(first)),
+            (then, b_reads, np.array(b_units), np.array(b_calls), b_bands)]
 

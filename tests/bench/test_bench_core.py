@@ -157,20 +157,27 @@ def test_exact_torch_over_torch_fast(benchmark, exact, model):
 
 
 @pytest.mark.benchmark(timer=CLOCK)
-@pytest.mark.parametrize("model", ["mobilenet_v2", "efficientnet_b0", "resnet18", "googlenet"])
-def test_single_device_prediction_of_the_monolithic_forward(benchmark, exact, model):
-    """The cost model's single-device time on this host's own profile (measured the first time, as
-    a user's first prediction measures it) against the measured monolithic forward (exact torch,
-    one thread, CPU time), within 25 %: the mobile nets' depthwise convs are priced by their own
-    class and per group (`Node.cost_kind`, `Node.calls`); priced as dense convs they were 18x off."""
-    prepared = exact.prepare(load_model(model))
+@pytest.mark.parametrize("backend_name", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("model", ["mobilenet_v2", "efficientnet_b0", "resnet18", "googlenet", "resnet50"])
+def test_single_device_prediction_of_the_monolithic_forward(benchmark, backend_name, model):
+    """The cost model's single-device time on this host's own profile on the backend (measured the
+    first time, as a user's first prediction measures it, on synthetic layers only) against the
+    measured monolithic forward (one thread, CPU time), within 15 %: convs are priced by class
+    (kxk, 1x1, depthwise, strided depthwise, grouped) and, on the exact kernels, by the values they
+    copy around their matrix products and the products' calls (`suite.cost.node_work`); with one
+    rate for every dense conv ResNet-50 was 0.76 of its time, GoogLeNet 1.19. On onnxruntime the
+    profile times whole blocks, one session each, as the model's session fuses a conv's activation
+    and residual add into it and keeps maps in its blocked layout: timed a node per session, it
+    predicted 1.3-2.7x the time (the mobile nets the most)."""
+    backend = make_backend(backend_name, threads=THREADS)
+    prepared = backend.prepare(load_model(model))
     graph, x = prepared.graph, _input(prepared.graph.input_shape[1:])
     with pytest.MonkeyPatch.context() as env:
         env.delenv("SUITE_HOST_PROFILE")
-        fleet = priced_here(uniform_fleet(1), "torch")
+        fleet = priced_here(uniform_fleet(1), backend_name)
     predicted = predict(make_plan("single", graph, fleet), graph, fleet).latency_s
-    with exact.active(), torch.no_grad():
+    with backend.active(), torch.no_grad():
         benchmark.pedantic(lambda: prepared.monolithic(x), rounds=ROUNDS // 2, warmup_rounds=1)
     ratio = predicted / benchmark.stats.stats.median
     benchmark.extra_info.update(predicted_s=predicted, predicted_over_measured=ratio)
-    assert 0.75 <= ratio <= 1.25, f"{model}: predicted {predicted:.3f} s, {ratio:.2f}x the measured time"
+    assert 0.85 <= ratio <= 1.15, f"{model}: predicted {predicted:.3f} s, {ratio:.2f}x the measured time"
