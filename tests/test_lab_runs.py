@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from labkit import lab_name, namespace_ids, needs_lab, write_fleet
+from toys import ctrl_c_as_a_terminal_sends_it
 
 from suite.graph import from_model
 from suite.inventory import load_inventory
@@ -98,7 +99,8 @@ def _start(made, tmp_path: Path, plan: str) -> tuple[subprocess.Popen, list[str]
                             str(made.inventory_path()),
                             "--model", "vgg16", "--input-size", "3x64x64", "--plan", plan, "--frames", "5000",
                             "--no-baseline", "--timeout", "10", "-o", str(tmp_path / "out")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=ctrl_c_as_a_terminal_sends_it)  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(run.stderr.readline, "")), daemon=True).start()
     deadline = time.monotonic() + 300

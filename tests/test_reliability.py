@@ -19,7 +19,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from toys import said_lines
+from toys import ctrl_c_as_a_terminal_sends_it, said_lines
 
 from suite.cli import main
 from suite.errors import RunFailed, UserError
@@ -275,7 +275,8 @@ def test_ctrl_c_stops_the_run_at_once_and_keeps_its_frames(tmp_path):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size", "3x32x32", "--scheme",
             "pico", "--devices", "2", "--frames", "600", "--no-baseline", "-o", str(out)]  # fmt: skip
-    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=ctrl_c_as_a_terminal_sends_it)  # fmt: skip
     lines: list[str] = []
     read = lambda: lines.extend(iter(run.stderr.readline, ""))  # noqa: E731
     threading.Thread(target=read, daemon=True).start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -48,6 +49,13 @@ def suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`suite ARGS...` in a fresh interpreter, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def ctrl_c_as_a_terminal_sends_it() -> None:
+    """A `preexec_fn` for a child that the test stops with SIGINT: a shell that starts the test run in
+    the background (`cmd &`) leaves SIGINT ignored, which every child inherits, and Python then never
+    turns SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 BUSY_HOST = "warning: other processes use"  # what `suite run` says of a shared host, whatever the input
