@@ -8,6 +8,7 @@ figures (a dilated lab's times are scaled back to the fleet it emulates).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import UserError
+from suite.schema import write_atomically
 
 GROUP = ("model", "fleet", "scheme", "backend")
 
@@ -301,13 +303,7 @@ def figure(table: pd.DataFrame):
 
 
 def save_figure(table: pd.DataFrame, path: Path) -> None:
-    """Draw the figure to `path` whole (written beside it, then moved into place)."""
-    staged = path.with_name(f".{path.name}.partial")
-    try:
-        figure(table).savefig(staged, format="png", dpi=110)
-        staged.replace(path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror or exc}); free space on its disk or write "
-                        "elsewhere") from None  # fmt: skip
-    finally:
-        staged.unlink(missing_ok=True)
+    """Draw the figure to `path` whole (`schema.write_atomically`)."""
+    png = io.BytesIO()
+    figure(table).savefig(png, format="png", dpi=110)
+    write_atomically(path, png.getvalue())

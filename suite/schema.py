@@ -122,13 +122,13 @@ def read_json(path: Path, model: type[Model], error: type[UserError]) -> Model:
     return validate(data, model, error, shown(path))
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write a file whole or not at all: an interrupted write never leaves half a file behind, and a
-    full disk is one line."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write a file (text as UTF-8, or bytes) whole or not at all: an interrupted write never leaves
+    half a file behind, and a full disk is one line."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         tmp.replace(path)
     except OSError as exc:
         raise UserError(f"cannot write {path} ({exc.strerror or exc}); free space on its disk or write "

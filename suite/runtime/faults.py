@@ -26,5 +26,6 @@ def spec(kind: str, phase: str, rank: int, frame: int = 0) -> str:
 def at(phase: str, rank: int, frame: int = 0) -> None:
     """Inflict this worker's fault if it is due here."""
     wanted = os.environ.get(FAULT_ENV)
-    if wanted and wanted == spec(wanted.split(":")[0], phase, rank, frame):
-        os.kill(os.getpid(), KINDS[wanted.split(":")[0]])
+    kind = wanted and wanted.split(":")[0]
+    if wanted and wanted == spec(kind, phase, rank, frame):
+        os.kill(os.getpid(), KINDS[kind])

@@ -29,25 +29,12 @@ from suite.schemes import SCHEMES, make_plan
 
 MB = 1 << 20
 
-ECHO = textwrap.dedent("""
-    import sys, datetime, torch, torch.distributed as dist
-    store = dist.TCPStore("127.0.0.1", int(sys.argv[1]), 2, False, timeout=datetime.timedelta(seconds=60))
-    dist.init_process_group("gloo", store=store, rank=1, world_size=2)
-    buf = torch.empty(int(sys.argv[2]) // 4)
-    try:
-        while True:  # until rank 0 leaves
-            dist.recv(buf, src=0)
-            dist.send(buf, dst=0)
-    except RuntimeError:
-        pass
-""")
-
 
 def test_gloo_loopback_throughput_1mb(benchmark):
     """Round trips of a 1 MB float32 tensor between two processes; MB/s counts both directions."""
     rounds, iterations = 30, 10
     store = dist.TCPStore("127.0.0.1", 0, 2, True, timeout=timedelta(seconds=60), wait_for_workers=False)
-    peer = subprocess.Popen([sys.executable, "-c", ECHO, str(store.port), str(MB)])
+    peer = subprocess.Popen([sys.executable, "-c", ECHO, "127.0.0.1", str(store.port), str(MB), "raw"])
     dist.init_process_group("gloo", store=store, rank=0, world_size=2)
     x = torch.ones(MB // 4)
     reply = torch.empty_like(x)
@@ -67,7 +54,9 @@ def test_gloo_loopback_throughput_1mb(benchmark):
           f"{benchmark.stats.stats.median * 1e3:.2f} ms)")
 
 
-ECHO_AUTHENTICATED = textwrap.dedent("""
+# the peer of every round trip here: echoes each tensor back over gloo as it is ("raw") or through the
+# suite's authenticated transport ("mac"); argv: host, store port, bytes, raw|mac
+ECHO = textwrap.dedent("""
     import sys, datetime, torch, torch.distributed as dist
     from suite.runtime.transport import GlooTransport
     store = dist.TCPStore(sys.argv[1], int(sys.argv[2]), 2, False, timeout=datetime.timedelta(seconds=60))
@@ -119,7 +108,7 @@ def _round_trips(size: int, rounds: int, raw: bool, link: dict | None) -> float:
     host = link["host"] if link else "127.0.0.1"
     os.environ["GLOO_SOCKET_IFNAME"] = link["here"] if link else "lo"
     store = dist.TCPStore(host, 0, 2, True, timeout=timedelta(seconds=60), wait_for_workers=False)
-    argv = [sys.executable, "-c", ECHO_AUTHENTICATED, host, str(store.port), str(size),
+    argv = [sys.executable, "-c", ECHO, host, str(store.port), str(size),
             "raw" if raw else "mac"]  # fmt: skip
     if link:
         argv = ["ip", "netns", "exec", link["ns"], "env", f"GLOO_SOCKET_IFNAME={link['there']}", *argv]
