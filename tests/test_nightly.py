@@ -230,18 +230,18 @@ def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):
 
 # ---- real workers -----------------------------------------------------------------------------
 
-def _slow_pico(graph, fleet, **options):  # a deliberately slowed plan: PICO's work on one device
-    from suite.schemes import single
+def _slow_pico(graph, fleet, **options):  # a deliberately worse plan: layer by layer, gathered after each
+    from suite.schemes import modnn
 
-    return single.plan(graph, fleet)
+    return modnn.plan(graph, fleet)
 
 
 @pytest.mark.slow
 def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(tmp_path, monkeypatch):
     """Two runs of a small matrix on local workers (capped at 0.4 cores) make the baseline and its
-    tolerances; a third normal run passes it; a run whose PICO plans everything onto one device
-    fails it, measured twice, naming the cell and both speedups."""
-    matrix = load_matrix(_matrix(tmp_path, models=[{"name": "vgg16", "input_size": "3x64x64"}], frames=20))
+    tolerances; a third normal run passes it; a run whose PICO plans layer by layer, gathering every
+    layer's output, fails it, measured twice, naming the cell and what moved."""
+    matrix = load_matrix(_matrix(tmp_path, models=[{"name": "vgg16", "input_size": "3x64x64"}], frames=12))
     fleet = load_fleet(matrix.fleet)
 
     def run(name: str) -> pd.DataFrame:
@@ -249,10 +249,11 @@ def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(
 
     first, second = run("a"), run("b")
     stored = baseline_document(matrix, [(tmp_path / "a", first, "c"), (tmp_path / "b", second, "c")])
-    # Two 20-frame runs on a shared 2-core CI host can agree more closely than a third run does
-    # (this test failed 2 times in 7 here on the measured tolerances alone); the slowed plan halves PICO's
-    # speedup, so a 25% speedup tolerance (and a wide latency one) still tells the two apart.
-    floor = {"speedup": 0.25, "latency_s": 0.5, "bytes_moved": 0.0}
+    # The timings are real but decide nothing here: on a shared 2-core CI host the load moved from 2 to 32
+    # between runs, and PICO's measured speedup with it (a timed test failed 3 times in 8 on CI). The bytes
+    # moved are counted, not timed: they are the same in every run of one plan, and the worse plan moves
+    # several times as many, so the comparison must flag it whatever the host's load.
+    floor = {"speedup": 0.9, "latency_s": 10.0, "bytes_moved": 0.0}
     stored["tolerance"] = {m: max(t, floor[m]) for m, t in stored["tolerance"].items()}
     path = tmp_path / "baseline.yaml"
     path.write_text(yaml.safe_dump(stored))
@@ -268,7 +269,9 @@ def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(
     monkeypatch.setattr("suite.schemes.pico.plan", _slow_pico)
     slowed = night("d").set_index("scheme")
     assert slowed.loc["pico", "verdict"] == "regression" and slowed.loc["pico", "remeasured"], slowed
-    assert slowed.loc["pico", "reason"].startswith("pico vgg16 on 2 devices: speedup fell from")
+    assert slowed.loc["pico", "reason"].startswith("pico vgg16 on 2 devices: ")
+    assert "bytes_moved rose from" in slowed.loc["pico", "reason"]
+    assert slowed.loc["pico", "bytes_moved"] > 2 * slowed.loc["pico", "baseline_bytes_moved"]
     assert slowed.loc["single", "verdict"] == "ok"
 
 
