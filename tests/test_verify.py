@@ -178,3 +178,36 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
         for layerwise in (False, True):
             report = verify(prepared, backend, x, rows, cols, layerwise)
             assert report.bit_exact and report.ir_matches_monolithic, (rows, cols, layerwise)
+
+
+class _OddWidthConvs(torch.nn.Module):
+    """A strided conv to 21 channels, then a conv of those 21: onnxruntime runs the second in plain
+    layout (21 input channels are neither NCHWc blocks nor few), by MLAS's im2col GEMM."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 21, 3, stride=2, padding=1)
+        self.b = torch.nn.Conv2d(21, 21, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_onnxruntime_drift_in_a_plain_layout_conv_is_caught_by_the_doctor(monkeypatch):
+    """MLAS sums a plain-layout conv's 189 products per output in runs of 128 when it is given a
+    large output, in one run when given a tile's small one, so a 3x3 grid of this model drifts from
+    the whole map on onnxruntime (at 1 thread; 6144 ULP on MLAS's x86 kernels). Whatever this host's
+    MLAS does, the doctor's probe of such a conv must give the verdict verify gives on the model, so
+    that `suite verify` and `suite run` refuse onnxruntime where it drifts."""
+    from suite import doctor
+    from suite.models.load import LoadedModel
+
+    torch.manual_seed(0)
+    backend = make_backend("onnxruntime", 1)
+    prepared = backend.prepare(LoadedModel("odd_width", (3, 32, 32), module=_OddWidthConvs().eval()))
+    report = verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+    assert report.bit_exact or report.first_mismatch == "b"
+    monkeypatch.setattr(doctor, "PROBES", tuple(p for p in doctor.PROBES if "21->21" in p.name))
+    monkeypatch.setattr(doctor, "_speed", lambda backend, threads: 0.0)
+    verdict = doctor.examine("onnxruntime", [1])
+    assert len(doctor.PROBES) == 1 and verdict.exact == report.bit_exact, (verdict.failures, report.max_ulp)
