@@ -3,12 +3,12 @@
 Whether a tile's output equals the whole map's, bit for bit, depends on the CPU, its instruction
 set, its BLAS and the thread count (DESIGN.md, "Across hosts"), so it is measured on each host, not
 assumed. Each probe is a one-layer model of a kind and shape the zoo's plans cut (dense convs 1x1 to
-7x7 at the zoo's widths and at an odd width users' models have, strided, dilated and asymmetric ones,
-depthwise and grouped convs, pools, batch norm and pointwise functions), cut into 3 strips and a 3x3
-grid and compared with the whole map by `suite.verify` at 1 and N threads; a linear layer's features
-are split at awkward cuts as MoDNN splits them, with the weight rows a device keeps. For `torch`, the
-BLAS premises its construction rests on (`suite/backends/exact.py`) are probed too: a GEMM call's
-column does not depend on the other columns' values, nor on the thread that makes the call.
+7x7 at the zoo's widths, strided, dilated and asymmetric ones, depthwise and grouped convs, pools,
+batch norm and pointwise functions), cut into 3 strips and a 3x3 grid and compared with the whole
+map by `suite.verify` at 1 and N threads; a linear layer's features are split at awkward cuts as
+MoDNN splits them, with the weight rows a device keeps. For `torch`, the BLAS premises its
+construction rests on (`suite/backends/exact.py`) are probed too: a GEMM call's column does not
+depend on the other columns' values, nor on the thread that makes the call.
 
 The report is cached per host (`cache_path`): the CPU, the versions, the BLAS's environment and the
 suite's own kernels name it. `suite verify` and `suite run` read it to refuse a backend that is not
@@ -82,9 +82,6 @@ PROBES = (
     Probe("conv 3x3 256->512 (YOLOv2)", _conv(256, 512, (3, 3)), (256, 38, 38)),
     Probe("conv 3x3 512->512", _conv(512, 512, (3, 3)), (512, 14, 14)),
     Probe("conv 5x5 48->64 (Inception)", _conv(48, 64, (5, 5)), (48, 35, 35)),
-    # 21 input channels: not NCHWc on onnxruntime (16 or more, not a multiple of 4), so MLAS's im2col
-    # GEMM sums its 189 products in runs of 128 or in one, by the size of the output it is given
-    Probe("conv 3x3 21->21 (plain layout, a sum over 189)", _conv(21, 21, (3, 3)), (21, 16, 16)),
     Probe("conv 1x7 and 7x1 128->128 (Inception-v3)", lambda: nn.Sequential(
         _conv(128, 128, (1, 7))(), _conv(128, 128, (7, 1))()), (128, 17, 17)),
     Probe("conv 3x3 dilated 2 64->64", _conv(64, 64, (3, 3), dilation=2), (64, 33, 33)),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from toys import suite
 
-from suite.backends import Prepared, make_backend
+from suite.backends import BackendError, Prepared, make_backend
 from suite.backends.torch import EXACT_KERNELS
 from suite.models import ZOO
 from suite.models.load import load_model
@@ -180,34 +180,40 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
             assert report.bit_exact and report.ir_matches_monolithic, (rows, cols, layerwise)
 
 
-class _OddWidthConvs(torch.nn.Module):
-    """A strided conv to 21 channels, then a conv of those 21: onnxruntime runs the second in plain
-    layout (21 input channels are neither NCHWc blocks nor few), by MLAS's im2col GEMM."""
 
-    def __init__(self):
+class _OddWidthConvs(torch.nn.Module):
+    """A strided conv to `width` channels, then a conv of those: with 21, onnxruntime runs the second
+    in plain layout (16 or more input channels, not a multiple of 4), by MLAS's im2col GEMM."""
+
+    def __init__(self, width: int):
         super().__init__()
-        self.a = torch.nn.Conv2d(3, 21, 3, stride=2, padding=1)
-        self.b = torch.nn.Conv2d(21, 21, 3, padding=1)
+        self.a = torch.nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.b = torch.nn.Conv2d(width, width, 3, padding=1)
 
     def forward(self, x):
         return self.b(self.a(x))
 
 
-def test_onnxruntime_drift_in_a_plain_layout_conv_is_caught_by_the_doctor(monkeypatch):
-    """MLAS sums a plain-layout conv's 189 products per output in runs of 128 when it is given a
-    large output, in one run when given a tile's small one, so a 3x3 grid of this model drifts from
-    the whole map on onnxruntime (at 1 thread; 6144 ULP on MLAS's x86 kernels). Whatever this host's
-    MLAS does, the doctor's probe of such a conv must give the verdict verify gives on the model, so
-    that `suite verify` and `suite run` refuse onnxruntime where it drifts."""
-    from suite import doctor
+def _odd_width_report(width: int):
     from suite.models.load import LoadedModel
 
     torch.manual_seed(0)
     backend = make_backend("onnxruntime", 1)
-    prepared = backend.prepare(LoadedModel("odd_width", (3, 32, 32), module=_OddWidthConvs().eval()))
-    report = verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
-    assert report.bit_exact or report.first_mismatch == "b"
-    monkeypatch.setattr(doctor, "PROBES", tuple(p for p in doctor.PROBES if "21->21" in p.name))
-    monkeypatch.setattr(doctor, "_speed", lambda backend, threads: 0.0)
-    verdict = doctor.examine("onnxruntime", [1])
-    assert len(doctor.PROBES) == 1 and verdict.exact == report.bit_exact, (verdict.failures, report.max_ulp)
+    prepared = backend.prepare(LoadedModel(f"width{width}", (3, 32, 32), module=_OddWidthConvs(width).eval()))
+    return verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+
+
+def test_onnxruntime_refuses_tiles_of_a_plain_layout_conv_with_a_long_sum():
+    """MLAS sums a plain-layout conv's 189 products an output in runs of 128 for the whole map and
+    in one run for a tile's few outputs: its tiles drifted by up to 6144 ULP. The backend refuses
+    them in one line naming the node, rather than compute them."""
+    refused = r"node 'b' \(a convolution summing 189 products .* --backend torch"
+    with pytest.raises(BackendError, match=refused):
+        _odd_width_report(21)
+
+
+def test_onnxruntime_tiles_of_a_plain_layout_conv_with_a_short_sum_are_exact():
+    """14 input channels, 126 products an output: one run of MLAS's sum whatever the output's size
+    (plain layout where the NCHWc block is 8, NCHWc where it is 16), so computed and exact."""
+    report = _odd_width_report(14)
+    assert report.bit_exact and report.max_ulp == 0
