@@ -6,6 +6,9 @@ the segment as one graph lets onnxruntime apply the same layout transform and fu
 convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE_ALL: there MLAS's
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
+A convolution onnxruntime keeps in plain layout even there (16 or more input channels, not a multiple
+of 4) runs that GEMM, so its tiles are refused where its sum is long enough to be regrouped
+(`_regrouped_convs`).
 
 Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
 module, tensor names for an ONNX file), whatever backend runs them. This backend's graph keeps those
