@@ -8,7 +8,7 @@ import pytest
 import torch
 from toys import suite
 
-from suite.backends import Prepared, make_backend
+from suite.backends import BackendError, Prepared, make_backend
 from suite.backends.torch import EXACT_KERNELS
 from suite.models import ZOO
 from suite.models.load import load_model
@@ -178,3 +178,42 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
         for layerwise in (False, True):
             report = verify(prepared, backend, x, rows, cols, layerwise)
             assert report.bit_exact and report.ir_matches_monolithic, (rows, cols, layerwise)
+
+
+
+class _OddWidthConvs(torch.nn.Module):
+    """A strided conv to `width` channels, then a conv of those: with 21, onnxruntime runs the second
+    in plain layout (16 or more input channels, not a multiple of 4), by MLAS's im2col GEMM."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.b = torch.nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def _odd_width_report(width: int):
+    from suite.models.load import LoadedModel
+
+    torch.manual_seed(0)
+    backend = make_backend("onnxruntime", 1)
+    prepared = backend.prepare(LoadedModel(f"width{width}", (3, 32, 32), module=_OddWidthConvs(width).eval()))
+    return verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+
+
+def test_onnxruntime_refuses_tiles_of_a_plain_layout_conv_with_a_long_sum():
+    """MLAS sums a plain-layout conv's 189 products an output in runs of 128 for the whole map and
+    in one run for a tile's few outputs: its tiles drifted by up to 6144 ULP. The backend refuses
+    them in one line naming the node, rather than compute them."""
+    refused = r"node 'b' \(a convolution summing 189 products .* --backend torch"
+    with pytest.raises(BackendError, match=refused):
+        _odd_width_report(21)
+
+
+def test_onnxruntime_tiles_of_a_plain_layout_conv_with_a_short_sum_are_exact():
+    """14 input channels, 126 products an output: one run of MLAS's sum whatever the output's size
+    (plain layout where the NCHWc block is 8, NCHWc where it is 16), so computed and exact."""
+    report = _odd_width_report(14)
+    assert report.bit_exact and report.max_ulp == 0

@@ -6,6 +6,9 @@ the segment as one graph lets onnxruntime apply the same layout transform and fu
 convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE_ALL: there MLAS's
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
+A convolution onnxruntime keeps in plain layout even there (16 or more input channels, not a multiple
+of 4) runs that GEMM, so its tiles are refused where its sum is long enough to be regrouped
+(`_regrouped_convs`).
 
 Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
 module, tensor names for an ONNX file), whatever backend runs them. This backend's graph keeps those
@@ -76,6 +79,7 @@ class OrtBackend:
     _graph: Graph | None = field(default=None, init=False, repr=False)
     _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
     _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _regrouped: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # `_regrouped_convs`
     _weights: WeightFile | None = field(default=None, init=False, repr=False)  # a worker's: load_folded
 
     def __post_init__(self) -> None:
@@ -183,12 +187,20 @@ class OrtBackend:
     def _use(self, graph: Graph) -> None:
         """Sessions belong to the graph they were built for: another graph starts anew."""
         if graph is not self._graph:
-            self._graph, self._sessions, self._nchwc = graph, {}, self._nchwc_maps(graph)
+            self._graph, self._sessions = graph, {}
+            self._nchwc, self._regrouped = self._layout(graph)
 
     def _build(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
                tiles: Sequence[Mapping[str, NodeRegion | None]], outputs: Sequence[str]) -> None:
         """One session computing the tiles (node regions) `tiles` of segment `names`, each fed only
         the part of each source it reads (offsets within the tile in its model, not positions)."""
+        for name in names:
+            if name in self._regrouped and any(_is_tile(graph, name, regions) for regions in tiles):
+                raise BackendError(
+                    f"node '{name}' (a convolution summing {self._regrouped[name]} products for each "
+                    f"output, which onnxruntime runs in plain layout): MLAS sums it in runs of "
+                    f"{MLAS_SUM_RUN} or in one by the size of the output it computes, so its tiles are "
+                    "not bit-exact with the whole map; use --backend torch")  # fmt: skip
         fed = [_read(graph, names, regions, held) for regions in tiles]
         if len(tiles) == 1:
             model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc, self._weights)
@@ -198,9 +210,11 @@ class OrtBackend:
         for index, regions in enumerate(tiles):
             self._sessions[_key(names, regions, held, outputs)] = (session, index)
 
-    def _nchwc_maps(self, graph: Graph) -> frozenset[str]:
+    def _layout(self, graph: Graph) -> tuple[frozenset[str], dict[str, int]]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
-        graph renames them, or gives them their name back only through a ReorderOutput.
+        graph renames them, or gives them their name back only through a ReorderOutput. And the
+        convolutions it runs in plain layout that sum more than `MLAS_SUM_RUN` products an output,
+        with that number (`_regrouped_convs`).
 
         Only the maps are asked about, so only the nodes computing maps from maps are built: the
         layout is decided per node and reordered back where a node needs plain NCHW (a flatten, a
@@ -235,7 +249,7 @@ class OrtBackend:
                 nchwc.discard(name)
                 if graph[name].inputs[0] in nchwc:
                     nchwc.add(name)
-        return frozenset(nchwc)
+        return frozenset(nchwc), _regrouped_convs(graph, optimised)
 
 
 @dataclass
@@ -267,6 +281,31 @@ class _Session:
 def _key(names: Sequence[str], regions: Mapping[str, NodeRegion | None], held: Mapping[str, Region],
          outputs: Sequence[str]) -> tuple:  # fmt: skip
     return tuple(names), tuple(regions.values()), tuple(held.items()), tuple(outputs)
+
+
+MLAS_SUM_RUN = 128  # MLAS_SGEMM_STRIDEK: the shortest run of products MLAS's GEMM sums before adding
+
+
+def _regrouped_convs(graph: Graph, optimised: onnx.ModelProto) -> dict[str, int]:
+    """The convolutions of `graph` that onnxruntime's optimised model runs in plain layout (an ONNX
+    Conv or a FusedConv, not NCHWc: 16 or more input channels, not a multiple of 4, on AVX-512) and
+    that sum more than `MLAS_SUM_RUN` products an output, with that number. MLAS computes them as
+    im2col and GEMM, summing each output's products in runs of `MLAS_SUM_RUN`, 256, 512 or 1024 by
+    the number of outputs a thread is given (`MlasConvOperation`), and adding the runs' sums: a
+    tile's few outputs are summed in one run where the whole map's are in several, and the whole
+    map's own runs change with the thread count. A sum no longer than `MLAS_SUM_RUN` is one run
+    whatever the sizes, as is every sum of the NCHWc kernels."""
+    lengths = {i.name: int(np.prod(i.dims[1:])) for i in optimised.graph.initializer if len(i.dims) == 4}
+    plain = {n.input[1] for n in optimised.graph.node
+             if n.op_type in ("Conv", "FusedConv") and n.domain in ("", "ai.onnx", "com.microsoft")}
+    return {name: lengths[node.onnx[0].input[1]] for name, node in graph.nodes.items()
+            if node.onnx is not None and node.onnx[0].op_type == "Conv" and node.onnx[0].input[1] in plain
+            and lengths.get(node.onnx[0].input[1], 0) > MLAS_SUM_RUN}  # fmt: skip
+
+
+def _is_tile(graph: Graph, name: str, regions: Mapping[str, NodeRegion | None]) -> bool:
+    region = regions.get(name)
+    return region is not None and region.out != full_box(graph[name])
 
 
 def _sources(graph: Graph, names: Sequence[str]) -> list[str]:
