@@ -33,7 +33,7 @@ from suite.profile import priced_here
 from suite.runtime import worker
 from suite.runtime.coordinator import Coordinator
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
-from suite.runtime.lowering import lower_plan
+from suite.runtime.lowering import lower_plan, model_graph
 from suite.runtime.measurement import RunOptions
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
@@ -266,9 +266,9 @@ def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeyp
     process: the monolithic session's output, bit for bit. With `runs`, linear layers are computed
     in runs of a few rows, as VGG-16's are (a transposed Gemm weight's rows read from its columns)."""
     gemms, session = [], OrtBackend.session
-    monkeypatch.setattr(OrtBackend, "session", lambda self, model, level="all": gemms.extend(
+    monkeypatch.setattr(OrtBackend, "session", lambda self, model, level="all", threads=None: gemms.extend(
         n.name for n in onnx.ModelProto.FromString(model).graph.node if n.op_type == "Gemm") or session(
-        self, model, level))  # fmt: skip
+        self, model, level, threads))  # fmt: skip
     if runs:
         monkeypatch.setattr("suite.backends.ort.PREPACK_BYTES", 512)
     loaded = _transposed_head() if head else _net()
@@ -276,6 +276,13 @@ def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeyp
     graph, model, fleet = prepared.graph, from_model(loaded), uniform_fleet(2)
     plan = lower_plan(make_plan(scheme, model, fleet), model, graph, fleet)
     x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(3))
+    assert compare(_frame_on_workers(plan, graph, x), prepared.monolithic(x)).bit_exact
+    assert any("__rows" in g for g in gemms) == runs
+
+
+def _frame_on_workers(plan, graph, x: torch.Tensor) -> torch.Tensor:
+    """One frame of `plan` on `graph`'s folded model: every worker from the folded model, the
+    coordinator from the prepared graph, each party in a thread of this process."""
     local, runners = LocalTransport(), {}
     for party in parties(plan):
         backend = OrtBackend(threads=1)
@@ -291,5 +298,19 @@ def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeyp
         thread.start()
     for thread in threads:
         thread.join()
-    assert compare(held[COORDINATOR][graph.outputs[0]], prepared.monolithic(x)).bit_exact
-    assert any("__rows" in g for g in gemms) == runs
+    return held[COORDINATOR][graph.outputs[0]]
+
+
+def test_a_conv_onnxruntime_cannot_tile_exactly_runs_whole_on_a_worker():
+    """A 21-channel conv onnxruntime keeps in plain layout (its sum regrouped by the output's size):
+    the plan made on the module's graph runs it whole on one device, and the frame is exact."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 21, 3, stride=2, padding=1), nn.ReLU(),
+                           nn.Conv2d(21, 21, 3, padding=1))  # fmt: skip
+    loaded = LoadedModel("odd", (3, 32, 32), module=module.eval().requires_grad_(False))
+    prepared = OrtBackend(threads=2).prepare(loaded)
+    model, fleet = model_graph(loaded, prepared.graph), uniform_fleet(2)
+    assert not model["_2"].spatial and "plain layout" in model["_2"].attrs["untiled"]
+    plan = lower_plan(make_plan("pico", model, fleet), model, prepared.graph, fleet)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    assert compare(_frame_on_workers(plan, prepared.graph, x), prepared.monolithic(x)).bit_exact

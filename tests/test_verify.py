@@ -180,7 +180,6 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
             assert report.bit_exact and report.ir_matches_monolithic, (rows, cols, layerwise)
 
 
-
 class _OddWidthConvs(torch.nn.Module):
     """A strided conv to `width` channels, then a conv of those: with 21, onnxruntime runs the second
     in plain layout (16 or more input channels, not a multiple of 4), by MLAS's im2col GEMM."""
@@ -194,26 +193,47 @@ class _OddWidthConvs(torch.nn.Module):
         return self.b(self.a(x))
 
 
-def _odd_width_report(width: int):
+def _odd_width(width: int):
     from suite.models.load import LoadedModel
 
     torch.manual_seed(0)
     backend = make_backend("onnxruntime", 1)
-    prepared = backend.prepare(LoadedModel(f"width{width}", (3, 32, 32), module=_OddWidthConvs(width).eval()))
-    return verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+    module = _OddWidthConvs(width).eval()
+    return backend, backend.prepare(LoadedModel(f"width{width}", (3, 32, 32), module=module))
 
 
-def test_onnxruntime_refuses_tiles_of_a_plain_layout_conv_with_a_long_sum():
+def test_onnxruntime_runs_a_plain_layout_conv_with_a_long_sum_whole():
     """MLAS sums a plain-layout conv's 189 products an output in runs of 128 for the whole map and
-    in one run for a tile's few outputs: its tiles drifted by up to 6144 ULP. The backend refuses
-    them in one line naming the node, rather than compute them."""
+    in one run for a tile's few outputs: its tiles drifted by up to 6144 ULP. The backend's graph
+    marks it untiled, so the tiles end before it, the verifier saying why; a plan that tiles it
+    anyway (made on another host, or from the module's graph) is refused in one line naming it."""
+    backend, prepared = _odd_width(21)
+    report = verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+    assert report.bit_exact and report.max_ulp == 0
+    assert [s["node"] for s in report.tiling_stops] == ["b"]
+    assert "plain layout, summing 189 products" in report.tiling_stops[0]["reason"]
+    del prepared.graph["b"].attrs["untiled"]
     refused = r"node 'b' \(a convolution summing 189 products .* --backend torch"
     with pytest.raises(BackendError, match=refused):
-        _odd_width_report(21)
+        verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
 
 
 def test_onnxruntime_tiles_of_a_plain_layout_conv_with_a_short_sum_are_exact():
     """14 input channels, 126 products an output: one run of MLAS's sum whatever the output's size
-    (plain layout where the NCHWc block is 8, NCHWc where it is 16), so computed and exact."""
-    report = _odd_width_report(14)
-    assert report.bit_exact and report.max_ulp == 0
+    (plain layout where the NCHWc block is 8, NCHWc where it is 16), so tiled and exact."""
+    backend, prepared = _odd_width(14)
+    report = verify(prepared, backend, torch.randn(1, 3, 32, 32), 3, 3)
+    assert report.bit_exact and report.max_ulp == 0 and not report.tiling_stops
+
+
+def test_onnxruntime_runs_a_regrouped_conv_on_one_thread_whatever_the_thread_count():
+    """The whole map's sum of a plain-layout conv follows the outputs each thread gets: on a 16x16
+    map 4 threads summed it otherwise than 1. The session holding it runs on one thread, so the
+    reference and the device that runs the conv whole agree whatever their thread counts."""
+    from suite.models.load import LoadedModel
+
+    torch.manual_seed(0)
+    module, x = _OddWidthConvs(21).eval(), torch.randn(1, 3, 32, 32)
+    outputs = [make_backend("onnxruntime", threads).prepare(LoadedModel("w21", (3, 32, 32), module=module))
+               .monolithic(x) for threads in (1, 4)]  # fmt: skip
+    assert torch.equal(*outputs)

@@ -7,8 +7,9 @@ convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
 A convolution onnxruntime keeps in plain layout even there (16 or more input channels, not a multiple
-of 4) runs that GEMM, so its tiles are refused where its sum is long enough to be regrouped
-(`_regrouped_convs`).
+of 4) runs that GEMM: where its sum is long enough to be regrouped (`_regrouped_convs`), the graph
+this backend gives marks it untiled, so plans and the verifier run it whole, and a plan made
+elsewhere that tiles it is refused in one line.
 
 Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
 module, tensor names for an ONNX file), whatever backend runs them. This backend's graph keeps those
@@ -97,7 +98,7 @@ class OrtBackend:
         return {"onnxruntime": ort.__version__, "graph_optimization": "all",
                 "threads": self.threads or 0}  # fmt: skip
 
-    def session(self, model_bytes: bytes, level: str = "all"):
+    def session(self, model_bytes: bytes, level: str = "all", threads: int | None = None):
         """A session of the model, loaded from a file: a session made from bytes keeps them (for a
         reset), a second copy of its weights for as long as it lives. A worker's file lies beside
         its weight file, the one folder onnxruntime reads the weights the model references from."""
@@ -105,17 +106,18 @@ class OrtBackend:
         with tempfile.NamedTemporaryFile(suffix=".onnx", dir=folder) as file:
             file.write(model_bytes)
             file.flush()
-            return self._load(Path(file.name), level)
+            return self._load(Path(file.name), level, threads)
 
-    def _load(self, model_file: Path, level: str):
+    def _load(self, model_file: Path, level: str, threads: int | None = None):
+        """A session at `level`, on `threads` threads (else the backend's own count)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
                                          else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
         opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        if threads or self.threads:
+            opts.intra_op_num_threads = threads or self.threads
             opts.inter_op_num_threads = 1
         return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
@@ -128,12 +130,14 @@ class OrtBackend:
         folder = _fold(model_bytes, loaded.name)
         del model_bytes
         graph = replace(from_onnx(onnx.load(str(folder / MODEL)), loaded.name), source="onnxruntime")
+        self._mark_untiled(graph)
+        threads = REGROUPED_THREADS if self._regrouped else None
         _FOLDED[id(graph)] = folder
         weakref.finalize(graph, _forget, id(graph), folder)
 
         @cache
         def monolithic_session():
-            return self._load(folder / MODEL, "all")
+            return self._load(folder / MODEL, "all", threads)
 
         def monolithic(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(monolithic_session().run(None, {graph.input: x.numpy()})[0])
@@ -145,7 +149,20 @@ class OrtBackend:
         tensors), which stay in the data file until this backend's sessions read those of the nodes
         they run there. No module is built and nothing is exported."""
         skeleton, self._weights = read_folded(model_file)
-        return replace(from_onnx(skeleton, skeleton.graph.name), source="onnxruntime")
+        graph = replace(from_onnx(skeleton, skeleton.graph.name), source="onnxruntime")
+        self._mark_untiled(graph)
+        return graph
+
+    def _mark_untiled(self, graph: Graph) -> None:
+        """Mark the convolutions whose tiles this host's onnxruntime would not sum as the whole map
+        (`_regrouped_convs`) as not spatial, so that plans and the verifier end the tiles before them
+        and run them whole, the plan saying why (`suite.graph.cuts`)."""
+        self._use(graph)
+        for name, products in self._regrouped.items():
+            graph[name].attrs["untiled"] = (
+                f"onnxruntime runs this convolution in plain layout, summing {products} products an "
+                f"output in runs set by the size of the output: a tile would not be bit-exact with the "
+                "whole map (--backend torch tiles it)")  # fmt: skip
 
     def weight_bytes(self, name: str, tensor: torch.Tensor) -> Iterator[bytes | memoryview]:
         """A weight's bytes for its digest (`Node.param_digest`) after `load_folded`: read from
@@ -206,7 +223,8 @@ class OrtBackend:
             model = segment_model(graph, names, tiles[0], fed[0], outputs, self._nchwc, self._weights)
         else:
             model = tiles_model(graph, names, list(zip(tiles, fed)), outputs, self._nchwc, self._weights)
-        session = _Session(self.session(model), fed, list(outputs))
+        threads = REGROUPED_THREADS if any(name in self._regrouped for name in names) else None
+        session = _Session(self.session(model, threads=threads), fed, list(outputs))
         for index, regions in enumerate(tiles):
             self._sessions[_key(names, regions, held, outputs)] = (session, index)
 
@@ -284,6 +302,11 @@ def _key(names: Sequence[str], regions: Mapping[str, NodeRegion | None], held: M
 
 
 MLAS_SUM_RUN = 128  # MLAS_SGEMM_STRIDEK: the shortest run of products MLAS's GEMM sums before adding
+# A session holding a regrouped conv runs on one thread: MLAS's runs follow the outputs per thread, so
+# the whole map's sum would otherwise change with the thread count of the device that computes it
+# (a 21-channel conv on a 16x16 map: 4 threads differ from 1 and 2), and the monolithic reference
+# is computed on another device than the one that runs the conv whole.
+REGROUPED_THREADS = 1
 
 
 def _regrouped_convs(graph: Graph, optimised: onnx.ModelProto) -> dict[str, int]:

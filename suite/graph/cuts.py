@@ -158,6 +158,8 @@ def _why_not_tiled(graph: Graph, node: Node, front: set[str], min_size: tuple[in
     if not node.spatial:
         if node.op == "opaque":
             return node.attrs.get("reason", "an op the IR does not know")
+        if "untiled" in node.attrs:
+            return node.attrs["untiled"]
         return f"{node.op} reads the whole {'map' if node.is_map else 'tensor'}"
     untiled = [src for src in node.inputs if src != graph.input and src not in front]
     if node.op == "scale" and untiled == [node.inputs[1]] and node.name in se and se[node.name].map in front:

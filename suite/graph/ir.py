@@ -98,8 +98,9 @@ class Node:
 
     @property
     def spatial(self) -> bool:
-        """True when tiles of the output can be computed from tiles of the inputs."""
-        return self.op in SPATIAL and self.is_map
+        """True when tiles of the output can be computed from tiles of the inputs, and the backend
+        computes them bit-exact with the whole map (`attrs["untiled"]` says why it does not)."""
+        return self.op in SPATIAL and self.is_map and "untiled" not in self.attrs
 
     @property
     def act_bytes(self) -> int:

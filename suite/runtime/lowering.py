@@ -33,9 +33,16 @@ PASS_THROUGH = ("dropout", "identity")  # ops whose output is their input at inf
 
 def model_graph(loaded: LoadedModel, executed: Graph) -> Graph:
     """The graph plans name: the backend's own where it runs the model graph itself (torch), else
-    the model imported as `suite plan` imports it."""
+    the model imported as `suite plan` imports it, with the nodes the backend cannot tile exactly
+    marked as in its own graph (`Node.spatial`), so a plan runs them whole."""
     own = "torch" if loaded.module is not None else "onnx"
-    return executed if executed.source == own else from_model(loaded)
+    if executed.source == own:
+        return executed
+    model = from_model(loaded)
+    for name, node in executed.nodes.items():
+        if "untiled" in node.attrs and name in model.nodes:
+            model[name].attrs["untiled"] = node.attrs["untiled"]
+    return model
 
 
 def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
