@@ -171,7 +171,8 @@ def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(b
     FIGURES["deepthings-fig13"].draw(outcome)
 
 
-@pytest.mark.parametrize(("name", "model"), [("pico-fig9", "yolov2"), ("deepthings-fig13", "yolov2_16")])
+@pytest.mark.parametrize(("name", "model"), [("pico-fig9", "yolov2"), ("pico-fig11", "yolov2"),
+                                            ("deepthings-fig13", "yolov2_16"), ("memory-comm", "yolov2_16")])
 def test_a_figure_whose_model_is_missing_skips_with_a_note(baselines, monkeypatch, name, model):
     monkeypatch.delitem(ZOO, model, raising=False)
     with pytest.raises(Skipped, match=f"model {model} is not in the zoo yet"):
