@@ -387,14 +387,14 @@ def memory_comm(outcome: Outcome) -> Figure:
     t["case"] = [f"{c}, {n} dev" for c, n in zip(t.case, t.devices)]
     fig, axes = _figure(outcome, 1, 3, figsize=(18, 6.5))
     colours = {c: PALETTE[5] if s == "ofl" else SCHEME_COLOUR[s] for c, s in zip(t.case, t.scheme)}
-    panels = (("memory_per_device_mb", "memory per device (MB; the paper's is a bound, <)"),
-              ("memory_reduction_pct", "memory per device, less than one device (%)"),
-              ("comm_mb", "communication per frame (MB, log)"))  # fmt: skip
-    for ax, (quantity, label) in zip(axes[0], panels):
+    panels = (("memory_per_device_mb", "memory per device (the paper's is a bound, <)", "MB"),
+              ("memory_reduction_pct", "memory per device, less than one device", "%"),
+              ("comm_mb", "communication per frame", "MB, log"))  # fmt: skip
+    for ax, (quantity, label, unit) in zip(axes[0], panels):
         _bars(ax, t, list(t.case), "case", quantity, colours, _sources(t, quantity))
         for tick in ax.get_xticklabels():
             tick.set(rotation=50, ha="right", rotation_mode="anchor")
-        ax.set(ylabel=label.split(" (")[0], title=label)
+        ax.set(ylabel=unit, title=label)
     axes[0][2].set_yscale("log")
     _legend(fig, _handles(bars=["published", "predicted"]))
     return fig
