@@ -14,8 +14,8 @@ This module stays free of heavy imports so that `suite --help` stays fast.
 
 from suite.errors import UserError
 
-NAMES = ("pico-fig8", "pico-fig9", "pico-fig12", "pico-table1", "pico-table2", "pico-fig10b",
-         "deepthings-fig13", "halp", "modnn")  # fmt: skip
+NAMES = ("pico-fig8", "pico-fig9", "pico-fig12", "pico-table1", "pico-table2", "pico-fig10a", "pico-fig10b",
+         "pico-fig11", "aofl", "deepthings-fig13", "memory-comm", "halp", "modnn")  # fmt: skip
 
 
 def select(names: list[str]) -> list[str]:

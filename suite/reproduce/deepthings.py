@@ -15,7 +15,7 @@ from itertools import takewhile
 
 import pandas as pd
 
-from suite.baselines import Figure
+from suite.baselines import Figure, load_baselines
 from suite.reproduce.common import (
     Comparison,
     Outcome,
@@ -181,3 +181,69 @@ def _with_published(table: pd.DataFrame, baseline: Figure) -> pd.DataFrame:
         table = table.merge(points.rename(columns={"value": f"published_{quantity}"}),
                             on=["scheme", "grid", "devices"], how="left")  # fmt: skip
     return table
+
+
+def _memory_mb(p) -> float:
+    """Megabytes the most loaded non-hub device holds (every device when the plan has no other)."""
+    held = footprint(p, graph(MODEL))
+    return max(size for device, size in held.items() if device != p.hub or len(held) == 1) / MB
+
+
+def memory_and_comm(baseline: Figure) -> Outcome:
+    """Memory per device and communication per frame of every scheme on DeepThings' fleet, beside
+    DeepThings' numbers (its MoDNN and FTP; its memory reductions and megabytes from Fig. 13's
+    baselines, its bound on FTP's memory per device from this figure's)."""
+    require_models(MODEL)
+    cases = [("modnn", "", n, plan(MODEL, "modnn", fleet_of(n))) for n in (4, COMM_AT)]
+    cases += [(s, f"{g}x{g}", COMM_AT, _ftp(COMM_AT, (g, g), s)) for s in FTP for g in (3, 4, 5)]
+    cases += [(s, "", COMM_AT, plan(MODEL, s, fleet_of(COMM_AT))) for s in ("ofl", "pico")]
+    single = plan(MODEL, "single", fleet_of(1))
+    table = pd.DataFrame([{"scheme": s, "grid": grid, "devices": n,
+                           "predicted_memory_per_device_mb": _memory_mb(p),
+                           "predicted_memory_reduction_pct": _memory_reduction(p, single),
+                           "predicted_comm_mb": bytes_per_frame(p) / MB,
+                           "predicted_latency_s": p.predicted.latency_s}
+                          for s, grid, n, p in cases])  # fmt: skip
+    fig13 = load_baselines()["deepthings-fig13"]
+    table = _with_published(table, fig13).drop(columns=["published_latency_s", "published_work_ratio",
+                                                        "published_executed_work_ratio"])  # fmt: skip
+    keys = ["scheme", "grid", "devices"]
+    bound = baseline.table().rename(columns={"value": "published_memory_per_device_mb",
+                                             "bound": "published_memory_per_device_mb_bound"})  # fmt: skip
+    bound = bound[[*keys, "published_memory_per_device_mb", "published_memory_per_device_mb_bound"]]
+    bound = pd.concat([bound, bound.assign(scheme=FTP[1])])  # the paper's FTP beside both variants
+    table = table.merge(bound, on=keys, how="left")
+    one = max(footprint(single, graph(MODEL)).values()) / MB
+    at = table.set_index(keys)
+    ftp5, modnn6 = at.loc[("deepthings-reuse", "5x5", COMM_AT)], at.loc[("modnn", "", COMM_AT)]
+    headline = (f"At {COMM_AT} devices, predicted: FTP 5x5 with reuse holds "
+                f"{ftp5.predicted_memory_per_device_mb:.0f} MB per device (paper: < "
+                f"{ftp5.published_memory_per_device_mb:.0f} MB; one device {one:.0f} MB) and moves "
+                f"{ftp5.predicted_comm_mb:.1f} MB a frame (paper {ftp5.published_comm_mb:.1f} MB); MoDNN "
+                f"moves {modnn6.predicted_comm_mb:.0f} MB (paper {modnn6.published_comm_mb:.1f} MB), PICO "
+                f"{at.loc[('pico', '', COMM_AT), 'predicted_comm_mb']:.1f} MB, OFL "
+                f"{at.loc[('ofl', '', COMM_AT), 'predicted_comm_mb']:.1f} MB.")  # fmt: skip
+    maps = sum(node.act_bytes for node in graph(MODEL).nodes.values()) / MB
+    reduction = at.loc[("deepthings", "5x5", COMM_AT), "published_memory_reduction_pct"]
+    implied = ftp5.published_memory_per_device_mb / (1 - reduction / 100)
+    memory = ("Memory: we count weights and one float32 buffer per layer output, as Darknet allocates them; "
+              f"the 16 layers' output maps alone are {maps:.0f} MB at 608x608, so one device holds "
+              f"{one:.0f} MB. DeepThings' bound and reduction for FTP 5x5 imply about {implied:.0f} MB on "
+              "one device: its count cannot include every layer's output map, so our megabytes per device "
+              "are larger, and our reductions differ with what the two counts leave out.")
+    comm = ("Communication: we count float32 input tiles out and output tiles back (and, with reuse, the "
+            "bands through the gateway); we believe DeepThings' megabytes also count work-stealing requests "
+            "and message headers, and its MoDNN exchanged far less than every map (see deepthings-fig13).")
+    return Outcome(
+        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; text and abstract",
+        setup=(f"`yolov2_16` on `deepthings-pi3-{{4,{COMM_AT}}}`: MoDNN, FTP 3x3 / 4x4 / 5x5 with all 16 "
+               "layers fused, without and with data reuse, and our OFL and PICO, each planned as in "
+               "deepthings-fig13. Memory per device: bytes the most loaded non-hub device holds when every "
+               "layer's output has its own buffer (as in Darknet); reduction: against one device running "
+               "everything. Communication: bytes sent per frame. All from the plans (predicted); DeepThings "
+               "measured."),
+        table=table, keys=tuple(keys),
+        comparisons=(Comparison("memory_per_device_mb"), Comparison("memory_reduction_pct"),
+                     Comparison("comm_mb")),
+        headline=headline, causes={s: f"{memory} {comm}" for s in ("modnn", *FTP)},
+        findings=tuple(baseline.notes))

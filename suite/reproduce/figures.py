@@ -15,7 +15,7 @@ from matplotlib.figure import Figure as Plot
 
 from suite.baselines import Figure, load_baselines
 from suite.errors import UserError
-from suite.reproduce import NAMES, deepthings, halp, modnn, pico, plots, report, select
+from suite.reproduce import NAMES, aofl, deepthings, halp, modnn, pico, plots, report, select
 from suite.reproduce.common import Outcome, Skipped
 
 
@@ -31,8 +31,12 @@ FIGURES: dict[str, Spec] = {
     "pico-fig12": Spec(pico.speedups, plots.speedups),
     "pico-table1": Spec(pico.heterogeneous, plots.heterogeneous),
     "pico-table2": Spec(pico.planning, plots.planning),
+    "pico-fig10a": Spec(lambda b: pico.load_curves(b, "vgg16"), plots.load_curves),
     "pico-fig10b": Spec(pico.poisson_load, plots.poisson_load),
+    "pico-fig11": Spec(lambda b: pico.load_curves(b, "yolov2"), plots.load_curves),
+    "aofl": Spec(aofl.latency, plots.aofl),
     "deepthings-fig13": Spec(deepthings.latency, plots.deepthings),
+    "memory-comm": Spec(deepthings.memory_and_comm, plots.memory_comm),
     "halp": Spec(halp.speedup_and_reliability, plots.halp),
     "modnn": Spec(modnn.speedups, plots.modnn),
 }
@@ -76,13 +80,14 @@ def with_lab(outcome: Outcome, measured, progress: Callable[[str], None]) -> Out
     speedup = pico.loc[1, "measured_period_s"] / pico.loc[8, "measured_period_s"]
     predicted = table[(table.scheme == "pico") & (table.clock_mhz == 1000)].set_index("devices")
     predicted_speedup = predicted.loc[1, "predicted_period_s"] / predicted.loc[8, "predicted_period_s"]
+    paper_speedup = predicted.loc[1, "published_period_s"] / predicted.loc[8, "published_period_s"]
     findings = [f"Measured in the emulated lab (time dilated x{pico.loc[8, 'lab_dilation']:g} on 8 devices; "
                 f"real-time figures): PICO's throughput speedup on 8 Pis at 1 GHz is {speedup:.2f}x "
-                f"(predicted {predicted_speedup:.2f}x; the paper reports about 4.7x), LW's "
+                f"(predicted {predicted_speedup:.2f}x; the paper's Fig. 8a {paper_speedup:.2f}x), LW's "
                 f"{lw.loc[1, 'measured_period_s'] / lw.loc[8, 'measured_period_s']:.2f}x. Every frame was "
                 "bit-exact."]  # fmt: skip
     short = pico.loc[8, "measured_period_s"] > 1.15 * predicted.loc[8, "predicted_period_s"]
-    if short or speedup < 4.7:
+    if short or speedup < paper_speedup:
         row = pico.loc[8]
         split = "; ".join(f"{d} computes {c:.2f} s, sends {s:.2f} s, receives {r:.2f} s, idles {i:.2f} s"
                           for d, c, s, r, i in zip(row.lab_devices, row.lab_compute_s, row.lab_send_s,

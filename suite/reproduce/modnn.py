@@ -1,4 +1,4 @@
-"""MoDNN (DATE 2017; abstract only): speedup on 2-4 devices against the abstract's 2.17-4.28x.
+"""MoDNN (DATE 2017; abstract only): speedup on 2-4 devices against the abstract's range.
 
 The abstract names neither the phones' speed nor the link, so we show our MoDNN on two Pi 4B fleets
 of the same 50 Mbps shared WiFi: one-core Pi 4B at PICO's LibTorch speed (`pico-libtorch-1000mhz-N`)
@@ -45,7 +45,7 @@ def speedups(baseline: Figure) -> Outcome:
                        "layer's map gathered at the owner and scattered again over the shared 50 Mbps "
                        "link). A speedup in the paper's range needs transfers that are small against "
                        "compute: a much faster link, or devices much slower per frame than these. The "
-                       "abstract gives neither. The top of its range, 4.28x on at most 4 devices, is more "
+                       f"abstract gives neither. The top of its range, {high}x on at most 4 devices, is more "
                        "than linear, which no split of compute alone gives; we believe the phones' "
                        "single-device run was slowed by something the split relieves (memory pressure), "
                        "which our model has no term for.")

@@ -13,6 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, ScalarFormatter
 
 from suite.reproduce.common import CLOCKS_MHZ, Outcome
 
@@ -300,7 +301,7 @@ def halp(outcome: Outcome) -> Figure:
 
 
 def modnn(outcome: Outcome) -> Figure:
-    """Speedup vs devices per fleet family, the abstract's 2.17-4.28x on 2-4 devices shaded."""
+    """Speedup vs devices per fleet family, the abstract's range on 2-4 devices shaded."""
     t = outcome.table
     fig, axes = _figure(outcome, 1, 1, figsize=(11, 6))
     ax = axes[0][0]
@@ -317,4 +318,83 @@ def modnn(outcome: Outcome) -> Figure:
            title="VGG-16, 50 Mbps shared WiFi")  # fmt: skip
     handles, _ = ax.get_legend_handles_labels()
     _legend(fig, handles + _handles(lines=["predicted", "simulated"]))
+    return fig
+
+
+def load_curves(outcome: Outcome) -> Figure:
+    """Fig. 10a / 11: mean latency vs offered load per scheme (log axis; M/D/1 stops at a scheme's own
+    capacity), and each scheme's capacity as a share of the paper's EFL capacity."""
+    t = outcome.table
+    fig, axes = _figure(outcome, 1, 2, figsize=(15, 5.8), gridspec_kw={"width_ratios": [3, 2]})
+    ax = axes[0][0]
+    curves = t.dropna(subset=["offered_load_pct"]).replace(np.inf, np.nan)
+    schemes = list(dict.fromkeys(curves.scheme))
+    colours = {s: SCHEME_COLOUR[s] for s in schemes}
+    for scheme in schemes:
+        _lines(ax, curves[curves.scheme == scheme], "offered_load_pct", "latency_s", colours[scheme])
+    ax.axvline(100, color="0.5", lw=1, ls="-.")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.set(xlabel="offered load (% of the paper's EFL capacity)", ylabel="mean latency (s, log)",
+           title="mean latency under Poisson arrivals")  # fmt: skip
+    ax = axes[0][1]
+    capacities = t[t.offered_load_pct.isna()]
+    sources = _sources(capacities, "capacity_pct")
+    _bars(ax, capacities, schemes, "scheme", "capacity_pct", colours, sources)
+    ax.axhline(100, color="0.5", lw=1, ls="-.")
+    ax.set(ylabel="capacity (% of the paper's EFL capacity)", title="load at which the queue diverges")
+    _legend(fig, _handles(colours, _sources(curves, "latency_s"), sources))
+    return fig
+
+
+def aofl(outcome: Outcome) -> Figure:
+    """AOFL Fig. 9: time per image vs devices per clock (top); OFL's speedup against the text's
+    ranges (bottom)."""
+    t = outcome.table
+    clocks = list(dict.fromkeys(t.clock_mhz))
+    fig, axes = _figure(outcome, 2, len(clocks), figsize=(16, 9.5), gridspec_kw={"height_ratios": [3, 2]})
+    schemes = list(dict.fromkeys(t.scheme))
+    colours = {s: SCHEME_COLOUR[s] for s in schemes}
+    for ax, clock in zip(axes[0], clocks):
+        for scheme in schemes:
+            rows = t[(t.scheme == scheme) & (t.clock_mhz == clock)]
+            _lines(ax, rows, "devices", "latency_s", colours[scheme])
+        ax.set(title=f"time per image, {clock} MHz", xlabel="devices", ylabel="time per image (s)",
+               ylim=(0, None), xticks=range(1, 9))  # fmt: skip
+    for ax, clock in zip(axes[1], clocks):
+        ofl = t[(t.scheme == "ofl") & (t.clock_mhz == clock)].dropna(subset=["published_speedup_low"])
+        ax.fill_between(ofl.devices, ofl.published_speedup_low, ofl.published_speedup_high, step="mid",
+                        color="0.85", label="paper's range (text)")  # fmt: skip
+        data = t[(t.scheme == "ofl") & (t.clock_mhz == clock)]
+        ax.plot(data.devices, data.predicted_speedup, color=colours["ofl"], **SOURCES["predicted"])
+        published = data.dropna(subset=["published_latency_s"])
+        ax.plot(published.devices, published.published_latency_s.iloc[0] / published.published_latency_s,
+                color=colours["ofl"], **SOURCES["published"])  # fmt: skip
+        ax.set(title=f"OFL speedup over one device, {clock} MHz", xlabel="devices", ylabel="speedup (x)",
+               xticks=range(1, 9), ylim=(0, None))  # fmt: skip
+    handles = _handles(colours, _sources(t, "latency_s"))
+    handles.append(Patch(color="0.85", label="paper's OFL speedup range (text)"))
+    _legend(fig, handles)
+    return fig
+
+
+def memory_comm(outcome: Outcome) -> Figure:
+    """Memory per device, its reduction against one device, and communication per frame, per scheme."""
+    t = outcome.table.copy()
+    t["case"] = [NAMES.get(s, s) if not g else f"FTP {g}" + (" + reuse" if s == "deepthings-reuse" else "")
+                 for s, g in zip(t.scheme, t.grid)]  # fmt: skip
+    t["case"] = [f"{c}, {n} dev" for c, n in zip(t.case, t.devices)]
+    fig, axes = _figure(outcome, 1, 3, figsize=(18, 6.5))
+    colours = {c: PALETTE[5] if s == "ofl" else SCHEME_COLOUR[s] for c, s in zip(t.case, t.scheme)}
+    panels = (("memory_per_device_mb", "memory per device (the paper's is a bound, <)", "MB"),
+              ("memory_reduction_pct", "memory per device, less than one device", "%"),
+              ("comm_mb", "communication per frame", "MB, log"))  # fmt: skip
+    for ax, (quantity, label, unit) in zip(axes[0], panels):
+        _bars(ax, t, list(t.case), "case", quantity, colours, _sources(t, quantity))
+        for tick in ax.get_xticklabels():
+            tick.set(rotation=50, ha="right", rotation_mode="anchor")
+        ax.set(ylabel=unit, title=label)
+    axes[0][2].set_yscale("log")
+    _legend(fig, _handles(bars=["published", "predicted"]))
     return fig

@@ -16,7 +16,8 @@ from suite.baselines import Figure
 from suite.reproduce.common import OFF, Comparison, Outcome
 
 KEY_FORMAT = {"clock_mhz": "{} MHz", "devices": "{} dev", "layers": "{} pieces",
-              "tasks_per_batch": "{} task(s)", "grid": "grid {}"}  # fmt: skip
+              "tasks_per_batch": "{} task(s)", "grid": "grid {}", "offered_load_pct": "{}% load",
+              "bandwidth_mbps": "{} Mbps"}  # fmt: skip
 NAMES = {"lw": "LW", "efl": "EFL", "ofl": "OFL", "pico": "PICO", "modnn": "MoDNN", "deepthings": "FTP",
          "deepthings-reuse": "FTP with reuse", "halp": "HALP"}
 
@@ -90,6 +91,14 @@ def _ratio(row: pd.Series, c: Comparison, ranged: bool, ours: float) -> tuple[st
     return f"{ratio:.2f}", abs(ratio - 1) > OFF
 
 
+def median_error(points: pd.DataFrame) -> tuple[float, int]:
+    """The median |ours / published - 1| over a figure's compared points, and how many: a point inside
+    a published range counts 0, one beyond it counts from the nearer end; bounds have no ratio."""
+    errors = [0.0 if r == "in range" else abs(float(r) - 1) for r in points.get("ratio", [])
+              if r == "in range" or r.replace(".", "", 1).isdigit()]  # fmt: skip
+    return (float(pd.Series(errors).median()) if errors else math.nan), len(errors)
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -105,6 +114,9 @@ def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     parts = [f"## {outcome.name}: {outcome.title}", "",
              f"*Source:* {outcome.source}.", "", f"*Setup:* {outcome.setup}", "",
              f"**{outcome.headline}**", ""]  # fmt: skip
+    error, counted = median_error(points)
+    if counted:
+        parts += [f"Median |ours / published - 1| over the {counted} points with a ratio: {error:.0%}.", ""]
     parts += [f"{finding}\n" for finding in outcome.findings]
     parts += [f"![{outcome.name}]({outcome.name}.png)", "",
               f"Every published point beside ours (`{outcome.name}.csv` holds every point we computed):", "",
