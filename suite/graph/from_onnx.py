@@ -31,15 +31,8 @@ import torch
 import torch.nn.functional as F
 from onnx import external_data_helper, helper, numpy_helper
 
-from suite.graph import movement, resampling
-from suite.graph.importing import (
-    BROADCASTING,
-    VARYING_CONSTANT,
-    GraphImportError,
-    Importer,
-    scale_inputs,
-    spatially_uniform,
-)
+from suite.graph import importing, movement, resampling
+from suite.graph.importing import GraphImportError, Importer
 from suite.graph.ir import Graph, Node, Window
 
 _POINTWISE: dict[str, Callable[..., torch.Tensor] | None] = {
@@ -160,18 +153,18 @@ def _binary(node: onnx.NodeProto, params: dict[str, torch.Tensor], data: list[st
         if op in ("Add", "Mul"):
             return op.lower(), {}
         return "elementwise", {"fn": f}
-    scaled = scale_inputs(data, in_shapes, shape) if op == "Mul" else None
+    scaled = importing.scale_inputs(data, in_shapes, shape) if op == "Mul" else None
     if scaled is not None:
         return "scale", {"inputs": scaled}
     if len(data) == 1 and len(node.input) == 2:
         const = params[next(i for i in node.input if i in params)]
-        if not spatially_uniform(const):
-            return "opaque", {"reason": f"ONNX {op} with {VARYING_CONSTANT}"}
+        if not importing.spatially_uniform(const):
+            return "opaque", {"reason": f"ONNX {op} with {importing.VARYING_CONSTANT}"}
         unary = const.numel() == 1
         if node.input[0] in params:  # const - x, const / x
             return "elementwise", {"fn": lambda x: f(const, x), "unary": unary}
         return "elementwise", {"fn": lambda x: f(x, const), "unary": unary}
-    return "opaque", {"reason": f"ONNX {op} {BROADCASTING}"}
+    return "opaque", {"reason": f"ONNX {op} {importing.BROADCASTING}"}
 
 
 def _pad(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], rank: int) -> tuple[str, dict]:

@@ -21,15 +21,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from suite.graph import movement, resampling
-from suite.graph.importing import (
-    BROADCASTING,
-    VARYING_CONSTANT,
-    GraphImportError,
-    Importer,
-    scale_inputs,
-    spatially_uniform,
-)
+from suite.graph import importing, movement, resampling
+from suite.graph.importing import GraphImportError, Importer
 from suite.graph.ir import Graph, Node, Window
 
 # Modules and functions whose output at a position depends only on the input at that position.
@@ -405,7 +398,7 @@ class _ShapeRecorder(fx.Interpreter):
 def _spatially_uniform(fx_node: fx.Node) -> bool:
     """True when no constant tensor the node reads varies along rows or columns."""
     constants = (a.meta.get("constant") for a in fx_node.all_input_nodes)
-    return all(spatially_uniform(c) for c in constants if isinstance(c, torch.Tensor))
+    return all(importing.spatially_uniform(c) for c in constants if isinstance(c, torch.Tensor))
 
 
 def _is_channel_norm(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
@@ -523,17 +516,17 @@ class _Builder(Importer):
         if op in ("add", "mul", "concat") and len(inputs) < 2:
             op, attrs = "elementwise", {}  # x + constant: pointwise in x
         if op in ("add", "mul", "elementwise") and any(s != shape for s in in_shapes):
-            scaled = scale_inputs(inputs, in_shapes, shape) if op == "mul" else None
+            scaled = importing.scale_inputs(inputs, in_shapes, shape) if op == "mul" else None
             if scaled is not None:
                 op, attrs, inputs = "scale", {}, scaled
             else:
-                op, attrs = "opaque", {"reason": BROADCASTING}
+                op, attrs = "opaque", {"reason": importing.BROADCASTING}
         if op == "resize":
             op, attrs = _resize(*attrs["interpolate"], in_shapes[0], shape)
         if op == "adaptive_avgpool" and len(in_shapes[0]) != 4:
             op, attrs = "opaque", {"reason": f"a mean over the last axes of a {len(in_shapes[0])}-D tensor"}
         if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
-            op, attrs = "opaque", {"reason": VARYING_CONSTANT}
+            op, attrs = "opaque", {"reason": importing.VARYING_CONSTANT}
         if op == "elementwise" and len(inputs) == 1 and _reads_no_tensor(fx_node):
             attrs["unary"] = True  # each output element from its own input element alone
         if op == "avgpool":
