@@ -18,7 +18,7 @@ one its last output row's falls before (`suite.graph.resampling`), on the whole 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from suite.errors import UserError
 from suite.graph import Graph, Node
 
 T = TypeVar("T")  # a tensor, or anything indexed like one
+P = TypeVar("P")  # a part of a tensor the receptive-field walk needs: a box, or a range along one axis
 
 
 class RegionError(UserError):
@@ -283,7 +284,29 @@ def plan_ranges(graph: Graph, nodes: Sequence[str], requested: Mapping[str, tupl
     """
     arrays = any(isinstance(b, np.ndarray) for span in requested.values() for b in span)
     lo, hi = (np.minimum, np.maximum) if arrays else (min, max)
+
+    def reads(node: Node, span: tuple[Bound, Bound]) -> list[tuple[Bound, Bound]]:
+        start, stop = span
+        if (stop <= start).any() if arrays else stop <= start:
+            what = "rows" if axis == 0 else "columns"
+            raise RegionError(f"node '{node.name}' would compute an empty region ({what} {start}-{stop})")
+        first, last = _reads_along(graph, node, axis, start, stop, lo, hi)
+        # a scale's per-channel vector is read whole
+        return [(0, graph[src].shape[2 + axis]) if node.op == "scale" and k == 1 else (first, last)
+                for k, src in enumerate(node.inputs)]  # fmt: skip
+
+    need = _walk_back(graph, nodes, requested, reads, lambda a, b: (lo(a[0], b[0]), hi(a[1], b[1])))
     in_segment = set(nodes)
+    return {n: need[n] for n in need if n in in_segment or n not in requested}
+
+
+def _walk_back(graph: Graph, nodes: Sequence[str], requested: Mapping[str, P],
+               reads: Callable[[Node, P], Sequence[P]], hull: Callable[[P, P], P]) -> dict[str, P]:
+    """The one backward walk of the receptive-field math: from the parts `requested` of a segment's
+    outputs, each node of `nodes` (spatial, in topological order) that they depend on, last first.
+    `reads(node, part)` gives the part of each of its inputs the node reads to produce `part` of
+    its own; a tensor read by several nodes is needed as the `hull` of their reads. Returns the
+    part needed of every node reached, and of every tensor from outside the segment read."""
     need = dict(requested)
     for name in reversed(nodes):
         if name not in need:
@@ -291,17 +314,9 @@ def plan_ranges(graph: Graph, nodes: Sequence[str], requested: Mapping[str, tupl
         node = graph[name]
         if not node.spatial:
             raise RegionError(f"node '{name}' ({node.op}) mixes the whole map and cannot be tiled")
-        start, stop = need[name]
-        if (stop <= start).any() if arrays else stop <= start:
-            what = "rows" if axis == 0 else "columns"
-            raise RegionError(f"node '{name}' would compute an empty region ({what} {start}-{stop})")
-        first, last = _reads_along(graph, node, axis, start, stop, lo, hi)
-        for k, src in enumerate(node.inputs):
-            if node.op == "scale" and k == 1:  # its per-channel vector is read whole
-                first, last = 0, graph[src].shape[2 + axis]
-            have = need.get(src)
-            need[src] = (first, last) if have is None else (lo(have[0], first), hi(have[1], last))
-    return {n: need[n] for n in need if n in in_segment or n not in requested}
+        for src, read in zip(node.inputs, reads(node, need[name])):
+            need[src] = read if src not in need else hull(need[src], read)
+    return need
 
 
 def plan_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box]
@@ -355,27 +370,18 @@ def reuse_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Bo
     that neighbours computed (`beside[t]`: their boxes of t) instead of computing them
     (`reuse_bands`). Returns the regions it computes, and per map the bands it takes as ((index
     into beside[t], band), ...)."""
-    need = dict(requested)
     regions: dict[str, NodeRegion] = {}
     taken: dict[str, tuple] = {}
-    inside = set(nodes)
-    for name in reversed(nodes):
-        if name not in need:
-            continue
-        node = graph[name]
-        if not node.spatial:
-            raise RegionError(f"node '{name}' ({node.op}) mixes the whole map and cannot be tiled")
-        out = need[name]
+
+    def reads(node: Node, out: Box) -> list[Part]:
         if out.height <= 0 or out.width <= 0:
-            raise RegionError(f"node '{name}' would compute an empty region ({out})")
-        if name in beside:
-            out, taken[name] = reuse_bands(out, beside[name])
-        regions[name] = node_region(graph, node, out)
-        for src, read in zip(node.inputs, regions[name].reads):
-            if src in inside and isinstance(read, Box):
-                need[src] = read if src not in need else need[src].hull(read)
-            elif src in inside:
-                need[src] = full_box(graph[src])
+            raise RegionError(f"node '{node.name}' would compute an empty region ({out})")
+        if node.name in beside:
+            out, taken[node.name] = reuse_bands(out, beside[node.name])
+        regions[node.name] = node_region(graph, node, out)
+        return [as_part(read, graph[src]) for src, read in zip(node.inputs, regions[node.name].reads)]
+
+    _walk_back(graph, nodes, requested, reads, Box.hull)
     return {n: regions[n] for n in nodes if n in regions}, taken
 
 

@@ -11,6 +11,7 @@ imports it), else to the package itself, as the import resolves.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -132,3 +133,78 @@ def test_the_data_flows_from_the_core_through_the_runtime_to_its_drivers(graph):
             wrong.append(f"{a} imports {b} ({data['line']})")
     against = "\n".join(sorted(wrong))
     assert not wrong, f"imports against the data flow (core -> runtime -> drivers):\n{against}"
+
+
+# a string (its comment signs are text) or a comment, for cutting comments out of source
+_STRING_OR_COMMENT = re.compile(r'"""(?:\\.|[^\\])*?"""|\'\'\'(?:\\.|[^\\])*?\'\'\'|"(?:\\.|[^"\\\n])*"'
+                                r"|'(?:\\.|[^'\\\n])*'|#[^\n]*", re.DOTALL)  # fmt: skip
+
+
+def code_lines(source: str) -> list[tuple[int, str]]:
+    """(line number, text) of each line that holds code: comments cut off, white space folded; blank
+    lines and import statements (not code one could share) left out."""
+    code = _STRING_OR_COMMENT.sub(lambda m: "" if m.group().startswith("#") else m.group(), source)
+    lines, in_import = [], False
+    for number, line in enumerate(code.splitlines(), start=1):
+        text = " ".join(line.split())
+        if not in_import and re.match(r"(import|from \S+ import) ", text):
+            in_import = True
+        if text and not in_import:
+            lines.append((number, text))
+        if in_import and not text.endswith(("(", ",", "\\")):
+            in_import = False
+    return lines
+
+
+def repeated_blocks(root: Path = SUITE, length: int = 6, skip: tuple[str, ...] = ("models",)) -> list[str]:
+    """Each block of `length` or more code lines (`code_lines`) that stands in two places of the
+    Python files under `root` (its folders `skip` left out), as `a.py:10 ~ b.py:40 (7 lines): its
+    first line`."""
+    places: dict[tuple[str, ...], list[tuple[str, int, int]]] = {}  # block -> (file, index, line)
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in skip:
+            continue
+        name = str(path.relative_to(root.parent))
+        lines = code_lines(path.read_text(encoding="utf-8"))
+        for k in range(len(lines) - length + 1):
+            block = tuple(text for _, text in lines[k:k + length])
+            places.setdefault(block, []).append((name, k, lines[k][0]))
+    # the windows two places share, by the two files and how far apart they stand in them
+    shared: dict[tuple[str, str, int], list[tuple[int, int, int, str]]] = {}
+    for block, where in places.items():
+        for (a, i, line_a), (b, j, line_b) in zip(where, where[1:]):
+            shared.setdefault((a, b, i - j), []).append((i, line_a, line_b, block[0]))
+    found = []
+    for (a, b, _), windows in shared.items():
+        windows.sort()
+        first = 0
+        for k in range(1, len(windows) + 1):  # windows one line apart make one block
+            if k == len(windows) or windows[k][0] != windows[k - 1][0] + 1:
+                _, line_a, line_b, text = windows[first]
+                found.append(f"{a}:{line_a} ~ {b}:{line_b} ({k - first + length - 1} lines): {text}")
+                first = k
+    return sorted(found)
+
+
+def test_the_repeat_check_finds_a_block_written_twice(tmp_path):
+    package = tmp_path / "suite"
+    (package / "models").mkdir(parents=True)
+    steps = [f"    total += {k}  # step {k}\n" for k in range(7)]
+    (package / "a.py").write_text("def f(total):\n" + "".join(steps) + "    return total\n")
+    # the same steps, with other comments and spacing, a blank line and a comment line between
+    respaced = "".join(s.replace("  #", "#") for s in steps[3:])
+    (package / "b.py").write_text("def g(total):\n    # the same sum\n" + "".join(steps[:3]) + "\n"
+                                  + respaced + "    return 0\n")  # fmt: skip
+    # six lines alike but for the text after a comment sign in a string: no repeat
+    (package / "c.py").write_text("def h(total):\n" + "".join(steps[:5]) + "    return '#1'\n")
+    (package / "d.py").write_text("def d(total):\n" + "".join(steps[:5]) + "    return '#2'\n")
+    imports = "from x import (\n" + "".join(f"    n{k},\n" for k in range(6)) + ")\n"
+    (package / "e.py").write_text(imports)
+    (package / "f.py").write_text(imports)
+    (package / "models" / "zoo.py").write_text("def z(total):\n" + "".join(steps))
+    assert repeated_blocks(package) == ["suite/a.py:2 ~ suite/b.py:3 (7 lines): total += 0"]
+
+
+def test_no_block_of_six_lines_is_written_twice():
+    found = repeated_blocks()
+    assert not found, "blocks written twice in suite/ (share them):\n" + "\n".join(found)

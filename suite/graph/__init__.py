@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from suite.graph.from_torch import GraphImportError, from_torch
+from suite.graph.from_torch import from_torch
+from suite.graph.importing import GraphImportError
 from suite.graph.ir import BROADCAST, MERGE, MIXING, POINTWISE, SPATIAL, WINDOWED, Graph, Node, Window
 
 if TYPE_CHECKING:

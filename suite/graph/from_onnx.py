@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from onnx import external_data_helper, helper, numpy_helper
 
-from suite.graph import movement, resampling
-from suite.graph.from_torch import GraphImportError
-from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
+from suite.graph import importing, movement, resampling
+from suite.graph.importing import GraphImportError, Importer
+from suite.graph.ir import Graph, Node, Window
 
 _POINTWISE: dict[str, Callable[..., torch.Tensor] | None] = {
     "Sigmoid": torch.sigmoid,
@@ -144,12 +144,6 @@ def _pointwise_fn(op_type: str, a: dict) -> Callable[..., torch.Tensor] | None:
     return _POINTWISE.get(op_type)
 
 
-def _spatially_uniform(const: torch.Tensor) -> bool:
-    """True when a constant broadcast against an NCHW map does not vary along rows or columns."""
-    padded = (1,) * max(4 - const.dim(), 0) + tuple(const.shape)
-    return padded[-2:] == (1, 1)
-
-
 def _binary(node: onnx.NodeProto, params: dict[str, torch.Tensor], data: list[str],
             in_shapes: list[tuple[int, ...]], shape: tuple[int, ...]) -> tuple[str, dict]:  # fmt: skip
     """Add, Sub, Mul or Div: a merge of equal maps, a map scaled by a channel vector (`scale`), or
@@ -159,19 +153,18 @@ def _binary(node: onnx.NodeProto, params: dict[str, torch.Tensor], data: list[st
         if op in ("Add", "Mul"):
             return op.lower(), {}
         return "elementwise", {"fn": f}
-    if len(data) == 2 and op == "Mul" and shape in in_shapes:
-        map_at = in_shapes.index(shape)
-        if is_channel_vector(in_shapes[1 - map_at], shape):
-            return "scale", {"inputs": (data[map_at], data[1 - map_at])}
+    scaled = importing.scale_inputs(data, in_shapes, shape) if op == "Mul" else None
+    if scaled is not None:
+        return "scale", {"inputs": scaled}
     if len(data) == 1 and len(node.input) == 2:
         const = params[next(i for i in node.input if i in params)]
-        if not _spatially_uniform(const):
-            return "opaque", {"reason": f"ONNX {op} with a constant that varies along rows or columns"}
+        if not importing.spatially_uniform(const):
+            return "opaque", {"reason": f"ONNX {op} with {importing.VARYING_CONSTANT}"}
         unary = const.numel() == 1
         if node.input[0] in params:  # const - x, const / x
             return "elementwise", {"fn": lambda x: f(const, x), "unary": unary}
         return "elementwise", {"fn": lambda x: f(x, const), "unary": unary}
-    return "opaque", {"reason": f"ONNX {op} broadcasting between different shapes"}
+    return "opaque", {"reason": f"ONNX {op} {importing.BROADCASTING}"}
 
 
 def _pad(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor], rank: int) -> tuple[str, dict]:
@@ -314,21 +307,21 @@ def _evaluate(proto: onnx.NodeProto, values: dict[str, np.ndarray], model: onnx.
                                ) from exc  # fmt: skip
 
 
-class _Importer:
+class _Importer(Importer):
     """Turns ONNX nodes into IR nodes, in graph order: constants are folded, data movement is traced
-    on indices and becomes nodes only where something else reads it."""
+    on indices and becomes nodes only where something else reads it. A chain keeps, after its root
+    and indices, its last ONNX node and that node's input."""
 
     def __init__(self, model: onnx.ModelProto, inferred: onnx.GraphProto, name: str, input_name: str):
         """`inferred`: the graph with ONNX's inferred shapes (of the model's skeleton)."""
+        super().__init__()
         self.model, self.name = model, name
         self.types = {v.name: v.type for v in [*inferred.value_info, *inferred.output, *inferred.input]}
         self.shapes = {n: tuple(d.dim_value for d in t.tensor_type.shape.dim) for n, t in self.types.items()}
         self.params = {i.name: _initializer(i) for i in model.graph.initializer}
         self.opset = _opset(model, "")
         self.corrected: set[str] = set()  # tensors whose shape differs from ONNX's inference
-        self.nodes: dict[str, Node] = {input_name: Node(input_name, "input", (), self.shapes[input_name])}
-        # tensor -> (root IR node, indices traced after each op since the root, its node, its input)
-        self.moved: dict[str, tuple[str, tuple, onnx.NodeProto, str]] = {}
+        self.nodes[input_name] = Node(input_name, "input", (), self.shapes[input_name])
 
     def add(self, proto: onnx.NodeProto) -> None:
         data = [i for i in proto.input if i and i not in self.params]
@@ -363,12 +356,10 @@ class _Importer:
         return self.nodes[tensor].shape if tensor in self.nodes else self.shapes[tensor]
 
     def _trace(self, proto: onnx.NodeProto, src: str) -> bool:
-        if src in self.moved:
-            root, history = self.moved[src][:2]
-        elif src in self.nodes:
-            root, history = src, (movement.root_indices(self.nodes[src].shape),)
-        else:
+        chain = self.chain_from(src)
+        if chain is None:
             return False
+        root, history = chain
         values = {i: history[-1].numpy() if i == src else self.params[i].numpy() for i in proto.input if i}
         for out, traced in zip(proto.output, _evaluate(proto, values, self.model)):
             self.moved[out] = (root, (*history, torch.from_numpy(np.array(traced))), proto, src)
@@ -381,15 +372,14 @@ class _Importer:
         their equivalent; the norm's channels-last output is traced on from it, so the Transpose
         back is an identity. False for anything else."""
         a = _attrs(proto)
-        if proto.op_type != "LayerNormalization" or len(data) != 1 or data[0] not in self.moved \
-                or a.get("axis", -1) not in (-1, 3) or proto.input[0] != data[0]:  # fmt: skip
+        if proto.op_type != "LayerNormalization" or len(data) != 1 or a.get("axis", -1) not in (-1, 3) \
+                or proto.input[0] != data[0]:  # fmt: skip
             return False
-        root, history = self.moved[data[0]][:2]
-        shape = self.nodes[root].shape
-        if len(shape) != 4 or not torch.equal(history[-1], movement.channels_last(shape)):
+        root = self.channels_last_root(data[0])
+        if root is None:
             return False
-        out = proto.output[0]
-        name, channels_last, normed = f"{out}__nchw", f"{out}__nhwc_in", f"{out}__nhwc"
+        shape, out = self.nodes[root].shape, proto.output[0]
+        name, channels_last, normed = self.norm_name(out), f"{out}__nhwc_in", f"{out}__nhwc"
         weights = [self.params[i] if i else None for i in list(proto.input[1:3]) + [""]][:2]
         eps = a.get("epsilon", 1e-5)
         norm = onnx.NodeProto.FromString(proto.SerializeToString())
@@ -399,15 +389,14 @@ class _Importer:
         moved = helper.make_node("Transpose", [root], [channels_last], perm=[0, 2, 3, 1], name=channels_last)
         before = (moved, norm)
         back = helper.make_node("Transpose", [normed], [name], perm=[0, 3, 1, 2], name=name)
-        self.nodes[name] = Node(
-            name, "elementwise", (root,), shape,
+        view = helper.make_node("Transpose", [name], [out], perm=[0, 2, 3, 1], name=out)
+        self.add_channels_last_norm(
+            out, root,
+            lambda x: F.layer_norm(x.permute(0, 2, 3, 1), shape[1:2], *weights, eps).permute(0, 3, 1, 2),
+            kept=(view, name),
             attrs={"opset": self.opset, "onnx_op": "LayerNormalization",
                    "onnx_before": tuple(p.SerializeToString() for p in before)},
-            fn=lambda x: F.layer_norm(x.permute(0, 2, 3, 1), shape[1:2], *weights, eps).permute(0, 3, 1, 2),
-            onnx=(back, {i: self.params[i] for i in proto.input if i in self.params}),
-            flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
-        view = helper.make_node("Transpose", [name], [out], perm=[0, 2, 3, 1], name=out)
-        self.moved[out] = (name, (movement.root_indices(shape), movement.channels_last(shape)), view, name)
+            onnx=(back, {i: self.params[i] for i in proto.input if i in self.params}))  # fmt: skip
         return True
 
     def _settle(self, tensor: str) -> None:
@@ -433,14 +422,12 @@ class _Importer:
             self._note_shape(tensor, tuple(index.shape))
             self._add_node(proto, [src], gather=index.reshape(-1))
             return
-        for i, step in enumerate(steps):
-            out = tensor if i == len(steps) - 1 else f"{tensor}__{i}_{step.op}"
-            step_proto, consts = _movement_proto(step, root, out)
-            self._note_shape(out, step.shape)
-            self.nodes[out] = Node(out, step.op, (root,), step.shape, window=step.window,
-                                   attrs={**step.attrs, "opset": self.opset, "onnx_op": step_proto.op_type},
-                                   onnx=(step_proto, consts))  # fmt: skip
-            root = out
+        self.add_chain(tensor, root, steps)
+
+    def step_fields(self, step: movement.Step, src: str, name: str) -> dict:
+        proto, consts = _movement_proto(step, src, name)
+        self._note_shape(name, step.shape)
+        return {"attrs": {"opset": self.opset, "onnx_op": proto.op_type}, "onnx": (proto, consts)}
 
     def _note_shape(self, tensor: str, shape: tuple[int, ...]) -> None:
         if shape != self.shapes.get(tensor):
@@ -479,25 +466,12 @@ class _Importer:
                                    "fn": lambda x: x.reshape(-1)[gather].reshape(shape)}  # fmt: skip
         attrs["opset"] = self.opset
         attrs["onnx_op"] = proto.op_type
-        node_params = attrs.pop("params", {})
-        window = attrs.pop("window", None)
         fn = attrs.pop("fn", None)
         inputs = attrs.pop("inputs", tuple(data))
-        self.nodes[out] = Node(
-            name=out,
-            op=op,
-            inputs=inputs,
-            shape=shape,
-            window=window,
-            attrs=attrs,
-            params=node_params,
-            fn=fn,
-            # a copy: a NodeProto of the model would keep the whole model, weights and all, alive
-            onnx=(onnx.NodeProto.FromString(proto.SerializeToString()),
-                  {i: params[i] for i in proto.input if i in params}),
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1),
-                             resampling=attrs.get("resampling")),
-        )
+        # a copy: a NodeProto of the model would keep the whole model, weights and all, alive
+        copy = onnx.NodeProto.FromString(proto.SerializeToString())
+        consts = {i: params[i] for i in proto.input if i in params}
+        self.add_op(out, op, inputs, shape, attrs, fn=fn, onnx=(copy, consts))
 
 
 def _initializer(tensor: onnx.TensorProto) -> torch.Tensor:

@@ -21,9 +21,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from suite.errors import UserError
-from suite.graph import movement, resampling
-from suite.graph.ir import Graph, Node, Window, is_channel_vector, node_flops
+from suite.graph import importing, movement, resampling
+from suite.graph.importing import GraphImportError, Importer
+from suite.graph.ir import Graph, Node, Window
 
 # Modules and functions whose output at a position depends only on the input at that position.
 _POINTWISE_MODULES = (
@@ -53,10 +53,6 @@ _MOVEMENT_FUNCTIONS = {
     torch.pixel_unshuffle, torch.pixel_shuffle, torch.channel_shuffle, operator.getitem,
 }  # fmt: skip
 _MOVEMENT_MODULES = (nn.Flatten, nn.Unflatten, nn.PixelUnshuffle, nn.PixelShuffle, nn.ChannelShuffle)
-
-
-class GraphImportError(UserError):
-    """The model cannot be turned into an IR graph (names the node and why)."""
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -400,15 +396,9 @@ class _ShapeRecorder(fx.Interpreter):
 
 
 def _spatially_uniform(fx_node: fx.Node) -> bool:
-    """True when no constant tensor the node reads varies along rows or columns, so the node
-    computes a tile of a map as it computes the whole."""
-    for a in fx_node.all_input_nodes:
-        value = a.meta.get("constant")
-        if isinstance(value, torch.Tensor) and value.dim() >= 1:
-            padded = (1,) * max(4 - value.dim(), 0) + tuple(value.shape)
-            if padded[-2:] != (1, 1):
-                return False
-    return True
+    """True when no constant tensor the node reads varies along rows or columns."""
+    constants = (a.meta.get("constant") for a in fx_node.all_input_nodes)
+    return all(importing.spatially_uniform(c) for c in constants if isinstance(c, torch.Tensor))
 
 
 def _is_channel_norm(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
@@ -429,15 +419,14 @@ def _reads_no_tensor(fx_node: fx.Node) -> bool:
                    for a in fx_node.all_input_nodes)  # fmt: skip
 
 
-class _Builder:
+class _Builder(Importer):
     """Turns traced fx nodes into IR nodes: constants are dropped, data movement is traced on
-    indices and becomes a node only where something else reads it."""
+    indices and becomes a node only where something else reads it. A chain is keyed by the name of
+    its fx node, as IR nodes are."""
 
     def __init__(self, gm: fx.GraphModule):
+        super().__init__()
         self.gm = gm
-        self.nodes: dict[str, Node] = {}
-        # node -> (root IR node, the indices traced after each op from the root to this node)
-        self.moved: dict[fx.Node, tuple[str, tuple]] = {}
         self.input: str | None = None
         self.outputs: tuple[str, ...] = ()
 
@@ -469,14 +458,12 @@ class _Builder:
     def _trace(self, fx_node: fx.Node) -> bool:
         """Trace a data-movement node on the indices of its root; False if it cannot be."""
         (src,) = _data_inputs(fx_node)
-        if src in self.moved:
-            root, history = self.moved[src]
-        elif src.name in self.nodes:
-            root, history = src.name, (movement.root_indices(self.nodes[src.name].shape),)
-        else:
+        chain = self.chain_from(src.name)
+        if chain is None:
             return False
+        root, history = chain
         try:
-            self.moved[fx_node] = (root, (*history, _runner(self.gm, fx_node)(history[-1])))
+            self.moved[fx_node.name] = (root, (*history, _runner(self.gm, fx_node)(history[-1])))
         except Exception:  # an op that will not run on integers: it becomes a node of its own
             return False
         return True
@@ -487,24 +474,19 @@ class _Builder:
         `<node>__nchw`, and its channels-last view is traced on from there (the permute back is
         then an identity). False for anything else."""
         data = _data_inputs(fx_node)
-        if len(data) != 1 or data[0] not in self.moved or not _is_channel_norm(self.gm, fx_node):
+        root = self.channels_last_root(data[0].name) if len(data) == 1 else None
+        if root is None or not _is_channel_norm(self.gm, fx_node):
             return False
-        root, history = self.moved[data[0]]
-        shape = self.nodes[root].shape
-        if len(shape) != 4 or not torch.equal(history[-1], movement.channels_last(shape)):
-            return False
-        name, norm = f"{fx_node.name}__nchw", _runner(self.gm, fx_node)
-        self.nodes[name] = Node(name, "elementwise", (root,), shape, itemsize=self.nodes[root].itemsize,
-                                fn=lambda x: norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
-                                flops=node_flops("elementwise", shape, [shape]))  # fmt: skip
-        self.moved[fx_node] = (name, (movement.root_indices(shape), movement.channels_last(shape)))
+        norm = _runner(self.gm, fx_node)
+        nchw = lambda x: norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        self.add_channels_last_norm(fx_node.name, root, nchw, itemsize=self.nodes[root].itemsize)
         return True
 
     def _settle(self, fx_node: fx.Node) -> None:
         """Give traced data movement that something reads its IR nodes."""
-        if fx_node not in self.moved:
+        if fx_node.name not in self.moved:
             return
-        root, history = self.moved.pop(fx_node)
+        root, history = self.moved.pop(fx_node.name)
         index = history[-1]
         if not isinstance(index, torch.Tensor):
             raise GraphImportError(f"node '{fx_node.name}' does not produce a single tensor; "
@@ -518,12 +500,10 @@ class _Builder:
                 attrs={"reason": "data movement across rows and columns"},
                 fn=lambda x: x.reshape(-1)[flat].reshape(shape))  # fmt: skip
             return
-        src = root
-        for i, step in enumerate(steps):
-            name = fx_node.name if i == len(steps) - 1 else f"{fx_node.name}__{i}_{step.op}"
-            self.nodes[name] = Node(name, step.op, (src,), step.shape, window=step.window,
-                                    attrs=dict(step.attrs), itemsize=itemsize)  # fmt: skip
-            src = name
+        self.add_chain(fx_node.name, root, steps)
+
+    def step_fields(self, step: movement.Step, src: str, name: str) -> dict:
+        return {"itemsize": self.nodes[src].itemsize}
 
     def _add_node(self, fx_node: fx.Node, data: list[fx.Node]) -> None:
         if "shape" not in fx_node.meta:
@@ -536,38 +516,24 @@ class _Builder:
         if op in ("add", "mul", "concat") and len(inputs) < 2:
             op, attrs = "elementwise", {}  # x + constant: pointwise in x
         if op in ("add", "mul", "elementwise") and any(s != shape for s in in_shapes):
-            if op == "mul" and len(inputs) == 2 and shape in in_shapes and is_channel_vector(
-                    in_shapes[1 - in_shapes.index(shape)], shape):  # fmt: skip
-                op, attrs = "scale", {}  # squeeze-and-excite: the map first, its channel scales second
-                inputs = (inputs[in_shapes.index(shape)], inputs[1 - in_shapes.index(shape)])
+            scaled = importing.scale_inputs(inputs, in_shapes, shape) if op == "mul" else None
+            if scaled is not None:
+                op, attrs, inputs = "scale", {}, scaled
             else:
-                op, attrs = "opaque", {"reason": "broadcasting between different shapes"}
+                op, attrs = "opaque", {"reason": importing.BROADCASTING}
         if op == "resize":
             op, attrs = _resize(*attrs["interpolate"], in_shapes[0], shape)
         if op == "adaptive_avgpool" and len(in_shapes[0]) != 4:
             op, attrs = "opaque", {"reason": f"a mean over the last axes of a {len(in_shapes[0])}-D tensor"}
         if op in ("add", "mul", "elementwise") and not _spatially_uniform(fx_node):
-            op, attrs = "opaque", {"reason": "a constant that varies along rows or columns"}
+            op, attrs = "opaque", {"reason": importing.VARYING_CONSTANT}
         if op == "elementwise" and len(inputs) == 1 and _reads_no_tensor(fx_node):
             attrs["unary"] = True  # each output element from its own input element alone
-        params = attrs.pop("params", {})
-        window = attrs.pop("window", None)
         if op == "avgpool":
             attrs["in_hw"] = in_shapes[0][2:]
-        in_shapes = [self.nodes[i].shape for i in inputs]
-        self.nodes[fx_node.name] = Node(
-            name=fx_node.name,
-            op=op,
-            inputs=inputs,
-            shape=shape,
-            window=window,
-            attrs=attrs,
-            params={k: v.detach() for k, v in params.items()},
-            fn=_runner(self.gm, fx_node) if op in ("elementwise", "opaque") else None,
-            flops=node_flops(op, shape, in_shapes, window=window, groups=attrs.get("groups", 1),
-                             resampling=attrs.get("resampling")),
-            itemsize=fx_node.meta["dtype"].itemsize,
-        )
+        attrs["params"] = {k: v.detach() for k, v in attrs.get("params", {}).items()}
+        self.add_op(fx_node.name, op, inputs, shape, attrs, itemsize=fx_node.meta["dtype"].itemsize,
+                    fn=_runner(self.gm, fx_node) if op in ("elementwise", "opaque") else None)  # fmt: skip
 
 
 def from_torch(module: nn.Module, input_shape: Sequence[int], name: str = "model") -> Graph:
