@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from toys import suite
 
 from suite.backends import Segment, run_segment
-from suite.backends.ort import OrtBackend, _AveragingProducts
+from suite.backends.export import _AveragingProducts
+from suite.backends.ort import OrtBackend
 from suite.fleet import OpCost, load_fleet, uniform_fleet
 from suite.graph import from_model
 from suite.models.load import LoadedModel, load_model
