@@ -464,10 +464,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from suite.fleet import PROFILES_DIR
+    from suite.fleet import PROFILES_DIR, local_profile_name
     from suite.profile import measure_profile, write_profile
 
-    name = args.name or ("local" if args.backend == "torch" else f"local-{args.backend}")
+    name = args.name or local_profile_name(args.backend)
     path = _output_file(args.output) or PROFILES_DIR / f"{name}.yaml"  # checked before measuring
     if not os.access(path.parent, os.W_OK):  # the bundled profiles of a wheel installed as root
         raise UserError(f"cannot write to {path.parent}; give -o FILE (a fleet YAML can name it by path)")

@@ -304,10 +304,17 @@ def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
     return _profile_from(path)
 
 
+def local_profile_name(backend: str) -> str:
+    """The name of a host's profile measured on `backend` (`suite profile`): `local` on torch,
+    `local-<backend>` on another."""
+    return "local" if backend == "torch" else f"local-{backend}"
+
+
 def local_profile(backend: str) -> str:
-    """The bundled profile of the developers' host for runs on `backend`: `local-<backend>` where one
-    was measured, else `local` (torch). This host's own is `suite.profile.host_profile`."""
-    return f"local-{backend}" if (PROFILES_DIR / f"local-{backend}.yaml").is_file() else "local"
+    """The bundled profile of the developers' host for runs on `backend`: its own where one was
+    measured, else `local` (torch). This host's own is `suite.profile.host_profile`."""
+    name = local_profile_name(backend)
+    return name if (PROFILES_DIR / f"{name}.yaml").is_file() else "local"
 
 
 def on_host(fleet: Fleet, host: Profile) -> Fleet:
