@@ -12,16 +12,25 @@ import pytest
 from toys import said_lines
 
 from suite.baselines import load_baselines
+from suite.markdown import markdown_table
 from suite.models import ZOO
 from suite.reproduce import NAMES
 from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, Skipped, plan
 from suite.reproduce.figures import FIGURES, _publish
-from suite.reproduce.report import compared
+from suite.reproduce.report import compared, number
 
 
 @pytest.fixture(scope="module")
 def baselines():
     return load_baselines()
+
+
+def test_a_markdown_table_writes_each_cell_as_its_report_says():
+    frame = pd.DataFrame({"scheme": ["pico", "halp"], "fps": [1234.5, float("nan")], 3: [0.125, 2]})
+    assert markdown_table(frame, number).splitlines() == [
+        "| scheme | fps | 3 |", "|---|---|---|", "| pico | 1234 | 0.125 |", "| halp | - | 2 |"]
+    blank_if_missing = markdown_table(frame, lambda v: "" if pd.isna(v) else str(v))
+    assert blank_if_missing.splitlines()[3] == "| halp |  | 2.0 |"
 
 
 def test_registry_matches_the_names_the_cli_offers():

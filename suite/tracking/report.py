@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from suite.markdown import markdown_table
 from suite.schema import write_atomically
 
 if TYPE_CHECKING:
@@ -187,9 +188,5 @@ def _measured(measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    """A markdown table (pandas' to_markdown needs tabulate, not a dependency of the suite)."""
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]  # fmt: skip
-    return "\n".join([header, rule, *body])
+    """A markdown table, a missing value a blank cell."""
+    return markdown_table(frame, lambda v: "" if pd.isna(v) else str(v))
