@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 from pydantic import Field
 
 from suite.errors import UserError
@@ -245,6 +246,19 @@ def _profile_from(path: Path) -> Profile:
 def load_profile(spec: str) -> Profile:
     """A bundled profile (`suite/data/profiles/<name>.yaml`) or a path to a profile YAML."""
     return _profile_from(_locate(spec, PROFILES_DIR, "profile"))
+
+
+def profile_yaml(profile: Profile) -> str:
+    """`profile` as the YAML `load_profile` reads, one line per op kind, every figure to 4 significant
+    digits (a measurement's noise is larger)."""
+    head = {"schema_version": 1, "name": profile.name, "source": profile.source}
+    lines = [yaml.safe_dump(head, sort_keys=False, width=100).rstrip(),
+             f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
+    for op, cost in profile.ops.items():
+        lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
+    if profile.power is not None:
+        lines.append(yaml.safe_dump({"power": asdict(profile.power)}, sort_keys=False, width=100).rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def load_fleet(spec: str) -> Fleet:
