@@ -3,6 +3,7 @@ beside the stored baseline, and the tidy tables as CSV (`measurements.csv`, `com
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,8 +48,10 @@ def render(folder: Path, matrix: Matrix, measured: pd.DataFrame, comparison: pd.
     drawn = []
     for metric, (name, _, _) in FIGURES.items():
         drawing = figure(measured, stored, metric, about)
-        if drawing is not None:
-            drawing.savefig(folder / name, dpi=110)
+        if drawing is not None:  # drawn in memory, then written whole: a stored night's figure is replaced
+            png = io.BytesIO()
+            drawing.savefig(png, format="png", dpi=110)
+            write_atomically(folder / name, png.getvalue())
             drawn.append(name)
     write_atomically(folder / "REPORT.md", markdown(matrix, measured, per_frame_bytes(comparison, matrix),
                                                     baseline, about, failures, drawn))  # fmt: skip
