@@ -103,7 +103,7 @@ def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     parts += [f"{finding}\n" for finding in outcome.findings]
     parts += [f"![{outcome.name}]({outcome.name}.png)", "",
               f"Every published point beside ours (`{outcome.name}.csv` holds every point we computed):", "",
-              markdown_table(shown, number), ""]  # fmt: skip
+              markdown_table(shown.columns, shown.itertuples(index=False), number), ""]  # fmt: skip
     for d in baseline.discrepancies:
         values = ", ".join(f"{source} {number(v)}" for source, v in d.values.items())
         at = ", ".join(f"{k} {_label(v)}" for k, v in d.at.items())

@@ -192,4 +192,5 @@ def _measured(measured: pd.DataFrame) -> pd.DataFrame:
 
 def _table(frame: pd.DataFrame) -> str:
     """A markdown table, a missing value a blank cell."""
-    return markdown_table(frame, lambda v: "" if pd.isna(v) else str(v))
+    return markdown_table(frame.columns, frame.itertuples(index=False),
+                          lambda v: "" if pd.isna(v) else str(v))  # fmt: skip
