@@ -73,20 +73,18 @@ class Coordinator:
     def setup_cache(self):
         import torch
 
-        from suite.backends import make_backend
-        from suite.datasets import load_frames
         from suite.models.load import load_model
+        from suite.runtime.setup import set_up_run
 
         run = measure_schemes(self.workload, uniform_fleet(1), [])["single"]
-        backend = make_backend("torch", threads=1)
-        prepared = backend.prepare(load_model(self.workload.model, self.workload.input_size))
-        x = load_frames(self.workload.input_size)[0].tensor
+        setup = set_up_run(load_model(self.workload.model, self.workload.input_size), "torch")
+        x = setup.frames[0].tensor
         torch.set_num_threads(1)
         seconds = []
-        with backend.active():
+        with setup.backend.active():
             for _ in range(self.workload.frames):
                 start = time.perf_counter()
-                prepared.monolithic(x)
+                setup.prepared.monolithic(x)
                 seconds.append(time.perf_counter() - start)
         return {"latency_s": _completed(run).latency_s, "compute_s": statistics.median(seconds)}
 

@@ -464,10 +464,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from suite.fleet import PROFILES_DIR
+    from suite.fleet import PROFILES_DIR, local_profile_name
     from suite.profile import measure_profile, write_profile
 
-    name = args.name or ("local" if args.backend == "torch" else f"local-{args.backend}")
+    name = args.name or local_profile_name(args.backend)
     path = _output_file(args.output) or PROFILES_DIR / f"{name}.yaml"  # checked before measuring
     if not os.access(path.parent, os.W_OK):  # the bundled profiles of a wheel installed as root
         raise UserError(f"cannot write to {path.parent}; give -o FILE (a fleet YAML can name it by path)")
@@ -485,18 +485,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from suite.backends import check_backend, make_backend
-    from suite.datasets import load_frames
+    from suite.backends import check_backend
     from suite.models.load import load_model, parse_input_size
-    from suite.runtime.coordinator import INTERRUPTED, Coordinator
+    from suite.runtime.coordinator import INTERRUPTED
     from suite.runtime.emulate import sweep_stale
     from suite.runtime.energy import RaplSampler
     from suite.runtime.engine import parties
-    from suite.runtime.lowering import model_graph
     from suite.runtime.measurement import RunOptions
     from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
     from suite.runtime.outcome import summarize, summary_json
     from suite.runtime.results import save
+    from suite.runtime.setup import set_up_run
     from suite.schemes import check_scheme
 
     if args.plan is None:
@@ -507,11 +506,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     inventory = _inventory(args)
     size = parse_input_size(args.input_size) if args.input_size else None
     loaded = load_model(args.model, size, args.seed)
-    backend = make_backend(_backend(args), args.threads)
-    prepared = backend.prepare(loaded)
-    graph, model = prepared.graph, model_graph(loaded, prepared.graph)
-    plan, fleet = _run_plan(args, model, graph, None if inventory is None else inventory.fleet)
-    frames = load_frames(loaded.input_shape, args.images)
+    setup = set_up_run(loaded, _backend(args), args.threads, args.images)
+    graph = setup.prepared.graph
+    plan, fleet = _run_plan(args, setup.model, graph, None if inventory is None else inventory.fleet)
     output = Path(args.output or f"results/{time.strftime('%Y%m%d-%H%M%S')}-{plan.scheme}-{plan.model}")
     reserve_results(output)  # a taken or non-empty folder is refused now, not after every frame
     logs = logs_folder(output)  # moved into the results when they are saved
@@ -522,15 +519,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             _warn_oversubscribed(workers, args.threads)
             _warn_busy(host_before, workers * args.threads)
             _warn_wildcard(args.host)
-        with backend.active():
-            references = {f.name: prepared.monolithic(f.tensor) for f in frames}
         options = RunOptions(model=args.model, input_size=loaded.input_shape, seed=args.seed,
                              backend=args.backend, frames=args.frames, warmup=args.warmup,
                              timeout_s=args.timeout, threads=args.threads, emulate=args.emulate,
                              host=args.host, port=args.port, python=args.worker_python,
                              inventory=inventory, remote_workers=_remote_workers(inventory), log_dir=logs,
                              repeats=args.repeat)  # fmt: skip
-        coordinator = Coordinator(graph, backend, fleet, frames, references, options, model)
+        coordinator = setup.coordinator(fleet, options)
         local = inventory is None  # RAPL measures this host: its workers' run, not a fleet's
         with _progress(options.warmup + options.frames) as progress, RaplSampler(enabled=local) as energy:
             runs = coordinator.run_repeats(plan, args.baseline, progress)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import UserError
+from suite.runtime.outcome import RunSummary
 from suite.schema import write_atomically
 
 GROUP = ("model", "fleet", "scheme", "backend")
@@ -55,10 +56,10 @@ class Result:
 
 
 def load_result(path: str | Path) -> Result:
-    """A result folder (or its summary.json) as a `Result`; a path that is not one is a UserError
-    naming it. Optional keys are read defensively: `statistics` (latency percentiles and a bootstrap
-    speedup interval, from runs with repeats), `energy`, `predicted`; percentiles come from
-    frames.csv when the summary has none."""
+    """A result folder (or its summary.json) as a `Result`, its summary read by
+    `RunSummary.from_json`; a path that is not one is a UserError naming it. A summary without
+    `statistics` (latency percentiles and a bootstrap speedup interval), `energy` or `predicted` (an
+    older suite's) loads with those figures missing; percentiles then come from frames.csv."""
     path = Path(path)
     folder = path.parent if path.name == "summary.json" and path.is_file() else path
     if not folder.exists():
@@ -69,45 +70,41 @@ def load_result(path: str | Path) -> Result:
     if not summary_file.is_file():
         raise UserError(f"{path}: no summary.json here; give a folder that `suite run -o DIR` wrote")
     try:
-        s = json.loads(summary_file.read_text(encoding="utf-8"))
+        document = json.loads(summary_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{summary_file}: not a readable run summary ({exc}); give a folder that `suite "
                         "run -o DIR` wrote") from None  # fmt: skip
-    missing = [k for k in ("scheme", "model", "fleet", "backend") if not isinstance(s, dict) or k not in s]
-    if missing:
-        raise UserError(f"{summary_file}: not a run summary (no '{missing[0]}'); give a folder that "
-                        "`suite run -o DIR` wrote")  # fmt: skip
-    dilation = _number(_get(s, "network", "dilation")) or 1.0
-    real = s.get("real_time") or {}
-    latency = _number(real.get("latency_s")) or _number(s.get("latency_s"))
-    throughput = _number(real.get("throughput_fps")) or _number(s.get("throughput_fps"))
-    spread = _get(s, "statistics", "latency_s") or {}
-    p90, p99 = _number(spread.get("p90")), _number(spread.get("p99"))
-    if p90 is None:
+    try:
+        s = RunSummary.from_json(document)
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        why = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UserError(f"{summary_file}: not a run summary ({why}); give a folder that `suite run -o DIR` "
+                        "wrote") from None  # fmt: skip
+    dilation = _number(s.network.dilation) or 1.0
+    latency = _number(s.real_time.latency_s) or _number(s.latency_s)
+    throughput = _number(s.real_time.throughput_fps) or _number(s.throughput_fps)
+    figures = s.statistics
+    if figures is None:
         p50, p90, p99 = _percentiles(folder / "frames.csv", dilation)
         latency = latency or p50
     else:
-        p90, p99 = p90 * dilation, p99 and p99 * dilation
-    ci = _get(s, "statistics", "speedup_vs_single") or {}
-    predicted = s.get("predicted") or {}
-    energy = s.get("energy") or {}
-    sent = _number(s.get("bytes_moved"))
-    frames = int(_number(s.get("frames")) or 0)
-    runs = frames + int(_number(s.get("warmup")) or 0)  # bytes_moved counts warm-up frames too
+        p90, p99 = figures.latency_s.p90 * dilation, figures.latency_s.p99 * dilation
+    ci = None if figures is None else figures.speedup_vs_single
+    energy = s.energy or {}
+    runs = s.frames + s.warmup  # bytes_moved counts warm-up frames too
     return Result(
-        path=str(folder), model=str(s["model"]), fleet=str(s["fleet"]), scheme=str(s["scheme"]),
-        backend=str(s["backend"]), variant=_variant(s, folder / "plan.json"),
-        devices=int(_number(s.get("devices")) or 0), frames=frames,
-        bit_exact=bool(s.get("bit_exact")), complete=bool(s.get("complete")),
+        path=str(folder), model=s.model, fleet=s.fleet, scheme=s.scheme, backend=s.backend,
+        variant=_variant(s, folder / "plan.json"), devices=s.devices, frames=s.frames,
+        bit_exact=s.bit_exact, complete=s.complete,
         latency_p50_s=latency, latency_p90_s=p90, latency_p99_s=p99, throughput_fps=throughput,
-        speedup=_number(s.get("speedup_vs_single")), speedup_low=_number(ci.get("low")),
-        speedup_high=_number(ci.get("high")), latency_speedup=_number(s.get("latency_speedup_vs_single")),
-        bytes_per_frame=None if sent is None or not runs else sent / runs,
+        speedup=_number(s.speedup_vs_single), speedup_low=None if ci is None else ci.low,
+        speedup_high=None if ci is None else ci.high, latency_speedup=_number(s.latency_speedup_vs_single),
+        bytes_per_frame=s.bytes_moved / runs if runs else None,
         energy_per_frame_j=_number(energy.get("per_frame_j")),
         energy_ratio=_number(energy.get("ratio_vs_single")),
         host_energy_per_frame_j=_number(_get(energy, "rapl", "per_frame_j")),
-        throughput_vs_predicted=_plus_one(predicted.get("throughput_error")),
-        latency_vs_predicted=_plus_one(predicted.get("latency_error")),
+        throughput_vs_predicted=None if s.predicted is None else _plus_one(s.predicted.throughput_error),
+        latency_vs_predicted=None if s.predicted is None else _plus_one(s.predicted.latency_error),
     )  # fmt: skip
 
 
@@ -146,18 +143,17 @@ def _percentiles(frames_csv: Path, dilation: float) -> tuple[float | None, float
     return float(p50), float(p90), float(p99)
 
 
-def _variant(summary: Mapping, plan_json: Path) -> str:
+def _variant(summary: RunSummary, plan_json: Path) -> str:
     """What sets this run apart from others of its scheme: devices, a DeepThings grid, frames in flight."""
-    parts = [f"{int(_number(summary.get('devices')) or 0)} dev"]
+    parts = [f"{summary.devices} dev"]
     try:
         options = json.loads(plan_json.read_text(encoding="utf-8")).get("options") or {}
     except (OSError, ValueError, AttributeError):
         options = {}
     if isinstance(options, Mapping) and isinstance(options.get("grid"), str):
         parts.append(f"grid {options['grid']}")
-    in_flight = _number(summary.get("in_flight"))
-    if in_flight and in_flight > 1:
-        parts.append(f"{int(in_flight)} in flight")
+    if summary.in_flight > 1:
+        parts.append(f"{summary.in_flight} in flight")
     return ", ".join(parts)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 from pydantic import Field
 
 from suite.errors import UserError
@@ -247,6 +248,19 @@ def load_profile(spec: str) -> Profile:
     return _profile_from(_locate(spec, PROFILES_DIR, "profile"))
 
 
+def profile_yaml(profile: Profile) -> str:
+    """`profile` as the YAML `load_profile` reads, one line per op kind, every figure to 4 significant
+    digits (a measurement's noise is larger)."""
+    head = {"schema_version": 1, "name": profile.name, "source": profile.source}
+    lines = [yaml.safe_dump(head, sort_keys=False, width=100).rstrip(),
+             f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
+    for op, cost in profile.ops.items():
+        lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
+    if profile.power is not None:
+        lines.append(yaml.safe_dump({"power": asdict(profile.power)}, sort_keys=False, width=100).rstrip())
+    return "\n".join(lines) + "\n"
+
+
 def load_fleet(spec: str) -> Fleet:
     """A bundled fleet (`suite/data/fleets/<name>.yaml`), a path to a fleet YAML, or `NxPROFILE`
     (the name `uniform_fleet` gives, so plans made with `--devices N` find their fleet again)."""
@@ -304,10 +318,17 @@ def _device_profile(fleet_path: Path, index: int, d: _DeviceSpec) -> Profile:
     return _profile_from(path)
 
 
+def local_profile_name(backend: str) -> str:
+    """The name of a host's profile measured on `backend` (`suite profile`): `local` on torch,
+    `local-<backend>` on another."""
+    return "local" if backend == "torch" else f"local-{backend}"
+
+
 def local_profile(backend: str) -> str:
-    """The bundled profile of the developers' host for runs on `backend`: `local-<backend>` where one
-    was measured, else `local` (torch). This host's own is `suite.profile.host_profile`."""
-    return f"local-{backend}" if (PROFILES_DIR / f"local-{backend}.yaml").is_file() else "local"
+    """The bundled profile of the developers' host for runs on `backend`: its own where one was
+    measured, else `local` (torch). This host's own is `suite.profile.host_profile`."""
+    name = local_profile_name(backend)
+    return name if (PROFILES_DIR / f"{name}.yaml").is_file() else "local"
 
 
 def on_host(fleet: Fleet, host: Profile) -> Fleet:

@@ -34,20 +34,18 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from scipy.optimize import nnls
 
 from suite import doctor
 from suite.backends import make_backend, run_segment
 from suite.cost import KIND_INDEX, OpWork, node_work
 from suite.errors import UserError
-from suite.fleet import Fleet, OpCost, Profile, load_profile, local_profile, on_host, runs_here
+from suite.fleet import Fleet, OpCost, Profile, load_profile, local_profile, on_host, profile_yaml, runs_here
 from suite.graph.ir import COST_KINDS, GEMM_CONVS, Node
 from suite.models.load import LoadedModel
 from suite.regions import WHOLE
@@ -451,12 +449,5 @@ def _cpu_name() -> str:
 
 
 def write_profile(profile: Profile, path: str | Path) -> None:
-    """Write `profile` as the YAML `suite.fleet.load_profile` reads, one line per op kind."""
-    head = {"schema_version": 1, "name": profile.name, "source": profile.source}
-    lines = [yaml.safe_dump(head, sort_keys=False, width=100).rstrip(),
-             f"macs_per_s: {profile.macs_per_s:.4g}", "ops:"]  # fmt: skip
-    for op, cost in profile.ops.items():
-        lines.append(f"  {op}: {{alpha: {cost.alpha:.4g}, overhead_s: {cost.overhead_s:.4g}}}")
-    if profile.power is not None:
-        lines.append(yaml.safe_dump({"power": asdict(profile.power)}, sort_keys=False, width=100).rstrip())
-    write_atomically(Path(path), "\n".join(lines) + "\n")
+    """Write `profile` as the YAML `suite.fleet.load_profile` reads (`suite.fleet.profile_yaml`)."""
+    write_atomically(Path(path), profile_yaml(profile))

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from labkit import lab_name, needs_lab, write_fleet
 
-from suite.fleet import load_profile
+from suite.fleet import load_profile, profile_yaml
 from suite.inventory import Host, load_inventory
 from suite.orchestrate import lab
-from suite.orchestrate.deploy import DeviceReport, describe, mismatches, parse_pins, profile_yaml, too_old
+from suite.orchestrate.deploy import DeviceReport, describe, mismatches, parse_pins, too_old
 from suite.orchestrate.ssh import connect, run
 
 HOST = Host("pi0", "10.0.0.10", 22, "pi", Path("/k"), "/usr/bin/python3", "/home/pi/suite", None)

@@ -120,7 +120,7 @@ def test_resize_is_onnxruntimes_cpu_kernel_bit_for_bit_and_exact_in_any_tile(how
     in onnxruntime's order of multiplies and adds, and any tile of it as the whole map does."""
     import onnxruntime as ort
 
-    from suite.backends.ort import export_onnx
+    from suite.backends.export import export_onnx
 
     module, shape = _Interpolate(**how), (5, 7, 9)
     session = ort.InferenceSession(export_onnx(module, shape), providers=["CPUExecutionProvider"])

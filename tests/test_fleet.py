@@ -19,6 +19,8 @@ from suite.fleet import (
     bundled_profiles,
     load_fleet,
     load_profile,
+    local_profile,
+    local_profile_name,
     uniform_fleet,
 )
 from suite.graph.ir import COST_KINDS, GEMM_CONVS
@@ -69,6 +71,14 @@ def test_every_bundled_profile_loads_with_a_source():
         assert {"depthwise_conv", "grouped_conv"} <= set(p.ops), name
         assert name.startswith("local") or "depthwise_conv" in p.source, name
     assert load_profile("local").source.startswith("measured: ")
+
+
+def test_a_host_profile_is_named_for_its_backend_and_a_run_falls_back_to_the_torch_one():
+    """`suite profile` writes `local` on torch and `local-<backend>` on another; a run on a backend
+    with no bundled profile of the developers' host prices it by `local`."""
+    assert [local_profile_name(b) for b in ("torch", "onnxruntime")] == ["local", "local-onnxruntime"]
+    assert local_profile("onnxruntime") == "local-onnxruntime" in bundled_profiles()
+    assert "local-torch-fast" not in bundled_profiles() and local_profile("torch-fast") == "local"
 
 
 def test_pi_profiles_scale_with_the_clock():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import user_models
 
 from suite.backends import BackendError, make_backend
-from suite.backends.ort import export_onnx
+from suite.backends.export import export_onnx
 from suite.graph import from_torch
 from suite.graph.cuts import coverage, spatial_front
 from suite.graph.from_onnx import from_onnx

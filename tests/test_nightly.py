@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 from labkit import footprint, lab_name, needs_lab, write_fleet
+from matplotlib.figure import Figure as MatplotlibFigure
 from toys import said_lines
 
-from suite.cli import main
+from suite.cli import EXIT_INTERRUPTED, main
 from suite.errors import UserError
 from suite.fleet import load_fleet
 from suite.tracking import nightly
@@ -213,6 +214,23 @@ def test_a_stored_night_is_drawn_again_without_a_lab(tmp_path, capsys):
     assert said == {"folder": str(folder), "report": str(folder / "REPORT.md"),
                     "figures": ["speedup.png", "latency.png", "bytes_moved.png"]}  # fmt: skip
     assert (folder / "speedup.png").is_file() and "MB moved per frame" in (folder / "REPORT.md").read_text()
+
+
+def test_a_figure_drawn_again_replaces_the_stored_one_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    folder, *_ = _night(tmp_path, with_baseline=False)
+    before = (folder / "speedup.png").read_bytes()
+
+    def interrupted(self, target, **options):  # half a PNG written, then Ctrl-C
+        if hasattr(target, "write"):
+            target.write(before[:100])
+        else:
+            Path(target).write_bytes(before[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MatplotlibFigure, "savefig", interrupted)
+    assert main(["nightly", "report", str(folder)]) == EXIT_INTERRUPTED
+    assert (folder / "speedup.png").read_bytes() == before
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
 def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from toys import suite
 
 from suite.backends import Segment, run_segment
-from suite.backends.ort import OrtBackend, _AveragingProducts
+from suite.backends.export import _AveragingProducts
+from suite.backends.ort import OrtBackend
 from suite.fleet import OpCost, load_fleet, uniform_fleet
 from suite.graph import from_model
 from suite.models.load import LoadedModel, load_model
@@ -26,7 +27,9 @@ from suite.profile import measure_profile, priced_here
 from suite.regions import WHOLE, FeatureRange, feature_region
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
 from suite.runtime.lowering import lower_plan
+from suite.runtime.measurement import RunOptions
 from suite.runtime.replay import replay
+from suite.runtime.setup import set_up_run
 from suite.runtime.transport import LocalTransport
 from suite.schemes import SCHEMES, make_plan
 from suite.verify import compare
@@ -61,6 +64,32 @@ def test_onnxruntime_graph_keeps_the_model_graph_names():
     assert graph.source == "onnxruntime" and graph.name == "head" and graph.input == model.input
     assert set(graph.nodes) == set(model.nodes) - {"conv", "drop"}
     assert graph["bn"].op == "conv" and graph["relu"].op == "relu" and graph["fc"].inputs == ("flatten",)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_run_setup_plans_on_the_model_graph_and_checks_each_frame_on_the_backend(tmp_path, backend):
+    """`set_up_run`, as `suite run` and the nightly matrix use it: plans name the model graph's nodes
+    whatever graph the backend runs (onnxruntime's folds the batch norm into the convolution), and
+    the coordinator checks each frame against that frame's own output of the backend's model."""
+    import skimage.io
+
+    for name, seed in (("a.png", 1), ("b.png", 2)):  # small images: the bundled ones take seconds to scale
+        pixels = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), np.uint8)
+        skimage.io.imsave(tmp_path / name, pixels, check_contrast=False)
+    loaded = _head()
+    setup = set_up_run(loaded, backend, images=tmp_path)
+    assert setup.model.source == "torch" and set(setup.model.nodes) == set(from_model(loaded).nodes)
+    assert (setup.prepared.graph.source, setup.prepared.graph is setup.model) == (
+        ("torch", True) if backend == "torch" else ("onnxruntime", False))
+    assert [f.name for f in setup.frames] == ["a.png", "b.png"]
+    assert all(f.tensor.shape == (1, 3, 6, 6) for f in setup.frames)
+    coordinator = setup.coordinator(uniform_fleet(2), RunOptions("head", loaded.input_shape, backend=backend))
+    assert coordinator.graph is setup.prepared.graph and coordinator.model_graph is setup.model
+    assert list(coordinator.references) == [f.name for f in setup.frames]
+    with setup.backend.active():
+        for frame in setup.frames:
+            assert torch.equal(coordinator.references[frame.name], setup.prepared.monolithic(frame.tensor))
+    assert not torch.equal(coordinator.references["a.png"], coordinator.references["b.png"])
 
 
 @pytest.mark.parametrize("in_hw,out_hw", [((2, 2), (7, 7)), ((3, 5), (7, 7)), ((10, 9), (4, 3))])

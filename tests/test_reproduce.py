@@ -17,17 +17,28 @@ import pytest
 from toys import said_lines
 
 from suite.baselines import load_baselines
+from suite.markdown import markdown_table
 from suite.models import ZOO
 from suite.reproduce import NAMES
 from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, Skipped, plan
 from suite.reproduce.figures import FIGURES, _publish
 from suite.reproduce.pico import paper_capacity_fps
-from suite.reproduce.report import compared, median_error
+from suite.reproduce.report import compared, median_error, number
 
 
 @pytest.fixture(scope="module")
 def baselines():
     return load_baselines()
+
+
+def test_a_markdown_table_writes_each_cell_as_its_report_says():
+    frame = pd.DataFrame({"scheme": ["pico", "halp"], "fps": [1234.5, float("nan")], 3: [0.125, 2]})
+    rows = list(frame.itertuples(index=False))
+    assert markdown_table(frame.columns, rows, number).splitlines() == [
+        "| scheme | fps | 3 |", "|---|---|---|", "| pico | 1234 | 0.125 |", "| halp | - | 2 |"]
+    blank_if_missing = markdown_table(frame.columns, rows, lambda v: "" if pd.isna(v) else str(v))
+    assert blank_if_missing.splitlines()[3] == "| halp |  | 2.0 |"
+    assert markdown_table(["a"], [["x"]]) == "| a |\n|---|\n| x |"  # values as they are by default
 
 
 def test_registry_matches_the_names_the_cli_offers():

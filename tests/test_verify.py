@@ -122,7 +122,7 @@ def test_compare_counts_ulps():
 
 
 def test_user_onnx_model_runs_on_both_backends(tmp_path):
-    from suite.backends.ort import export_onnx
+    from suite.backends.export import export_onnx
 
     module = load_model("resnet18", (3, 64, 64)).module
     path = tmp_path / "net.onnx"
@@ -155,7 +155,7 @@ def test_onnx_ceil_mode_pool_takes_torch_output_length(pool):
     take the window's own length, and tiles of the corrected graph must be bit-exact."""
     import onnx
 
-    from suite.backends.ort import export_onnx
+    from suite.backends.export import export_onnx
     from suite.graph.from_onnx import from_onnx
     from suite.models.load import LoadedModel
 

@@ -30,8 +30,10 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def _table(header: str, rows: list[str]) -> str:
-    return "\n".join([header, "|---|---|", *rows]) if rows else ""
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    from suite.markdown import markdown_table  # once the page's hook has put this checkout on the path
+
+    return markdown_table(columns, rows) if rows else ""
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
@@ -42,9 +44,9 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def _subcommands(parser: argparse.ArgumentParser) -> str:
     depth = parser.prog.count(" ") + 1
-    rows = [f"| [`{sub.prog}`](#{sub.prog.replace(' ', '-')}) | {_cell(text)} |"
+    rows = [[f"[`{sub.prog}`](#{sub.prog.replace(' ', '-')})", _cell(text)]
             for sub, text in commands(parser) if sub.prog.count(" ") == depth]
-    return _table("| command | what it does |", rows)
+    return _table(["command", "what it does"], rows)
 
 
 def _options(parser: argparse.ArgumentParser) -> str:
@@ -56,8 +58,8 @@ def _options(parser: argparse.ArgumentParser) -> str:
         meaning = formatter._expand_help(action) if action.help else ""
         if action.required and action.option_strings:
             meaning = f"required; {meaning}"
-        rows.append(f"| `{formatter._format_action_invocation(action)}` | {_cell(meaning)} |")
-    return _table("| option | meaning |", rows)
+        rows.append([f"`{formatter._format_action_invocation(action)}`", _cell(meaning)])
+    return _table(["option", "meaning"], rows)
 
 
 def reference(parser: argparse.ArgumentParser) -> str:

@@ -2,7 +2,8 @@
 
 - `torch` (exact: oneDNN and NNPACK off) and `torch-fast` (oneDNN on): `suite/backends/torch.py`;
 - `onnxruntime` (CPU execution provider; each segment tile runs as one ONNX graph):
-  `suite/backends/ort.py`, its workers loading the folded model's files (`folded.py`).
+  `suite/backends/ort.py`, its workers loading the folded model's files (`folded.py`), a torch
+  module exported to ONNX under the model graph's names (`export.py`).
 
 `make_backend` is the registry; `base.py` holds the protocol every backend meets.
 """

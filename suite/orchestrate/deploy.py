@@ -34,14 +34,13 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from fabric import Connection
 
 from suite.errors import UserError
-from suite.fleet import Profile
+from suite.fleet import profile_yaml
 from suite.inventory import Host, Inventory
 from suite.orchestrate import device_probe
 from suite.orchestrate.ssh import DeviceError, connect, quote, run
@@ -129,19 +128,6 @@ def run_config(inventory: Inventory, host: Host) -> dict:
         if inventory.lab is None
         else {"name": inventory.lab.name, "dilation": inventory.lab.dilation},
     }
-
-
-def profile_yaml(profile: Profile) -> str:
-    """The device's profile as the YAML `suite.fleet.load_profile` reads (checked on the device)."""
-    ops = {op: {"alpha": c.alpha, "overhead_s": c.overhead_s} for op, c in profile.ops.items()}
-    doc = {
-        "schema_version": 1,
-        "name": profile.name,
-        "source": profile.source,
-        "macs_per_s": profile.macs_per_s,
-    }
-    power = {} if profile.power is None else {"power": asdict(profile.power)}
-    return yaml.safe_dump(doc | {"ops": ops} | power, sort_keys=False, width=100)
 
 
 def too_old(python: str) -> str | None:

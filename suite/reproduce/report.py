@@ -13,6 +13,7 @@ import math
 import pandas as pd
 
 from suite.baselines import Figure
+from suite.markdown import markdown_table
 from suite.reproduce.common import OFF, Comparison, Outcome
 
 KEY_FORMAT = {"clock_mhz": "{} MHz", "devices": "{} dev", "layers": "{} pieces",
@@ -99,12 +100,6 @@ def median_error(points: pd.DataFrame) -> tuple[float, int]:
     return (float(pd.Series(errors).median()) if errors else math.nan), len(errors)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(number(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     """The markdown section of a reproduced figure (the image and CSV sit beside it)."""
     points = compared(outcome)
@@ -120,7 +115,7 @@ def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     parts += [f"{finding}\n" for finding in outcome.findings]
     parts += [f"![{outcome.name}]({outcome.name}.png)", "",
               f"Every published point beside ours (`{outcome.name}.csv` holds every point we computed):", "",
-              _markdown(shown), ""]  # fmt: skip
+              markdown_table(shown.columns, shown.itertuples(index=False), number), ""]  # fmt: skip
     for d in baseline.discrepancies:
         values = ", ".join(f"{source} {number(v)}" for source, v in d.values.items())
         at = ", ".join(f"{k} {_label(v)}" for k, v in d.at.items())

@@ -9,8 +9,9 @@ plus `repeats` and `statistics`), `RunSummary.from_json` reads that form back.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
+from dataclasses import MISSING, asdict, dataclass, fields
+from functools import cache
+from typing import TYPE_CHECKING, get_args, get_type_hints
 
 from suite.runtime import stats
 
@@ -149,10 +150,19 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, document: Mapping) -> RunSummary:
-        """A summary from `summary_json`'s form (summary.json, `suite run --json`); other keys are ignored."""
+        """A summary from `summary_json`'s form (summary.json, `suite run --json`); other keys are ignored.
+        A figure that may be None and that an older suite did not write reads as None (or its
+        default); any other key missing is a KeyError naming it."""
         nested = {"single": SingleDevice, "real_time": Figures, "predicted": Predicted,
                   "simulated": Simulated, "network": Network}  # fmt: skip
-        values = {f.name: document.get(f.name) for f in fields(cls) if f.name in document}
+        values = {}
+        for f in fields(cls):
+            if f.name in document:
+                values[f.name] = document[f.name]
+            elif f.default is MISSING and f.default_factory is MISSING:
+                if f.name not in _may_be_none(cls):
+                    raise KeyError(f.name)
+                values[f.name] = None
         for name, kind in nested.items():
             if values.get(name) is not None:
                 values[name] = _typed(kind, values[name])
@@ -167,6 +177,12 @@ class RunSummary:
 def summary_json(summary: RunSummary) -> dict:
     """The summary as JSON values, `network` with its `shaped` flag."""
     return asdict(summary) | {"network": asdict(summary.network) | {"shaped": summary.network.shaped}}
+
+
+@cache
+def _may_be_none(kind: type) -> frozenset[str]:
+    """The fields of a data class whose type admits None."""
+    return frozenset(name for name, hint in get_type_hints(kind).items() if type(None) in get_args(hint))
 
 
 def _typed(kind: type, values: Mapping):

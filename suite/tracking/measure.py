@@ -56,31 +56,24 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
     """`{scheme: summary}` for "single" and each of `schemes`, run on `fleet`'s devices: local
     worker processes, or the inventory's devices over SSH. With `results`, each run's tables,
     trace and plan are saved under `results/<scheme>/` as `suite run -o` saves them."""
-    from suite.backends import make_backend
-    from suite.datasets import load_frames
     from suite.models.load import load_model
     from suite.orchestrate.remote import RemoteWorkers
-    from suite.runtime.coordinator import Coordinator
     from suite.runtime.measurement import Repeat, RunOptions, Runs
     from suite.runtime.outcome import summarize
     from suite.runtime.results import save
+    from suite.runtime.setup import set_up_run
     from suite.schemes import make_plan
 
-    backend = make_backend("torch", threads=1)
-    loaded = load_model(workload.model, workload.input_size, workload.seed)
-    prepared = backend.prepare(loaded)
-    frames = load_frames(loaded.input_shape)
-    with backend.active():
-        references = {f.name: prepared.monolithic(f.tensor) for f in frames}
-    options = RunOptions(model=workload.model, input_size=loaded.input_shape, seed=workload.seed,
+    setup = set_up_run(load_model(workload.model, workload.input_size, workload.seed), "torch")
+    options = RunOptions(model=workload.model, input_size=setup.loaded.input_shape, seed=workload.seed,
                          frames=workload.frames, warmup=workload.warmup, timeout_s=workload.timeout_s,
                          inventory=inventory,
                          remote_workers=None if inventory is None else RemoteWorkers)  # fmt: skip
-    coordinator = Coordinator(prepared.graph, backend, fleet, frames, references, options)
+    coordinator = setup.coordinator(fleet, options)
     summaries: dict[str, RunSummary] = {}
     single = None
     for scheme in ["single", *schemes]:
-        plan = make_plan(scheme, prepared.graph, fleet)
+        plan = make_plan(scheme, setup.model, fleet)
         run = coordinator.run(plan, label=scheme)
         if single is None:  # the first run is the single device's, every speedup's reference
             single = run

@@ -3,6 +3,7 @@ beside the stored baseline, and the tidy tables as CSV (`measurements.csv`, `com
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from suite.markdown import markdown_table
 from suite.schema import write_atomically
 
 if TYPE_CHECKING:
@@ -46,8 +48,10 @@ def render(folder: Path, matrix: Matrix, measured: pd.DataFrame, comparison: pd.
     drawn = []
     for metric, (name, _, _) in FIGURES.items():
         drawing = figure(measured, stored, metric, about)
-        if drawing is not None:
-            drawing.savefig(folder / name, dpi=110)
+        if drawing is not None:  # drawn in memory, then written whole: a stored night's figure is replaced
+            png = io.BytesIO()
+            drawing.savefig(png, format="png", dpi=110)
+            write_atomically(folder / name, png.getvalue())
             drawn.append(name)
     write_atomically(folder / "REPORT.md", markdown(matrix, measured, per_frame_bytes(comparison, matrix),
                                                     baseline, about, failures, drawn))  # fmt: skip
@@ -187,9 +191,6 @@ def _measured(measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    """A markdown table (pandas' to_markdown needs tabulate, not a dependency of the suite)."""
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]  # fmt: skip
-    return "\n".join([header, rule, *body])
+    """A markdown table, a missing value a blank cell."""
+    return markdown_table(frame.columns, frame.itertuples(index=False),
+                          lambda v: "" if pd.isna(v) else str(v))  # fmt: skip

@@ -19,12 +19,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from suite.backends import make_backend
-from suite.datasets import load_frames
 from suite.fleet import uniform_fleet
 from suite.models.load import load_model
-from suite.runtime.coordinator import Coordinator
 from suite.runtime.measurement import RunOptions
+from suite.runtime.setup import set_up_run
 from suite.schemes import SCHEMES, make_plan
 
 MB = 1 << 20
@@ -156,29 +154,26 @@ def test_authenticated_transport_against_raw_gloo(benchmark, request, where):
 
 
 def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, frames: int):
-    backend = make_backend("torch")
-    prepared = backend.prepare(load_model(model, size, 0))
-    plan = make_plan(scheme, prepared.graph, uniform_fleet(devices))
-    inputs = load_frames(size)[:2]
-    with backend.active():
-        references = {f.name: prepared.monolithic(f.tensor) for f in inputs}
+    setup = set_up_run(load_model(model, size, 0), "torch")
+    fleet = uniform_fleet(devices)
+    plan = make_plan(scheme, setup.model, fleet)
     options = RunOptions(model=model, input_size=size, frames=frames, warmup=2)
-    run = Coordinator(prepared.graph, backend, uniform_fleet(devices), inputs, references, options).run(plan)
+    run = setup.coordinator(fleet, options).run(plan)
     assert run.complete and run.bit_exact, run.error
-    return run, prepared, inputs, backend
+    return run, setup
 
 
 def test_coordinator_overhead_per_frame(benchmark):
     """A single-device run of a small model: the runtime's latency minus the model's own compute is
     what the coordinator, the transport and the worker loop add to every frame."""
-    run, prepared, inputs, backend = benchmark.pedantic(
-        _run, args=("single", "resnet18", (3, 64, 64), 1, 30), rounds=1, iterations=1)
+    run, setup = benchmark.pedantic(_run, args=("single", "resnet18", (3, 64, 64), 1, 30), rounds=1,
+                                    iterations=1)
     torch.set_num_threads(1)
-    with backend.active():
+    with setup.backend.active():
         compute = []
         for _ in range(30):
             start = time.perf_counter()
-            prepared.monolithic(inputs[0].tensor)
+            setup.prepared.monolithic(setup.frames[0].tensor)
             compute.append(time.perf_counter() - start)
     overhead = run.latency_s - statistics.median(compute)
     benchmark.extra_info.update(latency_s=run.latency_s, compute_s=statistics.median(compute),
