@@ -183,7 +183,8 @@ def test_sessions_are_built_by_compile_one_per_stage_of_a_device(monkeypatch):
     program = compile_program(plan, graph, "dev0")
     calls = segments(program, graph)
     built = []
-    monkeypatch.setattr(OrtBackend, "session", lambda self, model, level="all": built.append(model) or _Run())
+    monkeypatch.setattr(OrtBackend, "session",
+                        lambda self, model, level="all", threads=None: built.append(model) or _Run())
     compiled = backend.compile(prune_weights(graph, program), calls)
     stages = {(c.names, tuple(c.held.items())) for c in calls}
     assert len(built) == compiled.executables == len(stages) < len(calls)

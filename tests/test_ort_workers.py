@@ -93,8 +93,8 @@ def test_a_worker_reads_only_its_own_nodes_weights_from_the_folded_model(coordin
     digested, referenced = set(), []
     chunks, session = WeightFile.chunks, OrtBackend.session
     monkeypatch.setattr(WeightFile, "chunks", lambda self, c, t: digested.add(c) or chunks(self, c, t))
-    monkeypatch.setattr(OrtBackend, "session", lambda self, model, level="all": referenced.extend(
-        _references(model)) or session(self, model, level))  # fmt: skip
+    monkeypatch.setattr(OrtBackend, "session", lambda self, model, level="all", threads=None: (
+        referenced.extend(_references(model)) or session(self, model, level, threads)))  # fmt: skip
     least = None
     for rank in (1, 2):
         digested.clear()
