@@ -22,6 +22,7 @@ from suite.plan import COORDINATOR, PlanError, check_plan, load_plan, save_plan,
 from suite.regions import Box, split_range, split_range_up
 from suite.schemes import make_plan
 from suite.schemes.chain import TileCosts, pieces, spatial_prefix
+from suite.schemes.efl import fused_depth
 from suite.schemes.halp import row_segments
 from suite.schemes.pico import StageTimer, dp_search, exhaustive
 
@@ -145,6 +146,23 @@ def test_deepthings_takes_a_papers_fixed_grid_and_depth():
         make_plan("deepthings", graph, toy, fused_pieces=5)
     with pytest.raises(UserError, match="grid 13x1 is finer than every fusable map"):
         make_plan("deepthings", graph, toy, grid=(13, 1))
+
+
+def test_efl_fuses_the_pieces_nearest_deepthings_share_whatever_the_fleet():
+    """PICO's EFL: a fixed early block. On a toy of three equal convs (a third of the MACs each) the
+    piece nearest 49% is the first (33% is 0.16 off, 67% 0.18), on any fleet, and the rest runs
+    whole on the gateway; the zoo's VGG-16 fuses conv1_1..conv3_2 (48% of its MACs)."""
+    convs = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(3)])
+    graph = from_torch(convs, (2, 12, 12), "three")
+    for toy in (fleet(1000.0, 1000.0), fleet(*[1e6] * 6, bandwidth_bps=8e12)):
+        plan = make_plan("efl", graph, toy)
+        assert plan.scheme == "efl" and plan.options["fused_pieces"] == 1
+        assert [s.nodes for s in plan.stages][-1] == list(graph.nodes)[2:]  # the rest, on the gateway
+        assert {w.device for w in plan.stages[-1].work} == {plan.hub}
+    vgg = from_model(load_model("vgg16", weights=False))
+    assert fused_depth(vgg) == 8 and pieces(vgg)[7].output == "features_13"
+    deep = make_plan("deepthings", vgg, load_fleet("pico-libtorch-1000mhz-8"))
+    assert deep.options["fused_pieces"] > 8  # ours searches the depth and fuses deeper
 
 
 def _two_convs():
@@ -396,7 +414,7 @@ def test_pico_is_at_least_single_and_deepthings_on_everyfleet(model):
             assert pico >= theirs * (1 - 1e-9), (model, name, other, pico, theirs)
 
 
-@pytest.mark.parametrize("scheme", ["modnn", "deepthings", "halp", "pico", "ofl"])
+@pytest.mark.parametrize("scheme", ["modnn", "deepthings", "efl", "halp", "pico", "ofl"])
 def test_every_scheme_plans_for_2_to_64_devices(scheme):
     """Slow devices on a fast link, so the schemes tile all they can: dynamic "same" pads before
     strided convs down to 2x2 maps. More devices than rows leave some idle or end the tiled part

@@ -13,7 +13,7 @@ from suite.fleet import Fleet
 from suite.graph import Graph
 from suite.plan import Plan, check_plan
 
-SCHEMES = ("single", "modnn", "deepthings", "deepthings-reuse", "halp", "pico", "ofl")
+SCHEMES = ("single", "modnn", "deepthings", "deepthings-reuse", "efl", "halp", "pico", "ofl")
 VARIANTS = {"deepthings-reuse": ("deepthings", {"reuse": True})}  # a scheme's module with options set
 
 
