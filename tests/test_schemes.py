@@ -69,6 +69,28 @@ def test_modnn_splits_linear_layers_on_multiples_of_four():
     assert plan.predicted.period_s == pytest.approx(plan.predicted.latency_s)
 
 
+def test_modnn_keeps_its_strips_and_relays_only_halo_rows_through_the_owner():
+    """BODP on 3 equal devices, two 3x3 convs on a 9x9 map: rows 0-3, 3-6 and 6-9 of the first conv
+    stay where they were computed; for the second, each device takes the one row on each side it
+    lacks, through the owner d0 (d0's own rows go straight); the model's output is gathered."""
+    graph = from_torch(nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(2)]),
+                       (1, 9, 9), "two")  # fmt: skip
+    first = list(graph.nodes)[1]
+    plan = make_plan("modnn", graph, fleet(1000.0, 1000.0, 1000.0))
+    assert plan.hub == "d0" and [s.keeps for s in plan.stages] == [True, False]
+    halo = {(t.src, t.dst, t.region.h0, t.region.h1)
+            for s in plan.stages for t in s.transfers if t.tensor == first}  # fmt: skip
+    assert halo == {("d0", "d1", 2, 3), ("d1", "d0", 3, 4), ("d1", "d0", 5, 6), ("d0", "d2", 5, 6),
+                    ("d2", "d0", 6, 7), ("d0", "d1", 6, 7)}  # fmt: skip
+    row = 9 * 4  # bytes of one row of a 1-channel 9-wide float32 map
+    assert sum(t.bytes for t in plan.stages[0].transfers if t.tensor == first) == 3 * row  # to d0, after
+    gathered = make_plan("modnn-gather", graph, fleet(1000.0, 1000.0, 1000.0))
+    assert not any(s.keeps for s in gathered.stages)
+    assert {t.dst for t in gathered.stages[0].transfers if t.tensor == first} == {"d0"}  # every strip
+    moved = [sum(t.bytes for s in p.stages for t in s.transfers) for p in (plan, gathered)]
+    assert moved[0] < moved[1]
+
+
 def test_halp_segments_put_host_zones_between_secondaries():
     assert row_segments(10, [1.0, 1.0], 0.2) == [(0, (0, 4)), (None, (4, 6)), (1, (6, 10))]
     assert row_segments(10, [1.0], 0.3) == [(0, (0, 7)), (None, (7, 10))]

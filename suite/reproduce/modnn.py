@@ -1,7 +1,8 @@
 """MoDNN (DATE 2017; abstract only): speedup on 2-4 devices against the abstract's 2.17-4.28x.
 
-The abstract names neither the phones' speed nor the link, so we show our MoDNN on two Pi 4B fleets
-of the same 50 Mbps shared WiFi: one-core Pi 4B at PICO's LibTorch speed (`pico-libtorch-1000mhz-N`)
+The abstract names neither the phones' speed nor the link, so we show our MoDNN (`modnn`, BODP:
+strips stay on their devices, halo rows go through the owner) on two Pi 4B fleets of the same
+50 Mbps shared WiFi: one-core Pi 4B at PICO's LibTorch speed (`pico-libtorch-1000mhz-N`)
 and at ncnn's speed (`pico-homo-N`, 1.5 GHz), VGG-16, speedup = the single device's latency over
 MoDNN's. N = 1 is the single device.
 """
@@ -41,9 +42,10 @@ def speedups(baseline: Figure) -> Outcome:
                 "on 2-4 phones over WiFi, setup not public).")
     rows2 = table[table.devices == 2].set_index("fleet")
     causes = {family: (f"On 2 devices our MoDNN spends {rows2.loc[family, 'predicted_comm_share_pct']:.0f}% "
-                       f"of its frame on transfers ({rows2.loc[family, 'predicted_comm_mb']:.0f} MB: every "
-                       "layer's map gathered at the owner and scattered again over the shared 50 Mbps "
-                       "link). A speedup in the paper's range needs transfers that are small against "
+                       f"of its frame on transfers ({rows2.loc[family, 'predicted_comm_mb']:.1f} MB: the "
+                       "input's rows scattered, each layer's halo rows through the owner, the last map "
+                       "gathered, over the shared 50 Mbps link). A speedup in the paper's range needs "
+                       "transfers that are small against "
                        "compute: a much faster link, or devices much slower per frame than these. The "
                        "abstract gives neither. The top of its range, 4.28x on at most 4 devices, is more "
                        "than linear, which no split of compute alone gives; we believe the phones' "

@@ -3,8 +3,10 @@ models (Fig. 12), the heterogeneous cluster (Table I), planning time (Table II) 
 Poisson load (Fig. 10b).
 
 Fleets are the paper-calibrated `pico-libtorch-*` ones (suite/data/fleets/): one-core Pi 4B at PICO's clocks,
-LibTorch speed, 50 Mbps shared WiFi. PICO's baselines map to our schemes: LW = modnn, EFL = efl
-(DeepThings' tiles over a fixed early block, as PICO describes it), OFL = ofl.
+LibTorch speed, 50 Mbps shared WiFi. PICO's baselines map to our schemes: LW = modnn-gather (every layer's
+map through the owner: PICO's and AOFL's LW stays near one device, as gathering does, where MoDNN's
+own BODP, `modnn`, gains about 3x), EFL = efl (DeepThings' tiles over a fixed early block, as PICO
+describes it), OFL = ofl.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def periods(baseline: Figure, model: str) -> Outcome:
         name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
         setup=(f"Model {model} at {'x'.join(map(str, graph(model).input_shape[2:]))}. Fleets "
                "`pico-libtorch-{1000,750,500}mhz-{1..8}`: one-core Pi 4B at LibTorch speed (profiles "
-               "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn`, "
+               "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn-gather`, "
                "EFL = `efl`, OFL = `ofl`, PICO = `pico`, each planned by its own search on the "
                f"cost model. Predicted: the cost model; simulated: {SIM_FRAMES} frames streamed through "
                "the plan in the discrete-event simulator, which adds contention for the shared medium "
