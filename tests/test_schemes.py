@@ -255,6 +255,25 @@ def test_a_plan_whose_reuse_does_not_hold_is_one_line(tmp_path):
             check_plan(broken, graph, toy)
 
 
+def test_a_modnn_plan_missing_a_halo_row_or_gathering_a_kept_map_is_one_line(tmp_path):
+    """The plan file keeps the kept strips; a halo row no transfer brings, and a stage that keeps its
+    strips but was already gathered, are each refused with one line naming the stage and device."""
+    graph, toy = _two_convs(), fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("modnn", graph, toy)
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json").to_dict() == plan.to_dict() and plan.stages[0].keeps
+    broken = load_plan(tmp_path / "plan.json")
+    broken.stages[1].transfers = [t for t in broken.stages[1].transfers if t.tensor != "_0"]
+    said = "stage 1, device d1: reads rows 3-8 cols 0-8 of '_0', which no transfer brings it"
+    with pytest.raises(PlanError, match=re.escape(said)):
+        check_plan(broken, graph, toy)
+    broken = load_plan(tmp_path / "plan.json")
+    broken.stages[0].keeps = False  # then d1's strip must reach the hub, and no transfer takes it there
+    with pytest.raises(PlanError, match=re.escape("stage 0, device d1: its rows 4-8 cols 0-8 of '_0' never "
+                                                  "reaches the hub")):  # fmt: skip
+        check_plan(broken, graph, toy)
+
+
 def test_deepthings_reuse_cuts_yolov2_16_work_as_deepthings_code_does():
     """DeepThings' 5x5 grid over YOLOv2's first 16 layers at 608x608: 2.20x the monolithic MACs
     without reuse and 1.28x with it, as the regions of DeepThings' own `ftp.c` give (1.28x ideal,
