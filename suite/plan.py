@@ -238,22 +238,26 @@ def kept_transfers(graph: Graph, work: Sequence[Work], hub: str, kept: dict[str,
     """The rows each device reads of maps that earlier stages kept on their devices (MoDNN's BODP),
     and lacks: from the device that computed them to the hub after that stage (appended to its
     transfers, once per region), then from the hub to the reader before this one. Returns the
-    transfers from the hub."""
-    received: dict[tuple[str, str], list[Box]] = {}
+    transfers from the hub. A device whose rows read only padding takes the empty box from the
+    device whose strip ends there, so that it holds the tensor it reads."""
+    relayed: dict[str, list[Box]] = {}  # what this stage's makers already send the hub
     from_hub = []
     for w in work:
         for tensor, region in w.inputs.items():
-            for stage, maker in kept.get(tensor, []):
-                made = maker.outputs[tensor]
-                part = _overlap(as_part(region, graph[tensor]), made)
+            makers = kept.get(tensor, [])
+            wanted = as_part(region, graph[tensor])
+            if makers and wanted.area == 0:
+                makers = [next((s, m) for s, m in makers if m.outputs[tensor].contains(wanted))]
+            for stage, maker in makers:
+                part = wanted if wanted.area == 0 else _overlap(wanted, maker.outputs[tensor])
                 if part is None or maker.device == w.device:
                     continue
                 size = tensor_bytes(graph, tensor, part)
                 if maker.device != hub:
-                    relayed = received.setdefault((hub, tensor), [])
-                    if not any(r.contains(part) for r in relayed):
+                    sent = relayed.setdefault(tensor, [])
+                    if not any(r.contains(part) for r in sent):
                         stage.transfers.append(Transfer(maker.device, hub, tensor, part, size))
-                        relayed.append(part)
+                        sent.append(part)
                 if w.device != hub:
                     from_hub.append(Transfer(hub, w.device, tensor, part, size))
     return from_hub

@@ -48,6 +48,21 @@ def test_fig8_efl_is_the_fixed_early_block_within_a_quarter_of_the_papers_period
         assert efl.predicted.period_s / paper.loc[n, "published_period_s"] == pytest.approx(1, abs=0.25), n
 
 
+def test_modnn_moves_less_than_deepthings_measured_and_follows_edgelds_bodp(baselines):
+    """MoDNN's BODP keeps its strips: under DeepThings' measured 19.6 MB a frame at 6 devices, where
+    gathering every map moves over ten times that; on EdgeLD's testbed its latency is within 25% of
+    EdgeLD's BODP at 1-4 devices."""
+    from suite.reproduce.common import bytes_per_frame
+
+    moved = {s: bytes_per_frame(plan("yolov2_16", s, "deepthings-pi3-6")) / 1e6
+             for s in ("modnn", "modnn-gather")}  # fmt: skip
+    assert 5 < moved["modnn"] < 19.6 < 10 * 19.6 < moved["modnn-gather"], moved
+    table = FIGURES["modnn"].compute(baselines["modnn"]).table
+    edgeld = table[table.published_latency_s.notna()]
+    assert list(edgeld.devices) == [1, 2, 3, 4]
+    assert ((edgeld.predicted_latency_s / edgeld.published_latency_s - 1).abs() < 0.25).all(), edgeld
+
+
 def test_table1_puts_picos_vgg16_redundancy_beside_the_papers(baselines):
     outcome = FIGURES["pico-table1"].compute(baselines["pico-table1"])
     row = outcome.table.set_index(["model", "scheme"]).loc[("vgg16", "pico")]
