@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        **exit_codes())
     _add_model_args(p)
     p.add_argument("--scheme", required=True,
-                   help="single, modnn, deepthings, deepthings-reuse, halp, pico or ofl")
+                   help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl")
     _add_fleet_args(p)
     p.add_argument("--search", default="dp", choices=["dp", "exhaustive"],
                    help="pico: the paper's DP (default) or exhaustive search (small instances)")
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(u)
     u.set_defaults(threads=1)
     u.add_argument("--scheme", default="pico",
-                   help="single, modnn, deepthings, deepthings-reuse, halp, pico or ofl (default: pico)")
+                   help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl "
+                        "(default: pico)")
     _add_fleet_args(u)
     u.add_argument("--inventory", help="run on the devices of this inventory over SSH (`suite deploy` it "
                    "first; `suite lab up` writes one for the emulated lab)")  # fmt: skip
@@ -222,9 +223,9 @@ def _add_fleet_args(p: argparse.ArgumentParser) -> None:
 
 def _add_grid_rounding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-rounding", choices=["up", "nearest"],
-                   help="deepthings, deepthings-reuse: cut the grid as DeepThings' code does, every part "
-                        "ceil(length / parts) and the last the rest (up, the default), or to the nearest "
-                        "row (nearest)")  # fmt: skip
+                   help="deepthings, deepthings-reuse, efl: cut the grid as DeepThings' code does, every "
+                        "part ceil(length / parts) and the last the rest (up, the default), or to the "
+                        "nearest row (nearest)")  # fmt: skip
 
 
 def _scheme_options(args: argparse.Namespace, **by_scheme: dict) -> dict:
@@ -232,9 +233,9 @@ def _scheme_options(args: argparse.Namespace, **by_scheme: dict) -> dict:
     for the DeepThings schemes (refused for the others)."""
     options = dict(by_scheme.get(args.scheme, {}))
     if args.grid_rounding is not None:
-        if not args.scheme.startswith("deepthings"):
+        if not args.scheme.startswith("deepthings") and args.scheme != "efl":
             raise UserError(f"--grid-rounding cuts DeepThings' grid; scheme {args.scheme} has none: drop it "
-                            "or use --scheme deepthings or deepthings-reuse")  # fmt: skip
+                            "or use --scheme deepthings, deepthings-reuse or efl")  # fmt: skip
         options["grid_rounding"] = args.grid_rounding
     return options
 
@@ -367,6 +368,8 @@ def _describe_plan(plan, graph, backend: str, fleet) -> str:
         if stage.continues:
             bands = sum(len(b) for w in stage.work for b in w.reused.values())
             parts += f"; continues stage {stage.index - 1}, reusing {bands} bands it computed"
+        if stage.keeps:
+            parts += "; strips kept on their devices"
         lines.append(f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
                      f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
                      f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")

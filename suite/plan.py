@@ -93,6 +93,7 @@ class Stage:
     transfers: list[Transfer] = field(default_factory=list)
     overlap: bool = False  # a device starts as soon as its own inputs arrive (HALP)
     continues: bool = False  # it computes the rest of the previous stage's outputs, the same nodes
+    keeps: bool = False  # its outputs stay on the devices that computed them (MoDNN's BODP), not gathered
 
     @property
     def devices(self) -> list[str]:
@@ -209,20 +210,22 @@ def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
     return {src: WHOLE for n in nodes for src in graph[n].inputs if src not in inside}
 
 
-def hub_transfers(graph: Graph, work: Sequence[Work], hub: str, have: dict[str, set[str]]
+def hub_transfers(graph: Graph, work: Sequence[Work], hub: str, have: dict[str, set[str]], gather: bool = True
                   ) -> list[Transfer]:  # fmt: skip
-    """Transfers through the hub: each device's inputs from the hub, its outputs back to it.
+    """Transfers through the hub: each device's inputs from the hub, its outputs back to it
+    (unless not `gather`).
 
     `have` maps a device to the tensors it already holds whole (the hub holds every tensor
-    a stage gathered); a device reads those locally.
+    a stage gathered); a device reads those locally. Inputs the hub does not hold are left out
+    (`kept_transfers` brings them).
     """
     transfers = []
     for w in work:
         for tensor, region in w.inputs.items():
-            if tensor not in have.get(w.device, set()):
+            if tensor not in have.get(w.device, set()) and tensor in have[hub]:
                 transfers.append(Transfer(hub, w.device, tensor, region,
                                           tensor_bytes(graph, tensor, region)))  # fmt: skip
-    for w in work:
+    for w in work if gather else ():
         for tensor, region in w.outputs.items():
             if w.device != hub:
                 transfers.append(Transfer(w.device, hub, tensor, region,
@@ -230,30 +233,78 @@ def hub_transfers(graph: Graph, work: Sequence[Work], hub: str, have: dict[str, 
     return [t for t in transfers if t.src != t.dst]
 
 
-def build_stages(graph: Graph, hub: str, steps: Sequence[tuple]) -> list[Stage]:
+def kept_transfers(graph: Graph, work: Sequence[Work], hub: str, kept: dict[str, list[tuple[Stage, Work]]]
+                   ) -> list[Transfer]:  # fmt: skip
+    """The rows each device reads of maps that earlier stages kept on their devices (MoDNN's BODP),
+    and lacks: from the device that computed them to the hub after that stage (appended to its
+    transfers, once per region), then from the hub to the reader before this one. Returns the
+    transfers from the hub. A device whose rows read only padding takes the empty box from the
+    device whose strip ends there, so that it holds the tensor it reads."""
+    relayed: dict[str, list[Box]] = {}  # what this stage's makers already send the hub
+    from_hub = []
+    for w in work:
+        for tensor, region in w.inputs.items():
+            makers = kept.get(tensor, [])
+            wanted = as_part(region, graph[tensor])
+            if makers and wanted.area == 0:
+                makers = [next((s, m) for s, m in makers if m.outputs[tensor].contains(wanted))]
+            for stage, maker in makers:
+                part = wanted if wanted.area == 0 else _overlap(wanted, maker.outputs[tensor])
+                if part is None or maker.device == w.device:
+                    continue
+                size = tensor_bytes(graph, tensor, part)
+                if maker.device != hub:
+                    sent = relayed.setdefault(tensor, [])
+                    if not any(r.contains(part) for r in sent):
+                        stage.transfers.append(Transfer(maker.device, hub, tensor, part, size))
+                        sent.append(part)
+                if w.device != hub:
+                    from_hub.append(Transfer(hub, w.device, tensor, part, size))
+    return from_hub
+
+
+def _overlap(a: Region, b: Region) -> Box | None:
+    """The box two boxes share (None: nothing, or not boxes)."""
+    if not (isinstance(a, Box) and isinstance(b, Box) and a.intersects(b)):
+        return None
+    return Box(max(a.h0, b.h0), min(a.h1, b.h1), max(a.w0, b.w0), min(a.w1, b.w1))
+
+
+def build_stages(graph: Graph, hub: str, steps: Sequence[tuple], keep: bool = False) -> list[Stage]:
     """Stages from (group, nodes, [(device, outputs), ...]) steps, with inputs and hub transfers.
 
     A device may appear more than once in a step (several tiles). The frame starts at the hub;
     every stage's outputs are gathered there. A step (group, nodes, [(device, outputs, reused),
     ...], True) continues the one before it (`Stage.continues`): its devices take the `reused`
     bands from what they computed in that step, or else through the hub (`band_transfers`).
+    With `keep` (MoDNN's BODP), a step of boxes, one per device, that does not make the model's
+    output keeps its outputs where they were computed (`Stage.keeps`); later devices take the rows
+    of them they lack through the hub (`kept_transfers`).
     """
     have = {hub: {graph.input}}
+    kept: dict[str, list[tuple[Stage, Work]]] = {}
     stages: list[Stage] = []
     for index, (group, nodes, assignment, *continues) in enumerate(steps):
         work = []
         for device, outputs, *reused in assignment:
             bands = dict(reused[0]) if reused else {}
             work.append(Work(device, outputs, work_inputs(graph, nodes, outputs, bands), bands))
-        transfers = hub_transfers(graph, work, hub, have)
-        stage = Stage(index, group, list(nodes), work, transfers, continues=bool(continues and continues[0]))
+        keeps = (keep and not continues and len({w.device for w in work}) == len(work)
+                 and all(isinstance(r, Box) for w in work for r in w.outputs.values())
+                 and not set(work[0].outputs) & set(graph.outputs))  # fmt: skip
+        transfers = kept_transfers(graph, work, hub, kept) + hub_transfers(graph, work, hub, have, not keeps)
+        stage = Stage(index, group, list(nodes), work, transfers, continues=bool(continues and continues[0]),
+                      keeps=keeps)
         if stage.continues:
             last = stages[-1]
             to_hub, from_hub = band_transfers(graph, last.work, work, nodes, hub)
             last.transfers = _between(last, to_hub)
             stage.transfers = _between(stage, from_hub)
         stages.append(stage)
-        have.setdefault(hub, set()).update(work[0].outputs)
+        if keeps:
+            kept.update({t: [(stage, w) for w in work] for t in work[0].outputs})
+        else:
+            have.setdefault(hub, set()).update(work[0].outputs)
     return stages
 
 
@@ -298,10 +349,10 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
 
     Checked: its devices are the fleet's; each stage's nodes are the model's, in order, computed
     once; each stage's outputs are covered exactly once by regions inside them; every tensor a
-    stage reads was gathered at the hub by an earlier stage; each device's inputs follow from its
-    outputs' regions; every transfer moves a region its sender holds, of the size it declares, and
-    delivers what the receiving device reads; every output reaches the hub; the model's outputs
-    are computed.
+    stage reads was gathered at the hub by an earlier stage, or kept on its devices (`Stage.keeps`);
+    each device's inputs follow from its outputs' regions; every transfer moves a region its sender
+    holds, of the size it declares, and delivers what the receiving device reads; every output of a
+    stage that does not keep it reaches the hub; the model's outputs are computed.
     """
     if not plan.stages:
         raise PlanError("the plan has no stages")
@@ -314,6 +365,7 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
         raise PlanError(f"the plan's hub '{plan.hub}' is neither the coordinator nor one of its devices")
     order = {n: i for i, n in enumerate(graph.nodes)}
     gathered = {graph.input}  # whole tensors the hub holds
+    kept: set[str] = set()  # tensors left on the devices that computed them
     computed: set[str] = set()
     held: dict[str, dict[str, list[Region]]] = {p: {} for p in parties}
     held[plan.hub][graph.input] = [WHOLE]
@@ -342,7 +394,7 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
         inside = set(stage.nodes)
         for node in stage.nodes:
             for src in graph[node].inputs:
-                if src not in inside and src not in gathered:
+                if src not in inside and src not in gathered and src not in kept:
                     raise PlanError(f"{at}: node '{node}' reads '{src}', which no earlier stage gathers at "
                                     "the hub (is a stage missing?)")  # fmt: skip
         outputs = list(stage.work[0].outputs)
@@ -361,8 +413,13 @@ def check_plan(plan: Plan, graph: Graph, fleet: Fleet) -> None:
                 raise PlanError(f"{at}: output '{tensor}' is not one of its nodes")
             if not continued:
                 _check_cover(stage, graph, tensor, [w.outputs[tensor] for w in work])
-        _check_transfers(stage, graph, plan.hub, parties, held, gathers=not continued)
-        if not continued:
+        if stage.keeps and (continued or stage.continues):
+            raise PlanError(f"{at}: a stage that keeps its outputs on its devices cannot continue or be "
+                            "continued")  # fmt: skip
+        _check_transfers(stage, graph, plan.hub, parties, held, gathers=not continued and not stage.keeps)
+        if stage.keeps:
+            kept.update(outputs)
+        elif not continued:
             gathered.update(outputs)
     missing = [o for o in graph.outputs if o not in gathered]
     if missing:
@@ -415,7 +472,7 @@ def _check_transfers(stage: Stage, graph: Graph, hub: str, parties: set[str],
     for t in stage.transfers:
         if not stage.brings(t):
             move(t)
-    for w in stage.work:
+    for w in stage.work if not stage.keeps else ():
         for tensor, region in w.outputs.items():
             if w.device != hub and region not in held[hub].get(tensor, []):
                 raise PlanError(f"{at}, device {w.device}: its {region} of '{tensor}' never reaches the "
@@ -430,10 +487,22 @@ def _inside(region: Region, node: Node) -> bool:
 
 
 def _holds(regions: list[Region], region: Region, node: Node) -> bool:
-    """Whether one of the held `regions` of `node`'s output contains `region`."""
+    """Whether the held `regions` of `node`'s output contain `region`: one of them, or boxes that
+    cover it together (a strip and the rows beside it that others computed)."""
     wanted = as_part(region, node)
-    return any(type(have) is type(wanted) and have.contains(wanted)
-               for have in (as_part(r, node) for r in regions))  # fmt: skip
+    held = [as_part(r, node) for r in regions]
+    if any(type(have) is type(wanted) and have.contains(wanted) for have in held):
+        return True
+    boxes = [b for b in held if isinstance(b, Box) and isinstance(wanted, Box) and b.intersects(wanted)]
+    if not boxes:
+        return False
+    # cut `wanted` at every edge of the boxes inside it: each cell must lie in one box
+    rows = sorted({wanted.h0, wanted.h1, *(h for b in boxes for h in (b.h0, b.h1)
+                                           if wanted.h0 < h < wanted.h1)})  # fmt: skip
+    cols = sorted({wanted.w0, wanted.w1, *(w for b in boxes for w in (b.w0, b.w1)
+                                           if wanted.w0 < w < wanted.w1)})  # fmt: skip
+    return all(any(b.contains(Box(h0, h1, w0, w1)) for b in boxes)
+               for h0, h1 in zip(rows, rows[1:]) for w0, w1 in zip(cols, cols[1:]))  # fmt: skip
 
 
 def _dims(node: Node) -> str:
@@ -514,6 +583,7 @@ class _StageSpec(Strict):
     transfers: list[_TransferSpec]
     overlap: bool
     continues: bool = False
+    keeps: bool = False
 
 
 class _StageCostSpec(Strict):
@@ -569,7 +639,7 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
                         [Work(w.device, _regions(w.outputs), _regions(w.inputs), _bands(w.reused))
                          for w in s.work],
                         [Transfer(t.src, t.dst, t.tensor, region_from_json(t.region), t.bytes)
-                         for t in s.transfers], s.overlap, s.continues)
+                         for t in s.transfers], s.overlap, s.continues, s.keeps)
                   for s in spec.stages]  # fmt: skip
     except RegionError as exc:
         raise PlanError(f"{path}: {exc}") from None

@@ -104,8 +104,10 @@ def _single_device_time(model: str, profile: str) -> float:
 
 @pytest.mark.parametrize(("profile", "seconds"), [("rpi4b-libtorch-1000mhz", 22.6),
                                                   ("rpi4b-libtorch-750mhz", 28.8),
-                                                  ("rpi4b-libtorch-500mhz", 43.8)])  # fmt: skip
-def test_libtorch_profiles_reproduce_picos_single_device_vgg16(profile, seconds):
+                                                  ("rpi4b-libtorch-500mhz", 43.8),
+                                                  ("edgeld-vm-800mhz", 24.57)])  # fmt: skip
+def test_calibrated_profiles_reproduce_their_papers_single_device_vgg16(profile, seconds):
+    """PICO's Pi 4B at its three clocks, and EdgeLD's VM (its Table I, one device)."""
     assert _single_device_time("vgg16", profile) == pytest.approx(seconds, rel=0.002)
 
 
@@ -136,6 +138,9 @@ def test_paper_fleets_match_the_testbeds():
             assert {d.profile.name for d in fleet.devices} == {f"rpi4b-libtorch-{mhz}mhz"}
     hetero = load_fleet("pico-libtorch-hetero")
     assert sorted(d.freq_ghz for d in hetero.devices) == [0.6] * 4 + [0.8] * 2 + [1.2] * 2
+    for n in range(1, 5):
+        fleet = load_fleet(f"edgeld-vm-{n}")
+        assert len(fleet.devices) == n and not fleet.link.shared and fleet.link.bandwidth_bps == 100e6
     for n in range(1, 7):
         fleet = load_fleet(f"deepthings-pi3-{n}")
         assert len(fleet.devices) == n and fleet.link.shared

@@ -251,7 +251,7 @@ def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):
 def _slow_pico(graph, fleet, **options):  # a deliberately worse plan: layer by layer, gathered after each
     from suite.schemes import modnn
 
-    return modnn.plan(graph, fleet)
+    return modnn.plan(graph, fleet, gather=True)
 
 
 @pytest.mark.slow

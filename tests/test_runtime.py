@@ -94,8 +94,9 @@ def run_json(tmp_path: Path, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("scheme,devices", [("single", 2), ("modnn", 3), ("deepthings", 4), ("halp", 3),
-                                            ("pico", 4), ("ofl", 3)])  # fmt: skip
+@pytest.mark.parametrize("scheme,devices", [("single", 2), ("modnn", 3), ("modnn-gather", 3),
+                                            ("deepthings", 4), ("efl", 3), ("halp", 3), ("pico", 4),
+                                            ("ofl", 3)])  # fmt: skip
 def test_every_scheme_runs_bit_exact_on_workers(tmp_path, scheme, devices):
     result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x112x112", "--scheme", scheme,
                       "--devices", str(devices), "--no-baseline")  # fmt: skip

@@ -22,6 +22,7 @@ from suite.plan import COORDINATOR, PlanError, check_plan, load_plan, save_plan,
 from suite.regions import Box, split_range, split_range_up
 from suite.schemes import make_plan
 from suite.schemes.chain import TileCosts, pieces, spatial_prefix
+from suite.schemes.efl import fused_depth
 from suite.schemes.halp import row_segments
 from suite.schemes.pico import StageTimer, dp_search, exhaustive
 
@@ -66,6 +67,28 @@ def test_modnn_splits_linear_layers_on_multiples_of_four():
     assert all(a.stop % LINEAR_ROWS == 0 for a in spans[:-1])  # whole chunks of the exact kernel's calls
     assert plan.hub == "d0" and all(s.group == 0 for s in plan.stages)
     assert plan.predicted.period_s == pytest.approx(plan.predicted.latency_s)
+
+
+def test_modnn_keeps_its_strips_and_relays_only_halo_rows_through_the_owner():
+    """BODP on 3 equal devices, two 3x3 convs on a 9x9 map: rows 0-3, 3-6 and 6-9 of the first conv
+    stay where they were computed; for the second, each device takes the one row on each side it
+    lacks, through the owner d0 (d0's own rows go straight); the model's output is gathered."""
+    graph = from_torch(nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(2)]),
+                       (1, 9, 9), "two")  # fmt: skip
+    first = list(graph.nodes)[1]
+    plan = make_plan("modnn", graph, fleet(1000.0, 1000.0, 1000.0))
+    assert plan.hub == "d0" and [s.keeps for s in plan.stages] == [True, False]
+    halo = {(t.src, t.dst, t.region.h0, t.region.h1)
+            for s in plan.stages for t in s.transfers if t.tensor == first}  # fmt: skip
+    assert halo == {("d0", "d1", 2, 3), ("d1", "d0", 3, 4), ("d1", "d0", 5, 6), ("d0", "d2", 5, 6),
+                    ("d2", "d0", 6, 7), ("d0", "d1", 6, 7)}  # fmt: skip
+    row = 9 * 4  # bytes of one row of a 1-channel 9-wide float32 map
+    assert sum(t.bytes for t in plan.stages[0].transfers if t.tensor == first) == 3 * row  # to d0, after
+    gathered = make_plan("modnn-gather", graph, fleet(1000.0, 1000.0, 1000.0))
+    assert not any(s.keeps for s in gathered.stages)
+    assert {t.dst for t in gathered.stages[0].transfers if t.tensor == first} == {"d0"}  # every strip
+    moved = [sum(t.bytes for s in p.stages for t in s.transfers) for p in (plan, gathered)]
+    assert moved[0] < moved[1]
 
 
 def test_halp_segments_put_host_zones_between_secondaries():
@@ -147,6 +170,23 @@ def test_deepthings_takes_a_papers_fixed_grid_and_depth():
         make_plan("deepthings", graph, toy, grid=(13, 1))
 
 
+def test_efl_fuses_the_pieces_nearest_deepthings_share_whatever_the_fleet():
+    """PICO's EFL: a fixed early block. On a toy of three equal convs (a third of the MACs each) the
+    piece nearest 49% is the first (33% is 0.16 off, 67% 0.18), on any fleet, and the rest runs
+    whole on the gateway; the zoo's VGG-16 fuses conv1_1..conv3_2 (48% of its MACs)."""
+    convs = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(3)])
+    graph = from_torch(convs, (2, 12, 12), "three")
+    for toy in (fleet(1000.0, 1000.0), fleet(*[1e6] * 6, bandwidth_bps=8e12)):
+        plan = make_plan("efl", graph, toy)
+        assert plan.scheme == "efl" and plan.options["fused_pieces"] == 1
+        assert [s.nodes for s in plan.stages][-1] == list(graph.nodes)[2:]  # the rest, on the gateway
+        assert {w.device for w in plan.stages[-1].work} == {plan.hub}
+    vgg = from_model(load_model("vgg16", weights=False))
+    assert fused_depth(vgg) == 8 and pieces(vgg)[7].output == "features_13"
+    deep = make_plan("deepthings", vgg, load_fleet("pico-libtorch-1000mhz-8"))
+    assert deep.options["fused_pieces"] > 8  # ours searches the depth and fuses deeper
+
+
 def _two_convs():
     return from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False),
                                     nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 8, 8), "two")  # fmt: skip
@@ -213,6 +253,25 @@ def test_a_plan_whose_reuse_does_not_hold_is_one_line(tmp_path):
         spoil(broken)
         with pytest.raises(PlanError, match=re.escape(said)):
             check_plan(broken, graph, toy)
+
+
+def test_a_modnn_plan_missing_a_halo_row_or_gathering_a_kept_map_is_one_line(tmp_path):
+    """The plan file keeps the kept strips; a halo row no transfer brings, and a stage that keeps its
+    strips but was already gathered, are each refused with one line naming the stage and device."""
+    graph, toy = _two_convs(), fleet(1000.0, 1000.0, bandwidth_bps=8e12)
+    plan = make_plan("modnn", graph, toy)
+    save_plan(plan, tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json").to_dict() == plan.to_dict() and plan.stages[0].keeps
+    broken = load_plan(tmp_path / "plan.json")
+    broken.stages[1].transfers = [t for t in broken.stages[1].transfers if t.tensor != "_0"]
+    said = "stage 1, device d1: reads rows 3-8 cols 0-8 of '_0', which no transfer brings it"
+    with pytest.raises(PlanError, match=re.escape(said)):
+        check_plan(broken, graph, toy)
+    broken = load_plan(tmp_path / "plan.json")
+    broken.stages[0].keeps = False  # then d1's strip must reach the hub, and no transfer takes it there
+    with pytest.raises(PlanError, match=re.escape("stage 0, device d1: its rows 4-8 cols 0-8 of '_0' never "
+                                                  "reaches the hub")):  # fmt: skip
+        check_plan(broken, graph, toy)
 
 
 def test_deepthings_reuse_cuts_yolov2_16_work_as_deepthings_code_does():
@@ -396,7 +455,7 @@ def test_pico_is_at_least_single_and_deepthings_on_everyfleet(model):
             assert pico >= theirs * (1 - 1e-9), (model, name, other, pico, theirs)
 
 
-@pytest.mark.parametrize("scheme", ["modnn", "deepthings", "halp", "pico", "ofl"])
+@pytest.mark.parametrize("scheme", ["modnn", "deepthings", "efl", "halp", "pico", "ofl"])
 def test_every_scheme_plans_for_2_to_64_devices(scheme):
     """Slow devices on a fast link, so the schemes tile all they can: dynamic "same" pads before
     strided convs down to 2x2 maps. More devices than rows leave some idle or end the tiled part

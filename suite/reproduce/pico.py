@@ -3,8 +3,10 @@ models (Fig. 12), the heterogeneous cluster (Table I), planning time (Table II) 
 Poisson load (Fig. 10b).
 
 Fleets are the paper-calibrated `pico-libtorch-*` ones (suite/data/fleets/): one-core Pi 4B at PICO's clocks,
-LibTorch speed, 50 Mbps shared WiFi. PICO's baselines map to our schemes: LW = modnn, EFL =
-deepthings, OFL = ofl.
+LibTorch speed, 50 Mbps shared WiFi. PICO's baselines map to our schemes: LW = modnn-gather (every layer's
+map through the owner: PICO's and AOFL's LW stays near one device, as gathering does, where MoDNN's
+own BODP, `modnn`, gains about 3x), EFL = efl (DeepThings' tiles over a fixed early block, as PICO
+describes it), OFL = ofl.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ def periods(baseline: Figure, model: str) -> Outcome:
         name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
         setup=(f"Model {model} at {'x'.join(map(str, graph(model).input_shape[2:]))}. Fleets "
                "`pico-libtorch-{1000,750,500}mhz-{1..8}`: one-core Pi 4B at LibTorch speed (profiles "
-               "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn`, "
-               "EFL = `deepthings`, OFL = `ofl`, PICO = `pico`, each planned by its own search on the "
+               "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn-gather`, "
+               "EFL = `efl`, OFL = `ofl`, PICO = `pico`, each planned by its own search on the "
                f"cost model. Predicted: the cost model; simulated: {SIM_FRAMES} frames streamed through "
                "the plan in the discrete-event simulator, which adds contention for the shared medium "
                "between pipeline stages and lets a device start as soon as its own input arrived. "
@@ -200,14 +202,14 @@ def _period_causes(model: str, table: pd.DataFrame) -> dict[str, str]:
                f"and 1 GHz {lw_comm:.1f} s of its {lw.predicted.latency_s:.1f} s frame are transfers "
                f"({bytes_per_frame(lw) / 1e6:.0f} MB). Its compute splits 8 ways, its transfers do not, so "
                "the balance between the two sets how far it is from one device."),
-        "efl": (f"{calibration}The paper does not say how deep its EFL fuses. Ours searches the depth and "
-                f"grid per device count with the cost model: at 8 devices and 1 GHz it fuses "
+        "efl": (f"{calibration}The paper does not say how deep its EFL fuses; ours fixes the block at the "
+                f"pieces nearest DeepThings' 49% of the MACs (`efl`): at 8 devices and 1 GHz "
                 f"{efl.options['fused_pieces']} pieces in a {efl.options['grid']} grid "
                 f"({100 * efl.predicted.redundancy:.0f}% redundant MACs"
                 + (f"; Table I's EFL has {efl_red} on the heterogeneous cluster" if efl_red else "")
-                + f") and leaves {efl_rest:.1f} s of layers on the gateway, with only "
-                f"{sum(c.comm_s for c in efl.predicted.stages):.2f} s of transfers. {plateau}We believe the "
-                "difference is this configuration, not the link (see the implied bandwidths above)."),
+                + f"), then {efl_rest:.1f} s of layers on the gateway and "
+                f"{sum(c.comm_s for c in efl.predicted.stages):.2f} s of transfers. {plateau}The depth is "
+                "the paper's unknown: one piece more or less moves the 8-device period by seconds."),
         "ofl": (f"{calibration}Our OFL cuts the model into {len(ofl.options['blocks'])} fused blocks; at 8 "
                 f"devices and 1 GHz its frame is {ofl.predicted.latency_s - ofl_comm:.1f} s of compute and "
                 f"{ofl_comm:.1f} s of transfers through the coordinator. The implied bandwidths above rule "
@@ -313,9 +315,9 @@ def heterogeneous(baseline: Figure) -> Outcome:
                "them with compute. Redundancy: layer-wise strips recompute nothing in our model (each reads "
                f"its halo rows from the gathered map); we believe the paper's {redundant} counts those halo "
                "rows."),
-        "efl": ("Our EFL fuses as deep as the cost model finds best, which recomputes much more of the "
-                f"overlap ({where('efl')}) than the paper's EFL, whose fused block is shallower and fixed; "
-                "see pico-fig8."),
+        "efl": ("Our EFL fuses a fixed block, the pieces nearest DeepThings' 49% of the MACs, in the grid "
+                f"the cost model finds best ({where('efl')}); the paper does not say how deep its block is "
+                "or how it is cut (see pico-fig8)."),
         "ofl": (f"Our OFL gives each block the fastest devices that pay for themselves ({where('ofl')}); "
                 "with one frame in flight the slower ones idle, and the mean over all 8 devices counts "
                 "them at zero. The paper's OFL keeps devices busier; we believe its strips on the slow "

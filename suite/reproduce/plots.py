@@ -313,9 +313,14 @@ def modnn(outcome: Outcome) -> Figure:
     for i, (family, data) in enumerate(t.groupby("fleet", sort=False)):
         colour = PALETTE[i]
         _lines(ax, data, "devices", "speedup", colour, ["predicted", "simulated"])
-        ax.plot([], [], color=colour, lw=6, label=f"ours, Pi 4B {family}")
+        ax.plot([], [], color=colour, lw=6, label=f"ours, {family}")
+        measured = data.dropna(subset=["published_latency_s"])
+        if len(measured):  # EdgeLD's latencies, as speedups over its own one device
+            one = measured[measured.devices == 1].published_latency_s.iloc[0]
+            ax.plot(measured.devices, one / measured.published_latency_s, "s", color=colour, ms=9,
+                    label=f"EdgeLD's BODP, {family}")  # fmt: skip
     ax.set(xlabel="devices", ylabel="speedup over one device (x)", xticks=range(1, 5), ylim=(0, 4.6),
-           title="VGG-16, 50 Mbps shared WiFi")  # fmt: skip
+           title="VGG-16: Pi 4B over 50 Mbps shared WiFi; EdgeLD's VMs over 100 Mbps")  # fmt: skip
     handles, _ = ax.get_legend_handles_labels()
     _legend(fig, handles + _handles(lines=["predicted", "simulated"]))
     return fig

@@ -75,7 +75,8 @@ def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
                              reused))  # fmt: skip
         transfers = [Transfer(t.src, t.dst, held_by(t.tensor, at), t.region, t.bytes)
                      for t in stage.transfers]  # fmt: skip
-        stages.append(Stage(stage.index, stage.group, nodes, work, transfers, stage.overlap, stage.continues))
+        stages.append(Stage(stage.index, stage.group, nodes, work, transfers, stage.overlap, stage.continues,
+                            stage.keeps))
     lowered = replace(plan, graph=graph.source, stages=stages)
     try:
         check_plan(lowered, graph, fleet)

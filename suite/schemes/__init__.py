@@ -13,8 +13,9 @@ from suite.fleet import Fleet
 from suite.graph import Graph
 from suite.plan import Plan, check_plan
 
-SCHEMES = ("single", "modnn", "deepthings", "deepthings-reuse", "halp", "pico", "ofl")
-VARIANTS = {"deepthings-reuse": ("deepthings", {"reuse": True})}  # a scheme's module with options set
+SCHEMES = ("single", "modnn", "modnn-gather", "deepthings", "deepthings-reuse", "efl", "halp", "pico", "ofl")
+VARIANTS = {"modnn-gather": ("modnn", {"gather": True}),  # a scheme's module with options set
+            "deepthings-reuse": ("deepthings", {"reuse": True})}
 
 
 def check_scheme(scheme: str) -> None:

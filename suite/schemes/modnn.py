@@ -3,8 +3,17 @@
 Every layer (a conv or pool with the pointwise and merge nodes it alone feeds, see
 `graph.cuts.layers`) is cut into full-width row strips sized in proportion to each device's
 capability (the Biased One-Dimensional Partition, BODP). The group owner, the fastest device,
-scatters each device's input rows (with their halo) and gathers the strips before the next layer;
-nothing is pipelined. Fully connected layers are split by output neurons in proportion to
+scatters the input's rows; each device keeps the strips it computes, and before each layer takes
+from the owner only the rows of its input it did not compute (the halo rows its neighbours
+computed, which they sent the owner after the layer before; `plan.kept_transfers`). The model's
+output and the maps the owner computes whole (see below) are gathered at the owner. Nothing is
+pipelined. So BODP moves about 9 MB a frame for YOLOv2's first 16 layers at 608x608 on 6 devices
+(DeepThings measured 19.6 MB for its MoDNN), where gathering every map moves 249 MB.
+
+With `gather` (scheme `modnn-gather`), the owner gathers every layer's strips and scatters the
+next layer's input rows (with their halo), as a reading of MoDNN's "group owner" that sends every
+layer through it: the transfers grow with the devices, the compute shrinks, and on a shared
+50 Mbps link it is slower than one device. Fully connected layers are split by output neurons in proportion to
 capability, with cut points on whole chunks of the exact linear kernel's calls (16 features, so
 no two devices compute one chunk; any cut is bit-exact, `suite/backends/exact.py`); the
 remaining tail nodes (pooling to 1x1, flatten) run on the owner. A squeeze-and-excite branch
@@ -28,7 +37,8 @@ from suite.schemes.chain import Step, whole_on
 ALIGN = LINEAR_ROWS  # linear output cut points: the exact kernel's chunks of features
 
 
-def plan(graph: Graph, fleet: Fleet) -> Layout:
+def plan(graph: Graph, fleet: Fleet, gather: bool = False) -> Layout:
+    """`gather`: every layer's map gathered at the owner (module docstring)."""
     devices = fleet.by_capability()
     owner = devices[0].name
     front = spatial_front(graph)
@@ -57,7 +67,8 @@ def plan(graph: Graph, fleet: Fleet) -> Layout:
             on_owner.append(name)
     if on_owner:
         steps.append(whole_on(graph, owner, on_owner))
-    return Layout(owner, build_stages(graph, owner, steps), {"owner": owner})
+    stages = build_stages(graph, owner, steps, keep=not gather)
+    return Layout(owner, stages, {"owner": owner, "gather": gather})
 
 
 def _split_features(name: str, features: int, devices: list[Device]) -> list:
