@@ -7,14 +7,13 @@ Our choices, written down: the Pis are PICO's LibTorch Pi 4 profile at one core 
 is not public (its `halp-pi` fleet is four ncnn threads a Pi, more than a lab worker's one thread).
 The lab caps a device by its profile's speed against the bundled `local` profile, measured on
 another CPU, so one Pi is timed first and the lab made again with the Pi's profile scaled by what
-that showed (calibrated). That lab (`--dilate auto --deploy`) runs the single device's plan (all of
-VGG-16 on one Pi) and HALP's, every frame bit-exact; the speedup is the ratio of their median frame
-latencies. Then HALP
-runs again while `suite.orchestrate.channel` plays a seeded Rayleigh block-fading trace
-(`suite.simulate.rayleigh_trace`, mean SNR as the simulation's, a new draw every `COHERENCE_S` real
-seconds, about one HALP frame, as near to the simulator's one draw per frame as a channel that is
-not synchronised with the frames gets); a frame meets a deadline of k x the measured single
-device's median latency when its own latency, frames one at a time, is within it.
+that showed (calibrated). That lab (`--dilate 20 --deploy`, as the first) runs the single device's
+plan (all of VGG-16 on one Pi) and HALP's, every frame bit-exact; the speedup is the ratio of their
+median frame latencies. Then HALP runs again while `suite.orchestrate.channel` plays a seeded
+Rayleigh block-fading trace (`suite.simulate.rayleigh_trace`, mean SNR as the simulation's, a new
+draw every `COHERENCE_S` real seconds, about one HALP frame, as near to the simulator's one draw
+per frame as a channel not synchronised with the frames gets); a frame meets a deadline of k x the
+measured single device's median latency when its own latency, frames one at a time, is within it.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ FRAMES = {"single": 3, "halp": 6}  # timed frames for the speedup (one warm-up f
 FADED_FRAMES = 40  # HALP's frames under the played channel
 COHERENCE_S = 12.0  # real seconds per fading block
 TRACE_SEED = 0
+DILATION = 20  # the same before and after calibrating: the links at 1 Gbit/s, and 3 caps well within 2 cores
 
 
 def measure(progress: Callable[[str], None]) -> dict:
@@ -82,8 +82,8 @@ def _lab(fleet_spec: str, progress: Callable[[str], None]) -> Iterator[tuple[Lab
     """A dilated, deployed lab of `fleet_spec` and its inventory, taken down however the block ends."""
     name = f"halp{os.getpid() % 10000}"
     progress(f"lab: {FLEET} ({fleet_spec}) up and deployed ...")
-    up = json.loads(_suite("lab", "up", "--fleet", fleet_spec, "--dilate", "auto", "--name", name, "--deploy",
-                           "--json"))  # fmt: skip
+    up = json.loads(_suite("lab", "up", "--fleet", fleet_spec, "--dilate", str(DILATION), "--name", name,
+                           "--deploy", "--json"))  # fmt: skip
     try:
         yield load_lab(name), up["inventory"]
     finally:
