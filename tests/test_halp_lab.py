@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from suite.baselines import load_baselines
+from suite.fleet import load_fleet
 from suite.reproduce.figures import FIGURES
-from suite.reproduce.halp_lab import FLEET, with_lab
+from suite.reproduce.halp_lab import FLEET, _calibrated_fleet, with_lab
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +37,13 @@ def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_si
     assert f"{calibration} after (-3%)" in shown.findings[-2]
     assert outcome.table.columns.tolist() == [c for c in t.columns if not c.startswith("measured_")]
     FIGURES["halp"].draw(shown)
+
+
+def test_a_pi_that_ran_fast_in_the_lab_gets_a_slower_profile_under_the_figures_fleet_name(tmp_path):
+    """One Pi took half its profile's time: the calibrated fleet's Pis are half as fast, all else kept."""
+    bundled, calibrated = load_fleet(FLEET), load_fleet(str(_calibrated_fleet(tmp_path, 0.5)))
+    assert calibrated.name == bundled.name and calibrated.link == bundled.link
+    assert [d.name for d in calibrated.devices] == [d.name for d in bundled.devices]
+    for mine, theirs in zip(calibrated.devices, bundled.devices):
+        assert mine.profile.macs_per_s == pytest.approx(0.5 * theirs.profile.macs_per_s)
+        assert mine.profile.ops == theirs.profile.ops

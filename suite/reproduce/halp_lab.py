@@ -64,7 +64,7 @@ def measure(progress: Callable[[str], None]) -> dict:
             first = _latencies("single", CALIBRATION_FRAMES, inventory, folder / "calibration", progress)
         factor = float(np.median(first)) / profile_s
         progress(f"lab: one Pi took {np.median(first):.2f} s against its profile's {profile_s:.2f} s; "
-                 f"calibrating its cap by x{1 / factor:.3g}")  # fmt: skip
+                 f"calibrating its cap by x{factor:.3g}")  # fmt: skip
         with _lab(str(_calibrated_fleet(folder, factor)), progress) as (lab, inventory):
             single = _latencies("single", FRAMES["single"], inventory, folder / "single", progress)
             fixed = _latencies("halp", FRAMES["halp"], inventory, folder / "halp", progress)
@@ -91,14 +91,15 @@ def _lab(fleet_spec: str, progress: Callable[[str], None]) -> Iterator[tuple[Lab
 
 
 def _calibrated_fleet(folder: Path, factor: float) -> Path:
-    """`FLEET` with its Pis' profile `factor` times slower, so that the lab, which caps a device by its
-    profile's speed against this host's bundled `local` profile (measured on another CPU), runs one
-    Pi in its profile's time; the fleet keeps its name, so the figure's plans run on it."""
+    """`FLEET` with its Pis' speed times `factor` (one Pi's lab time over its profile's), so that the
+    lab, which caps a device by its profile's speed against this host's bundled `local` profile
+    (measured on another CPU), runs one Pi in its profile's time; the fleet keeps its name, so the
+    figure's plans run on it."""
     spec = yaml.safe_load((FLEETS_DIR / f"{FLEET}.yaml").read_text())
     (name,) = {d["profile"] for d in spec["devices"]}
     profile = yaml.safe_load((PROFILES_DIR / f"{name}.yaml").read_text())
-    profile["macs_per_s"] /= factor
-    profile["source"] = f"measured: {name} calibrated on the emulated lab (x{1 / factor:.4g})"
+    profile["macs_per_s"] *= factor
+    profile["source"] = f"measured: {name} calibrated on the emulated lab (x{factor:.4g})"
     (folder / "calibrated-profile.yaml").write_text(yaml.safe_dump(profile))
     for d in spec["devices"]:
         d["profile"] = "calibrated-profile.yaml"
@@ -154,7 +155,9 @@ def with_lab(outcome: Outcome, measured: dict) -> Outcome:
         f"Service reliability measured with a Rayleigh-fading channel played on the lab's links (seed "
         f"{TRACE_SEED}, mean SNR {SNR_DB:g} dB, {COHERENCE_S:g} s blocks; {len(scales)} rate changes, the "
         f"rate {scales.min():.2f}-{scales.max():.2f} x the link's, median {np.median(scales):.2f} x), "
-        f"{len(faded)} HALP frames, median {np.median(faded):.2f} s: frames meeting a deadline of k x "
+        f"{len(faded)} HALP frames, {faded.min():.2f}-{faded.max():.2f} s, median {np.median(faded):.2f} s "
+        f"(on the fixed link {np.min(measured['halp_s']):.2f}-{np.max(measured['halp_s']):.2f} s): frames "
+        "meeting a deadline of k x "
         f"the measured single device's latency: {met}.",
     )
     return replace(outcome, table=t, findings=(*outcome.findings, *findings))
