@@ -19,7 +19,8 @@ def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_si
     measured = {"uncalibrated_single_s": np.array([10.0, 10.5]), "single_s": np.array([20.0, 22.0, 24.0]),
                 "halp_s": np.array([11.0, 11.0, 12.0]),
                 "faded_s": np.array([10.0, 12.0, 14.0, 16.0, 30.0]), "dilation": 27.0,
-                "scales": [0.4, 1.1, 0.9]}  # fmt: skip
+                "scales": [0.4, 1.1, 0.9],
+                "halp_split": {"pi0": {"compute": 9.0, "send": 0.5, "recv": 0.25, "idle": 1.0}}}  # fmt: skip
     shown = with_lab(outcome, measured)
     t = shown.table
     speed = t[t.deadline_s.isna() & t.measured_speedup.notna()]
@@ -31,10 +32,11 @@ def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_si
     assert met.measured_deadline_met.loc[0.6] == pytest.approx(0.4)  # 10 and 12 s within 13.2 s
     assert met.measured_deadline_met.loc[1.0] == pytest.approx(0.8)  # all but the 30 s frame
     assert met.measured_deadline_met.loc[1.5] == 1.0  # 33 s: the 30 s frame too
-    assert "2.00x speedup (1.18 x the prototype paper's 1.7x" in shown.findings[-2]
-    assert "1x 80% (simulated" in shown.findings[-1] and "x27" in shown.findings[-2]
+    assert "2.00x speedup (1.18 x the prototype paper's 1.7x" in shown.findings[-3]
+    assert "1x 80% (simulated" in shown.findings[-2] and "x27" in shown.findings[-3]
     calibration = "one Pi ran 10.25 s against its profile's 22.60 s before its cap was calibrated, 22.00 s"
-    assert f"{calibration} after (-3%)" in shown.findings[-2]
+    assert f"{calibration} after (-3%)" in shown.findings[-3]
+    assert "pi0 computes 9.00 s (predicted " in shown.findings[-1] and "idles 1.00 s" in shown.findings[-1]
     assert outcome.table.columns.tolist() == [c for c in t.columns if not c.startswith("measured_")]
     FIGURES["halp"].draw(shown)
 

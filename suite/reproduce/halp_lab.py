@@ -68,13 +68,14 @@ def measure(progress: Callable[[str], None]) -> dict:
         with _lab(str(_calibrated_fleet(folder, factor)), progress) as (lab, inventory):
             single = _latencies("single", FRAMES["single"], inventory, folder / "single", progress)
             fixed = _latencies("halp", FRAMES["halp"], inventory, folder / "halp", progress)
+            split = _time_split(folder / "halp", FRAMES["halp"] + 1, lab.dilation)
             duration = 3 * FADED_FRAMES * plan(MODEL, "halp", FLEET).predicted.latency_s
             trace = rayleigh_trace(rate, COHERENCE_S, duration, SNR_DB, TRACE_SEED)
             progress(f"lab: HALP under a Rayleigh channel (seed {TRACE_SEED}, {COHERENCE_S:g} s blocks) ...")
             with playing(lab, trace, rate) as scales:
                 faded = _latencies("halp", FADED_FRAMES, inventory, folder / "faded", progress)
     return {"uncalibrated_single_s": first, "single_s": single, "halp_s": fixed, "faded_s": faded,
-            "dilation": lab.dilation, "scales": list(scales)}  # fmt: skip
+            "halp_split": split, "dilation": lab.dilation, "scales": list(scales)}  # fmt: skip
 
 
 @contextmanager
@@ -125,6 +126,16 @@ def _latencies(scheme: str, frames: int, inventory: str, folder: Path,
     return timed
 
 
+def _time_split(folder: Path, frames: int, dilation: float) -> dict[str, dict[str, float]]:
+    """Each device's real-time seconds per frame computing, sending, receiving and idle, from the
+    run's own timelines (devices.csv; `frames` counts the warm-up too)."""
+    table = pd.read_csv(folder / "results" / "devices.csv")
+    table = table[(table.run == "plan") & (table.device != "coordinator")]
+    return {row.device: {kind: getattr(row, f"{kind}_s") * dilation / frames
+                         for kind in ("compute", "send", "recv", "idle")}
+            for row in table.itertuples()}  # fmt: skip
+
+
 def with_lab(outcome: Outcome, measured: dict) -> Outcome:
     """The halp figure with the lab's measured speedup and reliability on `FLEET`, and what they show."""
     t = outcome.table.copy()
@@ -160,4 +171,12 @@ def with_lab(outcome: Outcome, measured: dict) -> Outcome:
         "meeting a deadline of k x "
         f"the measured single device's latency: {met}.",
     )
+    computes = {}
+    for cost in plan(MODEL, "halp", FLEET).predicted.stages:
+        for device, seconds in cost.device_compute_s.items():
+            computes[device] = computes.get(device, 0.0) + seconds
+    split = "; ".join(f"{d} computes {s['compute']:.2f} s (predicted {computes.get(d, 0.0):.2f} s), sends "
+                      f"{s['send']:.2f} s, receives {s['recv']:.2f} s, idles {s['idle']:.2f} s"
+                      for d, s in measured["halp_split"].items())  # fmt: skip
+    findings = (*findings, f"Where HALP's frame goes on the fixed link, per frame, real time: {split}.")
     return replace(outcome, table=t, findings=(*outcome.findings, *findings))
