@@ -10,6 +10,8 @@ is back at the hub. Compute times come from the plan's prediction (the same devi
 Time-variant channel (HALP's reliability experiment): per frame, the link bandwidth is scaled by
 `log2(1 + snr * g) / log2(1 + snr)` with Rayleigh fading power gain `g ~ Exp(1)`, i.e. Shannon
 capacity relative to the mean SNR; the share of frames that meet a deadline is reported.
+`rayleigh_trace` draws the same fading over time instead (a new draw every coherence time), for
+the emulated lab's links.
 """
 
 from __future__ import annotations
@@ -65,11 +67,30 @@ class SimResult:
         return {k: v for k, v in self.__dict__.items() if k not in ("latencies_s", "finish_s")}
 
 
-def fading(link: Link, snr_db: float, rng: random.Random) -> Link:
+def fading_scale(snr_db: float, rng: random.Random) -> float:
+    """One Rayleigh draw: the capacity at a faded SNR (power gain `g ~ Exp(1)`) over the capacity at
+    the mean SNR, so the link's rate is taken as the rate at the mean SNR."""
     snr = 10 ** (snr_db / 10)
     gain = rng.expovariate(1.0)
-    scale = math.log2(1 + snr * gain) / math.log2(1 + snr)
-    return replace(link, bandwidth_bps=link.bandwidth_bps * max(scale, 1e-6))
+    return max(math.log2(1 + snr * gain) / math.log2(1 + snr), 1e-6)
+
+
+def fading(link: Link, snr_db: float, rng: random.Random) -> Link:
+    return replace(link, bandwidth_bps=link.bandwidth_bps * fading_scale(snr_db, rng))
+
+
+def rayleigh_trace(rate_bps: float, coherence_s: float, duration_s: float, snr_db: float,
+                   seed: int) -> tuple[tuple[float, float], ...]:  # fmt: skip
+    """Block fading over time, the same draw as `fading`'s: (start time, rate) every `coherence_s`
+    from 0 until `duration_s`, the rate held constant within a block and drawn anew for the next.
+    `rate_bps` is the rate at the mean SNR; the lab's channel player (suite/orchestrate/channel.py)
+    plays it on a lab's links."""
+    if not coherence_s > 0 or not duration_s > 0 or math.isinf(coherence_s) or math.isinf(duration_s):
+        raise UserError(f"a fading trace needs a positive coherence time and duration, not "
+                        f"{coherence_s:g} s and {duration_s:g} s")  # fmt: skip
+    rng = random.Random(seed)
+    blocks = math.ceil(duration_s / coherence_s)
+    return tuple((i * coherence_s, rate_bps * fading_scale(snr_db, rng)) for i in range(blocks))
 
 
 def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:

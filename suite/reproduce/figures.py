@@ -100,7 +100,7 @@ def with_lab(outcome: Outcome, measured, progress: Callable[[str], None]) -> Out
 def reproduce(names: list[str], out: Path, progress: Callable[[str], None] | None = None,
               lab: bool = False) -> dict:  # fmt: skip
     """Make the named figures' files in `out` and re-assemble REPORT.md; returns what was written.
-    With `lab`, PICO Fig. 8 also gets the emulated lab's measured points (root only)."""
+    With `lab`, PICO Fig. 8 and HALP also get the emulated lab's measured points (root only)."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     chosen = select(names)
     try:
@@ -120,6 +120,10 @@ def reproduce(names: list[str], out: Path, progress: Callable[[str], None] | Non
                 from suite.reproduce.lab import measure_periods
 
                 outcome = with_lab(outcome, measure_periods("vgg16", 1000, progress), progress)
+            if lab and name == "halp":
+                from suite.reproduce import halp_lab
+
+                outcome = halp_lab.with_lab(outcome, halp_lab.measure(progress))
         except Skipped as skip:
             _publish({section: _text(report.skipped_section(name, baselines[name], str(skip), stamp))})
             written[name] = {"skipped": str(skip), "section": str(section)}

@@ -270,6 +270,8 @@ def halp(outcome: Outcome) -> Figure:
         ax.bar(x, rows.predicted_speedup, width, color=colour,
                label=f"{NAMES[scheme]}, {tasks} task{'s' if tasks > 1 else ''} per batch, predicted")
         ax.plot(x, rows.simulated_speedup, "x", color="black", ms=7)
+        if "measured_speedup" in rows:
+            ax.plot(x, rows.measured_speedup, "D", color="black", ms=7)
         for xi, low, high in zip(x, rows.published_speedup_low, rows.published_speedup_high):
             if not np.isnan(low):
                 ax.plot([xi, xi], [low, high + 0.02], color="black", lw=5, alpha=0.5, solid_capstyle="butt")
@@ -281,6 +283,8 @@ def halp(outcome: Outcome) -> Figure:
     handles += [Line2D([], [], ls="none", marker="x", color="black", label="simulated"),
                 Line2D([], [], color="black", lw=5, alpha=0.5, marker="s", mfc="white",
                        label="published (abstract; a bar is a range)")]  # fmt: skip
+    if "measured_speedup" in t:
+        handles.append(Line2D([], [], ls="none", marker="D", color="black", label="measured in the lab"))
     _legend(fig, handles)
     ax = axes[0][1]
     reliability = t[t.deadline_s.notna()]
@@ -289,13 +293,17 @@ def halp(outcome: Outcome) -> Figure:
             rows = reliability[(reliability.fleet == name) & (reliability.scheme == scheme)]
             ax.plot(rows.deadline_x_single, 100 * rows.simulated_deadline_met, ls=ls, marker="o", ms=4,
                     color=PALETTE[i + 5], label=f"{NAMES[scheme]} on {name}")  # fmt: skip
+            if "measured_deadline_met" in rows and rows.measured_deadline_met.notna().any():
+                ax.plot(rows.deadline_x_single, 100 * rows.measured_deadline_met, ls=":", marker="D", ms=5,
+                        color=PALETTE[i + 5], label=f"{NAMES[scheme]} on {name}, measured")  # fmt: skip
     never = [name for name in fleets
              if not reliability[reliability.fleet == name].simulated_deadline_met.any()]
     if never:
         ax.text(1.05, 4, f"{', '.join(never)}: no frame meets any of these deadlines", ha="center",
                 color="0.3", fontsize=9)  # fmt: skip
     ax.set(xlabel="deadline (x the single device's latency)", ylabel="frames meeting the deadline (%)",
-           title="service reliability, Rayleigh fading, simulated", ylim=(-3, 103))  # fmt: skip
+           title="service reliability, Rayleigh fading, simulated"
+           + (" and measured" if "measured_deadline_met" in t else ""), ylim=(-3, 103))  # fmt: skip
     ax.legend(fontsize=9, loc="center right")
     return fig
 
