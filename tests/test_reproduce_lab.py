@@ -20,6 +20,7 @@ from suite.reproduce.lab import (
     LabFigure,
     Measured,
     calibration_columns,
+    calibration_fleet,
     calibration_step,
     describe_calibration,
     figure_dilation,
@@ -58,6 +59,13 @@ def test_a_figure_runs_every_lab_at_the_dilation_its_largest_fleet_allows():
     # alone a Pi could run 50x faster (one core); eight of them on 1.75 free cores only 10x
     assert figure_dilation([one, eight], host_cores=2) == 10
     assert figure_dilation([one], host_cores=2) == 50
+
+
+def test_a_device_class_is_calibrated_on_the_figures_smallest_fleet_of_it_alone():
+    fleets = {8: "pico-libtorch-1000mhz-8", 1: "pico-libtorch-1000mhz-1"}
+    assert calibration_fleet(fleets, "rpi4b-libtorch-1000mhz") == "pico-libtorch-1000mhz-1"
+    mixed = {8: "pico-libtorch-hetero"}  # no fleet of the figure is this class alone: one bundled device
+    assert calibration_fleet(mixed, "rpi4b-libtorch-600mhz") == "1xrpi4b-libtorch-600mhz"
 
 
 def test_measured_points_from_labs_at_different_dilations_are_refused():

@@ -213,14 +213,22 @@ def _run(model: str, planned, inventory: str, frames: int, folder: Path) -> RunS
     return run
 
 
-def calibrate(model: str, profile: str, dilation: float, scratch: Path,
+def calibration_fleet(fleets: Mapping[int, str], profile: str) -> str:
+    """Where a device class is calibrated: the figure's smallest fleet made only of it (its link and
+    device as the figure has them), else one bundled device of that profile (`1xPROFILE`)."""
+    own = [name for _, name in sorted(fleets.items())
+           if {d.profile.name for d in fleet(name).devices} == {profile}]  # fmt: skip
+    return own[0] if own else f"1x{profile}"
+
+
+def calibrate(model: str, calibration: str, profile: str, dilation: float, scratch: Path,
               progress: Callable[[str], None]) -> tuple[Calibration, ...]:  # fmt: skip
-    """Single-device runs of `profile` on a one-device lab at `dilation` until `calibration_step` is done."""
-    one = f"1x{profile}"
-    planned = plan(model, "single", one)
+    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` until
+    `calibration_step` is done."""
+    planned = plan(model, "single", calibration)
     target = planned.predicted.latency_s
     tries: tuple[Calibration, ...] = ()
-    with _Lab(one, dilation, "c", progress) as up:
+    with _Lab(calibration, dilation, "c", progress) as up:
         cores = up["devices"][0]["cpu_cores"]
         while cores is not None:
             _set_cores(up["lab"], {profile: cores})
@@ -248,7 +256,8 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     profiles = dict.fromkeys(d.profile.name for f in setup.fleets.values() for d in fleet(f).devices)
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
-        calibrations = {p: calibrate(setup.model, p, dilation, Path(scratch), progress) for p in profiles}
+        calibrations = {p: calibrate(setup.model, calibration_fleet(setup.fleets, p), p, dilation,
+                                     Path(scratch), progress) for p in profiles}  # fmt: skip
         # the calibrated quota at this dilation, per profile, for every lab of the figure
         calibrated = {p: tries[-1].cores for p, tries in calibrations.items()}
         for n, fleet_name in setup.fleets.items():
