@@ -145,31 +145,23 @@ def test_the_nightly_reads_a_cell_from_the_summary_in_real_time():
     assert row["throughput_error"] == s.predicted.throughput_error and row["plan_hash"] == s.plan_hash
 
 
-def test_the_reproductions_lab_point_reads_the_runs_json_by_field(tmp_path, monkeypatch):
+def test_the_reproductions_lab_point_reads_the_runs_json_by_field(tmp_path):
     """`suite reproduce`'s lab point takes the period, the frames and the lab's dilation from the
     run's `--json` (as `RunSummary.from_json` reads it) and each device's seconds from devices.csv."""
     import pandas as pd
 
-    from suite.reproduce import lab as reproduce_lab
+    from suite.reproduce.lab import point
 
     lab = LabNetwork("lab1", 4.0, 200.0, True, "one shared medium", "no radio latency", {})
     runs = Runs((Repeat(1, _measured("modnn", [0.5] * 3)),))
     printed = json.dumps(summary_json(summarize(runs, FLEET, _options(inventory=SimpleNamespace(
         name="lab1", lab=lab)))) | {"results": "x", "backend_is_default": True})  # fmt: skip
-
-    def suite(*args: str) -> str:
-        out = Path(args[args.index("-o") + 1])
-        out.mkdir()
-        pd.DataFrame({"run": ["plan"] * 2, "device": ["coordinator", "d0"], "compute_s": [0.0, 1.0],
-                      "send_s": [0.0, 0.4], "recv_s": [0.0, 0.0], "idle_s": [2.0, 0.6]}).to_csv(
-            out / "devices.csv", index=False)  # fmt: skip
-        return printed
-
-    monkeypatch.setattr(reproduce_lab, "_suite", suite)
-    point = reproduce_lab._one("vgg16", "lw", 1000, 2, "pico-libtorch-1000mhz-2", {"inventory": "inv.yaml"},
-                               tmp_path / "lw", lambda _: None)  # fmt: skip
-    assert point["measured_period_s"] == pytest.approx(0.5 * 4) and point["lab_dilation"] == 4.0
-    assert point["lab_devices"] == ["d0"] and point["lab_compute_s"] == [pytest.approx(1.0 * 4 / 4)]
+    pd.DataFrame({"run": ["plan"] * 2, "device": ["coordinator", "d0"], "compute_s": [0.0, 1.0],
+                  "send_s": [0.0, 0.4], "recv_s": [0.0, 0.0], "idle_s": [2.0, 0.6]}).to_csv(
+        tmp_path / "devices.csv", index=False)  # fmt: skip
+    found = point(RunSummary.from_json(json.loads(printed)), tmp_path / "devices.csv")
+    assert found["measured_period_s"] == pytest.approx(0.5 * 4) and found["lab_dilation"] == 4.0
+    assert found["lab_devices"] == ["d0"] and found["lab_compute_s"] == [pytest.approx(1.0 * 4 / 4)]
 
 
 def test_the_text_gives_percentiles_intervals_and_what_is_inconclusive():

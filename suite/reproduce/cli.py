@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     r.add_argument("-o", "--output", default="reports",
                    help="folder for the CSVs, images and REPORT.md (default: reports)")
     r.add_argument("--lab", action="store_true",
-                   help="add measured points from the emulated lab to PICO Fig. 8 and HALP (root; minutes)")
+                   help="add the emulated lab's measured points to PICO Fig. 8, 9 and HALP (root; minutes)")
     r.add_argument("--json", action="store_true", help="print one JSON object listing the files written")
     r.set_defaults(run=cmd_reproduce)
 

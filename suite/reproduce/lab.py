@@ -1,12 +1,23 @@
-"""Measured points for the reproduction: the figure's own plans run through the emulated lab.
+"""Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8 at 1 GHz, each device count's paper fleet (`pico-libtorch-1000mhz-N`) becomes a
-dilated lab (`suite lab up --dilate auto --deploy`: each emulated Pi runs at F x its LibTorch speed
-and the WiFi at F x 50 Mbit/s, F as large as this host's cores allow), and the very plans the figure
-predicts run through it with `suite run --inventory --plan`, every frame checked bit for bit. The
-measured period is the real-time one (measured x F). Each device's compute, send, receive and idle
-seconds come from the run's own timelines (its devices.csv), so a point that falls short of its
-prediction shows where the time went.
+For PICO's Fig. 8 and 9 at 1 GHz, each device count's paper fleet (`pico-libtorch-1000mhz-N`) becomes a
+lab (`suite lab up --deploy`) and the very plans the figure predicts run through it with
+`suite run --inventory --plan`, every frame checked bit for bit.
+
+One dilation per figure: every lab of a figure runs at the same F, the largest that its largest fleet
+allows on this host (`figure_dilation`), so no two of its measured periods come from labs scaled
+differently; every period is also converted to real time (measured x F) before any ratio.
+
+Calibration: before a figure is measured, each device class (profile) of its fleets runs the figure's
+model alone on a one-device lab at that F, and its real-time frame is compared with the profile's
+prediction (`calibration_step`): within `TOLERANCE` it is kept; otherwise the device's cgroup quota is
+scaled by measured / target and the run repeated, at most `CALIBRATION_TRIES` times, and a reading
+taken while the host was loaded (1-minute load average above its cores) is first re-measured at the
+same quota. Every lab of the figure then gives its devices the calibrated quota. The calibration
+(target, measured, quota, host load) reaches the CSV's `calibration_*` columns and the report.
+
+Each device's compute, send, receive and idle seconds come from the run's own timelines (its
+devices.csv), so a point that falls short of its prediction shows where the time went.
 """
 
 from __future__ import annotations
@@ -16,19 +27,68 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from suite.errors import UserError
 from suite.plan import save_plan
-from suite.reproduce.common import SCHEME_OF, plan
+from suite.reproduce.common import SCHEME_OF, fleet, plan
+from suite.runtime.emulate import CPU_ROOT, MIN_QUOTA_US, PERIOD_US
 from suite.runtime.outcome import RunSummary
 
-LAB_DEVICES = (1, 2, 4, 8)
-LAB_SCHEMES = ("pico", "lw")
-FRAMES = {"pico": 8, "lw": 3}  # LW's frames take about as long as one device's
+TOLERANCE = 0.10  # a calibrated device's frame is within 10% of its profile's
+CALIBRATION_TRIES = 4  # single-device runs per device class, at most
+CALIBRATION_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class LabFigure:
+    """What a figure measures in the lab: its model, its fleets by device count, the schemes (PICO's
+    labels) with their frames per run, and the key columns every measured row carries."""
+
+    model: str
+    fleets: Mapping[int, str]
+    frames: Mapping[str, int]
+    keys: Mapping[str, object]
+
+
+def pico_periods(model: str) -> LabFigure:
+    """PICO Fig. 8 (VGG-16) or 9 (YOLOv2) at 1 GHz on 1, 2, 4 and 8 Pis: PICO and LW (LW's frames take
+    about as long as one device's, so it runs fewer)."""
+    return LabFigure(model, {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 2, 4, 8)}, {"pico": 8, "lw": 3},
+                     {"clock_mhz": 1000})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One single-device run of a device class against its profile's time for the figure's model."""
+
+    profile: str
+    target_s: float  # the profile's predicted frame, real time
+    measured_s: float  # the lab's frame, real time
+    cores: float  # the device's cgroup quota during the run
+    load: float  # this host's 1-minute load average after the run
+    host_cores: int
+
+    @property
+    def error(self) -> float:
+        return self.measured_s / self.target_s - 1
+
+    @property
+    def loaded(self) -> bool:
+        return self.load > self.host_cores
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A figure's measured rows (real time) and the calibration of each device class behind them."""
+
+    rows: pd.DataFrame
+    calibrations: Mapping[str, tuple[Calibration, ...]]  # profile -> every try, the last one kept
+    dilation: float
 
 
 def available() -> str | None:
@@ -40,6 +100,69 @@ def available() -> str | None:
     return None
 
 
+# ---- pure decisions --------------------------------------------------------------------------------
+
+
+def figure_dilation(fleet_ratios: list[dict[str, float]], host_cores: float) -> float:
+    """The one dilation of a figure: the largest F at which every one of its fleets fits this host
+    (each fleet's devices' speeds relative to this host's thread; see `lab.auto_dilation`)."""
+    from suite.orchestrate.lab import auto_dilation
+
+    return min(auto_dilation(ratios, host_cores) for ratios in fleet_ratios)
+
+
+def calibration_step(tries: tuple[Calibration, ...]) -> float | None:
+    """The quota for the next single-device run, or None when calibration is done: the last run is
+    within `TOLERANCE`, or `CALIBRATION_TRIES` runs were made. An off reading on a loaded host is first
+    re-measured at the same quota (the load, not the quota, may be the cause); an off reading repeated,
+    or taken on an idle host, scales the quota by measured / target (a frame's time goes as 1 / cores)."""
+    last = tries[-1]
+    if abs(last.error) <= TOLERANCE or len(tries) >= CALIBRATION_TRIES:
+        return None
+    repeated = len(tries) > 1 and tries[-2].cores == last.cores
+    if last.loaded and not repeated:
+        return last.cores
+    return min(1.0, max(MIN_QUOTA_US / PERIOD_US, round(last.cores * last.measured_s / last.target_s, 4)))
+
+
+def one_dilation(rows: pd.DataFrame) -> float:
+    """The dilation every measured row shares; a UserError when rows from labs scaled differently meet."""
+    found = sorted(set(rows.lab_dilation))
+    if len(found) != 1:
+        raise UserError(f"measured points from labs at dilations {', '.join(f'{f:g}' for f in found)} cannot "
+                        "be compared; measure a figure at one dilation")  # fmt: skip
+    return found[0]
+
+
+def calibration_columns(calibrations: Mapping[str, tuple[Calibration, ...]], profile: str) -> dict:
+    """The CSV's record of a device class's calibration: its last try, and how many it took."""
+    tries = calibrations[profile]
+    last = tries[-1]
+    return {"calibration_profile": profile, "calibration_target_s": round(last.target_s, 4),
+            "calibration_measured_s": round(last.measured_s, 4), "calibration_cores": last.cores,
+            "calibration_load": last.load, "calibration_host_cores": last.host_cores,
+            "calibration_tries": len(tries)}  # fmt: skip
+
+
+def describe_calibration(calibrations: Mapping[str, tuple[Calibration, ...]], dilation: float) -> str:
+    """The report's sentence on how the lab's devices were calibrated."""
+    parts = []
+    for profile, tries in calibrations.items():
+        runs = "; ".join(f"{t.measured_s:.2f} s at {t.cores:.4g} cores (load {t.load:.1f} on {t.host_cores} "
+                         f"cores, {t.error:+.0%})" for t in tries)  # fmt: skip
+        last = tries[-1]
+        verdict = (f"within {TOLERANCE:.0%}" if abs(last.error) <= TOLERANCE else
+                   f"still {last.error:+.0%} after {len(tries)} tries, so every measured point of this class "
+                   "carries that offset")  # fmt: skip
+        parts.append(f"{profile}: target {last.target_s:.2f} s a frame (the profile's prediction); measured "
+                     f"{runs}; {verdict}")  # fmt: skip
+    return (f"Lab calibration at dilation x{dilation:g} (one single-device run per device class, real "
+            f"time): {'. '.join(parts)}.")
+
+
+# ---- the lab -------------------------------------------------------------------------------------
+
+
 def _suite(*args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
                           timeout=3600)  # fmt: skip
@@ -49,49 +172,119 @@ def _suite(*args: str) -> str:
     return done.stdout
 
 
-def measure_periods(model: str, clock_mhz: int, progress: Callable[[str], None]) -> pd.DataFrame:
-    """Rows (scheme, clock_mhz, devices, measured_period_s, measured_throughput_fpm, dilation, and each
-    device's seconds per frame computing, sending, receiving and idle) for `LAB_SCHEMES` on
-    `LAB_DEVICES` one-core Pis at `clock_mhz`."""
+def _set_cores(lab_name: str, profiles: Mapping[str, float]) -> dict[str, float]:
+    """Give every device of a lab up the calibrated quota of its profile; returns each device's cores."""
+    from suite.orchestrate.lab import load_lab
+
+    lab = load_lab(lab_name)
+    devices = {d.name: d.profile.name for d in fleet(lab.fleet).devices}
+    cores = {}
+    for d in lab.devices:
+        cores[d.name] = profiles[devices[d.name]]
+        (CPU_ROOT / d.cgroup / "cpu.cfs_quota_us").write_text(str(round(cores[d.name] * PERIOD_US)))
+    return cores
+
+
+class _Lab:
+    """A lab up (and deployed) for one fleet at the figure's dilation; down on leaving, even on failure."""
+
+    def __init__(self, fleet_name: str, dilation: float, tag: str, progress: Callable[[str], None]):
+        self.fleet_name, self.dilation, self.progress = fleet_name, dilation, progress
+        self.name = f"rp{tag}{os.getpid() % 10000}"[:12]
+
+    def __enter__(self) -> dict:
+        self.progress(f"lab: {self.fleet_name} up at x{self.dilation:g} and deployed ...")
+        return json.loads(_suite("lab", "up", "--fleet", self.fleet_name, "--dilate", f"{self.dilation:g}",
+                                 "--name", self.name, "--deploy", "--json"))  # fmt: skip
+
+    def __exit__(self, *exc: object) -> None:
+        _suite("lab", "down", "--name", self.name)
+
+
+def _run(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
+    folder.mkdir(parents=True)
+    save_plan(planned, folder / "plan.json")
+    run = RunSummary.from_json(json.loads(_suite(
+        "run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
+        "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json", "-o",
+        str(folder / "results"))))  # fmt: skip
+    if not run.bit_exact:
+        raise UserError(f"lab run of {planned.scheme} on {planned.fleet} was not bit-exact: {run.error}")
+    return run
+
+
+def calibration_fleet(fleets: Mapping[int, str], profile: str) -> str:
+    """Where a device class is calibrated: the figure's smallest fleet made only of it (its link and
+    device as the figure has them), else one bundled device of that profile (`1xPROFILE`)."""
+    own = [name for _, name in sorted(fleets.items())
+           if {d.profile.name for d in fleet(name).devices} == {profile}]  # fmt: skip
+    return own[0] if own else f"1x{profile}"
+
+
+def calibrate(model: str, calibration: str, profile: str, dilation: float, scratch: Path,
+              progress: Callable[[str], None]) -> tuple[Calibration, ...]:  # fmt: skip
+    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` until
+    `calibration_step` is done."""
+    planned = plan(model, "single", calibration)
+    target = planned.predicted.latency_s
+    tries: tuple[Calibration, ...] = ()
+    with _Lab(calibration, dilation, "c", progress) as up:
+        cores = up["devices"][0]["cpu_cores"]
+        while cores is not None:
+            _set_cores(up["lab"], {profile: cores})
+            folder = scratch / f"calibrate-{profile}-{len(tries)}"
+            run = _run(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
+            tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
+                                  os.cpu_count() or 1),)  # fmt: skip
+            progress(f"lab: calibrating {profile}: {tries[-1].measured_s:.2f} s against {target:.2f} s at "
+                     f"{cores:.4g} cores (load {tries[-1].load:.1f})")
+            cores = calibration_step(tries)
+    return tries
+
+
+def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
+    """Every (scheme, devices) point of `setup` measured in the lab at one dilation, on calibrated devices."""
+    from suite.fleet import load_profile
+    from suite.orchestrate.lab import speed_ratios
+
     reason = available()
     if reason is not None:
         raise UserError(reason)
+    host = load_profile("local").macs_per_s
+    dilation = figure_dilation([speed_ratios(fleet(f), host) for f in setup.fleets.values()],
+                               os.cpu_count() or 1)  # fmt: skip
+    profiles = dict.fromkeys(d.profile.name for f in setup.fleets.values() for d in fleet(f).devices)
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
-        for n in LAB_DEVICES:
-            fleet_name = f"pico-libtorch-{clock_mhz}mhz-{n}"
-            name = f"repro{n}p{os.getpid() % 1000}"
-            progress(f"lab: {fleet_name} up and deployed ...")
-            up = json.loads(_suite("lab", "up", "--fleet", fleet_name, "--dilate", "auto", "--name", name,
-                                   "--deploy", "--json"))  # fmt: skip
-            try:
-                for label in LAB_SCHEMES:
+        calibrations = {p: calibrate(setup.model, calibration_fleet(setup.fleets, p), p, dilation,
+                                     Path(scratch), progress) for p in profiles}  # fmt: skip
+        # the calibrated quota at this dilation, per profile, for every lab of the figure
+        calibrated = {p: tries[-1].cores for p, tries in calibrations.items()}
+        for n, fleet_name in setup.fleets.items():
+            with _Lab(fleet_name, dilation, str(n), progress) as up:
+                cores = _set_cores(up["lab"], calibrated)
+                for label, frames in setup.frames.items():
                     folder = Path(scratch) / f"{label}-{n}"
-                    rows.append(_one(model, label, clock_mhz, n, fleet_name, up, folder, progress))
-            finally:
-                _suite("lab", "down", "--name", name)
-    return pd.DataFrame(rows)
+                    planned = plan(setup.model, SCHEME_OF[label], fleet_name)
+                    run = _run(setup.model, planned, up["inventory"], frames, folder)
+                    row = point(run, folder / "results" / "devices.csv")
+                    first = fleet(fleet_name).devices[0].profile.name
+                    rows.append({"scheme": label, **setup.keys, "devices": n, **row,
+                                 "lab_cores": max(cores.values()), "measured_host_load": os.getloadavg()[0],
+                                 **calibration_columns(calibrations, first)})  # fmt: skip
+                    progress(f"lab: {label} on {fleet_name}: period {row['measured_period_s']:.2f} s real "
+                             f"time (x{row['lab_dilation']:g}), bit-exact")
+    return Measured(pd.DataFrame(rows), calibrations, dilation)
 
 
-def _one(model: str, label: str, clock_mhz: int, devices: int, fleet_name: str, up: dict, folder: Path,
-         progress: Callable[[str], None]) -> dict:  # fmt: skip
-    folder.mkdir(parents=True)
-    planned = plan(model, SCHEME_OF[label], fleet_name)
-    save_plan(planned, folder / "plan.json")
-    run = RunSummary.from_json(json.loads(_suite(
-        "run", "--inventory", up["inventory"], "--model", model, "--plan", str(folder / "plan.json"),
-        "--frames", str(FRAMES[label]), "--warmup", "1", "--no-baseline", "--json", "-o",
-        str(folder / "results"))))  # fmt: skip
-    if not run.bit_exact:
-        raise UserError(f"lab run of {label} on {fleet_name} was not bit-exact: {run.error}")
+def point(run: RunSummary, devices_csv: Path) -> dict:
+    """A run's measured period and throughput in real time, the lab's dilation, and each device's
+    compute, send, receive and idle seconds per frame (real time) from its timelines."""
     period = 1 / run.real_time.throughput_fps
-    frames = run.frames
-    table = pd.read_csv(folder / "results" / "devices.csv")
+    table = pd.read_csv(devices_csv)
     table = table[(table.run == "plan") & (table.device != "coordinator")]
     dilation = run.network.dilation  # the lab's, as the run found it in the inventory
-    per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (frames + 1)).round(4).tolist()
+    per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (run.frames + 1)).round(4).tolist()
                  for kind in ("compute", "send", "recv", "idle")}  # fmt: skip
-    progress(f"lab: {label} on {fleet_name}: period {period:.2f} s real time (x{dilation:g}), bit-exact")
-    return {"scheme": label, "clock_mhz": clock_mhz, "devices": devices, "measured_period_s": period,
-            "measured_throughput_fpm": 60 / period, "lab_dilation": dilation,
+    return {"measured_period_s": period, "measured_throughput_fpm": 60 / period, "lab_dilation": dilation,
             "lab_devices": table.device.tolist(), **per_frame}

@@ -48,19 +48,26 @@ def compared(outcome: Outcome) -> pd.DataFrame:
     rows = []
     table = outcome.table
     for c in outcome.comparisons:
-        ours = f"{c.ours}_{c.quantity}"
         ranged = f"published_{c.quantity}_low" in table
         published = f"published_{c.quantity}" + ("_low" if ranged else "")
         for _, row in table[table[published].notna()].iterrows():
-            mine = row.get(ours, math.nan)
+            source = ours_source(row, c)
+            mine = row.get(f"{source}_{c.quantity}", math.nan)
             group = row[c.group] if c.group in table else c.quantity
             entry = {"point": _key(row, outcome.keys), "group": group, "quantity": c.quantity,
-                     "published": _published(row, c, ranged), "ours_column": c.ours, "ours": mine,
+                     "published": _published(row, c, ranged), "ours_column": source, "ours": mine,
                      **{s: row[f"{s}_{c.quantity}"] for s in ("predicted", "simulated", "measured")
-                        if f"{s}_{c.quantity}" in table and s != c.ours}}  # fmt: skip
+                        if f"{s}_{c.quantity}" in table and s != source}}  # fmt: skip
             entry["ratio"], entry["off"] = _ratio(row, c, ranged, mine)
             rows.append(entry)
     return pd.DataFrame(rows)
+
+
+def ours_source(row: pd.Series, c: Comparison) -> str:
+    """The source a point's ratio uses: the lab's measured value where the point has one, else the
+    comparison's own (predicted, simulated)."""
+    measured = row.get(f"measured_{c.quantity}", math.nan)
+    return "measured" if isinstance(measured, float) and not math.isnan(measured) else c.ours
 
 
 def _published(row: pd.Series, c: Comparison, ranged: bool) -> str:
@@ -103,9 +110,12 @@ def median_error(points: pd.DataFrame) -> tuple[float, int]:
 def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     """The markdown section of a reproduced figure (the image and CSV sit beside it)."""
     points = compared(outcome)
-    shown = points.drop(columns=["group", "ours_column", "off"]).rename(columns={"ours": "ours"})
     ours_names = sorted(set(points.ours_column))
-    shown = shown.rename(columns={"ours": f"ours ({'/'.join(ours_names)})", "ratio": "ours / published"})
+    shown = points.drop(columns=["group", "off"] + (["ours_column"] if len(ours_names) == 1 else []))
+    shown = shown.drop(columns=[s for s in ("predicted", "simulated", "measured")
+                                if s in shown and shown[s].isna().all()])  # fmt: skip
+    shown = shown.rename(columns={"ours": f"ours ({'/'.join(ours_names)})", "ours_column": "ours is",
+                                  "ratio": "ours / published"})  # fmt: skip
     parts = [f"## {outcome.name}: {outcome.title}", "",
              f"*Source:* {outcome.source}.", "", f"*Setup:* {outcome.setup}", "",
              f"**{outcome.headline}**", ""]  # fmt: skip
@@ -153,8 +163,14 @@ def skipped_section(name: str, baseline: Figure, reason: str, stamp: str) -> str
                       f"**Not reproduced here:** {reason}.", "", f"*{stamp}*", ""])  # fmt: skip
 
 
-def header(stamp: str, sections: list[tuple[str, str]]) -> str:
-    """The top of REPORT.md: what the points are, and the figures in it."""
+def header(stamp: str, sections: list[tuple[str, str]], measured: list[str]) -> str:
+    """The top of REPORT.md: what the points are, which figures have measured ones, and the figures."""
+    lab = ("None is measured: measured points come from the emulated lab (`suite reproduce NAME --lab`), "
+           "which no figure here used." if not measured else
+           f"**Measured** points (the emulated lab, `--lab`: the figure's own plans run through namespaces, "
+           f"shaped links and calibrated cgroup quotas, bit-exact, converted to real time) are in "
+           f"{', '.join(measured)}; where a point has one, its ratio and flag use it, else the predicted "
+           "(or simulated) one, and each table says which.")  # fmt: skip
     contents = "\n".join(f"- [{name}](#{anchor}): {title}" for name, title, anchor in
                          ((n, t, _anchor(f"{n}: {t}")) for n, t in sections))  # fmt: skip
     return "\n".join([
@@ -163,8 +179,7 @@ def header(stamp: str, sections: list[tuple[str, str]]) -> str:
         "**predicted** (the cost model, `suite/cost.py`) and **simulated** (the discrete-event simulator, "
         "`suite/simulate.py`, which adds contention for a shared medium between pipeline stages and "
         "queueing) on device profiles calibrated to each paper's own single-device times "
-        "(`suite/data/profiles/rpi4b-libtorch-*`, `rpi3b-darknet-*`). None is measured: measured points "
-        "come from the emulated lab, which this run did not use. The papers' numbers are in "
+        f"(`suite/data/profiles/rpi4b-libtorch-*`, `rpi3b-darknet-*`). {lab} The papers' numbers are in "
         "`suite/data/baselines/`, each with its source and whether it is printed or read off a plot "
         "(about +-0.3 s, +-0.1x). A "
         f"ratio is ours over the paper's; every point further than {OFF:.0%} from the paper's has a "

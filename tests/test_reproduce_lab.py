@@ -1,0 +1,188 @@
+"""`suite reproduce --lab`: measured points in a figure's CSV, plot and report, at one dilation, on
+calibrated devices. The pure parts run anywhere; one small lab run (root) is marked slow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from labkit import needs_lab, write_fleet
+
+from suite.errors import UserError
+from suite.reproduce import plots
+from suite.reproduce.common import Comparison, Outcome
+from suite.reproduce.figures import with_lab
+from suite.reproduce.lab import (
+    CALIBRATION_TRIES,
+    Calibration,
+    LabFigure,
+    Measured,
+    calibration_columns,
+    calibration_fleet,
+    calibration_step,
+    describe_calibration,
+    figure_dilation,
+    one_dilation,
+)
+from suite.reproduce.report import compared, header, section
+
+
+def _try(measured_s: float, cores: float = 0.2, load: float = 0.5) -> Calibration:
+    return Calibration("pi", 10.0, measured_s, cores, load, host_cores=2)
+
+
+def test_a_device_within_ten_percent_of_its_profile_is_calibrated():
+    assert calibration_step((_try(10.9),)) is None and calibration_step((_try(9.1),)) is None
+
+
+def test_an_off_device_on_an_idle_host_gets_its_quota_scaled_by_measured_over_target():
+    # 8 s against 10 s: 25% too fast, so the quota shrinks to 0.8 of itself
+    assert calibration_step((_try(8.0),)) == pytest.approx(0.16)
+    assert calibration_step((_try(12.5),)) == pytest.approx(0.25)
+
+
+def test_an_off_reading_on_a_loaded_host_is_measured_again_before_the_quota_moves():
+    first = _try(8.0, load=5.0)
+    assert calibration_step((first,)) == 0.2  # the same quota again
+    assert calibration_step((first, _try(8.0, load=5.0))) == pytest.approx(0.16)  # repeated: adjust
+
+
+def test_calibration_stops_after_a_bounded_number_of_tries_and_the_quota_stays_in_one_core():
+    assert calibration_step(tuple(_try(5.0) for _ in range(CALIBRATION_TRIES))) is None
+    assert calibration_step((_try(20.0, cores=0.8),)) == 1.0  # a worker has one thread
+
+
+def test_a_figure_runs_every_lab_at_the_dilation_its_largest_fleet_allows():
+    one, eight = {"pi": 0.02}, {f"pi{i}": 0.02 for i in range(8)}
+    # alone a Pi could run 50x faster (one core); eight of them on 1.75 free cores only 10x
+    assert figure_dilation([one, eight], host_cores=2) == 10
+    assert figure_dilation([one], host_cores=2) == 50
+
+
+def test_a_device_class_is_calibrated_on_the_figures_smallest_fleet_of_it_alone():
+    fleets = {8: "pico-libtorch-1000mhz-8", 1: "pico-libtorch-1000mhz-1"}
+    assert calibration_fleet(fleets, "rpi4b-libtorch-1000mhz") == "pico-libtorch-1000mhz-1"
+    mixed = {8: "pico-libtorch-hetero"}  # no fleet of the figure is this class alone: one bundled device
+    assert calibration_fleet(mixed, "rpi4b-libtorch-600mhz") == "1xrpi4b-libtorch-600mhz"
+
+
+def test_measured_points_from_labs_at_different_dilations_are_refused():
+    assert one_dilation(pd.DataFrame({"lab_dilation": [10.0, 10.0]})) == 10.0
+    with pytest.raises(UserError, match="dilations 10, 47"):
+        one_dilation(pd.DataFrame({"lab_dilation": [47.0, 10.0]}))
+
+
+def test_a_ratio_uses_the_measured_value_where_a_point_has_one():
+    table = pd.DataFrame({"scheme": ["a", "b"], "published_t": [10.0, 10.0], "predicted_t": [10.0, 14.0],
+                          "measured_t": [13.0, math.nan]})  # fmt: skip
+    outcome = Outcome(name="x", title="x", source="x", setup="x", table=table, keys=("scheme",),
+                      comparisons=(Comparison("t"),), headline="x")  # fmt: skip
+    points = compared(outcome).set_index("group")
+    assert points.loc["a", "ours_column"] == "measured" and points.loc["a", "ratio"] == "1.30"
+    assert points.loc["a", "off"] and points.loc["a", "predicted"] == 10.0  # predicted 1.00 would pass
+    assert points.loc["b", "ours_column"] == "predicted" and points.loc["b", "ratio"] == "1.40"
+
+
+def _calibrations() -> dict:
+    tries = ((17.0, 0.2, 9.0), (17.4, 0.2, 9.5), (22.0, 0.154, 8.0))  # measured s, cores, load
+    return {"rpi4b": tuple(Calibration("rpi4b", 22.6, s, c, load, 2) for s, c, load in tries)}
+
+
+def _fig8_like() -> tuple[Outcome, Measured]:
+    """A period figure at 1000 MHz on 1, 2 and 8 devices, and its lab rows on 1 and 8 (PICO's speedup:
+    the lab's 3.23x, the cost model's 5.0x, the paper's 4.0x)."""
+    rows = []
+    for scheme, one, eight in (("pico", 20.0, 4.0), ("lw", 20.0, 19.0)):
+        for n, period in ((1, one), (2, one / 2), (8, eight)):  # no lab point at 2 devices
+            rows.append({"scheme": scheme, "clock_mhz": 1000, "devices": n, "predicted_period_s": period,
+                         "predicted_throughput_fpm": 60 / period, "simulated_period_s": period,
+                         "published_period_s": 20.0 if n == 1 else (5.0 if scheme == "pico" else 20.0),
+                         "published_throughput_fpm": math.nan})  # fmt: skip
+    outcome = Outcome(name="pico-fig8", title="t", source="s", setup="s", table=pd.DataFrame(rows),
+                      keys=("scheme", "clock_mhz", "devices"),
+                      comparisons=(Comparison("period_s"), Comparison("throughput_fpm")),
+                      headline="Predicted headline.")  # fmt: skip
+    calibrations = _calibrations()
+    lab_rows = [{"scheme": s, "clock_mhz": 1000, "devices": n, "measured_period_s": p,
+                 "measured_throughput_fpm": 60 / p, "lab_dilation": 10.0, "lab_cores": 0.154,
+                 "measured_host_load": 9.0, "lab_devices": [f"pi{i}" for i in range(n)],
+                 **{f"lab_{k}_s": [1.0] * n for k in ("compute", "send", "recv", "idle")},
+                 **calibration_columns(calibrations, "rpi4b")}
+                for s, n, p in (("pico", 1, 21.0), ("pico", 8, 6.5), ("lw", 1, 21.0), ("lw", 8, 21.0))
+                ]  # fmt: skip
+    return outcome, Measured(pd.DataFrame(lab_rows), calibrations, 10.0)
+
+
+def test_a_measured_figure_has_measured_columns_ratios_and_the_calibration_in_its_csv_and_report(baselines):
+    outcome, measured = _fig8_like()
+    merged = with_lab(outcome, measured)
+    table = merged.table
+    assert {"measured_period_s", "measured_throughput_fpm", "lab_dilation", "calibration_target_s",
+            "calibration_measured_s", "calibration_cores", "calibration_load"} <= set(table.columns)
+    assert not any(c.startswith("lab_") and c not in ("lab_dilation", "lab_cores") for c in table.columns)
+    at = table.set_index(["scheme", "devices"])
+    assert at.loc[("pico", 8), "measured_period_s"] == 6.5 and at.loc[("pico", 8), "lab_dilation"] == 10
+    assert "PICO 3.23x (predicted 5.00x, paper 4x)" in merged.headline and "x10" in merged.headline
+    # the 8-device PICO measured 1.30x the paper's period (predicted 0.80x): flagged on its measured value
+    points = compared(merged).set_index(["group", "quantity", "point"])
+    pico8 = points.loc[("pico", "period_s", "PICO, 1000 MHz, 8 dev")]
+    assert pico8.ours_column == "measured" and pico8.ratio == "1.30" and pico8.off
+    text = section(merged, baselines["pico-fig8"], "stamp")
+    assert "ours is" in text and "| measured |" in text and "| predicted |" in text  # 2 devices: predicted
+    assert "target 22.60 s" in text
+    assert "22.00 s at 0.154 cores (load 8.0 on 2 cores, -3%); within 10%" in text
+    assert "Where the 8-device PICO frame's time goes" in text  # 6.5 s measured, 4.0 s predicted
+
+
+def test_the_report_header_names_the_measured_figures():
+    assert "None is measured" in header("s", [("modnn", "t")], [])
+    top = header("s", [("pico-fig8", "t")], ["pico-fig8"])
+    assert "None is measured" not in top and "**Measured** points" in top and "in pico-fig8;" in top
+
+
+def test_a_calibration_still_off_after_its_tries_says_so():
+    tries = tuple(Calibration("pi", 10.0, 7.0, 0.2, 9.0, 2) for _ in range(CALIBRATION_TRIES))
+    assert "still -30% after 4 tries" in describe_calibration({"pi": tries}, 10.0)
+
+
+def test_measured_points_are_drawn_with_their_own_marker_and_legend_entry():
+    outcome, measured = _fig8_like()
+    merged = with_lab(outcome, measured)
+    table = merged.table.copy()  # the period plot draws three clocks; give the others the same points
+    table = pd.concat([table.assign(clock_mhz=c) for c in (1000, 750, 500)], ignore_index=True)
+    fig = plots.periods(replace(merged, table=table))
+    triangles = [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "^"]
+    assert triangles and any(line.get_ydata().tolist() == [21.0, 6.5] for line in triangles)
+    assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+@pytest.fixture(scope="module")
+def baselines():
+    from suite.baselines import load_baselines
+
+    return load_baselines()
+
+
+@pytest.mark.slow
+@needs_lab
+def test_a_small_lab_measures_points_that_reach_the_csv_and_the_report(tmp_path, monkeypatch):
+    """Two fast devices, ResNet-18, a few frames: the whole path from calibration to REPORT.md."""
+    from suite.reproduce import figures
+    from suite.reproduce.lab import pico_periods
+
+    fleets = {n: str(write_fleet(tmp_path / f"f{n}", n, 400.0, True, 0.3)) for n in (1, 2)}
+    small = LabFigure("resnet18", fleets, {"pico": 3, "lw": 2}, {"clock_mhz": 1000})
+    assert pico_periods("vgg16").fleets[8] == "pico-libtorch-1000mhz-8"
+    monkeypatch.setitem(figures.LAB, "pico-fig8", (lambda: small, with_lab))
+    out = tmp_path / "reports"
+    figures.reproduce(["pico-fig8"], out, progress=lambda _: None, lab=True)
+    table = pd.read_csv(out / "pico-fig8.csv")
+    measured = table.dropna(subset=["measured_period_s"])
+    assert len(measured) == 4 and (measured.measured_period_s > 0).all()
+    assert set(measured.lab_dilation) == {measured.lab_dilation.iloc[0]}  # one dilation
+    assert measured.calibration_tries.between(1, CALIBRATION_TRIES).all()
+    report = (out / "REPORT.md").read_text()
+    assert "**Measured** points" in report and "Lab calibration at dilation" in report
+    assert "| measured |" in report
