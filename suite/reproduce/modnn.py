@@ -6,7 +6,7 @@ strips stay on their devices, halo rows go through the owner) on two Pi 4B fleet
 and at ncnn's speed (`pico-homo-N`, 1.5 GHz), VGG-16, speedup = the single device's latency over
 MoDNN's. N = 1 is the single device. EdgeLD's independent BODP re-implementation (one 800 MHz core per
 VM, 100 Mbps links) measured its latency on 1-4 devices; `edgeld-vm-N` is that testbed, its profile
-fitted to EdgeLD's single-device 24.57 s, and its rows compare latency.
+fitted to EdgeLD's single-device time, and its rows compare latency.
 """
 
 from __future__ import annotations
