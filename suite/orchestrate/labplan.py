@@ -15,7 +15,7 @@ from typing import Literal
 
 from suite.errors import UserError
 from suite.fleet import Fleet
-from suite.inventory import Coordinator, Host, LabNetwork, inventory_yaml
+from suite.inventory import CoordinatorHost, Host, LabNetwork, inventory_yaml
 from suite.runtime.emulate import cores_for
 
 STATE_ROOT = Path("/run/suite-lab")
@@ -333,7 +333,7 @@ def inventory_text(lab: Lab, python: str) -> str:
     return inventory_yaml(
         f"lab-{lab.name}",
         lab.fleet,
-        Coordinator(lab.coordinator_address, lab.root_link),
+        CoordinatorHost(lab.coordinator_address, lab.root_link),
         state / "known_hosts",
         hosts,
         lab.network(),
