@@ -29,7 +29,9 @@ from suite.plan import Plan, Transfer
 
 
 @dataclass(frozen=True)
-class Workload:
+class SimWorkload:
+    """The frames a simulation feeds a plan: how they arrive, the channel they cross, their deadline."""
+
     frames: int = 50
     rate: float | None = None  # frames per second at fixed intervals
     poisson: float | None = None  # mean frames per second, Poisson arrivals
@@ -72,7 +74,7 @@ def fading(link: Link, snr_db: float, rng: random.Random) -> Link:
     return replace(link, bandwidth_bps=link.bandwidth_bps * max(scale, 1e-6))
 
 
-def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
+def simulate(plan: Plan, fleet: Fleet, workload: SimWorkload) -> SimResult:
     workload.check()
     if plan.predicted is None:
         raise UserError("the plan has no prediction; re-create it with `suite plan`")

@@ -36,7 +36,7 @@ from suite.reproduce.common import (
 from suite.schemes import make_plan
 from suite.schemes.chain import pieces
 from suite.schemes.pico import StageTimer, dp_search, exhaustive
-from suite.simulate import Workload, simulate
+from suite.simulate import SimWorkload, simulate
 
 DEVICES = range(1, 9)
 LABELS = ("lw", "efl", "ofl", "pico")
@@ -416,7 +416,7 @@ def poisson_load(baseline: Figure) -> Outcome:
         for label in ("efl", "ofl", "pico"):
             p = plan("vgg16", SCHEME_OF[label], name)
             frames = max(round(LOAD_SECONDS * rate), 2)
-            means = [np.mean(simulate(p, fleet(name), Workload(frames=frames, poisson=rate, seed=seed)
+            means = [np.mean(simulate(p, fleet(name), SimWorkload(frames=frames, poisson=rate, seed=seed)
                                       ).latencies_s) for seed in range(REPEATS)]  # fmt: skip
             rows.append({"scheme": label, "clock_mhz": clock, "devices": 8, "arrival_fps": rate,
                          "load_pct": 100 * rate * p.predicted.period_s,
