@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from toys import suite
 
-from suite.backends import Segment, run_segment
+from suite.backends import SegmentCall, run_segment
 from suite.backends.ort import OrtBackend, _AveragingProducts
 from suite.fleet import OpCost, load_fleet, uniform_fleet
 from suite.graph import from_model
@@ -211,7 +211,7 @@ def test_segments_name_what_each_task_reads_as_held():
         program = compile_program(plan, graph, party)
         calls = segments(program, graph)
         assert len(calls) == sum(len(s.tasks) for s in program.steps)
-        assert all(isinstance(c, Segment) and set(c.held) <= set(program.canvases) for c in calls)
+        assert all(isinstance(c, SegmentCall) and set(c.held) <= set(program.canvases) for c in calls)
 
 
 def test_a_run_on_onnxruntime_prices_this_host_by_its_profile():

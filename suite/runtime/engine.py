@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from suite.backends import Backend, Segment, Tile, run_segment
+from suite.backends import Backend, SegmentCall, Tile, run_segment
 from suite.backends.exact import linear_share
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer, Work, work_regions
@@ -199,7 +199,7 @@ def _tasks(graph: Graph, nodes: list[str], work: Work, stage: int, keep: set[str
     return [Task(list(nodes), {}, dict(outputs))]
 
 
-def segments(program: Program, graph: Graph) -> list[Segment]:
+def segments(program: Program, graph: Graph) -> list[SegmentCall]:
     """Every backend call the party's tasks make each frame, with the region of each tensor they
     read as the party holds it (its canvas), so a backend can build them before the first frame."""
     calls = []
@@ -207,7 +207,7 @@ def segments(program: Program, graph: Graph) -> list[Segment]:
         for task in step.tasks:
             inside = set(task.nodes)
             sources = {s: program.canvases[s] for n in task.nodes for s in graph[n].inputs if s not in inside}
-            calls.append(Segment(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
+            calls.append(SegmentCall(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
     return calls
 
 
