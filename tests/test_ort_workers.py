@@ -37,7 +37,7 @@ from suite.runtime.lowering import lower_plan
 from suite.runtime.measurement import RunOptions
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 KEY = bytes(32)  # the data plane's MAC key: any key for a worker that is only built here
 
@@ -291,5 +291,5 @@ def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeyp
         thread.start()
     for thread in threads:
         thread.join()
-    assert compare(held[COORDINATOR][graph.outputs[0]], prepared.monolithic(x)).bit_exact
+    assert compare_tensors(held[COORDINATOR][graph.outputs[0]], prepared.monolithic(x)).bit_exact
     assert any("__rows" in g for g in gemms) == runs
