@@ -50,7 +50,7 @@ from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousSto
 from suite.runtime.replay import locate_mismatch
 from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S, WorkerConfig
 from suite.runtime.worker import command as worker_command
-from suite.runtime.workers import LocalWorkers, Workers
+from suite.runtime.worker_processes import LocalWorkers, Workers
 from suite.verify import compare_tensors
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
