@@ -397,7 +397,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from suite.models.load import load_model
     from suite.plan import load_plan
     from suite.runtime.energy import predicted_energy, total
-    from suite.simulate import Workload, simulate
+    from suite.simulate import SimWorkload, simulate
 
     plan = load_plan(args.plan)
     fleet = load_fleet(args.fleet) if args.fleet else plan_fleet(plan.fleet, args.plan)
@@ -407,9 +407,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     size = tuple(plan.input_shape)
     graph = from_model(load_model(args.model or plan.model, size, weights=False))
     plan = _trusted(plan, graph, fleet, args.plan)
-    workload = Workload(frames=args.frames, rate=args.rate, poisson=args.poisson,
-                        tasks_per_batch=args.tasks, channel=args.channel, snr_db=args.snr_db,
-                        deadline_s=args.deadline, seed=args.seed)  # fmt: skip
+    workload = SimWorkload(frames=args.frames, rate=args.rate, poisson=args.poisson,
+                           tasks_per_batch=args.tasks, channel=args.channel, snr_db=args.snr_db,
+                           deadline_s=args.deadline, seed=args.seed)  # fmt: skip
     result = simulate(plan, fleet, workload)
     energy = total(predicted_energy(plan.predicted, fleet))
     summary = {"scheme": plan.scheme, "model": plan.model, "fleet": fleet.name, "frames": args.frames,

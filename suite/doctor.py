@@ -37,7 +37,7 @@ from suite.backends.exact import gemm_grid, linear_share
 from suite.graph import Graph
 from suite.models.load import LoadedModel
 from suite.regions import WHOLE, FeatureRange, feature_region
-from suite.verify import compare, verify
+from suite.verify import compare_tensors, verify
 
 SCHEMA_VERSION = 1
 EXACT_BACKENDS = ("onnxruntime", "torch")  # the backends that promise exactness, fastest first by design
@@ -316,7 +316,7 @@ def _linear_cases(backend, graph: Graph, x: torch.Tensor, probe: str, threads: i
             alone = replace(graph, nodes={**graph.nodes, name: kept})
             region = {name: feature_region(kept, share)}
             got = run_segment(alone, [name], held, backend, region, [name])[name][1]
-            diff = compare(got, whole[..., start:stop])
+            diff = compare_tensors(got, whole[..., start:stop])
             cases.append(Case(probe, f"features {start}-{stop}", threads, diff.bit_exact, diff.max_ulp))
     return cases
 
@@ -341,8 +341,8 @@ def _gemm_premises() -> list[Case]:
                 moved = a @ other
                 elsewhere = pool.submit(torch.mm, a, b).result()
                 same = torch.equal(alone[:, : n // 2], moved[:, : n // 2]) and torch.equal(alone, elsewhere)
-                ulp = 0 if same else max(compare(moved[:, : n // 2], alone[:, : n // 2]).max_ulp,
-                                         compare(elsewhere, alone).max_ulp)  # fmt: skip
+                ulp = 0 if same else max(compare_tensors(moved[:, : n // 2], alone[:, : n // 2]).max_ulp,
+                                         compare_tensors(elsewhere, alone).max_ulp)  # fmt: skip
                 cases.append(Case(f"GEMM {m}x{k}x{n}", "columns and threads", 1, same, ulp))
         finally:
             torch.set_num_threads(saved)

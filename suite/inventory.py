@@ -43,7 +43,7 @@ class InventoryError(UserError):
 
 
 @dataclass(frozen=True)
-class Coordinator:
+class CoordinatorHost:
     """Where the devices reach the coordinator (its rendezvous store and gloo)."""
 
     host: str
@@ -93,7 +93,7 @@ class Inventory:
     name: str
     path: Path
     fleet: Fleet
-    coordinator: Coordinator
+    coordinator: CoordinatorHost
     known_hosts: Path  # host keys are always checked against this file
     hosts: tuple[Host, ...]  # in the fleet's device order
     lab: LabNetwork | None  # set when `suite lab up` wrote the inventory
@@ -205,7 +205,7 @@ def load_inventory(spec: str | Path) -> Inventory:
         doc.name,
         path,
         fleet,
-        Coordinator(doc.coordinator.host, doc.coordinator.interface),
+        CoordinatorHost(doc.coordinator.host, doc.coordinator.interface),
         known_hosts,
         hosts,
         lab,
@@ -332,7 +332,7 @@ def _check_against_fleet(shown: str, hosts: tuple[Host, ...], fleet: Fleet) -> N
 def inventory_yaml(
     name: str,
     fleet: str,
-    coordinator: Coordinator,
+    coordinator: CoordinatorHost,
     known_hosts: Path,
     hosts: list[Host],
     lab: LabNetwork | None = None,

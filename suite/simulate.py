@@ -31,7 +31,9 @@ from suite.plan import Plan, Transfer
 
 
 @dataclass(frozen=True)
-class Workload:
+class SimWorkload:
+    """The frames a simulation feeds a plan: how they arrive, the channel they cross, their deadline."""
+
     frames: int = 50
     rate: float | None = None  # frames per second at fixed intervals
     poisson: float | None = None  # mean frames per second, Poisson arrivals
@@ -93,7 +95,7 @@ def rayleigh_trace(rate_bps: float, coherence_s: float, duration_s: float, snr_d
     return tuple((i * coherence_s, rate_bps * fading_scale(snr_db, rng)) for i in range(blocks))
 
 
-def simulate(plan: Plan, fleet: Fleet, workload: Workload) -> SimResult:
+def simulate(plan: Plan, fleet: Fleet, workload: SimWorkload) -> SimResult:
     workload.check()
     if plan.predicted is None:
         raise UserError("the plan has no prediction; re-create it with `suite plan`")

@@ -56,7 +56,8 @@ def _ordered(x: torch.Tensor) -> torch.Tensor:
     return torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
 
 
-def compare(actual: torch.Tensor, expected: torch.Tensor) -> Comparison:
+def compare_tensors(actual: torch.Tensor, expected: torch.Tensor) -> Comparison:
+    """Bit-exact or not, and when not, by how much (absolute and in units in the last place)."""
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
     a, e = actual.float(), expected.float()
@@ -139,8 +140,8 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
             native = _relative(reference, prepared.native(x))
     mismatched = {n for tiles_seen in [*seen, done] for n, (region, t) in tiles_seen.items()
                   if n in whole and n != graph.input
-                  and not compare(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact}
-    final = compare(result, reference)
+                  and not compare_tensors(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact}
+    final = compare_tensors(result, reference)
     return VerifyReport(
         model=graph.name,
         input_shape=tuple(x.shape[1:]),
@@ -152,7 +153,7 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
         max_abs_diff=final.max_abs_diff,
         max_ulp=final.max_ulp,
         first_mismatch=next((n for n in graph.nodes if n in mismatched), None),
-        ir_matches_monolithic=compare(whole[graph.outputs[0]], reference).bit_exact,
+        ir_matches_monolithic=compare_tensors(whole[graph.outputs[0]], reference).bit_exact,
         tiles=tiles,
         tiled_nodes=len(front),
         redundancy=extra_flops,

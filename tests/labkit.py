@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from suite.fleet import load_profile
-from suite.orchestrate.lab import CPU_ROOT, PREFIX, ROOT_LINK_PREFIX, SSHD, STATE_ROOT
-from suite.runtime.emulate import cpu_quota_available
+from suite.orchestrate.lab import SSHD
+from suite.orchestrate.labplan import PREFIX, ROOT_LINK_PREFIX, STATE_ROOT
+from suite.runtime.emulate import CPU_ROOT, cpu_quota_available
 
 
 def _missing() -> str | None:

@@ -12,7 +12,7 @@ from labkit import lab_name, needs_lab, write_fleet
 
 from suite.errors import UserError
 from suite.fleet import load_fleet
-from suite.orchestrate import lab
+from suite.orchestrate import lab, labplan
 from suite.orchestrate.channel import class_changes, playing
 from suite.orchestrate.labcheck import measure_flows
 from suite.simulate import rayleigh_trace
@@ -52,9 +52,9 @@ def test_a_trace_without_a_positive_coherence_time_or_duration_is_refused(cohere
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_fade_changes_every_class_the_lab_made_and_scale_one_is_the_lab_as_made(shared):
     fleet = load_fleet("pico-libtorch-1000mhz-3" if shared else "halp-gpu")
-    made = lab.plan_lab("x", "f", fleet, 2.0, {d.name: 0.1 for d in fleet.devices},
+    made = labplan.plan_lab("x", "f", fleet, 2.0, {d.name: 0.1 for d in fleet.devices},
                         ipaddress.ip_network("10.203.9.0/24"))  # fmt: skip
-    added = [" ".join(a[3:]) for a in lab.shaping_commands(made) if a[3:5] == ["class", "add"]]
+    added = [" ".join(a[3:]) for a in labplan.shaping_commands(made) if a[3:5] == ["class", "add"]]
     assert [line.replace("change", "add", 1) for line in class_changes(made, 1.0)] == added
     half = class_changes(made, 0.5)
     rate = round(fleet.link.bandwidth_bps * 2)
@@ -65,7 +65,7 @@ def test_a_fade_changes_every_class_the_lab_made_and_scale_one_is_the_lab_as_mad
 # ---- on a real lab (root) -------------------------------------------------------------------------
 
 
-def classes(made: lab.Lab) -> str:
+def classes(made: labplan.Lab) -> str:
     """`tc class show` of every interface in the lab's access point."""
     names = subprocess.run(["ip", "-n", made.ap_namespace, "-o", "link", "show"], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip

@@ -22,7 +22,7 @@ from suite.backends import make_backend, run_segment, run_whole
 from suite.backends.exact import LINEAR_ROWS, MAX_BLOCK_COLS, MIN_BLOCK, gemm_grid, linear_share
 from suite.graph import from_torch
 from suite.regions import WHOLE, Box, FeatureRange, feature_region, node_region
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 
 def _whole_and_tile(module: nn.Module, shape: tuple[int, int, int], box: Box, threads: int = 1):
@@ -72,7 +72,7 @@ def test_any_conv_tile_equals_the_whole_map(conv_and_shape, data):
     w0 = data.draw(st.integers(0, out[3] - 1))
     box = Box(h0, data.draw(st.integers(h0 + 1, out[2])), w0, data.draw(st.integers(w0 + 1, out[3])))
     whole, tile = _whole_and_tile(nn.Sequential(conv), shape, box, data.draw(st.sampled_from([1, 2])))
-    assert compare(tile, whole).bit_exact
+    assert compare_tensors(tile, whole).bit_exact
 
 
 @pytest.mark.parametrize("fn", [nn.Sigmoid(), nn.SiLU(), nn.GELU(), nn.Hardswish(), nn.Mish(), nn.ELU(),
@@ -84,7 +84,7 @@ def test_pointwise_functions_are_exact_in_any_tile(fn):
     for box in [Box(0, 6, 0, 17), Box(6, 17, 0, 17), Box(11, 17, 9, 17), Box(16, 17, 16, 17)]:
         for threads in (1, 2):
             whole, tile = _whole_and_tile(nn.Sequential(fn), shape, box, threads)
-            assert compare(tile, whole).bit_exact, (fn, box, threads)
+            assert compare_tensors(tile, whole).bit_exact, (fn, box, threads)
 
 
 def test_batchnorm_and_average_pool_are_exact_in_any_tile():
@@ -95,7 +95,7 @@ def test_batchnorm_and_average_pool_are_exact_in_any_tile():
     for module in (nn.Sequential(bn), nn.Sequential(pool)):
         for box in [Box(0, 3, 0, 9), Box(3, 9, 4, 9), Box(8, 9, 8, 9)]:
             whole, tile = _whole_and_tile(module, (8, 17, 17), box)
-            assert compare(tile, whole).bit_exact, (module, box)
+            assert compare_tensors(tile, whole).bit_exact, (module, box)
 
 
 class _Interpolate(nn.Module):
@@ -131,7 +131,7 @@ def test_resize_is_onnxruntimes_cpu_kernel_bit_for_bit_and_exact_in_any_tile(how
     assert node.op == "resize"
     with make_backend("torch").active():
         whole = run_whole(graph, x, make_backend("torch"), ["interpolate"])["interpolate"]
-    assert compare(whole, expected).bit_exact
+    assert compare_tensors(whole, expected).bit_exact
     height, width = node.shape[2:]
     for box in (Box(1, height // 2, 3, width - 2), Box(height // 2, height, 0, width // 3 + 1)):
         whole_part, tile = _whole_and_tile(module, shape, box)
@@ -156,7 +156,7 @@ def test_linear_share_equals_the_whole_layer_with_the_rows_a_device_keeps(cut):
         pruned = replace(graph, nodes={**graph.nodes, "_1": kept})
         got = run_segment(pruned, ["_1"], {"_0": (WHOLE, values["_0"])}, backend,
                           {"_1": feature_region(kept, share)}, ["_1"])["_1"][1]  # fmt: skip
-    assert compare(got, values["_1"][..., share.start : share.stop]).bit_exact
+    assert compare_tensors(got, values["_1"][..., share.start : share.stop]).bit_exact
 
 
 def test_whole_model_is_the_same_at_any_thread_count_and_close_to_pytorch():
@@ -174,7 +174,7 @@ def test_whole_model_is_the_same_at_any_thread_count_and_close_to_pytorch():
         with backend.active():
             outputs.append(prepared.monolithic(x))
         assert torch.get_num_threads() == before  # restored
-    assert all(compare(o, outputs[0]).bit_exact for o in outputs)
+    assert all(compare_tensors(o, outputs[0]).bit_exact for o in outputs)
     with torch.inference_mode():
         native = loaded.module(x)
     assert (outputs[0] - native).abs().max() <= 1e-5 * native.abs().max()

@@ -11,7 +11,7 @@ from suite.errors import UserError
 from suite.fleet import FLEETS_DIR
 from suite.inventory import (
     INVENTORIES_DIR,
-    Coordinator,
+    CoordinatorHost,
     Host,
     LabNetwork,
     inventory_yaml,
@@ -70,7 +70,7 @@ def test_defaults_merge_and_device_fields_win(tmp_path, key):
         ("10.0.0.10", 22, "pi"),
         ("10.0.0.11", 2222, "pi"),
     ]
-    assert inventory.coordinator == Coordinator("10.0.0.1", None)
+    assert inventory.coordinator == CoordinatorHost("10.0.0.1", None)
     assert inventory.host("pi1").address == "pi@10.0.0.11:2222"
 
 
@@ -89,11 +89,12 @@ def test_what_the_lab_writes_loads_back(tmp_path, key):
     lab = LabNetwork("x", 1.5, 75.0, True, "tc htb", "not emulated", {"pi0": 0.5, "pi1": 0.5})
     hosts = [Host(n, f"10.1.0.{i}", 22, "root", key, "/usr/bin/python3", f"/w/{n}", "eth0") for i, n in
              enumerate(["pi0", "pi1"])]  # fmt: skip
-    text = inventory_yaml("lab-x", "pico-homo-2", Coordinator("10.1.0.1", "sl-x"), key, hosts, lab, "a\n\nb")
+    coordinator = CoordinatorHost("10.1.0.1", "sl-x")
+    text = inventory_yaml("lab-x", "pico-homo-2", coordinator, key, hosts, lab, "a\n\nb")
     assert text.startswith("# a\n#\n# b\n")
     inventory = load_inventory(_write(tmp_path, text))
     assert inventory.lab == lab and list(inventory.hosts) == hosts
-    assert inventory.coordinator == Coordinator("10.1.0.1", "sl-x")
+    assert inventory.coordinator == CoordinatorHost("10.1.0.1", "sl-x")
 
 
 def test_without_a_key_the_agent_is_used_and_jumps_and_an_ssh_config_load_back(tmp_path, key):

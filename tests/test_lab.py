@@ -1,6 +1,6 @@
-"""The emulated lab: what it plans (any user), and what it builds, shapes and removes (root, sshd, tc)."""
+"""The emulated lab on this host: what it builds, shapes and removes (root, sshd, tc); its plan is
+tested without root in test_labplan.py."""
 
-import ipaddress
 import json
 import signal
 import subprocess
@@ -11,68 +11,10 @@ import pytest
 from labkit import footprint, lab_name, namespace_ids, needs_lab, processes_in, write_fleet
 
 from suite.cli import main
-from suite.fleet import load_fleet
 from suite.inventory import load_inventory
 from suite.orchestrate import lab
 from suite.orchestrate.labcheck import measure_flows
-
-# ---- planning (no root) ---------------------------------------------------------------------------
-
-
-def test_auto_dilation_fills_the_cores_the_coordinator_leaves():
-    ratios = {"a": 0.4, "b": 0.4, "c": 0.4, "d": 0.4}
-    f = lab.auto_dilation(ratios, host_cores=2)
-    assert f == 1.0  # (2 - 0.25) / 1.6 = 1.09, two significant digits down
-    caps = lab.device_caps(ratios, f, host_cores=2)
-    assert sum(caps.values()) <= 2 - lab.COORDINATOR_RESERVE_CORES
-    assert (
-        lab.auto_dilation({"a": 0.05}, host_cores=2) == 20
-    )  # one device: at most one core (its worker's thread)
-    assert (
-        lab.auto_dilation({"gpu": 100.0}, host_cores=2) == 0.01
-    )  # faster than this host: the lab runs slower
-
-
-def test_a_dilation_that_does_not_fit_names_the_device_or_the_total():
-    with pytest.raises(lab.LabError, match="device b would need 1.20 cores"):
-        lab.device_caps({"a": 0.1, "b": 0.6}, 2.0, host_cores=4)
-    with pytest.raises(lab.LabError, match=r"add up to 2.40 cores.*--dilate 1.4"):
-        lab.device_caps({"a": 0.4, "b": 0.4, "c": 0.4}, 2.0, host_cores=2)
-    with pytest.raises(lab.LabError, match="positive"):
-        lab.device_caps({"a": 0.4}, float("nan"), host_cores=2)
-
-
-@pytest.mark.parametrize("shared", [False, True])
-def test_the_plan_shapes_every_party_once(tmp_path, shared):
-    fleet = load_fleet(str(write_fleet(tmp_path, devices=3, mbps=50, shared=shared, speed=0.2)))
-    plan = lab.plan_lab(
-        "x", "f", fleet, 2.0, {d.name: 0.4 for d in fleet.devices}, ipaddress.ip_network("10.203.7.0/24")
-    )
-    assert [d.address for d in plan.devices] == ["10.203.7.10", "10.203.7.11", "10.203.7.12"]
-    assert plan.coordinator_address == "10.203.7.1" and plan.rate_bps == 100e6
-    commands = [" ".join(c) for c in lab.shaping_commands(plan)]
-    rates = [c for c in commands if "100000000bit" in c]  # the link's rate, as a rate or a ceiling
-    redirects = [c for c in commands if "mirred egress redirect" in c]
-    assert len(redirects) == 4  # every port's ingress: three devices and the coordinator
-    if shared:
-        assert {c.split()[-1] for c in redirects} == {"medium"}
-        assert sum("match ip src" in c for c in commands) == 4  # one class per sender
-        assert len(rates) == 1 + 1 + 4  # the medium, the catch-all class, each sender's class
-    else:
-        assert {c.split()[-1] for c in redirects} == {"ifb-p0", "ifb-p1", "ifb-p2", "ifb-pc"}
-        assert len(rates) == 8  # each party's link in each direction
-    config = lab.sshd_config(plan, plan.devices[0])
-    assert "ListenAddress 10.203.7.10:22" in config and "PasswordAuthentication no" in config
-
-
-def test_lab_names_are_short_words():
-    with pytest.raises(lab.LabError, match="--name"):
-        lab.check_name("Lab-1")
-    with pytest.raises(lab.LabError, match="--name"):
-        lab.check_name("a" * 13)
-
-
-# ---- real labs (root) ------------------------------------------------------------------------------
+from suite.runtime.emulate import CPU_ROOT
 
 
 @pytest.fixture
@@ -172,7 +114,7 @@ def test_dilation_scales_caps_and_links_and_is_recorded(make_lab, capsys):
     made = make_lab(devices=2, mbps=4, shared=False, speed=0.2, dilate="2")
     assert made.dilation == 2 and made.rate_bps == 8e6
     assert [d.cpu_cores for d in made.devices] == [0.4, 0.4]
-    quota = (lab.CPU_ROOT / made.devices[0].cgroup / "cpu.cfs_quota_us").read_text()
+    quota = (CPU_ROOT / made.devices[0].cgroup / "cpu.cfs_quota_us").read_text()
     assert int(quota) == 40_000
     classes = subprocess.run(
         ["tc", "-n", made.ap_namespace, "class", "show", "dev", "p0"], capture_output=True, text=True

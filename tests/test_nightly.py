@@ -26,7 +26,7 @@ from suite.tracking.nightly import (
     MATRICES_DIR,
     NightlyError,
     baseline_document,
-    compare,
+    cell_verdicts,
     load_baseline,
     load_matrix,
     noise,
@@ -57,7 +57,7 @@ def test_each_metric_that_moves_the_worse_way_past_its_tolerance_is_one_sentence
         _cell("modnn", latency_s=1.4, bytes_moved=1e6 + 1),  # +40 % latency; any extra byte
         _cell("ofl", speedup=3.0, latency_s=0.5, bytes_moved=1e5),  # better everywhere
     ])  # fmt: skip
-    result = compare(measured, stored).set_index("scheme")
+    result = cell_verdicts(measured, stored).set_index("scheme")
     assert result["verdict"].to_dict() == {"pico": "regression", "halp": "ok", "modnn": "regression",
                                            "ofl": "ok"}  # fmt: skip
     assert result.loc["pico", "reason"] == ("pico vgg16 on 2 devices: speedup fell from 2 to 1.5 (-25.0%; "
@@ -72,11 +72,11 @@ def test_a_mismatch_a_failed_cell_and_a_new_cell_are_told_apart():
     measured = pd.DataFrame([_cell("pico", exact=False, error="frame 3 (astronaut): node conv7 differs"),
                              _cell("halp", complete=False, speedup=None, error="device pi1 stopped"),
                              _cell("ofl")])  # fmt: skip
-    result = compare(measured, stored).set_index("scheme")
+    result = cell_verdicts(measured, stored).set_index("scheme")
     assert result["verdict"].to_dict() == {"pico": "mismatch", "halp": "failed", "ofl": "new"}
     assert "node conv7 differs" in result.loc["pico", "reason"]
     assert "did not complete: device pi1 stopped" in result.loc["halp", "reason"]
-    assert compare(measured.iloc[2:], None)["verdict"].tolist() == ["new"]  # no baseline at all
+    assert cell_verdicts(measured.iloc[2:], None)["verdict"].tolist() == ["new"]  # no baseline at all
 
 
 def test_noise_is_a_high_quantile_of_the_cells_changes_and_tolerances_round_it_up_with_a_margin():
@@ -175,7 +175,7 @@ def _night(tmp_path: Path, with_baseline: bool):
              "baseline": None, "error": None}  # fmt: skip
     folder = tmp_path / "night"
     folder.mkdir()
-    write_report(folder, matrix, measured, compare(measured, baseline), baseline, about, [])
+    write_report(folder, matrix, measured, cell_verdicts(measured, baseline), baseline, about, [])
     return folder, matrix, measured, baseline, about
 
 
@@ -278,8 +278,8 @@ def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(
     baseline = load_baseline(path)
     def night(name: str) -> pd.DataFrame:  # as `suite nightly run` does: a cell past its tolerance runs again
         rows = list(nightly.measure_matrix(matrix, fleet, None, tmp_path / name, lambda _: None))
-        return compare(pd.DataFrame(nightly.confirm(matrix, fleet, None, tmp_path / name, rows, baseline,
-                                                    lambda _: None)), baseline)  # fmt: skip
+        confirmed = nightly.confirm(matrix, fleet, None, tmp_path / name, rows, baseline, lambda _: None)
+        return cell_verdicts(pd.DataFrame(confirmed), baseline)
 
     normal = night("c")
     assert set(normal["verdict"]) == {"ok"}, normal[["scheme", "reason"]]

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from toys import suite
 
-from suite.backends import Segment, run_segment
+from suite.backends import SegmentCall, run_segment
 from suite.backends.export import _AveragingProducts
 from suite.backends.ort import OrtBackend
 from suite.fleet import OpCost, load_fleet, uniform_fleet
@@ -32,7 +32,7 @@ from suite.runtime.replay import replay
 from suite.runtime.setup import set_up_run
 from suite.runtime.transport import LocalTransport
 from suite.schemes import SCHEMES, make_plan
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 SMALL = {"vgg16": (3, 64, 64), "resnet18": (3, 64, 64), "inception_v3": (3, 160, 160)}
 
@@ -129,7 +129,7 @@ def test_split_linear_is_exact_at_any_cut_on_onnxruntime():
                        attrs={**graph["fc"].attrs, "weight_rows": rows})  # fmt: skip
         share = replace(graph, nodes={**graph.nodes, "fc": held})
         out = run_segment(share, ["fc"], {"flatten": whole}, backend, {"fc": feature_region(held, rows)})
-        assert compare(out["fc"][1], expected[:, rows.rows]).bit_exact, rows
+        assert compare_tensors(out["fc"][1], expected[:, rows.rows]).bit_exact, rows
 
 
 @functools.lru_cache(maxsize=1)  # one model at a time: VGG-16 is 0.5 GB a copy
@@ -159,7 +159,7 @@ def test_every_scheme_replays_bit_exact_on_onnxruntime(model_name, fleet):
     for scheme in SCHEMES:
         plan = lower_plan(make_plan(scheme, model, fleet), model, graph, fleet)
         out = replay(plan, graph, backend, x, 60.0)[graph.outputs[0]]
-        assert compare(out, reference).bit_exact, scheme
+        assert compare_tensors(out, reference).bit_exact, scheme
 
 
 @pytest.mark.parametrize("model_name", [pytest.param(m, marks=[] if m == "resnet18" else pytest.mark.slow)
@@ -215,7 +215,7 @@ def test_compiled_workers_are_bit_exact():
             backend, program = OrtBackend(threads=1), compile_program(plan, graph, party)
             compiled = backend.compile(prune_weights(graph, program), segments(program, graph))
             runners[party] = Runner(compiled.graph, program, backend, local.party(party), 60.0)
-        assert compare(_play(runners, x)[graph.outputs[0]], reference).bit_exact, plan.scheme
+        assert compare_tensors(_play(runners, x)[graph.outputs[0]], reference).bit_exact, plan.scheme
 
 
 def _play(runners: dict[str, Runner], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -241,7 +241,7 @@ def test_segments_name_what_each_task_reads_as_held():
         program = compile_program(plan, graph, party)
         calls = segments(program, graph)
         assert len(calls) == sum(len(s.tasks) for s in program.steps)
-        assert all(isinstance(c, Segment) and set(c.held) <= set(program.canvases) for c in calls)
+        assert all(isinstance(c, SegmentCall) and set(c.held) <= set(program.canvases) for c in calls)
 
 
 def test_a_run_on_onnxruntime_prices_this_host_by_its_profile():

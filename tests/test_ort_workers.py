@@ -37,7 +37,7 @@ from suite.runtime.lowering import lower_plan, model_graph
 from suite.runtime.measurement import RunOptions
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 KEY = bytes(32)  # the data plane's MAC key: any key for a worker that is only built here
 
@@ -276,7 +276,7 @@ def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeyp
     graph, model, fleet = prepared.graph, from_model(loaded), uniform_fleet(2)
     plan = lower_plan(make_plan(scheme, model, fleet), model, graph, fleet)
     x = torch.randn(1, *loaded.input_shape, generator=torch.Generator().manual_seed(3))
-    assert compare(_frame_on_workers(plan, graph, x), prepared.monolithic(x)).bit_exact
+    assert compare_tensors(_frame_on_workers(plan, graph, x), prepared.monolithic(x)).bit_exact
     assert any("__rows" in g for g in gemms) == runs
 
 
@@ -313,4 +313,4 @@ def test_a_conv_onnxruntime_cannot_tile_exactly_runs_whole_on_a_worker():
     assert not model["_2"].spatial and "plain layout" in model["_2"].attrs["untiled"]
     plan = lower_plan(make_plan("pico", model, fleet), model, prepared.graph, fleet)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    assert compare(_frame_on_workers(plan, prepared.graph, x), prepared.monolithic(x)).bit_exact
+    assert compare_tensors(_frame_on_workers(plan, prepared.graph, x), prepared.monolithic(x)).bit_exact

@@ -33,7 +33,7 @@ from suite.regions import (
 )  # fmt: skip
 from suite.schemes import make_plan
 from suite.schemes.chain import pieces, spatial_prefix
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 
 def _graph(module: nn.Module, shape=(1, 9, 9)):
@@ -358,7 +358,7 @@ def _tiled_equals_whole(backend_name: str, case) -> None:
                 tile = run_segment(graph, list(regions), {graph.input: (WHOLE, x)}, tiles_on,
                                    regions, [out])[out][1]  # fmt: skip
                 stitched[box.index] = tile
-    assert compare(stitched, expected).bit_exact, (spec, shape, hs, ws)
+    assert compare_tensors(stitched, expected).bit_exact, (spec, shape, hs, ws)
 
 
 # Derandomized: the same 60 stacks every run. Seeds 1 and 2 (300 stacks each) pass on both backends,

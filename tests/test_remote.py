@@ -11,7 +11,7 @@ import pytest
 from labkit import lab_name, namespace_ids, needs_lab, processes_in, write_fleet
 
 from suite.inventory import load_inventory
-from suite.orchestrate import lab, lifeline
+from suite.orchestrate import lab, labplan, lifeline
 from suite.orchestrate.remote import RemoteWorkers
 
 SECRET = "s3cret-token-for-the-test"
@@ -84,7 +84,7 @@ def test_a_worker_runs_in_its_folder_with_its_environment_and_stop_kills_its_tre
             time.sleep(0.05)
         said = (tmp_path / "logs" / "d0.log").read_text()
         assert said.startswith(f"{host.workdir} {SECRET}")
-        assert f"cpu:/{lab.PREFIX}-{inventory.lab.name}-d0" in said  # sshd's cgroup: the device's cap
+        assert f"cpu:/{labplan.PREFIX}-{inventory.lab.name}-d0" in said  # sshd's cgroup: the device's cap
         running = _device_processes(inventory, "d0")
         assert any("sleep 300" in p for p in running) and not any(SECRET in p for p in running)
         assert workers.dead() == {}

@@ -25,7 +25,7 @@ from suite.regions import full_box
 from suite.runtime.engine import compile_program, parties
 from suite.runtime.replay import locate_mismatch, replay
 from suite.schemes import SCHEMES, make_plan
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 SMALL = (3, 112, 112)
 
@@ -46,7 +46,7 @@ def test_replay_is_bit_exact(vgg, scheme, fleet):
     graph, backend, x, reference = vgg
     plan = make_plan(scheme, graph, uniform_fleet(3) if fleet == "3" else load_fleet(fleet))
     out = replay(plan, graph, backend, x, 60.0)
-    assert compare(out[graph.outputs[0]], reference).bit_exact
+    assert compare_tensors(out[graph.outputs[0]], reference).bit_exact
 
 
 def test_programs_pair_every_message(vgg):

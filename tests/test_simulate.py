@@ -16,17 +16,17 @@ from toys import conv_graph, fleet
 from suite.arguments import MAX_SIMULATED_FRAMES
 from suite.graph import from_torch
 from suite.schemes import make_plan
-from suite.simulate import Workload, simulate
+from suite.simulate import SimWorkload, simulate
 
 
 def test_simulated_single_device_stream_matches_the_cost_model():
     graph = conv_graph()
     toy = fleet(1000.0)
     plan = make_plan("single", graph, toy)
-    result = simulate(plan, toy, Workload(frames=10))
+    result = simulate(plan, toy, SimWorkload(frames=10))
     assert result.throughput_fps == pytest.approx(plan.predicted.throughput_fps)
     assert min(result.latencies_s) == pytest.approx(plan.predicted.latency_s)
-    slow = simulate(plan, toy, Workload(frames=10, rate=1.0))  # arrivals slower than service
+    slow = simulate(plan, toy, SimWorkload(frames=10, rate=1.0))  # arrivals slower than service
     assert max(slow.latencies_s) == pytest.approx(plan.predicted.latency_s)
     assert slow.throughput_fps == pytest.approx(1.0)
 
@@ -39,7 +39,7 @@ def test_a_long_stream_keeps_memory_flat_and_stops_at_once():
     plan = make_plan("single", graph, toy)
     tracemalloc.start()
     try:
-        simulate(plan, toy, Workload(frames=20_000))
+        simulate(plan, toy, SimWorkload(frames=20_000))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -50,7 +50,7 @@ def test_a_long_stream_keeps_memory_flat_and_stops_at_once():
     stop.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            simulate(plan, toy, Workload(frames=MAX_SIMULATED_FRAMES))  # about 10 s here
+            simulate(plan, toy, SimWorkload(frames=MAX_SIMULATED_FRAMES))  # about 10 s here
         gc.collect()
         assert time.monotonic() - 1.0 - stop_started < 3
     finally:
@@ -63,5 +63,5 @@ def test_simulated_pipeline_overlaps_frames():
     graph = from_torch(chain, (1, 8, 8), "two")
     toy = fleet(1000.0, 1000.0, bandwidth_bps=8e12, shared=False)
     plan = make_plan("pico", graph, toy)
-    result = simulate(plan, toy, Workload(frames=30))
+    result = simulate(plan, toy, SimWorkload(frames=30))
     assert result.throughput_fps == pytest.approx(plan.predicted.throughput_fps, rel=0.02)

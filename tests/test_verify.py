@@ -13,7 +13,7 @@ from suite.backends.torch import EXACT_KERNELS
 from suite.models import ZOO
 from suite.models.load import load_model
 from suite.regions import full_box
-from suite.verify import compare, verify
+from suite.verify import compare_tensors, verify
 
 CUTS = [(p, 1) for p in (1, 2, 3, 4, 7, 8)] + [(2, 2), (3, 3)]
 # The mobile nets and YOLOv2 at their default sizes: three strips and a 2x2 grid fused, three strips
@@ -116,8 +116,8 @@ def test_torch_fast_records_its_flags():
 def test_compare_counts_ulps():
     a = torch.tensor([1.0, 2.0])
     b = torch.nextafter(a, torch.tensor([2.0, 3.0]))
-    assert compare(a, a).bit_exact
-    c = compare(a, b)
+    assert compare_tensors(a, a).bit_exact
+    c = compare_tensors(a, b)
     assert not c.bit_exact and c.max_ulp == 1 and c.max_abs_diff == pytest.approx(2**-22)
 
 

@@ -15,7 +15,7 @@ from suite.backends.base import (
     BackendError,
     Compiled,
     Prepared,
-    Segment,
+    SegmentCall,
     Tile,
     one_thread,
     region_of,
@@ -27,7 +27,7 @@ from suite.backends.torch import TorchBackend
 BACKENDS = ("torch", "torch-fast", "onnxruntime")
 
 __all__ = [
-    "BACKENDS", "Backend", "BackendError", "Compiled", "Prepared", "Segment", "Tile", "TorchBackend",
+    "BACKENDS", "Backend", "BackendError", "Compiled", "Prepared", "SegmentCall", "Tile", "TorchBackend",
     "check_backend", "make_backend", "one_thread", "region_of", "run_segment", "run_whole",
 ]  # fmt: skip
 

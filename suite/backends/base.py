@@ -39,7 +39,7 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class Segment:
+class SegmentCall:
     """A call a runtime makes every frame: `names` run on tiles `held` of the tensors they read
     from outside (the region of each that the caller holds), computing `regions`, returning `outputs`."""
 
@@ -83,7 +83,7 @@ class Backend(Protocol):
             regions: Mapping[str, NodeRegion], outputs: Sequence[str]) -> dict[str, Tile]:  # fmt: skip
         """Run `names` in order over `values`; returns at least the tiles of `outputs`."""
 
-    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+    def compile(self, graph: Graph, segments: Sequence[SegmentCall]) -> Compiled:
         """Build what running `segments` needs before the first frame (a worker's start-up), and
         return the graph to run them with from then on."""
 

@@ -53,7 +53,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of
+from suite.backends.base import BackendError, Compiled, Prepared, SegmentCall, Tile, region_of
 from suite.backends.export import export_onnx
 from suite.backends.folded import DATA, MODEL, External, WeightFile, read_folded
 from suite.graph import Graph, Node
@@ -178,14 +178,14 @@ class OrtBackend:
             values[name] = (region.out if region is not None else WHOLE, torch.from_numpy(array))
         return values
 
-    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+    def compile(self, graph: Graph, segments: Sequence[SegmentCall]) -> Compiled:
         """Every segment's session, built now so that no frame waits for one; the tiles of one
         stage on this device (segments that differ only in their regions) share one session, and
         so one copy of the weights. The sessions then hold the weights: the graph returned, which
         runs them on this backend, holds none (and cannot build a session for another segment)."""
         start = time.perf_counter()
         self._use(graph)
-        stages: dict[tuple, list[Segment]] = {}
+        stages: dict[tuple, list[SegmentCall]] = {}
         for s in segments:
             stages.setdefault((s.names, tuple(s.held.items()), s.outputs), []).append(s)
         for (names, held, outputs), tiles in stages.items():

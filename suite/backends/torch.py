@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from suite.backends import exact
-from suite.backends.base import BackendError, Compiled, Prepared, Segment, Tile, region_of, run_whole
+from suite.backends.base import BackendError, Compiled, Prepared, SegmentCall, Tile, region_of, run_whole
 from suite.backends.exact import padded
 from suite.graph import Graph, Node, Window, from_model
 from suite.graph.movement import space_to_depth
@@ -219,7 +219,7 @@ class TorchBackend:
                     values.pop(src, None)
         return values
 
-    def compile(self, graph: Graph, segments: Sequence[Segment]) -> Compiled:
+    def compile(self, graph: Graph, segments: Sequence[SegmentCall]) -> Compiled:
         """Nothing to build: torch runs each node from its kernel."""
         return Compiled(graph, 0, 0.0)
 

@@ -272,7 +272,7 @@ def _classify(node: onnx.NodeProto, a: dict, params: dict[str, torch.Tensor],
     return "opaque", {"reason": f"ONNX op {op}"}
 
 
-def _movement_proto(step: movement.Step, src: str, out: str
+def _movement_proto(step: movement.MovementOp, src: str, out: str
                     ) -> tuple[onnx.NodeProto, dict[str, torch.Tensor]]:  # fmt: skip
     """The ONNX node (and its constants) that computes one step of a traced chain."""
     if step.op == "channel_select":

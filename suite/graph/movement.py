@@ -25,7 +25,7 @@ from suite.graph.ir import Window
 
 
 @dataclass(frozen=True)
-class Step:
+class MovementOp:
     """One IR node of a recognised chain: its op kind, output shape, attributes and window."""
 
     op: str
@@ -53,36 +53,36 @@ def space_to_depth(x: torch.Tensor, block: int) -> torch.Tensor:
     return blocks.permute(0, 3, 5, 1, 2, 4).reshape(n, block * block * c, h // block, w // block)
 
 
-def classify(root_shape: tuple[int, ...], index: torch.Tensor) -> list[Step] | None:
+def classify(root_shape: tuple[int, ...], index: torch.Tensor) -> list[MovementOp] | None:
     """The IR nodes that compute `index` (a traced chain's output) from its root; None when the chain
     is none of the kinds above."""
     shape = tuple(index.shape)
     root = root_indices(root_shape)
     if shape == tuple(root_shape) and torch.equal(index, root):
-        return [Step("identity", shape)]
+        return [MovementOp("identity", shape)]
     if len(root_shape) == 4 and len(shape) == 4 and root_shape[0] == shape[0] == 1:
         if shape[2:] == tuple(root_shape[2:]):
             channels = _channels(root, index)
             if channels is not None:
-                return [Step("channel_select", shape, {"channels": channels})]
+                return [MovementOp("channel_select", shape, {"channels": channels})]
         block = root_shape[2] // shape[2]
         if block > 1 and tuple(root_shape[2:]) == (shape[2] * block, shape[3] * block):
             blocks = space_to_depth(root, block)
             channels = _channels(blocks, index)
             if channels is not None:
-                steps = [Step("reorg", tuple(blocks.shape), {"block": block},
-                              Window((block, block), (block, block)))]
+                steps = [MovementOp("reorg", tuple(blocks.shape), {"block": block},
+                                    Window((block, block), (block, block)))]
                 if channels != tuple(range(blocks.shape[1])):
-                    steps.append(Step("channel_select", shape, {"channels": channels}))
+                    steps.append(MovementOp("channel_select", shape, {"channels": channels}))
                 return steps
     if torch.equal(index.reshape(-1), root.reshape(-1)):
         if len(root_shape) == 4 and shape == (root_shape[0], math.prod(root_shape[1:])):
-            return [Step("flatten", shape, {"start_dim": 1})]
-        return [Step("reshape", shape, {"shape": shape})]
+            return [MovementOp("flatten", shape, {"start_dim": 1})]
+        return [MovementOp("reshape", shape, {"shape": shape})]
     return None
 
 
-def classify_chain(root_shape: tuple[int, ...], history: list) -> list[Step] | None:
+def classify_chain(root_shape: tuple[int, ...], history: list) -> list[MovementOp] | None:
     """`classify` for a chain traced op by op (`history`: each op's traced output, the chain's
     output last; tuples from splits are skipped): where the whole chain is none of the kinds, it may
     still be a map's movement then a flatten (exporters merge the two reshapes), or two kinds one
@@ -96,7 +96,7 @@ def classify_chain(root_shape: tuple[int, ...], history: list) -> list[Step] | N
         for block in (b for b in range(1, 9) if h % b == 0 and w % b == 0):
             steps = classify(root_shape, final.reshape(1, c * block * block, h // block, w // block))
             if steps is not None and steps[-1].op != "reshape":
-                return [*steps, Step("flatten", tuple(final.shape), {"start_dim": 1})]
+                return [*steps, MovementOp("flatten", tuple(final.shape), {"start_dim": 1})]
     for middle in reversed([h for h in history[:-1] if isinstance(h, torch.Tensor)]):
         first = classify(root_shape, middle)
         if first is None:

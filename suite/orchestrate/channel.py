@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from suite.orchestrate.lab import Lab, LabError, shaping_commands
+from suite.orchestrate.labplan import Lab, LabError, shaping_commands
 
 MIN_RATE_BPS = 8000  # htb's smallest sensible rate; a deep fade is held here, not at zero
 

@@ -126,6 +126,7 @@ def _table(rows: list[list[str]]) -> None:
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     from suite.orchestrate import lab
+    from suite.orchestrate.labplan import LATENCY_NOTE
     from suite.package import require_checkout
 
     if args.deploy:
@@ -150,7 +151,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
                     "rate_mbps": round(made.rate_bps / 1e6, 6),
                     "shared": made.shared,
                     "shaping": made.shaping,
-                    "latency": lab.LATENCY_NOTE,
+                    "latency": LATENCY_NOTE,
                     "seconds": seconds,
                     "coordinator": {"address": made.coordinator_address, "interface": made.root_link},
                     "devices": [
@@ -165,7 +166,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         f"dilation {made.dilation:g} (times measured here x {made.dilation:g} = the real fleet's)"
     )
     print(f"  links: {made.shaping}")
-    print(f"  latency: {lab.LATENCY_NOTE}")
+    print(f"  latency: {LATENCY_NOTE}")
     print(f"  coordinator: {made.coordinator_address} on {made.root_link}")
     for d in made.devices:
         print(f"  {d.name}: {d.address}, {d.cpu_cores:.3g} cores, namespace {d.namespace}")

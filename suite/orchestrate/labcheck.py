@@ -26,7 +26,8 @@ from statistics import linear_regression
 
 from suite.fleet import load_profile
 from suite.inventory import load_inventory
-from suite.orchestrate.lab import Lab, LabError, load_lab
+from suite.orchestrate.lab import load_lab
+from suite.orchestrate.labplan import Lab, LabError
 from suite.orchestrate.ssh import connect, quote, run
 
 WARMUP_S = 0.3

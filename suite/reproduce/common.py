@@ -20,7 +20,7 @@ from suite.models.load import load_model
 from suite.plan import Plan, tensor_bytes, work_regions
 from suite.regions import Box, hull_of
 from suite.schemes import make_plan
-from suite.simulate import Workload, simulate
+from suite.simulate import SimWorkload, simulate
 
 # PICO's names for the schemes it compares, and ours (suite/reproduce/pico.py says why LW gathers).
 SCHEME_OF = {"lw": "modnn-gather", "efl": "efl", "ofl": "ofl", "pico": "pico"}
@@ -84,7 +84,7 @@ def plan(model: str, scheme: str, fleet_name: str, **options) -> Plan:
 
 def simulated(p: Plan, **workload) -> pd.Series:
     """The simulator's throughput (fps) and median latency (s) for a stream of frames."""
-    result = simulate(p, fleet(p.fleet), Workload(**{"frames": SIM_FRAMES, **workload}))
+    result = simulate(p, fleet(p.fleet), SimWorkload(**{"frames": SIM_FRAMES, **workload}))
     return pd.Series({"throughput_fps": result.throughput_fps, "latency_s": result.latency_median_s})
 
 

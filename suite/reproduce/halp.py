@@ -20,7 +20,7 @@ import pandas as pd
 
 from suite.baselines import Figure
 from suite.reproduce.common import Comparison, Outcome, fleet, plan, simulated
-from suite.simulate import Workload, simulate
+from suite.simulate import SimWorkload, simulate
 
 MODEL = "vgg16"
 FLEETS = ("halp-gpu", "halp-pi", "pico-libtorch-1000mhz-3")
@@ -32,8 +32,8 @@ SNR_DB = 20.0
 
 def _faded_latencies(p) -> np.ndarray:
     """The latencies of independently faded single frames (one channel draw each)."""
-    return np.array([simulate(p, fleet(p.fleet), Workload(frames=1, channel="rayleigh", snr_db=SNR_DB,
-                                                          seed=seed)).latencies_s[0]
+    return np.array([simulate(p, fleet(p.fleet), SimWorkload(frames=1, channel="rayleigh", snr_db=SNR_DB,
+                                                             seed=seed)).latencies_s[0]
                      for seed in range(CHANNEL_FRAMES)])  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def speedup_and_reliability(baseline: Figure) -> Outcome:
         for scheme, tasks in (("halp", 1), ("halp", TASKS), ("modnn", 1)):
             options = {"tasks_per_batch": tasks} if scheme == "halp" else {}
             p = plan(MODEL, scheme, name, **options)
-            sim = simulate(p, fleet(name), Workload(frames=tasks, tasks_per_batch=tasks))
+            sim = simulate(p, fleet(name), SimWorkload(frames=tasks, tasks_per_batch=tasks))
             low, high = published.get((name, scheme, tasks), (np.nan, np.nan))
             rows.append({"fleet": name, "scheme": scheme, "tasks_per_batch": tasks,
                          "published_speedup_low": low, "published_speedup_high": high,

@@ -33,7 +33,8 @@ import yaml
 from suite.errors import UserError
 from suite.fleet import FLEETS_DIR, PROFILES_DIR
 from suite.orchestrate.channel import playing
-from suite.orchestrate.lab import Lab, load_lab
+from suite.orchestrate.lab import load_lab
+from suite.orchestrate.labplan import Lab
 from suite.plan import save_plan
 from suite.reproduce.common import Outcome, fleet, plan
 from suite.reproduce.halp import DEADLINES, MODEL, SNR_DB

@@ -105,8 +105,8 @@ def available() -> str | None:
 
 def figure_dilation(fleet_ratios: list[dict[str, float]], host_cores: float) -> float:
     """The one dilation of a figure: the largest F at which every one of its fleets fits this host
-    (each fleet's devices' speeds relative to this host's thread; see `lab.auto_dilation`)."""
-    from suite.orchestrate.lab import auto_dilation
+    (each fleet's devices' speeds relative to this host's thread; see `labplan.auto_dilation`)."""
+    from suite.orchestrate.labplan import auto_dilation
 
     return min(auto_dilation(ratios, host_cores) for ratios in fleet_ratios)
 
@@ -245,7 +245,7 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
 def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     """Every (scheme, devices) point of `setup` measured in the lab at one dilation, on calibrated devices."""
     from suite.fleet import load_profile
-    from suite.orchestrate.lab import speed_ratios
+    from suite.orchestrate.labplan import speed_ratios
 
     reason = available()
     if reason is not None:

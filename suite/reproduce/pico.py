@@ -38,7 +38,7 @@ from suite.reproduce.common import (
 from suite.schemes import make_plan
 from suite.schemes.chain import pieces
 from suite.schemes.pico import StageTimer, dp_search, exhaustive
-from suite.simulate import Workload, simulate
+from suite.simulate import SimWorkload, simulate
 
 DEVICES = range(1, 9)
 LABELS = ("lw", "efl", "ofl", "pico")
@@ -434,8 +434,8 @@ def under_load(model: str, label: str, clock: int, rate: float, run_s: float, re
     name = homogeneous(clock, 8)
     p = plan(model, SCHEME_OF[label], name)
     frames = max(round(run_s * rate), 2)
-    means = [np.mean(simulate(p, fleet(name), Workload(frames=frames, poisson=rate, seed=seed)).latencies_s)
-             for seed in range(repeats)]  # fmt: skip
+    means = [np.mean(simulate(p, fleet(name), SimWorkload(frames=frames, poisson=rate, seed=seed)
+                              ).latencies_s) for seed in range(repeats)]  # fmt: skip
     return {"scheme": label, "clock_mhz": clock, "devices": 8, "arrival_fps": rate,
             "load_pct": 100 * rate * p.predicted.period_s,
             "predicted_latency_s": mdl_latency(p.predicted.period_s, p.predicted.latency_s, rate),

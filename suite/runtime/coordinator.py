@@ -50,8 +50,8 @@ from suite.runtime.rendezvous import SECRET_ENV, RendezvousServer, RendezvousSto
 from suite.runtime.replay import locate_mismatch
 from suite.runtime.worker import FIRST_SIGN_S, STARTUP_TIMEOUT_S, WorkerConfig
 from suite.runtime.worker import command as worker_command
-from suite.runtime.workers import LocalWorkers, Workers
-from suite.verify import compare
+from suite.runtime.worker_processes import LocalWorkers, Workers
+from suite.verify import compare_tensors
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the workers were stopped"
@@ -271,7 +271,7 @@ class Coordinator:
                     failures.append(exc)
                 stop.set()
                 return
-            exact = compare(y, self.references[frame.name]).bit_exact
+            exact = compare_tensors(y, self.references[frame.name]).bit_exact
             records.append(FrameRecord(index, frame.name, index < options.warmup, start, time.perf_counter(),
                                        exact))  # fmt: skip
             if not exact:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from suite.backends import Backend, Segment, Tile, run_segment
+from suite.backends import Backend, SegmentCall, Tile, run_segment
 from suite.backends.exact import linear_share
 from suite.graph import Graph
 from suite.plan import COORDINATOR, Plan, PlanError, Transfer, Work, work_regions
@@ -82,7 +82,9 @@ class Task:
 
 
 @dataclass
-class Step:
+class ProgramStep:
+    """What one party does at one stage of every frame: send and receive around its tiles."""
+
     stage: int  # -1: the frame enters the hub; len(plan.stages): the outputs return
     send_before: list[Message] = field(default_factory=list)
     recv_before: list[Message] = field(default_factory=list)
@@ -99,7 +101,7 @@ class Step:
 @dataclass
 class Program:
     party: str
-    steps: list[Step]
+    steps: list[ProgramStep]
     canvases: dict[str, Region]  # what the party holds of each tensor it receives or computes
     messages: int  # transfers per frame in the whole run (the tag stride)
     stages: int
@@ -138,7 +140,7 @@ def parties(plan: Plan) -> list[str]:
 
 def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
     moves = run_transfers(plan, graph)
-    steps = {s: Step(s) for s in range(-1, len(plan.stages) + 1)}
+    steps = {s: ProgramStep(s) for s in range(-1, len(plan.stages) + 1)}
     held: dict[str, list[Region]] = {}
     for index, (s, t) in enumerate(moves):
         when = "before" if not 0 <= s < len(plan.stages) or plan.stages[s].brings(t) else "after"
@@ -199,7 +201,7 @@ def _tasks(graph: Graph, nodes: list[str], work: Work, stage: int, keep: set[str
     return [Task(list(nodes), {}, dict(outputs))]
 
 
-def segments(program: Program, graph: Graph) -> list[Segment]:
+def segments(program: Program, graph: Graph) -> list[SegmentCall]:
     """Every backend call the party's tasks make each frame, with the region of each tensor they
     read as the party holds it (its canvas), so a backend can build them before the first frame."""
     calls = []
@@ -207,7 +209,7 @@ def segments(program: Program, graph: Graph) -> list[Segment]:
         for task in step.tasks:
             inside = set(task.nodes)
             sources = {s: program.canvases[s] for n in task.nodes for s in graph[n].inputs if s not in inside}
-            calls.append(Segment(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
+            calls.append(SegmentCall(tuple(task.nodes), sources, task.regions, tuple(task.outputs)))
     return calls
 
 
@@ -265,7 +267,7 @@ class Runner:
                 self._step(index, step, store)
         return {t: v for t, (r, v) in store.items() if r == WHOLE}
 
-    def _step(self, frame: int, step: Step, store: dict) -> None:
+    def _step(self, frame: int, step: ProgramStep, store: dict) -> None:
         sends = [self._send(frame, step.stage, m, store) for m in step.send_before]
         before = [self._recv(frame, step.stage, m) for m in step.recv_before]
         after = [self._recv(frame, step.stage, m) for m in step.recv_after]

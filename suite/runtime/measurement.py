@@ -19,7 +19,7 @@ from suite.runtime.metrics import Event
 
 if TYPE_CHECKING:
     from suite.inventory import Inventory
-    from suite.runtime.workers import Workers
+    from suite.runtime.worker_processes import Workers
 
 
 @dataclass

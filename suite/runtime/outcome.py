@@ -208,7 +208,7 @@ def summarize(runs: Runs, fleet: Fleet, options: RunOptions, rapl: RaplTrace | N
     of the same repeat; every interval is seeded with the run's `--seed`; energy is the first
     repeat's (`rapl`: this host's energy counters sampled during the runs)."""
     from suite.runtime.energy import energy_summary
-    from suite.simulate import Workload, simulate
+    from suite.simulate import SimWorkload, simulate
 
     first = runs.repeats[0].plan
     plan, predicted, net = first.plan, first.plan.predicted, network(options.inventory)
@@ -233,7 +233,7 @@ def summarize(runs: Runs, fleet: Fleet, options: RunOptions, rapl: RaplTrace | N
     error = next((f"repeat {k} of {options.repeats}: {e}" if several else e for k, e in errors), runs.failure)
     simulated = None
     if predicted is not None:
-        result = simulate(plan, fleet, Workload(frames=max(min(options.frames, 60), 2)))
+        result = simulate(plan, fleet, SimWorkload(frames=max(min(options.frames, 60), 2)))
         simulated = Simulated(result.throughput_fps, _error(real.throughput_fps, result.throughput_fps))
     return RunSummary(
         scheme=plan.scheme, model=plan.model, input_shape=tuple(plan.input_shape), fleet=fleet.name,

@@ -19,7 +19,7 @@ from suite.plan import COORDINATOR, Plan
 from suite.regions import WHOLE, index_in
 from suite.runtime.engine import Runner, compile_program, parties
 from suite.runtime.transport import LocalTransport
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 Watch = Callable[[str], Callable[[int, dict[str, Tile]], None] | None]  # party -> tile observer
 
@@ -57,7 +57,7 @@ def locate_mismatch(plan: Plan, graph: Graph, backend: Backend, x: torch.Tensor,
     model's node-by-node run."""
     with backend.active():
         whole = run_whole(graph, x, backend)
-    if not compare(whole[graph.outputs[0]], reference).bit_exact:
+    if not compare_tensors(whole[graph.outputs[0]], reference).bit_exact:
         return (f"the graph run node by node already differs from the monolithic model on {backend.name} "
                 "(the backend fuses or reorders ops in the whole model); run on --backend torch")
     order = {n: i for i, n in enumerate(graph.nodes)}
@@ -68,7 +68,7 @@ def locate_mismatch(plan: Plan, graph: Graph, backend: Backend, x: torch.Tensor,
             for name, (region, tile) in tiles.items():
                 if name in whole and name != graph.input:
                     expected = whole[name][index_in(region, WHOLE, graph[name])]
-                    if expected.shape == tile.shape and not compare(tile, expected).bit_exact:
+                    if expected.shape == tile.shape and not compare_tensors(tile, expected).bit_exact:
                         bad.append((order[name], name, f"{device}, stage {stage}"))
         return observe
 

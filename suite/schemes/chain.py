@@ -34,7 +34,8 @@ from suite.graph.ir import COST_KINDS
 from suite.plan import Region, Transfer, tensor_bytes
 from suite.regions import WHOLE, Box, RegionError, plan_ranges
 
-Step = tuple[int, list[str], list[tuple[str, dict[str, Region]]]]  # plan.build_stages' (group, nodes, work)
+# a stage as plan.build_stages takes it, before its inputs and transfers: (group, nodes, work)
+StageDraft = tuple[int, list[str], list[tuple[str, dict[str, Region]]]]
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def spatial_prefix(chain: Sequence[Piece]) -> int:
     return count
 
 
-def whole_on(graph: Graph, device: str, nodes: list[str], group: int = 0) -> Step:
+def whole_on(graph: Graph, device: str, nodes: list[str], group: int = 0) -> StageDraft:
     """A step where one device runs `nodes` whole (the tail after the tiled part, a single device)."""
     return group, nodes, [(device, {o: WHOLE for o in graph.boundary(nodes)})]
 

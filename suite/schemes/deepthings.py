@@ -50,7 +50,7 @@ from suite.plan import Layout, Work, band_transfers, build_stages
 from suite.regions import Box, plan_regions, reuse_regions, segment_inputs, split_range, split_range_up
 from suite.schemes.chain import (
     Segment,
-    Step,
+    StageDraft,
     TileCosts,
     chain_nodes,
     pieces,
@@ -131,7 +131,7 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
 def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, devices: list[Device],
            prices: tuple[np.ndarray, np.ndarray], last: int, grid: tuple[int, int], bound: float | None,
            cut: Callable[[int, int], list[tuple[int, int]]], maps: set[str]
-           ) -> tuple[float, list[Step]] | None:  # fmt: skip
+           ) -> tuple[float, list[StageDraft]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last cut into a `grid` of tiles dealt to `devices`, whose
     `prices` per unit and per call are kinds x devices (None: a map too small for the grid, or not
     under `bound`). `cut` splits a length into the grid's parts. A squeeze-and-excite branch cuts the

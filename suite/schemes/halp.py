@@ -32,7 +32,7 @@ from suite.plan import Layout, build_stages
 from suite.regions import Box, RegionError, split_range
 from suite.schemes.chain import (
     Piece,
-    Step,
+    StageDraft,
     TileCosts,
     by_capability,
     chain_nodes,
@@ -117,7 +117,7 @@ def _search(graph: Graph, fleet: Fleet, chain: list[Piece], costs: TileCosts, fu
 
 
 def _fused(graph: Graph, fleet: Fleet, costs: TileCosts, last: int, share: float, bound: float | None,
-           secondaries: list[Device]) -> tuple[float, list[Step]] | None:  # fmt: skip
+           secondaries: list[Device]) -> tuple[float, list[StageDraft]] | None:  # fmt: skip
     """The latency and steps of pieces 0..last fused with the host's `share` of the rows (None: too
     few rows, or not under `bound`). A squeeze-and-excite branch cuts the fused part into
     segments (`TileCosts.segments`): each is an overlap stage, each branch runs on the host."""

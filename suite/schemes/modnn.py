@@ -32,7 +32,7 @@ from suite.graph import Graph
 from suite.graph.cuts import front_branches, layers, spatial_front
 from suite.plan import Layout, build_stages
 from suite.regions import Box, FeatureRange, split_range
-from suite.schemes.chain import Step, whole_on
+from suite.schemes.chain import StageDraft, whole_on
 
 ALIGN = LINEAR_ROWS  # linear output cut points: the exact kernel's chunks of features
 
@@ -43,7 +43,7 @@ def plan(graph: Graph, fleet: Fleet, gather: bool = False) -> Layout:
     owner = devices[0].name
     front = spatial_front(graph)
     pending = front_branches(graph, front)
-    steps: list[Step] = []
+    steps: list[StageDraft] = []
     for layer in layers(graph, front):
         reads = {src for n in layer for src in graph[n].inputs}
         for branch in [b for b in pending if b.vector in reads]:

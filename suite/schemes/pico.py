@@ -44,7 +44,7 @@ from suite.schemes import single
 from suite.schemes.chain import (
     Piece,
     Segment,
-    Step,
+    StageDraft,
     TileCosts,
     branch_transfers,
     by_capability,
@@ -149,7 +149,9 @@ class StageTimer:
         return max(self.time(i, j, _profiles(devs)) for i, j, devs in stages)
 
 
-def stage_steps(timer: StageTimer, i: int, j: int, devices: Sequence[Device], group: int = 0) -> list[Step]:
+def stage_steps(
+    timer: StageTimer, i: int, j: int, devices: Sequence[Device], group: int = 0
+) -> list[StageDraft]:
     """Pieces i..j on `devices` as `StageTimer` prices them: full-width row strips sized by
     capability over the run's spatial pieces (in segments around squeeze-and-excite branches, each
     branch whole on the fastest device), then the rest whole on the fastest device."""
@@ -157,7 +159,7 @@ def stage_steps(timer: StageTimer, i: int, j: int, devices: Sequence[Device], gr
     devices = by_capability(devices)
     weights = [d.capability for d in devices]
     last = timer.tiled_end(i, j, len(devices))
-    steps: list[Step] = []
+    steps: list[StageDraft] = []
     if last >= i:
         for segment in timer.costs.segments(i, last):
             steps += [whole_on(graph, devices[0].name, list(b.nodes), group) for b in segment.branches]

@@ -302,7 +302,7 @@ def previous_result(checkout: Path, commit: str, results: Path = RESULTS) -> tup
     return None
 
 
-def compare(checkout: Path, old: str, new: str, old_file: Path, new_file: Path) -> list[Regression]:
+def compare_commits(checkout: Path, old: str, new: str, old_file: Path, new_file: Path) -> list[Regression]:
     """asv's own table of the two commits, then the regressions that fail the session."""
     _asv(["compare", old, new, "--machine", machine_name(), "--split",
           "--factor", f"{1 / (1 - SPEEDUP_FALL_THRESHOLD):.3f}"], checkout, check=False)  # fmt: skip
@@ -335,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"no earlier result on machine {machine_name()} in {RESULTS}: nothing to compare with")
         return 0
     old, old_file = before
-    return _report(old, commit, compare(checkout, old, commit, old_file, new_file))
+    return _report(old, commit, compare_commits(checkout, old, commit, old_file, new_file))
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -382,7 +382,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"need stored results for HEAD and an earlier commit on machine {machine}; run "
                             "`nox -s asv` (or give OLD and NEW)")  # fmt: skip
         old, old_file = before
-    return _report(old, new, compare(checkout, old, new, old_file, new_file))
+    return _report(old, new, compare_commits(checkout, old, new, old_file, new_file))
 
 
 def cmd_noise(args: argparse.Namespace) -> int:

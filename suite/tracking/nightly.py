@@ -238,7 +238,7 @@ def tolerances(measured_noise: dict[str, float]) -> dict[str, float]:
     return {metric: max(TOLERANCE_FLOOR[metric], n * TOLERANCE_STEP) for metric, n in steps.items()}
 
 
-def compare(measured: pd.DataFrame, baseline: Baseline | None) -> pd.DataFrame:
+def cell_verdicts(measured: pd.DataFrame, baseline: Baseline | None) -> pd.DataFrame:
     """One row per measured cell: its verdict (`ok`, `regression`, `mismatch`, `failed`, `new`)
     and, where it is not ok, one sentence saying what moved, by how much, against which tolerance."""
     rows = []
@@ -339,7 +339,7 @@ def confirm(matrix: Matrix, fleet: Fleet, inventory: Inventory | None, runs: Pat
             stored: Baseline, say: Callable[[str], None]) -> list[dict]:  # fmt: skip
     """`rows` with every cell past its tolerance measured again (with its model and device count's
     single device, the new reference for its speedup); the new rows are marked `remeasured`."""
-    first = compare(pd.DataFrame(rows, columns=MEASURED_COLUMNS), stored)
+    first = cell_verdicts(pd.DataFrame(rows, columns=MEASURED_COLUMNS), stored)
     moved = first[first["verdict"] == "regression"]
     again: dict[tuple, dict] = {}
     for (model, devices), cells in moved.groupby(["model", "devices"], sort=False):
@@ -426,7 +426,7 @@ def run_night(matrix: Matrix, inventory: str | None = None, dilate: str = "auto"
         error = ("interrupted (Ctrl-C or SIGTERM) before every cell ran" if isinstance(exc, KeyboardInterrupt)
                  else f"{type(exc).__name__}: {exc}")  # fmt: skip
     measured = pd.DataFrame(rows, columns=MEASURED_COLUMNS)
-    comparison = compare(measured, stored)
+    comparison = cell_verdicts(measured, stored)
     missing = _not_run(matrix, measured)
     if missing and error is None:
         error = f"{len(missing)} cells of the matrix did not run, e.g. {missing[0]}"

@@ -31,7 +31,7 @@ from suite.runtime.engine import Runner, compile_program, parties, prune_weights
 from suite.runtime.lowering import lower_plan
 from suite.runtime.transport import LocalTransport
 from suite.schemes import make_plan
-from suite.verify import compare
+from suite.verify import compare_tensors
 
 
 def _frame(backend_name: str, plan, model_graph, loaded, x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -105,7 +105,7 @@ def test_plan_compute_torch_vs_onnxruntime(benchmark, zoo, scheme, devices):
     frames = {name: _frame(name, plan, model_graph, loaded, x) for name in ("torch", "onnxruntime")}
     fast, ort = make_backend("torch-fast", THREADS), make_backend("onnxruntime", THREADS)
     ort_monolithic = ort.prepare(loaded).monolithic
-    assert compare(frames["onnxruntime"](), ort_monolithic(x)).bit_exact
+    assert compare_tensors(frames["onnxruntime"](), ort_monolithic(x)).bit_exact
 
     def torch_fast() -> torch.Tensor:
         with fast.active():
