@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import tokenize
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +22,11 @@ from suite.baselines import load_baselines
 from suite.markdown import markdown_table
 from suite.models import ZOO
 from suite.reproduce import NAMES
-from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, Skipped, plan
+from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, Skipped, fleet, graph, plan
 from suite.reproduce.figures import FIGURES, _publish
-from suite.reproduce.pico import paper_capacity_fps
+from suite.reproduce.pico import breadth_first_plans, homogeneous, paper_capacity_fps
 from suite.reproduce.report import compared, median_error, number
+from suite.schemes import make_plan
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,48 @@ def test_table1_puts_picos_vgg16_redundancy_beside_the_papers(baselines):
     assert row.published_redundancy_pct == 5.47
     assert row.predicted_redundancy_pct == pytest.approx(5.47, rel=0.25)
     assert "5.47%" in outcome.headline
+
+
+def test_table1_counts_transfers_as_busy_beside_compute_only_utilisation(baselines):
+    table = FIGURES["pico-table1"].compute(baselines["pico-table1"]).table
+    table = table.dropna(subset=["predicted_busy_pct"])
+    assert (table.predicted_busy_pct >= table.predicted_utilisation_pct - 1e-9).all()
+    assert (table.predicted_busy_pct <= 100).all()
+    lw = table[table.scheme == "lw"]  # LW gathers every map through its owner: transfers dominate
+    assert (lw.predicted_busy_pct > 2 * lw.predicted_utilisation_pct).all()
+
+
+def test_fig12_implied_bandwidth_gives_the_papers_speedup(baselines):
+    table = FIGURES["pico-fig12"].compute(baselines["pico-fig12"]).table
+    row = table.set_index(["model", "clock_mhz"]).loc[("inception_v3", 1000)]
+    base = fleet(homogeneous(1000, 8))
+    slower = replace(base, link=replace(base.link, bandwidth_bps=row.implied_mbps * 1e6))
+    period = make_plan("pico", graph("inception_v3"), slower).predicted.period_s
+    assert row.implied_mbps < 50
+    assert row.published_speedup <= row.predicted_single_s / period <= 1.15 * row.published_speedup
+
+
+@pytest.mark.parametrize("layers", range(1, 6))
+@pytest.mark.parametrize("devices", range(1, 5))
+def test_breadth_first_plans_counts_every_grouping_and_device_assignment(layers, devices):
+    plans = set()
+    for k in range(1, layers + 1):
+        for cuts in itertools.combinations(range(1, layers), k - 1):
+            stages = tuple(zip((0, *cuts), (*cuts, layers)))  # contiguous [start, end) groups
+            for where in itertools.product((*stages, None), repeat=devices):  # None: the device idles
+                if set(stages) <= set(where):
+                    plans.add(tuple(zip(range(devices), where)))
+    assert breadth_first_plans(layers, devices) == len(plans)
+
+
+def test_table2_divides_the_papers_times_by_the_enumerations_size(baselines):
+    outcome = FIGURES["pico-table2"].compute(baselines["pico-table2"])
+    t = outcome.table.set_index(["layers", "devices"])
+    assert t.loc[(8, 4), "breadth_first_plans"] == breadth_first_plans(8, 4)
+    assert t.loc[(8, 6), "published_ms_per_plan"] == pytest.approx(
+        1e3 * t.loc[(8, 6), "published_exhaustive_time_s"] / breadth_first_plans(8, 6))
+    assert math.isnan(t.loc[(8, 8), "published_ms_per_plan"])  # a bound, not a time
+    assert "breadth_first_plans" in outcome.causes["exhaustive_time_s"]
 
 
 @pytest.mark.parametrize("name", ["pico-fig12", "pico-table1", "pico-table2", "pico-fig10a", "pico-fig10b",
