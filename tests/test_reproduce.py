@@ -177,6 +177,24 @@ def test_memory_comm_compares_every_published_memory_and_traffic_number(baseline
     FIGURES["memory-comm"].draw(outcome)
 
 
+def test_memory_is_counted_as_deepthings_counts_it_weights_plus_the_largest_layers_input_and_output():
+    """One device holds every layer's weights and its largest layer's input and output, a batch norm
+    or activation adding no buffer (it runs in place); a tile of FTP holds less of both maps."""
+    from suite.reproduce.common import footprint, graph
+    from suite.reproduce.deepthings import MODEL, _ftp, fleet_of
+
+    g = graph(MODEL)
+    weights = sum(node.param_bytes for node in g.nodes.values())
+    layers = [n for n, node in g.nodes.items() if node.op not in ("input", "batchnorm", "elementwise")]
+    largest = max(g[n].act_bytes + sum(g[i].act_bytes for i in g[n].inputs) for n in layers)
+    [single] = footprint(plan(MODEL, "single", fleet_of(1)), g).values()
+    assert single == weights + largest
+    ftp = _ftp(6, (5, 5))
+    tiled = footprint(ftp, g)
+    assert set(tiled) == {w.device for s in ftp.stages for w in s.work}
+    assert all(weights < held < single for held in tiled.values()), tiled
+
+
 def test_median_error_counts_ranges_as_zero_and_leaves_bounds_out():
     points = pd.DataFrame({"ratio": ["1.20", "0.50", "in range", "bound met", "not computed", "inf"]})
     assert median_error(points) == (pytest.approx(0.2), 3)
