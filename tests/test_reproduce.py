@@ -150,6 +150,25 @@ def test_fig10b_arrives_at_the_papers_efl_capacity_so_every_mean_is_finite(basel
     assert table.simulated_latency_s.map(math.isfinite).all()
     assert table.predicted_latency_s[table.load_pct < 100].map(math.isfinite).all()
     assert compared(outcome).ratio.map(lambda r: r.replace(".", "", 1).isdigit()).all()
+    assert table.paper_period_latency_s.map(math.isfinite).all()
+    assert any("paper's own 8-device periods" in f for f in outcome.findings)
+
+
+def test_the_queue_that_takes_the_papers_periods_is_the_simulators_queue_for_an_unpipelined_plan():
+    """Fig. 10b's test of its cause puts the paper's periods through `queued_latency`: fed our OFL's own
+    one-frame time, it gives the simulator's mean latency for the same arrivals and seed."""
+    import numpy as np
+
+    from suite.reproduce.common import fleet, simulated
+    from suite.reproduce.pico import queued_latency
+    from suite.simulate import Workload, simulate
+
+    p = plan("vgg16", "ofl", "pico-libtorch-1000mhz-8")
+    one = simulated(p, frames=1)["latency_s"]
+    for seed in (0, 1):
+        run = simulate(p, fleet(p.fleet), Workload(frames=12, poisson=0.12, seed=seed))
+        assert queued_latency(one, one, 0.12, 12, seed) == pytest.approx(np.mean(run.latencies_s), rel=1e-9)
+    assert queued_latency(10.0, 10.0, 1.0, 50, 0) > 10.0 * 20  # arrivals far past capacity queue up
 
 
 def test_fig10a_compares_latency_at_100_percent_and_every_schemes_capacity(baselines):
