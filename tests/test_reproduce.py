@@ -228,6 +228,24 @@ def test_halp_names_no_fleet_ahead_where_neither_scheme_meets_a_deadline(baselin
     assert not never & set(ahead.split(", ")), finding
 
 
+def test_halp_tests_its_gpu_miss_by_sweeping_the_link_over_three_readings_of_the_testbed(baselines):
+    """The sweep starts at our fleet's own link (its speedup is the figure's), a faster link never
+    slows HALP down, and the report names the sweep beside the GPU miss."""
+    from suite.reproduce.common import fleet
+    from suite.reproduce.halp import SWEEP_GBPS, gpu_testbed_readings, halp_speedup
+
+    readings = gpu_testbed_readings()
+    assert set(readings) == {"halp-gpu", "three 1080 Ti", "three Xavier"}
+    assert SWEEP_GBPS[0] * 1e9 == fleet("halp-gpu").link.bandwidth_bps
+    assert readings["halp-gpu"][0] == pytest.approx(halp_speedup(fleet("halp-gpu")))
+    for speedups in readings.values():
+        assert speedups == sorted(speedups), readings
+    outcome = FIGURES["halp"].compute(baselines["halp"])
+    speed = outcome.table[outcome.table.deadline_s.isna()].set_index(["fleet", "scheme", "tasks_per_batch"])
+    assert speed.loc[("halp-gpu", "halp", 1), "predicted_speedup"] == pytest.approx(readings["halp-gpu"][0])
+    assert "Tested whether the link" in outcome.causes["halp-gpu"]
+
+
 def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(baselines):
     """FTP with data reuse sits beside the paper's FTP points, as the plain variant does; both grids'
     work equals what DeepThings' own code computes (its regions, from the baselines); reuse is
