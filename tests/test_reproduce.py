@@ -195,6 +195,25 @@ def test_fig10b_arrives_at_the_papers_efl_capacity_so_every_mean_is_finite(basel
     assert table.simulated_latency_s.map(math.isfinite).all()
     assert table.predicted_latency_s[table.load_pct < 100].map(math.isfinite).all()
     assert compared(outcome).ratio.map(lambda r: r.replace(".", "", 1).isdigit()).all()
+    assert table.paper_period_latency_s.map(math.isfinite).all()
+    assert any("paper's own 8-device periods" in f for f in outcome.findings)
+
+
+def test_the_queue_that_takes_the_papers_periods_is_the_simulators_queue_for_an_unpipelined_plan():
+    """Fig. 10b's test of its cause puts the paper's periods through `queued_latency`: fed our OFL's own
+    one-frame time, it gives the simulator's mean latency for the same arrivals and seed."""
+    import numpy as np
+
+    from suite.reproduce.common import fleet, simulated
+    from suite.reproduce.pico import queued_latency
+    from suite.simulate import Workload, simulate
+
+    p = plan("vgg16", "ofl", "pico-libtorch-1000mhz-8")
+    one = simulated(p, frames=1)["latency_s"]
+    for seed in (0, 1):
+        run = simulate(p, fleet(p.fleet), Workload(frames=12, poisson=0.12, seed=seed))
+        assert queued_latency(one, one, 0.12, 12, seed) == pytest.approx(np.mean(run.latencies_s), rel=1e-9)
+    assert queued_latency(10.0, 10.0, 1.0, 50, 0) > 10.0 * 20  # arrivals far past capacity queue up
 
 
 def test_fig10a_compares_latency_at_100_percent_and_every_schemes_capacity(baselines):
@@ -222,6 +241,24 @@ def test_memory_comm_compares_every_published_memory_and_traffic_number(baseline
     FIGURES["memory-comm"].draw(outcome)
 
 
+def test_memory_is_counted_as_deepthings_counts_it_weights_plus_the_largest_layers_input_and_output():
+    """One device holds every layer's weights and its largest layer's input and output, a batch norm
+    or activation adding no buffer (it runs in place); a tile of FTP holds less of both maps."""
+    from suite.reproduce.common import footprint, graph
+    from suite.reproduce.deepthings import MODEL, _ftp, fleet_of
+
+    g = graph(MODEL)
+    weights = sum(node.param_bytes for node in g.nodes.values())
+    layers = [n for n, node in g.nodes.items() if node.op not in ("input", "batchnorm", "elementwise")]
+    largest = max(g[n].act_bytes + sum(g[i].act_bytes for i in g[n].inputs) for n in layers)
+    [single] = footprint(plan(MODEL, "single", fleet_of(1)), g).values()
+    assert single == weights + largest
+    ftp = _ftp(6, (5, 5))
+    tiled = footprint(ftp, g)
+    assert set(tiled) == {w.device for s in ftp.stages for w in s.work}
+    assert all(weights < held < single for held in tiled.values()), tiled
+
+
 def test_median_error_counts_ranges_as_zero_and_leaves_bounds_out():
     points = pd.DataFrame({"ratio": ["1.20", "0.50", "in range", "bound met", "not computed", "inf"]})
     assert median_error(points) == (pytest.approx(0.2), 3)
@@ -234,6 +271,24 @@ def test_halp_names_no_fleet_ahead_where_neither_scheme_meets_a_deadline(baselin
     [finding] = [f for f in outcome.findings if "deadlines" in f]
     ahead = finding.split("fewer, on ")[1].split(";")[0].rstrip(".")
     assert not never & set(ahead.split(", ")), finding
+
+
+def test_halp_tests_its_gpu_miss_by_sweeping_the_link_over_three_readings_of_the_testbed(baselines):
+    """The sweep starts at our fleet's own link (its speedup is the figure's), a faster link never
+    slows HALP down, and the report names the sweep beside the GPU miss."""
+    from suite.reproduce.common import fleet
+    from suite.reproduce.halp import SWEEP_GBPS, gpu_testbed_readings, halp_speedup
+
+    readings = gpu_testbed_readings()
+    assert set(readings) == {"halp-gpu", "three 1080 Ti", "three Xavier"}
+    assert SWEEP_GBPS[0] * 1e9 == fleet("halp-gpu").link.bandwidth_bps
+    assert readings["halp-gpu"][0] == pytest.approx(halp_speedup(fleet("halp-gpu")))
+    for speedups in readings.values():
+        assert speedups == sorted(speedups), readings
+    outcome = FIGURES["halp"].compute(baselines["halp"])
+    speed = outcome.table[outcome.table.deadline_s.isna()].set_index(["fleet", "scheme", "tasks_per_batch"])
+    assert speed.loc[("halp-gpu", "halp", 1), "predicted_speedup"] == pytest.approx(readings["halp-gpu"][0])
+    assert "Tested whether the link" in outcome.causes["halp-gpu"]
 
 
 def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(baselines):

@@ -14,7 +14,7 @@ from functools import cache
 import pandas as pd
 
 from suite.fleet import Fleet, load_fleet
-from suite.graph import Graph, from_model
+from suite.graph import POINTWISE, Graph, from_model
 from suite.models import ZOO
 from suite.models.load import load_model
 from suite.plan import Plan, tensor_bytes, work_regions
@@ -108,33 +108,28 @@ def bytes_per_frame(p: Plan) -> int:
 
 
 def footprint(p: Plan, g: Graph) -> dict[str, int]:
-    """Bytes each device holds when, as in Darknet, every layer's output has its own buffer.
+    """Bytes each device holds, counted as DeepThings counts memory (TCAD 2018, Sec. III: a layer's
+    execution needs its input and output; buffers are reused from layer to layer): the weights of
+    every layer the device computes, plus its largest single layer's input and output regions.
 
-    A device keeps the weights of every node it computes and, per stage, the buffers of its largest
-    piece of work there (its input regions and every node's output region, with the bands a tile
-    reuses); tiles of one stage, and of the stage continuing it, run one after another and reuse the
-    buffers. A whole-model run on one device holds every map.
+    A layer is Darknet's: a pointwise op on one input (batch norm, activation) runs in place on its
+    producer's output and adds no buffer. A tile's output buffer holds the bands it reuses too.
     """
     weights: dict[str, set[str]] = {}
-    buffers: dict[str, int] = {}
     largest: dict[str, int] = {}
-    for k, stage in enumerate(p.stages):
-        if not stage.continues:
-            largest = {}
+    for stage in p.stages:
+        layers = [n for n in stage.nodes if not (g[n].op in POINTWISE and len(g[n].inputs) == 1)]
         for w in stage.work:
             weights.setdefault(w.device, set()).update(stage.nodes)
-            size = sum(tensor_bytes(g, t, r) for t, r in w.inputs.items())
             if all(isinstance(r, Box) for r in w.outputs.values()):
                 regions = work_regions(g, stage.nodes, w.outputs, w.reused)
-                size += sum(tensor_bytes(g, n, hull_of([r.out, *w.reused.get(n, [])], g[n]))
-                            for n, r in regions.items())  # fmt: skip
+                sizes = [tensor_bytes(g, n, hull_of([regions[n].out, *w.reused.get(n, [])], g[n]))
+                         + sum(tensor_bytes(g, t, r) for t, r in zip(g[n].inputs, regions[n].reads))
+                         for n in layers]  # fmt: skip
             else:
-                size += sum(g[n].act_bytes for n in stage.nodes)
-            largest[w.device] = max(largest.get(w.device, 0), size)
-        if k + 1 == len(p.stages) or not p.stages[k + 1].continues:
-            for device, size in largest.items():
-                buffers[device] = buffers.get(device, 0) + size
-    return {d: buffers[d] + sum(g[n].param_bytes for n in names) for d, names in weights.items()}
+                sizes = [g[n].act_bytes + sum(g[t].act_bytes for t in g[n].inputs) for n in layers]
+            largest[w.device] = max([largest.get(w.device, 0), *sizes])
+    return {d: largest[d] + sum(g[n].param_bytes for n in names) for d, names in weights.items()}
 
 
 def bottleneck(p: Plan) -> str:
