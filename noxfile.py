@@ -37,16 +37,24 @@ def _python(session: nox.Session) -> str:
     found = Path(spec.origin).resolve().parent.parent if spec and spec.origin else None
     if found != HERE:
         where = f"imports suite from {found}" if found else "has no suite installed"
-        session.error(f"{sys.executable} {where}; run this checkout's environment's nox: python3 -m venv "
-                      f".venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]' && .venv/bin/nox")
+        session.error(
+            f"{sys.executable} {where}; run this checkout's environment's nox: python3 -m venv "
+            f".venv && .venv/bin/pip install -q -c constraints.txt -e '.[test]' && .venv/bin/nox"
+        )
     return sys.executable
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite without the long ones (`nox -s slow`, `nox -s zoo`, `nox -s blas`)."""
-    session.run(_python(session), *PYTEST, "--timeout=1800", "-m", "not slow and not zoo and not blas",
-                *session.posargs)
+    session.run(
+        _python(session),
+        *PYTEST,
+        "--timeout=1800",
+        "-m",
+        "not slow and not zoo and not blas",
+        *session.posargs,
+    )
 
 
 @nox.session
@@ -88,9 +96,15 @@ def bench(session: nox.Session) -> None:
     """pytest-benchmark timings of the core, planning and runtime (tests/bench) to .benchmarks/bench.json.
 
     The other sessions skip these; asv tracks across commits (`nox -s asv`)."""
-    session.run(_python(session), *PYTEST, "tests/bench", "--benchmark-only",
-                "--benchmark-json=.benchmarks/bench.json", "--benchmark-columns=median,iqr,min,max,rounds",
-                *session.posargs)
+    session.run(
+        _python(session),
+        *PYTEST,
+        "tests/bench",
+        "--benchmark-only",
+        "--benchmark-json=.benchmarks/bench.json",
+        "--benchmark-columns=median,iqr,min,max,rounds",
+        *session.posargs,
+    )
 
 
 @nox.session
@@ -124,9 +138,12 @@ def lab(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the asv benchmarks, the docs' hook and this file."""
-    session.run(_python(session), "-m", "ruff", "check", "suite", "tests", "benchmarks", "docs/hooks",
-                "noxfile.py")  # fmt: skip
+    """ruff's linter and its formatter (`ruff format --check`: a file it would change fails; `# fmt: skip`
+    keeps a hand-aligned table as written) over the package, the tests, the asv benchmarks, the docs'
+    hook and this file."""
+    paths = ["suite", "tests", "benchmarks", "docs/hooks", "noxfile.py"]
+    session.run(_python(session), "-m", "ruff", "check", *paths)
+    session.run(_python(session), "-m", "ruff", "format", "--check", *paths)
 
 
 @nox.session
@@ -139,4 +156,3 @@ def docs(session: nox.Session) -> None:
         requirements = tomllib.load(file)["project"]["optional-dependencies"]["docs"]
     session.run(_python(session), "-m", "pip", "install", "-q", "-c", "constraints.txt", *requirements)
     session.run(_python(session), "-m", "mkdocs", "build", "--strict", *session.posargs)
-

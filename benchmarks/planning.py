@@ -31,8 +31,10 @@ class Planning:
                     start = time.process_time()
                     plan = make_plan(scheme, graph, fleet)
                     seconds.append(time.process_time() - start)
-                measured[scheme, model] = {"cpu_s": statistics.median(seconds),
-                                           "redundancy": plan.predicted.redundancy}
+                measured[scheme, model] = {
+                    "cpu_s": statistics.median(seconds),
+                    "redundancy": plan.predicted.redundancy,
+                }
         return measured
 
     setup_cache.timeout = 900

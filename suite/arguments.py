@@ -61,8 +61,13 @@ simulated_frames = at_least(1, MAX_SIMULATED_FRAMES)
 def exit_codes(failed: str | None = None, usage: str = "bad input (one line naming what to fix)") -> dict:
     """A command's exit codes as its --help epilog (`add_parser(..., **exit_codes(...))`): `failed`
     is what exit 1 means for it (None: it never exits 1), `usage` what exit 2 means."""
-    codes = {0: "done", 1: failed, 2: usage, 130: "interrupted (Ctrl-C or SIGTERM)",
-             141: "the reader of the output went away (a closed pipe)"}
+    codes = {
+        0: "done",
+        1: failed,
+        2: usage,
+        130: "interrupted (Ctrl-C or SIGTERM)",
+        141: "the reader of the output went away (a closed pipe)",
+    }
     lines = [textwrap.fill(meaning, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
              for code, meaning in codes.items() if meaning]  # fmt: skip
     epilog = "\n".join(["exit codes:", *lines])

@@ -181,8 +181,10 @@ def _discrepancy(where: str, spec: _DiscrepancySpec, series: tuple[Series, ...])
         raise BaselineError(f"{where}: 'at' {spec.at} matches {len(matches)} {spec.quantity} points "
                             "(name exactly one)")  # fmt: skip
     if matches[0]["value"] != spec.values[spec.used]:
-        raise BaselineError(f"{where}: the series holds {matches[0]['value']} but '{spec.used}' gives "
-                            f"{spec.values[spec.used]} (make the series use the value you say you use)")
+        raise BaselineError(
+            f"{where}: the series holds {matches[0]['value']} but '{spec.used}' gives "
+            f"{spec.values[spec.used]} (make the series use the value you say you use)"
+        )
     return Discrepancy(dict(spec.at), spec.quantity, dict(spec.values), spec.used, spec.why)
 
 

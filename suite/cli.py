@@ -39,8 +39,13 @@ class _Version(argparse.Action):
     """`--version`: worked out only when asked for (it may run git), then exit as --help does."""
 
     def __init__(self, option_strings: list[str], dest: str) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="print the version (and the commit, in a git checkout) and exit")
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version (and the commit, in a git checkout) and exit",
+        )
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         from suite.package import version
@@ -57,17 +62,31 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vgg16",
-                   help="zoo name, path/to/model.onnx, or package.module:factory (default: vgg16)")
-    p.add_argument("--input-size", metavar="CxHxW",
-                   help="input size; zoo models and ONNX files have defaults")
-    p.add_argument("--seed", type=_seed, default=0,
-                   help="seed for the input and the weights of zoo models and module:factory models "
-                   "(default: 0)")
-    p.add_argument("--backend", help="onnxruntime (exact), torch (exact by construction) or torch-fast "
-                   "(oneDNN, not exact); default: the fastest that `suite doctor` finds exact on this host")
-    p.add_argument("--threads", type=_at_least(1), default=None,
-                   help="compute threads (default: all; `suite run`: per worker, default 1)")
+    p.add_argument(
+        "--model",
+        default="vgg16",
+        help="zoo name, path/to/model.onnx, or package.module:factory (default: vgg16)",
+    )
+    p.add_argument(
+        "--input-size", metavar="CxHxW", help="input size; zoo models and ONNX files have defaults"
+    )
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed for the input and the weights of zoo models and module:factory models (default: 0)",
+    )
+    p.add_argument(
+        "--backend",
+        help="onnxruntime (exact), torch (exact by construction) or torch-fast "
+        "(oneDNN, not exact); default: the fastest that `suite doctor` finds exact on this host",
+    )
+    p.add_argument(
+        "--threads",
+        type=_at_least(1),
+        default=None,
+        help="compute threads (default: all; `suite run`: per worker, default 1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,43 +101,65 @@ def build_parser() -> argparse.ArgumentParser:
     cut = v.add_mutually_exclusive_group()
     cut.add_argument("--parts", type=_at_least(1), help="row strips (default: 4)")
     cut.add_argument("--grid", help="RxC grid of tiles, e.g. 2x2")
-    v.add_argument("--layerwise", action="store_true",
-                   help="cut every layer and gather between layers (MoDNN) instead of fusing")
+    v.add_argument(
+        "--layerwise",
+        action="store_true",
+        help="cut every layer and gather between layers (MoDNN) instead of fusing",
+    )
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(run=cmd_verify)
 
-    p = sub.add_parser("plan", help="plan a scheme for a model on a fleet and predict its speed",
-                       **exit_codes())
+    p = sub.add_parser(
+        "plan", help="plan a scheme for a model on a fleet and predict its speed", **exit_codes()
+    )
     _add_model_args(p)
-    p.add_argument("--scheme", required=True,
-                   help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl")
+    p.add_argument(
+        "--scheme",
+        required=True,
+        help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl",
+    )
     _add_fleet_args(p)
-    p.add_argument("--search", default="dp", choices=["dp", "exhaustive"],
-                   help="pico: the paper's DP (default) or exhaustive search (small instances)")
+    p.add_argument(
+        "--search",
+        default="dp",
+        choices=["dp", "exhaustive"],
+        help="pico: the paper's DP (default) or exhaustive search (small instances)",
+    )
     p.add_argument("--tasks", type=_at_least(1), default=1, help="halp: tasks per batch (default: 1)")
     _add_grid_rounding(p)
     p.add_argument("--json", action="store_true", help="print the plan JSON")
     p.add_argument("-o", "--output", help="write the plan JSON to this file")
     p.set_defaults(run=cmd_plan)
 
-    s = sub.add_parser("simulate", help="play a stream of frames through a plan (discrete events)",
-                       **exit_codes())
+    s = sub.add_parser(
+        "simulate", help="play a stream of frames through a plan (discrete events)", **exit_codes()
+    )
     s.add_argument("--plan", required=True, help="plan JSON from `suite plan -o`")
     s.add_argument("--fleet", help="fleet name or YAML (default: the plan's)")
     s.add_argument("--model", help="the plan's model: zoo name, ONNX file or module:factory (default: the "
                    "plan's model, when it is a zoo name)")  # fmt: skip
-    s.add_argument("--frames", type=_simulated_frames, default=50,
-                   help=f"frames to simulate (default: 50, at most {MAX_SIMULATED_FRAMES})")
+    s.add_argument(
+        "--frames",
+        type=_simulated_frames,
+        default=50,
+        help=f"frames to simulate (default: 50, at most {MAX_SIMULATED_FRAMES})",
+    )
     arrivals = s.add_mutually_exclusive_group()
     arrivals.add_argument("--rate", type=_finite(positive=True), help="frames per second at fixed intervals")
-    arrivals.add_argument("--poisson", type=_finite(positive=True),
-                          help="mean frames per second, Poisson arrivals")
+    arrivals.add_argument(
+        "--poisson", type=_finite(positive=True), help="mean frames per second, Poisson arrivals"
+    )
     s.add_argument("--tasks", type=_at_least(1), default=1, help="frames arriving together (default: 1)")
-    s.add_argument("--channel", default="fixed", choices=["fixed", "rayleigh"],
-                   help="fixed or rayleigh (per-frame fading)")
+    s.add_argument(
+        "--channel",
+        default="fixed",
+        choices=["fixed", "rayleigh"],
+        help="fixed or rayleigh (per-frame fading)",
+    )
     s.add_argument("--snr-db", type=_finite(), default=20.0, help="mean SNR for rayleigh (default: 20)")
-    s.add_argument("--deadline", type=_finite(positive=True),
-                   help="seconds; report the share of frames meeting it")
+    s.add_argument(
+        "--deadline", type=_finite(positive=True), help="seconds; report the share of frames meeting it"
+    )
     s.add_argument("--seed", type=_seed, default=0, help="seed for arrivals and fading (default: 0)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_simulate)
@@ -129,43 +170,66 @@ def build_parser() -> argparse.ArgumentParser:
                                     "from the monolithic model's"))  # fmt: skip
     _add_model_args(u)
     u.set_defaults(threads=1)
-    u.add_argument("--scheme", default="pico",
-                   help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl "
-                        "(default: pico)")
+    u.add_argument(
+        "--scheme",
+        default="pico",
+        help="single, modnn, modnn-gather, deepthings, deepthings-reuse, efl, halp, pico or ofl "
+        "(default: pico)",
+    )
     _add_fleet_args(u)
     u.add_argument("--inventory", help="run on the devices of this inventory over SSH (`suite deploy` it "
                    "first; `suite lab up` writes one for the emulated lab)")  # fmt: skip
     u.add_argument("--plan", help="run this plan JSON (from `suite plan -o`) instead of planning")
-    u.add_argument("--tasks", type=_at_least(1), default=1,
-                   help="halp: frames kept in flight together (tasks per batch, default: 1)")
+    u.add_argument(
+        "--tasks",
+        type=_at_least(1),
+        default=1,
+        help="halp: frames kept in flight together (tasks per batch, default: 1)",
+    )
     _add_grid_rounding(u)
     u.add_argument("--frames", type=_at_least(1), default=20, help="frames to time (default: 20)")
-    u.add_argument("--warmup", type=_at_least(0), default=2,
-                   help="frames run first and not timed (default: 2)")
+    u.add_argument(
+        "--warmup", type=_at_least(0), default=2, help="frames run first and not timed (default: 2)"
+    )
     u.add_argument("--repeat", type=_at_least(1), default=1,
                    help="runs of the plan, each followed by a single-device run, pooled into percentiles "
                    "and 95%% confidence intervals (default: 1)")  # fmt: skip
     u.add_argument("--images", help="folder of your images (default: the photos bundled in scikit-image)")
-    u.add_argument("--timeout", type=_timeout, default=30.0,
-                   help="seconds to wait for any worker before the run fails (default: 30)")
+    u.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=30.0,
+        help="seconds to wait for any worker before the run fails (default: 30)",
+    )
     u.add_argument("--host", default="127.0.0.1", help="address the coordinator listens on")
     u.add_argument("--port", type=_port, default=0, help="coordinator port (default: a free one)")
     u.add_argument("--no-emulate", dest="emulate", action="store_false",
                    help="run every worker at full speed (default: cpu quotas slow each worker to its "
                    "device's profile when root)")  # fmt: skip
-    u.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help="skip the single-device run that the speedup is measured against")
-    u.add_argument("--worker-python", default=sys.executable,
-                   help="interpreter that runs the workers (default: this one)")
+    u.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the single-device run that the speedup is measured against",
+    )
+    u.add_argument(
+        "--worker-python",
+        default=sys.executable,
+        help="interpreter that runs the workers (default: this one)",
+    )
     u.add_argument("-o", "--output", help="results folder (default: results/<time>-<scheme>-<model>)")
     u.add_argument("--json", action="store_true", help="print one JSON object")
     u.set_defaults(run=cmd_run)
 
-    r = sub.add_parser("report", help="predicted speedups of every scheme over single, per model and fleet",
-                       **exit_codes())
+    r = sub.add_parser(
+        "report", help="predicted speedups of every scheme over single, per model and fleet", **exit_codes()
+    )
     r.add_argument("--models", default="vgg16,resnet34,inception_v3", help="comma-separated zoo names")
-    r.add_argument("--fleets", default="pico-homo-2,pico-homo-4,pico-homo-8,pico-hetero,halp-gpu,halp-pi",
-                   help="comma-separated fleet names or YAML paths")
+    r.add_argument(
+        "--fleets",
+        default="pico-homo-2,pico-homo-4,pico-homo-8,pico-hetero,halp-gpu,halp-pi",
+        help="comma-separated fleet names or YAML paths",
+    )
     r.add_argument("-o", "--output", help="also write the tidy table as CSV")
     r.add_argument("--json", action="store_true", help="print the tidy table as JSON records")
     r.set_defaults(run=cmd_report)
@@ -180,10 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="also draw the comparison to this PNG file")
     c.set_defaults(run=cmd_compare)
 
-    f = sub.add_parser("profile", help="measure this machine per op kind and write a profile YAML",
-                       **exit_codes())
-    f.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
-                   help="time the ops on this backend (default: torch)")
+    f = sub.add_parser(
+        "profile", help="measure this machine per op kind and write a profile YAML", **exit_codes()
+    )
+    f.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="time the ops on this backend (default: torch)",
+    )
     f.add_argument("--name", help="profile name (default: local on torch, local-<backend> on another, "
                    "the profile a run on that backend prices this host by)")  # fmt: skip
     f.add_argument("--threads", type=_at_least(1), default=1, help="compute threads (default: 1)")
@@ -195,10 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check which backends compute tiles exactly on this host, and which "
                        "is fastest",
                        **exit_codes("no backend computes tiles exactly on this host"))  # fmt: skip
-    d.add_argument("--backend", action="append", choices=["torch", "torch-fast", "onnxruntime"],
-                   help="examine this backend (repeat it; default: all three)")
-    d.add_argument("--threads", type=_at_least(1), action="append",
-                   help="thread counts to check (repeat it; default: 1 and this host's cores)")
+    d.add_argument(
+        "--backend",
+        action="append",
+        choices=["torch", "torch-fast", "onnxruntime"],
+        help="examine this backend (repeat it; default: all three)",
+    )
+    d.add_argument(
+        "--threads",
+        type=_at_least(1),
+        action="append",
+        help="thread counts to check (repeat it; default: 1 and this host's cores)",
+    )
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(run=cmd_doctor)
 
@@ -361,8 +438,10 @@ def _predicted_energy(predicted, fleet) -> str:
 def _describe_plan(plan, graph, backend: str, fleet) -> str:
     p = plan.predicted
     shape = "x".join(map(str, plan.input_shape))
-    lines = [f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices, "
-             f"priced for {backend}), planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"]
+    lines = [
+        f"{plan.scheme} plan for {plan.model} {shape} on {plan.fleet} ({len(plan.devices)} devices, "
+        f"priced for {backend}), planned in {plan.planning_time_s:.2f} s, plan {plan.digest}"
+    ]
     for stage, cost in zip(plan.stages, p.stages):
         parts = ", ".join(f"{w.device} {r}" for w in stage.work for r in w.outputs.values())
         if stage.continues:
@@ -370,9 +449,11 @@ def _describe_plan(plan, graph, backend: str, fleet) -> str:
             parts += f"; continues stage {stage.index - 1}, reusing {bands} bands it computed"
         if stage.keeps:
             parts += "; strips kept on their devices"
-        lines.append(f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
-                     f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
-                     f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)")
+        lines.append(
+            f"  stage {stage.index} (pipeline stage {stage.group}): {len(stage.nodes)} nodes "
+            f"{stage.nodes[0]}..{stage.nodes[-1]}; {parts}; compute {cost.compute_s:.3g} s, "
+            f"comm {cost.comm_s:.3g} s ({cost.bytes / 1e6:.2f} MB)"
+        )
     lines.append(f"  predicted: latency {p.latency_s:.3g} s, period {p.period_s:.3g} s, "
                  f"throughput {p.throughput_fps:.3g} fps, redundancy {p.redundancy:.1%}"
                  + _predicted_energy(p, fleet))  # fmt: skip
@@ -420,10 +501,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         met = "" if result.deadline_met is None else f", deadline met by {result.deadline_met:.1%}"
-        print(f"{plan.scheme} {plan.model} on {fleet.name}, {args.frames} frames: throughput "
-              f"{result.throughput_fps:.3g} fps (predicted {plan.predicted.throughput_fps:.3g}), latency "
-              f"median {result.latency_median_s:.3g} s, p95 {result.latency_p95_s:.3g} s "
-              f"(predicted {plan.predicted.latency_s:.3g}){met}")
+        print(
+            f"{plan.scheme} {plan.model} on {fleet.name}, {args.frames} frames: throughput "
+            f"{result.throughput_fps:.3g} fps (predicted {plan.predicted.throughput_fps:.3g}), latency "
+            f"median {result.latency_median_s:.3g} s, p95 {result.latency_p95_s:.3g} s "
+            f"(predicted {plan.predicted.latency_s:.3g}){met}"
+        )
     return EXIT_OK
 
 
@@ -540,8 +623,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)
     if args.json:
-        print(json.dumps(summary_json(outcome) | {"results": str(folder),
-                                                  "backend_is_default": args.backend_is_default}))
+        print(
+            json.dumps(
+                summary_json(outcome)
+                | {"results": str(folder), "backend_is_default": args.backend_is_default}
+            )
+        )
     else:
         print(_describe_run(outcome, folder, graph, _default_note(args)))
     if not outcome.complete:
@@ -564,8 +651,11 @@ def _warn_busy(host: dict, needed: int) -> None:
     others = sum(p["cpu"] for p in host["busy"])
     if others >= 0.5 and others + needed > host["cores"]:
         named = ", ".join(f"{p['name']} ({p['pid']}) {p['cpu']:.0%}" for p in host["busy"][:3])
-        print(f"warning: other processes use {others:.1f} of this host's {host['cores']} cores ({named}; "
-              f"load {host['load_avg'][0]:g}): the run's times include waiting for them", file=sys.stderr)
+        print(
+            f"warning: other processes use {others:.1f} of this host's {host['cores']} cores ({named}; "
+            f"load {host['load_avg'][0]:g}): the run's times include waiting for them",
+            file=sys.stderr,
+        )
 
 
 def _warn_oversubscribed(workers: int, threads: int) -> None:
@@ -644,16 +734,19 @@ def _progress(total: int):
 
     console = Console(stderr=True)
     if not console.is_terminal:
+
         def lines(label: str):
             def tick(done: int, total: int) -> None:
                 if done == 0 or done * 4 // total != (done - 1) * 4 // total:
                     print(f"{label}: {done}/{total} frames", file=sys.stderr, flush=True)
+
             return tick
 
         yield lines
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
+
         def bars(label: str):
             task = bar.add_task(label, total=total)
             return lambda done, total: bar.update(task, completed=done)
@@ -666,8 +759,10 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
     shape = "x".join(map(str, r.input_shape))
     verdict = "all BIT-EXACT" if r.bit_exact else "NOT bit-exact"
     repeats = f" x {len(r.repeats)} repeats" if len(r.repeats) > 1 else ""
-    lines = [f"{r.scheme} on {r.model} {shape}, fleet {r.fleet} ({r.devices} workers, "
-             f"{r.backend}{default_note}): {r.frames} frames (+{r.warmup} warm-up){repeats}, {verdict}"]
+    lines = [
+        f"{r.scheme} on {r.model} {shape}, fleet {r.fleet} ({r.devices} workers, "
+        f"{r.backend}{default_note}): {r.frames} frames (+{r.warmup} warm-up){repeats}, {verdict}"
+    ]
     figures, p = r.statistics, r.predicted
     if r.latency_s is not None:
         latency = figures.latency_s
@@ -690,15 +785,19 @@ def _describe_run(r, results: Path, graph, default_note: str = "") -> str:
         lines += [f"  inconclusive: {why}" for why in figures.inconclusive.values()]
     if r.network.dilation != 1.0:
         real, dilation = r.real_time, r.network.dilation
-        lines.append(f"  real time (x{dilation:g}): latency {real.latency_s:.3f} s, "
-                     f"throughput {real.throughput_fps:.3g} fps")
+        lines.append(
+            f"  real time (x{dilation:g}): latency {real.latency_s:.3f} s, "
+            f"throughput {real.throughput_fps:.3g} fps"
+        )
     lines += _describe_energy(r.energy)
     if r.tiled_share is not None:
         lines.append(_describe_plan_coverage(r.tiled_share, graph))
     lines.append(f"  network: {r.network.description}")
     if r.refused_count:
-        lines.append(f"  warning: refused {r.refused_count} connection(s) without the run's secret "
-                     f"from {', '.join(sorted(set(r.refused_peers)))}")
+        lines.append(
+            f"  warning: refused {r.refused_count} connection(s) without the run's secret "
+            f"from {', '.join(sorted(set(r.refused_peers)))}"
+        )
     lines.append(f"  results: {results}")
     return "\n".join(lines)
 
@@ -715,14 +814,18 @@ def _describe_energy(e: dict | None) -> list[str]:
     if e is None:  # a summary from before energy was reported
         return lines
     if e["per_frame_j"] is not None:
-        single = ("" if e["single_per_frame_j"] is None else
-                  f"; single device {e['single_per_frame_j']:.3g} J/frame, ratio {e['ratio_vs_single']:.2f}")
+        single = (
+            ""
+            if e["single_per_frame_j"] is None
+            else f"; single device {e['single_per_frame_j']:.3g} J/frame, ratio {e['ratio_vs_single']:.2f}"
+        )
         vs = _vs(e["predicted_per_frame_j"], e["error"])
         lines.append(f"  energy     {e['per_frame_j']:.3g} J/frame over {len(e['devices'])} devices from "
                      f"their published power{vs}{single}")  # fmt: skip
     elif e["no_power"]:
-        lines.append(f"  energy     not estimated: profile(s) {', '.join(e['no_power'])} give no power "
-                     "figures")
+        lines.append(
+            f"  energy     not estimated: profile(s) {', '.join(e['no_power'])} give no power figures"
+        )
     rapl = e["rapl"]
     if rapl is not None and rapl["per_frame_j"] is not None:
         alone = rapl["single_per_frame_j"]
@@ -773,11 +876,14 @@ def _describe(r, default_note: str = "") -> str:
                f"first at node {r.first_mismatch}")  # fmt: skip
     lines = [
         f"{r.model} {shape} on {r.backend}{default_note}, {r.mode} into {cut}: {verdict}",
-        f"  {r.tiled_nodes} spatial nodes tiled, redundant compute {r.redundancy:.1%}, "
-        f"{r.seconds:.1f} s",
+        f"  {r.tiled_nodes} spatial nodes tiled, redundant compute {r.redundancy:.1%}, {r.seconds:.1f} s",
         f"  compared with {r.reference}"
-        + ("" if r.native_rel_diff is None else f", which is {r.native_rel_diff:.1e} (relative) from the "
-           "module's forward on PyTorch's kernels"),
+        + (
+            ""
+            if r.native_rel_diff is None
+            else f", which is {r.native_rel_diff:.1e} (relative) from the "
+            "module's forward on PyTorch's kernels"
+        ),
     ]
     if not r.reference_is_model:
         lines.append(f"  error: that is more than rounding ({NATIVE_TOLERANCE:g}): this backend computes "

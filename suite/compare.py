@@ -254,8 +254,10 @@ def figure(table: pd.DataFrame):
     labels = [f"{r.scheme}, {r.variant}" + (f"\n{r.model}, {r.fleet}" if len(groups) > 1 else "")
               for r in table.itertuples()]  # fmt: skip
     x = np.arange(len(table))
-    panels = ((speed, "speedup", "throughput speedup over one device", "speedup (x)"),
-              (energy, "energy_per_frame_j", "energy per frame (published power)", "joules per frame"))
+    panels = (
+        (speed, "speedup", "throughput speedup over one device", "speedup (x)"),
+        (energy, "energy_per_frame_j", "energy per frame (published power)", "joules per frame"),
+    )
     for ax, column, title, unit in panels:
         values = table[column].astype(float)
         ax.bar(x, values.fillna(0), color=[colour[s] for s in table["scheme"]])

@@ -45,12 +45,16 @@ def load_images(source: str | Path | None = None) -> list[tuple[str, np.ndarray]
         return [(name, getattr(skimage.data, name)()) for name in SAMPLES]
     folder = Path(source)
     if not folder.is_dir():
-        raise UserError(f"images folder '{folder}' does not exist or is not a folder; "
-                        "pass a folder of .png/.jpg/.bmp/.tif images (suite run --images DIR)")
+        raise UserError(
+            f"images folder '{folder}' does not exist or is not a folder; "
+            "pass a folder of .png/.jpg/.bmp/.tif images (suite run --images DIR)"
+        )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
     if not files:
-        raise UserError(f"images folder '{folder}' has no .png/.jpg/.jpeg/.bmp/.tif files; "
-                        "add some or pass another folder")
+        raise UserError(
+            f"images folder '{folder}' has no .png/.jpg/.jpeg/.bmp/.tif files; "
+            "add some or pass another folder"
+        )
     return [(path.name, _read(path)) for path in files]
 
 
@@ -59,8 +63,10 @@ def _read(path: Path) -> np.ndarray:
         return np.asarray(skimage.io.imread(path))
     except Exception as err:  # any decoder failure means the same thing to the user
         said = (str(err).splitlines() or [""])[0][:120]  # decoders' messages run to several lines
-        raise UserError(f"image '{path}' cannot be read ({type(err).__name__}: {said}); "
-                        "re-save it as png or jpg, or remove it from the folder") from None
+        raise UserError(
+            f"image '{path}' cannot be read ({type(err).__name__}: {said}); "
+            "re-save it as png or jpg, or remove it from the folder"
+        ) from None
 
 
 def to_input(image: np.ndarray, input_shape: tuple[int, int, int], name: str = "image") -> torch.Tensor:
@@ -88,8 +94,10 @@ def load_frames(input_shape: tuple[int, int, int], source: str | Path | None = N
 
 def _check_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     if len(input_shape) != 3 or not all(isinstance(n, Integral) and n > 0 for n in input_shape):
-        raise UserError(f"input_shape {tuple(input_shape)} is not (C, H, W) with positive integer sizes; "
-                        "give the model's input without the batch axis, e.g. (3, 224, 224)")
+        raise UserError(
+            f"input_shape {tuple(input_shape)} is not (C, H, W) with positive integer sizes; "
+            "give the model's input without the batch axis, e.g. (3, 224, 224)"
+        )
     return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])
 
 
@@ -101,8 +109,10 @@ def _as_rgb(image: np.ndarray, name: str) -> np.ndarray:
     elif image.ndim == 2:
         image = image[:, :, None]
     else:
-        raise UserError(f"image '{name}' has shape {image.shape}, not grey (H, W) or colour (H, W, 3|4); "
-                        "save it as a single-frame grey or RGB image")
+        raise UserError(
+            f"image '{name}' has shape {image.shape}, not grey (H, W) or colour (H, W, 3|4); "
+            "save it as a single-frame grey or RGB image"
+        )
     return np.broadcast_to(img_as_float32(image), (*image.shape[:2], 3))
 
 
@@ -113,4 +123,4 @@ def _fit(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     scaled_w = max(width, round(rgb.shape[1] * scale))
     scaled = resize(rgb, (scaled_h, scaled_w), order=1, anti_aliasing=scale < 1, preserve_range=True)
     top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
-    return scaled[top:top + height, left:left + width].astype(np.float32, copy=False)
+    return scaled[top : top + height, left : left + width].astype(np.float32, copy=False)

@@ -43,8 +43,17 @@ SCHEMA_VERSION = 1
 EXACT_BACKENDS = ("onnxruntime", "torch")  # the backends that promise exactness, fastest first by design
 CUTS = ((3, 1), (3, 3))  # 3 strips and a 3x3 grid: wide and narrow tiles, borders on every side
 # The environment variables that change which code a BLAS or threading library runs.
-ENVIRONMENT = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_NUM_THREADS", "MKL_DYNAMIC", "OMP_NUM_THREADS",
-               "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "DNNL_MAX_CPU_ISA")
+ENVIRONMENT = (
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_NUM_THREADS",
+    "MKL_DYNAMIC",
+    "OMP_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "DNNL_MAX_CPU_ISA",
+)
 
 
 @dataclass(frozen=True)
@@ -82,16 +91,22 @@ PROBES = (
     Probe("conv 3x3 256->512 (YOLOv2)", _conv(256, 512, (3, 3)), (256, 38, 38)),
     Probe("conv 3x3 512->512", _conv(512, 512, (3, 3)), (512, 14, 14)),
     Probe("conv 5x5 48->64 (Inception)", _conv(48, 64, (5, 5)), (48, 35, 35)),
-    Probe("conv 1x7 and 7x1 128->128 (Inception-v3)", lambda: nn.Sequential(
-        _conv(128, 128, (1, 7))(), _conv(128, 128, (7, 1))()), (128, 17, 17)),
+    Probe(
+        "conv 1x7 and 7x1 128->128 (Inception-v3)",
+        lambda: nn.Sequential(_conv(128, 128, (1, 7))(), _conv(128, 128, (7, 1))()),
+        (128, 17, 17),
+    ),
     Probe("conv 3x3 dilated 2 64->64", _conv(64, 64, (3, 3), dilation=2), (64, 33, 33)),
     Probe("depthwise 3x3 576", _conv(576, 576, (3, 3), groups=576), (576, 14, 14)),
     Probe("depthwise 3x3/2 96", _conv(96, 96, (3, 3), 2, groups=96), (96, 56, 56)),
     Probe("depthwise 5x5 240", _conv(240, 240, (5, 5), groups=240), (240, 28, 28)),
     Probe("grouped 3x3 128->128, 32 groups", _conv(128, 128, (3, 3), groups=32), (128, 28, 28)),
     Probe("max pool 3x3/2 (ceil)", lambda: nn.MaxPool2d(3, 2, ceil_mode=True), (64, 55, 55)),
-    Probe("average pool 3x3 (padding not counted)", lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
-          (64, 35, 35)),
+    Probe(
+        "average pool 3x3 (padding not counted)",
+        lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+        (64, 35, 35),
+    ),
     Probe("batch norm, SiLU, sigmoid, hardswish, GELU", _pointwise, (24, 37, 37)),
     Probe("linear 2048->1000, features split", _linear, (2048, 1, 1)),
 )
@@ -132,8 +147,10 @@ class Verdict:
 
     def describe(self) -> str:
         threads = " and ".join(map(str, self.threads))
-        head = (f"{self.backend}: {'EXACT' if self.exact else 'NOT exact'} ({self.cases} cases at {threads} "
-                f"thread(s), {self.seconds:.1f} s; speed probe {self.speed_s * 1e3:.0f} ms CPU)")
+        head = (
+            f"{self.backend}: {'EXACT' if self.exact else 'NOT exact'} ({self.cases} cases at {threads} "
+            f"thread(s), {self.seconds:.1f} s; speed probe {self.speed_s * 1e3:.0f} ms CPU)"
+        )
         if self.exact:
             return head
         return f"{head}\n  first: {self.first_failure}; {len(self.failures)} of {self.cases} cases differ"
@@ -262,8 +279,16 @@ def examine(backend: str, threads: Sequence[int], say: Callable[[str], None] = l
             digest.update(prepared.monolithic(x).contiguous().view(torch.int32).numpy().tobytes())
     say(f"{backend}: timing the speed probe")
     failures = [c for c in cases if not c.exact]
-    return Verdict(backend, not failures, len(cases), failures, list(threads), time.perf_counter() - start,
-                   _speed(backend, threads[-1]), digest.hexdigest())
+    return Verdict(
+        backend,
+        not failures,
+        len(cases),
+        failures,
+        list(threads),
+        time.perf_counter() - start,
+        _speed(backend, threads[-1]),
+        digest.hexdigest(),
+    )
 
 
 def _speed(backend: str, threads: int) -> float:
@@ -271,8 +296,16 @@ def _speed(backend: str, threads: int) -> float:
     ranks the exact backends. CPU time, not wall time: the backends are probed one after the other,
     and other processes on a shared host would slow whichever ran during their burst."""
     torch.manual_seed(0)
-    layers = [nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
-              nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 1)]
+    layers = [
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(128, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, 1),
+    ]
     loaded = LoadedModel("speed", SPEED_INPUT, module=nn.Sequential(*layers).eval())
     runner = make_backend(backend, threads)
     prepared = runner.prepare(loaded)
@@ -394,8 +427,10 @@ def cached(backends: Sequence[str], say: Callable[[str], None] = lambda _: None)
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = _load(path, host)  # what another command examined meanwhile
         for backend in [b for b in backends if b not in report.verdicts]:
-            say(f"suite doctor: checking that {backend} computes tiles exactly on this host (once per host, "
-                f"about a minute; cached in {path})")
+            say(
+                f"suite doctor: checking that {backend} computes tiles exactly on this host (once per host, "
+                f"about a minute; cached in {path})"
+            )
             report = doctor([backend])
             say(f"suite doctor: {report.verdicts[backend].describe()}")
     return report
@@ -410,16 +445,20 @@ def recorded(backend: str) -> Verdict | None:
 def refusal(verdict: Verdict, where: str = "this host") -> str:
     """Why a backend that promises exactness cannot run on `where`, and what to use instead."""
     others = [b for b in EXACT_BACKENDS if b != verdict.backend]
-    return (f"backend '{verdict.backend}' is not exact on {where}: {verdict.first_failure} (`suite doctor`); "
-            f"use --backend {' or '.join(others)}, or torch-fast to measure without the promise")
+    return (
+        f"backend '{verdict.backend}' is not exact on {where}: {verdict.first_failure} (`suite doctor`); "
+        f"use --backend {' or '.join(others)}, or torch-fast to measure without the promise"
+    )
 
 
 def summary(report: Report) -> dict:
     """What a deploy or a lab records of a host's report: each backend's verdict and fingerprint."""
-    return {"default_backend": report.default_backend,
-            "exact": {b: v.exact for b, v in report.verdicts.items()},
-            "fingerprints": {b: v.fingerprint for b, v in report.verdicts.items()},
-            "first_failure": {b: v.first_failure for b, v in report.verdicts.items() if not v.exact}}
+    return {
+        "default_backend": report.default_backend,
+        "exact": {b: v.exact for b, v in report.verdicts.items()},
+        "fingerprints": {b: v.fingerprint for b, v in report.verdicts.items()},
+        "first_failure": {b: v.first_failure for b, v in report.verdicts.items() if not v.exact},
+    }
 
 
 def require_exact(backend: str, say: Callable[[str], None] = lambda _: None) -> Verdict | None:
@@ -448,5 +487,7 @@ def default_backend(say: Callable[[str], None] = lambda _: None, examine: bool =
     for backend in EXACT_BACKENDS:
         if cached([backend], say).verdicts[backend].exact:
             return backend
-    raise BackendError("no backend is exact on this host (`suite doctor` says where each differs); "
-                       "pass --backend torch-fast to measure without the promise")
+    raise BackendError(
+        "no backend is exact on this host (`suite doctor` says where each differs); "
+        "pass --backend torch-fast to measure without the promise"
+    )

@@ -232,9 +232,7 @@ def _refuse_secrets(path: Path) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(
-            f"{shown(path)}: cannot read: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
+        raise InventoryError(f"{shown(path)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
         if _KEY_MATERIAL.search(line):
             raise InventoryError(

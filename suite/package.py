@@ -33,8 +33,10 @@ def require_checkout(what: str) -> Path:
     """The checkout, or one line saying that `what` needs one."""
     root = checkout()
     if root is None:
-        raise UserError(f"{what} needs the suite's source checkout (clone it, then pip install -c "
-                        f"constraints.txt -e .), but this suite is installed in {Path(__file__).parent}")
+        raise UserError(
+            f"{what} needs the suite's source checkout (clone it, then pip install -c "
+            f"constraints.txt -e .), but this suite is installed in {Path(__file__).parent}"
+        )
     return root
 
 

@@ -179,8 +179,9 @@ def tensor_bytes(graph: Graph, tensor: str, region: Region) -> int:
     return region_size(region, node) * node.itemsize
 
 
-def work_regions(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
-                 reused: dict[str, list[Box]] | None = None) -> dict[str, NodeRegion]:
+def work_regions(
+    graph: Graph, nodes: Sequence[str], outputs: dict[str, Region], reused: dict[str, list[Box]] | None = None
+) -> dict[str, NodeRegion]:
     """What a device computes of each node to produce `outputs` (boxes), taking the `reused` bands
     instead of computing them."""
     if not reused:
@@ -198,8 +199,9 @@ def work_regions(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
     return regions
 
 
-def work_inputs(graph: Graph, nodes: Sequence[str], outputs: dict[str, Region],
-                reused: dict[str, list[Box]] | None = None) -> dict[str, Region]:
+def work_inputs(
+    graph: Graph, nodes: Sequence[str], outputs: dict[str, Region], reused: dict[str, list[Box]] | None = None
+) -> dict[str, Region]:
     """Regions of tensors from outside the stage that a device needs to produce `outputs`: tiles
     read boxes of their inputs; anything else reads its inputs whole."""
     if all(isinstance(r, Box) for r in outputs.values()):
@@ -293,8 +295,15 @@ def build_stages(graph: Graph, hub: str, steps: Sequence[tuple], keep: bool = Fa
                  and all(isinstance(r, Box) for w in work for r in w.outputs.values())
                  and not set(work[0].outputs) & set(graph.outputs))  # fmt: skip
         transfers = kept_transfers(graph, work, hub, kept) + hub_transfers(graph, work, hub, have, not keeps)
-        stage = Stage(index, group, list(nodes), work, transfers, continues=bool(continues and continues[0]),
-                      keeps=keeps)
+        stage = Stage(
+            index,
+            group,
+            list(nodes),
+            work,
+            transfers,
+            continues=bool(continues and continues[0]),
+            keeps=keeps,
+        )
         if stage.continues:
             last = stages[-1]
             to_hub, from_hub = band_transfers(graph, last.work, work, nodes, hub)
@@ -526,7 +535,7 @@ def _check_cover(stage: Stage, graph: Graph, tensor: str, regions: list[Region])
     features = [r for r in regions if isinstance(r, FeatureRange)]
     if features and node.op != "linear":
         raise PlanError(f"{where}: only a linear layer splits by features ({features[0]})")
-    overlap = any(a.intersects(b) for i, a in enumerate(regions) for b in regions[i + 1:])
+    overlap = any(a.intersects(b) for i, a in enumerate(regions) for b in regions[i + 1 :])
     if overlap or sum(region_size(r, node) for r in regions) != region_size(full_part(node), node):
         raise PlanError(f"{where}: device regions do not cover its {_dims(node)} output exactly once")
 
@@ -648,9 +657,20 @@ def _plan_from(spec: _PlanFile, path: str) -> Plan:
         p = spec.predicted
         predicted = Predicted(p.latency_s, p.period_s, p.throughput_fps, p.redundancy,
                               [StageCost(**c.model_dump()) for c in p.stages], p.tiled_share)  # fmt: skip
-    return Plan(spec.scheme, spec.model, list(spec.input_shape), spec.fleet, list(spec.devices), spec.hub,
-                stages, spec.graph, spec.frames_in_flight, predicted, dict(spec.options),
-                spec.planning_time_s)
+    return Plan(
+        spec.scheme,
+        spec.model,
+        list(spec.input_shape),
+        spec.fleet,
+        list(spec.devices),
+        spec.hub,
+        stages,
+        spec.graph,
+        spec.frames_in_flight,
+        predicted,
+        dict(spec.options),
+        spec.planning_time_s,
+    )
 
 
 def _regions(data: dict) -> dict[str, Region]:

@@ -128,11 +128,26 @@ def _cases(sizes: Sequence[int], linear_shapes: Sequence[tuple[int, int]]) -> li
         conv(c, c, 3, hw, groups=4)
         for ch in (c, c // 4):
             shape = (ch, hw, hw)
-            cases += [(nn.Sequential(op), shape) for op in (  # a module of its own: traced as one node
-                nn.ReLU(), nn.ReLU6(), nn.Sigmoid(), nn.SiLU(), nn.BatchNorm2d(ch).eval(), _Merge(torch.add),
-                _Merge(torch.mul), _Merge(lambda x, y: torch.cat([x, y], 1)), _Scale(), nn.MaxPool2d(2, 2),
-                nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(2, 2), nn.AvgPool2d(3, 1, 1),
-                nn.AdaptiveAvgPool2d(1))]
+            cases += [
+                (nn.Sequential(op), shape)
+                for op in (  # a module of its own: traced as one node
+                    nn.ReLU(),
+                    nn.ReLU6(),
+                    nn.Sigmoid(),
+                    nn.SiLU(),
+                    nn.BatchNorm2d(ch).eval(),
+                    _Merge(torch.add),
+                    _Merge(torch.mul),
+                    _Merge(lambda x, y: torch.cat([x, y], 1)),
+                    _Scale(),
+                    nn.MaxPool2d(2, 2),
+                    nn.MaxPool2d(3, 2, 1),
+                    nn.MaxPool2d(3, 1, 1),
+                    nn.AvgPool2d(2, 2),
+                    nn.AvgPool2d(3, 1, 1),
+                    nn.AdaptiveAvgPool2d(1),
+                )
+            ]
             # a batch norm after a conv: folded into it, what is left of it is a node that passes its input on
             cases.append((nn.Sequential(nn.Conv2d(ch, ch, 1), nn.BatchNorm2d(ch).eval()), shape))
     for n_in, n_out in linear_shapes:
@@ -344,7 +359,7 @@ def _fit(rows: Sequence[OpWork], measured: np.ndarray, priced: np.ndarray, sessi
     solved, _ = nnls(a / scale * w[:, None], measured * w)
     prices = np.zeros(len(used))
     prices[used] = (solved / scale)[: used.sum()]
-    return prices[: len(COST_KINDS)], prices[len(COST_KINDS):]
+    return prices[: len(COST_KINDS)], prices[len(COST_KINDS) :]
 
 
 def measure_profile(name: str, threads: int = 1, sizes: Sequence[int] | None = None,
@@ -416,8 +431,10 @@ def host_profile(backend: str, reprofile: bool = False, say: Callable[[str], Non
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file() and not reprofile:
             return load_profile(str(path))
-        say(f"suite profile: measuring this host on {backend} for the predictions (once per host, "
-            f"about a minute; cached in {path}; --reprofile measures again)")
+        say(
+            f"suite profile: measuring this host on {backend} for the predictions (once per host, "
+            f"about a minute; cached in {path}; --reprofile measures again)"
+        )
         profile = measure_profile("local", backend=backend)
         write_profile(profile, path)
         say(f"suite profile: {profile.macs_per_s / 1e9:.3g} GMAC/s for conv on {backend}")

@@ -300,8 +300,13 @@ def plan_ranges(graph: Graph, nodes: Sequence[str], requested: Mapping[str, tupl
     return {n: need[n] for n in need if n in in_segment or n not in requested}
 
 
-def _walk_back(graph: Graph, nodes: Sequence[str], requested: Mapping[str, P],
-               reads: Callable[[Node, P], Sequence[P]], hull: Callable[[P, P], P]) -> dict[str, P]:
+def _walk_back(
+    graph: Graph,
+    nodes: Sequence[str],
+    requested: Mapping[str, P],
+    reads: Callable[[Node, P], Sequence[P]],
+    hull: Callable[[P, P], P],
+) -> dict[str, P]:
     """The one backward walk of the receptive-field math: from the parts `requested` of a segment's
     outputs, each node of `nodes` (spatial, in topological order) that they depend on, last first.
     `reads(node, part)` gives the part of each of its inputs the node reads to produce `part` of
@@ -359,13 +364,14 @@ def reuse_bands(need: Box, beside: Sequence[Box]) -> tuple[Box, tuple[tuple[int,
                 stop = min(stop, max(lo, first))
                 bands.append((k, max(lo, first), last))
         if start < stop:
-            computed[2 * axis:2 * axis + 2] = [start, stop]
+            computed[2 * axis : 2 * axis + 2] = [start, stop]
             taken += [(k, Box(a, b, *across) if axis == 0 else Box(*across, a, b)) for k, a, b in bands]
     return Box(*computed), tuple(taken)
 
 
-def reuse_regions(graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box],
-                  beside: Mapping[str, Sequence[Box]]) -> tuple[dict[str, NodeRegion], dict[str, tuple]]:
+def reuse_regions(
+    graph: Graph, nodes: Sequence[str], requested: Mapping[str, Box], beside: Mapping[str, Sequence[Box]]
+) -> tuple[dict[str, NodeRegion], dict[str, tuple]]:
     """`plan_regions` for a tile that, at each map t of `beside`, takes the bands of what it needs
     that neighbours computed (`beside[t]`: their boxes of t) instead of computing them
     (`reuse_bands`). Returns the regions it computes, and per map the bands it takes as ((index

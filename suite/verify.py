@@ -138,9 +138,14 @@ def verify(prepared: Prepared, backend, x: torch.Tensor, rows: int, cols: int = 
     if prepared.native is not None and prepared.native is not prepared.monolithic:
         with torch.inference_mode(), one_thread():
             native = _relative(reference, prepared.native(x))
-    mismatched = {n for tiles_seen in [*seen, done] for n, (region, t) in tiles_seen.items()
-                  if n in whole and n != graph.input
-                  and not compare_tensors(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact}
+    mismatched = {
+        n
+        for tiles_seen in [*seen, done]
+        for n, (region, t) in tiles_seen.items()
+        if n in whole
+        and n != graph.input
+        and not compare_tensors(t, whole[n][index_in(region, WHOLE, graph[n])]).bit_exact
+    }
     final = compare_tensors(result, reference)
     return VerifyReport(
         model=graph.name,

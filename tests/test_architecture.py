@@ -167,7 +167,7 @@ def repeated_blocks(root: Path = SUITE, length: int = 6, skip: tuple[str, ...] =
         name = str(path.relative_to(root.parent))
         lines = code_lines(path.read_text(encoding="utf-8"))
         for k in range(len(lines) - length + 1):
-            block = tuple(text for _, text in lines[k:k + length])
+            block = tuple(text for _, text in lines[k : k + length])
             places.setdefault(block, []).append((name, k, lines[k][0]))
     # the windows two places share, by the two files and how far apart they stand in them
     shared: dict[tuple[str, str, int], list[tuple[int, int, int, str]]] = {}

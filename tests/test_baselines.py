@@ -32,8 +32,9 @@ def test_every_reproduced_figure_has_its_published_numbers(figures):
 def test_series_cover_the_devices_their_figures_plot(figures):
     for name, devices in (("pico-fig8", range(1, 9)), ("pico-fig9", range(1, 9)),
                           ("deepthings-fig13", range(1, 7))):  # fmt: skip
-        periods = [s for s in figures[name].series
-                   if s.quantity in ("period_s", "latency_s") and len(s.values) > 1]
+        periods = [
+            s for s in figures[name].series if s.quantity in ("period_s", "latency_s") and len(s.values) > 1
+        ]
         assert periods, name
         for s in periods:
             assert list(s.x["devices"]) == list(devices), (name, s.labels)

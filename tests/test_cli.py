@@ -26,8 +26,6 @@ def test_cli_plan_then_simulate(tmp_path):
     assert result["throughput_fps"] > 0 and 0 <= result["deadline_met"] <= 1
 
 
-
-
 def _bad_fleet(tmp_path) -> str:
     path = tmp_path / "fleet.yaml"
     path.write_text("schema_version: 1\nname: x\nsource: test\nlink: {bandwidth_mbps: 50, shared: true}\n"
@@ -36,14 +34,10 @@ def _bad_fleet(tmp_path) -> str:
     return str(path)
 
 
-
-
 def _old_plan(tmp_path) -> str:
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"schema_version": 0, "stages": []}))
     return str(path)
-
-
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -59,8 +53,6 @@ def test_cli_plan_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     assert_one_line_error(suite(*args), needle)
 
 
-
-
 def test_cli_verify_json():
     out = suite("verify", "--model", "resnet18", "--input-size", "3x64x64", "--parts", "2",
                  "--json")  # fmt: skip
@@ -70,8 +62,6 @@ def test_cli_verify_json():
                 "backend", "parts", "grid"):  # fmt: skip
         assert key in report
     assert report["bit_exact"] is True and report["parts"] == 2
-
-
 
 
 @pytest.mark.parametrize(
@@ -90,8 +80,6 @@ def test_cli_verify_json():
 )
 def test_cli_verify_bad_input_is_one_line_exit_2(args, needle):
     assert_one_line_error(suite("verify", *args), needle)
-
-
 
 
 def test_cli_plan_needs_no_weights_and_answers_fast():

@@ -22,8 +22,24 @@ def results(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for scheme in ("pico", "modnn"):
         out[scheme] = folder / scheme
-        done = suite("run", "--model", "vgg16", "--input-size", "3x32x32", "--scheme", scheme, "--fleet",
-                     "pico-homo-2", "--no-emulate", "--frames", "3", "--warmup", "1", "-o", str(out[scheme]))
+        done = suite(
+            "run",
+            "--model",
+            "vgg16",
+            "--input-size",
+            "3x32x32",
+            "--scheme",
+            scheme,
+            "--fleet",
+            "pico-homo-2",
+            "--no-emulate",
+            "--frames",
+            "3",
+            "--warmup",
+            "1",
+            "-o",
+            str(out[scheme]),
+        )
         assert done.returncode == 0, done.stderr
         assert "J/frame over 2 devices" in done.stdout  # `suite run` says its energy per frame
     return out

@@ -69,7 +69,12 @@ def test_a_conv_is_priced_by_its_class_its_copies_and_its_matrix_products():
     g = _layers()
     conv, pointwise, depthwise, strided, grouped = (g[n] for n in list(g.nodes)[1:6])
     assert [n.cost_kind for n in (conv, pointwise, depthwise, strided, grouped)] == [
-        "conv", "pointwise_conv", "depthwise_conv", "strided_depthwise_conv", "grouped_conv"]
+        "conv",
+        "pointwise_conv",
+        "depthwise_conv",
+        "strided_depthwise_conv",
+        "grouped_conv",
+    ]
     positions = 8 * 8
     assert node_work(conv) == {"conv": 9 * 8 * 16 * positions, "conv_copy": positions * (8 * 9 + 16),
                                "gemm_call": 1.0}  # fmt: skip
@@ -133,8 +138,12 @@ def test_a_clamp_is_its_own_kind_and_old_profiles_price_it_as_an_elementwise_op(
     kinds = [n.cost_kind for n in from_torch(nn.Sequential(nn.ReLU6(), Clamps()), (2, 4, 4)).nodes.values()]
     assert kinds == ["input", "clamp", "clamp", "clamp", "elementwise"]
     value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 2, 4, 4])  # noqa: E731
-    graph = helper.make_graph([helper.make_node("Clip", ["x"], ["c"], min=0.0, max=6.0),
-                               helper.make_node("Sigmoid", ["c"], ["s"])], "g", [value("x")], [value("s")])
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x"], ["c"], min=0.0, max=6.0), helper.make_node("Sigmoid", ["c"], ["s"])],
+        "g",
+        [value("x")],
+        [value("s")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
     assert [n.cost_kind for n in from_onnx(model).nodes.values()] == ["input", "clamp", "elementwise"]
     old = Profile("old", "test", 2e9, {"conv": OpCost(1.0, 0.0), "elementwise": OpCost(4.0, 1e-6),

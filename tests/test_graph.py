@@ -19,8 +19,11 @@ def test_shapes_match_a_real_forward_and_need_no_weights(name):
     graph = from_model(loaded)
     traced = fx.symbolic_trace(loaded.module)
     ShapeProp(traced).propagate(torch.zeros(1, *loaded.input_shape))
-    real = {n.name: tuple(n.meta["tensor_meta"].shape) for n in traced.graph.nodes
-            if hasattr(n.meta.get("tensor_meta"), "shape")}  # (a chunk's is a tuple of metas)
+    real = {
+        n.name: tuple(n.meta["tensor_meta"].shape)
+        for n in traced.graph.nodes
+        if hasattr(n.meta.get("tensor_meta"), "shape")
+    }  # (a chunk's is a tuple of metas)
     assert {n: node.shape for n, node in graph.nodes.items()} == {n: real[n] for n in graph.nodes}
     planning = from_model(load_model(name, loaded.input_shape, weights=False))  # built on the meta device
     assert all(t.device.type == "meta" for n in planning.nodes.values() for t in n.params.values())

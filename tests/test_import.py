@@ -141,8 +141,11 @@ def test_interpolate_in_every_form_is_a_resize_or_runs_whole_saying_why():
     found = [n.attrs.get("resampling") or n.attrs["reason"] for n in graph.nodes.values()
              if n.op in ("resize", "opaque")]  # fmt: skip
     assert [(r.mode, r.transform, r.scale, r.out_hw) for r in found[:4]] == [
-        ("linear", "half_pixel", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.0, 2.0), (16, 16)),
-        ("linear", "align_corners", (2.0, 2.0), (16, 16)), ("nearest", "asymmetric", (2.5, 2.5), (20, 20))]
+        ("linear", "half_pixel", (2.0, 2.0), (16, 16)),
+        ("nearest", "asymmetric", (2.0, 2.0), (16, 16)),
+        ("linear", "align_corners", (2.0, 2.0), (16, 16)),
+        ("nearest", "asymmetric", (2.5, 2.5), (20, 20)),
+    ]
     assert found[4:] == ["interpolate (bilinear) with antialias",
                          "Resize (cubic, half_pixel): only nearest (asymmetric, floor) and bilinear resizing "
                          "are tiled"]  # fmt: skip
@@ -230,8 +233,16 @@ def test_verify_reports_coverage_in_json_and_summary():
     summary = _suite(*args).stdout.splitlines()
     (line,) = [s for s in summary if "of the model's MACs" in s]
     assert "LESS THAN HALF" in line and "tiling stops at" in line
-    se = ("verify", "--model", "user_models:squeeze_excite", "--input-size", "3x32x32",
-          "--parts", "2", "--json")
+    se = (
+        "verify",
+        "--model",
+        "user_models:squeeze_excite",
+        "--input-size",
+        "3x32x32",
+        "--parts",
+        "2",
+        "--json",
+    )
     report = json.loads(_suite(*se).stdout)  # its branch is computed between two tiled segments
     assert report["bit_exact"] and report["tiled_share"] > 0.99 and report["tiling_stops"] == []
     yolo = json.loads(_suite("verify", "--model", "yolov2_16", "--input-size", "3x64x64", "--json").stdout)
@@ -246,10 +257,12 @@ def test_failed_onnx_export_under_json_prints_nothing_on_stdout():
 
 
 def test_seed_seeds_a_factory_the_same_in_every_process():
-    code = ("import hashlib, sys; from suite.models.load import load_model; "
-            "m = load_model('user_models:random_net', (3, 8, 8), int(sys.argv[1])).module; "
-            "state = b''.join(t.numpy().tobytes() for t in m.state_dict().values()); "
-            "print(hashlib.sha256(state).hexdigest())")
+    code = (
+        "import hashlib, sys; from suite.models.load import load_model; "
+        "m = load_model('user_models:random_net', (3, 8, 8), int(sys.argv[1])).module; "
+        "state = b''.join(t.numpy().tobytes() for t in m.state_dict().values()); "
+        "print(hashlib.sha256(state).hexdigest())"
+    )
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     digest = [subprocess.run([sys.executable, "-c", code, seed], capture_output=True, text=True, env=env,
                              check=True).stdout for seed in ("1", "1", "2")]  # fmt: skip
@@ -331,12 +344,20 @@ def test_zoo_segmentation_net_is_exact_under_other_blas_code_paths(backend_name,
     assert report["tiled_share"] > 0.9 and report["tiling_stops"] == []
 
 
-MOBILE = ["mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "yolov2",
-          "yolov2_16"]
+MOBILE = [
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "shufflenet_v2_x1_0",
+    "yolov2",
+    "yolov2_16",
+]
 
 
-@pytest.mark.parametrize(("model", "backend_name"),
-                         [(m, b) for m in MOBILE for b in BACKENDS if (m, b) != ("yolov2", "onnxruntime")])
+@pytest.mark.parametrize(
+    ("model", "backend_name"),
+    [(m, b) for m in MOBILE for b in BACKENDS if (m, b) != ("yolov2", "onnxruntime")],
+)
 def test_mobile_zoo_is_bit_exact_at_a_small_size(model, backend_name):
     """YOLOv2 on onnxruntime is in the slow matrix: its 51M weights, exported and loaded per tile
     session, take 16 s even at 32x32."""

@@ -44,8 +44,22 @@ def deployed(tmp_path_factory):
 
 
 def _run(made, *args: str, model: str = "vgg16", timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", "run", "--inventory", str(made.inventory_path()),
-                           "--model", model, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "suite",
+            "run",
+            "--inventory",
+            str(made.inventory_path()),
+            "--model",
+            model,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("scheme", ["pico", "halp", "modnn"])

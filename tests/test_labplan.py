@@ -65,8 +65,6 @@ def test_lab_names_are_short_words():
         labplan.check_name("a" * 13)
 
 
-
-
 def test_the_topology_gives_every_device_a_namespace_and_a_port_on_the_bridge(tmp_path):
     fleet = load_fleet(str(write_fleet(tmp_path, devices=2, mbps=10, shared=False, speed=0.1)))
     caps = {d.name: 0.1 for d in fleet.devices}

@@ -157,12 +157,30 @@ def test_the_cli_names_what_to_fix(tmp_path, capsys):
 def _night(tmp_path: Path, with_baseline: bool):
     """A stored night of two schemes on 1 and 2 devices, written as `suite nightly run` writes it."""
     matrix = load_matrix(_matrix(tmp_path, devices=[1, 2], schemes=["pico", "halp"]))
-    rows = [{"model": "resnet18", "devices": n, "scheme": s, "input_size": "3x64x64", "frames": 6,
-             "complete": True, "bit_exact": True, "error": None, "speedup": speedup, "latency_s": 2.0 / n,
-             "throughput_fps": speedup, "bytes_moved": 8e6 * n, "dilation": 1.0, "remeasured": False,
-             "latency_low_s": 1.5 / n, "latency_high_s": 3.0 / n, "speedup_low": 0.9 * speedup,
-             "speedup_high": 1.2 * speedup}
-            for n in (1, 2) for s, speedup in (("single", 1.0), ("pico", 1.1 * n), ("halp", 0.9 * n))]
+    rows = [
+        {
+            "model": "resnet18",
+            "devices": n,
+            "scheme": s,
+            "input_size": "3x64x64",
+            "frames": 6,
+            "complete": True,
+            "bit_exact": True,
+            "error": None,
+            "speedup": speedup,
+            "latency_s": 2.0 / n,
+            "throughput_fps": speedup,
+            "bytes_moved": 8e6 * n,
+            "dilation": 1.0,
+            "remeasured": False,
+            "latency_low_s": 1.5 / n,
+            "latency_high_s": 3.0 / n,
+            "speedup_low": 0.9 * speedup,
+            "speedup_high": 1.2 * speedup,
+        }
+        for n in (1, 2)
+        for s, speedup in (("single", 1.0), ("pico", 1.1 * n), ("halp", 0.9 * n))
+    ]
     measured = pd.DataFrame(rows).reindex(columns=nightly.MEASURED_COLUMNS)
     before = [_cell(r["scheme"], r["devices"], r["speedup"] * 1.05, r["latency_s"], r["bytes_moved"])
               for r in rows]  # fmt: skip
@@ -248,6 +266,7 @@ def test_a_baseline_from_stored_nights_prints_one_json_object(tmp_path, capsys):
 
 # ---- real workers -----------------------------------------------------------------------------
 
+
 def _slow_pico(graph, fleet, **options):  # a deliberately worse plan: layer by layer, gathered after each
     from suite.schemes import modnn
 
@@ -276,6 +295,7 @@ def test_a_slowed_scheme_fails_the_nightly_comparison_and_the_normal_run_passes(
     path = tmp_path / "baseline.yaml"
     path.write_text(yaml.safe_dump(stored))
     baseline = load_baseline(path)
+
     def night(name: str) -> pd.DataFrame:  # as `suite nightly run` does: a cell past its tolerance runs again
         rows = list(nightly.measure_matrix(matrix, fleet, None, tmp_path / name, lambda _: None))
         confirmed = nightly.confirm(matrix, fleet, None, tmp_path / name, rows, baseline, lambda _: None)
@@ -347,7 +367,8 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     measured = pd.read_csv(folder / "measurements.csv")
     assert measured["bit_exact"].all() and set(measured["scheme"]) == {"single", "pico"}
     assert {"REPORT.md", "comparison.csv", "speedup.png", "latency.png", "bytes_moved.png"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     assert "dilated" in (folder / "REPORT.md").read_text()
     said = json.loads(done.stdout)  # --json: one object on stdout, progress and FAIL lines on stderr
     assert said["verdict"] == "FAIL" and said["folder"] == str(folder)

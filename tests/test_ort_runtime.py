@@ -80,7 +80,8 @@ def test_run_setup_plans_on_the_model_graph_and_checks_each_frame_on_the_backend
     setup = set_up_run(loaded, backend, images=tmp_path)
     assert setup.model.source == "torch" and set(setup.model.nodes) == set(from_model(loaded).nodes)
     assert (setup.prepared.graph.source, setup.prepared.graph is setup.model) == (
-        ("torch", True) if backend == "torch" else ("onnxruntime", False))
+        ("torch", True) if backend == "torch" else ("onnxruntime", False)
+    )
     assert [f.name for f in setup.frames] == ["a.png", "b.png"]
     assert all(f.tensor.shape == (1, 3, 6, 6) for f in setup.frames)
     coordinator = setup.coordinator(uniform_fleet(2), RunOptions("head", loaded.input_shape, backend=backend))
@@ -183,8 +184,9 @@ def test_sessions_are_built_by_compile_one_per_stage_of_a_device(monkeypatch):
     program = compile_program(plan, graph, "dev0")
     calls = segments(program, graph)
     built = []
-    monkeypatch.setattr(OrtBackend, "session",
-                        lambda self, model, level="all", threads=None: built.append(model) or _Run())
+    monkeypatch.setattr(
+        OrtBackend, "session", lambda self, model, level="all", threads=None: built.append(model) or _Run()
+    )
     compiled = backend.compile(prune_weights(graph, program), calls)
     stages = {(c.names, tuple(c.held.items())) for c in calls}
     assert len(built) == compiled.executables == len(stages) < len(calls)

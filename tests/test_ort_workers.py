@@ -257,10 +257,17 @@ def _transposed_head() -> LoadedModel:
     return LoadedModel("head", (3, 4, 4), onnx_bytes=model.SerializeToString())
 
 
-@pytest.mark.parametrize("head,scheme,runs", [(False, "deepthings", False), (False, "modnn", False),
-                                              (False, "pico", True), (False, "modnn", True),
-                                              (True, "modnn", True)],
-                         ids=["deepthings", "modnn", "pico-runs", "modnn-runs", "modnn-runs-transposed-gemm"])
+@pytest.mark.parametrize(
+    "head,scheme,runs",
+    [
+        (False, "deepthings", False),
+        (False, "modnn", False),
+        (False, "pico", True),
+        (False, "modnn", True),
+        (True, "modnn", True),
+    ],
+    ids=["deepthings", "modnn", "pico-runs", "modnn-runs", "modnn-runs-transposed-gemm"],
+)
 def test_workers_from_the_folded_model_are_bit_exact(head, scheme, runs, monkeypatch):
     """Every worker from the folded model, the coordinator from its prepared graph, a frame in this
     process: the monolithic session's output, bit for bit. With `runs`, linear layers are computed

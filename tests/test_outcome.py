@@ -103,9 +103,28 @@ def test_the_json_form_keeps_its_keys_and_reads_back():
     run, single = _measured("modnn", [0.1, 0.2, 0.3]), _measured("single", [0.4, 0.4, 0.5])
     s = summarize(Runs((Repeat(1, run, single),)), FLEET, _options())
     document = json.loads(json.dumps(summary_json(s)))
-    for key in ("scheme", "model", "input_shape", "fleet", "devices", "backend", "frames", "warmup",
-                "in_flight", "latency_s", "throughput_fps", "speedup_vs_single", "latency_speedup_vs_single",
-                "bit_exact", "complete", "error", "tiled_share", "bytes_moved", "plan_hash", "refused_count"):
+    for key in (
+        "scheme",
+        "model",
+        "input_shape",
+        "fleet",
+        "devices",
+        "backend",
+        "frames",
+        "warmup",
+        "in_flight",
+        "latency_s",
+        "throughput_fps",
+        "speedup_vs_single",
+        "latency_speedup_vs_single",
+        "bit_exact",
+        "complete",
+        "error",
+        "tiled_share",
+        "bytes_moved",
+        "plan_hash",
+        "refused_count",
+    ):
         assert key in document, key  # fmt: skip
     assert set(document["single"]) == {"device", "latency_s", "throughput_fps"}
     assert set(document["real_time"]) == {"latency_s", "throughput_fps"}

@@ -281,8 +281,11 @@ class RandomNet(nn.Module):
             elif kind == "residual":
                 self.blocks.append(nn.Conv2d(c, c, 3, padding=1))
             elif kind == "concat":
-                self.blocks.append(nn.ModuleList([nn.Conv2d(c, 4, (1, 3), padding=(0, 1)),
-                                                  nn.Conv2d(c, 4, (5, 1), padding=(2, 0))]))
+                self.blocks.append(
+                    nn.ModuleList(
+                        [nn.Conv2d(c, 4, (1, 3), padding=(0, 1)), nn.Conv2d(c, 4, (5, 1), padding=(2, 0))]
+                    )
+                )
                 c = 8
         with torch.no_grad():
             for prm in self.parameters():
@@ -322,8 +325,11 @@ def _block(draw):
 
 @st.composite
 def _case(draw):
-    spec = draw(st.lists(_block(), min_size=1, max_size=5).filter(
-        lambda blocks: sum(kind == "upsample" for kind, _ in blocks) <= 1))  # maps of at most 99 x 99
+    spec = draw(
+        st.lists(_block(), min_size=1, max_size=5).filter(
+            lambda blocks: sum(kind == "upsample" for kind, _ in blocks) <= 1
+        )
+    )  # maps of at most 99 x 99
     shape = (draw(st.integers(1, 3)), draw(st.integers(5, 33)), draw(st.integers(5, 33)))
     seed = draw(st.integers(0, 2**16))
     return spec, shape, seed, draw(st.data())

@@ -423,7 +423,8 @@ def test_a_sigkilled_run_does_not_block_its_folder(tmp_path):
                            timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert f"note: reclaimed results directory '{out}': the run that claimed it (pid {run.pid}) is gone" in (
-        again.stderr)
+        again.stderr
+    )
     assert (out / "summary.json").exists() and not logs_folder(out).exists()
 
 
@@ -624,7 +625,9 @@ def test_a_repeat_that_fails_to_start_keeps_the_repeats_before_it(monkeypatch, c
     coordinator, plan = _fake_coordinator(monkeypatch, 4, {"plan-3": killed})
     runs = coordinator.run_repeats(plan, True, lambda _: None)
     assert [(r.number, r.plan.label, r.single.label) for r in runs.repeats] == [
-        (1, "plan", "single"), (2, "plan-2", "single-2")]
+        (1, "plan", "single"),
+        (2, "plan-2", "single-2"),
+    ]
     assert runs.failure == f"repeat 3 of 4: {killed}"
     assert "repeat 3 of 4 failed; the 2 before it are kept" in capsys.readouterr().err
 
@@ -635,5 +638,7 @@ def test_ctrl_c_while_a_repeats_workers_start_keeps_the_runs_before_it(monkeypat
     coordinator, plan = _fake_coordinator(monkeypatch, 3, {"single-2": KeyboardInterrupt()})
     runs = coordinator.run_repeats(plan, True, lambda _: None)
     assert [(r.plan.label, r.single and r.single.label) for r in runs.repeats] == [
-        ("plan", "single"), ("plan-2", None)]
+        ("plan", "single"),
+        ("plan-2", None),
+    ]
     assert runs.failure == f"repeat 2 of 3: {INTERRUPTED}"

@@ -38,7 +38,11 @@ def test_a_markdown_table_writes_each_cell_as_its_report_says():
     frame = pd.DataFrame({"scheme": ["pico", "halp"], "fps": [1234.5, float("nan")], 3: [0.125, 2]})
     rows = list(frame.itertuples(index=False))
     assert markdown_table(frame.columns, rows, number).splitlines() == [
-        "| scheme | fps | 3 |", "|---|---|---|", "| pico | 1234 | 0.125 |", "| halp | - | 2 |"]
+        "| scheme | fps | 3 |",
+        "|---|---|---|",
+        "| pico | 1234 | 0.125 |",
+        "| halp | - | 2 |",
+    ]
     blank_if_missing = markdown_table(frame.columns, rows, lambda v: "" if pd.isna(v) else str(v))
     assert blank_if_missing.splitlines()[3] == "| halp |  | 2.0 |"
     assert markdown_table(["a"], [["x"]]) == "| a |\n|---|\n| x |"  # values as they are by default
@@ -128,13 +132,26 @@ def test_table2_divides_the_papers_times_by_the_enumerations_size(baselines):
     t = outcome.table.set_index(["layers", "devices"])
     assert t.loc[(8, 4), "breadth_first_plans"] == breadth_first_plans(8, 4)
     assert t.loc[(8, 6), "published_ms_per_plan"] == pytest.approx(
-        1e3 * t.loc[(8, 6), "published_exhaustive_time_s"] / breadth_first_plans(8, 6))
+        1e3 * t.loc[(8, 6), "published_exhaustive_time_s"] / breadth_first_plans(8, 6)
+    )
     assert math.isnan(t.loc[(8, 8), "published_ms_per_plan"])  # a bound, not a time
     assert "breadth_first_plans" in outcome.causes["exhaustive_time_s"]
 
 
-@pytest.mark.parametrize("name", ["pico-fig12", "pico-table1", "pico-table2", "pico-fig10a", "pico-fig10b",
-                                  "pico-fig11", "memory-comm", "halp", "modnn"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pico-fig12",
+        "pico-table1",
+        "pico-table2",
+        "pico-fig10a",
+        "pico-fig10b",
+        "pico-fig11",
+        "memory-comm",
+        "halp",
+        "modnn",
+    ],
+)
 def test_a_figures_table_has_published_and_predicted_columns(baselines, name):
     outcome = FIGURES[name].compute(baselines[name])
     columns = list(outcome.table.columns)
@@ -311,8 +328,15 @@ def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(b
     FIGURES["deepthings-fig13"].draw(outcome)
 
 
-@pytest.mark.parametrize(("name", "model"), [("pico-fig9", "yolov2"), ("pico-fig11", "yolov2"),
-                                            ("deepthings-fig13", "yolov2_16"), ("memory-comm", "yolov2_16")])
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("pico-fig9", "yolov2"),
+        ("pico-fig11", "yolov2"),
+        ("deepthings-fig13", "yolov2_16"),
+        ("memory-comm", "yolov2_16"),
+    ],
+)
 def test_a_figure_whose_model_is_missing_skips_with_a_note(baselines, monkeypatch, name, model):
     monkeypatch.delitem(ZOO, model, raising=False)
     with pytest.raises(Skipped, match=f"model {model} is not in the zoo yet"):

@@ -119,8 +119,15 @@ def test_a_measured_figure_has_measured_columns_ratios_and_the_calibration_in_it
     outcome, measured = _fig8_like()
     merged = with_lab(outcome, measured)
     table = merged.table
-    assert {"measured_period_s", "measured_throughput_fpm", "lab_dilation", "calibration_target_s",
-            "calibration_measured_s", "calibration_cores", "calibration_load"} <= set(table.columns)
+    assert {
+        "measured_period_s",
+        "measured_throughput_fpm",
+        "lab_dilation",
+        "calibration_target_s",
+        "calibration_measured_s",
+        "calibration_cores",
+        "calibration_load",
+    } <= set(table.columns)
     assert not any(c.startswith("lab_") and c not in ("lab_dilation", "lab_cores") for c in table.columns)
     at = table.set_index(["scheme", "devices"])
     assert at.loc[("pico", 8), "measured_period_s"] == 6.5 and at.loc[("pico", 8), "lab_dilation"] == 10

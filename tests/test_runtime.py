@@ -145,8 +145,17 @@ def test_residual_and_inception_models_run_bit_exact(tmp_path, model, size, sche
 def test_run_reports_speedup_and_saves_traceable_results(tmp_path):
     result = run_json(tmp_path, "--model", "vgg16", "--input-size", "3x112x112", "--scheme", "pico",
                       "--devices", "2")  # fmt: skip
-    for key in ("scheme", "model", "devices", "frames", "latency_s", "throughput_fps", "speedup_vs_single",
-                "bit_exact", "predicted"):
+    for key in (
+        "scheme",
+        "model",
+        "devices",
+        "frames",
+        "latency_s",
+        "throughput_fps",
+        "speedup_vs_single",
+        "bit_exact",
+        "predicted",
+    ):
         assert result[key] is not None, key
     assert result["single"]["throughput_fps"] > 0
     assert set(result["predicted"]) >= {"latency_s", "throughput_fps", "latency_error", "throughput_error"}
@@ -191,8 +200,10 @@ def test_saved_plan_runs_and_is_checked_against_the_command(tmp_path):
                  "2", "-o", str(plan)).returncode == 0  # fmt: skip
     result = run_json(tmp_path, "--plan", str(plan), "--input-size", "3x112x112", "--no-baseline")
     assert result["scheme"] == "halp" and result["bit_exact"]
-    for args, said in [(("--model", "resnet18"), "is for vgg16 3x112x112"),
-                       (("--input-size", "3x112x112", "--devices", "3"), "made for fleet '2xlocal'")]:
+    for args, said in [
+        (("--model", "resnet18"), "is for vgg16 3x112x112"),
+        (("--input-size", "3x112x112", "--devices", "3"), "made for fleet '2xlocal'"),
+    ]:
         assert_one_line_error(suite("run", "--plan", str(plan), *args), said)
 
 
@@ -222,7 +233,8 @@ def test_workers_with_other_weights_than_the_coordinator_are_named(tmp_path):
         "def build():\n"
         "    conv = torch.nn.Conv2d(3, 4, 3, padding=1)\n"
         "    torch.nn.init.constant_(conv.weight, (os.getpid() % 97) / 100)\n"
-        "    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1))\n")
+        "    return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "suite", "run", "--model", "drifting:build", "--input-size",
                            "3x32x32", "--scheme", "pico", "--devices", "2", "--backend", "torch",

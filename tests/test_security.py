@@ -184,9 +184,20 @@ def test_a_forged_config_cannot_make_a_worker_import_code(tmp_path, server):
             "fleet": "1xlocal", "devices": ["dev0"], "hub": "dev0", "graph": "torch", "frames_in_flight": 1,
             "stages": [{"index": 0, "group": 0, "nodes": ["x"], "overlap": False, "transfers": [],
                         "work": [{"device": "dev0", "outputs": {"x": None}, "inputs": {}}]}]}  # fmt: skip
-    store.set("config", json.dumps({"plan": plan, "ranks": {"coordinator": 0, "dev0": 1}, "backend": "torch",
-                                    "frames": 1, "timeout_s": 5, "threads": {"dev0": 1},
-                                    "model": {"spec": "evil:build", "input_size": [3, 8, 8], "seed": 0}}))
+    store.set(
+        "config",
+        json.dumps(
+            {
+                "plan": plan,
+                "ranks": {"coordinator": 0, "dev0": 1},
+                "backend": "torch",
+                "frames": 1,
+                "timeout_s": 5,
+                "threads": {"dev0": 1},
+                "model": {"spec": "evil:build", "input_size": [3, 8, 8], "seed": 0},
+            }
+        ),
+    )
     env = {**os.environ, SECRET_ENV: server.secret, "PYTHONPATH": str(tmp_path)}
     worker = subprocess.run([sys.executable, "-m", "suite.runtime.worker", "--rank", "1", "--world", "2",
                              "--master", f"127.0.0.1:{server.port}", "--model", "vgg16", "--input-size",

@@ -20,8 +20,10 @@ from suite.inventory import Host
 from suite.orchestrate import ssh
 from suite.orchestrate.lab import SSHD
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path(SSHD).exists() or not shutil.which("ssh-agent"),
-                                reason="needs root, sshd and ssh-agent (apt-get install -y openssh-server)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path(SSHD).exists() or not shutil.which("ssh-agent"),
+    reason="needs root, sshd and ssh-agent (apt-get install -y openssh-server)",
+)
 
 
 def _free_port() -> int:
@@ -123,7 +125,8 @@ def test_an_ssh_configs_host_alias_and_proxyjump_are_honoured(net):
     config = net["tmp"] / "ssh_config"
     config.write_text(
         f"Host fleet-d1\n    HostName 127.0.0.1\n    ProxyJump root@127.0.0.1:{net['jump']}\n"
-        f"Host fleet-d2\n    HostName 127.0.0.1\n    ProxyJump root@127.0.0.1:{net['closed_jump']}\n")
+        f"Host fleet-d2\n    HostName 127.0.0.1\n    ProxyJump root@127.0.0.1:{net['closed_jump']}\n"
+    )
     assert _echo(_host(net, host="fleet-d1", ssh_config=config), net["known"]) == "reached"
     with pytest.raises(ssh.DeviceError, match=f"jump host root@127.0.0.1:{net['closed_jump']}: would not"):
         _echo(_host(net, host="fleet-d2", ssh_config=config), net["known"])  # its ProxyJump was taken

@@ -70,9 +70,11 @@ def test_every_offline_copy_is_vendored_with_its_licence():
 
 def test_a_cdn_library_without_a_copy_fails_naming_it_and_leaves_the_page(tmp_path):
     page = tmp_path / "index.html"
-    page.write_text('<script src="https://code.jquery.com/jquery-3.3.1.min.js" integrity="sha256-x" '
-                    'crossorigin="anonymous"></script>\n<script src="https://cdn.example/new.js"></script>\n'
-                    '<a href="https://github.com/airspeed-velocity/asv/">asv</a>\n')
+    page.write_text(
+        '<script src="https://code.jquery.com/jquery-3.3.1.min.js" integrity="sha256-x" '
+        'crossorigin="anonymous"></script>\n<script src="https://cdn.example/new.js"></script>\n'
+        '<a href="https://github.com/airspeed-velocity/asv/">asv</a>\n'
+    )
     before = page.read_text()
     with pytest.raises(UserError, match=r"loads https://cdn.example/new.js from the network"):
         offline_page(tmp_path)
@@ -88,7 +90,7 @@ def test_a_cdn_library_without_a_copy_fails_naming_it_and_leaves_the_page(tmp_pa
 
 # ---- the driver on a small asv project of its own -------------------------------------------------
 
-BENCHMARK = '''
+BENCHMARK = """
 import speed  # the project's code: each commit's own
 
 
@@ -101,7 +103,7 @@ class Schemes:
 
     def track_bit_exact(self, scheme):
         return speed.EXACT
-'''
+"""
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -188,13 +190,13 @@ def test_compare_without_stored_results_is_one_line(project):
 
 # ---- this project's benchmarks with a slowed scheme ----------------------------------------------
 
-SLOWED = '''
+SLOWED = """
 
 def plan(graph, fleet, **options):  # deliberately slowed: PICO's plan keeps every layer on one device
     from suite.schemes import single
 
     return single.plan(graph, fleet)
-'''
+"""
 
 
 @pytest.mark.zoo  # two real benchmark runs (6 minutes); CI has the nightly gate's (tests/test_nightly.py)

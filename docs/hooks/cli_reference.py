@@ -44,8 +44,11 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def _subcommands(parser: argparse.ArgumentParser) -> str:
     depth = parser.prog.count(" ") + 1
-    rows = [[f"[`{sub.prog}`](#{sub.prog.replace(' ', '-')})", _cell(text)]
-            for sub, text in commands(parser) if sub.prog.count(" ") == depth]
+    rows = [
+        [f"[`{sub.prog}`](#{sub.prog.replace(' ', '-')})", _cell(text)]
+        for sub, text in commands(parser)
+        if sub.prog.count(" ") == depth
+    ]
     return _table(["command", "what it does"], rows)
 
 
@@ -67,8 +70,13 @@ def reference(parser: argparse.ArgumentParser) -> str:
     subcommands and its options."""
     sections = []
     for command, text in [(parser, parser.description or ""), *commands(parser)]:
-        blocks = [f"## {command.prog}", _sentence(text), _usage(command), _subcommands(command),
-                  _options(command)]
+        blocks = [
+            f"## {command.prog}",
+            _sentence(text),
+            _usage(command),
+            _subcommands(command),
+            _options(command),
+        ]
         sections += [block for block in blocks if block]
     return "\n\n".join(sections) + "\n"
 

@@ -128,4 +128,3 @@ def run_whole(graph: Graph, x: torch.Tensor, backend: Backend, outputs: Sequence
     tiles = run_segment(graph, names, {graph.input: (WHOLE, x)}, backend,
                         outputs=names if outputs is None else outputs)  # fmt: skip
     return {name: tensor for name, (_, tensor) in tiles.items()}
-

@@ -42,12 +42,21 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], name: str =
     with warnings.catch_warnings(), _stdout_to_devnull(), _out_of_place(gm), one_thread():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(gm, (torch.zeros(1, *input_shape),), buf, dynamo=False,
-                              input_names=[model_graph.input], output_names=names, opset_version=17)
+            torch.onnx.export(
+                gm,
+                (torch.zeros(1, *input_shape),),
+                buf,
+                dynamo=False,
+                input_names=[model_graph.input],
+                output_names=names,
+                opset_version=17,
+            )
         except Exception as exc:  # the exporter raises many kinds, each a model it cannot map
             detail = str(exc).splitlines()[0][:300]
-            raise BackendError(f"cannot export the model to ONNX for onnxruntime: {detail}; "
-                               "try another --input-size or --backend torch") from None
+            raise BackendError(
+                f"cannot export the model to ONNX for onnxruntime: {detail}; "
+                "try another --input-size or --backend torch"
+            ) from None
     model = onnx.ModelProto()
     model.ParseFromString(buf.getbuffer())
     del buf  # VGG-16's weights are 0.5 GB: one copy at a time
@@ -86,7 +95,9 @@ def _is_adaptive_max_pool(gm: fx.GraphModule, fx_node: fx.Node) -> bool:
     if fx_node.op == "call_module":
         return isinstance(gm.get_submodule(fx_node.target), torch.nn.AdaptiveMaxPool2d)
     return fx_node.op == "call_function" and fx_node.target in (
-        torch.nn.functional.adaptive_max_pool2d, torch.nn.functional.adaptive_max_pool2d_with_indices)
+        torch.nn.functional.adaptive_max_pool2d,
+        torch.nn.functional.adaptive_max_pool2d_with_indices,
+    )
 
 
 class _AveragingProducts(torch.nn.Module):

@@ -53,8 +53,9 @@ class External:
 
     def proto(self, name: str) -> onnx.TensorProto:
         """The initializer referencing these bytes, for a model in the data file's folder."""
-        tensor = onnx.TensorProto(name=name, data_type=self.data_type, dims=self.dims,
-                                  data_location=onnx.TensorProto.EXTERNAL)
+        tensor = onnx.TensorProto(
+            name=name, data_type=self.data_type, dims=self.dims, data_location=onnx.TensorProto.EXTERNAL
+        )
         for key, value in (("location", DATA), ("offset", self.offset), ("length", self.length)):
             tensor.external_data.add(key=key, value=str(value))
         return tensor
@@ -131,8 +132,10 @@ def read_folded(model_file: Path) -> tuple[onnx.ModelProto, WeightFile]:
             raise FoldedModelError(f"'{data}', the weights of '{model_file}', does not exist; remove "
                                    f"{folder} and run again")  # fmt: skip
         if where.offset + where.length > size:
-            raise FoldedModelError(f"'{data}' is truncated: {size} bytes, but tensor '{tensor.name}' ends at "
-                                   f"byte {where.offset + where.length}; remove {folder} and run again")
+            raise FoldedModelError(
+                f"'{data}' is truncated: {size} bytes, but tensor '{tensor.name}' ends at "
+                f"byte {where.offset + where.length}; remove {folder} and run again"
+            )
         tensors[tensor.name] = where
     return model, WeightFile(data, tensors)
 

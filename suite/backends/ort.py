@@ -108,8 +108,11 @@ class OrtBackend:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if level == "all"
+            else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        )
         opts.log_severity_level = 3
         if threads or self.threads:
             opts.intra_op_num_threads = threads or self.threads
@@ -202,8 +205,14 @@ class OrtBackend:
             self._graph, self._sessions = graph, {}
             self._nchwc, self._regrouped = self._layout(graph)
 
-    def _build(self, graph: Graph, names: Sequence[str], held: Mapping[str, Region],
-               tiles: Sequence[Mapping[str, NodeRegion | None]], outputs: Sequence[str]) -> None:
+    def _build(
+        self,
+        graph: Graph,
+        names: Sequence[str],
+        held: Mapping[str, Region],
+        tiles: Sequence[Mapping[str, NodeRegion | None]],
+        outputs: Sequence[str],
+    ) -> None:
         """One session computing the tiles (node regions) `tiles` of segment `names`, each fed only
         the part of each source it reads (offsets within the tile in its model, not positions)."""
         for name in names:
@@ -287,7 +296,7 @@ class _Session:
             fetches = [name(o, i) for i in range(len(self.fed)) for o in self.outputs]
             arrays = self.session.run(fetches, feeds)
             n = len(self.outputs)
-            self.pending = {i: arrays[i * n:(i + 1) * n] for i in range(len(self.fed))}
+            self.pending = {i: arrays[i * n : (i + 1) * n] for i in range(len(self.fed))}
         return self.pending.pop(tile)
 
 
@@ -314,8 +323,11 @@ def _regrouped_convs(graph: Graph, optimised: onnx.ModelProto) -> dict[str, int]
     map's own runs change with the thread count. A sum no longer than `MLAS_SUM_RUN` is one run
     whatever the sizes, as is every sum of the NCHWc kernels."""
     lengths = {i.name: int(np.prod(i.dims[1:])) for i in optimised.graph.initializer if len(i.dims) == 4}
-    plain = {n.input[1] for n in optimised.graph.node
-             if n.op_type in ("Conv", "FusedConv") and n.domain in ("", "ai.onnx", "com.microsoft")}
+    plain = {
+        n.input[1]
+        for n in optimised.graph.node
+        if n.op_type in ("Conv", "FusedConv") and n.domain in ("", "ai.onnx", "com.microsoft")
+    }
     return {name: lengths[node.onnx[0].input[1]] for name, node in graph.nodes.items()
             if node.onnx is not None and node.onnx[0].op_type == "Conv" and node.onnx[0].input[1] in plain
             and lengths.get(node.onnx[0].input[1], 0) > MLAS_SUM_RUN}  # fmt: skip

@@ -106,8 +106,7 @@ _SHARED: dict[str, Kernel] = {
     "scale": lambda node, xs, region: xs[0] * xs[1],
     "flatten": lambda node, xs, region: torch.flatten(xs[0], node.attrs["start_dim"]),
     "reshape": lambda node, xs, region: xs[0].reshape(node.attrs["shape"]),
-    "adaptive_avgpool": lambda node, xs, region: F.adaptive_avg_pool2d(xs[0],
-                                                                       node.attrs["output_size"]),
+    "adaptive_avgpool": lambda node, xs, region: F.adaptive_avg_pool2d(xs[0], node.attrs["output_size"]),
     "opaque": _call,
 }
 
@@ -232,9 +231,13 @@ class TorchBackend:
         if loaded.module is not None and not self.exact:
             return Prepared(graph, loaded.module, "the module's forward on PyTorch's kernels", loaded.module)
         lean = replace(self, observes_all_nodes=False)  # each map freed after its last reader
-        return Prepared(graph, lambda x: run_whole(graph, x, lean, graph.outputs)[graph.outputs[0]],
-                        f"the whole model, node by node, on {self.name}'s kernels", loaded.module,
-                        node_by_node=True)
+        return Prepared(
+            graph,
+            lambda x: run_whole(graph, x, lean, graph.outputs)[graph.outputs[0]],
+            f"the whole model, node by node, on {self.name}'s kernels",
+            loaded.module,
+            node_by_node=True,
+        )
 
 
 def _slice(graph: Graph, tile: Tile, read: Region, src: str) -> torch.Tensor:

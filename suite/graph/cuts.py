@@ -137,8 +137,9 @@ def coverage(graph: Graph, front: list[str], min_size: tuple[int, int] = (1, 1))
     stops = []
     for name, node in graph.nodes.items():
         if name not in reached and name not in handled and any(src in reached for src in node.inputs):
-            reason = _why_not_tiled(graph, node, inside, min_size, se) or _border_for(graph, name, inside,
-                                                                                       min_size, se)
+            reason = _why_not_tiled(graph, node, inside, min_size, se) or _border_for(
+                graph, name, inside, min_size, se
+            )
             stops.append(Stop(name, node.op, reason))
     tiled = sum(graph[n].flops for n in front)
     return Coverage(tiled, graph.total_flops(), tuple(stops))

@@ -51,8 +51,19 @@ _POINTWISE: dict[str, Callable[..., torch.Tensor] | None] = {
 }
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 # Ops that only move the data of their one data input: traced on indices.
-_MOVEMENT = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze", "Flatten",
-             "SpaceToDepth", "DepthToSpace", "Identity"}
+_MOVEMENT = {
+    "Reshape",
+    "Transpose",
+    "Split",
+    "Slice",
+    "Gather",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "SpaceToDepth",
+    "DepthToSpace",
+    "Identity",
+}
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -119,8 +130,9 @@ def _reinfer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto],
             in_types[name] = helper.make_tensor_type_proto(elem, list(shapes[name]))
     try:
         schema = onnx.defs.get_schema(node.op_type, _opset(model, node.domain), node.domain)
-        out = onnx.shape_inference.infer_node_outputs(schema, node, in_types, data,
-                                                      opset_imports=list(model.opset_import))
+        out = onnx.shape_inference.infer_node_outputs(
+            schema, node, in_types, data, opset_imports=list(model.opset_import)
+        )
     except Exception as exc:  # onnx raises its own error types per version
         raise GraphImportError(f"ONNX node '{node.name or node.output[0]}' ({node.op_type}) fails "
                                f"shape inference: {str(exc).splitlines()[0]}") from exc  # fmt: skip
@@ -330,7 +342,7 @@ class _Importer(Importer):
             self._constants(proto, _evaluate(proto, values, self.model))
         elif proto.op_type == "Shape":
             a = _attrs(proto)
-            shape = self._shape(data[0])[a.get("start", 0):a.get("end", None)]
+            shape = self._shape(data[0])[a.get("start", 0) : a.get("end", None)]
             self._constants(proto, [np.array(shape, dtype=np.int64)])
         elif self._channels_last_norm(proto, data):
             pass

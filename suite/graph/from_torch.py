@@ -36,8 +36,23 @@ _POINTWISE_FUNCTIONS = {
     torch.sqrt, torch.rsqrt, torch.abs, torch.erf, torch.neg, torch.pow, torch.sub, torch.div,
     operator.sub, operator.truediv, operator.neg, operator.pow,
 }  # fmt: skip
-_POINTWISE_METHODS = {"sigmoid", "tanh", "clamp", "clip", "exp", "sqrt", "rsqrt", "abs", "neg", "pow",
-                      "sub", "div", "relu6", "hardswish", "hardsigmoid"}
+_POINTWISE_METHODS = {
+    "sigmoid",
+    "tanh",
+    "clamp",
+    "clip",
+    "exp",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "neg",
+    "pow",
+    "sub",
+    "div",
+    "relu6",
+    "hardswish",
+    "hardsigmoid",
+}
 _CLAMPS = {F.relu6, F.hardtanh, torch.clamp, torch.clip, "clamp", "clip", "relu6"}  # elementwise: "clamp"
 _RELU = {F.relu, torch.relu}
 _ADD = {operator.add, torch.add}
@@ -45,8 +60,22 @@ _MUL = {operator.mul, torch.mul}
 # Calls that only ask for a shape: constants, since the input size is fixed.
 _SHAPE_METHODS = {"size", "dim", "numel"}
 # Calls that only move data: traced on indices into the IR kinds they amount to.
-_MOVEMENT_METHODS = {"view", "reshape", "permute", "transpose", "contiguous", "flatten", "unflatten",
-                     "chunk", "split", "squeeze", "unsqueeze", "narrow", "swapaxes", "movedim"}
+_MOVEMENT_METHODS = {
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "contiguous",
+    "flatten",
+    "unflatten",
+    "chunk",
+    "split",
+    "squeeze",
+    "unsqueeze",
+    "narrow",
+    "swapaxes",
+    "movedim",
+}
 _MOVEMENT_FUNCTIONS = {
     torch.reshape, torch.permute, torch.transpose, torch.flatten, torch.unflatten, torch.chunk,
     torch.split, torch.squeeze, torch.unsqueeze, torch.narrow, torch.swapaxes, torch.movedim,
@@ -115,8 +144,9 @@ def _resize(mode: str, align_corners: bool | None, scale_factor, in_shape: tuple
     transform = "align_corners" if align_corners else "half_pixel"
     onnx_mode = {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
     scales = None if scale_factor is None else _pair_of_floats(scale_factor)
-    return resampling.classify(onnx_mode, "asymmetric" if mode == "nearest" else transform, "floor",
-                               in_shape[2:], shape[2:], scales)
+    return resampling.classify(
+        onnx_mode, "asymmetric" if mode == "nearest" else transform, "floor", in_shape[2:], shape[2:], scales
+    )
 
 
 def _pair_of_floats(v: float | Sequence[float]) -> tuple[float, float]:
@@ -295,7 +325,8 @@ def _is_constant(fx_node: fx.Node) -> bool:
     if fx_node.op == "call_function" and fx_node.target is builtins.getattr:
         return fx_node.args[1] in ("shape", "ndim", "dtype", "device")
     return fx_node.op in ("call_function", "call_method") and all(
-        "constant" in a.meta for a in fx_node.all_input_nodes)
+        "constant" in a.meta for a in fx_node.all_input_nodes
+    )
 
 
 def _is_movement(gm: fx.GraphModule, fx_node: fx.Node) -> bool:

@@ -30,8 +30,9 @@ RESAMPLING = frozenset({"resize"})
 MIXING = frozenset({"flatten", "reshape", "linear", "adaptive_avgpool", "opaque"})
 SPATIAL = WINDOWED | POINTWISE | MERGE | BROADCAST | RESAMPLING
 # Kinds that only move data: no multiply-accumulates.
-MOVEMENT = frozenset({"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg",
-                      "channel_select"})
+MOVEMENT = frozenset(
+    {"input", "dropout", "identity", "flatten", "reshape", "concat", "pad", "reorg", "channel_select"}
+)
 OP_KINDS = tuple(sorted(SPATIAL | MIXING | {"input"}))  # every node's op is one of these
 # What the cost model prices separately (`suite.cost.node_work`): every op kind, convs by class
 # (`Node.cost_kind`), and for a conv run as matrix products the values it copies to and from them

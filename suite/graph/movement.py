@@ -70,8 +70,11 @@ def classify(root_shape: tuple[int, ...], index: torch.Tensor) -> list[MovementO
             blocks = space_to_depth(root, block)
             channels = _channels(blocks, index)
             if channels is not None:
-                steps = [MovementOp("reorg", tuple(blocks.shape), {"block": block},
-                                    Window((block, block), (block, block)))]
+                steps = [
+                    MovementOp(
+                        "reorg", tuple(blocks.shape), {"block": block}, Window((block, block), (block, block))
+                    )
+                ]
                 if channels != tuple(range(blocks.shape[1])):
                     steps.append(MovementOp("channel_select", shape, {"channels": channels}))
                 return steps

@@ -13,9 +13,7 @@ from torch import Tensor, nn
 class BasicConv2d(nn.Module):
     """Conv (no bias, BN supplies it) + BN + ReLU, the unit every Inception block is built from."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, **kwargs: int | tuple[int, int]
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: int | tuple[int, int]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
@@ -170,9 +168,7 @@ class InceptionE(nn.Module):
 
         branch3x3dbl = self.branch3x3dbl_1(x)
         branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
-        branch3x3dbl = torch.cat(
-            [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1
-        )
+        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
 
         branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
         branch_pool = self.branch_pool(branch_pool)

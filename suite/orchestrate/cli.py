@@ -33,8 +33,11 @@ def add_commands(sub) -> None:
         "per device, links shaped with tc (root)",
     )
     labs = lab.add_subparsers(dest="lab_command", required=True, parser_class=type(lab))
-    u = labs.add_parser("up", help="make the lab and write its inventory",
-                        **exit_codes(usage="bad input, or the lab could not be made (the line says why)"))
+    u = labs.add_parser(
+        "up",
+        help="make the lab and write its inventory",
+        **exit_codes(usage="bad input, or the lab could not be made (the line says why)"),
+    )
     u.add_argument("--fleet", required=True, help="bundled fleet name or fleet YAML")
     u.add_argument(
         "--dilate",
@@ -43,22 +46,33 @@ def add_commands(sub) -> None:
         help="run F times faster than the real fleet: CPU caps and link rates x F; auto: the largest "
         "F this host's cores allow (default: 1)",
     )
-    u.add_argument("--deploy", action="store_true",
-                   help="then deploy this checkout to every device (`suite deploy` on the lab's inventory)")
+    u.add_argument(
+        "--deploy",
+        action="store_true",
+        help="then deploy this checkout to every device (`suite deploy` on the lab's inventory)",
+    )
     u.add_argument("--json", action="store_true", help="print one JSON object")
-    s = labs.add_parser("status", help="devices, addresses, shaping, CPU caps and sshd health",
-                        **exit_codes(usage="bad input, no such lab, or the lab is not healthy"))
+    s = labs.add_parser(
+        "status",
+        help="devices, addresses, shaping, CPU caps and sshd health",
+        **exit_codes(usage="bad input, no such lab, or the lab is not healthy"),
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     c = labs.add_parser(
         "check",
         help="measure each link (alone and all at once) and each device's compute against the fleet spec",
         **exit_codes(usage="bad input, or no such lab"),
     )
-    c.add_argument("--seconds", type=finite(positive=True, high=600), default=1.5,
-                   help="each transfer's duration (default: 1.5)")
+    c.add_argument(
+        "--seconds",
+        type=finite(positive=True, high=600),
+        default=1.5,
+        help="each transfer's duration (default: 1.5)",
+    )
     c.add_argument("--json", action="store_true", help="print one JSON object")
-    w = labs.add_parser("down", help="remove everything the lab made (also what a killed `lab up` left)",
-                        **exit_codes())
+    w = labs.add_parser(
+        "down", help="remove everything the lab made (also what a killed `lab up` left)", **exit_codes()
+    )
     w.add_argument("--json", action="store_true", help="print one JSON object")
     for p, command in ((u, cmd_lab_up), (s, cmd_lab_status), (c, cmd_lab_check), (w, cmd_lab_down)):
         p.add_argument("--name", default="lab", help="the lab's name (default: lab)")

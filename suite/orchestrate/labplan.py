@@ -103,8 +103,6 @@ class Lab:
         return self.state / "inventory.yaml"
 
 
-
-
 def speed_ratios(fleet: Fleet, host_macs_per_s: float) -> dict[str, float]:
     """Each device's speed relative to this host (one thread each)."""
     return {d.name: d.profile.macs_per_s / host_macs_per_s for d in fleet.devices}
@@ -273,8 +271,6 @@ def sshd_config(lab: Lab, device: LabDevice) -> str:
             "",
         ]
     )
-
-
 
 
 def check_name(name: str) -> str:

@@ -48,18 +48,25 @@ def latency(baseline: Figure) -> Outcome:
                             for s in ("ofl", "lw"))
                 + ".")  # fmt: skip
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; Fig. 9 and text",
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; Fig. 9 and text",
         setup=__doc__.split("\n\n", 1)[1].strip(),
-        table=table, keys=tuple(keys),
+        table=table,
+        keys=tuple(keys),
         comparisons=(Comparison("latency_s"), Comparison("speedup"), Comparison("speedup_over_efl")),
-        headline=headline, causes=_causes(table))
+        headline=headline,
+        causes=_causes(table),
+    )
 
 
 def _speedup_at(table: pd.DataFrame, scheme: str, clock: int, devices: int = 8) -> tuple[float, float]:
     """(ours predicted, the paper's) speedup of `scheme` on `devices` over one device."""
     rows = table[(table.scheme == scheme) & (table.clock_mhz == clock)].set_index("devices")
-    return (rows.loc[devices, "predicted_speedup"],
-            rows.loc[1, "published_latency_s"] / rows.loc[devices, "published_latency_s"])
+    return (
+        rows.loc[devices, "predicted_speedup"],
+        rows.loc[1, "published_latency_s"] / rows.loc[devices, "published_latency_s"],
+    )
 
 
 def _with_ranges(table: pd.DataFrame, baseline: Figure) -> pd.DataFrame:
@@ -86,24 +93,32 @@ def _causes(table: pd.DataFrame) -> dict[str, str]:
     def where(label: str) -> str:
         p = at[label]
         comm = sum(c.comm_s for c in p.predicted.stages)
-        return (f"at 8 devices and 1 GHz ours takes {p.predicted.latency_s:.1f} s against the paper's "
-                f"{ghz.loc[(label, 8), 'published_latency_s']:.1f} s: {p.predicted.latency_s - comm:.1f} s "
-                f"of compute and {comm:.1f} s of transfers, {bytes_per_frame(p) / 1e6:.0f} MB a frame")
+        return (
+            f"at 8 devices and 1 GHz ours takes {p.predicted.latency_s:.1f} s against the paper's "
+            f"{ghz.loc[(label, 8), 'published_latency_s']:.1f} s: {p.predicted.latency_s - comm:.1f} s "
+            f"of compute and {comm:.1f} s of transfers, {bytes_per_frame(p) / 1e6:.0f} MB a frame"
+        )
 
     efl, ofl = at["efl"], at["ofl"]
     paper_lw = max(_speedup_at(table, "lw", c, n)[1] for c in CLOCKS_MHZ for n in DEVICES)
     return {
-        "lw": (f"Our LW gathers every layer's map at its owner over the shared link ({where('lw')}). The "
-               f"paper's LW gains little (at most {paper_lw:.2f}x at any clock and device count): we "
-               "believe it pays per-layer synchronisation and message costs that our model has no term "
-               "for, and AOFL parallelises only VGG-16's conv layers, leaving the rest on one device (see "
-               "the testbed in suite/data/baselines/aofl.yaml)."),
-        "efl": (f"Our EFL searches its fused depth and grid per device count ({where('efl')}; it fuses "
-                f"{efl.options['fused_pieces']} pieces in a {efl.options['grid']} grid with "
-                f"{100 * efl.predicted.redundancy:.0f}% redundant MACs). AOFL's EFL, 'an extension of "
-                "DeepThings', fuses a fixed early block and runs the rest on one device, which is slower."),
-        "ofl": (f"Our OFL cuts VGG-16 into {len(ofl.options['blocks'])} fused blocks ({where('ofl')}). "
-                "As in pico-fig8, we believe the rest is compute efficiency on thin strips: the engine runs "
-                "a strip of a few rows at fewer MACs per second than the whole map, while our profile prices "
-                "a MAC the same in any tile, and every OFL block is split across the devices."),
+        "lw": (
+            f"Our LW gathers every layer's map at its owner over the shared link ({where('lw')}). The "
+            f"paper's LW gains little (at most {paper_lw:.2f}x at any clock and device count): we "
+            "believe it pays per-layer synchronisation and message costs that our model has no term "
+            "for, and AOFL parallelises only VGG-16's conv layers, leaving the rest on one device (see "
+            "the testbed in suite/data/baselines/aofl.yaml)."
+        ),
+        "efl": (
+            f"Our EFL searches its fused depth and grid per device count ({where('efl')}; it fuses "
+            f"{efl.options['fused_pieces']} pieces in a {efl.options['grid']} grid with "
+            f"{100 * efl.predicted.redundancy:.0f}% redundant MACs). AOFL's EFL, 'an extension of "
+            "DeepThings', fuses a fixed early block and runs the rest on one device, which is slower."
+        ),
+        "ofl": (
+            f"Our OFL cuts VGG-16 into {len(ofl.options['blocks'])} fused blocks ({where('ofl')}). "
+            "As in pico-fig8, we believe the rest is compute efficiency on thin strips: the engine runs "
+            "a strip of a few rows at fewer MACs per second than the whole map, while our profile prices "
+            "a MAC the same in any tile, and every OFL block is split across the devices."
+        ),
     }

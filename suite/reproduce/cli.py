@@ -13,13 +13,23 @@ from suite.reproduce import NAMES, select
 
 def add_parser(sub) -> None:
     """Add `reproduce` to the `suite` command's subparsers."""
-    r = sub.add_parser("reproduce", help="regenerate the papers' figures beside the published numbers",
-                       **exit_codes(usage="bad input, or a figure's files could not be written"))
+    r = sub.add_parser(
+        "reproduce",
+        help="regenerate the papers' figures beside the published numbers",
+        **exit_codes(usage="bad input, or a figure's files could not be written"),
+    )
     r.add_argument("names", nargs="+", metavar="NAME", help=f"figures: {', '.join(NAMES)}, or all")
-    r.add_argument("-o", "--output", default="reports",
-                   help="folder for the CSVs, images and REPORT.md (default: reports)")
-    r.add_argument("--lab", action="store_true",
-                   help="add the emulated lab's measured points to PICO Fig. 8, 9 and HALP (root; minutes)")
+    r.add_argument(
+        "-o",
+        "--output",
+        default="reports",
+        help="folder for the CSVs, images and REPORT.md (default: reports)",
+    )
+    r.add_argument(
+        "--lab",
+        action="store_true",
+        help="add the emulated lab's measured points to PICO Fig. 8, 9 and HALP (root; minutes)",
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object listing the files written")
     r.set_defaults(run=cmd_reproduce)
 
@@ -41,6 +51,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         done = [n for n, f in result["figures"].items() if "skipped" not in f]
         skipped = [n for n, f in result["figures"].items() if "skipped" in f]
-        print(f"wrote {len(done)} figure(s) to {args.output}/ and {result['report']}"
-              + (f"; skipped {', '.join(skipped)} (see the report)" if skipped else ""))
+        print(
+            f"wrote {len(done)} figure(s) to {args.output}/ and {result['report']}"
+            + (f"; skipped {', '.join(skipped)} (see the report)" if skipped else "")
+        )
     return 0

@@ -143,5 +143,7 @@ def bottleneck(p: Plan) -> str:
         entry[3] |= set(stage.devices)
     group, (compute, comm, nodes, devices) = max(groups.items(), key=lambda kv: kv[1][0] + kv[1][1])
     where = f"pipeline stage {group + 1} of {len(groups)}, " if len(groups) > 1 else ""
-    return (f"{where}{len(nodes)} nodes ({nodes[0]}..{nodes[-1]}) on {len(devices)} device(s): "
-            f"{compute:.2f} s of compute and {comm:.2f} s of transfers")
+    return (
+        f"{where}{len(nodes)} nodes ({nodes[0]}..{nodes[-1]}) on {len(devices)} device(s): "
+        f"{compute:.2f} s of compute and {comm:.2f} s of transfers"
+    )

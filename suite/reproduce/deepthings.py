@@ -87,16 +87,18 @@ def latency(baseline: Figure) -> Outcome:
     at6 = table[(table.devices == 6) & table.published_latency_s.notna()].set_index("scheme")
     single_s = single.predicted.latency_s
     speedup = baseline.published("speedup", ["scheme"]).set_index("scheme").published_speedup
-    headline = ("At 6 devices, predicted latency: FTP 5x5 "
-                f"{at6.loc['deepthings', 'predicted_latency_s']:.1f} s without data reuse and "
-                f"{at6.loc['deepthings-reuse', 'predicted_latency_s']:.1f} s with it (paper "
-                f"{at6.loc['deepthings', 'published_latency_s']:.1f} s), MoDNN "
-                f"{at6.loc['modnn', 'predicted_latency_s']:.1f} s (paper "
-                f"{at6.loc['modnn', 'published_latency_s']:.1f} s); speedups over our one-device "
-                f"{single_s:.1f} s: FTP {single_s / at6.loc['deepthings', 'predicted_latency_s']:.2f}x, "
-                f"with reuse {single_s / at6.loc['deepthings-reuse', 'predicted_latency_s']:.2f}x (paper "
-                f"{speedup['deepthings']:.1f}x), MoDNN "
-                f"{single_s / at6.loc['modnn', 'predicted_latency_s']:.2f}x (paper {speedup['modnn']:.1f}x).")
+    headline = (
+        "At 6 devices, predicted latency: FTP 5x5 "
+        f"{at6.loc['deepthings', 'predicted_latency_s']:.1f} s without data reuse and "
+        f"{at6.loc['deepthings-reuse', 'predicted_latency_s']:.1f} s with it (paper "
+        f"{at6.loc['deepthings', 'published_latency_s']:.1f} s), MoDNN "
+        f"{at6.loc['modnn', 'predicted_latency_s']:.1f} s (paper "
+        f"{at6.loc['modnn', 'published_latency_s']:.1f} s); speedups over our one-device "
+        f"{single_s:.1f} s: FTP {single_s / at6.loc['deepthings', 'predicted_latency_s']:.2f}x, "
+        f"with reuse {single_s / at6.loc['deepthings-reuse', 'predicted_latency_s']:.2f}x (paper "
+        f"{speedup['deepthings']:.1f}x), MoDNN "
+        f"{single_s / at6.loc['modnn', 'predicted_latency_s']:.2f}x (paper {speedup['modnn']:.1f}x)."
+    )
     modnn6, ftp6, reuse6 = plan(MODEL, "modnn", fleet_of(6)), _ftp(6, (5, 5)), _ftp(6, (5, 5), FTP[1])
     modnn_gather6 = plan(MODEL, "modnn-gather", fleet_of(6))
     link = fleet(fleet_of(6)).link
@@ -104,66 +106,91 @@ def latency(baseline: Figure) -> Outcome:
     one = table[(table.grid == "5x5") & (table.devices == 1)].set_index("scheme")
     modnn1 = table[(table.scheme == "modnn") & (table.devices == 1)].iloc[0]
     paper_one = one.loc["deepthings", "published_latency_s"] / modnn1.published_latency_s  # FTP over whole
-    comm = ("At 6 devices our FTP moves {mb:.1f} MB (float32 input tiles out, output tiles back{bands}); we "
-            "believe the paper's {paper:.1f} MB also counts work-stealing requests and message headers.")
-    memory = (" Memory is counted as DeepThings counts it (see memory-comm): the weights a device holds plus "
-              "its largest layer's input and output.")
+    comm = (
+        "At 6 devices our FTP moves {mb:.1f} MB (float32 input tiles out, output tiles back{bands}); we "
+        "believe the paper's {paper:.1f} MB also counts work-stealing requests and message headers."
+    )
+    memory = (
+        " Memory is counted as DeepThings counts it (see memory-comm): the weights a device holds plus "
+        "its largest layer's input and output."
+    )
     causes = {
-        "modnn": ("Our MoDNN (BODP) keeps each device's strips and moves only the input's rows, each "
-                  "layer's halo rows (through the owner) and the last map: "
-                  f"{bytes_per_frame(modnn6) / MB:.1f} MB per frame at 6 devices in float32, against "
-                  f"DeepThings' {at6.loc['modnn', 'published_comm_mb']:.1f} MB, which is less than this "
-                  f"model's largest map alone ({largest / MB:.0f} MB): their MoDNN cannot have gathered "
-                  f"every map either (`modnn-gather` moves {bytes_per_frame(modnn_gather6) / MB:.0f} MB). "
-                  f"The WLAN's {link.bandwidth_bps / 1e6:.1f} Mbps is estimated from the paper's MoDNN "
-                  f"assuming its {at6.loc['modnn', 'published_comm_mb']:.1f} MB, so with fewer bytes ours "
-                  "runs faster than the paper's from 4 "
-                  "devices on; we believe their count adds message headers and the gateway's traffic."),
-        "deepthings": (f"Without data reuse our FTP recomputes every tile's receptive-field overlap: 5x5 "
-                       f"tiles over all 16 layers cost {one.loc['deepthings', 'predicted_work_ratio']:.2f}x "
-                       f"the model's MACs (DeepThings' own regions: "
-                       f"{one.loc['deepthings', 'published_work_ratio']:.2f}x), so one device takes "
-                       f"{one.loc['deepthings', 'predicted_latency_s']:.1f} s where the paper measured "
-                       f"{one.loc['deepthings', 'published_latency_s']:.1f} s, {paper_one:.2f}x its MoDNN's. "
-                       "DeepThings' code reuses the overlaps (`deepthings-reuse`), which every point of this "
-                       "variant lacks. "
-                       + comm.format(mb=bytes_per_frame(ftp6) / MB, bands="",
-                                     paper=at6.loc["deepthings", "published_comm_mb"]) + memory),
-        "deepthings-reuse": ("With data reuse our 5x5 grid costs "
-                             f"{one.loc['deepthings-reuse', 'predicted_work_ratio']:.2f}x the model's MACs, "
-                             "as DeepThings' regions do "
-                             f"({one.loc['deepthings-reuse', 'published_work_ratio']:.2f}x); its executor "
-                             f"computes {one.loc['deepthings-reuse', 'published_executed_work_ratio']:.2f}x "
-                             "(Darknet widens each conv's output to its input tile, then crops), which "
-                             f"matches the paper's one-device FTP at {paper_one:.2f}x its MoDNN. Ours "
-                             "computes the regions exactly, so one device takes "
-                             f"{one.loc['deepthings-reuse', 'predicted_latency_s']:.1f} s against the "
-                             f"paper's {one.loc['deepthings-reuse', 'published_latency_s']:.1f} s; B tiles "
-                             "start when every A tile is done (DeepThings starts each when its neighbours "
-                             "are). "
-                             + comm.format(mb=bytes_per_frame(reuse6) / MB,
-                                           bands=", and the reused bands through the gateway",
-                                           paper=at6.loc["deepthings-reuse", "published_comm_mb"])
-                             + memory),
+        "modnn": (
+            "Our MoDNN (BODP) keeps each device's strips and moves only the input's rows, each "
+            "layer's halo rows (through the owner) and the last map: "
+            f"{bytes_per_frame(modnn6) / MB:.1f} MB per frame at 6 devices in float32, against "
+            f"DeepThings' {at6.loc['modnn', 'published_comm_mb']:.1f} MB, which is less than this "
+            f"model's largest map alone ({largest / MB:.0f} MB): their MoDNN cannot have gathered "
+            f"every map either (`modnn-gather` moves {bytes_per_frame(modnn_gather6) / MB:.0f} MB). "
+            f"The WLAN's {link.bandwidth_bps / 1e6:.1f} Mbps is estimated from the paper's MoDNN "
+            f"assuming its {at6.loc['modnn', 'published_comm_mb']:.1f} MB, so with fewer bytes ours "
+            "runs faster than the paper's from 4 "
+            "devices on; we believe their count adds message headers and the gateway's traffic."
+        ),
+        "deepthings": (
+            f"Without data reuse our FTP recomputes every tile's receptive-field overlap: 5x5 "
+            f"tiles over all 16 layers cost {one.loc['deepthings', 'predicted_work_ratio']:.2f}x "
+            f"the model's MACs (DeepThings' own regions: "
+            f"{one.loc['deepthings', 'published_work_ratio']:.2f}x), so one device takes "
+            f"{one.loc['deepthings', 'predicted_latency_s']:.1f} s where the paper measured "
+            f"{one.loc['deepthings', 'published_latency_s']:.1f} s, {paper_one:.2f}x its MoDNN's. "
+            "DeepThings' code reuses the overlaps (`deepthings-reuse`), which every point of this "
+            "variant lacks. "
+            + comm.format(
+                mb=bytes_per_frame(ftp6) / MB, bands="", paper=at6.loc["deepthings", "published_comm_mb"]
+            )
+            + memory
+        ),
+        "deepthings-reuse": (
+            "With data reuse our 5x5 grid costs "
+            f"{one.loc['deepthings-reuse', 'predicted_work_ratio']:.2f}x the model's MACs, "
+            "as DeepThings' regions do "
+            f"({one.loc['deepthings-reuse', 'published_work_ratio']:.2f}x); its executor "
+            f"computes {one.loc['deepthings-reuse', 'published_executed_work_ratio']:.2f}x "
+            "(Darknet widens each conv's output to its input tile, then crops), which "
+            f"matches the paper's one-device FTP at {paper_one:.2f}x its MoDNN. Ours "
+            "computes the regions exactly, so one device takes "
+            f"{one.loc['deepthings-reuse', 'predicted_latency_s']:.1f} s against the "
+            f"paper's {one.loc['deepthings-reuse', 'published_latency_s']:.1f} s; B tiles "
+            "start when every A tile is done (DeepThings starts each when its neighbours "
+            "are). "
+            + comm.format(
+                mb=bytes_per_frame(reuse6) / MB,
+                bands=", and the reused bands through the gateway",
+                paper=at6.loc["deepthings-reuse", "published_comm_mb"],
+            )
+            + memory
+        ),
     }
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; Fig. 13 and text",
-        setup=("`yolov2_16` (YOLOv2's first 16 layers, 608x608) on `deepthings-pi3-{1..6}`. FTP = "
-               "`deepthings` with all 16 layers fused in a fixed 5x5 grid, tiles dealt longest first "
-               "(DeepThings steals work at run time), without data reuse (every halo recomputed) and with "
-               "it (`deepthings-reuse`: checkerboard A tiles, then B tiles taking their neighbours' "
-               "overlaps through the gateway, as DeepThings' code does by default); the paper's FTP "
-               "points stand beside both, and DeepThings' code's work (`work_ratio`, its regions' MACs "
-               "over the model's) beside each. MoDNN = `modnn` (BODP: strips stay on their devices, halo "
-               "rows go through the owner). Predicted: the cost model; simulated: one "
-               f"frame in the simulator. Communication per frame at {COMM_AT} devices (the paper gives none "
-               "for FTP). Memory: the weights of every layer the most loaded non-hub device computes "
-               "plus its largest layer's input and output (DeepThings' count, see memory-comm), against "
-               "one device running everything."),
-        table=table, keys=("scheme", "grid", "devices"),
-        comparisons=(Comparison("latency_s"), Comparison("comm_mb"),
-                     Comparison("memory_reduction_pct"), Comparison("work_ratio")),
-        headline=headline, causes=causes)
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; Fig. 13 and text",
+        setup=(
+            "`yolov2_16` (YOLOv2's first 16 layers, 608x608) on `deepthings-pi3-{1..6}`. FTP = "
+            "`deepthings` with all 16 layers fused in a fixed 5x5 grid, tiles dealt longest first "
+            "(DeepThings steals work at run time), without data reuse (every halo recomputed) and with "
+            "it (`deepthings-reuse`: checkerboard A tiles, then B tiles taking their neighbours' "
+            "overlaps through the gateway, as DeepThings' code does by default); the paper's FTP "
+            "points stand beside both, and DeepThings' code's work (`work_ratio`, its regions' MACs "
+            "over the model's) beside each. MoDNN = `modnn` (BODP: strips stay on their devices, halo "
+            "rows go through the owner). Predicted: the cost model; simulated: one "
+            f"frame in the simulator. Communication per frame at {COMM_AT} devices (the paper gives none "
+            "for FTP). Memory: the weights of every layer the most loaded non-hub device computes "
+            "plus its largest layer's input and output (DeepThings' count, see memory-comm), against "
+            "one device running everything."
+        ),
+        table=table,
+        keys=("scheme", "grid", "devices"),
+        comparisons=(
+            Comparison("latency_s"),
+            Comparison("comm_mb"),
+            Comparison("memory_reduction_pct"),
+            Comparison("work_ratio"),
+        ),
+        headline=headline,
+        causes=causes,
+    )
 
 
 MEASURED = ("latency_s", "comm_mb", "memory_reduction_pct")  # what the paper measured of its FTP
@@ -236,28 +263,42 @@ def memory_and_comm(baseline: Figure) -> Outcome:
     without_reuse = [("modnn", ""), *(("deepthings", f"{g}x{g}") for g in (3, 4, 5))]
     ratios = [at.loc[(s, g, COMM_AT), "predicted_comm_mb"] / at.loc[(s, g, COMM_AT), "published_comm_mb"]
               for s, g in without_reuse]  # fmt: skip
-    comm = ("Communication: we count float32 input tiles out and output tiles back (and, with reuse, the "
-            "bands through the gateway). Tested on the four points whose schemes move different data "
-            "(MoDNN's strips and halo rows; FTP's 3x3, 4x4 and 5x5 tiles without reuse): ours over the "
-            f"paper's is {min(ratios):.2f}-{max(ratios):.2f} for all four, one factor where the data moved "
-            "differs, so we believe the difference is in how the paper counts bytes (its measured traffic "
-            "includes what our plans do not model: message headers, work-stealing requests, results "
-            "collected at the gateway), not in which regions move; the paper does not say how it measured.")
-    memory = ("Memory is counted as DeepThings counts it (Sec. III: a layer's execution needs its input "
-              "and output; buffers are reused from layer to layer): the weights of every layer a device "
-              "computes plus its largest layer's input and output regions; one device running all 16 "
-              f"layers holds {one:.1f} MB.")
+    comm = (
+        "Communication: we count float32 input tiles out and output tiles back (and, with reuse, the "
+        "bands through the gateway). Tested on the four points whose schemes move different data "
+        "(MoDNN's strips and halo rows; FTP's 3x3, 4x4 and 5x5 tiles without reuse): ours over the "
+        f"paper's is {min(ratios):.2f}-{max(ratios):.2f} for all four, one factor where the data moved "
+        "differs, so we believe the difference is in how the paper counts bytes (its measured traffic "
+        "includes what our plans do not model: message headers, work-stealing requests, results "
+        "collected at the gateway), not in which regions move; the paper does not say how it measured."
+    )
+    memory = (
+        "Memory is counted as DeepThings counts it (Sec. III: a layer's execution needs its input "
+        "and output; buffers are reused from layer to layer): the weights of every layer a device "
+        "computes plus its largest layer's input and output regions; one device running all 16 "
+        f"layers holds {one:.1f} MB."
+    )
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; text and abstract",
-        setup=(f"`yolov2_16` on `deepthings-pi3-{{4,{COMM_AT}}}`: MoDNN, FTP 3x3 / 4x4 / 5x5 with all 16 "
-               "layers fused, without and with data reuse, and our OFL and PICO, each planned as in "
-               "deepthings-fig13. Memory per device, counted as DeepThings counts it: the weights of every "
-               "layer the most loaded non-hub device computes, plus its largest layer's input and output "
-               "regions (a batch norm or activation runs in place); reduction: against one device running "
-               "everything. Communication: bytes sent per frame. All from the plans (predicted); DeepThings "
-               "measured."),
-        table=table, keys=tuple(keys),
-        comparisons=(Comparison("memory_per_device_mb"), Comparison("memory_reduction_pct"),
-                     Comparison("comm_mb")),
-        headline=headline, causes={s: f"{memory} {comm}" for s in ("modnn", *FTP)},
-        findings=tuple(baseline.notes))
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; text and abstract",
+        setup=(
+            f"`yolov2_16` on `deepthings-pi3-{{4,{COMM_AT}}}`: MoDNN, FTP 3x3 / 4x4 / 5x5 with all 16 "
+            "layers fused, without and with data reuse, and our OFL and PICO, each planned as in "
+            "deepthings-fig13. Memory per device, counted as DeepThings counts it: the weights of every "
+            "layer the most loaded non-hub device computes, plus its largest layer's input and output "
+            "regions (a batch norm or activation runs in place); reduction: against one device running "
+            "everything. Communication: bytes sent per frame. All from the plans (predicted); DeepThings "
+            "measured."
+        ),
+        table=table,
+        keys=tuple(keys),
+        comparisons=(
+            Comparison("memory_per_device_mb"),
+            Comparison("memory_reduction_pct"),
+            Comparison("comm_mb"),
+        ),
+        headline=headline,
+        causes={s: f"{memory} {comm}" for s in ("modnn", *FTP)},
+        findings=tuple(baseline.notes),
+    )

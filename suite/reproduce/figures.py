@@ -102,9 +102,11 @@ def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
              for s in dict.fromkeys(rows.scheme)}  # fmt: skip
     said = "; ".join(f"{s.upper()} {m:.2f}x (predicted {p:.2f}x, paper {report.number(q)}x)"
                      for s, (m, p, q) in gains.items())  # fmt: skip
-    headline = (f"Measured in the emulated lab at {clock} MHz (dilation x{dilation:g}, real time, every "
-                f"frame bit-exact): throughput speedup on {high} devices over {low}: {said}. "
-                f"{outcome.headline}")
+    headline = (
+        f"Measured in the emulated lab at {clock} MHz (dilation x{dilation:g}, real time, every "
+        f"frame bit-exact): throughput speedup on {high} devices over {low}: {said}. "
+        f"{outcome.headline}"
+    )
     findings = [describe_calibration(measured.calibrations, measured.dilation)]
     pico = rows[(rows.scheme == "pico") & (rows.devices == high)]
     predicted = ours.loc[("pico", high), "predicted_period_s"]

@@ -85,9 +85,16 @@ def speedup_and_reliability(baseline: Figure) -> Outcome:
             if tasks == 1:
                 latencies = _faded_latencies(p)
                 for factor in DEADLINES:
-                    rows.append({"fleet": name, "scheme": scheme, "tasks_per_batch": 1,
-                                 "deadline_x_single": factor, "deadline_s": factor * base,
-                                 "simulated_deadline_met": float(np.mean(latencies <= factor * base))})
+                    rows.append(
+                        {
+                            "fleet": name,
+                            "scheme": scheme,
+                            "tasks_per_batch": 1,
+                            "deadline_x_single": factor,
+                            "deadline_s": factor * base,
+                            "simulated_deadline_met": float(np.mean(latencies <= factor * base)),
+                        }
+                    )
     table = pd.DataFrame(rows)
     speed = table[table.deadline_s.isna()].set_index(["fleet", "scheme", "tasks_per_batch"])
     gpu = speed.loc[("halp-gpu", "halp", 1), "predicted_speedup"]
@@ -105,24 +112,30 @@ def speedup_and_reliability(baseline: Figure) -> Outcome:
     sweep = "; ".join(f"{label} {'/'.join(f'{x:.2f}' for x in speedups)}x"
                       for label, speedups in readings.items())  # fmt: skip
     ratio = fleet("halp-gpu").devices[0].capability / fleet("halp-gpu").devices[-1].capability
-    tested = (f" Tested whether the link or our reading of the testbed causes this: HALP's predicted speedup "
-              f"with the link at {'/'.join(map(str, SWEEP_GBPS))} Gbps is {sweep}. No link brings our "
-              f"halp-gpu to the paper's {gpu_one[0]}x (its host computes {ratio:.1f}x as fast as a "
-              "secondary, so the secondaries can take little of the work), and reading the abstract as two "
-              "testbeds of three equal devices stays short of it too: the miss is not the link alone, and "
-              "the abstract does not give what else differs.")
+    tested = (
+        f" Tested whether the link or our reading of the testbed causes this: HALP's predicted speedup "
+        f"with the link at {'/'.join(map(str, SWEEP_GBPS))} Gbps is {sweep}. No link brings our "
+        f"halp-gpu to the paper's {gpu_one[0]}x (its host computes {ratio:.1f}x as fast as a "
+        "secondary, so the secondaries can take little of the work), and reading the abstract as two "
+        "testbeds of three equal devices stays short of it too: the miss is not the link alone, and "
+        "the abstract does not give what else differs."
+    )
     causes = {
-        "halp-gpu": ("On the GTX 1080 Ti host the whole VGG-16 takes "
-                     f"{1e3 * gpu_single.predicted.latency_s:.1f} ms by our profile (Paddle's measured "
-                     "batch-1 time); sending a secondary even its smallest input segment "
-                     f"({to_secondary / 1e6:.2f} MB) takes {1e3 * link.transfer_time(to_secondary):.1f} ms "
-                     f"on our 1 Gbps link, so every split loses ({gpu:.2f}x; with 4 tasks in flight the "
-                     "transfers overlap other frames' compute and it nearly breaks even). Our GPU fleet is "
-                     "an estimate (suite/data/fleets/halp-gpu.yaml): the paper's framework, batch handling "
-                     "and link are not public." + tested),
-        "halp-pi": (f"On three ncnn-speed Pi 4 over 50 Mbps WiFi, HALP's transfers take {pi_comm:.2f} s of "
-                    f"its {pi.predicted.latency_s:.2f} s frame; the prototype's engine and link are not "
-                    "public."),
+        "halp-gpu": (
+            "On the GTX 1080 Ti host the whole VGG-16 takes "
+            f"{1e3 * gpu_single.predicted.latency_s:.1f} ms by our profile (Paddle's measured "
+            "batch-1 time); sending a secondary even its smallest input segment "
+            f"({to_secondary / 1e6:.2f} MB) takes {1e3 * link.transfer_time(to_secondary):.1f} ms "
+            f"on our 1 Gbps link, so every split loses ({gpu:.2f}x; with 4 tasks in flight the "
+            "transfers overlap other frames' compute and it nearly breaks even). Our GPU fleet is "
+            "an estimate (suite/data/fleets/halp-gpu.yaml): the paper's framework, batch handling "
+            "and link are not public." + tested
+        ),
+        "halp-pi": (
+            f"On three ncnn-speed Pi 4 over 50 Mbps WiFi, HALP's transfers take {pi_comm:.2f} s of "
+            f"its {pi.predicted.latency_s:.2f} s frame; the prototype's engine and link are not "
+            "public."
+        ),
     }
     better = all(speed.loc[(n, "halp", 1), "predicted_speedup"]
                  > speed.loc[(n, "modnn", 1), "predicted_speedup"] for n in FLEETS)  # fmt: skip
@@ -136,17 +149,26 @@ def speedup_and_reliability(baseline: Figure) -> Outcome:
              and (met.loc[n, "halp"] > met.loc[n, "modnn"]).any()]  # fmt: skip
     behind = [n for n in informative if n not in ahead]
     nowhere = f"; on {', '.join(never)} neither meets any, both being slower than one device" if never else ""
-    findings = (f"HALP's predicted speedup beats MoDNN's on {'every fleet' if better else 'not every fleet'} "
-                "here (both abstracts: better everywhere). Reliability, for which no paper number is public: "
-                "HALP meets more deadlines than MoDNN, and at no deadline fewer, on "
-                f"{', '.join(ahead) or 'no fleet'}"
-                + (f"; not on {', '.join(behind)}" if behind else "") + f"{nowhere}.",)
+    findings = (
+        f"HALP's predicted speedup beats MoDNN's on {'every fleet' if better else 'not every fleet'} "
+        "here (both abstracts: better everywhere). Reliability, for which no paper number is public: "
+        "HALP meets more deadlines than MoDNN, and at no deadline fewer, on "
+        f"{', '.join(ahead) or 'no fleet'}"
+        + (f"; not on {', '.join(behind)}" if behind else "")
+        + f"{nowhere}.",
+    )
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; abstracts",
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; abstracts",
         setup=__doc__.split("\n\n", 1)[1].strip(),
-        table=table, keys=("fleet", "scheme", "tasks_per_batch"),
+        table=table,
+        keys=("fleet", "scheme", "tasks_per_batch"),
         comparisons=(Comparison("speedup", group="fleet"),),
-        headline=headline, findings=findings, causes=causes)
+        headline=headline,
+        findings=findings,
+        causes=causes,
+    )
 
 
 def _published(baseline: Figure) -> dict[tuple[str, str, int], tuple[float, float]]:

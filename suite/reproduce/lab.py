@@ -156,8 +156,10 @@ def describe_calibration(calibrations: Mapping[str, tuple[Calibration, ...]], di
                    "carries that offset")  # fmt: skip
         parts.append(f"{profile}: target {last.target_s:.2f} s a frame (the profile's prediction); measured "
                      f"{runs}; {verdict}")  # fmt: skip
-    return (f"Lab calibration at dilation x{dilation:g} (one single-device run per device class, real "
-            f"time): {'. '.join(parts)}.")
+    return (
+        f"Lab calibration at dilation x{dilation:g} (one single-device run per device class, real "
+        f"time): {'. '.join(parts)}."
+    )
 
 
 # ---- the lab -------------------------------------------------------------------------------------
@@ -236,8 +238,10 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
             run = _run(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
-            progress(f"lab: calibrating {profile}: {tries[-1].measured_s:.2f} s against {target:.2f} s at "
-                     f"{cores:.4g} cores (load {tries[-1].load:.1f})")
+            progress(
+                f"lab: calibrating {profile}: {tries[-1].measured_s:.2f} s against {target:.2f} s at "
+                f"{cores:.4g} cores (load {tries[-1].load:.1f})"
+            )
             cores = calibration_step(tries)
     return tries
 
@@ -272,8 +276,10 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                     rows.append({"scheme": label, **setup.keys, "devices": n, **row,
                                  "lab_cores": max(cores.values()), "measured_host_load": os.getloadavg()[0],
                                  **calibration_columns(calibrations, first)})  # fmt: skip
-                    progress(f"lab: {label} on {fleet_name}: period {row['measured_period_s']:.2f} s real "
-                             f"time (x{row['lab_dilation']:g}), bit-exact")
+                    progress(
+                        f"lab: {label} on {fleet_name}: period {row['measured_period_s']:.2f} s real "
+                        f"time (x{row['lab_dilation']:g}), bit-exact"
+                    )
     return Measured(pd.DataFrame(rows), calibrations, dilation)
 
 
@@ -286,5 +292,10 @@ def point(run: RunSummary, devices_csv: Path) -> dict:
     dilation = run.network.dilation  # the lab's, as the run found it in the inventory
     per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (run.frames + 1)).round(4).tolist()
                  for kind in ("compute", "send", "recv", "idle")}  # fmt: skip
-    return {"measured_period_s": period, "measured_throughput_fpm": 60 / period, "lab_dilation": dilation,
-            "lab_devices": table.device.tolist(), **per_frame}
+    return {
+        "measured_period_s": period,
+        "measured_throughput_fpm": 60 / period,
+        "lab_dilation": dilation,
+        "lab_devices": table.device.tolist(),
+        **per_frame,
+    }

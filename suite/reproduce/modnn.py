@@ -17,8 +17,11 @@ from suite.baselines import Figure
 from suite.reproduce.common import Comparison, Outcome, bytes_per_frame, plan, simulated
 
 MODEL = "vgg16"
-FAMILIES = {"libtorch-1ghz": "pico-libtorch-1000mhz-{n}", "ncnn-1.5ghz": "pico-homo-{n}",
-            "edgeld-100mbps": "edgeld-vm-{n}"}
+FAMILIES = {
+    "libtorch-1ghz": "pico-libtorch-1000mhz-{n}",
+    "ncnn-1.5ghz": "pico-homo-{n}",
+    "edgeld-100mbps": "edgeld-vm-{n}",
+}
 ABSTRACT = ("libtorch-1ghz", "ncnn-1.5ghz")  # the fleets set beside the abstract's range (EdgeLD has its own)
 DEVICES = range(1, 5)
 
@@ -46,11 +49,14 @@ def speedups(baseline: Figure) -> Outcome:
                                      on=["fleet", "devices"], how="left")  # fmt: skip
     best = table[(table.devices > 1) & table.fleet.isin(ABSTRACT)].predicted_speedup.max()
     edgeld = table[table.fleet == "edgeld-100mbps"].set_index("devices")
-    headline = (f"Our MoDNN reaches at most {best:.2f}x on 2-4 Pi 4B over 50 Mbps WiFi (paper: {low}-{high}x "
-                "on 2-4 phones over WiFi, setup not public); on EdgeLD's testbed, "
-                + ", ".join(f"{edgeld.loc[n, 'predicted_latency_s']:.2f} s" for n in DEVICES)
-                + " on 1-4 devices against its measured "
-                + ", ".join(f"{edgeld.loc[n, 'published_latency_s']:.2f}" for n in DEVICES) + " s.")
+    headline = (
+        f"Our MoDNN reaches at most {best:.2f}x on 2-4 Pi 4B over 50 Mbps WiFi (paper: {low}-{high}x "
+        "on 2-4 phones over WiFi, setup not public); on EdgeLD's testbed, "
+        + ", ".join(f"{edgeld.loc[n, 'predicted_latency_s']:.2f} s" for n in DEVICES)
+        + " on 1-4 devices against its measured "
+        + ", ".join(f"{edgeld.loc[n, 'published_latency_s']:.2f}" for n in DEVICES)
+        + " s."
+    )
     rows2 = table[table.devices == 2].set_index("fleet")
     causes = {family: (f"On 2 devices our MoDNN spends {rows2.loc[family, 'predicted_comm_share_pct']:.0f}% "
                        f"of its frame on transfers ({rows2.loc[family, 'predicted_comm_mb']:.1f} MB: the "
@@ -71,12 +77,16 @@ def speedups(baseline: Figure) -> Outcome:
         f"{edgeld.loc[4, 'predicted_comm_mb']:.1f} MB, a fraction of a second at 100 Mbps. We believe "
         "EdgeLD's Python runtime pays a fixed cost per layer and message (13 conv layers, a message per "
         "neighbour each) that our model has no term for, and that its VMs share one host's memory "
-        "bandwidth; the report does not say.")
+        "bandwidth; the report does not say."
+    )
     return Outcome(
-        name=baseline.name, title=baseline.title,
+        name=baseline.name,
+        title=baseline.title,
         source=f"{baseline.citation}; abstract; EdgeLD (fangvv/EdgeLD, TR-EdgeLD.pdf, Table I)",
         setup=__doc__.split("\n\n", 1)[1].strip(),
-        table=table, keys=("fleet", "devices"),
+        table=table,
+        keys=("fleet", "devices"),
         comparisons=(Comparison("speedup", group="fleet"), Comparison("latency_s", group="fleet")),
-        headline=headline, causes=causes)
-
+        headline=headline,
+        causes=causes,
+    )

@@ -125,19 +125,27 @@ def periods(baseline: Figure, model: str) -> Outcome:
     if model == "vgg16":
         findings.append(_aofl(table))
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=(f"Model {model} at {'x'.join(map(str, graph(model).input_shape[2:]))}. Fleets "
-               "`pico-libtorch-{1000,750,500}mhz-{1..8}`: one-core Pi 4B at LibTorch speed (profiles "
-               "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn-gather`, "
-               "EFL = `efl`, OFL = `ofl`, PICO = `pico`, each planned by its own search on the "
-               f"cost model. Predicted: the cost model; simulated: {SIM_FRAMES} frames streamed through "
-               "the plan in the discrete-event simulator, which adds contention for the shared medium "
-               "between pipeline stages and lets a device start as soon as its own input arrived. "
-               "`implied_mbps` in the CSV: the bandwidth at which our 8-device plan at 1 GHz would have "
-               "the paper's period."),
-        table=table, keys=tuple(keys),
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            f"Model {model} at {'x'.join(map(str, graph(model).input_shape[2:]))}. Fleets "
+            "`pico-libtorch-{1000,750,500}mhz-{1..8}`: one-core Pi 4B at LibTorch speed (profiles "
+            "calibrated to PICO's single-device VGG-16 times), 50 Mbps shared WiFi. LW = `modnn-gather`, "
+            "EFL = `efl`, OFL = `ofl`, PICO = `pico`, each planned by its own search on the "
+            f"cost model. Predicted: the cost model; simulated: {SIM_FRAMES} frames streamed through "
+            "the plan in the discrete-event simulator, which adds contention for the shared medium "
+            "between pipeline stages and lets a device start as soon as its own input arrived. "
+            "`implied_mbps` in the CSV: the bandwidth at which our 8-device plan at 1 GHz would have "
+            "the paper's period."
+        ),
+        table=table,
+        keys=tuple(keys),
         comparisons=(Comparison("period_s"), Comparison("throughput_fpm")),
-        headline=headline, findings=tuple(findings), causes=_period_causes(model, table))
+        headline=headline,
+        findings=tuple(findings),
+        causes=_period_causes(model, table),
+    )
 
 
 def _calibration(table: pd.DataFrame, model: str) -> str:
@@ -181,9 +189,12 @@ def _period_causes(model: str, table: pd.DataFrame) -> dict[str, str]:
     ofl_comm = sum(c.comm_s for c in ofl.predicted.stages)
     lw_comm = sum(c.comm_s for c in lw.predicted.stages)
     residual = ghz.loc[("pico", 1), "predicted_period_s"] / ghz.loc[("pico", 1), "published_period_s"]
-    calibration = ("" if abs(residual - 1) < 0.05 else
-                   f"First, calibration: the profiles are fitted to VGG-16, and {model} on one device is "
-                   f"predicted at {residual:.2f}x the paper's time; every {model} point inherits that. ")
+    calibration = (
+        ""
+        if abs(residual - 1) < 0.05
+        else f"First, calibration: the profiles are fitted to VGG-16, and {model} on one device is "
+        f"predicted at {residual:.2f}x the paper's time; every {model} point inherits that. "
+    )
     efl_red, ofl_busy = _table1(model, "redundancy_pct", "efl"), _table1(model, "utilisation_pct", "ofl")
     paper_efl = ghz.loc["efl"].published_period_s.loc[4:].dropna()
     plateau = (f"The paper's EFL stays between {paper_efl.min():.1f} and {paper_efl.max():.1f} s from 4 "
@@ -192,43 +203,60 @@ def _period_causes(model: str, table: pd.DataFrame) -> dict[str, str]:
     ours_gain = ghz.loc[("pico", 6), "predicted_period_s"] / ghz.loc[("pico", 8), "predicted_period_s"]
     paper_gain = ghz.loc[("pico", 6), "published_period_s"] / ghz.loc[("pico", 8), "published_period_s"]
     if ours_gain > 1.1 * paper_gain:
-        trend = (f"From 6 to 8 devices the paper's period falls {paper_gain:.2f}x and ours {ours_gain:.2f}x: "
-                 "we believe per-stage overheads the model leaves out (the same thin-strip efficiency as "
-                 "OFL's) grow with the number of strips.")
+        trend = (
+            f"From 6 to 8 devices the paper's period falls {paper_gain:.2f}x and ours {ours_gain:.2f}x: "
+            "we believe per-stage overheads the model leaves out (the same thin-strip efficiency as "
+            "OFL's) grow with the number of strips."
+        )
     elif ours_gain < paper_gain / 1.1:
-        trend = (f"From 6 to 8 devices the paper's period still falls {paper_gain:.2f}x and ours only "
-                 f"{ours_gain:.2f}x: more devices do not shorten our bottleneck stage, so the paper's PICO "
-                 "must cut this model where ours cannot (our pieces end only where the graph narrows to "
-                 "one tensor).")
+        trend = (
+            f"From 6 to 8 devices the paper's period still falls {paper_gain:.2f}x and ours only "
+            f"{ours_gain:.2f}x: more devices do not shorten our bottleneck stage, so the paper's PICO "
+            "must cut this model where ours cannot (our pieces end only where the graph narrows to "
+            "one tensor)."
+        )
     else:
         trend = f"From 6 to 8 devices both periods fall alike ({paper_gain:.2f}x and {ours_gain:.2f}x)."
     return {
-        "lw": (f"{calibration}LW gathers every layer's map at its owner over the shared link: at 8 devices "
-               f"and 1 GHz {lw_comm:.1f} s of its {lw.predicted.latency_s:.1f} s frame are transfers "
-               f"({bytes_per_frame(lw) / 1e6:.0f} MB). Its compute splits 8 ways, its transfers do not, so "
-               "the balance between the two sets how far it is from one device."),
-        "efl": (f"{calibration}The paper does not say how deep its EFL fuses; ours fixes the block at the "
-                f"pieces nearest DeepThings' 49% of the MACs (`efl`): at 8 devices and 1 GHz "
-                f"{efl.options['fused_pieces']} pieces in a {efl.options['grid']} grid "
-                f"({100 * efl.predicted.redundancy:.0f}% redundant MACs"
-                + (f"; Table I's EFL has {efl_red} on the heterogeneous cluster" if efl_red else "")
-                + f"), then {efl_rest:.1f} s of layers on the gateway and "
-                f"{sum(c.comm_s for c in efl.predicted.stages):.2f} s of transfers. {plateau}The depth is "
-                "the paper's unknown: one piece more or less moves the 8-device period by seconds."),
-        "ofl": (f"{calibration}Our OFL cuts the model into {len(ofl.options['blocks'])} fused blocks; at 8 "
-                f"devices and 1 GHz its frame is {ofl.predicted.latency_s - ofl_comm:.1f} s of compute and "
-                f"{ofl_comm:.1f} s of transfers through the coordinator. The implied bandwidths above rule "
-                "out the link alone. We believe the rest is compute efficiency on thin strips: LibTorch with "
-                "NNPACK on a Pi runs a strip of a few rows at fewer MACs per second than the whole map "
-                "(fixed cost per call, transforms amortised over fewer rows), while our profile prices a "
-                "MAC the same in any tile. OFL splits every block across all devices, so it pays this on "
-                "every layer" + (f"; the paper's OFL keeps its devices {ofl_busy} busy (Table I) and still "
-                                 "runs slower than we predict." if ofl_busy else ".")),
-        "pico": (f"{calibration}Our PICO pipeline at 8 devices and 1 GHz has {len(pico.options['stages'])} "
-                 f"stages; its period is set by {bottleneck(pico)}. The cost model has no per-message, "
-                 "copy or stitching cost and sizes strips to balance exactly; the simulator adds contention "
-                 "for the shared medium between stages and gives "
-                 f"{ghz.loc[('pico', 8), 'simulated_period_s']:.2f} s. {trend}"),
+        "lw": (
+            f"{calibration}LW gathers every layer's map at its owner over the shared link: at 8 devices "
+            f"and 1 GHz {lw_comm:.1f} s of its {lw.predicted.latency_s:.1f} s frame are transfers "
+            f"({bytes_per_frame(lw) / 1e6:.0f} MB). Its compute splits 8 ways, its transfers do not, so "
+            "the balance between the two sets how far it is from one device."
+        ),
+        "efl": (
+            f"{calibration}The paper does not say how deep its EFL fuses; ours fixes the block at the "
+            f"pieces nearest DeepThings' 49% of the MACs (`efl`): at 8 devices and 1 GHz "
+            f"{efl.options['fused_pieces']} pieces in a {efl.options['grid']} grid "
+            f"({100 * efl.predicted.redundancy:.0f}% redundant MACs"
+            + (f"; Table I's EFL has {efl_red} on the heterogeneous cluster" if efl_red else "")
+            + f"), then {efl_rest:.1f} s of layers on the gateway and "
+            f"{sum(c.comm_s for c in efl.predicted.stages):.2f} s of transfers. {plateau}The depth is "
+            "the paper's unknown: one piece more or less moves the 8-device period by seconds."
+        ),
+        "ofl": (
+            f"{calibration}Our OFL cuts the model into {len(ofl.options['blocks'])} fused blocks; at 8 "
+            f"devices and 1 GHz its frame is {ofl.predicted.latency_s - ofl_comm:.1f} s of compute and "
+            f"{ofl_comm:.1f} s of transfers through the coordinator. The implied bandwidths above rule "
+            "out the link alone. We believe the rest is compute efficiency on thin strips: LibTorch with "
+            "NNPACK on a Pi runs a strip of a few rows at fewer MACs per second than the whole map "
+            "(fixed cost per call, transforms amortised over fewer rows), while our profile prices a "
+            "MAC the same in any tile. OFL splits every block across all devices, so it pays this on "
+            "every layer"
+            + (
+                f"; the paper's OFL keeps its devices {ofl_busy} busy (Table I) and still "
+                "runs slower than we predict."
+                if ofl_busy
+                else "."
+            )
+        ),
+        "pico": (
+            f"{calibration}Our PICO pipeline at 8 devices and 1 GHz has {len(pico.options['stages'])} "
+            f"stages; its period is set by {bottleneck(pico)}. The cost model has no per-message, "
+            "copy or stitching cost and sizes strips to balance exactly; the simulator adds contention "
+            "for the shared medium between stages and gives "
+            f"{ghz.loc[('pico', 8), 'simulated_period_s']:.2f} s. {trend}"
+        ),
     }
 
 
@@ -291,14 +319,21 @@ def speedups(baseline: Figure) -> Outcome:
             "paper states its access point's rate and no measured one, so we keep the stated rate "
             "(pico-fig8 gives the same diagnostic for VGG-16).")  # fmt: skip
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=("Fleets `pico-libtorch-{1000,750,500}mhz-8`; speedup = PICO's throughput over the single "
-               "device's on the same fleet. The profiles are calibrated on VGG-16 only: the paper gives "
-               "no single-device time for these models. `implied_mbps` in the CSV: the shared link's "
-               "bandwidth at which our 8-device PICO plan would have the paper's speedup."),
-        table=table, keys=tuple(keys),
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            "Fleets `pico-libtorch-{1000,750,500}mhz-8`; speedup = PICO's throughput over the single "
+            "device's on the same fleet. The profiles are calibrated on VGG-16 only: the paper gives "
+            "no single-device time for these models. `implied_mbps` in the CSV: the shared link's "
+            "bandwidth at which our 8-device PICO plan would have the paper's speedup."
+        ),
+        table=table,
+        keys=tuple(keys),
         comparisons=(Comparison("speedup", group="model"),),
-        headline=headline, causes=causes)
+        headline=headline,
+        causes=causes,
+    )
 
 
 def busy_with_transfers(p: Plan) -> float:
@@ -357,10 +392,16 @@ def heterogeneous(baseline: Figure) -> Outcome:
 
     def busy(label: str) -> str:
         """The result of counting transfers as busy time, beside the paper's utilisation."""
-        return ("Counting each device's sends and receives as busy as well (`predicted_busy_pct`, the "
-                "experiment for a different counting) gives " + "; ".join(
-                    f"{m} {ours.loc[(m, label), 'predicted_busy_pct']:.1f}% against "
-                    f"{ours.loc[(m, label), 'published_utilisation_pct']:.2f}%" for m in models) + ".")
+        return (
+            "Counting each device's sends and receives as busy as well (`predicted_busy_pct`, the "
+            "experiment for a different counting) gives "
+            + "; ".join(
+                f"{m} {ours.loc[(m, label), 'predicted_busy_pct']:.1f}% against "
+                f"{ours.loc[(m, label), 'published_utilisation_pct']:.2f}%"
+                for m in models
+            )
+            + "."
+        )
 
     def redundant(label: str) -> str:
         """Where a scheme's redundant MACs are computed: the stage with the most."""
@@ -371,43 +412,62 @@ def heterogeneous(baseline: Figure) -> Outcome:
             parts.append(f"{m}: {100 * share:.1f} of its {whole:.1f} points in stage {stage.index + 1} "
                          f"({len(stage.nodes)} nodes, {stage.nodes[0]}.."
                          f"{stage.nodes[-1]}, on {len(set(stage.devices))} device(s))")  # fmt: skip
-        return ("A per-stage breakdown of the redundant MACs (the experiment for where they come from) puts "
-                + "; ".join(parts) + ".")
+        return (
+            "A per-stage breakdown of the redundant MACs (the experiment for where they come from) puts "
+            + "; ".join(parts)
+            + "."
+        )
 
     lw = table[table.scheme == "lw"]
     redundant_lw = f"{lw.published_redundancy_pct.min():.1f}-{lw.published_redundancy_pct.max():.1f}%"
     causes = {
-        "lw": ("Utilisation here counts compute only. Our LW computes each layer's strips and then waits "
-               f"while the owner gathers and scatters the maps over the shared link ({where('lw')}). "
-               f"{busy('lw')} Redundancy: layer-wise strips recompute nothing in our model (each reads its "
-               f"halo rows from the gathered map); we believe the paper's {redundant_lw} counts those halo "
-               "rows, which we did not test."),
-        "efl": ("Our EFL fuses a fixed block, the pieces nearest DeepThings' 49% of the MACs, in the grid "
-                f"the cost model finds best, then runs the rest on the fastest device ({where('efl')}); the "
-                f"paper does not say how deep its block is or how it is cut (see pico-fig8). {busy('efl')} "
-                "The transfers do not close the gap: the devices that only take part in the block idle "
-                "through the rest of the frame."),
-        "ofl": (f"Our OFL gives each block the fastest devices that pay for themselves ({where('ofl')}); "
-                "with one frame in flight the slower ones idle, and the mean over all 8 devices counts "
-                f"them at zero. {busy('ofl')} {redundant('ofl')}"),
-        "pico": (f"Our PICO pipelines ({where('pico')}) come from the cost model, which sizes strips to "
-                 "balance exactly and leaves a device out of a stage when its transfers cost more than its "
-                 f"share of compute saves. {redundant('pico')} A block our piece partition keeps whole "
-                 "(YOLOv2's passthrough) must be split in strips inside one stage, where its small late "
-                 "maps make the halo large; the paper does not list its pieces, so whether it cuts that "
-                 "block finer is untested."),
+        "lw": (
+            "Utilisation here counts compute only. Our LW computes each layer's strips and then waits "
+            f"while the owner gathers and scatters the maps over the shared link ({where('lw')}). "
+            f"{busy('lw')} Redundancy: layer-wise strips recompute nothing in our model (each reads its "
+            f"halo rows from the gathered map); we believe the paper's {redundant_lw} counts those halo "
+            "rows, which we did not test."
+        ),
+        "efl": (
+            "Our EFL fuses a fixed block, the pieces nearest DeepThings' 49% of the MACs, in the grid "
+            f"the cost model finds best, then runs the rest on the fastest device ({where('efl')}); the "
+            f"paper does not say how deep its block is or how it is cut (see pico-fig8). {busy('efl')} "
+            "The transfers do not close the gap: the devices that only take part in the block idle "
+            "through the rest of the frame."
+        ),
+        "ofl": (
+            f"Our OFL gives each block the fastest devices that pay for themselves ({where('ofl')}); "
+            "with one frame in flight the slower ones idle, and the mean over all 8 devices counts "
+            f"them at zero. {busy('ofl')} {redundant('ofl')}"
+        ),
+        "pico": (
+            f"Our PICO pipelines ({where('pico')}) come from the cost model, which sizes strips to "
+            "balance exactly and leaves a device out of a stage when its transfers cost more than its "
+            f"share of compute saves. {redundant('pico')} A block our piece partition keeps whole "
+            "(YOLOv2's passthrough) must be split in strips inside one stage, where its small late "
+            "maps make the halo large; the paper does not list its pieces, so whether it cuts that "
+            "block finer is untested."
+        ),
     }
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=(f"Fleet `{HETERO}`: 2 x 1.2 GHz, 2 x 800 MHz, 4 x 600 MHz one-core Pi 4B at LibTorch speed "
-               "(profiles from the fit of PICO's single-device times against the clock), 50 Mbps shared "
-               "WiFi. Utilisation: the mean over the 8 devices of the share of the period each one "
-               "computes (a device a plan leaves idle counts 0); `predicted_busy_pct` in the CSV counts "
-               "its sends and receives as busy too. Redundancy: MACs computed beyond the model's own, "
-               "over the model's. Both from the cost model; the paper measured them."),
-        table=table, keys=tuple(keys),
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            f"Fleet `{HETERO}`: 2 x 1.2 GHz, 2 x 800 MHz, 4 x 600 MHz one-core Pi 4B at LibTorch speed "
+            "(profiles from the fit of PICO's single-device times against the clock), 50 Mbps shared "
+            "WiFi. Utilisation: the mean over the 8 devices of the share of the period each one "
+            "computes (a device a plan leaves idle counts 0); `predicted_busy_pct` in the CSV counts "
+            "its sends and receives as busy too. Redundancy: MACs computed beyond the model's own, "
+            "over the model's. Both from the cost model; the paper measured them."
+        ),
+        table=table,
+        keys=tuple(keys),
         comparisons=(Comparison("utilisation_pct"), Comparison("redundancy_pct")),
-        headline=headline, causes=causes, missing=missing)
+        headline=headline,
+        causes=causes,
+        missing=missing,
+    )
 
 
 def _unreproduced(baseline: Figure, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -425,6 +485,7 @@ def breadth_first_plans(layers: int, devices: int) -> int:
     stages times every assignment of the named devices to those stages, each stage given at least one
     device and a device free to stay idle (the space `exhaustive` searches, without its symmetry and
     pruning). Assignments come by inclusion-exclusion over the stages left empty."""
+
     def assignments(k: int) -> int:
         return sum((-1) ** i * math.comb(k, i) * (k + 1 - i) ** devices for i in range(k + 1))
 
@@ -439,17 +500,22 @@ def _enumeration(table: pd.DataFrame) -> str:
 
     def at_rate(r) -> str:
         seconds = rate * r.breadth_first_plans / 1e3
-        verdict = ("over the paper's bound, as it says" if seconds > r.published_exhaustive_time_s
-                   else "under the paper's bound, which the enumeration's size alone does not explain")
+        verdict = (
+            "over the paper's bound, as it says"
+            if seconds > r.published_exhaustive_time_s
+            else "under the paper's bound, which the enumeration's size alone does not explain"
+        )
         return f"({r.layers}, {r.devices}) has {r.breadth_first_plans:,} plans, {seconds:,.0f} s, {verdict}"
 
     beyond = "; ".join(at_rate(r) for r in table[table.published_exhaustive_time_s_bound == ">"].itertuples())
-    return (f"We tested whether the paper's times follow the size of a breadth-first enumeration of our "
-            f"search space (`breadth_first_plans`): in the {len(per_plan)} cases the paper timed it spent "
-            f"{per_plan.min():.2f}-{per_plan.max():.2f} ms a plan (`published_ms_per_plan`) while the count "
-            f"grows {counts.max() / counts.min():.0f}-fold, so its times track the enumeration at about "
-            f"{rate:.2f} ms a plan on its machine. At that rate {beyond}. The remaining ratio is that "
-            "machine and code against ours, which nothing here reproduces.")
+    return (
+        f"We tested whether the paper's times follow the size of a breadth-first enumeration of our "
+        f"search space (`breadth_first_plans`): in the {len(per_plan)} cases the paper timed it spent "
+        f"{per_plan.min():.2f}-{per_plan.max():.2f} ms a plan (`published_ms_per_plan`) while the count "
+        f"grows {counts.max() / counts.min():.0f}-fold, so its times track the enumeration at about "
+        f"{rate:.2f} ms a plan on its machine. At that rate {beyond}. The remaining ratio is that "
+        "machine and code against ours, which nothing here reproduces."
+    )
 
 
 def planning(baseline: Figure) -> Outcome:
@@ -492,26 +558,41 @@ def planning(baseline: Figure) -> Outcome:
     table["published_ms_per_plan"] = (1e3 * table.published_exhaustive_time_s
                                       / table.breadth_first_plans).where(timed)  # fmt: skip
     worst, gap = table.ours_dp_time_s.max(), table.predicted_dp_gap_pct.max()
-    headline = (f"Our DP plans every case in at most {worst:.2f} s (paper: PICO under 1 s); its period is "
-                f"within {gap:.1f}% of the exhaustive optimum in every case exhaustive search finished.")
+    headline = (
+        f"Our DP plans every case in at most {worst:.2f} s (paper: PICO under 1 s); its period is "
+        f"within {gap:.1f}% of the exhaustive optimum in every case exhaustive search finished."
+    )
     slowest = table.loc[table.ours_exhaustive_time_s.idxmax()]
-    causes = {"exhaustive_time_s": (
-        "Our exhaustive search is not the paper's breadth-first enumeration: it counts devices of one "
-        "profile as interchangeable (this cluster has three profiles) and abandons a branch as soon as its "
-        "period exceeds the best found, so it is faster by orders of magnitude (at most "
-        f"{slowest.ours_exhaustive_time_s:.1f} s, at ({slowest.layers:.0f}, {slowest.devices:.0f})). The "
-        "paper's times measure its search, not the problem; what both agree on is that PICO's DP is fast "
-        "at every size, and ours shows what the DP gives up for it (the gap panel). " + _enumeration(table))}
+    causes = {
+        "exhaustive_time_s": (
+            "Our exhaustive search is not the paper's breadth-first enumeration: it counts devices of one "
+            "profile as interchangeable (this cluster has three profiles) and abandons a branch as soon as "
+            "its period exceeds the best found, so it is faster by orders of magnitude (at most "
+            f"{slowest.ours_exhaustive_time_s:.1f} s, at ({slowest.layers:.0f}, {slowest.devices:.0f})). The "
+            "paper's times measure its search, not the problem; what both agree on is that PICO's DP is fast "
+            "at every size, and ours shows what the DP gives up for it (the gap panel). "
+            + _enumeration(table)
+        )
+    }
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=("VGG-16's first L pieces (a piece is a conv with its ReLU, or a pool) on the first n "
-               f"devices of `{HETERO}`, wall-clock on this machine, each search with an empty cache. "
-               f"Exhaustive search (`suite.schemes.pico.exhaustive`) gives up after {EXHAUSTIVE_LIMIT:,} "
-               "stage evaluations."),
-        table=table, keys=("layers", "devices"),
-        comparisons=(Comparison("dp_time_s", ours="ours", group="quantity"),
-                     Comparison("exhaustive_time_s", ours="ours", group="quantity")),
-        headline=headline, causes=causes)
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            "VGG-16's first L pieces (a piece is a conv with its ReLU, or a pool) on the first n "
+            f"devices of `{HETERO}`, wall-clock on this machine, each search with an empty cache. "
+            f"Exhaustive search (`suite.schemes.pico.exhaustive`) gives up after {EXHAUSTIVE_LIMIT:,} "
+            "stage evaluations."
+        ),
+        table=table,
+        keys=("layers", "devices"),
+        comparisons=(
+            Comparison("dp_time_s", ours="ours", group="quantity"),
+            Comparison("exhaustive_time_s", ours="ours", group="quantity"),
+        ),
+        headline=headline,
+        causes=causes,
+    )
 
 
 def mdl_latency(period: float, latency: float, rate: float) -> float:
@@ -583,49 +664,67 @@ def poisson_load(baseline: Figure) -> Outcome:
     keys = ["scheme", "clock_mhz"]
     table = _merge(pd.DataFrame(rows), baseline, ["latency_s"], keys)
     fpm = load_baselines()["pico-fig8"].published("throughput_fpm", ["scheme", "clock_mhz", "devices"])
-    paper_period = (60 / fpm[fpm.devices == 8].set_index(["scheme", "clock_mhz"]).published_throughput_fpm)
+    paper_period = 60 / fpm[fpm.devices == 8].set_index(["scheme", "clock_mhz"]).published_throughput_fpm
     table["paper_period_latency_s"] = [
         np.mean([queued_latency(paper_period[(s, c)], paper_period[(s, c)] if s != "pico" else t, rate,
                                 max(round(run_s * rate), 2), seed) for seed in range(repeats)])
         for s, c, rate, t in zip(table.scheme, table.clock_mhz, table.arrival_fps,
                                  table.predicted_frame_latency_s)]  # fmt: skip
     at = table.set_index(["scheme", "clock_mhz"])
-    means = [f"{s.upper()} {at.loc[(s, 1000), 'simulated_latency_s']:.1f} s (paper "
-             f"{at.loc[(s, 1000), 'published_latency_s']:.0f} s)" for s in ("efl", "ofl", "pico")]
+    means = [
+        f"{s.upper()} {at.loc[(s, 1000), 'simulated_latency_s']:.1f} s (paper "
+        f"{at.loc[(s, 1000), 'published_latency_s']:.0f} s)"
+        for s in ("efl", "ofl", "pico")
+    ]
     headline = f"At 100% of the paper's EFL capacity, 1 GHz, simulated mean latency: {', '.join(means)}."
     loads = {s: ", ".join(f"{c} MHz {at.loc[(s, c), 'load_pct']:.0f}%" for c in CLOCKS_MHZ)
              for s in ("efl", "ofl")}  # fmt: skip
     paper_efl = at.loc["efl"].published_latency_s
     frame = ", ".join(f"{c} MHz {at.loc[('pico', c), 'predicted_frame_latency_s']:.1f} s" for c in CLOCKS_MHZ)
     causes = {
-        "efl": ("The paper's EFL runs at exactly its own capacity, where a queue never settles and a run's "
-                "mean grows with its length and with any variation of the service time: "
-                f"{paper_efl.min():.0f}-{paper_efl.max():.0f} s. Our EFL's period is not the paper's "
-                f"(pico-fig8): the paper's arrival rate loads it to {loads['efl']}, and below 100% its queue "
-                "settles at a finite mean."),
-        "ofl": ("Our OFL's period is shorter than the paper's (pico-fig8), so at the paper's arrival rate it "
-                f"runs at a lower load ({loads['ofl']}) and queues less. The paper's OFL latency follows its "
-                "longer period."),
-        "pico": ("PICO's DP minimises the period, not one frame's latency: our 8-device pipelines take "
-                 f"{frame} per frame before any queueing, and that is most of the mean. Where that exceeds "
-                 "the paper's mean, the paper's PICO must have chosen a shallower pipeline."),
+        "efl": (
+            "The paper's EFL runs at exactly its own capacity, where a queue never settles and a run's "
+            "mean grows with its length and with any variation of the service time: "
+            f"{paper_efl.min():.0f}-{paper_efl.max():.0f} s. Our EFL's period is not the paper's "
+            f"(pico-fig8): the paper's arrival rate loads it to {loads['efl']}, and below 100% its queue "
+            "settles at a finite mean."
+        ),
+        "ofl": (
+            "Our OFL's period is shorter than the paper's (pico-fig8), so at the paper's arrival rate it "
+            f"runs at a lower load ({loads['ofl']}) and queues less. The paper's OFL latency follows its "
+            "longer period."
+        ),
+        "pico": (
+            "PICO's DP minimises the period, not one frame's latency: our 8-device pipelines take "
+            f"{frame} per frame before any queueing, and that is most of the mean. Where that exceeds "
+            "the paper's mean, the paper's PICO must have chosen a shallower pipeline."
+        ),
     }
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=("VGG-16 on `pico-libtorch-{1000,750,500}mhz-8`. Arrivals: Poisson at the paper's EFL "
-               "throughput with 8 devices (Fig. 8b; 100% of the cluster's capacity, as the paper defines "
-               f"it), {run_s:.0f} s of arrivals per run, {repeats} runs (seeds 0-{repeats - 1}), mean "
-               "latency over all frames; `load_pct` is that rate times our scheme's own period. Predicted: "
-               "M/D/1, one frame's latency plus the mean queueing delay lambda p^2 / (2(1 - lambda p)) of a "
-               "server whose service time is the period p; infinite at or above capacity."),
-        table=table, keys=tuple(keys),
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            "VGG-16 on `pico-libtorch-{1000,750,500}mhz-8`. Arrivals: Poisson at the paper's EFL "
+            "throughput with 8 devices (Fig. 8b; 100% of the cluster's capacity, as the paper defines "
+            f"it), {run_s:.0f} s of arrivals per run, {repeats} runs (seeds 0-{repeats - 1}), mean "
+            "latency over all frames; `load_pct` is that rate times our scheme's own period. Predicted: "
+            "M/D/1, one frame's latency plus the mean queueing delay lambda p^2 / (2(1 - lambda p)) of a "
+            "server whose service time is the period p; infinite at or above capacity."
+        ),
+        table=table,
+        keys=tuple(keys),
         comparisons=(Comparison("latency_s", ours="simulated"),),
-        headline=headline, causes=causes,
-        findings=(_paper_periods(table, run_s),
-                  "PUBLISHED.md gives Theorem 2 as p(2 - p lambda) / (2(1 - p lambda)) + t. That equals "
-                  "p + lambda p^2 / (2(1 - p lambda)) + t: the M/D/1 sojourn time of a server with service "
-                  "time p, plus t, which counts the period twice when t is a frame's whole latency. We use "
-                  "t plus the queueing delay; if the paper's t excludes one period, the two agree.",))
+        headline=headline,
+        causes=causes,
+        findings=(
+            _paper_periods(table, run_s),
+            "PUBLISHED.md gives Theorem 2 as p(2 - p lambda) / (2(1 - p lambda)) + t. That equals "
+            "p + lambda p^2 / (2(1 - p lambda)) + t: the M/D/1 sojourn time of a server with service "
+            "time p, plus t, which counts the period twice when t is a frame's whole latency. We use "
+            "t plus the queueing delay; if the paper's t excludes one period, the two agree.",
+        ),
+    )
 
 
 def _paper_periods(table: pd.DataFrame, run_s: float) -> str:
@@ -634,13 +733,15 @@ def _paper_periods(table: pd.DataFrame, run_s: float) -> str:
     median = {c: 100 * np.median(np.abs(r - 1)) for c, r in ratios.items()}
     spans = {c: ", ".join(f"{s.upper()} {r[s].min():.2f}-{r[s].max():.2f}" for s in ("efl", "ofl", "pico"))
              for c, r in ratios.items()}  # fmt: skip
-    return ("Tested whether our periods (pico-fig8) cause the miss: the paper's own 8-device periods (60 / "
-            "Fig. 8b) put through the same Poisson arrivals, run length and seeds (`paper_period_latency_s`) "
-            f"miss the paper's means by a median {median['paper_period']:.0f}% ({spans['paper_period']} of "
-            f"the paper's), against {median['simulated']:.0f}% with ours ({spans['simulated']}). The paper's "
-            "periods bring OFL closer but leave EFL and OFL short: the paper's queues held frames longer "
-            f"than {run_s:.0f} s of Poisson arrivals into an empty queue give at its own periods, which its "
-            "description of the runs does not explain.")
+    return (
+        "Tested whether our periods (pico-fig8) cause the miss: the paper's own 8-device periods (60 / "
+        "Fig. 8b) put through the same Poisson arrivals, run length and seeds (`paper_period_latency_s`) "
+        f"miss the paper's means by a median {median['paper_period']:.0f}% ({spans['paper_period']} of "
+        f"the paper's), against {median['simulated']:.0f}% with ours ({spans['simulated']}). The paper's "
+        "periods bring OFL closer but leave EFL and OFL short: the paper's queues held frames longer "
+        f"than {run_s:.0f} s of Poisson arrivals into an empty queue give at its own periods, which its "
+        "description of the runs does not explain."
+    )
 
 
 LOAD_SCHEMES = ("efl", "ofl", "pico")
@@ -693,14 +794,23 @@ def load_curves(baseline: Figure, model: str) -> Outcome:
                   f"is in {figure}'s section.")
               for s, p in plans.items()}  # fmt: skip
     return Outcome(
-        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {_sources(baseline)}",
-        setup=(f"{model} on `{homogeneous(LOAD_CLOCK, 8)}`. Arrivals: Poisson at {low:.0f}-{high:.0f}% "
-               f"(every {LOAD_STEP}%) of the paper's EFL throughput with 8 devices at {LOAD_CLOCK} MHz "
-               f"(Fig. {figure[-1]}b: {fpm['efl']:g} frames per minute; the paper's capacity), {run_s:.0f} s "
-               f"of arrivals per run, {repeats} runs, mean latency over all frames. Predicted: M/D/1 (see "
-               "pico-fig10b; infinite at or above the scheme's own capacity, drawn as a line that stops); "
-               "simulated: the discrete-event simulator. `capacity_pct`: a scheme's throughput over the "
-               "paper's EFL throughput, the offered load at which its queue diverges; the paper's from "
-               f"Fig. {figure[-1]}b. `load_pct`: the offered rate times our scheme's own period."),
-        table=table, keys=("scheme", "offered_load_pct"), comparisons=tuple(comparisons),
-        headline=headline, causes=causes, findings=tuple(baseline.notes))
+        name=baseline.name,
+        title=baseline.title,
+        source=f"{baseline.citation}; {_sources(baseline)}",
+        setup=(
+            f"{model} on `{homogeneous(LOAD_CLOCK, 8)}`. Arrivals: Poisson at {low:.0f}-{high:.0f}% "
+            f"(every {LOAD_STEP}%) of the paper's EFL throughput with 8 devices at {LOAD_CLOCK} MHz "
+            f"(Fig. {figure[-1]}b: {fpm['efl']:g} frames per minute; the paper's capacity), {run_s:.0f} s "
+            f"of arrivals per run, {repeats} runs, mean latency over all frames. Predicted: M/D/1 (see "
+            "pico-fig10b; infinite at or above the scheme's own capacity, drawn as a line that stops); "
+            "simulated: the discrete-event simulator. `capacity_pct`: a scheme's throughput over the "
+            "paper's EFL throughput, the offered load at which its queue diverges; the paper's from "
+            f"Fig. {figure[-1]}b. `load_pct`: the offered rate times our scheme's own period."
+        ),
+        table=table,
+        keys=("scheme", "offered_load_pct"),
+        comparisons=tuple(comparisons),
+        headline=headline,
+        causes=causes,
+        findings=tuple(baseline.notes),
+    )

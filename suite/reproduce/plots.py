@@ -59,8 +59,13 @@ def _bars(ax, data: pd.DataFrame, groups: list, group: str, quantity: str, colou
             rows = data[data[group] == value][f"{source}_{quantity}"].dropna()
             if len(rows):
                 style = dict(BAR_STYLE[source])
-                ax.bar(i + (k - (len(sources) - 1) / 2) * width, rows.iloc[0], width,
-                       **_face(style, colours[value]), **style)
+                ax.bar(
+                    i + (k - (len(sources) - 1) / 2) * width,
+                    rows.iloc[0],
+                    width,
+                    **_face(style, colours[value]),
+                    **style,
+                )
     ax.set_xticks(range(len(groups)), [NAMES.get(g, g) if isinstance(g, str) else g for g in groups])
 
 
@@ -173,11 +178,16 @@ def planning(outcome: Outcome) -> Figure:
     published = zip(t.published_exhaustive_time_s_bound, t.published_exhaustive_time_s)
     for i, (bound, value) in enumerate(published):
         if bound != "=":  # an arrow from the bound towards where the time lies
-            ax.annotate("", (i, value * (3 if bound == ">" else 1 / 3)), (i, value),
-                        arrowprops={"arrowstyle": "->", "color": PALETTE[0]})
+            ax.annotate(
+                "",
+                (i, value * (3 if bound == ">" else 1 / 3)),
+                (i, value),
+                arrowprops={"arrowstyle": "->", "color": PALETTE[0]},
+            )
     ax.axhline(1.0, color=PALETTE[3], ls="--", lw=1.5, label="paper: PICO's DP, under 1 s in every case")
-    ax.plot(x, t.ours_exhaustive_time_s, color=PALETTE[0], ls="-", marker="o",
-            label="ours: exhaustive (pruned)")
+    ax.plot(
+        x, t.ours_exhaustive_time_s, color=PALETTE[0], ls="-", marker="o", label="ours: exhaustive (pruned)"
+    )
     ax.plot(x, t.ours_dp_time_s, color=PALETTE[3], ls="-", marker="o", label="ours: PICO's DP")
     ax.set_yscale("log")
     ax.set_ylim(1e-3, 3e4)
@@ -187,8 +197,9 @@ def planning(outcome: Outcome) -> Figure:
     ax = axes[0][1]
     ax.bar(x, t.predicted_dp_gap_pct.fillna(0), color=PALETTE[3])
     ax.set_xticks(x, cases, rotation=45)
-    ax.set(xlabel="(pieces, devices)", ylabel="DP period over the optimum (%)",
-           title="DP's gap to exhaustive")
+    ax.set(
+        xlabel="(pieces, devices)", ylabel="DP period over the optimum (%)", title="DP's gap to exhaustive"
+    )
     return fig
 
 
@@ -207,8 +218,13 @@ def poisson_load(outcome: Outcome) -> Figure:
         half = width / len(sources)
         for j, source in enumerate(sources):
             style = BAR_STYLE[source]
-            ax.bar(offsets + (j - (len(sources) - 1) / 2) * half, data[f"{source}_latency_s"], half,
-                   **_face(style, SCHEME_COLOUR[scheme]), **style)
+            ax.bar(
+                offsets + (j - (len(sources) - 1) / 2) * half,
+                data[f"{source}_latency_s"],
+                half,
+                **_face(style, SCHEME_COLOUR[scheme]),
+                **style,
+            )
         theorem = data.predicted_latency_s.to_numpy()
         ax.plot(offsets, np.where(np.isinf(theorem), top * 0.97, theorem), "D", color="black", ms=5)
         for x, value in zip(offsets, theorem):
@@ -217,8 +233,9 @@ def poisson_load(outcome: Outcome) -> Figure:
     ax.set_xticks(range(len(CLOCKS_MHZ)), [f"{c} MHz" for c in CLOCKS_MHZ])
     ax.set(ylabel="mean latency (s)", ylim=(0, top))
     handles = _handles({s: SCHEME_COLOUR[s] for s in schemes}, bars=sources)
-    handles.append(Line2D([], [], ls="none", marker="D", color="black",
-                          label="predicted (M/D/1; inf at the top)"))
+    handles.append(
+        Line2D([], [], ls="none", marker="D", color="black", label="predicted (M/D/1; inf at the top)")
+    )
     _legend(fig, handles)
     return fig
 
@@ -235,12 +252,24 @@ def deepthings(outcome: Outcome) -> Figure:
     curves |= {s: t[(t.scheme == s) & (t.grid == "5x5")] for s in ("deepthings", "deepthings-reuse")}
     for scheme, data in curves.items():
         _lines(ax, data.dropna(subset=["predicted_latency_s"]), "devices", "latency_s", SCHEME_COLOUR[scheme])
-    ax.set(ylim=(0, None), xlabel="edge devices", ylabel="single-frame latency (s)",
-           title="latency, YOLOv2 16 layers at 608x608")
-    _legend(fig, _handles({s: SCHEME_COLOUR[s] for s in curves}, _sources(t, "latency_s"),
-                          _sources(t, "memory_reduction_pct")))
-    for ax, quantity, label in ((axes[0][1], "comm_mb", "communication per frame (MB)"),
-                                (axes[0][2], "memory_reduction_pct", "memory per device, less than one (%)")):
+    ax.set(
+        ylim=(0, None),
+        xlabel="edge devices",
+        ylabel="single-frame latency (s)",
+        title="latency, YOLOv2 16 layers at 608x608",
+    )
+    _legend(
+        fig,
+        _handles(
+            {s: SCHEME_COLOUR[s] for s in curves},
+            _sources(t, "latency_s"),
+            _sources(t, "memory_reduction_pct"),
+        ),
+    )
+    for ax, quantity, label in (
+        (axes[0][1], "comm_mb", "communication per frame (MB)"),
+        (axes[0][2], "memory_reduction_pct", "memory per device, less than one (%)"),
+    ):
         data = t.dropna(subset=[f"published_{quantity}"]).copy()
         data["case"] = [("MoDNN" if s == "modnn" else f"FTP {g}" + (" + reuse" if s != "deepthings" else ""))
                         + f", {d} dev" for s, g, d in zip(data.scheme, data.grid, data.devices)]  # fmt: skip
@@ -267,8 +296,13 @@ def halp(outcome: Outcome) -> Figure:
         rows = speed[(speed.scheme == scheme) & (speed.tasks_per_batch == tasks)]
         rows = rows.set_index("fleet").loc[fleets]
         x = np.arange(len(fleets)) + (k - 1) * width
-        ax.bar(x, rows.predicted_speedup, width, color=colour,
-               label=f"{NAMES[scheme]}, {tasks} task{'s' if tasks > 1 else ''} per batch, predicted")
+        ax.bar(
+            x,
+            rows.predicted_speedup,
+            width,
+            color=colour,
+            label=f"{NAMES[scheme]}, {tasks} task{'s' if tasks > 1 else ''} per batch, predicted",
+        )
         ax.plot(x, rows.simulated_speedup, "x", color="black", ms=7)
         if "measured_speedup" in rows:
             ax.plot(x, rows.measured_speedup, "D", color="black", ms=7)
@@ -296,8 +330,9 @@ def halp(outcome: Outcome) -> Figure:
             if "measured_deadline_met" in rows and rows.measured_deadline_met.notna().any():
                 ax.plot(rows.deadline_x_single, 100 * rows.measured_deadline_met, ls=":", marker="D", ms=5,
                         color=PALETTE[i + 5], label=f"{NAMES[scheme]} on {name}, measured")  # fmt: skip
-    never = [name for name in fleets
-             if not reliability[reliability.fleet == name].simulated_deadline_met.any()]
+    never = [
+        name for name in fleets if not reliability[reliability.fleet == name].simulated_deadline_met.any()
+    ]
     if never:
         ax.text(1.05, 4, f"{', '.join(never)}: no frame meets any of these deadlines", ha="center",
                 color="0.3", fontsize=9)  # fmt: skip
@@ -315,8 +350,9 @@ def modnn(outcome: Outcome) -> Figure:
     ax = axes[0][0]
     band = t.dropna(subset=["published_speedup_low"])
     low, high = band.published_speedup_low.iloc[0], band.published_speedup_high.iloc[0]
-    ax.fill_between([2, 4], [low, low], [high, high], color="0.85",
-                    label=f"paper (abstract): {low}-{high}x on 2-4")
+    ax.fill_between(
+        [2, 4], [low, low], [high, high], color="0.85", label=f"paper (abstract): {low}-{high}x on 2-4"
+    )
     ax.plot([1, 4], [1, 4], color="0.5", ls="-.", lw=1, label="linear")
     for i, (family, data) in enumerate(t.groupby("fleet", sort=False)):
         colour = PALETTE[i]

@@ -19,8 +19,16 @@ from suite.reproduce.common import OFF, Comparison, Outcome
 KEY_FORMAT = {"clock_mhz": "{} MHz", "devices": "{} dev", "layers": "{} pieces",
               "tasks_per_batch": "{} task(s)", "grid": "grid {}", "offered_load_pct": "{}% load",
               "bandwidth_mbps": "{} Mbps"}  # fmt: skip
-NAMES = {"lw": "LW", "efl": "EFL", "ofl": "OFL", "pico": "PICO", "modnn": "MoDNN", "deepthings": "FTP",
-         "deepthings-reuse": "FTP with reuse", "halp": "HALP"}
+NAMES = {
+    "lw": "LW",
+    "efl": "EFL",
+    "ofl": "OFL",
+    "pico": "PICO",
+    "modnn": "MoDNN",
+    "deepthings": "FTP",
+    "deepthings-reuse": "FTP with reuse",
+    "halp": "HALP",
+}
 
 
 def number(value) -> str:
@@ -140,8 +148,10 @@ def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
 def _differences(outcome: Outcome, points: pd.DataFrame) -> list[str]:
     off = points[points.off]
     if off.empty:
-        return [f"Every compared point is within {OFF:.0%} of the paper's, inside its range or within its "
-                "bound.", ""]
+        return [
+            f"Every compared point is within {OFF:.0%} of the paper's, inside its range or within its bound.",
+            "",
+        ]
     lines = [f"**Differences over {OFF:.0%}** (the ratio is ours over the paper's):", ""]
     for group, rows in off.groupby("group", sort=False):
         prefix = f"{_label(group)}, "  # the bullet names the group; its points need not repeat it

@@ -147,8 +147,10 @@ class Coordinator:
                     measurement = replace(measurement, events=(*measurement.events, *events), workers=reports)
                 except Exception as exc:  # every frame is done and checked: the run stands without them
                     why = transport.failure_reason(exc, options.timeout_s)
-                    _say(f"warning: the workers' timelines and memory could not be collected (a worker "
-                         f"stopped after its last frame?): {why}")
+                    _say(
+                        f"warning: the workers' timelines and memory could not be collected (a worker "
+                        f"stopped after its last frame?): {why}"
+                    )
                 store.set("finished", "1")
                 workers.finish(max(0.0, deadline - time.monotonic()))
                 dist.destroy_process_group()
@@ -219,9 +221,11 @@ class Coordinator:
                 if node in self.graph.nodes and node not in mine:
                     mine[node] = self.graph[node].param_digest()
                 if node in mine and digest != mine[node] and device in model_files:
-                    raise UserError(f"device {device} read other weights for node '{node}' from "
-                                    f"{model_files[device]} than the coordinator's: that copy of the folded "
-                                    "model is damaged or was changed; remove its folder and run again")
+                    raise UserError(
+                        f"device {device} read other weights for node '{node}' from "
+                        f"{model_files[device]} than the coordinator's: that copy of the folded "
+                        "model is damaged or was changed; remove its folder and run again"
+                    )
                 if node in mine and digest != mine[node]:
                     raise UserError(f"device {device} holds other weights for node '{node}' than the "
                                     "coordinator: build the model the same way everywhere (a factory must "
@@ -367,8 +371,10 @@ def _await_arrivals(store: RendezvousStore, workers: Workers, timeout_s: float) 
                             "joining the run's gloo group")  # fmt: skip
         if waiting and time.monotonic() > deadline:
             rank = min(waiting)
-            raise RunFailed(f"device {workers.names[rank]} (rank {rank}) did not come to join the run's gloo "
-                            f"group within {timeout_s:g} s (it stopped, or its host is overloaded)")
+            raise RunFailed(
+                f"device {workers.names[rank]} (rank {rank}) did not come to join the run's gloo "
+                f"group within {timeout_s:g} s (it stopped, or its host is overloaded)"
+            )
         time.sleep(0.02)
 
 
@@ -426,8 +432,10 @@ def _await_ready(store: RendezvousStore, workers: Workers, silent_s: float) -> d
                     beats[rank] = (count, now)
                 quiet = now - beats[rank][1]
                 if quiet > (silent_s if count else max(silent_s, FIRST_SIGN_S)):
-                    raise RunFailed(f"device {name} (rank {rank}): the worker stopped answering while "
-                                    f"starting (no sign of life for {quiet:.0f} s; --timeout {silent_s:g})")
+                    raise RunFailed(
+                        f"device {name} (rank {rank}): the worker stopped answering while "
+                        f"starting (no sign of life for {quiet:.0f} s; --timeout {silent_s:g})"
+                    )
         if now - started > STARTUP_TIMEOUT_S:
             rank = min(waiting)
             raise RunFailed(f"device {workers.names[rank]} (rank {rank}): the worker did not start within "
@@ -451,15 +459,21 @@ def _fault(failed: BaseException | None, dead: dict[int, int], workers: Workers,
     if isinstance(failed, TransferError):
         rank = workers.rank_of(failed.peer)
         said = _said(store, rank)
-        detail = f"; the worker said: {said}" if said else (
-            f"; its process {workers.exit_text(rank)}" if rank in dead else "")
-        return (f"device {failed.peer} (rank {rank}) failed at "
-                f"{stage_name(failed.stage, len(plan.stages))} of frame {failed.frame}: {failed}{detail}")
+        detail = (
+            f"; the worker said: {said}"
+            if said
+            else (f"; its process {workers.exit_text(rank)}" if rank in dead else "")
+        )
+        return (
+            f"device {failed.peer} (rank {rank}) failed at "
+            f"{stage_name(failed.stage, len(plan.stages))} of frame {failed.frame}: {failed}{detail}"
+        )
     if dead:
         rank = next(iter(dead))
         said = _said(store, rank)
-        return (f"device {workers.names[rank]} (rank {rank}) {workers.exit_text(rank)}"
-                + (f": {said}" if said else ""))
+        return f"device {workers.names[rank]} (rank {rank}) {workers.exit_text(rank)}" + (
+            f": {said}" if said else ""
+        )
     return f"the coordinator failed: {type(failed).__name__}: {failed}"
 
 

@@ -60,8 +60,10 @@ def _alive(pid: int) -> bool:
 def cores_for(device_macs_per_s: float, host_macs_per_s: float, threads: int) -> float | None:
     """The cores that make `threads` host threads as fast as the device; None when it is not slower."""
     if device_macs_per_s <= 0 or host_macs_per_s <= 0 or threads < 1:
-        raise ValueError(f"cores_for needs positive speeds and threads, got {device_macs_per_s}, "
-                         f"{host_macs_per_s}, {threads}")
+        raise ValueError(
+            f"cores_for needs positive speeds and threads, got {device_macs_per_s}, "
+            f"{host_macs_per_s}, {threads}"
+        )
     ratio = device_macs_per_s / host_macs_per_s
     return None if ratio >= 1 else threads * ratio
 
@@ -83,9 +85,11 @@ class CpuLimit:
 
     def __post_init__(self) -> None:
         if not self.cores * self.period_us >= MIN_QUOTA_US:  # `not >=` also refuses NaN
-            raise UserError(f"cpu limit of {self.cores} cores is below the kernel's minimum quota "
-                            f"({MIN_QUOTA_US} us per {self.period_us} us period); use at least "
-                            f"{MIN_QUOTA_US / self.period_us} cores")
+            raise UserError(
+                f"cpu limit of {self.cores} cores is below the kernel's minimum quota "
+                f"({MIN_QUOTA_US} us per {self.period_us} us period); use at least "
+                f"{MIN_QUOTA_US / self.period_us} cores"
+            )
 
     def create(self) -> Path:
         """Make the cgroup with its quota; a second call returns the same directory."""

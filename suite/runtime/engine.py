@@ -192,7 +192,7 @@ def _tasks(graph: Graph, nodes: list[str], work: Work, stage: int, keep: set[str
         return tasks
     if any(isinstance(r, FeatureRange) for r in regions):
         try:
-            (name, features), = outputs.items()
+            ((name, features),) = outputs.items()
             region = feature_region(graph[name], features)
         except (ValueError, RegionError):
             raise PlanError(f"stage {stage}: feature ranges are only supported for a stage of one "

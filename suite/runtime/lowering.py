@@ -58,8 +58,10 @@ def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
     def held_by(tensor: str, where: str) -> str:
         name = holder[tensor]
         if name is None:
-            raise PlanError(f"{where}: '{tensor}' does not exist on {graph.source}, which folds it into a "
-                            "later node; cut the plan after that node or run it on --backend torch")
+            raise PlanError(
+                f"{where}: '{tensor}' does not exist on {graph.source}, which folds it into a "
+                "later node; cut the plan after that node or run it on --backend torch"
+            )
         return name
 
     members = _members(plan, model, graph)
@@ -75,8 +77,11 @@ def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
                              reused))  # fmt: skip
         transfers = [Transfer(t.src, t.dst, held_by(t.tensor, at), t.region, t.bytes)
                      for t in stage.transfers]  # fmt: skip
-        stages.append(Stage(stage.index, stage.group, nodes, work, transfers, stage.overlap, stage.continues,
-                            stage.keeps))
+        stages.append(
+            Stage(
+                stage.index, stage.group, nodes, work, transfers, stage.overlap, stage.continues, stage.keeps
+            )
+        )
     lowered = replace(plan, graph=graph.source, stages=stages)
     try:
         check_plan(lowered, graph, fleet)

@@ -151,16 +151,18 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
                  for kind in KINDS}  # fmt: skip
         busy = {kind: _union_s(spans[kind]) for kind in KINDS}
         inside = [e for e in mine if start_s <= e.end_s <= end_s]
-        rows.append({
-            "device": device,
-            "compute_s": busy["compute"],
-            "send_s": busy["send"],
-            "recv_s": busy["recv"],
-            "idle_s": window - _union_s([span for kind in KINDS for span in spans[kind]]),
-            "bytes_sent": sum(e.bytes for e in inside if e.kind == "send"),
-            "bytes_received": sum(e.bytes for e in inside if e.kind == "recv"),
-            "utilisation": busy["compute"] / window,
-        })
+        rows.append(
+            {
+                "device": device,
+                "compute_s": busy["compute"],
+                "send_s": busy["send"],
+                "recv_s": busy["recv"],
+                "idle_s": window - _union_s([span for kind in KINDS for span in spans[kind]]),
+                "bytes_sent": sum(e.bytes for e in inside if e.kind == "send"),
+                "bytes_received": sum(e.bytes for e in inside if e.kind == "recv"),
+                "utilisation": busy["compute"] / window,
+            }
+        )
     return pd.DataFrame(rows, columns=["device", "compute_s", "send_s", "recv_s", "idle_s", "bytes_sent",
                                        "bytes_received", "utilisation"])  # fmt: skip
 
@@ -189,12 +191,16 @@ def host_state(sample_s: float = 0.25) -> dict:
     """What else this host is doing (Linux): load averages, cores, the CPU governor, and the other
     processes busiest over `sample_s` (CPU share of one core, at least 10%): a run's times are only
     as good as the cores it had, so its provenance says what it shared them with."""
+
     def cpu_times() -> dict[int, tuple[str, int]]:
         times = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 text = stat.read_text()
-                name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+                name, fields = (
+                    text[text.index("(") + 1 : text.rindex(")")],
+                    text[text.rindex(")") + 2 :].split(),
+                )
                 times[int(stat.parent.name)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
@@ -211,8 +217,11 @@ def host_state(sample_s: float = 0.25) -> dict:
         "load_avg": [round(v, 2) for v in os.getloadavg()],
         "cores": os.cpu_count() or 1,
         "governor": governor.read_text().strip() if governor.is_file() else None,
-        "busy": [{"pid": pid, "name": name, "cpu": round(share, 2)}
-                 for share, pid, name in reversed(busy[-5:]) if share >= 0.1],  # fmt: skip
+        "busy": [
+            {"pid": pid, "name": name, "cpu": round(share, 2)}
+            for share, pid, name in reversed(busy[-5:])
+            if share >= 0.1
+        ],  # fmt: skip
     }
 
 
@@ -452,15 +461,19 @@ def _unsaved(directory: Path, written: list[str], names: list[str], exc: OSError
     """One line: what of a run's results could not be written, why, and the fix."""
     missing = ", ".join(n for n in names if n not in written)
     kept = f"holds only {', '.join(written)}" if written else "was not written"
-    return (f"results directory '{directory}' {kept} ({exc.strerror or exc}; not written: {missing}): free "
-            "space on its disk (or pass -o on another one) and run again")
+    return (
+        f"results directory '{directory}' {kept} ({exc.strerror or exc}; not written: {missing}): free "
+        "space on its disk (or pass -o on another one) and run again"
+    )
 
 
 def _refuse_existing(directory: Path) -> None:
     taken = directory.is_dir() and any(p.name != RESERVED for p in directory.iterdir())
     if (directory.exists() and not directory.is_dir()) or taken:
-        raise UserError(f"results directory '{directory}' already exists and is not empty; "
-                        "pass a new output directory or remove the old one")
+        raise UserError(
+            f"results directory '{directory}' already exists and is not empty; "
+            "pass a new output directory or remove the old one"
+        )
 
 
 def _write(path: Path, text: str) -> None:

@@ -272,9 +272,14 @@ def _statistics_of(plans: list[Measurement], paired: list[Measurement], singles:
         latency_speedup = stats.ratio_interval([[f.latency_s for f in m.measured] for m in singles],
                                                [[f.latency_s for f in m.measured] for m in paired],
                                                stats.MEDIAN, seed)  # fmt: skip
-    doubts = {} if speedup is None else {
-        "speedup_vs_single": stats.inconclusive(speedup, "throughput speedup"),
-        "latency_speedup_vs_single": stats.inconclusive(latency_speedup, "latency speedup")}
+    doubts = (
+        {}
+        if speedup is None
+        else {
+            "speedup_vs_single": stats.inconclusive(speedup, "throughput speedup"),
+            "latency_speedup_vs_single": stats.inconclusive(latency_speedup, "latency speedup"),
+        }
+    )
     return Statistics(len(latencies), stats.spread([v for values in latencies for v in values]), throughput,
                       single_latency, single_throughput, speedup, latency_speedup,
                       {metric: why for metric, why in doubts.items() if why is not None})  # fmt: skip

@@ -58,8 +58,10 @@ def locate_mismatch(plan: Plan, graph: Graph, backend: Backend, x: torch.Tensor,
     with backend.active():
         whole = run_whole(graph, x, backend)
     if not compare_tensors(whole[graph.outputs[0]], reference).bit_exact:
-        return (f"the graph run node by node already differs from the monolithic model on {backend.name} "
-                "(the backend fuses or reorders ops in the whole model); run on --backend torch")
+        return (
+            f"the graph run node by node already differs from the monolithic model on {backend.name} "
+            "(the backend fuses or reorders ops in the whole model); run on --backend torch"
+        )
     order = {n: i for i, n in enumerate(graph.nodes)}
     bad: list[tuple[int, str, str]] = []  # (node order, node, where)
 
@@ -70,11 +72,14 @@ def locate_mismatch(plan: Plan, graph: Graph, backend: Backend, x: torch.Tensor,
                     expected = whole[name][index_in(region, WHOLE, graph[name])]
                     if expected.shape == tile.shape and not compare_tensors(tile, expected).bit_exact:
                         bad.append((order[name], name, f"{device}, stage {stage}"))
+
         return observe
 
     replay(plan, graph, backend, x, timeout_s, watch)
     if not bad:
-        return ("its output differs from the monolithic model, but a one-process replay of the plan "
-                "is exact: the difference comes from the workers' processes (threads, flags)")
+        return (
+            "its output differs from the monolithic model, but a one-process replay of the plan "
+            "is exact: the difference comes from the workers' processes (threads, flags)"
+        )
     _, node, where = min(bad)
     return f"its output differs from the monolithic model; the first node that differs is '{node}' ({where})"

@@ -64,8 +64,10 @@ def statistics_table(summary: RunSummary) -> pd.DataFrame:
     if figures is None:
         return pd.DataFrame(columns=columns)
     rows = []
-    for run, latency, throughput in [("plan", figures.latency_s, figures.throughput_fps),
-                                     ("single", figures.single_latency_s, figures.single_throughput_fps)]:
+    for run, latency, throughput in [
+        ("plan", figures.latency_s, figures.throughput_fps),
+        ("single", figures.single_latency_s, figures.single_throughput_fps),
+    ]:
         if latency is not None:
             rows += [(run, f"latency_{name}_s", getattr(latency, name), None, None, None)
                      for name in ("p50", "p90", "p99", "mean")]  # fmt: skip

@@ -75,8 +75,10 @@ class LocalWorkers:
                                                     stderr=subprocess.STDOUT, env={**os.environ, **env},
                                                     preexec_fn=_die_with_parent)  # fmt: skip
         except OSError as exc:
-            raise UserError(f"device {device_name}: cannot start a worker with '{argv[0]}': "
-                            f"{exc.strerror}; pass an interpreter that has the suite installed") from None
+            raise UserError(
+                f"device {device_name}: cannot start a worker with '{argv[0]}': "
+                f"{exc.strerror}; pass an interpreter that has the suite installed"
+            ) from None
         self.names[rank], self.logs[rank] = device_name, log
 
     def limit(self, rank: int, cores: float) -> None:

@@ -14,8 +14,10 @@ from suite.graph import Graph
 from suite.plan import Plan, check_plan
 
 SCHEMES = ("single", "modnn", "modnn-gather", "deepthings", "deepthings-reuse", "efl", "halp", "pico", "ofl")
-VARIANTS = {"modnn-gather": ("modnn", {"gather": True}),  # a scheme's module with options set
-            "deepthings-reuse": ("deepthings", {"reuse": True})}
+VARIANTS = {
+    "modnn-gather": ("modnn", {"gather": True}),  # a scheme's module with options set
+    "deepthings-reuse": ("deepthings", {"reuse": True}),
+}
 
 
 def check_scheme(scheme: str) -> None:

@@ -78,7 +78,7 @@ def pieces(graph: Graph) -> list[Piece]:
     chain: list[Piece] = []
     start = 1  # order[0] is the input
     for k in cuts[1:] if cuts[0] == 0 else cuts:
-        nodes = tuple(order[start:k + 1])
+        nodes = tuple(order[start : k + 1])
         start = k + 1
         piece = Piece(nodes, chain[-1].output if chain else graph.input, nodes[-1],
                       all(graph[n].spatial or n in in_branch for n in nodes),
@@ -97,7 +97,7 @@ def pieces(graph: Graph) -> list[Piece]:
 
 def chain_nodes(chain: Sequence[Piece], i: int, j: int) -> list[str]:
     """The nodes of pieces i..j, in order."""
-    return [n for piece in chain[i:j + 1] for n in piece.nodes]
+    return [n for piece in chain[i : j + 1] for n in piece.nodes]
 
 
 def spatial_prefix(chain: Sequence[Piece]) -> int:
@@ -168,8 +168,12 @@ class TileCosts:
             unused = (np.zeros_like(positions), np.zeros_like(positions))
             starts, stops = zip(*(np.broadcast_arrays(*ranges.get(n, unused)) for n in piece.nodes))
             first, last = np.broadcast_arrays(*ranges[piece.input])
-            self._tables[(k, axis)] = (np.stack(starts, axis=1).astype(float),
-                                       np.stack(stops, axis=1).astype(float), first.tolist(), last.tolist())
+            self._tables[(k, axis)] = (
+                np.stack(starts, axis=1).astype(float),
+                np.stack(stops, axis=1).astype(float),
+                first.tolist(),
+                last.tolist(),
+            )
         return self._tables[(k, axis)]
 
     def _walk(self, k: int, axis: int, span: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray]:
@@ -193,7 +197,7 @@ class TileCosts:
                  ) -> tuple[tuple[int, int], np.ndarray]:  # fmt: skip
         """Piece i's input range along `axis` and the lengths of every node of pieces i..j, for
         `span` of piece j's output."""
-        walked = self._walk_down(i, j, axis, span)[:j - i + 1]
+        walked = self._walk_down(i, j, axis, span)[: j - i + 1]
         return walked[-1][0], np.concatenate([lengths for _, lengths in reversed(walked)])
 
     def grid(self, i: int, j: int, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
@@ -230,12 +234,12 @@ class TileCosts:
 
     def branched(self, i: int, j: int) -> bool:
         """Whether pieces i..j hold a squeeze-and-excite branch: then they are tiled in segments."""
-        return any(piece.branches for piece in self.chain[i:j + 1])
+        return any(piece.branches for piece in self.chain[i : j + 1])
 
     def segments(self, i: int, j: int) -> list[Segment]:
         """Pieces i..j cut where their squeeze-and-excite branches need a whole map."""
         if (i, j) not in self._segments:
-            found = list(dict.fromkeys(b for piece in self.chain[i:j + 1] for b in piece.branches))
+            found = list(dict.fromkeys(b for piece in self.chain[i : j + 1] for b in piece.branches))
             skip = {n for branch in found for n in branch.nodes}
             maps = {branch.map for branch in found}
             cut: list[list[str]] = [[]]

@@ -123,8 +123,14 @@ def plan(graph: Graph, fleet: Fleet, grid: tuple[int, int] | None = None, fused_
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
         steps.append(whole_on(graph, gateway.name, rest_nodes))
-    options = {"fused_pieces": last + 1, "fused_until": out, "grid": f"{n}x{m}", "gateway": gateway.name,
-               "reuse": reuse, "grid_rounding": grid_rounding}
+    options = {
+        "fused_pieces": last + 1,
+        "fused_until": out,
+        "grid": f"{n}x{m}",
+        "gateway": gateway.name,
+        "reuse": reuse,
+        "grid_rounding": grid_rounding,
+    }
     return Layout(gateway.name, build_stages(graph, gateway.name, steps), options)
 
 
@@ -202,6 +208,7 @@ def _reusing(graph: Graph, segment: Segment, made: list[dict[str, Box]], maps: s
         b_calls.append(work.calls)
         b_reads.append(segment_inputs(graph, nodes, regions))
         b_bands.append({t: [band for _, band in bands] for t, bands in taken.items() if bands})
-    return [(first, [reads[k] for k in first], units[first], calls[first], [{}] * len(first)),
-            (then, b_reads, np.array(b_units), np.array(b_calls), b_bands)]
-
+    return [
+        (first, [reads[k] for k in first], units[first], calls[first], [{}] * len(first)),
+        (then, b_reads, np.array(b_units), np.array(b_calls), b_bands),
+    ]

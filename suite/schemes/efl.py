@@ -29,7 +29,7 @@ def fused_depth(graph: Graph) -> int:
     on a tie), among the pieces that can be fused."""
     chain = pieces(graph)
     total, done, shares = graph.total_flops(), 0, []
-    for piece in chain[:spatial_prefix(chain)]:
+    for piece in chain[: spatial_prefix(chain)]:
         done += sum(graph[n].flops for n in piece.nodes)
         shares.append(done / total)
     if not shares:

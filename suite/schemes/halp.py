@@ -85,8 +85,10 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
         best = _search(graph, fleet, chain, costs, fused, by_capability(secondaries)[:used])
         used -= 1
     if best is None:
-        raise UserError(f"HALP cannot cut model {graph.name} for even one secondary: every fused map is "
-                        "too small; use a larger input")
+        raise UserError(
+            f"HALP cannot cut model {graph.name} for even one secondary: every fused map is "
+            "too small; use a larger input"
+        )
     _, last, share, steps, chosen = best
     rest_nodes = chain_nodes(chain, last + 1, len(chain) - 1)
     if rest_nodes:
@@ -94,8 +96,12 @@ def plan(graph: Graph, fleet: Fleet, tasks_per_batch: int = 1) -> Layout:
     stages = build_stages(graph, host.name, steps)
     for stage in stages:
         stage.overlap = len(stage.work) > 1
-    options = {"host": host.name, "fused_pieces": last + 1, "host_share": share,
-               "tasks_per_batch": tasks_per_batch}
+    options = {
+        "host": host.name,
+        "fused_pieces": last + 1,
+        "host_share": share,
+        "tasks_per_batch": tasks_per_batch,
+    }
     if len(chosen) < len(secondaries):
         options["secondaries_used"] = len(chosen)
     return Layout(host.name, stages, options, frames_in_flight=tasks_per_batch)

@@ -50,7 +50,7 @@ def plan(graph: Graph, fleet: Fleet, gather: bool = False) -> Layout:
             steps.append(whole_on(graph, owner, list(branch.nodes)))
             pending.remove(branch)
         out = graph[layer[-1]]
-        use = devices[:min(len(devices), out.shape[2])]
+        use = devices[: min(len(devices), out.shape[2])]
         rows = split_range(out.shape[2], len(use), [d.capability for d in use])
         steps.append((0, layer, [(d.name, {out.name: Box(r0, r1, 0, out.shape[3])})
                                  for d, (r0, r1) in zip(use, rows)]))  # fmt: skip
@@ -73,7 +73,7 @@ def plan(graph: Graph, fleet: Fleet, gather: bool = False) -> Layout:
 
 def _split_features(name: str, features: int, devices: list[Device]) -> list:
     units = -(-features // ALIGN)
-    use = devices[:min(len(devices), units)]
+    use = devices[: min(len(devices), units)]
     spans = split_range(units, len(use), [d.capability for d in use])
     return [(d.name, {name: FeatureRange(a * ALIGN, min(b * ALIGN, features))})
             for d, (a, b) in zip(use, spans)]  # fmt: skip

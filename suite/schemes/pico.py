@@ -180,8 +180,13 @@ def proxy_profile(devices: Sequence[Device]) -> Profile:
     """PICO's homogeneous proxy: the mean capability and the mean per-op costs."""
     n = len(devices)
     kinds = set().union(*(d.profile.ops for d in devices))
-    ops = {k: OpCost(sum(d.profile.cost(k).alpha for d in devices) / n,
-                     sum(d.profile.cost(k).overhead_s for d in devices) / n) for k in kinds}
+    ops = {
+        k: OpCost(
+            sum(d.profile.cost(k).alpha for d in devices) / n,
+            sum(d.profile.cost(k).overhead_s for d in devices) / n,
+        )
+        for k in kinds
+    }
     return Profile("proxy", "mean of the fleet", sum(d.capability for d in devices) / n, ops)
 
 
@@ -267,7 +272,7 @@ def exhaustive(timer: StageTimer, m: int, devices: Sequence[Device], limit: int 
     tried = 0
 
     def stage_devices(c: tuple[int, ...], used: Counter) -> list[Device]:
-        return [d for k, n in zip(names, c) for d in kinds[k][used[k]:used[k] + n]]
+        return [d for k, n in zip(names, c) for d in kinds[k][used[k] : used[k] + n]]
 
     def search(start: int, left: tuple[int, ...], stages: tuple, period: float) -> None:
         nonlocal best, tried
@@ -310,6 +315,9 @@ def plan(graph: Graph, fleet: Fleet, search: str = "dp") -> Layout:
         return layout
     steps = [step for group, (i, j, devs) in enumerate(grouping.stages)
              for step in stage_steps(timer, i, j, devs, group)]  # fmt: skip
-    options = {"search": search, "pieces": len(chain),
-               "stages": [[i, j, [d.name for d in devs]] for i, j, devs in grouping.stages]}
+    options = {
+        "search": search,
+        "pieces": len(chain),
+        "stages": [[i, j, [d.name for d in devs]] for i, j, devs in grouping.stages],
+    }
     return Layout(COORDINATOR, build_stages(graph, COORDINATOR, steps), options)

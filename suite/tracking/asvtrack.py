@@ -111,14 +111,23 @@ def regressions(previous: dict[str, float | None], current: dict[str, float | No
             if _missing(now):
                 found.append(Regression(name, before, None, "failed on this commit (see asv's output above)"))
             elif before / now < 1 - threshold:  # speedups are 1 / period
-                found.append(Regression(name, before, now,
-                                        f"speedup fell from {1 / before:.2f}x to {1 / now:.2f}x "
-                                        f"({before / now - 1:+.0%}; the threshold is -{threshold:.0%}, "
-                                        f"period over the single device's {before:.3g} -> {now:.3g})"))
+                found.append(
+                    Regression(
+                        name,
+                        before,
+                        now,
+                        f"speedup fell from {1 / before:.2f}x to {1 / now:.2f}x "
+                        f"({before / now - 1:+.0%}; the threshold is -{threshold:.0%}, "
+                        f"period over the single device's {before:.3g} -> {now:.3g})",
+                    )
+                )
         elif name.startswith(EXACT + "(") and (_missing(now) or now < 1):
             shown = "failed" if _missing(now) else f"{now:g}"
-            found.append(Regression(name, before, now,
-                                    f"outputs are no longer bit-exact (was {before:g}, now {shown})"))
+            found.append(
+                Regression(
+                    name, before, now, f"outputs are no longer bit-exact (was {before:g}, now {shown})"
+                )
+            )
     return found
 
 
@@ -172,7 +181,7 @@ def offline_page(html: Path) -> None:
         write_atomically(page, text)
 
 
-_TAG = re.compile(r'<(?:script|link)\b[^>]*>')
+_TAG = re.compile(r"<(?:script|link)\b[^>]*>")
 
 
 def _local_copy(tag: re.Match) -> str:
@@ -190,8 +199,10 @@ def _local_copy(tag: re.Match) -> str:
 def publish(checkout: Path) -> None:
     _asv(["publish"], checkout)
     offline_page(checkout / HTML)
-    print(f"published {HTML}/index.html; it needs no network but loads its data over http: "
-          f"python -m http.server -b 127.0.0.1 -d {HTML}")
+    print(
+        f"published {HTML}/index.html; it needs no network but loads its data over http: "
+        f"python -m http.server -b 127.0.0.1 -d {HTML}"
+    )
 
 
 def _git(*args: str, cwd: Path = Path(".")) -> str:
@@ -311,8 +322,10 @@ def compare_commits(checkout: Path, old: str, new: str, old_file: Path, new_file
 
 def _report(old: str, new: str, found: list[Regression]) -> int:
     if not found:
-        print(f"no regression from {old[:8]} to {new[:8]} (speedups may fall by "
-              f"{SPEEDUP_FALL_THRESHOLD:.0%}; outputs must stay bit-exact)")
+        print(
+            f"no regression from {old[:8]} to {new[:8]} (speedups may fall by "
+            f"{SPEEDUP_FALL_THRESHOLD:.0%}; outputs must stay bit-exact)"
+        )
         return 0
     for regression in found:
         print(f"REGRESSION {old[:8]} -> {new[:8]}: {regression}", file=sys.stderr)
@@ -411,14 +424,18 @@ def cmd_noise(args: argparse.Namespace) -> int:
         spread = max(a / b - 1 for a, b in itertools.permutations(values, 2)) if len(values) > 1 else 0.0
         worst = max(worst, spread)
         print(f"{name}: speedups {', '.join(f'{v:.3f}' for v in values)}: largest change {spread:.1%}")
-    print(f"largest run-to-run change of a tracked speedup: {worst:.1%} (the threshold is "
-          f"{SPEEDUP_FALL_THRESHOLD:.0%})")
+    print(
+        f"largest run-to-run change of a tracked speedup: {worst:.1%} (the threshold is "
+        f"{SPEEDUP_FALL_THRESHOLD:.0%})"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m suite.tracking.asvtrack",
-                                     description="asv runs, comparisons and publishing for nox -s asv")
+    parser = argparse.ArgumentParser(
+        prog="python -m suite.tracking.asvtrack",
+        description="asv runs, comparisons and publishing for nox -s asv",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="benchmark HEAD, compare with the previous stored result, publish")
     r.add_argument("--quick", action="store_true", help="each benchmark once (asv --quick)")

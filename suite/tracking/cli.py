@@ -36,18 +36,27 @@ def add_parser(sub) -> None:
                                      "not bit-exact, or a cell did not complete (the report is written)",
                                      usage="bad input: the matrix, baseline or inventory (one line naming "
                                      "the file and field)"))  # fmt: skip
-    r.add_argument("--matrix", default="full",
-                   help="matrix name (suite/data/nightly/NAME.yaml) or YAML path (default: full)")
+    r.add_argument(
+        "--matrix",
+        default="full",
+        help="matrix name (suite/data/nightly/NAME.yaml) or YAML path (default: full)",
+    )
     r.add_argument("--inventory", help="run on this inventory's devices instead of an emulated lab")
-    r.add_argument("--dilate", default="auto", metavar="F|auto",
-                   help="the emulated lab's time dilation (default: auto)")
+    r.add_argument(
+        "--dilate", default="auto", metavar="F|auto", help="the emulated lab's time dilation (default: auto)"
+    )
     r.add_argument("--name", default="nightly", help="the emulated lab's name, as `suite lab --name` takes "
                    "it (default: nightly)")  # fmt: skip
     r.add_argument("--lab-name", dest="name", action=_Renamed, new="--name")
-    r.add_argument("--baseline",
-                   help="stored baseline YAML (default: suite/data/baselines/nightly/MATRIX.yaml)")
-    r.add_argument("-o", "--output", default="reports",
-                   help="reports folder; the night goes to OUTPUT/nightly/<date>T<time>/ (default: reports)")
+    r.add_argument(
+        "--baseline", help="stored baseline YAML (default: suite/data/baselines/nightly/MATRIX.yaml)"
+    )
+    r.add_argument(
+        "-o",
+        "--output",
+        default="reports",
+        help="reports folder; the night goes to OUTPUT/nightly/<date>T<time>/ (default: reports)",
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object (progress stays on stderr)")
     r.set_defaults(run=cmd_run)
     b = runs.add_parser("baseline", help="write the stored baseline from two or more clean runs of one "

@@ -91,5 +91,7 @@ def _line(workload: Workload, fleet: Fleet, s: RunSummary) -> str:
         return f"{s.scheme} {workload.label} on {fleet.name}: FAILED: {s.error}"
     speedup = "" if s.speedup_vs_single is None else f", speedup {s.speedup_vs_single:.2f}x"
     exact = "bit-exact" if s.bit_exact else "NOT bit-exact"
-    return (f"{s.scheme} {workload.label} on {fleet.name}: latency {s.latency_s:.3f} s, "
-            f"{s.throughput_fps:.2f} fps{speedup}, {exact}")
+    return (
+        f"{s.scheme} {workload.label} on {fleet.name}: latency {s.latency_s:.3f} s, "
+        f"{s.throughput_fps:.2f} fps{speedup}, {exact}"
+    )

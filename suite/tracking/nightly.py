@@ -281,8 +281,10 @@ def _moved(name: str, metric: str, worse: str, before: float, now: float | None,
     change = now / before - 1
     if (worse == "falls" and change < -tolerance) or (worse == "rises" and change > tolerance):
         moved = {"falls": "fell", "rises": "rose"}[worse]
-        return (f"{name}: {metric} {moved} from {before:.4g} to {now:.4g} ({change:+.1%}; "
-                f"tolerance {tolerance:.0%})")
+        return (
+            f"{name}: {metric} {moved} from {before:.4g} to {now:.4g} ({change:+.1%}; "
+            f"tolerance {tolerance:.0%})"
+        )
     return ""
 
 
@@ -293,12 +295,14 @@ def baseline_document(matrix: Matrix, runs: list[tuple[Path, pd.DataFrame, str]]
         raise NightlyError("a baseline needs two or more runs of one commit: their differences are the noise "
                            "its tolerances come from")  # fmt: skip
     tables = [table for _, table, _ in runs]
-    for (folder, table, _) in runs:
+    for folder, table, _ in runs:
         bad = table[~(table["complete"] & table["bit_exact"])]
         if len(bad):
             cell = bad.iloc[0]
-            raise NightlyError(f"run {shown(folder)}: {cell['scheme']} {cell['model']} on {cell['devices']} "
-                               "devices did not complete bit-exact; a baseline takes clean runs only")
+            raise NightlyError(
+                f"run {shown(folder)}: {cell['scheme']} {cell['model']} on {cell['devices']} "
+                "devices did not complete bit-exact; a baseline takes clean runs only"
+            )
     measured_noise = noise(tables)
     mean = pd.concat(tables).groupby(KEYS, sort=False)[list(METRICS)].mean().reset_index()
     cells = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
@@ -326,8 +330,15 @@ def measure_matrix(matrix: Matrix, fleet: Fleet, inventory: Inventory | None, ru
                                   runs / f"{workload.model}-{devices}", say)  # fmt: skip
 
 
-def _measure_group(workload: Workload, devices: int, schemes: Sequence[str], fleet: Fleet,
-                   inventory: Inventory | None, runs: Path, say: Callable[[str], None]) -> list[dict]:
+def _measure_group(
+    workload: Workload,
+    devices: int,
+    schemes: Sequence[str],
+    fleet: Fleet,
+    inventory: Inventory | None,
+    runs: Path,
+    say: Callable[[str], None],
+) -> list[dict]:
     from suite.tracking.measure import first_devices, measure_schemes
 
     summaries = measure_schemes(workload, first_devices(fleet, devices), schemes, inventory, runs,
@@ -517,9 +528,11 @@ def write_baseline(matrix: Matrix, folders: list[Path], output: Path) -> dict:
         runs.append((folder, table, (about.get("git") or {}).get("commit", "unknown")))
     document = baseline_document(matrix, runs)
     output.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Stored baseline of the nightly matrix '{matrix.name}', written by `suite nightly\n"
-              f"# baseline` from {len(runs)} runs of one commit. tolerance = {MARGIN} x noise (the 90th\n"
-              f"# percentile of the cells' relative changes between the runs), rounded up to "
-              f"{TOLERANCE_STEP:.0%} and at least {TOLERANCE_FLOOR['speedup']:.0%} for timings.\n")
+    header = (
+        f"# Stored baseline of the nightly matrix '{matrix.name}', written by `suite nightly\n"
+        f"# baseline` from {len(runs)} runs of one commit. tolerance = {MARGIN} x noise (the 90th\n"
+        f"# percentile of the cells' relative changes between the runs), rounded up to "
+        f"{TOLERANCE_STEP:.0%} and at least {TOLERANCE_FLOOR['speedup']:.0%} for timings.\n"
+    )
     write_atomically(output, header + yaml.safe_dump(document, sort_keys=False, width=110))
     return document

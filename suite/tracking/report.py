@@ -114,8 +114,10 @@ def figure(measured: pd.DataFrame, stored: pd.DataFrame | None, metric: str, abo
                      f"{when[:10]} {when[11:16]} UTC, commit {commit}", fontsize=11)  # fmt: skip
     handles = [Line2D([], [], color=colours[s], lw=2, label=s) for s in schemes]
     if drew_baseline:  # tonight's and the baseline's lines need telling apart only when both are drawn
-        handles += [Line2D([], [], color="black", ls="-", marker="o", label="tonight"),
-                    Line2D([], [], color="black", ls="--", marker="s", mfc="white", label="baseline")]
+        handles += [
+            Line2D([], [], color="black", ls="-", marker="o", label="tonight"),
+            Line2D([], [], color="black", ls="--", marker="s", mfc="white", label="baseline"),
+        ]
     if metric == "speedup":
         handles.append(Line2D([], [], color="grey", lw=0.8, label="one device"))
     if drew_bars:
@@ -146,8 +148,10 @@ def markdown(matrix: Matrix, measured: pd.DataFrame, comparison: pd.DataFrame, b
     else:
         tol = ", ".join(f"{m} {v:.0%}" for m, v in baseline.tolerance.items())
         noise = ", ".join(f"{m} {v:.1%}" for m, v in baseline.noise.items())
-        lines += [f"Compared with `{baseline.path.name}`: tolerances {tol} (measured run-to-run noise: "
-                  f"{noise}).", ""]
+        lines += [
+            f"Compared with `{baseline.path.name}`: tolerances {tol} (measured run-to-run noise: {noise}).",
+            "",
+        ]
     if failures:
         lines += ["## Failures", "", *[f"- {f}" for f in failures], ""]
     counts = comparison["verdict"].value_counts().to_dict() if len(comparison) else {}

@@ -36,6 +36,7 @@ from suite.verify import compare_tensors
 
 def _frame(backend_name: str, plan, model_graph, loaded, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     """One frame of `plan`, every party as a worker runs it, in this process."""
+
     def worker_backend():  # as workers make it: dead tiles freed, sessions of its own
         backend = make_backend(backend_name, THREADS)
         return dataclasses.replace(backend, observes_all_nodes=False)
@@ -117,11 +118,20 @@ def test_plan_compute_torch_vs_onnxruntime(benchmark, zoo, scheme, devices):
     ratios = {"torch_over_onnxruntime": medians["torch"] / medians["onnxruntime"],
               "onnxruntime_over_fastest_monolithic": medians["onnxruntime"] / fastest,
               "torch_over_fastest_monolithic": medians["torch"] / fastest}  # fmt: skip
-    benchmark.extra_info.update(model=loaded.name, scheme=scheme, devices=devices, input=list(INPUT),
-                                **{f"{k.replace(' ', '_')}_s": v for k, v in medians.items()}, **ratios)
-    print(f"\n{loaded.name} {scheme} on {devices}, CPU s a frame: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in medians.items())
-          + "; " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    benchmark.extra_info.update(
+        model=loaded.name,
+        scheme=scheme,
+        devices=devices,
+        input=list(INPUT),
+        **{f"{k.replace(' ', '_')}_s": v for k, v in medians.items()},
+        **ratios,
+    )
+    print(
+        f"\n{loaded.name} {scheme} on {devices}, CPU s a frame: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in medians.items())
+        + "; "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+    )
     if scheme == "single":
         assert ratios["onnxruntime_over_fastest_monolithic"] <= 1.1
 
@@ -147,5 +157,6 @@ def test_worker_startup_and_memory(benchmark, tmp_path, model, scheme, devices):
     for backend, table in tables.items():
         for column in columns:
             benchmark.extra_info[f"{backend}_{column}"] = table[column].tolist()
-        print(f"\n{model} {scheme} on {devices} workers, {backend}:\n"
-              f"{table[['device', *columns]].to_string()}")
+        print(
+            f"\n{model} {scheme} on {devices} workers, {backend}:\n{table[['device', *columns]].to_string()}"
+        )

@@ -48,8 +48,10 @@ def test_gloo_loopback_throughput_1mb(benchmark):
         peer.wait(60)
     mb_per_s = 2 * MB / 1e6 / benchmark.stats.stats.median
     benchmark.extra_info["mb_per_s"] = mb_per_s
-    print(f"\ngloo loopback, 1 MB tensors: {mb_per_s:.0f} MB/s (median round trip "
-          f"{benchmark.stats.stats.median * 1e3:.2f} ms)")
+    print(
+        f"\ngloo loopback, 1 MB tensors: {mb_per_s:.0f} MB/s (median round trip "
+        f"{benchmark.stats.stats.median * 1e3:.2f} ms)"
+    )
 
 
 # the peer of every round trip here: echoes each tensor back over gloo as it is ("raw") or through the
@@ -149,8 +151,10 @@ def test_authenticated_transport_against_raw_gloo(benchmark, request, where):
     raw = statistics.median(r for r, _ in pairs)
     mac = statistics.median(m for _, m in pairs)
     benchmark.extra_info |= {"raw_round_trip_s": raw, "authenticated_round_trip_s": mac, "ratio": mac / raw}
-    print(f"\n{where}: 4 MB round trip {raw * 1e3:.1f} ms on gloo, {mac * 1e3:.1f} ms authenticated "
-          f"({mac / raw:.3f}x)")
+    print(
+        f"\n{where}: 4 MB round trip {raw * 1e3:.1f} ms on gloo, {mac * 1e3:.1f} ms authenticated "
+        f"({mac / raw:.3f}x)"
+    )
 
 
 def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, frames: int):
@@ -166,8 +170,9 @@ def _run(scheme: str, model: str, size: tuple[int, int, int], devices: int, fram
 def test_coordinator_overhead_per_frame(benchmark):
     """A single-device run of a small model: the runtime's latency minus the model's own compute is
     what the coordinator, the transport and the worker loop add to every frame."""
-    run, setup = benchmark.pedantic(_run, args=("single", "resnet18", (3, 64, 64), 1, 30), rounds=1,
-                                    iterations=1)
+    run, setup = benchmark.pedantic(
+        _run, args=("single", "resnet18", (3, 64, 64), 1, 30), rounds=1, iterations=1
+    )
     torch.set_num_threads(1)
     with setup.backend.active():
         compute = []
@@ -178,8 +183,10 @@ def test_coordinator_overhead_per_frame(benchmark):
     overhead = run.latency_s - statistics.median(compute)
     benchmark.extra_info.update(latency_s=run.latency_s, compute_s=statistics.median(compute),
                                 overhead_s=overhead)  # fmt: skip
-    print(f"\ncoordinator overhead per frame (resnet18 3x64x64, single device): {overhead * 1e3:.2f} ms "
-          f"(latency {run.latency_s * 1e3:.2f} ms, compute {statistics.median(compute) * 1e3:.2f} ms)")
+    print(
+        f"\ncoordinator overhead per frame (resnet18 3x64x64, single device): {overhead * 1e3:.2f} ms "
+        f"(latency {run.latency_s * 1e3:.2f} ms, compute {statistics.median(compute) * 1e3:.2f} ms)"
+    )
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -194,6 +201,8 @@ def test_predicted_vs_measured(benchmark, scheme):
             "throughput_fps": run.throughput_fps, "predicted_throughput_fps": predicted.throughput_fps,
             "throughput_error": run.throughput_fps / predicted.throughput_fps - 1}  # fmt: skip
     benchmark.extra_info.update(info)
-    print(f"\n{scheme}: latency {run.latency_s:.3f} s (predicted {predicted.latency_s:.3f}, "
-          f"{info['latency_error']:+.0%}), throughput {run.throughput_fps:.2f} fps (predicted "
-          f"{predicted.throughput_fps:.2f}, {info['throughput_error']:+.0%})")
+    print(
+        f"\n{scheme}: latency {run.latency_s:.3f} s (predicted {predicted.latency_s:.3f}, "
+        f"{info['latency_error']:+.0%}), throughput {run.throughput_fps:.2f} fps (predicted "
+        f"{predicted.throughput_fps:.2f}, {info['throughput_error']:+.0%})"
+    )
