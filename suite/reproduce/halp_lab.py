@@ -35,11 +35,9 @@ from suite.fleet import FLEETS_DIR, PROFILES_DIR
 from suite.orchestrate.channel import playing
 from suite.orchestrate.lab import load_lab
 from suite.orchestrate.labplan import Lab
-from suite.plan import save_plan
 from suite.reproduce.common import Outcome, fleet, plan
 from suite.reproduce.halp import DEADLINES, MODEL, SNR_DB
-from suite.reproduce.lab import _suite, available
-from suite.runtime.outcome import RunSummary
+from suite.reproduce.lab import _suite, available, run_plan
 from suite.simulate import rayleigh_trace
 
 FLEET = "pico-libtorch-1000mhz-3"
@@ -112,14 +110,7 @@ def _calibrated_fleet(folder: Path, factor: float) -> Path:
 def _latencies(scheme: str, frames: int, inventory: str, folder: Path,
                progress: Callable[[str], None]) -> np.ndarray:  # fmt: skip
     """Each timed frame's latency in real time (lab seconds x the lab's dilation); every frame checked."""
-    folder.mkdir(parents=True)
-    save_plan(plan(MODEL, scheme, FLEET), folder / "plan.json")
-    summary = RunSummary.from_json(json.loads(_suite(
-        "run", "--inventory", inventory, "--model", MODEL, "--plan", str(folder / "plan.json"),
-        "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json", "-o",
-        str(folder / "results"))))  # fmt: skip
-    if not summary.bit_exact:
-        raise UserError(f"lab run of {scheme} on {FLEET} was not bit-exact: {summary.error}")
+    summary = run_plan(MODEL, plan(MODEL, scheme, FLEET), inventory, frames, folder)
     table = pd.read_csv(folder / "results" / "frames.csv")
     timed = table[(table.run == "plan") & ~table.warmup].latency_s.to_numpy() * summary.network.dilation
     progress(f"lab: {scheme} on {FLEET}: median {np.median(timed):.2f} s real time over {len(timed)} "

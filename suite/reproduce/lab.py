@@ -203,7 +203,8 @@ class _Lab:
         _suite("lab", "down", "--name", self.name)
 
 
-def _run(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
+def run_plan(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
+    """`planned` run on the lab of `inventory` (`suite run --plan`), every frame checked bit for bit."""
     folder.mkdir(parents=True)
     save_plan(planned, folder / "plan.json")
     run = RunSummary.from_json(json.loads(_suite(
@@ -235,7 +236,7 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
         while cores is not None:
             _set_cores(up["lab"], {profile: cores})
             folder = scratch / f"calibrate-{profile}-{len(tries)}"
-            run = _run(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
+            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
             progress(
@@ -270,7 +271,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                 for label, frames in setup.frames.items():
                     folder = Path(scratch) / f"{label}-{n}"
                     planned = plan(setup.model, SCHEME_OF[label], fleet_name)
-                    run = _run(setup.model, planned, up["inventory"], frames, folder)
+                    run = run_plan(setup.model, planned, up["inventory"], frames, folder)
                     row = point(run, folder / "results" / "devices.csv")
                     first = fleet(fleet_name).devices[0].profile.name
                     rows.append({"scheme": label, **setup.keys, "devices": n, **row,
