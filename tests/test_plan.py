@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from toys import conv_graph, fleet
+from toys import conv_chain, conv_graph, fleet
 
 from suite.plan import SCHEMA_VERSION, PlanError, check_plan, load_plan, save_plan
 from suite.regions import (
@@ -65,9 +65,14 @@ def test_check_plan_rejects_overlapping_regions():
 
 
 def test_frames_in_flight_is_one_per_pipeline_group_or_the_tasks_kept_together():
-    graph = conv_graph()
-    toy = fleet(1000.0, 1000.0)
-    assert make_plan("single", graph, toy).frames_in_flight == 1
-    pico = make_plan("pico", graph, toy)
-    assert pico.frames_in_flight == len({s.group for s in pico.stages})
-    assert make_plan("halp", graph, toy, tasks_per_batch=3).frames_in_flight == 3
+    """Equal 3x3 convs on as many equal devices over a fast link: tiling a conv computes halo rows
+    twice, so PICO gives each device one conv, a pipeline of one group per conv."""
+    fast = dict(bandwidth_bps=8e12, shared=False)
+    two, three = fleet(1000.0, 1000.0, **fast), fleet(1000.0, 1000.0, 1000.0, **fast)
+    assert make_plan("single", conv_chain(2), two).frames_in_flight == 1
+    pipeline = make_plan("pico", conv_chain(2), two)
+    assert [s.devices for s in pipeline.stages] == [["d0"], ["d1"]]
+    assert pipeline.frames_in_flight == 2
+    assert make_plan("pico", conv_chain(3), three).frames_in_flight == 3
+    assert make_plan("pico", conv_graph(), two).frames_in_flight == 1  # one conv: nothing to pipeline
+    assert make_plan("halp", conv_graph(), two, tasks_per_batch=3).frames_in_flight == 3

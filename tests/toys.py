@@ -34,6 +34,13 @@ def conv_graph() -> Graph:
     return from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 4, 4), "conv")
 
 
+def conv_chain(convs: int, side: int = 8) -> Graph:
+    """`convs` equal 3x3 convs, 1 -> 1 channel, padding 1, on a `side` x `side` map: 9 MACs per
+    output, `9 * side**2` per conv (576 at side 8), so each conv is one pipeline stage's worth."""
+    layers = [nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(convs)]
+    return from_torch(nn.Sequential(*layers), (1, side, side), f"conv{convs}")
+
+
 def forced_pico_plan(graph: Graph, fleet: Fleet) -> Plan:
     """One PICO stage of every piece on every device of `fleet`: a squeeze-and-excite net tiled
     through all its branches (PICO's search may choose otherwise)."""
