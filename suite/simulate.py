@@ -51,6 +51,10 @@ class SimWorkload:
         for name, value in (("--rate", self.rate), ("--poisson", self.poisson)):
             if value is not None and value <= 0:
                 raise UserError(f"{name} {value} must be positive (frames per second)")
+        if self.tasks_per_batch < 1:
+            raise UserError(
+                f"--tasks {self.tasks_per_batch} must be at least 1 (frames that arrive together)"
+            )
         if self.channel not in ("fixed", "rayleigh"):
             raise UserError(f"--channel '{self.channel}' is not one of fixed, rayleigh")
 
