@@ -2,7 +2,8 @@
 PICO's planning time as devices grow, and its DP's optimality gap against exhaustive search.
 
 Run with `nox -s bench`; plain test runs skip them (`--benchmark-skip`). Planning times are CPU
-seconds (the process's), so other jobs on a shared machine count less against them.
+seconds (the process's), so other jobs on a shared machine count less against them; each stated goal
+is asserted on the benchmark's own median.
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ def _graph(model: str):
     return from_model(load_model(model, weights=False))
 
 
+PLANNING_GOAL_S = 0.1  # CPU seconds, on the bundled fleet where planning takes longest
+END_TO_END_GOAL_S = 1.0  # wall seconds of `suite plan` over `python -c "import torch"`
+
+
+@pytest.mark.benchmark(timer=time.process_time)
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("model", ["vgg16", "resnet34", "inception_v3"])
 def test_planning_time_on_every_bundled_fleet(benchmark, model, scheme):
-    """Planning time on the bundled fleet where it is longest (goal: under 0.1 s for every scheme
-    and fleet); the fleet is found by one untimed pass, by CPU time."""
+    """Planning time on the bundled fleet where it is longest (goal: under `PLANNING_GOAL_S` for
+    every scheme and fleet); the fleet is found by one untimed pass, by CPU time.
+
+    Missed on 2026-12-05 (Intel Xeon 2-core host, shared), vgg16: deepthings-reuse 665 CPU-ms on
+    pico-homo-8 and ofl 111 CPU-ms on pico-libtorch-hetero; the goal stands, these fail until fixed."""
     graph = _graph(model)
 
     def cpu_seconds(fleet) -> float:
@@ -41,10 +50,16 @@ def test_planning_time_on_every_bundled_fleet(benchmark, model, scheme):
     benchmark.group = "planning time on the slowest bundled fleet"
     benchmark.extra_info["fleet"] = slowest.name
     benchmark.pedantic(make_plan, args=(scheme, graph, slowest), rounds=5, iterations=1)
+    median = benchmark.stats.stats.median
+    assert median < PLANNING_GOAL_S, (
+        f"{scheme} plans {model} on fleet {slowest.name} in {median * 1e3:.0f} CPU-ms "
+        f"(goal: under {PLANNING_GOAL_S * 1e3:.0f} ms)"
+    )
 
 
 def test_suite_plan_end_to_end_against_importing_torch(benchmark):
-    """`suite plan` wall time beside `python -c "import torch"` (goal: within 1 s of it)."""
+    """`suite plan` wall time beside `python -c "import torch"` (goal: within `END_TO_END_GOAL_S` of
+    it); wall time, as a user waits it, both sides alternating round by round on the same host."""
     run = lambda *args: subprocess.run([sys.executable, *args], check=True, capture_output=True)
     plan = ("-m", "suite", "plan", "--model", "vgg16", "--scheme", "single", "--devices", "1")
     torch_s = []
@@ -58,6 +73,10 @@ def test_suite_plan_end_to_end_against_importing_torch(benchmark):
     torch_median = sorted(torch_s)[len(torch_s) // 2]
     over = benchmark.stats.stats.median - torch_median
     benchmark.extra_info.update({"import_torch_s": torch_median, "over_import_torch_s": over})
+    assert over < END_TO_END_GOAL_S, (
+        f"`suite plan --model vgg16 --scheme single` takes {benchmark.stats.stats.median:.2f} s, "
+        f"{over:.2f} s over `import torch` ({torch_median:.2f} s; goal: within {END_TO_END_GOAL_S:g} s)"
+    )
 
 
 @pytest.mark.parametrize("devices", [2, 4, 8, 16, 32])
