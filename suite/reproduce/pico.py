@@ -60,8 +60,12 @@ def _merge(ours: pd.DataFrame, baseline: Figure, quantities: list[str], keys: li
     return ours
 
 
-def _sources(baseline: Figure) -> str:
-    return ", ".join(dict.fromkeys(s.source for s in baseline.series))
+def _outcome(baseline: Figure, **fields) -> Outcome:
+    """A PICO figure's outcome, named and cited from its baseline (the sources of its series)."""
+    sources = ", ".join(dict.fromkeys(s.source for s in baseline.series))
+    return Outcome(
+        name=baseline.name, title=baseline.title, source=f"{baseline.citation}; {sources}", **fields
+    )
 
 
 def implied_bandwidth(model: str, label: str, clock: int, devices: int, period_s: float) -> float:
@@ -124,10 +128,8 @@ def periods(baseline: Figure, model: str) -> Outcome:
     findings = [_calibration(table, model), _implied(implied)]
     if model == "vgg16":
         findings.append(_aofl(table))
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             f"Model {model} at {'x'.join(map(str, graph(model).input_shape[2:]))}. Fleets "
             "`pico-libtorch-{1000,750,500}mhz-{1..8}`: one-core Pi 4B at LibTorch speed (profiles "
@@ -318,10 +320,8 @@ def speedups(baseline: Figure) -> Outcome:
             f"has the paper's speedup (`implied_mbps`): {implied} Mbps at {clocks} MHz, {verdict}. The "
             "paper states its access point's rate and no measured one, so we keep the stated rate "
             "(pico-fig8 gives the same diagnostic for VGG-16).")  # fmt: skip
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             "Fleets `pico-libtorch-{1000,750,500}mhz-8`; speedup = PICO's throughput over the single "
             "device's on the same fleet. The profiles are calibrated on VGG-16 only: the paper gives "
@@ -449,10 +449,8 @@ def heterogeneous(baseline: Figure) -> Outcome:
             "block finer is untested."
         ),
     }
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             f"Fleet `{HETERO}`: 2 x 1.2 GHz, 2 x 800 MHz, 4 x 600 MHz one-core Pi 4B at LibTorch speed "
             "(profiles from the fit of PICO's single-device times against the clock), 50 Mbps shared "
@@ -574,10 +572,8 @@ def planning(baseline: Figure) -> Outcome:
             + _enumeration(table)
         )
     }
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             "VGG-16's first L pieces (a piece is a conv with its ReLU, or a pool) on the first n "
             f"devices of `{HETERO}`, wall-clock on this machine, each search with an empty cache. "
@@ -700,10 +696,8 @@ def poisson_load(baseline: Figure) -> Outcome:
             "the paper's mean, the paper's PICO must have chosen a shallower pipeline."
         ),
     }
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             "VGG-16 on `pico-libtorch-{1000,750,500}mhz-8`. Arrivals: Poisson at the paper's EFL "
             "throughput with 8 devices (Fig. 8b; 100% of the cluster's capacity, as the paper defines "
@@ -793,10 +787,8 @@ def load_curves(baseline: Figure, model: str) -> Outcome:
                   f"{p.predicted.latency_s:.1f} s plus the queueing that load gives. Why the period differs "
                   f"is in {figure}'s section.")
               for s, p in plans.items()}  # fmt: skip
-    return Outcome(
-        name=baseline.name,
-        title=baseline.title,
-        source=f"{baseline.citation}; {_sources(baseline)}",
+    return _outcome(
+        baseline,
         setup=(
             f"{model} on `{homogeneous(LOAD_CLOCK, 8)}`. Arrivals: Poisson at {low:.0f}-{high:.0f}% "
             f"(every {LOAD_STEP}%) of the paper's EFL throughput with 8 devices at {LOAD_CLOCK} MHz "
