@@ -223,12 +223,12 @@ def test_the_queue_that_takes_the_papers_periods_is_the_simulators_queue_for_an_
 
     from suite.reproduce.common import fleet, simulated
     from suite.reproduce.pico import queued_latency
-    from suite.simulate import Workload, simulate
+    from suite.simulate import SimWorkload, simulate
 
     p = plan("vgg16", "ofl", "pico-libtorch-1000mhz-8")
     one = simulated(p, frames=1)["latency_s"]
     for seed in (0, 1):
-        run = simulate(p, fleet(p.fleet), Workload(frames=12, poisson=0.12, seed=seed))
+        run = simulate(p, fleet(p.fleet), SimWorkload(frames=12, poisson=0.12, seed=seed))
         assert queued_latency(one, one, 0.12, 12, seed) == pytest.approx(np.mean(run.latencies_s), rel=1e-9)
     assert queued_latency(10.0, 10.0, 1.0, 50, 0) > 10.0 * 20  # arrivals far past capacity queue up
 
