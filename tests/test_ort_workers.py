@@ -321,3 +321,20 @@ def test_a_conv_onnxruntime_cannot_tile_exactly_runs_whole_on_a_worker():
     plan = lower_plan(make_plan("pico", model, fleet), model, prepared.graph, fleet)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     assert compare_tensors(_frame_on_workers(plan, prepared.graph, x), prepared.monolithic(x)).bit_exact
+
+
+def test_a_worker_asks_onnxruntime_for_its_graphs_layout_once(coordinator, monkeypatch):
+    """The layout (and the untiled marks) follow shapes, not weights: a worker asks for them when it
+    loads the folded model, and the weight-pruned graph it compiles keeps them."""
+    prepared, folder, model = coordinator
+    asked, layout = [], OrtBackend._layout
+    monkeypatch.setattr(
+        OrtBackend, "_layout", lambda self, graph: asked.append(graph.name) or layout(self, graph)
+    )
+    fleet = uniform_fleet(2)
+    plan = lower_plan(make_plan("pico", model, fleet), model, prepared.graph, fleet)
+    backend = OrtBackend(threads=1)
+    own = backend.load_folded(folder / MODEL)
+    program = compile_program(plan, own, parties(plan)[1])
+    backend.compile(prune_weights(own, program), segments(program, own))
+    assert asked == ["net"]

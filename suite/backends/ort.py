@@ -76,6 +76,7 @@ class OrtBackend:
     _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
     _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
     _regrouped: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # `_regrouped_convs`
+    _layout_of: tuple = field(default=(), init=False, repr=False)  # `_shapes` of the graph `_layout` asked of
     _weights: WeightFile | None = field(default=None, init=False, repr=False)  # a worker's: load_folded
 
     def __post_init__(self) -> None:
@@ -203,7 +204,9 @@ class OrtBackend:
         """Sessions belong to the graph they were built for: another graph starts anew."""
         if graph is not self._graph:
             self._graph, self._sessions = graph, {}
-            self._nchwc, self._regrouped = self._layout(graph)
+            if _shapes(graph) != self._layout_of:  # a weight-pruned copy keeps its graph's layout
+                self._layout_of = _shapes(graph)
+                self._nchwc, self._regrouped = self._layout(graph)
 
     def _build(
         self,
@@ -331,6 +334,15 @@ def _regrouped_convs(graph: Graph, optimised: onnx.ModelProto) -> dict[str, int]
     return {name: lengths[node.onnx[0].input[1]] for name, node in graph.nodes.items()
             if node.onnx is not None and node.onnx[0].op_type == "Conv" and node.onnx[0].input[1] in plain
             and lengths.get(node.onnx[0].input[1], 0) > MLAS_SUM_RUN}  # fmt: skip
+
+
+def _shapes(graph: Graph) -> tuple:
+    """What onnxruntime's layout follows (`OrtBackend._layout`): the nodes, what they read, their
+    windows, shapes and products (so their channels per group); not their weights."""
+    nodes = graph.nodes.items()
+    return graph.name, tuple(
+        (n, node.op, node.inputs, node.shape, node.window, node.flops) for n, node in nodes
+    )
 
 
 def _is_tile(graph: Graph, name: str, regions: Mapping[str, NodeRegion | None]) -> bool:
