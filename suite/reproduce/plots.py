@@ -106,18 +106,23 @@ def _figure(outcome: Outcome, rows: int, cols: int, figsize: tuple[float, float]
 # ---- PICO ------------------------------------------------------------------------------------------
 
 
+def _per_clock(row, t: pd.DataFrame, clocks, colours: dict, quantity: str, title: str, ylabel: str) -> None:
+    """One panel per clock in `row`: `quantity` against the device count, a line per scheme."""
+    for ax, clock in zip(row, clocks):
+        for scheme, colour in colours.items():
+            _lines(ax, t[(t.scheme == scheme) & (t.clock_mhz == clock)], "devices", quantity, colour)
+        ax.set(
+            title=f"{title}, {clock} MHz", xlabel="devices", ylabel=ylabel, ylim=(0, None), xticks=range(1, 9)
+        )
+
+
 def periods(outcome: Outcome) -> Figure:
     """Fig. 8 / 9: period vs devices per clock (top), 8-device throughput per scheme (bottom)."""
     t = outcome.table
     fig, axes = _figure(outcome, 2, 3, figsize=(16, 10), gridspec_kw={"height_ratios": [3, 2]})
     schemes = list(dict.fromkeys(t.scheme))
     colours = {s: SCHEME_COLOUR[s] for s in schemes}
-    for ax, clock in zip(axes[0], CLOCKS_MHZ):
-        for scheme in schemes:
-            rows = t[(t.scheme == scheme) & (t.clock_mhz == clock)]
-            _lines(ax, rows, "devices", "period_s", colours[scheme])
-        ax.set(title=f"period, {clock} MHz", xlabel="devices", ylabel="inference period (s)", ylim=(0, None),
-               xticks=range(1, 9))  # fmt: skip
+    _per_clock(axes[0], t, CLOCKS_MHZ, colours, "period_s", "period", "inference period (s)")
     sources = _sources(t, "throughput_fpm")
     _legend(fig, _handles(colours, _sources(t, "period_s"), sources))
     for ax, clock in zip(axes[1], CLOCKS_MHZ):
@@ -405,12 +410,7 @@ def aofl(outcome: Outcome) -> Figure:
     fig, axes = _figure(outcome, 2, len(clocks), figsize=(16, 9.5), gridspec_kw={"height_ratios": [3, 2]})
     schemes = list(dict.fromkeys(t.scheme))
     colours = {s: SCHEME_COLOUR[s] for s in schemes}
-    for ax, clock in zip(axes[0], clocks):
-        for scheme in schemes:
-            rows = t[(t.scheme == scheme) & (t.clock_mhz == clock)]
-            _lines(ax, rows, "devices", "latency_s", colours[scheme])
-        ax.set(title=f"time per image, {clock} MHz", xlabel="devices", ylabel="time per image (s)",
-               ylim=(0, None), xticks=range(1, 9))  # fmt: skip
+    _per_clock(axes[0], t, clocks, colours, "latency_s", "time per image", "time per image (s)")
     for ax, clock in zip(axes[1], clocks):
         ofl = t[(t.scheme == "ofl") & (t.clock_mhz == clock)].dropna(subset=["published_speedup_low"])
         ax.fill_between(ofl.devices, ofl.published_speedup_low, ofl.published_speedup_high, step="mid",
