@@ -18,11 +18,8 @@ measured single device's median latency when its own latency, frames one at a ti
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,10 +31,9 @@ from suite.errors import UserError
 from suite.fleet import FLEETS_DIR, PROFILES_DIR
 from suite.orchestrate.channel import playing
 from suite.orchestrate.lab import load_lab
-from suite.orchestrate.labplan import Lab
 from suite.reproduce.common import Outcome, fleet, plan
 from suite.reproduce.halp import DEADLINES, MODEL, SNR_DB
-from suite.reproduce.lab import _suite, available, run_plan
+from suite.reproduce.lab import _Lab, available, run_plan
 from suite.simulate import rayleigh_trace
 
 FLEET = "pico-libtorch-1000mhz-3"
@@ -59,12 +55,15 @@ def measure(progress: Callable[[str], None]) -> dict:
     rate = fleet(FLEET).link.bandwidth_bps
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-halp-") as scratch:
         folder = Path(scratch)
-        with _lab(FLEET, progress) as (_, inventory):
-            first = _latencies("single", CALIBRATION_FRAMES, inventory, folder / "calibration", progress)
+        with _Lab(FLEET, DILATION, "h", progress) as up:
+            first = _latencies(
+                "single", CALIBRATION_FRAMES, up["inventory"], folder / "calibration", progress
+            )
         factor = float(np.median(first)) / profile_s
         progress(f"lab: one Pi took {np.median(first):.2f} s against its profile's {profile_s:.2f} s; "
                  f"calibrating its cap by x{factor:.3g}")  # fmt: skip
-        with _lab(str(_calibrated_fleet(folder, factor)), progress) as (lab, inventory):
+        with _Lab(str(_calibrated_fleet(folder, factor)), DILATION, "h", progress) as up:
+            lab, inventory = load_lab(up["lab"]), up["inventory"]
             single = _latencies("single", FRAMES["single"], inventory, folder / "single", progress)
             fixed = _latencies("halp", FRAMES["halp"], inventory, folder / "halp", progress)
             split = _time_split(folder / "halp", FRAMES["halp"] + 1, lab.dilation)
@@ -75,19 +74,6 @@ def measure(progress: Callable[[str], None]) -> dict:
                 faded = _latencies("halp", FADED_FRAMES, inventory, folder / "faded", progress)
     return {"uncalibrated_single_s": first, "single_s": single, "halp_s": fixed, "faded_s": faded,
             "halp_split": split, "dilation": lab.dilation, "scales": list(scales)}  # fmt: skip
-
-
-@contextmanager
-def _lab(fleet_spec: str, progress: Callable[[str], None]) -> Iterator[tuple[Lab, str]]:
-    """A dilated, deployed lab of `fleet_spec` and its inventory, taken down however the block ends."""
-    name = f"halp{os.getpid() % 10000}"
-    progress(f"lab: {FLEET} ({fleet_spec}) up and deployed ...")
-    up = json.loads(_suite("lab", "up", "--fleet", fleet_spec, "--dilate", str(DILATION), "--name", name,
-                           "--deploy", "--json"))  # fmt: skip
-    try:
-        yield load_lab(name), up["inventory"]
-    finally:
-        _suite("lab", "down", "--name", name)
 
 
 def _calibrated_fleet(folder: Path, factor: float) -> Path:
