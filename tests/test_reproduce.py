@@ -398,7 +398,15 @@ def test_reproduce_writes_a_figure_its_csv_and_the_report(tmp_path):
     assert "## modnn: MoDNN speedup on 2-4 devices" in report and "![modnn](modnn.png)" in report
     assert "None is measured" in report
     assert done.stderr.startswith("reproducing 1 figure(s) into") and "[1/1] modnn" in done.stderr  # progress
-    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "modnn.csv", "modnn.md", "modnn.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "modnn.csv", "modnn.json", "modnn.md",
+                                                     "modnn.png"]  # fmt: skip
+    # the figure's standing, in --json, in modnn.json and in REPORT.md's table, all from one summary
+    summary = json.loads((out / "modnn.json").read_text())
+    assert summary == {k: files[k] for k in ("points", "median_error", "off", "measured")}
+    assert summary["points"] >= 10 and summary["measured"] == 0
+    median = f"{summary['median_error']:.0%}"
+    assert f"over the {summary['points']} points with a ratio: {median}." in report
+    assert f"| {summary['points']} | {median} | {summary['off']} | 0 |" in report
 
 
 def test_an_unknown_figure_is_one_line_exit_2_and_writes_nothing(tmp_path):

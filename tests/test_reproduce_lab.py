@@ -143,9 +143,14 @@ def test_a_measured_figure_has_measured_columns_ratios_and_the_calibration_in_it
     assert "Where the 8-device PICO frame's time goes" in text  # 6.5 s measured, 4.0 s predicted
 
 
-def test_the_report_header_names_the_measured_figures():
-    assert "None is measured" in header("s", [("modnn", "t")], [])
-    top = header("s", [("pico-fig8", "t")], ["pico-fig8"])
+def test_the_report_header_names_the_measured_figures_and_tables_every_figure():
+    predicted = {"points": 10, "median_error": 0.1149, "off": 3, "measured": 0}
+    top = header("s", [("modnn", "t", predicted), ("halp", "h", None), ("pico-fig9", "y", {"skipped": "no"})])
+    assert "None is measured" in top
+    assert "| [modnn](#modnn-t) | t | 10 | 11% | 3 | 0 |" in top
+    assert "| [halp](#halp-h) | h | - | - | - | - |" in top  # a section from before summaries were kept
+    assert "| [pico-fig9](#pico-fig9-y) | y | - | skipped | - | - |" in top
+    top = header("s", [("pico-fig8", "t", predicted | {"measured": 8})])
     assert "None is measured" not in top and "**Measured** points" in top and "in pico-fig8;" in top
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -68,12 +69,12 @@ def _publish(files: dict[Path, Callable[[Path], None]]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _has_measured(csv: Path) -> bool:
-    """Whether a figure's CSV in the folder (from this run or an earlier one) has measured points."""
-    if not csv.is_file():
-        return False
-    with csv.open() as f:
-        return any(column.startswith("measured_") for column in f.readline().strip().split(","))
+def _summary_of(path: Path) -> dict | None:
+    """A figure's summary in the folder (this run's or an earlier one's); None where there is none."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _text(text: str) -> Callable[[Path], None]:
@@ -156,22 +157,31 @@ def reproduce(names: list[str], out: Path, progress: Callable[[str], None] | Non
 
                 outcome = halp_lab.with_lab(outcome, halp_lab.measure(progress))
         except Skipped as skip:
-            _publish({section: _text(report.skipped_section(name, baselines[name], str(skip), stamp))})
+            _publish({section: _text(report.skipped_section(name, baselines[name], str(skip), stamp)),
+                      out / f"{name}.json": _text(json.dumps({"skipped": str(skip)}))})  # fmt: skip
             written[name] = {"skipped": str(skip), "section": str(section)}
             progress(f"[{i}/{len(chosen)}] {name} skipped: {skip}")
             continue
         csv, png = out / f"{name}.csv", out / f"{name}.png"
         plot = FIGURES[name].draw(outcome)
+        summary = report.summary(outcome)
         _publish({csv: partial(outcome.table.to_csv, index=False),
                   png: partial(plot.savefig, format="png", dpi=110),
-                  section: _text(report.section(outcome, baselines[name], stamp))})  # fmt: skip
+                  section: _text(report.section(outcome, baselines[name], stamp)),
+                  out / f"{name}.json": _text(json.dumps(summary))})  # fmt: skip
         written[name] = {"csv": str(csv), "png": str(png), "section": str(section),
-                         "headline": outcome.headline}  # fmt: skip
+                         "headline": outcome.headline, **summary}  # fmt: skip
         took = time.perf_counter() - start
-        progress(f"[{i}/{len(chosen)}] {name} done in {took:.1f} s: {outcome.headline}")
-    sections = [(n, baselines[n].title) for n in NAMES if (out / f"{n}.md").exists()]
-    body = "\n".join((out / f"{n}.md").read_text() for n, _ in sections)
-    measured = [n for n, _ in sections if _has_measured(out / f"{n}.csv")]
+        standing = (
+            ""
+            if summary["median_error"] is None
+            else f", median |ours / paper - 1| {summary['median_error']:.0%} over {summary['points']} points"
+        )
+        progress(f"[{i}/{len(chosen)}] {name} done in {took:.1f} s{standing}: {outcome.headline}")
+    sections = [
+        (n, baselines[n].title, _summary_of(out / f"{n}.json")) for n in NAMES if (out / f"{n}.md").exists()
+    ]
+    body = "\n".join((out / f"{n}.md").read_text() for n, _, _ in sections)
     target = out / "REPORT.md"
-    _publish({target: _text(report.header(stamp, sections, measured) + "\n" + body)})
+    _publish({target: _text(report.header(stamp, sections) + "\n" + body)})
     return {"report": str(target), "figures": written}

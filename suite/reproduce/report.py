@@ -115,6 +115,17 @@ def median_error(points: pd.DataFrame) -> tuple[float, int]:
     return (float(pd.Series(errors).median()) if errors else math.nan), len(errors)
 
 
+def summary(outcome: Outcome) -> dict:
+    """A figure's standing against its paper, for REPORT.md's table and `--json`: how many points have a
+    ratio, their median |ours / published - 1| (None without one), how many are further than `OFF`
+    from the paper's (bounds not met included) and how many of the compared points are measured."""
+    points = compared(outcome)
+    error, counted = median_error(points)
+    return {"points": counted, "median_error": None if math.isnan(error) else round(error, 4),
+            "off": int(points.off.sum()) if len(points) else 0,
+            "measured": int((points.ours_column == "measured").sum()) if len(points) else 0}  # fmt: skip
+
+
 def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
     """The markdown section of a reproduced figure (the image and CSV sit beside it)."""
     points = compared(outcome)
@@ -173,16 +184,26 @@ def skipped_section(name: str, baseline: Figure, reason: str, stamp: str) -> str
                       f"**Not reproduced here:** {reason}.", "", f"*{stamp}*", ""])  # fmt: skip
 
 
-def header(stamp: str, sections: list[tuple[str, str]], measured: list[str]) -> str:
-    """The top of REPORT.md: what the points are, which figures have measured ones, and the figures."""
+def header(stamp: str, sections: list[tuple[str, str, dict | None]]) -> str:
+    """The top of REPORT.md: what the points are, which figures have measured ones, and a table of the
+    figures (each `summary`, or None for a section written before summaries were kept)."""
+    measured = [name for name, _, s in sections if s and s.get("measured")]
     lab = ("None is measured: measured points come from the emulated lab (`suite reproduce NAME --lab`), "
            "which no figure here used." if not measured else
            f"**Measured** points (the emulated lab, `--lab`: the figure's own plans run through namespaces, "
            f"shaped links and calibrated cgroup quotas, bit-exact, converted to real time) are in "
            f"{', '.join(measured)}; where a point has one, its ratio and flag use it, else the predicted "
            "(or simulated) one, and each table says which.")  # fmt: skip
-    contents = "\n".join(f"- [{name}](#{anchor}): {title}" for name, title, anchor in
-                         ((n, t, _anchor(f"{n}: {t}")) for n, t in sections))  # fmt: skip
+    rows = []
+    for name, title, s in sections:
+        link = f"[{name}](#{_anchor(f'{name}: {title}')})"
+        if s is None or "skipped" in s:
+            rows.append((link, title, "-", "-" if s is None else "skipped", "-", "-"))
+            continue
+        median = "-" if s["median_error"] is None else f"{s['median_error']:.0%}"
+        rows.append((link, title, s["points"], median, s["off"], s["measured"]))
+    table = markdown_table(("figure", "what", "ratios", "median \\|ours / paper - 1\\|",
+                            f"off (over {OFF:.0%}, or a bound missed)", "measured"), rows, number)  # fmt: skip
     return "\n".join([
         "# Paper figures, reproduced", "",
         "Each section puts one published figure or table beside ours, point by point. Our points are "
@@ -193,8 +214,9 @@ def header(stamp: str, sections: list[tuple[str, str]], measured: list[str]) -> 
         "`suite/data/baselines/`, each with its source and whether it is printed or read off a plot "
         "(about +-0.3 s, +-0.1x). A "
         f"ratio is ours over the paper's; every point further than {OFF:.0%} from the paper's has a "
-        "paragraph on what we believe causes the difference.", "",
-        f"*{stamp}*", "", contents, "",
+        "paragraph on what we believe causes the difference. A point inside a published range counts 0 "
+        "in the median; a bound is met or not (counted over 25% when not met, never in the median).", "",
+        f"*{stamp}*", "", table, "",
     ])  # fmt: skip
 
 
