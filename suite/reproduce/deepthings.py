@@ -55,8 +55,9 @@ def _ftp(devices: int, grid: tuple[int, int], scheme: str = "deepthings"):
 @dataclass(frozen=True)
 class Wire:
     """The bytes DeepThings' own code (zoranzhao/DeepThings) puts on the network for one frame of an
-    FTP plan, by what carries them (float32 data; its 12-byte blob headers and 20-byte requests left
-    out, a few kilobytes a frame).
+    FTP plan, by what carries them (float32 data; left out: each blob's 24 bytes of header, the
+    20-byte requests and the idle devices' polls of the gateway every 100 ms, tens of kilobytes a
+    frame).
 
     The data source is an edge device that computes tiles too; the gateway is a device of its own
     that computes none. `tiles`: the input tiles the data source hands the devices that steal them
