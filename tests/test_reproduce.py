@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from torch import nn
+from toys import fleet as toy_fleet
 from toys import said_lines
 
 from suite.baselines import load_baselines
+from suite.graph import from_torch
 from suite.markdown import markdown_table
 from suite.models import ZOO
 from suite.reproduce import NAMES
@@ -249,13 +252,51 @@ def test_fig10a_compares_latency_at_100_percent_and_every_schemes_capacity(basel
 
 
 def test_memory_comm_compares_every_published_memory_and_traffic_number(baselines):
+    """FTP's traffic is compared as DeepThings' code sends it (`wire`), MoDNN's as ours moves it (the
+    peer's repository has no MoDNN); our runtime's own FTP bytes stay beside."""
     outcome = FIGURES["memory-comm"].compute(baselines["memory-comm"])
     points = compared(outcome)
     assert points.groupby("quantity").size().to_dict() == {"comm_mb": 7, "memory_per_device_mb": 2,
                                                            "memory_reduction_pct": 5}  # fmt: skip
+    comm = points[points.quantity == "comm_mb"]
+    assert dict(zip(comm.group, comm.ours_column)) == {"modnn": "predicted", "deepthings": "wire",
+                                                       "deepthings-reuse": "wire"}  # fmt: skip
+    assert comm[comm.ours_column == "wire"].predicted.notna().all()
     assert {"ofl", "pico"} <= set(outcome.table.scheme)  # every scheme's numbers, not only the paper's two
     assert outcome.table.predicted_memory_per_device_mb.notna().all()
     FIGURES["memory-comm"].draw(outcome)
+
+
+def test_deepthings_wire_bytes_of_a_2x2_grid_on_two_devices_by_hand():
+    """Two 3x3 convs, 1 channel, on 8x8 in a 2x2 grid on d0 (the data source, holding the frame)
+    and d1, in float32. Without reuse: the tiles on d1 go whole (6x6 of the input each), and every
+    tile's result goes to the gateway as Darknet computes it, as wide as the last conv's input tile
+    (5x5, not the 4x4 kept). With reuse: each B tile needs 5x5 of the first conv's output, taking a
+    2x5 band from the A tile above or below and a 5x2 band from the one beside (corners twice), so
+    every A tile uploads 2 x 10 floats a neighbour and a B tile downloads all its bands on d1, on d0
+    only those computed on d1; d1's B tile reads 4x4 of the input (it computes 3x3 of the first
+    conv)."""
+    from suite.reproduce.deepthings import Wire, most_wire_bytes, wire_bytes
+
+    g = from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False),
+                                 nn.Conv2d(1, 1, 3, padding=1, bias=False)), (1, 8, 8), "two")  # fmt: skip
+    toy = toy_fleet(1000.0, 1000.0)
+    plain = make_plan("deepthings", g, toy, grid=(2, 2), fused_pieces=2)
+    reusing = make_plan("deepthings-reuse", g, toy, grid=(2, 2), fused_pieces=2)
+    assert plain.hub == reusing.hub == "d0"
+    assert [(w.device, w.outputs["_1"].to_json()) for w in plain.stages[0].work] == [
+        ("d0", [0, 4, 0, 4]), ("d1", [0, 4, 4, 8]), ("d0", [4, 8, 0, 4]), ("d1", [4, 8, 4, 8])]  # fmt: skip
+    first, then = reusing.stages
+    assert [(w.device, w.outputs["_1"].to_json()) for w in first.work] == [("d0", [0, 4, 0, 4]),
+                                                                           ("d1", [4, 8, 4, 8])]  # fmt: skip
+    assert [(w.device, w.outputs["_1"].to_json()) for w in then.work] == [("d0", [0, 4, 4, 8]),
+                                                                          ("d1", [4, 8, 0, 4])]  # fmt: skip
+    f = 4  # bytes a float
+    assert wire_bytes(g, plain) == Wire(tiles=2 * 36 * f, results=4 * 25 * f, bands_up=0, bands_down=0)
+    assert wire_bytes(g, reusing) == Wire(tiles=(36 + 16) * f, results=4 * 25 * f, bands_up=2 * 20 * f,
+                                          bands_down=(10 + 20) * f)  # fmt: skip
+    # at most: every tile stolen whole, every result, every A tile's bands up
+    assert most_wire_bytes(g, plain, reusing) == (4 * 36 + 4 * 25 + 2 * 20) * f
 
 
 def test_memory_is_counted_as_deepthings_counts_it_weights_plus_the_largest_layers_input_and_output():
@@ -325,6 +366,8 @@ def test_deepthings_fig13_puts_reuse_beside_the_papers_ftp_and_deepthings_code(b
     points = compared(outcome)
     assert "deepthings-reuse" in set(points.group)
     assert not set(points.group[points.off]) - set(outcome.causes)
+    comm = points[points.quantity == "comm_mb"].set_index("group")
+    assert set(comm.drop("modnn").ours_column) == {"wire"} and comm.loc["modnn", "ours_column"] == "predicted"
     FIGURES["deepthings-fig13"].draw(outcome)
 
 

@@ -36,6 +36,7 @@ class Comparison:
     quantity: str  # published_<quantity>, predicted_<quantity>, simulated_<quantity>
     ours: str = "predicted"  # the column the ratio uses
     group: str = "scheme"  # the column whose value picks the explanation (else the quantity does)
+    fallback: str = ""  # the column a point uses where `ours` has no value (a scheme it does not cover)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ SOURCES = {  # how each source is drawn: line style, marker, marker face
     "predicted": {"ls": "-", "marker": "o", "ms": 5, "lw": 2},
     "simulated": {"ls": ":", "marker": "x", "ms": 6, "lw": 1.2},
     "measured": {"ls": "none", "marker": "^", "ms": 7},
+    "wire": {"ls": "-.", "marker": "D", "ms": 5, "lw": 1.2},  # as a peer's own code sends it
 }
 BAR_STYLE = {  # bars: published hollow and hatched, predicted solid, simulated light, measured dark
     "published": {"fill": False, "hatch": "///"},
     "predicted": {"alpha": 1.0},
     "simulated": {"alpha": 0.45},
     "measured": {"alpha": 1.0, "hatch": ".."},
+    "wire": {"alpha": 0.7, "hatch": "xx"},
 }
 
 
@@ -268,7 +270,7 @@ def deepthings(outcome: Outcome) -> Figure:
         _handles(
             {s: SCHEME_COLOUR[s] for s in curves},
             _sources(t, "latency_s"),
-            _sources(t, "memory_reduction_pct"),
+            list(dict.fromkeys(_sources(t, "comm_mb") + _sources(t, "memory_reduction_pct"))),
         ),
     )
     for ax, quantity, label in (
@@ -445,5 +447,5 @@ def memory_comm(outcome: Outcome) -> Figure:
             tick.set(rotation=50, ha="right", rotation_mode="anchor")
         ax.set(ylabel=unit, title=label)
     axes[0][2].set_yscale("log")
-    _legend(fig, _handles(bars=["published", "predicted"]))
+    _legend(fig, _handles(bars=_sources(t, "comm_mb")))
     return fig

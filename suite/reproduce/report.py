@@ -73,9 +73,12 @@ def compared(outcome: Outcome) -> pd.DataFrame:
 
 def ours_source(row: pd.Series, c: Comparison) -> str:
     """The source a point's ratio uses: the lab's measured value where the point has one, else the
-    comparison's own (predicted, simulated)."""
+    comparison's own (predicted, simulated), else its fallback where its own has no value there."""
     measured = row.get(f"measured_{c.quantity}", math.nan)
-    return "measured" if isinstance(measured, float) and not math.isnan(measured) else c.ours
+    if isinstance(measured, float) and not math.isnan(measured):
+        return "measured"
+    own = row.get(f"{c.ours}_{c.quantity}", math.nan)
+    return c.fallback if c.fallback and isinstance(own, float) and math.isnan(own) else c.ours
 
 
 def _published(row: pd.Series, c: Comparison, ranged: bool) -> str:
