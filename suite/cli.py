@@ -407,6 +407,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from suite.backends import mark_untiled_for
     from suite.graph import from_model
     from suite.models.load import load_model, parse_input_size
     from suite.plan import save_plan
@@ -418,7 +419,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     output = _output_file(args.output)
     fleet = priced_here(_fleet(args), args.backend, args.reprofile, _say)
     size = parse_input_size(args.input_size) if args.input_size else None
-    graph = from_model(load_model(args.model, size, args.seed, weights=False))
+    graph = mark_untiled_for(from_model(load_model(args.model, size, args.seed, weights=False)), args.backend)
     options = _scheme_options(args, pico={"search": args.search}, halp={"tasks_per_batch": args.tasks})
     plan = make_plan(args.scheme, graph, fleet, **options)
     if output:

@@ -23,12 +23,14 @@ from suite.backends.base import (
     run_whole,
 )
 from suite.backends.torch import TorchBackend
+from suite.graph import Graph
 
 BACKENDS = ("torch", "torch-fast", "onnxruntime")
 
 __all__ = [
     "BACKENDS", "Backend", "BackendError", "Compiled", "Prepared", "SegmentCall", "Tile", "TorchBackend",
-    "check_backend", "make_backend", "one_thread", "region_of", "run_segment", "run_whole",
+    "check_backend", "make_backend", "mark_untiled_for", "one_thread", "region_of", "run_segment",
+    "run_whole",
 ]  # fmt: skip
 
 
@@ -48,3 +50,15 @@ def make_backend(name: str, threads: int | None = None) -> Backend:
         from suite.backends.ort import OrtBackend  # imports onnxruntime only when asked for
 
         return OrtBackend(threads=threads)
+
+
+def mark_untiled_for(graph: Graph, backend: str) -> Graph:
+    """`graph` with the nodes `backend` cannot tile bit-exactly on this host marked so
+    (`Node.spatial`), for plans made on it to run them whole: onnxruntime's convolutions in plain
+    layout with long sums, asked of onnxruntime per convolution shape (`suite.backends.ort`), with
+    no weights and no export of the model. The torch backends tile every node."""
+    if backend == "onnxruntime":
+        from suite.backends.ort import mark_untiled
+
+        return mark_untiled(graph)
+    return graph

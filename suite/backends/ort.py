@@ -7,8 +7,9 @@ convolution, Conv+Add+Relu) as in the monolithic session. Both run at ORT_ENABLE
 NCHWc convolution accumulates in an order that does not depend on the map size, while at the basic
 level its im2col GEMM regroups the reduction by output size and small tiles drift in the last bits.
 A convolution onnxruntime keeps in plain layout even there (16 or more input channels, not a multiple
-of 4) runs that GEMM: where its sum is long enough to be regrouped (`_regrouped_convs`), the graph
-this backend gives marks it untiled, so plans and the verifier run it whole, and a plan made
+of 4) runs that GEMM: where its sum is long enough to be regrouped (`regrouped_convs`, asked of
+onnxruntime per convolution shape), the graph this backend gives, and the model graph `suite plan`
+plans on, mark it untiled (`mark_untiled`), so plans and the verifier run it whole, and a plan made
 elsewhere that tiles it is refused in one line.
 
 Plans name the nodes of the *model graph* (`suite.graph.from_model`: torch.fx node names for a
@@ -75,7 +76,7 @@ class OrtBackend:
     _graph: Graph | None = field(default=None, init=False, repr=False)
     _sessions: dict = field(default_factory=dict, init=False, repr=False)  # segment, tile -> (_Session, tile)
     _nchwc: frozenset[str] = field(default=frozenset(), init=False, repr=False)
-    _regrouped: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # `_regrouped_convs`
+    _regrouped: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # `regrouped_convs`
     _layout_of: tuple = field(default=(), init=False, repr=False)  # `_shapes` of the graph `_layout` asked of
     _weights: WeightFile | None = field(default=None, init=False, repr=False)  # a worker's: load_folded
 
@@ -129,7 +130,8 @@ class OrtBackend:
         folder = _fold(model_bytes, loaded.name)
         del model_bytes
         graph = replace(from_onnx(onnx.load(str(folder / MODEL)), loaded.name), source="onnxruntime")
-        self._mark_untiled(graph)
+        self._use(graph)
+        mark_untiled(graph)
         threads = REGROUPED_THREADS if self._regrouped else None
         _FOLDED[id(graph)] = folder
         weakref.finalize(graph, _forget, id(graph), folder)
@@ -149,19 +151,8 @@ class OrtBackend:
         they run there. No module is built and nothing is exported."""
         skeleton, self._weights = read_folded(model_file)
         graph = replace(from_onnx(skeleton, skeleton.graph.name), source="onnxruntime")
-        self._mark_untiled(graph)
-        return graph
-
-    def _mark_untiled(self, graph: Graph) -> None:
-        """Mark the convolutions whose tiles this host's onnxruntime would not sum as the whole map
-        (`_regrouped_convs`) as not spatial, so that plans and the verifier end the tiles before them
-        and run them whole, the plan saying why (`suite.graph.cuts`)."""
         self._use(graph)
-        for name, products in self._regrouped.items():
-            graph[name].attrs["untiled"] = (
-                f"onnxruntime runs this convolution in plain layout, summing {products} products an "
-                f"output in runs set by the size of the output: a tile would not be bit-exact with the "
-                "whole map (--backend torch tiles it)")  # fmt: skip
+        return mark_untiled(graph)
 
     def weight_bytes(self, name: str, tensor: torch.Tensor) -> Iterator[bytes | memoryview]:
         """A weight's bytes for its digest (`Node.param_digest`) after `load_folded`: read from
@@ -206,7 +197,7 @@ class OrtBackend:
             self._graph, self._sessions = graph, {}
             if _shapes(graph) != self._layout_of:  # a weight-pruned copy keeps its graph's layout
                 self._layout_of = _shapes(graph)
-                self._nchwc, self._regrouped = self._layout(graph)
+                self._nchwc, self._regrouped = self._layout(graph), regrouped_convs(graph)
 
     def _build(
         self,
@@ -235,11 +226,9 @@ class OrtBackend:
         for index, regions in enumerate(tiles):
             self._sessions[_key(names, regions, held, outputs)] = (session, index)
 
-    def _layout(self, graph: Graph) -> tuple[frozenset[str], dict[str, int]]:
+    def _layout(self, graph: Graph) -> frozenset[str]:
         """The maps the whole graph holds in NCHWc layout, as onnxruntime decides: its optimised
-        graph renames them, or gives them their name back only through a ReorderOutput. And the
-        convolutions it runs in plain layout that sum more than `MLAS_SUM_RUN` products an output,
-        with that number (`_regrouped_convs`).
+        graph renames them, or gives them their name back only through a ReorderOutput.
 
         Only the maps are asked about, so only the nodes computing maps from maps are built: the
         layout is decided per node and reordered back where a node needs plain NCHW (a flatten, a
@@ -247,8 +236,6 @@ class OrtBackend:
         A worker asks with zeros for the weights it left in its weight file (layout follows shapes,
         not values), as it reads no weight of a node it does not run. The optimised model is
         written with its weights beside it, and read without them."""
-        import onnxruntime as ort
-
         maps = {graph.input}
         for name, node in graph.nodes.items():
             if name != graph.input and node.is_map and all(s in maps for s in node.inputs):
@@ -260,13 +247,7 @@ class OrtBackend:
             model = Path(tmp) / MODEL
             model.write_bytes(segment_model(graph, names, whole, {graph.input: WHOLE}, graph.boundary(names),
                                             weight_file=zeros))  # fmt: skip
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-            opts.add_session_config_entry(f"{_EXTERNAL}_file_name", "optimised.onnx.data")
-            opts.log_severity_level = 3
-            ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-            optimised = onnx.load(opts.optimized_model_filepath, load_external_data=False)
+            optimised = optimised_model(model)
         plain = {o for n in optimised.graph.node if n.op_type != "ReorderOutput" for o in n.output}
         nchwc = {n for n in names if n not in plain and graph[n].is_map}  # NCHWc holds maps only
         for name in names:  # ORT removes an Identity, and its name with it: the map is its input's
@@ -274,7 +255,7 @@ class OrtBackend:
                 nchwc.discard(name)
                 if graph[name].inputs[0] in nchwc:
                     nchwc.add(name)
-        return frozenset(nchwc), _regrouped_convs(graph, optimised)
+        return frozenset(nchwc)
 
 
 @dataclass
@@ -316,24 +297,110 @@ MLAS_SUM_RUN = 128  # MLAS_SGEMM_STRIDEK: the shortest run of products MLAS's GE
 REGROUPED_THREADS = 1
 
 
-def _regrouped_convs(graph: Graph, optimised: onnx.ModelProto) -> dict[str, int]:
-    """The convolutions of `graph` that onnxruntime's optimised model runs in plain layout (an ONNX
-    Conv or a FusedConv, not NCHWc: 16 or more input channels, not a multiple of 4, on AVX-512) and
-    that sum more than `MLAS_SUM_RUN` products an output, with that number. MLAS computes them as
-    im2col and GEMM, summing each output's products in runs of `MLAS_SUM_RUN`, 256, 512 or 1024 by
-    the number of outputs a thread is given (`MlasConvOperation`), and adding the runs' sums: a
+@dataclass(frozen=True)
+class ConvShape:
+    """What onnxruntime's choice of layout for a convolution follows: its input's shape, its
+    weight's, its groups and its window; not its weights' values, nor the graph around it."""
+
+    input: tuple[int, int, int]  # channels, height, width
+    weight: tuple[int, int, int, int]  # output channels, input channels per group, kernel height, width
+    groups: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[int, int, int, int]  # ONNX's order: top, left, bottom, right
+
+    @property
+    def products(self) -> int:
+        """The products summed for each output."""
+        return int(np.prod(self.weight[1:]))
+
+
+def conv_shape(graph: Graph, node: Node) -> ConvShape:
+    """From the graph's shapes, not the weight: a weight-pruned graph keeps only a device's weights."""
+    w, groups, fed = node.window, node.attrs.get("groups", 1), tuple(graph[node.inputs[0]].shape[1:])
+    weight = (node.shape[1], fed[0] // groups, *w.kernel)
+    return ConvShape(fed, weight, groups, w.stride, w.dilation, (*w.pad_begin, *w.pad_end))
+
+
+_PLAIN: dict[ConvShape, bool] = {}  # this process's answers of `_plain_layout`
+
+
+def regrouped_convs(graph: Graph) -> dict[str, int]:
+    """The convolutions of `graph` that onnxruntime runs in plain layout (not NCHWc: 16 or more
+    input channels, not a multiple of 4, on AVX-512; every one where MLAS has no NCHWc kernels)
+    and that sum more than `MLAS_SUM_RUN` products an output, with that number. MLAS computes them
+    as im2col and GEMM, summing each output's products in runs of `MLAS_SUM_RUN`, 256, 512 or 1024
+    by the number of outputs a thread is given (`MlasConvOperation`), and adding the runs' sums: a
     tile's few outputs are summed in one run where the whole map's are in several, and the whole
     map's own runs change with the thread count. A sum no longer than `MLAS_SUM_RUN` is one run
-    whatever the sizes, as is every sum of the NCHWc kernels."""
-    lengths = {i.name: int(np.prod(i.dims[1:])) for i in optimised.graph.initializer if len(i.dims) == 4}
-    plain = {
-        n.input[1]
-        for n in optimised.graph.node
-        if n.op_type in ("Conv", "FusedConv") and n.domain in ("", "ai.onnx", "com.microsoft")
-    }
-    return {name: lengths[node.onnx[0].input[1]] for name, node in graph.nodes.items()
-            if node.onnx is not None and node.onnx[0].op_type == "Conv" and node.onnx[0].input[1] in plain
-            and lengths.get(node.onnx[0].input[1], 0) > MLAS_SUM_RUN}  # fmt: skip
+    whatever the sizes, as is every sum of the NCHWc kernels.
+
+    onnxruntime is asked about each distinct convolution shape alone (`_plain_layout`), once per
+    process: its layout follows the shapes, so this holds for the model graph (`suite plan`, no
+    weights) as for onnxruntime's own, and costs a fraction of a second, not an export of the model."""
+    shapes = {name: conv_shape(graph, node) for name, node in graph.nodes.items()
+              if node.op == "conv" and node.is_map and graph[node.inputs[0]].is_map}  # fmt: skip
+    long = {s for s in shapes.values() if s.products > MLAS_SUM_RUN}
+    _PLAIN.update(_plain_layout([s for s in long if s not in _PLAIN]))
+    return {name: s.products for name, s in shapes.items() if s in long and _PLAIN[s]}
+
+
+def mark_untiled(graph: Graph) -> Graph:
+    """`graph` with the convolutions whose tiles this host's onnxruntime would not sum as the whole
+    map (`regrouped_convs`) marked not spatial, so that plans and the verifier end the tiles before
+    them and run them whole, the plan saying why (`suite.graph.cuts`)."""
+    for name, products in regrouped_convs(graph).items():
+        graph[name].attrs["untiled"] = (
+            f"onnxruntime runs this convolution in plain layout, summing {products} products an "
+            f"output in runs set by the size of the output: a tile would not be bit-exact with the "
+            "whole map (--backend torch tiles it)")  # fmt: skip
+    return graph
+
+
+def _plain_layout(shapes: Sequence[ConvShape]) -> dict[ConvShape, bool]:
+    """Whether onnxruntime runs each convolution of `shapes` in plain layout at ORT_ENABLE_ALL: one
+    graph holding each alone (its own input, zero weights and bias, its own output), optimised
+    and read back. A plain one stays an ONNX Conv (or a FusedConv); an NCHWc one becomes a Conv of
+    the com.microsoft.nchwc domain."""
+    if not shapes:
+        return {}
+    nodes, inits, inputs, outputs = [], [], [], []
+    for i, s in enumerate(shapes):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", onnx.TensorProto.FLOAT, [1, *s.input]))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None))
+        inits += [numpy_helper.from_array(np.zeros(s.weight, np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(s.weight[0], np.float32), f"b{i}")]  # fmt: skip
+        nodes.append(helper.make_node("Conv", [f"x{i}", f"w{i}", f"b{i}"], [f"y{i}"], name=f"conv{i}",
+                                      kernel_shape=list(s.weight[2:]), strides=list(s.stride), group=s.groups,
+                                      dilations=list(s.dilation), pads=list(s.pads)))  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "convs", inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    model.ir_version = 8
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / MODEL).write_bytes(model.SerializeToString())
+        plain = plain_conv_weights(optimised_model(Path(tmp) / MODEL))
+    return {s: f"w{i}" in plain for i, s in enumerate(shapes)}
+
+
+def plain_conv_weights(optimised: onnx.ModelProto) -> set[str]:
+    """The weights of the convolutions an optimised model runs in plain layout: an ONNX Conv or a
+    FusedConv, where an NCHWc one is a Conv of the com.microsoft.nchwc domain."""
+    convs, plain = ("Conv", "FusedConv"), ("", "ai.onnx", "com.microsoft")
+    return {n.input[1] for n in optimised.graph.node if n.op_type in convs and n.domain in plain}
+
+
+def optimised_model(model: Path) -> onnx.ModelProto:
+    """The graph onnxruntime runs for the model file `model` at ORT_ENABLE_ALL, written beside it
+    (its weights in a file of their own) and read back without its weights."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(model.with_name("optimised.onnx"))
+    opts.add_session_config_entry(f"{_EXTERNAL}_file_name", "optimised.onnx.data")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath, load_external_data=False)
 
 
 def _shapes(graph: Graph) -> tuple:

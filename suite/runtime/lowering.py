@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from suite.backends import mark_untiled_for
 from suite.fleet import Fleet
 from suite.graph import Graph, from_model
 from suite.plan import Plan, PlanError, Stage, Transfer, Work, check_plan, work_inputs
@@ -33,16 +34,13 @@ PASS_THROUGH = ("dropout", "identity")  # ops whose output is their input at inf
 
 def model_graph(loaded: LoadedModel, executed: Graph) -> Graph:
     """The graph plans name: the backend's own where it runs the model graph itself (torch), else
-    the model imported as `suite plan` imports it, with the nodes the backend cannot tile exactly
-    marked as in its own graph (`Node.spatial`), so a plan runs them whole."""
+    the model imported as `suite plan` imports it, with the nodes that backend (onnxruntime, whose
+    graph's source is its name) cannot tile exactly marked as `suite plan` marks them
+    (`mark_untiled_for`), so a plan runs them whole and both report the same coverage."""
     own = "torch" if loaded.module is not None else "onnx"
     if executed.source == own:
         return executed
-    model = from_model(loaded)
-    for name, node in executed.nodes.items():
-        if "untiled" in node.attrs and name in model.nodes:
-            model[name].attrs["untiled"] = node.attrs["untiled"]
-    return model
+    return mark_untiled_for(from_model(loaded), executed.source)
 
 
 def lower_plan(plan: Plan, model: Graph, graph: Graph, fleet: Fleet) -> Plan:
