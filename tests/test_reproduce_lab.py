@@ -243,6 +243,23 @@ def test_modnn_measured_speedups_are_drawn_with_their_own_legend_entry(baselines
     assert "measured" not in [t.get_text() for t in plots.modnn(outcome).legends[0].get_texts()]
 
 
+def test_aofl_measured_points_reach_its_ratios_and_both_of_its_panels(baselines):
+    outcome = FIGURES["aofl"].compute(baselines["aofl"])
+    latencies = {(s, n): 20.0 / (n if s == "ofl" else 1) for s in ("lw", "efl", "ofl") for n in (1, 2, 4, 8)}
+    merged = with_lab_latency(outcome, _lab_rows(aofl_latency(), latencies))
+    points = compared(merged)
+    at_1ghz = points[points.point.str.contains("1000 MHz") & (points.quantity == "latency_s")]
+    assert (at_1ghz[at_1ghz.point.str.contains(" (?:1|2|4|8) dev$")].ours_column == "measured").all()
+    assert (points[points.point.str.contains("750 MHz")].ours_column == "predicted").all()
+    fig = plots.aofl(merged)
+    triangles = [
+        line.get_ydata().tolist() for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "^"
+    ]
+    assert [20.0, 10.0, 5.0, 2.5] in triangles  # OFL's time per image
+    assert pytest.approx([1.0, 2.0, 4.0, 8.0]) in triangles  # and its speedup
+    assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 @pytest.fixture(scope="module")
 def baselines():
     from suite.baselines import load_baselines
