@@ -214,7 +214,25 @@ def test_modnn_measured_on_edgeld_testbed_takes_the_ratios_and_the_headline(base
     assert any(f.startswith("Where the 4-device MoDNN frame's time goes") for f in merged.findings)
     assert not any("3-device" in f for f in merged.findings)
     assert "Lab calibration at dilation x22" in merged.findings[-2]
-    assert "| measured |" in section(merged, baselines["modnn"], "stamp")
+    text = section(merged, baselines["modnn"], "stamp")
+    assert "| measured |" in text
+    # the flagged line's cause says which part of the measured frame outgrew the prediction, then ours
+    cause = merged.causes["edgeld-100mbps"]
+    assert cause.startswith("Measured in the lab, the 4-device MoDNN frame's devices spend up to 1.00 s a "
+                            "frame sending and receiving against 0.50 s computing")  # fmt: skip
+    assert cause.endswith(outcome.causes["edgeld-100mbps"]) and cause in text
+    assert merged.causes["ncnn-1.5ghz"] == outcome.causes["ncnn-1.5ghz"]
+
+
+def test_a_slow_measured_frame_that_computes_more_than_it_moves_blames_the_compute():
+    from types import SimpleNamespace
+
+    from suite.reproduce.figures import _measured_cause
+
+    row = SimpleNamespace(lab_compute_s=[9.0, 3.0], lab_send_s=[1.0, 0.5], lab_recv_s=[0.5, 2.0])
+    said = _measured_cause(row, "2-device LW frame")
+    assert said.startswith("Measured in the lab, the 2-device LW frame's busiest device computes 9.00 s")
+    assert "(2.50 s at most)" in said and "compute, not its links" in said
 
 
 def test_a_latency_figure_with_several_lines_divides_each_by_its_own_one_device():

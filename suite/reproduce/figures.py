@@ -92,19 +92,45 @@ def _text(text: str) -> Callable[[Path], None]:
 
 def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd.DataFrame) -> Outcome:
     """The figure's table with the lab's measured rows merged in on their keys (the report's ratios
-    then use them), the headline, the calibration, and where the time of each `slow` row's frame goes;
-    the per-device columns behind that are dropped from the CSV."""
+    then use them), the headline, the calibration, and for each `slow` row (a measured frame well over
+    its prediction) where its time goes and, in its group's cause paragraph, which part outgrew the
+    prediction; the per-device columns behind that are dropped from the CSV."""
     table = outcome.table.merge(measured.rows, on=list(measured.keys), how="left")
     findings = [describe_calibration(measured.calibrations, measured.dilation)]
+    causes = dict(outcome.causes)
+    groups = dict.fromkeys(c.group for c in outcome.comparisons if c.group in slow)
     for row in slow.itertuples():
+        name = f"{row.devices}-device {report.NAMES.get(row.scheme, row.scheme)} frame"
         split = "; ".join(f"{d} computes {c:.2f} s, sends {s:.2f} s, receives {r:.2f} s, idles {i:.2f} s"
                           for d, c, s, r, i in zip(row.lab_devices, row.lab_compute_s, row.lab_send_s,
                                                    row.lab_recv_s, row.lab_idle_s))  # fmt: skip
-        findings.append(f"Where the {row.devices}-device {report.NAMES.get(row.scheme, row.scheme)} frame's "
-                        f"time goes, per frame, real time: {split}.")  # fmt: skip
+        findings.append(f"Where the {name}'s time goes, per frame, real time: {split}.")
+        for value in (getattr(row, group) for group in groups):
+            causes[value] = f"{_measured_cause(row, name)} {causes.get(value, '')}".strip()
     table = table.drop(columns=[c for c in table.columns if c.startswith("lab_")
                                 and c not in ("lab_dilation", "lab_cores")])  # fmt: skip
-    return replace(outcome, table=table, headline=headline, findings=(*outcome.findings, *findings))
+    return replace(outcome, table=table, headline=headline, findings=(*outcome.findings, *findings),
+                   causes=causes)  # fmt: skip
+
+
+def _measured_cause(row, name: str) -> str:
+    """The measured side of a slow point's cause paragraph: whether its devices' compute or their
+    transfers (each device's send and receive seconds, from the lab's timelines) took the time."""
+    compute = max(row.lab_compute_s)
+    moving = max(s + r for s, r in zip(row.lab_send_s, row.lab_recv_s))
+    if moving <= compute:
+        return (f"Measured in the lab, the {name}'s busiest device computes {compute:.2f} s a frame, more "
+                f"than its transfers ({moving:.2f} s at most): the lab's compute, not its links, is what "
+                "the prediction misses there.")  # fmt: skip
+    return (
+        f"Measured in the lab, the {name}'s devices spend up to {moving:.2f} s a frame sending and "
+        f"receiving against {compute:.2f} s computing at most (the time split above): its transfers, "
+        "which the cost model prices at the link's rate, are what the prediction misses. Our belief, "
+        "not yet tested: each message costs CPU (serialising, copying) on the capped cores of the "
+        "devices at both ends, and a device's sends wait for its neighbours' receives; the experiment "
+        "that tests it runs the same plan with the devices' quota raised and the link kept, and "
+        "sees whether the transfer seconds shrink with the quota."
+    )
 
 
 def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
