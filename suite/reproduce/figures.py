@@ -125,11 +125,12 @@ def _measured_cause(row, name: str) -> str:
     return (
         f"Measured in the lab, the {name}'s devices spend up to {moving:.2f} s a frame sending and "
         f"receiving against {compute:.2f} s computing at most (the time split above): its transfers, "
-        "which the cost model prices at the link's rate, are what the prediction misses. Our belief, "
-        "not yet tested: each message costs CPU (serialising, copying) on the capped cores of the "
-        "devices at both ends, and a device's sends wait for its neighbours' receives; the experiment "
-        "that tests it runs the same plan with the devices' quota raised and the link kept, and "
-        "sees whether the transfer seconds shrink with the quota."
+        "which the cost model prices at the link's rate, are what the prediction misses. We believe "
+        "each message costs CPU (serialising, copying) on the capped cores of the devices at both "
+        "ends, and a device's sends wait for its neighbours' receives; the experiment that tests it "
+        "runs the same plan with the devices' quota raised and the link kept: transfer seconds that "
+        "shrink with the quota are the devices' CPU, not the link (docs/reproduction.md, MoDNN on "
+        "EdgeLD's testbed: they did)."
     )
 
 
