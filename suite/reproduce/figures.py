@@ -228,7 +228,7 @@ def reproduce(names: list[str], out: Path, progress: Callable[[str], None] | Non
             if lab and name in LAB:
                 setup, merge = LAB[name]
                 outcome = merge(outcome, measure(setup(), progress))
-            if lab and name == "halp":  # its own calibration, of the Pi 4 it measures (`halp_lab`)
+            if lab and name == "halp":  # its own measurements: speedup and a fading channel (`halp_lab`)
                 from suite.reproduce import halp_lab
 
                 outcome = halp_lab.with_lab(outcome, halp_lab.measure(progress))
