@@ -306,3 +306,26 @@ def test_a_small_lab_measures_points_that_reach_the_csv_and_the_report(tmp_path,
     report = (out / "REPORT.md").read_text()
     assert "**Measured** points" in report and "Lab calibration at dilation" in report
     assert "| measured |" in report
+
+
+@pytest.mark.slow
+@needs_lab
+def test_a_small_latency_lab_measures_modnn_rows_that_reach_the_csv_and_the_report(tmp_path, monkeypatch):
+    """One and two fast devices, ResNet-18, a few frames one at a time: the latency figure's path from
+    calibration to the modnn CSV's measured columns on the EdgeLD rows."""
+    from suite.reproduce import figures
+
+    fleets = {n: str(write_fleet(tmp_path / f"f{n}", n, 400.0, False, 0.3)) for n in (1, 2)}
+    small = LabFigure("resnet18", fleets, {"modnn": 2}, {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"},
+                      single_on_one=True)  # fmt: skip
+    monkeypatch.setitem(figures.LAB, "modnn", (lambda: small, with_lab_latency))
+    out = tmp_path / "reports"
+    figures.reproduce(["modnn"], out, progress=lambda _: None, lab=True)
+    table = pd.read_csv(out / "modnn.csv")
+    measured = table.dropna(subset=["measured_latency_s"])
+    assert list(zip(measured.fleet, measured.devices)) == [("edgeld-100mbps", 1), ("edgeld-100mbps", 2)]
+    assert (measured.measured_latency_s > 0).all() and measured.measured_speedup.iloc[0] == 1.0
+    assert len(set(measured.lab_dilation)) == 1
+    report = (out / "REPORT.md").read_text()
+    assert "**Measured** points" in report and "Lab calibration at dilation" in report
+    assert "edgeld-100mbps on 1/2 devices: measured" in report
