@@ -13,16 +13,18 @@ from labkit import needs_lab, write_fleet
 from suite.errors import UserError
 from suite.reproduce import plots
 from suite.reproduce.common import Comparison, Outcome
-from suite.reproduce.figures import with_lab
+from suite.reproduce.figures import FIGURES, with_lab, with_lab_latency
 from suite.reproduce.lab import (
     CALIBRATION_TRIES,
     Calibration,
     LabFigure,
     Measured,
+    aofl_latency,
     calibration_columns,
     calibration_fleet,
     calibration_step,
     describe_calibration,
+    edgeld_latency,
     figure_dilation,
     one_dilation,
 )
@@ -112,7 +114,7 @@ def _fig8_like() -> tuple[Outcome, Measured]:
                  **calibration_columns(calibrations, "rpi4b")}
                 for s, n, p in (("pico", 1, 21.0), ("pico", 8, 6.5), ("lw", 1, 21.0), ("lw", 8, 21.0))
                 ]  # fmt: skip
-    return outcome, Measured(pd.DataFrame(lab_rows), calibrations, 10.0)
+    return outcome, Measured(pd.DataFrame(lab_rows), calibrations, 10.0, ("scheme", "clock_mhz", "devices"))
 
 
 def test_a_measured_figure_has_measured_columns_ratios_and_the_calibration_in_its_csv_and_report(baselines):
@@ -170,6 +172,117 @@ def test_measured_points_are_drawn_with_their_own_marker_and_legend_entry():
     assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
+def _lab_rows(setup: LabFigure, latencies: dict[tuple[str, int], float]) -> Measured:
+    """The rows `measure` gives for `setup`, with these measured latencies (one frame at a time, so
+    the period is the latency), at dilation 22 on a calibrated class."""
+    calibrations = _calibrations()
+    rows = [{"scheme": label, **setup.keys, "devices": n, "measured_period_s": t,
+             "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": 22.0,
+             "lab_cores": 0.2, "measured_host_load": 1.5, "lab_devices": [f"vm{i}" for i in range(n)],
+             **{f"lab_{k}_s": [0.5] * n for k in ("compute", "send", "recv", "idle")},
+             **calibration_columns(calibrations, "rpi4b")}
+            for (label, n), t in latencies.items()]  # fmt: skip
+    return Measured(pd.DataFrame(rows), calibrations, 22.0, setup.columns)
+
+
+def test_modnn_is_measured_on_edgeld_testbed_one_device_alone_then_bodp():
+    setup = edgeld_latency()
+    assert setup.fleets == {n: f"edgeld-vm-{n}" for n in (1, 2, 3, 4)}
+    assert [setup.scheme("modnn", n) for n in (1, 2, 4)] == ["single", "modnn", "modnn"]
+    assert setup.columns == ("scheme", "fleet", "devices") and setup.keys == {"fleet": "edgeld-100mbps"}
+    assert aofl_latency().scheme("lw", 1) == "modnn-gather"  # AOFL's one-device points are the schemes'
+
+
+def test_modnn_measured_on_edgeld_testbed_takes_the_ratios_and_the_headline(baselines):
+    outcome = FIGURES["modnn"].compute(baselines["modnn"])
+    latencies = {("modnn", 1): 25.0, ("modnn", 2): 20.0, ("modnn", 3): 10.0, ("modnn", 4): 12.5}
+    merged = with_lab_latency(outcome, _lab_rows(edgeld_latency(), latencies))
+    t = merged.table
+    edgeld = t[t.fleet == "edgeld-100mbps"].set_index("devices")
+    assert edgeld.measured_latency_s.tolist() == [25.0, 20.0, 10.0, 12.5]
+    assert edgeld.measured_speedup.tolist() == pytest.approx([1.0, 1.25, 2.5, 2.0])  # over its own 1 device
+    assert t[t.fleet != "edgeld-100mbps"].measured_latency_s.isna().all()  # the Pi fleets stay predicted
+    assert not any(c.startswith("lab_") and c not in ("lab_dilation", "lab_cores") for c in t.columns)
+    points = compared(merged)
+    latency = points[(points.quantity == "latency_s")].set_index("point")
+    # EdgeLD's 14.07 s on 2 devices: measured 20.0 s is 1.42x and flagged, where predicted is within 25%
+    two = latency.loc["edgeld-100mbps, 2 dev"]
+    assert two.ours_column == "measured" and two.ratio == "1.42" and two.off
+    assert not latency.loc["edgeld-100mbps, 1 dev"].off  # 25.0 s against 24.57 s
+    assert (points[points.quantity == "speedup"].ours_column == "predicted").all()  # the Pi fleets' range
+    assert "edgeld-100mbps on 1/2/3/4 devices: measured 25.00 / 20.00 / 10.00 / 12.50 s, predicted 24.57" in (
+        merged.headline
+    )
+    assert "paper 24.6 / 14.1 / 9.5 / 8.78 s (measured speedup 2.00x, predicted 3.68x)" in merged.headline
+    assert "x22" in merged.headline and merged.headline.endswith(outcome.headline)
+    # 12.5 s on 4 devices against 6.68 s predicted: where its time went; 3 devices is not the line's largest
+    assert any(f.startswith("Where the 4-device MoDNN frame's time goes") for f in merged.findings)
+    assert not any("3-device" in f for f in merged.findings)
+    assert "Lab calibration at dilation x22" in merged.findings[-2]
+    text = section(merged, baselines["modnn"], "stamp")
+    assert "| measured |" in text
+    # the flagged line's cause says which part of the measured frame outgrew the prediction, then ours
+    cause = merged.causes["edgeld-100mbps"]
+    assert cause.startswith("Measured in the lab, the 4-device MoDNN frame's devices spend up to 1.00 s a "
+                            "frame sending and receiving against 0.50 s computing")  # fmt: skip
+    assert cause.endswith(outcome.causes["edgeld-100mbps"]) and cause in text
+    assert merged.causes["ncnn-1.5ghz"] == outcome.causes["ncnn-1.5ghz"]
+
+
+def test_a_slow_measured_frame_that_computes_more_than_it_moves_blames_the_compute():
+    from types import SimpleNamespace
+
+    from suite.reproduce.figures import _measured_cause
+
+    row = SimpleNamespace(lab_compute_s=[9.0, 3.0], lab_send_s=[1.0, 0.5], lab_recv_s=[0.5, 2.0])
+    said = _measured_cause(row, "2-device LW frame")
+    assert said.startswith("Measured in the lab, the 2-device LW frame's busiest device computes 9.00 s")
+    assert "(2.50 s at most)" in said and "compute, not its links" in said
+
+
+def test_a_latency_figure_with_several_lines_divides_each_by_its_own_one_device():
+    setup = aofl_latency()
+    latencies = {("lw", 1): 20.0, ("lw", 8): 25.0, ("ofl", 1): 22.0, ("ofl", 8): 5.5}
+    rows = [{"scheme": s, "clock_mhz": 1000, "devices": n,
+             "predicted_latency_s": 20.0 / (n if s == "ofl" else 1),
+             "predicted_speedup": float(n if s == "ofl" else 1), "published_latency_s": math.nan}
+            for s in ("lw", "ofl") for n in (1, 2, 8)]  # fmt: skip
+    outcome = Outcome(name="aofl", title="t", source="s", setup="s", table=pd.DataFrame(rows),
+                      keys=("scheme", "clock_mhz", "devices"), comparisons=(Comparison("latency_s"),),
+                      headline="Predicted.")  # fmt: skip
+    t = with_lab_latency(outcome, _lab_rows(setup, latencies)).table.set_index(["scheme", "devices"])
+    assert t.loc[("ofl", 8), "measured_speedup"] == pytest.approx(4.0)  # 22 / 5.5, not 20 / 5.5
+    assert t.loc[("lw", 8), "measured_speedup"] == pytest.approx(0.8)
+    assert math.isnan(t.loc[("ofl", 2), "measured_latency_s"])
+
+
+def test_modnn_measured_speedups_are_drawn_with_their_own_legend_entry(baselines):
+    outcome = FIGURES["modnn"].compute(baselines["modnn"])
+    latencies = {("modnn", n): 24.0 / n for n in (1, 2, 3, 4)}
+    fig = plots.modnn(with_lab_latency(outcome, _lab_rows(edgeld_latency(), latencies)))
+    triangles = [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "^"]
+    assert [line.get_ydata().tolist() for line in triangles] == [pytest.approx([1.0, 2.0, 3.0, 4.0])]
+    assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "measured" not in [t.get_text() for t in plots.modnn(outcome).legends[0].get_texts()]
+
+
+def test_aofl_measured_points_reach_its_ratios_and_both_of_its_panels(baselines):
+    outcome = FIGURES["aofl"].compute(baselines["aofl"])
+    latencies = {(s, n): 20.0 / (n if s == "ofl" else 1) for s in ("lw", "efl", "ofl") for n in (1, 2, 4, 8)}
+    merged = with_lab_latency(outcome, _lab_rows(aofl_latency(), latencies))
+    points = compared(merged)
+    at_1ghz = points[points.point.str.contains("1000 MHz") & (points.quantity == "latency_s")]
+    assert (at_1ghz[at_1ghz.point.str.contains(" (?:1|2|4|8) dev$")].ours_column == "measured").all()
+    assert (points[points.point.str.contains("750 MHz")].ours_column == "predicted").all()
+    fig = plots.aofl(merged)
+    triangles = [
+        line.get_ydata().tolist() for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "^"
+    ]
+    assert [20.0, 10.0, 5.0, 2.5] in triangles  # OFL's time per image
+    assert pytest.approx([1.0, 2.0, 4.0, 8.0]) in triangles  # and its speedup
+    assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 @pytest.fixture(scope="module")
 def baselines():
     from suite.baselines import load_baselines
@@ -198,3 +311,26 @@ def test_a_small_lab_measures_points_that_reach_the_csv_and_the_report(tmp_path,
     report = (out / "REPORT.md").read_text()
     assert "**Measured** points" in report and "Lab calibration at dilation" in report
     assert "| measured |" in report
+
+
+@pytest.mark.slow
+@needs_lab
+def test_a_small_latency_lab_measures_modnn_rows_that_reach_the_csv_and_the_report(tmp_path, monkeypatch):
+    """One and two fast devices, ResNet-18, a few frames one at a time: the latency figure's path from
+    calibration to the modnn CSV's measured columns on the EdgeLD rows."""
+    from suite.reproduce import figures
+
+    fleets = {n: str(write_fleet(tmp_path / f"f{n}", n, 400.0, False, 0.3)) for n in (1, 2)}
+    small = LabFigure("resnet18", fleets, {"modnn": 2}, {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"},
+                      single_on_one=True)  # fmt: skip
+    monkeypatch.setitem(figures.LAB, "modnn", (lambda: small, with_lab_latency))
+    out = tmp_path / "reports"
+    figures.reproduce(["modnn"], out, progress=lambda _: None, lab=True)
+    table = pd.read_csv(out / "modnn.csv")
+    measured = table.dropna(subset=["measured_latency_s"])
+    assert list(zip(measured.fleet, measured.devices)) == [("edgeld-100mbps", 1), ("edgeld-100mbps", 2)]
+    assert (measured.measured_latency_s > 0).all() and measured.measured_speedup.iloc[0] == 1.0
+    assert len(set(measured.lab_dilation)) == 1
+    report = (out / "REPORT.md").read_text()
+    assert "**Measured** points" in report and "Lab calibration at dilation" in report
+    assert "edgeld-100mbps on 1/2 devices: measured" in report

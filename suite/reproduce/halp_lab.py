@@ -6,10 +6,11 @@ Our choices, written down: the Pis are PICO's LibTorch Pi 4 profile at one core 
 (`pico-libtorch-1000mhz-3`, 50 Mbps shared WiFi), not the prototype's own single-device time, which
 is not public (its `halp-pi` fleet is four ncnn threads a Pi, more than a lab worker's one thread).
 The lab caps a device by its profile's speed against the bundled `local` profile, measured on
-another CPU, so one Pi is timed first and the lab made again with the Pi's profile scaled by what
-that showed (calibrated). That lab (`--dilate 20 --deploy`, as the first) runs the single device's
-plan (all of VGG-16 on one Pi) and HALP's, every frame bit-exact; the speedup is the ratio of their
-median frame latencies. Then HALP runs again while `suite.orchestrate.channel` plays a seeded
+another CPU, so the Pi is calibrated first as every lab figure's device class is (`lab.calibrate`:
+one Pi's frame against its profile's, its cgroup quota scaled until within 10%). The measuring lab
+(`--dilate 20 --deploy`, as the calibration's) gives its Pis the calibrated quota and runs the single
+device's plan (all of VGG-16 on one Pi) and HALP's, every frame bit-exact; the speedup is the ratio
+of their median frame latencies. Then HALP runs again while `suite.orchestrate.channel` plays a seeded
 Rayleigh block-fading trace (`suite.simulate.rayleigh_trace`, mean SNR as the simulation's, a new
 draw every `COHERENCE_S` real seconds, about one HALP frame, as near to the simulator's one draw
 per frame as a channel not synchronised with the frames gets); a frame meets a deadline of k x the
@@ -25,19 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from suite.errors import UserError
-from suite.fleet import FLEETS_DIR, PROFILES_DIR
 from suite.orchestrate.channel import playing
 from suite.orchestrate.lab import load_lab
 from suite.reproduce.common import Outcome, fleet, plan
 from suite.reproduce.halp import DEADLINES, MODEL, SNR_DB
-from suite.reproduce.lab import _Lab, available, run_plan
+from suite.reproduce.lab import _Lab, _set_cores, available, calibrate, describe_calibration, run_plan
 from suite.simulate import rayleigh_trace
 
 FLEET = "pico-libtorch-1000mhz-3"
-CALIBRATION_FRAMES = 2  # one Pi's frames before the lab is calibrated
 FRAMES = {"single": 3, "halp": 6}  # timed frames for the speedup (one warm-up frame each)
 FADED_FRAMES = 40  # HALP's frames under the played channel
 COHERENCE_S = 12.0  # real seconds per fading block
@@ -47,22 +45,18 @@ DILATION = 20  # the same before and after calibrating: the links at 1 Gbit/s, a
 
 def measure(progress: Callable[[str], None]) -> dict:
     """The lab's figures: real-time frame latencies of the single device and of HALP on a fixed link,
-    HALP's under the fading trace, the calibration, the lab's dilation and the channel scales played."""
+    HALP's under the fading trace, the Pi's calibration, the lab's dilation and the channel scales
+    played."""
     reason = available()
     if reason is not None:
         raise UserError(reason)
-    profile_s = plan(MODEL, "single", FLEET).predicted.latency_s
+    (profile,) = {d.profile.name for d in fleet(FLEET).devices}
     rate = fleet(FLEET).link.bandwidth_bps
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-halp-") as scratch:
         folder = Path(scratch)
+        tries = calibrate(MODEL, FLEET, profile, DILATION, folder, progress)
         with _Lab(FLEET, DILATION, "h", progress) as up:
-            first = _latencies(
-                "single", CALIBRATION_FRAMES, up["inventory"], folder / "calibration", progress
-            )
-        factor = float(np.median(first)) / profile_s
-        progress(f"lab: one Pi took {np.median(first):.2f} s against its profile's {profile_s:.2f} s; "
-                 f"calibrating its cap by x{factor:.3g}")  # fmt: skip
-        with _Lab(str(_calibrated_fleet(folder, factor)), DILATION, "h", progress) as up:
+            _set_cores(up["lab"], {profile: tries[-1].cores})
             lab, inventory = load_lab(up["lab"]), up["inventory"]
             single = _latencies("single", FRAMES["single"], inventory, folder / "single", progress)
             fixed = _latencies("halp", FRAMES["halp"], inventory, folder / "halp", progress)
@@ -72,25 +66,8 @@ def measure(progress: Callable[[str], None]) -> dict:
             progress(f"lab: HALP under a Rayleigh channel (seed {TRACE_SEED}, {COHERENCE_S:g} s blocks) ...")
             with playing(lab, trace, rate) as scales:
                 faded = _latencies("halp", FADED_FRAMES, inventory, folder / "faded", progress)
-    return {"uncalibrated_single_s": first, "single_s": single, "halp_s": fixed, "faded_s": faded,
+    return {"calibrations": {profile: tries}, "single_s": single, "halp_s": fixed, "faded_s": faded,
             "halp_split": split, "dilation": lab.dilation, "scales": list(scales)}  # fmt: skip
-
-
-def _calibrated_fleet(folder: Path, factor: float) -> Path:
-    """`FLEET` with its Pis' speed times `factor` (one Pi's lab time over its profile's), so that the
-    lab, which caps a device by its profile's speed against this host's bundled `local` profile
-    (measured on another CPU), runs one Pi in its profile's time; the fleet keeps its name, so the
-    figure's plans run on it."""
-    spec = yaml.safe_load((FLEETS_DIR / f"{FLEET}.yaml").read_text())
-    (name,) = {d["profile"] for d in spec["devices"]}
-    profile = yaml.safe_load((PROFILES_DIR / f"{name}.yaml").read_text())
-    profile["macs_per_s"] *= factor
-    profile["source"] = f"measured: {name} calibrated on the emulated lab (x{factor:.4g})"
-    (folder / "calibrated-profile.yaml").write_text(yaml.safe_dump(profile))
-    for d in spec["devices"]:
-        d["profile"] = "calibrated-profile.yaml"
-    (folder / "calibrated-fleet.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "calibrated-fleet.yaml"
 
 
 def _latencies(scheme: str, frames: int, inventory: str, folder: Path,
@@ -135,12 +112,12 @@ def with_lab(outcome: Outcome, measured: dict) -> Outcome:
                     f"{100 * rows.loc[k, 'simulated_deadline_met']:.0f}%)" for k in DEADLINES)  # fmt: skip
     scales = np.asarray(measured["scales"])
     findings = (
+        describe_calibration(measured["calibrations"], measured["dilation"]),
         f"Measured in the emulated lab on {FLEET} (three Pi 4 at PICO's LibTorch speed; time dilated "
         f"x{measured['dilation']:g}, real-time figures; every frame bit-exact): HALP's VGG-16 frame takes "
         f"{halp:.2f} s against one Pi's {single:.2f} s, a {speedup:.2f}x speedup ({speedup / paper:.2f} x "
-        f"the prototype paper's {paper:g}x; predicted {predicted:.2f}x). Calibration: one Pi ran "
-        f"{np.median(measured['uncalibrated_single_s']):.2f} s against its profile's {profile:.2f} s before "
-        f"its cap was calibrated, {single:.2f} s after ({single / profile - 1:+.0%}).",
+        f"the prototype paper's {paper:g}x; predicted {predicted:.2f}x). One Pi on its calibrated quota "
+        f"took {single:.2f} s against its profile's {profile:.2f} s ({single / profile - 1:+.0%}).",
         f"Service reliability measured with a Rayleigh-fading channel played on the lab's links (seed "
         f"{TRACE_SEED}, mean SNR {SNR_DB:g} dB, {COHERENCE_S:g} s blocks; {len(scales)} rate changes, the "
         f"rate {scales.min():.2f}-{scales.max():.2f} x the link's, median {np.median(scales):.2f} x), "

@@ -1,6 +1,7 @@
 """Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8 and 9 at 1 GHz, each device count's paper fleet (`pico-libtorch-1000mhz-N`) becomes a
+For PICO's Fig. 8 and 9 at 1 GHz, MoDNN on EdgeLD's testbed and AOFL's Fig. 9 at 1 GHz, each device
+count's paper fleet (`pico-libtorch-1000mhz-N`, `edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`) becomes a
 lab (`suite lab up --deploy`) and the very plans the figure predicts run through it with
 `suite run --inventory --plan`, every frame checked bit for bit.
 
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -46,13 +47,26 @@ CALIBRATION_FRAMES = 2
 
 @dataclass(frozen=True)
 class LabFigure:
-    """What a figure measures in the lab: its model, its fleets by device count, the schemes (PICO's
-    labels) with their frames per run, and the key columns every measured row carries."""
+    """What a figure measures in the lab: its model, its fleets by device count, the schemes (the
+    figure's labels) with their frames per run, the key columns every measured row carries, and our
+    scheme behind each label. With `single_on_one` the figure's one-device point is the single
+    device's plan (MoDNN's speedup is over one device alone), else the label's scheme on one device."""
 
     model: str
     fleets: Mapping[int, str]
     frames: Mapping[str, int]
     keys: Mapping[str, object]
+    schemes: Mapping[str, str] = field(default_factory=lambda: SCHEME_OF)
+    single_on_one: bool = False
+
+    def scheme(self, label: str, devices: int) -> str:
+        """Our scheme behind the figure's point (`label`, `devices`)."""
+        return "single" if self.single_on_one and devices == 1 else self.schemes[label]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns that name a measured row (and on which it meets the figure's table)."""
+        return ("scheme", *self.keys, "devices")
 
 
 def pico_periods(model: str) -> LabFigure:
@@ -60,6 +74,20 @@ def pico_periods(model: str) -> LabFigure:
     about as long as one device's, so it runs fewer)."""
     return LabFigure(model, {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 2, 4, 8)}, {"pico": 8, "lw": 3},
                      {"clock_mhz": 1000})  # fmt: skip
+
+
+def edgeld_latency() -> LabFigure:
+    """MoDNN (BODP) on EdgeLD's testbed, 1-4 VMs of one 800 MHz core on 100 Mbps tc-shaped links, which
+    is what the lab emulates: VGG-16's latency, one frame at a time, against EdgeLD's Table I."""
+    return LabFigure("vgg16", {n: f"edgeld-vm-{n}" for n in range(1, 5)}, {"modnn": 5},
+                     {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"}, single_on_one=True)  # fmt: skip
+
+
+def aofl_latency() -> LabFigure:
+    """AOFL Fig. 9 at 1 GHz on 1, 2, 4 and 8 Pi 3B+: LW, EFL and OFL's time per image (LW's and EFL's
+    frames are the slow ones, so they run fewer)."""
+    return LabFigure("vgg16", {n: f"aofl-pi3bplus-1000mhz-{n}" for n in (1, 2, 4, 8)},
+                     {"lw": 2, "efl": 2, "ofl": 3}, {"clock_mhz": 1000})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,7 @@ class Measured:
     rows: pd.DataFrame
     calibrations: Mapping[str, tuple[Calibration, ...]]  # profile -> every try, the last one kept
     dilation: float
+    keys: tuple[str, ...]  # the columns that name a row (`LabFigure.columns`)
 
 
 def available() -> str | None:
@@ -270,7 +299,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                 cores = _set_cores(up["lab"], calibrated)
                 for label, frames in setup.frames.items():
                     folder = Path(scratch) / f"{label}-{n}"
-                    planned = plan(setup.model, SCHEME_OF[label], fleet_name)
+                    planned = plan(setup.model, setup.scheme(label, n), fleet_name)
                     run = run_plan(setup.model, planned, up["inventory"], frames, folder)
                     row = point(run, folder / "results" / "devices.csv")
                     first = fleet(fleet_name).devices[0].profile.name
@@ -278,15 +307,16 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                                  "lab_cores": max(cores.values()), "measured_host_load": os.getloadavg()[0],
                                  **calibration_columns(calibrations, first)})  # fmt: skip
                     progress(
-                        f"lab: {label} on {fleet_name}: period {row['measured_period_s']:.2f} s real "
-                        f"time (x{row['lab_dilation']:g}), bit-exact"
+                        f"lab: {planned.scheme} on {fleet_name}: period {row['measured_period_s']:.2f} s, "
+                        f"latency {row['measured_latency_s']:.2f} s real time (x{row['lab_dilation']:g}, "
+                        f"load {os.getloadavg()[0]:.1f}), bit-exact"
                     )
-    return Measured(pd.DataFrame(rows), calibrations, dilation)
+    return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
 
 
 def point(run: RunSummary, devices_csv: Path) -> dict:
-    """A run's measured period and throughput in real time, the lab's dilation, and each device's
-    compute, send, receive and idle seconds per frame (real time) from its timelines."""
+    """A run's measured period, throughput and median latency in real time, the lab's dilation, and
+    each device's compute, send, receive and idle seconds per frame (real time) from its timelines."""
     period = 1 / run.real_time.throughput_fps
     table = pd.read_csv(devices_csv)
     table = table[(table.run == "plan") & (table.device != "coordinator")]
@@ -296,6 +326,7 @@ def point(run: RunSummary, devices_csv: Path) -> dict:
     return {
         "measured_period_s": period,
         "measured_throughput_fpm": 60 / period,
+        "measured_latency_s": run.real_time.latency_s,
         "lab_dilation": dilation,
         "lab_devices": table.device.tolist(),
         **per_frame,

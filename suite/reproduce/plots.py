@@ -351,7 +351,8 @@ def halp(outcome: Outcome) -> Figure:
 
 
 def modnn(outcome: Outcome) -> Figure:
-    """Speedup vs devices per fleet family, the abstract's range on 2-4 devices shaded."""
+    """Speedup vs devices per fleet family, the abstract's range on 2-4 devices shaded, and the lab's
+    measured speedups where the table has them."""
     t = outcome.table
     fig, axes = _figure(outcome, 1, 1, figsize=(11, 6))
     ax = axes[0][0]
@@ -361,9 +362,10 @@ def modnn(outcome: Outcome) -> Figure:
         [2, 4], [low, low], [high, high], color="0.85", label=f"paper (abstract): {low}-{high}x on 2-4"
     )
     ax.plot([1, 4], [1, 4], color="0.5", ls="-.", lw=1, label="linear")
+    sources = _sources(t, "speedup")  # predicted, simulated and, from the lab, measured
     for i, (family, data) in enumerate(t.groupby("fleet", sort=False)):
         colour = PALETTE[i]
-        _lines(ax, data, "devices", "speedup", colour, ["predicted", "simulated"])
+        _lines(ax, data, "devices", "speedup", colour, sources)
         ax.plot([], [], color=colour, lw=6, label=f"ours, {family}")
         measured = data.dropna(subset=["published_latency_s"])
         if len(measured):  # EdgeLD's latencies, as speedups over its own one device
@@ -373,7 +375,7 @@ def modnn(outcome: Outcome) -> Figure:
     ax.set(xlabel="devices", ylabel="speedup over one device (x)", xticks=range(1, 5), ylim=(0, 4.6),
            title="VGG-16: Pi 4B over 50 Mbps shared WiFi; EdgeLD's VMs over 100 Mbps")  # fmt: skip
     handles, _ = ax.get_legend_handles_labels()
-    _legend(fig, handles + _handles(lines=["predicted", "simulated"]))
+    _legend(fig, handles + _handles(lines=sources))
     return fig
 
 
@@ -418,7 +420,7 @@ def aofl(outcome: Outcome) -> Figure:
         ax.fill_between(ofl.devices, ofl.published_speedup_low, ofl.published_speedup_high, step="mid",
                         color="0.85", label="paper's range (text)")  # fmt: skip
         data = t[(t.scheme == "ofl") & (t.clock_mhz == clock)]
-        ax.plot(data.devices, data.predicted_speedup, color=colours["ofl"], **SOURCES["predicted"])
+        _lines(ax, data, "devices", "speedup", colours["ofl"])  # predicted and, from the lab, measured
         published = data.dropna(subset=["published_latency_s"])
         ax.plot(published.devices, published.published_latency_s.iloc[0] / published.published_latency_s,
                 color=colours["ofl"], **SOURCES["published"])  # fmt: skip
