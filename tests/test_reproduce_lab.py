@@ -134,6 +134,12 @@ def test_a_measured_figure_has_measured_columns_ratios_and_the_calibration_in_it
     at = table.set_index(["scheme", "devices"])
     assert at.loc[("pico", 8), "measured_period_s"] == 6.5 and at.loc[("pico", 8), "lab_dilation"] == 10
     assert "PICO 3.23x (predicted 5.00x, paper 4x)" in merged.headline and "x10" in merged.headline
+    # a scheme whose period the paper does not give on one device (YOLOv2's LW) has no paper speedup
+    unpublished = outcome.table.assign(
+        published_period_s=lambda t: t.published_period_s.where(t.scheme != "lw")
+    )
+    headline = with_lab(replace(outcome, table=unpublished), measured).headline
+    assert "LW 1.00x (predicted 1.05x, no speedup in the paper)" in headline and "-x" not in headline
     # the 8-device PICO measured 1.30x the paper's period (predicted 0.80x): flagged on its measured value
     points = compared(merged).set_index(["group", "quantity", "point"])
     pico8 = points.loc[("pico", "period_s", "PICO, 1000 MHz, 8 dev")]

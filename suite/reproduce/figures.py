@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -154,7 +155,8 @@ def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
 
     gains = {s: (speedup(s, "measured"), speedup(s, "predicted"), speedup(s, "published"))
              for s in dict.fromkeys(rows.scheme)}  # fmt: skip
-    said = "; ".join(f"{s.upper()} {m:.2f}x (predicted {p:.2f}x, paper {report.number(q)}x)"
+    said = "; ".join(f"{s.upper()} {m:.2f}x (predicted {p:.2f}x, "
+                     + ("no speedup in the paper" if math.isnan(q) else f"paper {report.number(q)}x") + ")"
                      for s, (m, p, q) in gains.items())  # fmt: skip
     headline = (
         f"Measured in the emulated lab at {clock} MHz (dilation x{dilation:g}, real time, every "
