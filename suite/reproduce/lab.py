@@ -303,13 +303,14 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                     run = run_plan(setup.model, planned, up["inventory"], frames, folder)
                     row = point(run, folder / "results" / "devices.csv")
                     first = fleet(fleet_name).devices[0].profile.name
+                    load = os.getloadavg()[0]
                     rows.append({"scheme": label, **setup.keys, "devices": n, **row,
-                                 "lab_cores": max(cores.values()), "measured_host_load": os.getloadavg()[0],
+                                 "lab_cores": max(cores.values()), "measured_host_load": load,
                                  **calibration_columns(calibrations, first)})  # fmt: skip
                     progress(
                         f"lab: {planned.scheme} on {fleet_name}: period {row['measured_period_s']:.2f} s, "
                         f"latency {row['measured_latency_s']:.2f} s real time (x{row['lab_dilation']:g}, "
-                        f"load {os.getloadavg()[0]:.1f}), bit-exact"
+                        f"load {load:.1f}), bit-exact"
                     )
     return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
 

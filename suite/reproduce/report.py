@@ -219,7 +219,8 @@ def header(stamp: str, sections: list[tuple[str, str, dict | None]]) -> str:
         "(about +-0.3 s, +-0.1x). A "
         f"ratio is ours over the paper's; every point further than {OFF:.0%} from the paper's has a "
         "paragraph on what we believe causes the difference. A point inside a published range counts 0 "
-        "in the median; a bound is met or not (counted over 25% when not met, never in the median).", "",
+        f"in the median; a bound is met or not (counted over {OFF:.0%} when not met, never in the "
+        "median).", "",
         f"*{stamp}*", "", table, "",
     ])  # fmt: skip
 
