@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -241,6 +242,24 @@ def test_a_run_on_onnxruntime_workers_leaves_no_folded_model_behind(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["bit_exact"]
     assert not list(scratch.glob("suite-folded-*"))
+
+
+def test_a_folded_model_left_by_a_killed_process_is_removed_by_the_next_fold(tmp_path, monkeypatch):
+    """A process killed outright never runs its finaliser; the next process that folds a model removes
+    that process's folder, and leaves a living process's and a folder it cannot attribute."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    left = tmp_path / f"suite-folded-{gone}-abc"
+    living = tmp_path / f"suite-folded-{os.getpid()}-def"
+    unnamed = tmp_path / "suite-folded-xyz"
+    for folder in (left, living, unnamed):
+        folder.mkdir()
+        (folder / MODEL).write_bytes(b"weights")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    loaded = LoadedModel("tiny", (3, 8, 8), nn.Sequential(nn.Conv2d(3, 4, 3)).eval())
+    graph = OrtBackend().prepare(loaded).graph
+    assert not left.exists() and living.exists() and unnamed.exists()
+    assert folded_model(graph).name.startswith(f"suite-folded-{os.getpid()}-")
 
 
 def _transposed_head() -> LoadedModel:

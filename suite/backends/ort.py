@@ -39,6 +39,7 @@ tile at its first call.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -459,13 +460,35 @@ def _forget(key: int, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _folded_prefix(pid: int) -> str:
+    return f"suite-folded-{pid}-"
+
+
+def _remove_orphaned_folds(scratch: Path) -> None:
+    """Remove the folded models of processes that are gone: one killed outright (SIGKILL, or a
+    SIGTERM without a handler, as `timeout` sends) never runs its finaliser, and each folder holds
+    a whole model's weights. A folder whose process lives, or whose name carries no process id, stays."""
+    for folder in scratch.glob(_folded_prefix("*") + "*"):
+        pid = folder.name.removeprefix("suite-folded-").split("-", 1)[0]
+        if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def _fold(model_bytes: bytes, name: str) -> Path:
     """A new folder holding the model as onnxruntime folds it (basic optimisations), written by
     onnxruntime with its tensors from 1 KiB up in the data file; the graph is named `name`, the
-    name a worker gives the model it loads."""
+    name a worker gives the model it loads. Its name carries this process's id, so that a later
+    process can tell it was left behind (`_remove_orphaned_folds`)."""
     import onnxruntime as ort
 
-    folder = Path(tempfile.mkdtemp(prefix="suite-folded-"))
+    _remove_orphaned_folds(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=_folded_prefix(os.getpid())))
     try:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
