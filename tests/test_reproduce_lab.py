@@ -178,6 +178,25 @@ def test_measured_points_are_drawn_with_their_own_marker_and_legend_entry():
     assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
+def test_a_measured_point_far_over_the_panel_is_drawn_at_its_edge_with_its_value():
+    """A lab's upper bound (LW's 115 s against 30 s predicted) must not squeeze the panel's lines."""
+    outcome, measured = _fig8_like()
+    table = with_lab(outcome, measured).table.copy()
+    table = pd.concat([table.assign(clock_mhz=c) for c in (1000, 750, 500)], ignore_index=True)
+    others = max(
+        table[f"{s}_period_s"].max()
+        for s in ("published", "predicted", "simulated")
+        if f"{s}_period_s" in table
+    )
+    far = table.measured_period_s.notna() & (table.clock_mhz == 1000)
+    table.loc[far.idxmax(), "measured_period_s"] = 10 * others
+    fig = plots.periods(replace(outcome, table=table))
+    panel = fig.axes[0]
+    assert panel.get_ylim()[1] == pytest.approx(plots.OFF_SCALE * others)
+    assert [t.get_text() for t in panel.texts] == [f"{10 * others:.0f} s"]
+    assert not fig.axes[1].texts and fig.axes[1].get_ylim()[1] < 10 * others
+
+
 def _lab_rows(setup: LabFigure, latencies: dict[tuple[str, int], float]) -> Measured:
     """The rows `measure` gives for `setup`, with these measured latencies (one frame at a time, so
     the period is the latency), at dilation 22 on a calibrated class."""

@@ -108,14 +108,40 @@ def _figure(outcome: Outcome, rows: int, cols: int, figsize: tuple[float, float]
 # ---- PICO ------------------------------------------------------------------------------------------
 
 
+OFF_SCALE = 1.5  # a measured point this far over every other point of its panel is drawn at its edge
+
+
 def _per_clock(row, t: pd.DataFrame, clocks, colours: dict, quantity: str, title: str, ylabel: str) -> None:
     """One panel per clock in `row`: `quantity` against the device count, a line per scheme."""
     for ax, clock in zip(row, clocks):
+        panel = t[t.clock_mhz == clock]
         for scheme, colour in colours.items():
-            _lines(ax, t[(t.scheme == scheme) & (t.clock_mhz == clock)], "devices", quantity, colour)
+            _lines(ax, panel[panel.scheme == scheme], "devices", quantity, colour)
         ax.set(
             title=f"{title}, {clock} MHz", xlabel="devices", ylabel=ylabel, ylim=(0, None), xticks=range(1, 9)
         )
+        _measured_off_scale(ax, panel, quantity, colours)
+
+
+def _measured_off_scale(ax, panel: pd.DataFrame, quantity: str, colours: dict) -> None:
+    """Measured points far above the panel's other points (a lab's upper bound, see
+    docs/lab.md) would squeeze every line into the bottom: the axis stops above the others and
+    each such point is drawn at the top edge, pointing up, with its value."""
+    column = f"measured_{quantity}"
+    others = [
+        panel[f"{s}_{quantity}"].max() for s in SOURCES if s != "measured" and f"{s}_{quantity}" in panel
+    ]
+    if column not in panel or not others or not panel[column].notna().any():
+        return
+    top = OFF_SCALE * max(others)
+    if panel[column].max() <= top:
+        return
+    ax.set_ylim(0, top)
+    for scheme, devices, value in zip(panel.scheme, panel.devices, panel[column]):
+        if value > top:
+            ax.annotate(f"{value:.0f} s", (devices, top), xytext=(0, -14), textcoords="offset points",
+                        ha="center", fontsize=9, color=colours[scheme],
+                        arrowprops={"arrowstyle": "-|>", "color": colours[scheme]})  # fmt: skip
 
 
 def periods(outcome: Outcome) -> Figure:
