@@ -300,6 +300,49 @@ def test_a_figure_of_two_models_keys_its_measured_rows_by_model_and_one_of_one_m
     assert pico_periods("vgg16").key("vgg16") == {}
 
 
+def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_model(monkeypatch):
+    """`measure`'s loop with the lab itself replaced: one calibration per (model, device class), each
+    model run on each fleet after its own quota is set, every row keyed by its model."""
+    from contextlib import nullcontext
+
+    from suite.reproduce import lab
+
+    quota = {"resnet34": 0.1, "inception_v3": 0.12}
+    calibrated, quotas, runs = [], [], []
+
+    def calibrate(model, calibration, profile, dilation, scratch, progress):
+        calibrated.append((model, calibration, profile))
+        return (Calibration(profile, 5.0, 5.2, quota[model], 0.5, 2),)
+
+    def set_cores(name, profiles):
+        quotas.append(profiles)
+        return {"pi0": max(profiles.values())}
+
+    def run_plan(model, planned, inventory, frames, folder):
+        runs.append((model, planned.scheme, planned.fleet, frames, quotas[-1]))
+
+    monkeypatch.setattr(lab, "available", lambda: None)
+    monkeypatch.setattr(lab, "calibrate", calibrate)
+    monkeypatch.setattr(lab, "_Lab", lambda *a: nullcontext({"lab": "l", "inventory": "i"}))
+    monkeypatch.setattr(lab, "_set_cores", set_cores)
+    monkeypatch.setattr(lab, "run_plan", run_plan)
+    monkeypatch.setattr(lab, "point", lambda run, csv: {"measured_period_s": 1.0, "measured_latency_s": 1.0,
+                                                        "lab_dilation": 10.0})  # fmt: skip
+    measured = lab.measure(pico_speedups(), progress=lambda _: None)
+    pi = "rpi4b-libtorch-1000mhz"
+    assert calibrated == [(m, "pico-libtorch-1000mhz-1", pi) for m in ("resnet34", "inception_v3")]
+    assert set(measured.calibrations) == {("resnet34", pi), ("inception_v3", pi)}
+    assert [(m, s, f, frames) for m, s, f, frames, _ in runs] == [
+        (m, "pico", f"pico-libtorch-1000mhz-{n}", 10) for n in (1, 8) for m in ("resnet34", "inception_v3")
+    ]
+    assert all(cores == {pi: quota[m]} for m, *_, cores in runs)  # each model on its own calibration
+    rows = measured.rows
+    assert list(zip(rows.model, rows.devices)) == [("resnet34", 1), ("inception_v3", 1), ("resnet34", 8),
+                                                   ("inception_v3", 8)]  # fmt: skip
+    assert rows.calibration_cores.tolist() == rows.lab_cores.tolist() == [0.1, 0.12, 0.1, 0.12]
+    assert measured.keys == ("scheme", "model", "clock_mhz", "devices")
+
+
 def _fig12_rows(periods: dict[tuple[str, int], float], dilation: float = 10.0) -> Measured:
     """The rows `measure` gives for `pico_speedups` with these measured PICO periods, each model's
     device class calibrated on that model."""

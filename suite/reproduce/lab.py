@@ -285,8 +285,8 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
             progress(
-                f"lab: calibrating {profile}: {tries[-1].measured_s:.2f} s against {target:.2f} s at "
-                f"{cores:.4g} cores (load {tries[-1].load:.1f})"
+                f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against {target:.2f} s "
+                f"at {cores:.4g} cores (load {tries[-1].load:.1f})"
             )
             cores = calibration_step(tries)
     return tries
