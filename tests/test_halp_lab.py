@@ -18,7 +18,8 @@ def outcome():
 def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_simulated(outcome):
     tries = (Calibration("rpi4b-libtorch-1000mhz", 22.6, 10.25, 0.21, 1.5, 2),
              Calibration("rpi4b-libtorch-1000mhz", 22.6, 22.0, 0.0952, 1.7, 2))  # fmt: skip
-    measured = {"calibrations": {"rpi4b-libtorch-1000mhz": tries}, "single_s": np.array([20.0, 22.0, 24.0]),
+    measured = {"calibrations": {("vgg16", "rpi4b-libtorch-1000mhz"): tries},
+                "single_s": np.array([20.0, 22.0, 24.0]),
                 "halp_s": np.array([11.0, 11.0, 12.0]),
                 "faded_s": np.array([10.0, 12.0, 14.0, 16.0, 30.0]), "dilation": 27.0,
                 "scales": [0.4, 1.1, 0.9],

@@ -66,7 +66,7 @@ def measure(progress: Callable[[str], None]) -> dict:
             progress(f"lab: HALP under a Rayleigh channel (seed {TRACE_SEED}, {COHERENCE_S:g} s blocks) ...")
             with playing(lab, trace, rate) as scales:
                 faded = _latencies("halp", FADED_FRAMES, inventory, folder / "faded", progress)
-    return {"calibrations": {profile: tries}, "single_s": single, "halp_s": fixed, "faded_s": faded,
+    return {"calibrations": {(MODEL, profile): tries}, "single_s": single, "halp_s": fixed, "faded_s": faded,
             "halp_split": split, "dilation": lab.dilation, "scales": list(scales)}  # fmt: skip
 
 

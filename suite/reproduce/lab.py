@@ -1,21 +1,23 @@
 """Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8 and 9 at 1 GHz, MoDNN on EdgeLD's testbed and AOFL's Fig. 9 at 1 GHz, each device
+For PICO's Fig. 8, 9 and 12 at 1 GHz, MoDNN on EdgeLD's testbed and AOFL's Fig. 9 at 1 GHz, each device
 count's paper fleet (`pico-libtorch-1000mhz-N`, `edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`) becomes a
 lab (`suite lab up --deploy`) and the very plans the figure predicts run through it with
-`suite run --inventory --plan`, every frame checked bit for bit.
+`suite run --inventory --plan`, every frame checked bit for bit. A figure of several models (Fig. 12:
+ResNet34 and InceptionV3) runs each of them on every one of its labs, its rows keyed by `model`.
 
 One dilation per figure: every lab of a figure runs at the same F, the largest that its largest fleet
 allows on this host (`figure_dilation`), so no two of its measured periods come from labs scaled
 differently; every period is also converted to real time (measured x F) before any ratio.
 
-Calibration: before a figure is measured, each device class (profile) of its fleets runs the figure's
-model alone on a one-device lab at that F, and its real-time frame is compared with the profile's
-prediction (`calibration_step`): within `TOLERANCE` it is kept; otherwise the device's cgroup quota is
-scaled by measured / target and the run repeated, at most `CALIBRATION_TRIES` times, and a reading
-taken while the host was loaded (1-minute load average above its cores) is first re-measured at the
-same quota. Every lab of the figure then gives its devices the calibrated quota. The calibration
-(target, measured, quota, host load) reaches the CSV's `calibration_*` columns and the report.
+Calibration: before a figure is measured, each device class (profile) of its fleets runs each of the
+figure's models alone on a one-device lab at that F, and its real-time frame is compared with the
+profile's prediction for that model (`calibration_step`), so a class is calibrated per model: within
+`TOLERANCE` it is kept; otherwise the device's cgroup quota is scaled by measured / target and the run
+repeated, at most `CALIBRATION_TRIES` times, and a reading taken while the host was loaded (1-minute
+load average above its cores) is first re-measured at the same quota. Every lab of the figure then
+gives its devices the quota calibrated on the model it runs. The calibration (target, measured,
+quota, host load) reaches the CSV's `calibration_*` columns and the report.
 
 Each device's compute, send, receive and idle seconds come from the run's own timelines (its
 devices.csv), so a point that falls short of its prediction shows where the time went.
@@ -47,12 +49,13 @@ CALIBRATION_FRAMES = 2
 
 @dataclass(frozen=True)
 class LabFigure:
-    """What a figure measures in the lab: its model, its fleets by device count, the schemes (the
+    """What a figure measures in the lab: its models, its fleets by device count, the schemes (the
     figure's labels) with their frames per run, the key columns every measured row carries, and our
-    scheme behind each label. With `single_on_one` the figure's one-device point is the single
-    device's plan (MoDNN's speedup is over one device alone), else the label's scheme on one device."""
+    scheme behind each label. A figure of several models (PICO's Fig. 12) also keys its rows by
+    `model`. With `single_on_one` the figure's one-device point is the single device's plan (MoDNN's
+    speedup is over one device alone), else the label's scheme on one device."""
 
-    model: str
+    models: tuple[str, ...]
     fleets: Mapping[int, str]
     frames: Mapping[str, int]
     keys: Mapping[str, object]
@@ -66,27 +69,38 @@ class LabFigure:
     @property
     def columns(self) -> tuple[str, ...]:
         """The columns that name a measured row (and on which it meets the figure's table)."""
-        return ("scheme", *self.keys, "devices")
+        return ("scheme", *(("model",) if len(self.models) > 1 else ()), *self.keys, "devices")
+
+    def key(self, model: str) -> dict[str, str]:
+        """The `model` column of a measured row, where the figure has one (`columns`)."""
+        return {"model": model} if "model" in self.columns else {}
 
 
 def pico_periods(model: str) -> LabFigure:
     """PICO Fig. 8 (VGG-16) or 9 (YOLOv2) at 1 GHz on 1, 2, 4 and 8 Pis: PICO and LW (LW's frames take
     about as long as one device's, so it runs fewer)."""
-    return LabFigure(model, {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 2, 4, 8)}, {"pico": 8, "lw": 3},
+    return LabFigure((model,), {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 2, 4, 8)}, {"pico": 8, "lw": 3},
                      {"clock_mhz": 1000})  # fmt: skip
+
+
+def pico_speedups() -> LabFigure:
+    """PICO Fig. 12 at 1 GHz: PICO's period on 1 and 8 Pis for ResNet34 and InceptionV3, whose ratio is
+    the figure's throughput speedup (their frames are short, so each point runs more of them)."""
+    return LabFigure(("resnet34", "inception_v3"), {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 8)},
+                     {"pico": 10}, {"clock_mhz": 1000})  # fmt: skip
 
 
 def edgeld_latency() -> LabFigure:
     """MoDNN (BODP) on EdgeLD's testbed, 1-4 VMs of one 800 MHz core on 100 Mbps tc-shaped links, which
     is what the lab emulates: VGG-16's latency, one frame at a time, against EdgeLD's Table I."""
-    return LabFigure("vgg16", {n: f"edgeld-vm-{n}" for n in range(1, 5)}, {"modnn": 5},
+    return LabFigure(("vgg16",), {n: f"edgeld-vm-{n}" for n in range(1, 5)}, {"modnn": 5},
                      {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"}, single_on_one=True)  # fmt: skip
 
 
 def aofl_latency() -> LabFigure:
     """AOFL Fig. 9 at 1 GHz on 1, 2, 4 and 8 Pi 3B+: LW, EFL and OFL's time per image (LW's and EFL's
     frames are the slow ones, so they run fewer)."""
-    return LabFigure("vgg16", {n: f"aofl-pi3bplus-1000mhz-{n}" for n in (1, 2, 4, 8)},
+    return LabFigure(("vgg16",), {n: f"aofl-pi3bplus-1000mhz-{n}" for n in (1, 2, 4, 8)},
                      {"lw": 2, "efl": 2, "ofl": 3}, {"clock_mhz": 1000})  # fmt: skip
 
 
@@ -115,7 +129,7 @@ class Measured:
     """A figure's measured rows (real time) and the calibration of each device class behind them."""
 
     rows: pd.DataFrame
-    calibrations: Mapping[str, tuple[Calibration, ...]]  # profile -> every try, the last one kept
+    calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]]  # (model, profile) -> every try
     dilation: float
     keys: tuple[str, ...]  # the columns that name a row (`LabFigure.columns`)
 
@@ -163,9 +177,10 @@ def one_dilation(rows: pd.DataFrame) -> float:
     return found[0]
 
 
-def calibration_columns(calibrations: Mapping[str, tuple[Calibration, ...]], profile: str) -> dict:
-    """The CSV's record of a device class's calibration: its last try, and how many it took."""
-    tries = calibrations[profile]
+def calibration_columns(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]], model: str,
+                        profile: str) -> dict:  # fmt: skip
+    """The CSV's record of a device class's calibration on a model: its last try, and how many it took."""
+    tries = calibrations[(model, profile)]
     last = tries[-1]
     return {"calibration_profile": profile, "calibration_target_s": round(last.target_s, 4),
             "calibration_measured_s": round(last.measured_s, 4), "calibration_cores": last.cores,
@@ -173,20 +188,21 @@ def calibration_columns(calibrations: Mapping[str, tuple[Calibration, ...]], pro
             "calibration_tries": len(tries)}  # fmt: skip
 
 
-def describe_calibration(calibrations: Mapping[str, tuple[Calibration, ...]], dilation: float) -> str:
-    """The report's sentence on how the lab's devices were calibrated."""
+def describe_calibration(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]],
+                         dilation: float) -> str:  # fmt: skip
+    """The report's sentence on how the lab's devices were calibrated, per model and device class."""
     parts = []
-    for profile, tries in calibrations.items():
+    for (model, profile), tries in calibrations.items():
         runs = "; ".join(f"{t.measured_s:.2f} s at {t.cores:.4g} cores (load {t.load:.1f} on {t.host_cores} "
                          f"cores, {t.error:+.0%})" for t in tries)  # fmt: skip
         last = tries[-1]
         verdict = (f"within {TOLERANCE:.0%}" if abs(last.error) <= TOLERANCE else
                    f"still {last.error:+.0%} after {len(tries)} tries, so every measured point of this class "
                    "carries that offset")  # fmt: skip
-        parts.append(f"{profile}: target {last.target_s:.2f} s a frame (the profile's prediction); measured "
-                     f"{runs}; {verdict}")  # fmt: skip
+        parts.append(f"{profile} on {model}: target {last.target_s:.2f} s a frame (the profile's "
+                     f"prediction); measured {runs}; {verdict}")  # fmt: skip
     return (
-        f"Lab calibration at dilation x{dilation:g} (one single-device run per device class, real "
+        f"Lab calibration at dilation x{dilation:g} (single-device runs per device class and model, real "
         f"time): {'. '.join(parts)}."
     )
 
@@ -264,13 +280,13 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
         cores = up["devices"][0]["cpu_cores"]
         while cores is not None:
             _set_cores(up["lab"], {profile: cores})
-            folder = scratch / f"calibrate-{profile}-{len(tries)}"
+            folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
             run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
             progress(
-                f"lab: calibrating {profile}: {tries[-1].measured_s:.2f} s against {target:.2f} s at "
-                f"{cores:.4g} cores (load {tries[-1].load:.1f})"
+                f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against {target:.2f} s "
+                f"at {cores:.4g} cores (load {tries[-1].load:.1f})"
             )
             cores = calibration_step(tries)
     return tries
@@ -290,28 +306,28 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     profiles = dict.fromkeys(d.profile.name for f in setup.fleets.values() for d in fleet(f).devices)
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
-        calibrations = {p: calibrate(setup.model, calibration_fleet(setup.fleets, p), p, dilation,
-                                     Path(scratch), progress) for p in profiles}  # fmt: skip
-        # the calibrated quota at this dilation, per profile, for every lab of the figure
-        calibrated = {p: tries[-1].cores for p, tries in calibrations.items()}
+        calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, Path(scratch),
+                                          progress) for m in setup.models for p in profiles}  # fmt: skip
         for n, fleet_name in setup.fleets.items():
+            first = fleet(fleet_name).devices[0].profile.name
             with _Lab(fleet_name, dilation, str(n), progress) as up:
-                cores = _set_cores(up["lab"], calibrated)
-                for label, frames in setup.frames.items():
-                    folder = Path(scratch) / f"{label}-{n}"
-                    planned = plan(setup.model, setup.scheme(label, n), fleet_name)
-                    run = run_plan(setup.model, planned, up["inventory"], frames, folder)
-                    row = point(run, folder / "results" / "devices.csv")
-                    first = fleet(fleet_name).devices[0].profile.name
-                    load = os.getloadavg()[0]
-                    rows.append({"scheme": label, **setup.keys, "devices": n, **row,
-                                 "lab_cores": max(cores.values()), "measured_host_load": load,
-                                 **calibration_columns(calibrations, first)})  # fmt: skip
-                    progress(
-                        f"lab: {planned.scheme} on {fleet_name}: period {row['measured_period_s']:.2f} s, "
-                        f"latency {row['measured_latency_s']:.2f} s real time (x{row['lab_dilation']:g}, "
-                        f"load {load:.1f}), bit-exact"
-                    )
+                for model in setup.models:
+                    # the quota calibrated on this model at this dilation, per profile
+                    cores = _set_cores(up["lab"], {p: calibrations[(model, p)][-1].cores for p in profiles})
+                    for label, frames in setup.frames.items():
+                        folder = Path(scratch) / f"{model}-{label}-{n}"
+                        planned = plan(model, setup.scheme(label, n), fleet_name)
+                        run = run_plan(model, planned, up["inventory"], frames, folder)
+                        row = point(run, folder / "results" / "devices.csv")
+                        load = os.getloadavg()[0]
+                        rows.append({"scheme": label, **setup.key(model), **setup.keys, "devices": n, **row,
+                                     "lab_cores": max(cores.values()), "measured_host_load": load,
+                                     **calibration_columns(calibrations, model, first)})  # fmt: skip
+                        progress(
+                            f"lab: {model} {planned.scheme} on {fleet_name}: period "
+                            f"{row['measured_period_s']:.2f} s, latency {row['measured_latency_s']:.2f} s "
+                            f"real time (x{row['lab_dilation']:g}, load {load:.1f}), bit-exact"
+                        )
     return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
 
 
