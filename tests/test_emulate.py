@@ -8,11 +8,24 @@ from pathlib import Path
 import pytest
 
 from suite.errors import UserError
-from suite.runtime.emulate import CPU_ROOT, CpuLimit, cores_for, cpu_quota_available
+from suite.runtime.emulate import (
+    CPU_ROOT,
+    LONGEST_PERIOD_US,
+    MIN_QUOTA_US,
+    SHORTEST_PERIOD_US,
+    CpuLimit,
+    cores_for,
+    cpu_quota_available,
+    period_for,
+)
 
 needs_cgroup = pytest.mark.skipif(not cpu_quota_available(),
                                   reason="needs root and a writable cgroup v1 cpu controller")  # fmt: skip
 
+# Waits for a line on stdin; 10 times sleeps 0.2 s, spins 5 ms of CPU; prints the median burst's wall time.
+BURSTS = ("import sys, time\nsys.stdin.readline(); walls = []\nfor _ in range(10):\n    time.sleep(0.2); "
+          "w = time.perf_counter(); t = time.thread_time()\n    while time.thread_time() - t < 0.005: pass\n"
+          "    walls.append(time.perf_counter() - w)\nprint(sorted(walls)[5])")  # fmt: skip
 # Waits for a line on stdin (so the parent can cage it first), spins 1 s of wall time, prints its CPU time.
 BUSY = "import sys, time; sys.stdin.readline(); end = time.time() + 1.0\nwhile time.time() < end: pass\n" \
        "print(time.process_time())"  # fmt: skip
@@ -27,10 +40,17 @@ def test_cores_for_scales_threads_by_relative_speed():
         cores_for(0, 4e9, threads=1)
 
 
-@pytest.mark.parametrize("cores", [0.001, 0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("cores", [0.0005, 0.0, -1.0, float("nan")])
 def test_quota_below_kernel_minimum_is_a_user_error(cores):
     with pytest.raises(UserError, match="cpu limit"):
         CpuLimit(cores)
+
+
+def test_the_period_is_the_shortest_that_gives_the_kernel_its_smallest_quota():
+    assert period_for(0.25) == SHORTEST_PERIOD_US  # 2.5 ms of quota over 10 ms
+    assert period_for(0.05) == 20_000 and round(0.05 * period_for(0.05)) == MIN_QUOTA_US
+    assert period_for(2.0) == SHORTEST_PERIOD_US
+    assert period_for(0.001) == LONGEST_PERIOD_US
 
 
 def test_quotas_are_available_to_root_only():
@@ -66,7 +86,8 @@ def test_quarter_core_caps_a_busy_process_and_leaves_nothing_behind():
                              text=True)  # fmt: skip
     with CpuLimit(0.25) as limit:
         path = limit.path
-        assert (path / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        assert (path / "cpu.cfs_period_us").read_text().strip() == "10000"
+        assert (path / "cpu.cfs_quota_us").read_text().strip() == "2500"
         limit.add(child.pid)
         assert str(child.pid) in (path / "cgroup.procs").read_text().split()
         out, _ = child.communicate("go\n", timeout=10)
@@ -74,6 +95,18 @@ def test_quarter_core_caps_a_busy_process_and_leaves_nothing_behind():
     assert 0.05 < cpu_s < 0.5, f"{cpu_s:.2f} s of CPU in 1 s of wall time under a 0.25-core quota"
     assert not path.exists()
     assert _cgroups() == before
+
+
+@needs_cgroup
+def test_a_short_burst_is_capped_too():
+    """Over the kernel's usual 100 ms period a 0.1-core cap let a 5 ms burst run in 5 ms; over the
+    period `period_for` takes it runs at about a tenth of the speed, as a whole frame does."""
+    child = subprocess.Popen([sys.executable, "-c", BURSTS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    with CpuLimit(0.1) as limit:
+        limit.add(child.pid)
+        out, _ = child.communicate("go\n", timeout=30)
+    assert float(out) > 0.025, f"a 5 ms burst took {float(out) * 1000:.1f} ms under a 0.1-core cap"
 
 
 @needs_cgroup

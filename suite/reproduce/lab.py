@@ -39,7 +39,7 @@ import pandas as pd
 from suite.errors import UserError
 from suite.plan import save_plan
 from suite.reproduce.common import SCHEME_OF, fleet, plan
-from suite.runtime.emulate import CPU_ROOT, MIN_QUOTA_US, PERIOD_US
+from suite.runtime.emulate import CPU_ROOT, LONGEST_PERIOD_US, MIN_QUOTA_US, write_cap
 from suite.runtime.outcome import RunSummary
 
 TOLERANCE = 0.10  # a calibrated device's frame is within 10% of its profile's
@@ -165,7 +165,8 @@ def calibration_step(tries: tuple[Calibration, ...]) -> float | None:
     repeated = len(tries) > 1 and tries[-2].cores == last.cores
     if last.loaded and not repeated:
         return last.cores
-    return min(1.0, max(MIN_QUOTA_US / PERIOD_US, round(last.cores * last.measured_s / last.target_s, 4)))
+    smallest = MIN_QUOTA_US / LONGEST_PERIOD_US
+    return min(1.0, max(smallest, round(last.cores * last.measured_s / last.target_s, 4)))
 
 
 def one_dilation(rows: pd.DataFrame) -> float:
@@ -228,7 +229,7 @@ def _set_cores(lab_name: str, profiles: Mapping[str, float]) -> dict[str, float]
     cores = {}
     for d in lab.devices:
         cores[d.name] = profiles[devices[d.name]]
-        (CPU_ROOT / d.cgroup / "cpu.cfs_quota_us").write_text(str(round(cores[d.name] * PERIOD_US)))
+        write_cap(CPU_ROOT / d.cgroup, cores[d.name])
     return cores
 
 

@@ -2,10 +2,18 @@
 
 A quota of q microseconds per period p lets the cgroup's processes run q/p cores' worth of time,
 so a quarter-core worker on an x86 host runs at about the speed of one Raspberry Pi 4 core.
+
+The quota holds only over whole periods: within one, the group runs at full speed until its quota
+is spent. A burst of computation shorter than the quota (a small tile, a message) so runs
+`1 / cores` times too fast: at 0.1 cores over the kernel's usual 100 ms period, a 5 ms burst took
+5 ms of wall time, not 50 (40 ms over a 10 ms period). `period_for` takes the shortest period
+that still gives the kernel's smallest quota, so only bursts under about a millisecond of CPU escape
+the cap.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -16,8 +24,9 @@ from pathlib import Path
 from suite.errors import UserError
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
-PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
+SHORTEST_PERIOD_US = 10_000  # shorter periods cost the kernel more timer work for little gain
+LONGEST_PERIOD_US = 1_000_000  # the kernel's longest period
 # an emulated device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host
 # (which still caps it), so its speed is its profile's, not what other jobs leave over
 DEVICE_CPU_SHARES = 8 * 1024
@@ -57,6 +66,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def period_for(cores: float) -> int:
+    """The CFS period (us) of a cap of `cores`: the shortest over which its quota is at least the
+    kernel's smallest, and no shorter than `SHORTEST_PERIOD_US`, so the cap holds over any burst of
+    more than about a millisecond of CPU (see the module's docstring)."""
+    return min(LONGEST_PERIOD_US, max(SHORTEST_PERIOD_US, math.ceil(MIN_QUOTA_US / cores)))
+
+
+def write_cap(path: Path, cores: float) -> None:
+    """Cap cgroup `path` at `cores`: its period (`period_for`), then the quota over it."""
+    period = period_for(cores)
+    (path / "cpu.cfs_period_us").write_text(str(period))
+    (path / "cpu.cfs_quota_us").write_text(str(round(cores * period)))
+
+
 def cores_for(device_macs_per_s: float, host_macs_per_s: float, threads: int) -> float | None:
     """The cores that make `threads` host threads as fast as the device; None when it is not slower."""
     if device_macs_per_s <= 0 or host_macs_per_s <= 0 or threads < 1:
@@ -78,17 +101,16 @@ class CpuLimit:
     """
 
     cores: float
-    period_us: int = PERIOD_US
     name: str | None = None  # the directory under CPU_ROOT; default suite-<pid>-<id>
     path: Path | None = field(default=None, init=False)
     _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.cores * self.period_us >= MIN_QUOTA_US:  # `not >=` also refuses NaN
+        if not self.cores * LONGEST_PERIOD_US >= MIN_QUOTA_US:  # `not >=` also refuses NaN
             raise UserError(
                 f"cpu limit of {self.cores} cores is below the kernel's minimum quota "
-                f"({MIN_QUOTA_US} us per {self.period_us} us period); use at least "
-                f"{MIN_QUOTA_US / self.period_us} cores"
+                f"({MIN_QUOTA_US} us per {LONGEST_PERIOD_US} us period); use at least "
+                f"{MIN_QUOTA_US / LONGEST_PERIOD_US} cores"
             )
 
     def create(self) -> Path:
@@ -100,8 +122,7 @@ class CpuLimit:
         self._cleanup = weakref.finalize(self, _remove, path, os.getpid())
         self.path = path
         try:
-            (path / "cpu.cfs_period_us").write_text(str(self.period_us))
-            (path / "cpu.cfs_quota_us").write_text(str(round(self.cores * self.period_us)))
+            write_cap(path, self.cores)
         except BaseException:
             self.close()
             raise
