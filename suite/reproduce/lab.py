@@ -1,9 +1,11 @@
 """Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8 and 9 at 1 GHz, MoDNN on EdgeLD's testbed and AOFL's Fig. 9 at 1 GHz, each device
-count's paper fleet (`pico-libtorch-1000mhz-N`, `edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`) becomes a
-lab (`suite lab up --deploy`) and the very plans the figure predicts run through it with
-`suite run --inventory --plan`, every frame checked bit for bit.
+For PICO's Fig. 8 and 9 at 1 GHz, MoDNN on EdgeLD's testbed, AOFL's Fig. 9 at 1 GHz and DeepThings'
+Fig. 13 at 1 and 6 devices, each device count's paper fleet (`pico-libtorch-1000mhz-N`, `edgeld-vm-N`,
+`aofl-pi3bplus-1000mhz-N`, `deepthings-pi3-N`) becomes a lab (`suite lab up --deploy`) and the very
+plans the figure predicts run through it with `suite run --inventory --plan`, every frame checked bit
+for bit; a label's own plan options (FTP's grid and fused pieces) and key values (its grid) come
+with it (`LabFigure.options`, `LabFigure.label_keys`).
 
 One dilation per figure: every lab of a figure runs at the same F, the largest that its largest fleet
 allows on this host (`figure_dilation`), so no two of its measured periods come from labs scaled
@@ -36,6 +38,7 @@ import pandas as pd
 
 from suite.errors import UserError
 from suite.plan import save_plan
+from suite.reproduce import deepthings
 from suite.reproduce.common import SCHEME_OF, fleet, plan
 from suite.runtime.emulate import CPU_ROOT, MIN_QUOTA_US, PERIOD_US
 from suite.runtime.outcome import RunSummary
@@ -50,7 +53,9 @@ class LabFigure:
     """What a figure measures in the lab: its model, its fleets by device count, the schemes (the
     figure's labels) with their frames per run, the key columns every measured row carries, and our
     scheme behind each label. With `single_on_one` the figure's one-device point is the single
-    device's plan (MoDNN's speedup is over one device alone), else the label's scheme on one device."""
+    device's plan (MoDNN's speedup is over one device alone), else the label's scheme on one device.
+    A label may plan with options of its own (`options`: DeepThings' FTP grid and fused pieces) and
+    give the key columns values of its own (`label_keys`: FTP's grid "5x5" where MoDNN's is "")."""
 
     model: str
     fleets: Mapping[int, str]
@@ -58,10 +63,21 @@ class LabFigure:
     keys: Mapping[str, object]
     schemes: Mapping[str, str] = field(default_factory=lambda: SCHEME_OF)
     single_on_one: bool = False
+    options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> plan options
+    label_keys: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> its key values
 
     def scheme(self, label: str, devices: int) -> str:
         """Our scheme behind the figure's point (`label`, `devices`)."""
         return "single" if self.single_on_one and devices == 1 else self.schemes[label]
+
+    def plan_options(self, label: str, devices: int) -> dict[str, object]:
+        """The plan options of the figure's point (`label`, `devices`): the label's, none for the single
+        device's plan."""
+        return {} if self.scheme(label, devices) == "single" else dict(self.options.get(label, {}))
+
+    def row_keys(self, label: str) -> dict[str, object]:
+        """The key columns' values of a label's measured rows: the figure's, overridden by the label's."""
+        return {**self.keys, **self.label_keys.get(label, {})}
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -81,6 +97,18 @@ def edgeld_latency() -> LabFigure:
     is what the lab emulates: VGG-16's latency, one frame at a time, against EdgeLD's Table I."""
     return LabFigure("vgg16", {n: f"edgeld-vm-{n}" for n in range(1, 5)}, {"modnn": 5},
                      {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"}, single_on_one=True)  # fmt: skip
+
+
+def deepthings_latency() -> LabFigure:
+    """DeepThings' Fig. 13 at its end points, 1 and 6 Pi 3B (the lab time of every count between is
+    too long for a shared host): MoDNN and FTP 5x5 without and with data reuse, planned as the figure
+    plans them (`deepthings.ftp_options`), one frame at a time (FTP without reuse is the slow one)."""
+    grid = (5, 5)
+    return LabFigure(deepthings.MODEL, {n: deepthings.fleet_of(n) for n in (1, 6)},
+                     {"modnn": 5, "deepthings": 3, "deepthings-reuse": 5}, {"grid": ""},
+                     {s: s for s in ("modnn", *deepthings.FTP)},
+                     options={s: deepthings.ftp_options(grid) for s in deepthings.FTP},
+                     label_keys={s: {"grid": f"{grid[0]}x{grid[1]}"} for s in deepthings.FTP})  # fmt: skip
 
 
 def aofl_latency() -> LabFigure:
@@ -299,12 +327,13 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                 cores = _set_cores(up["lab"], calibrated)
                 for label, frames in setup.frames.items():
                     folder = Path(scratch) / f"{label}-{n}"
-                    planned = plan(setup.model, setup.scheme(label, n), fleet_name)
+                    options = setup.plan_options(label, n)
+                    planned = plan(setup.model, setup.scheme(label, n), fleet_name, **options)
                     run = run_plan(setup.model, planned, up["inventory"], frames, folder)
                     row = point(run, folder / "results" / "devices.csv")
                     first = fleet(fleet_name).devices[0].profile.name
                     load = os.getloadavg()[0]
-                    rows.append({"scheme": label, **setup.keys, "devices": n, **row,
+                    rows.append({"scheme": label, **setup.row_keys(label), "devices": n, **row,
                                  "lab_cores": max(cores.values()), "measured_host_load": load,
                                  **calibration_columns(calibrations, first)})  # fmt: skip
                     progress(
