@@ -12,7 +12,8 @@ from labkit import needs_lab, write_fleet
 
 from suite.errors import UserError
 from suite.reproduce import plots
-from suite.reproduce.common import Comparison, Outcome
+from suite.reproduce.common import Comparison, Outcome, plan
+from suite.reproduce.deepthings import MODEL, _ftp, fleet_of, ftp_options
 from suite.reproduce.figures import FIGURES, with_lab, with_lab_latency, with_lab_speedup
 from suite.reproduce.lab import (
     CALIBRATION_TRIES,
@@ -23,6 +24,7 @@ from suite.reproduce.lab import (
     calibration_columns,
     calibration_fleet,
     calibration_step,
+    deepthings_latency,
     describe_calibration,
     edgeld_latency,
     figure_dilation,
@@ -203,7 +205,7 @@ def _lab_rows(setup: LabFigure, latencies: dict[tuple[str, int], float]) -> Meas
     """The rows `measure` gives for `setup`, with these measured latencies (one frame at a time, so
     the period is the latency), at dilation 22 on a calibrated class."""
     calibrations = _calibrations()
-    rows = [{"scheme": label, **setup.keys, "devices": n, "measured_period_s": t,
+    rows = [{"scheme": label, **setup.row_keys(label), "devices": n, "measured_period_s": t,
              "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": 22.0,
              "lab_cores": 0.2, "measured_host_load": 1.5, "lab_devices": [f"vm{i}" for i in range(n)],
              **{f"lab_{k}_s": [0.5] * n for k in ("compute", "send", "recv", "idle")},
@@ -329,7 +331,7 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
     quota = {"resnet34": 0.1, "inception_v3": 0.12}
     calibrated, quotas, runs = [], [], []
 
-    def calibrate(model, calibration, profile, dilation, scratch, progress):
+    def calibrate(model, calibration, profile, dilation, scratch, progress, backend=""):
         calibrated.append((model, calibration, profile))
         return (Calibration(profile, 5.0, 5.2, quota[model], 0.5, 2),)
 
@@ -337,7 +339,7 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
         quotas.append(profiles)
         return {"pi0": max(profiles.values())}
 
-    def run_plan(model, planned, inventory, frames, folder):
+    def run_plan(model, planned, inventory, frames, folder, backend=""):
         runs.append((model, planned.scheme, planned.fleet, frames, quotas[-1]))
 
     monkeypatch.setattr(lab, "available", lambda: None)
@@ -425,6 +427,71 @@ def test_pico_fig12_measured_on_labs_at_different_dilations_is_refused(baselines
     mixed = replace(measured, rows=measured.rows.assign(lab_dilation=[10.0, 4.7]))
     with pytest.raises(UserError, match="dilations 4.7, 10"):
         with_lab_speedup(outcome, mixed)
+
+
+def test_a_label_plans_with_its_own_options_and_keys_its_rows_with_its_own_values():
+    setup = deepthings_latency()
+    assert setup.fleets == {1: "deepthings-pi3-1", 6: "deepthings-pi3-6"}  # the paper's end points
+    assert setup.columns == ("scheme", "grid", "devices")
+    assert setup.row_keys("modnn") == {"grid": ""} and setup.row_keys("deepthings-reuse") == {"grid": "5x5"}
+    assert [setup.scheme(s, 1) for s in ("modnn", "deepthings", "deepthings-reuse")] == [
+        "modnn", "deepthings", "deepthings-reuse"]  # fmt: skip
+    assert setup.plan_options("modnn", 6) == {}
+    assert setup.backend == "torch" and edgeld_latency().backend == ""  # onnxruntime's reuse is not exact
+    # the lab plans FTP as the figure does: the same 5x5 grid, every spatial piece fused (all 16 layers)
+    options = setup.plan_options("deepthings", 6)
+    assert options == ftp_options((5, 5)) and options["grid"] == (5, 5) and options["fused_pieces"] > 1
+    assert plan(MODEL, "deepthings", fleet_of(6), **options) is _ftp(6, (5, 5))
+    # a figure without per-label options or keys measures as before; the single device's plan takes none
+    modnn = edgeld_latency()
+    assert modnn.row_keys("modnn") == modnn.keys and modnn.plan_options("modnn", 2) == {}
+    with_options = replace(modnn, options={"modnn": {"grid": (1, 2)}})
+    assert with_options.plan_options("modnn", 1) == {}
+    assert with_options.plan_options("modnn", 2) == {"grid": (1, 2)}
+
+
+def test_deepthings_fig13_measured_at_1_and_6_devices_takes_its_latency_and_speedup_ratios(baselines):
+    outcome = FIGURES["deepthings-fig13"].compute(baselines["deepthings-fig13"])
+    latencies = {("modnn", 1): 17.5, ("modnn", 6): 7.0, ("deepthings", 1): 38.0, ("deepthings", 6): 19.0,
+                 ("deepthings-reuse", 1): 22.0, ("deepthings-reuse", 6): 7.0}  # fmt: skip
+    merged = with_lab_latency(outcome, _lab_rows(deepthings_latency(), latencies))
+    t = merged.table.set_index(["scheme", "grid", "devices"])
+    modnn6 = t.loc[("modnn", "", 6)]
+    assert modnn6.measured_latency_s == 7.0 and modnn6.lab_dilation == 22
+    assert t.loc[("deepthings", "5x5", 6), "measured_speedup"] == pytest.approx(2.0)  # 38 / 19, its own line
+    assert t.loc[("deepthings-reuse", "5x5", 6), "measured_speedup"] == pytest.approx(22 / 7)
+    assert t.loc[("modnn", "", 6), "measured_speedup"] == pytest.approx(2.5)
+    assert math.isnan(t.loc[("deepthings", "5x5", 3), "measured_latency_s"])  # 2-5 devices stay predicted
+    assert math.isnan(t.loc[("deepthings", "3x3", 6), "measured_latency_s"])  # so do the other grids
+    assert t.predicted_memory_reduction_pct.notna().any() and "measured_comm_mb" not in t
+    points = compared(merged)
+    at6 = points[points.point.str.endswith("6 dev") & points.quantity.isin(["latency_s", "speedup"])]
+    assert set(at6.ours_column) == {"measured"} and len(at6) == 6
+    speedup = at6[at6.quantity == "speedup"].set_index("group")
+    # the paper's 3.5x over its one-device FTP: measured 2.00x is 0.57 of it, flagged on the measured value
+    assert speedup.loc["deepthings", "ratio"] == "0.57" and speedup.loc["deepthings", "off"]
+    assert speedup.loc["modnn", "ratio"] == f"{2.5 / 2.1:.2f}"
+    comm = points[points.quantity == "comm_mb"]
+    assert "measured" not in set(comm.ours_column)  # traffic and memory stay predicted
+    assert (
+        "FTP, grid 5x5 on 1/6 devices: measured 38.00 / 19.00 s, predicted 37.57 / 10.39 s, paper 24.9 / "
+        "6.8 s (measured speedup 2.00x, predicted 3.62x, paper 3.5x)"
+    ) in merged.headline
+    assert "MoDNN on 1/6 devices: measured 17.50 / 7.00 s" in merged.headline
+    assert "MoDNN, grid" not in merged.headline  # MoDNN has no grid
+    assert "calibrated to their profile's frame: rpi4b -3%; host load 1.5-1.5 on 2 cores" in merged.headline
+    # FTP without reuse measured 19 s at 6 devices against 10.4 s predicted: where its time went
+    assert any(f.startswith("Where the 6-device FTP frame's time goes") for f in merged.findings)
+    assert merged.causes["deepthings"].startswith("Measured in the lab, the 6-device FTP frame's devices")
+    assert merged.causes["deepthings"].endswith(outcome.causes["deepthings"])
+    assert merged.causes["deepthings-reuse"] == outcome.causes["deepthings-reuse"]  # 7.0 s within its 8.0 s
+    fig = plots.deepthings(merged)
+    triangles = [
+        line.get_ydata().tolist() for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "^"
+    ]
+    assert sorted(triangles) == [[17.5, 7.0], [22.0, 7.0], [38.0, 19.0]]
+    assert "measured" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "measured" not in [t.get_text() for t in plots.deepthings(outcome).legends[0].get_texts()]
 
 
 @pytest.fixture(scope="module")

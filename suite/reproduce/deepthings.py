@@ -12,6 +12,7 @@ is compared as DeepThings' code sends it (`wire_bytes`), our runtime's beside it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import takewhile
 
@@ -47,9 +48,15 @@ def fleet_of(devices: int) -> str:
 FTP = ("deepthings", "deepthings-reuse")  # without and with data reuse
 
 
-def _ftp(devices: int, grid: tuple[int, int], scheme: str = "deepthings"):
+def ftp_options(grid: tuple[int, int]) -> dict:
+    """DeepThings' FTP configuration as plan options: a fixed `grid`, every spatial piece fused (all 16
+    layers); the figure's plans and the lab's (`lab.deepthings_latency`) take the same."""
     fused = sum(1 for _ in takewhile(lambda p: p.spatial, pieces(graph(MODEL))))
-    return plan(MODEL, scheme, fleet_of(devices), grid=grid, fused_pieces=fused)
+    return {"grid": grid, "fused_pieces": fused}
+
+
+def _ftp(devices: int, grid: tuple[int, int], scheme: str = "deepthings"):
+    return plan(MODEL, scheme, fleet_of(devices), **ftp_options(grid))
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,10 @@ def latency(baseline: Figure) -> Outcome:
                          "predicted_redundancy_pct": 100 * p.predicted.redundancy,
                          "predicted_work_ratio": 1 + p.predicted.redundancy})  # fmt: skip
     table = pd.DataFrame(rows)
+    # each line's speedup over its own one-device point, as the paper's 3.5x and 2.1x are
+    own_one = table[table.devices == 1].set_index(["scheme", "grid"]).predicted_latency_s
+    table["predicted_speedup"] = [own_one.get((s, g), math.nan) / t for s, g, t in
+                                  zip(table.scheme, table.grid, table.predicted_latency_s)]  # fmt: skip
     memory = [("modnn", "", 4, plan(MODEL, "modnn", fleet_of(4)))]
     memory += [(scheme, f"{g}x{g}", COMM_AT, _ftp(COMM_AT, (g, g), scheme)) for scheme in FTP for g in (3, 5)]
     for scheme, grid, devices, p in memory:
@@ -175,19 +186,17 @@ def latency(baseline: Figure) -> Outcome:
         table.loc[at, "predicted_memory_reduction_pct"] = _memory_reduction(p, single)
     table = _with_published(table, baseline)
     at6 = table[(table.devices == 6) & table.published_latency_s.notna()].set_index("scheme")
-    single_s = single.predicted.latency_s
-    speedup = baseline.published("speedup", ["scheme"]).set_index("scheme").published_speedup
     headline = (
         "At 6 devices, predicted latency: FTP 5x5 "
         f"{at6.loc['deepthings', 'predicted_latency_s']:.1f} s without data reuse and "
         f"{at6.loc['deepthings-reuse', 'predicted_latency_s']:.1f} s with it (paper "
         f"{at6.loc['deepthings', 'published_latency_s']:.1f} s), MoDNN "
         f"{at6.loc['modnn', 'predicted_latency_s']:.1f} s (paper "
-        f"{at6.loc['modnn', 'published_latency_s']:.1f} s); speedups over our one-device "
-        f"{single_s:.1f} s: FTP {single_s / at6.loc['deepthings', 'predicted_latency_s']:.2f}x, "
-        f"with reuse {single_s / at6.loc['deepthings-reuse', 'predicted_latency_s']:.2f}x (paper "
-        f"{speedup['deepthings']:.1f}x), MoDNN "
-        f"{single_s / at6.loc['modnn', 'predicted_latency_s']:.2f}x (paper {speedup['modnn']:.1f}x)."
+        f"{at6.loc['modnn', 'published_latency_s']:.1f} s); speedups over each one's own one-device "
+        f"point: FTP {at6.loc['deepthings', 'predicted_speedup']:.2f}x, with reuse "
+        f"{at6.loc['deepthings-reuse', 'predicted_speedup']:.2f}x (paper "
+        f"{at6.loc['deepthings', 'published_speedup']:.1f}x), MoDNN "
+        f"{at6.loc['modnn', 'predicted_speedup']:.2f}x (paper {at6.loc['modnn', 'published_speedup']:.1f}x)."
     )
     modnn6, ftp6, reuse6 = plan(MODEL, "modnn", fleet_of(6)), _ftp(6, (5, 5)), _ftp(6, (5, 5), FTP[1])
     modnn_gather6 = plan(MODEL, "modnn-gather", fleet_of(6))
@@ -274,15 +283,17 @@ def latency(baseline: Figure) -> Outcome:
             "points stand beside both, and DeepThings' code's work (`work_ratio`, its regions' MACs "
             "over the model's) beside each. MoDNN = `modnn` (BODP: strips stay on their devices, halo "
             "rows go through the owner). Predicted: the cost model; simulated: one "
-            f"frame in the simulator. Communication per frame at {COMM_AT} devices (the paper gives none "
-            "for FTP). Memory: the weights of every layer the most loaded non-hub device computes "
-            "plus its largest layer's input and output (DeepThings' count, see memory-comm), against "
-            "one device running everything."
+            "frame in the simulator. Speedup: a line's one-device latency over its own on N devices (the "
+            f"paper's, at 6). Communication per frame at {COMM_AT} devices (the paper gives none for "
+            "FTP). Memory: the weights of every layer the most loaded non-hub device computes plus its "
+            "largest layer's input and output (DeepThings' count, see memory-comm), against one device "
+            "running everything."
         ),
         table=table,
         keys=("scheme", "grid", "devices"),
         comparisons=(
             Comparison("latency_s"),
+            Comparison("speedup"),
             COMM,
             Comparison("memory_reduction_pct"),
             Comparison("work_ratio"),
@@ -292,16 +303,17 @@ def latency(baseline: Figure) -> Outcome:
     )
 
 
-MEASURED = ("latency_s", "comm_mb", "memory_reduction_pct")  # what the paper measured of its FTP
+MEASURED = ("latency_s", "speedup", "comm_mb", "memory_reduction_pct")  # what the paper measured of its FTP
 
 
 def _with_published(table: pd.DataFrame, baseline: Figure) -> pd.DataFrame:
-    """The paper's latency, communication and memory points beside ours, its FTP's beside both of
-    our FTP variants (its code reuses data by default; the paper does not say whether Fig. 13 did),
-    and DeepThings' code's work beside each variant's; where the paper names no device count, at
-    COMM_AT devices."""
+    """The paper's latency, speedup (its text's, on Fig. 13's 5x5 grid), communication and memory
+    points beside ours, its FTP's beside both of our FTP variants (its code reuses data by default;
+    the paper does not say whether Fig. 13 did), and DeepThings' code's work beside each variant's;
+    where the paper names no device count, at COMM_AT devices."""
     published = baseline.table()
     published["grid"] = published["grid"].fillna("")
+    published.loc[(published.scheme == "deepthings") & (published.quantity == "speedup"), "grid"] = "5x5"
     published["devices"] = published["devices"].fillna(COMM_AT).astype(int)
     ftp = published[(published.scheme == "deepthings") & published.quantity.isin(MEASURED)]
     published = pd.concat([published, ftp.assign(scheme="deepthings-reuse")], ignore_index=True)
@@ -341,7 +353,8 @@ def memory_and_comm(baseline: Figure) -> Outcome:
                            "predicted_latency_s": p.predicted.latency_s}
                           for s, grid, n, p in cases])  # fmt: skip
     fig13 = load_baselines()["deepthings-fig13"]
-    table = _with_published(table, fig13).drop(columns=["published_latency_s", "published_work_ratio",
+    table = _with_published(table, fig13).drop(columns=["published_latency_s", "published_speedup",
+                                                        "published_work_ratio",
                                                         "published_executed_work_ratio"])  # fmt: skip
     keys = ["scheme", "grid", "devices"]
     bound = baseline.table().rename(columns={"value": "published_memory_per_device_mb",

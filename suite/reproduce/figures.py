@@ -25,6 +25,7 @@ from suite.reproduce.lab import (
     LabFigure,
     Measured,
     aofl_latency,
+    deepthings_latency,
     describe_calibration,
     edgeld_latency,
     measure,
@@ -174,11 +175,12 @@ def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
 
 
 def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
-    """A latency figure (MoDNN on EdgeLD's testbed, AOFL Fig. 9) with the emulated lab's measured
-    points: `measured_latency_s` and `measured_speedup` (the same line's measured one-device latency
-    over each point's) beside the predicted ones, a headline sentence per measured line (measured,
-    predicted, paper), where the frame's time goes on a line's largest fleet when it falls short of
-    its prediction, and the calibration."""
+    """A latency figure (MoDNN on EdgeLD's testbed, AOFL Fig. 9, DeepThings' Fig. 13) with the emulated
+    lab's measured points: `measured_latency_s` and `measured_speedup` (the same line's measured
+    one-device latency over each point's) beside the predicted ones, a headline sentence per measured
+    line (measured, predicted, paper; the paper's speedup where the table has one), the calibration
+    and the host's load, where the frame's time goes on a line's largest fleet when it falls short of
+    its prediction, and the calibration in full."""
     rows = measured.rows.copy()
     dilation = one_dilation(rows)
     line = [k for k in measured.keys if k != "devices"]  # one measured line per value of these
@@ -189,15 +191,21 @@ def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
     said = []
     for key, points in ours.groupby(line, sort=False):
         where = ", ".join(report.KEY_FORMAT.get(k, "{}").format(report.NAMES.get(v, v))
-                          for k, v in zip(line, key))  # fmt: skip
+                          for k, v in zip(line, key) if v != "")  # fmt: skip
+        paper = points.get("published_speedup", pd.Series([math.nan])).iloc[-1]
         said.append(f"{where} on {'/'.join(map(str, points.devices))} devices: measured "
                     + " / ".join(f"{t:.2f}" for t in points.measured_latency_s) + " s, predicted "
                     + " / ".join(f"{t:.2f}" for t in points.predicted_latency_s) + " s, paper "
                     + " / ".join(report.number(t) for t in points.published_latency_s) + " s (measured "
                     f"speedup {points.measured_speedup.iloc[-1]:.2f}x, predicted "
-                    f"{points.predicted_speedup.iloc[-1]:.2f}x)")  # fmt: skip
+                    f"{points.predicted_speedup.iloc[-1]:.2f}x"
+                    + ("" if math.isnan(paper) else f", paper {report.number(paper)}x") + ")")  # fmt: skip
+    last = [tries[-1] for tries in measured.calibrations.values()]
+    calibrated = ", ".join(f"{t.profile} {t.error:+.0%}" for t in last)
     headline = (f"Measured in the emulated lab (dilation x{dilation:g}, real time, one frame at a time, "
-                f"every frame bit-exact): {'; '.join(said)}. {outcome.headline}")  # fmt: skip
+                f"every frame bit-exact; devices calibrated to their profile's frame: {calibrated}; host "
+                f"load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "
+                f"{last[0].host_cores} cores): {'; '.join(said)}. {outcome.headline}")  # fmt: skip
     largest = ours.devices == ours.groupby(line).devices.transform("max")
     slow = ours[largest & (ours.measured_latency_s > (1 + OFF) * ours.predicted_latency_s)]
     return _with_measured(outcome, replace(measured, rows=rows), headline, slow)
@@ -245,6 +253,7 @@ LAB: dict[str, tuple[Callable[[], LabFigure], Callable[[Outcome, Measured], Outc
     "pico-fig12": (pico_speedups, with_lab_speedup),
     "modnn": (edgeld_latency, with_lab_latency),
     "aofl": (aofl_latency, with_lab_latency),
+    "deepthings-fig13": (deepthings_latency, with_lab_latency),
 }
 
 

@@ -1,10 +1,12 @@
 """Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8, 9 and 12 at 1 GHz, MoDNN on EdgeLD's testbed and AOFL's Fig. 9 at 1 GHz, each device
-count's paper fleet (`pico-libtorch-1000mhz-N`, `edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`) becomes a
-lab (`suite lab up --deploy`) and the very plans the figure predicts run through it with
-`suite run --inventory --plan`, every frame checked bit for bit. A figure of several models (Fig. 12:
-ResNet34 and InceptionV3) runs each of them on every one of its labs, its rows keyed by `model`.
+For PICO's Fig. 8, 9 and 12 at 1 GHz, MoDNN on EdgeLD's testbed, AOFL's Fig. 9 at 1 GHz and
+DeepThings' Fig. 13 at 1 and 6 devices, each device count's paper fleet (`pico-libtorch-1000mhz-N`,
+`edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`, `deepthings-pi3-N`) becomes a lab (`suite lab up --deploy`)
+and the very plans the figure predicts run through it with `suite run --inventory --plan`, every frame
+checked bit for bit. A figure of several models (Fig. 12: ResNet34 and InceptionV3) runs each of them
+on every one of its labs, its rows keyed by `model`; a label's own plan options (FTP's grid and fused
+pieces) and key values (its grid) come with it (`LabFigure.options`, `LabFigure.label_keys`).
 
 One dilation per figure: every lab of a figure runs at the same F, the largest that its largest fleet
 allows on this host (`figure_dilation`), so no two of its measured periods come from labs scaled
@@ -38,6 +40,7 @@ import pandas as pd
 
 from suite.errors import UserError
 from suite.plan import save_plan
+from suite.reproduce import deepthings
 from suite.reproduce.common import SCHEME_OF, fleet, plan
 from suite.runtime.emulate import CPU_ROOT, LONGEST_PERIOD_US, MIN_QUOTA_US, write_cap
 from suite.runtime.outcome import RunSummary
@@ -53,7 +56,9 @@ class LabFigure:
     figure's labels) with their frames per run, the key columns every measured row carries, and our
     scheme behind each label. A figure of several models (PICO's Fig. 12) also keys its rows by
     `model`. With `single_on_one` the figure's one-device point is the single device's plan (MoDNN's
-    speedup is over one device alone), else the label's scheme on one device."""
+    speedup is over one device alone), else the label's scheme on one device. A label may plan with
+    options of its own (`options`: DeepThings' FTP grid and fused pieces) and give the key columns
+    values of its own (`label_keys`: FTP's grid "5x5" where MoDNN's is "")."""
 
     models: tuple[str, ...]
     fleets: Mapping[int, str]
@@ -61,10 +66,22 @@ class LabFigure:
     keys: Mapping[str, object]
     schemes: Mapping[str, str] = field(default_factory=lambda: SCHEME_OF)
     single_on_one: bool = False
+    options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> plan options
+    label_keys: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> its key values
+    backend: str = ""  # `suite run --backend` of every run, calibration included ("": the default)
 
     def scheme(self, label: str, devices: int) -> str:
         """Our scheme behind the figure's point (`label`, `devices`)."""
         return "single" if self.single_on_one and devices == 1 else self.schemes[label]
+
+    def plan_options(self, label: str, devices: int) -> dict[str, object]:
+        """The plan options of the figure's point (`label`, `devices`): the label's, none for the single
+        device's plan."""
+        return {} if self.scheme(label, devices) == "single" else dict(self.options.get(label, {}))
+
+    def row_keys(self, label: str) -> dict[str, object]:
+        """The key columns' values of a label's measured rows: the figure's, overridden by the label's."""
+        return {**self.keys, **self.label_keys.get(label, {})}
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -95,6 +112,21 @@ def edgeld_latency() -> LabFigure:
     is what the lab emulates: VGG-16's latency, one frame at a time, against EdgeLD's Table I."""
     return LabFigure(("vgg16",), {n: f"edgeld-vm-{n}" for n in range(1, 5)}, {"modnn": 5},
                      {"fleet": "edgeld-100mbps"}, {"modnn": "modnn"}, single_on_one=True)  # fmt: skip
+
+
+def deepthings_latency() -> LabFigure:
+    """DeepThings' Fig. 13 at its end points, 1 and 6 Pi 3B (the lab time of every count between is
+    too long for a shared host): MoDNN and FTP 5x5 without and with data reuse, planned as the figure
+    plans them (`deepthings.ftp_options`), one frame at a time (FTP without reuse is the slow one), on
+    the torch backend: onnxruntime's FTP with reuse at 608x608 is not bit-exact (its B tiles' first
+    max pool, `_3`, differs from the monolithic model's), torch's is by construction."""
+    grid = (5, 5)
+    return LabFigure((deepthings.MODEL,), {n: deepthings.fleet_of(n) for n in (1, 6)},
+                     {"modnn": 5, "deepthings": 3, "deepthings-reuse": 5}, {"grid": ""},
+                     {s: s for s in ("modnn", *deepthings.FTP)},
+                     options={s: deepthings.ftp_options(grid) for s in deepthings.FTP},
+                     label_keys={s: {"grid": f"{grid[0]}x{grid[1]}"} for s in deepthings.FTP},
+                     backend="torch")  # fmt: skip
 
 
 def aofl_latency() -> LabFigure:
@@ -249,14 +281,15 @@ class _Lab:
         _suite("lab", "down", "--name", self.name)
 
 
-def run_plan(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
-    """`planned` run on the lab of `inventory` (`suite run --plan`), every frame checked bit for bit."""
+def run_plan(model: str, planned, inventory: str, frames: int, folder: Path, backend: str = "") -> RunSummary:
+    """`planned` run on the lab of `inventory` (`suite run --plan`, on `backend` where one is named),
+    every frame checked bit for bit."""
     folder.mkdir(parents=True)
     save_plan(planned, folder / "plan.json")
     run = RunSummary.from_json(json.loads(_suite(
         "run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
         "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json", "-o",
-        str(folder / "results"))))  # fmt: skip
+        str(folder / "results"), *(("--backend", backend) if backend else ()))))  # fmt: skip
     if not run.bit_exact:
         raise UserError(f"lab run of {planned.scheme} on {planned.fleet} was not bit-exact: {run.error}")
     return run
@@ -271,9 +304,9 @@ def calibration_fleet(fleets: Mapping[int, str], profile: str) -> str:
 
 
 def calibrate(model: str, calibration: str, profile: str, dilation: float, scratch: Path,
-              progress: Callable[[str], None]) -> tuple[Calibration, ...]:  # fmt: skip
-    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` until
-    `calibration_step` is done."""
+              progress: Callable[[str], None], backend: str = "") -> tuple[Calibration, ...]:  # fmt: skip
+    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` (on `backend`,
+    as the figure's runs) until `calibration_step` is done."""
     planned = plan(model, "single", calibration)
     target = planned.predicted.latency_s
     tries: tuple[Calibration, ...] = ()
@@ -282,7 +315,7 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
         while cores is not None:
             _set_cores(up["lab"], {profile: cores})
             folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
-            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
+            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder, backend)
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
             progress(
@@ -308,7 +341,8 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
         calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, Path(scratch),
-                                          progress) for m in setup.models for p in profiles}  # fmt: skip
+                                          progress, setup.backend)
+                        for m in setup.models for p in profiles}  # fmt: skip
         for n, fleet_name in setup.fleets.items():
             first = fleet(fleet_name).devices[0].profile.name
             with _Lab(fleet_name, dilation, str(n), progress) as up:
@@ -317,11 +351,13 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                     cores = _set_cores(up["lab"], {p: calibrations[(model, p)][-1].cores for p in profiles})
                     for label, frames in setup.frames.items():
                         folder = Path(scratch) / f"{model}-{label}-{n}"
-                        planned = plan(model, setup.scheme(label, n), fleet_name)
-                        run = run_plan(model, planned, up["inventory"], frames, folder)
+                        options = setup.plan_options(label, n)
+                        planned = plan(model, setup.scheme(label, n), fleet_name, **options)
+                        run = run_plan(model, planned, up["inventory"], frames, folder, setup.backend)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
-                        rows.append({"scheme": label, **setup.key(model), **setup.keys, "devices": n, **row,
+                        keys = {**setup.key(model), **setup.row_keys(label)}
+                        rows.append({"scheme": label, **keys, "devices": n, **row,
                                      "lab_cores": max(cores.values()), "measured_host_load": load,
                                      **calibration_columns(calibrations, model, first)})  # fmt: skip
                         progress(
