@@ -182,9 +182,9 @@ class OrtBackend:
         first one's call (`_Session`), so only consecutive calls (`segments` come in the order a
         frame makes them) may share one: a segment reads nothing it writes, but a call between two
         may write what the later one reads (a DeepThings B tile's next run reads the map its
-        previous run made, beside the bands it reuses). The
-        sessions then hold the weights: the graph returned, which runs them on this backend, holds
-        none (and cannot build a session for another segment)."""
+        previous run made, beside the bands it reuses). The sessions then hold the weights: the
+        graph returned, which runs them on this backend, holds none (and cannot build a session
+        for another segment)."""
         start = time.perf_counter()
         self._use(graph)
         stages = groupby(segments, key=lambda s: (s.names, tuple(s.held.items()), s.outputs))

@@ -175,9 +175,10 @@ def _by_segment(graph: Graph, works: list[list[Task]]) -> list[Task]:
     runs, so a device needs one session per segment of the stage. The works of a stage read only
     what came before it, so any order that keeps each work's own gives the same values."""
     position = {name: i for i, name in enumerate(graph.nodes)}
+    ends = lambda nodes: position[nodes[-1]] if nodes else -1  # noqa: E731
     pending, order = [list(tasks) for tasks in works], []
     while any(pending):
-        nodes = min((tasks[0].nodes for tasks in pending if tasks), key=lambda n: position[n[-1]])
+        nodes = min((tasks[0].nodes for tasks in pending if tasks), key=ends)
         order += [tasks.pop(0) for tasks in pending if tasks and tasks[0].nodes == nodes]
     return order
 
