@@ -28,7 +28,7 @@ from suite.regions import WHOLE, FeatureRange, feature_region
 from suite.runtime.engine import Runner, compile_program, parties, prune_weights, segments
 from suite.runtime.lowering import lower_plan
 from suite.runtime.measurement import RunOptions
-from suite.runtime.replay import replay
+from suite.runtime.replay import locate_mismatch, replay
 from suite.runtime.setup import set_up_run
 from suite.runtime.transport import LocalTransport
 from suite.schemes import SCHEMES, make_plan
@@ -220,12 +220,43 @@ def test_compiled_workers_are_bit_exact():
         assert compare_tensors(_play(runners, x)[graph.outputs[0]], reference).bit_exact, plan.scheme
 
 
-def _play(runners: dict[str, Runner], x: torch.Tensor) -> dict[str, torch.Tensor]:
+def test_compiled_reuse_tiles_are_bit_exact_and_share_a_session_per_run():
+    """DeepThings' FTP with data reuse on compiled workers: a device's B tiles each run up to a reused
+    map, take the bands, and run on. Their runs are played run by run, so the tiles of one run share
+    a session that computes them all at the first one's call with every input in place (played tile
+    by tile, a session computed the later tiles' next runs from maps their previous runs had not made
+    yet, 2e9 ULP off). A one-process replay of the plan finds no node differing either: it compares
+    what each task computed, not the canvases it read (it blamed the first max pool's canvas)."""
+    loaded, fleet = load_model("yolov2_16", (3, 160, 160), 0), uniform_fleet(1)
+    backend = OrtBackend(threads=1)
+    prepared = backend.prepare(loaded)
+    graph, model = prepared.graph, from_model(loaded)
+    plan = lower_plan(make_plan("deepthings-reuse", model, fleet, grid=(3, 3), fused_pieces=16), model, graph,
+                      fleet)  # fmt: skip
+    local, runners, sessions = LocalTransport(), {}, {}
+    for party in parties(plan):
+        worker, program = OrtBackend(threads=1), compile_program(plan, graph, party)
+        calls = segments(program, graph)
+        compiled = worker.compile(prune_weights(graph, program), calls)
+        runners[party] = Runner(compiled.graph, program, worker, local.party(party), 60.0)
+        segments_by_stage = [{tuple(t.nodes) for t in step.tasks} for step in program.steps]
+        sessions[party] = compiled.executables, sum(map(len, segments_by_stage)), len(calls)
+    for frame, seed in enumerate((3, 4)):
+        x = torch.randn(1, 3, 160, 160, generator=torch.Generator().manual_seed(seed))
+        reference = prepared.monolithic(x)
+        assert compare_tensors(_play(runners, x, frame)[graph.outputs[0]], reference).bit_exact, frame
+    executables, stage_segments, calls = sessions["dev0"]  # one session per segment of a stage
+    assert executables == stage_segments < calls and stage_segments > 2
+    found = locate_mismatch(plan, graph, backend, x, reference, 60.0)
+    assert "a one-process replay of the plan is exact" in found
+
+
+def _play(runners: dict[str, Runner], x: torch.Tensor, frame: int = 0) -> dict[str, torch.Tensor]:
     """One frame with every party on its own thread; what the coordinator holds at the end."""
     held: dict[str, dict] = {}
 
     def play(party: str) -> None:
-        held[party] = runners[party].frame(0, x if party == COORDINATOR else None)
+        held[party] = runners[party].frame(frame, x if party == COORDINATOR else None)
 
     threads = [threading.Thread(target=play, args=(p,)) for p in runners]
     for t in threads:

@@ -47,6 +47,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,15 +177,19 @@ class OrtBackend:
 
     def compile(self, graph: Graph, segments: Sequence[SegmentCall]) -> Compiled:
         """Every segment's session, built now so that no frame waits for one; the tiles of one
-        stage on this device (segments that differ only in their regions) share one session, and
-        so one copy of the weights. The sessions then hold the weights: the graph returned, which
-        runs them on this backend, holds none (and cannot build a session for another segment)."""
+        stage on this device (consecutive calls of one segment, differing only in their regions)
+        share one session, and so one copy of the weights. Such a session computes them all at the
+        first one's call (`_Session`), so only consecutive calls (`segments` come in the order a
+        frame makes them) may share one: a segment reads nothing it writes, but a call between two
+        may write what the later one reads (a DeepThings B tile's next run reads the map its
+        previous run made, beside the bands it reuses). The sessions then hold the weights: the
+        graph returned, which runs them on this backend, holds none (and cannot build a session
+        for another segment)."""
         start = time.perf_counter()
         self._use(graph)
-        stages: dict[tuple, list[SegmentCall]] = {}
-        for s in segments:
-            stages.setdefault((s.names, tuple(s.held.items()), s.outputs), []).append(s)
-        for (names, held, outputs), tiles in stages.items():
+        stages = groupby(segments, key=lambda s: (s.names, tuple(s.held.items()), s.outputs))
+        for (names, held, outputs), calls in stages:
+            tiles = list(calls)
             regions = [{n: region_of(graph, graph[n], t.regions) for n in names} for t in tiles]
             self._build(graph, names, dict(held), regions, outputs)
         light = replace(graph, nodes={n: _weightless(node) for n, node in graph.nodes.items()})
@@ -265,8 +270,9 @@ class _Session:
     is fed), with tile i's tensors suffixed `__tile<i>` when there are several.
 
     All its tiles are computed at the first tile's call, as onnxruntime runs the whole graph
-    whatever outputs are asked for, and handed out at the other tiles' calls: the runtime asks for
-    each tile once a frame, so a device's compute time for the stage lands on its first tile."""
+    whatever outputs are asked for, and handed out at the other tiles' calls, which come next
+    (`OrtBackend.compile`): the runtime asks for each tile once a frame, so a device's compute time
+    for the stage lands on its first tile."""
 
     session: Any
     fed: list[dict[str, Region]]

@@ -118,15 +118,13 @@ def deepthings_latency() -> LabFigure:
     """DeepThings' Fig. 13 at its end points, 1 and 6 Pi 3B (the lab time of every count between is
     too long for a shared host): MoDNN and FTP 5x5 without and with data reuse, planned as the figure
     plans them (`deepthings.ftp_options`), one frame at a time (FTP without reuse is the slow one), on
-    the torch backend: onnxruntime's FTP with reuse at 608x608 is not bit-exact (its B tiles' first
-    max pool, `_3`, differs from the monolithic model's), torch's is by construction."""
+    the default backend."""
     grid = (5, 5)
     return LabFigure((deepthings.MODEL,), {n: deepthings.fleet_of(n) for n in (1, 6)},
                      {"modnn": 5, "deepthings": 3, "deepthings-reuse": 5}, {"grid": ""},
                      {s: s for s in ("modnn", *deepthings.FTP)},
                      options={s: deepthings.ftp_options(grid) for s in deepthings.FTP},
-                     label_keys={s: {"grid": f"{grid[0]}x{grid[1]}"} for s in deepthings.FTP},
-                     backend="torch")  # fmt: skip
+                     label_keys={s: {"grid": f"{grid[0]}x{grid[1]}"} for s in deepthings.FTP})  # fmt: skip
 
 
 def aofl_latency() -> LabFigure:

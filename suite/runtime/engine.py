@@ -154,17 +154,33 @@ def compile_program(plan: Plan, graph: Graph, party: str) -> Program:
     for k, stage in enumerate(plan.stages):
         after = plan.stages[k + 1] if k + 1 < len(plan.stages) else None
         keep = {t for w in after.work for t in w.reused} if after is not None and after.continues else set()
-        for work in stage.work:
-            if work.device != party:
-                continue
-            for task in _tasks(graph, stage.nodes, work, stage.index, keep):
-                steps[stage.index].tasks.append(task)
-                for tensor, region in task.outputs.items():
-                    held.setdefault(tensor, []).append(region)
+        works = [_tasks(graph, stage.nodes, w, stage.index, keep) for w in stage.work if w.device == party]
+        for task in _by_segment(graph, works):
+            steps[stage.index].tasks.append(task)
+            for tensor, region in task.outputs.items():
+                held.setdefault(tensor, []).append(region)
     if party == COORDINATOR:
         held[graph.input] = [WHOLE]
     canvases = {tensor: hull_of(regions, graph[tensor]) for tensor, regions in held.items()}
     return Program(party, [s for s in steps.values() if not s.empty], canvases, len(moves), len(plan.stages))
+
+
+def _by_segment(graph: Graph, works: list[list[Task]]) -> list[Task]:
+    """The tasks of a party's works in one stage, those of one segment one after the other: of the
+    works' next tasks, the segment that ends first in the graph, for every work whose next task it is,
+    then again. A backend may compute the tiles of one segment together at the first one's call
+    (onnxruntime's compiled sessions), and a tile that reuses bands reads in a run what its previous
+    run wrote, so every tile of a segment must have its previous runs done by the first one's call.
+    Taking the earliest-ending segment first brings every work that runs a segment to it before it
+    runs, so a device needs one session per segment of the stage. The works of a stage read only
+    what came before it, so any order that keeps each work's own gives the same values."""
+    position = {name: i for i, name in enumerate(graph.nodes)}
+    ends = lambda nodes: position[nodes[-1]] if nodes else -1  # noqa: E731
+    pending, order = [list(tasks) for tasks in works], []
+    while any(pending):
+        nodes = min((tasks[0].nodes for tasks in pending if tasks), key=ends)
+        order += [tasks.pop(0) for tasks in pending if tasks and tasks[0].nodes == nodes]
+    return order
 
 
 def _tasks(graph: Graph, nodes: list[str], work: Work, stage: int, keep: set[str]) -> list[Task]:
@@ -277,8 +293,8 @@ class Runner:
             start = self.clock()
             done = self._compute(task, store)
             self._record("compute", frame, step.stage, start)
-            if self.observe is not None:
-                self.observe(step.stage, done)
+            if self.observe is not None:  # what it computed, not the canvases it read
+                self.observe(step.stage, {n: done[n] for n in task.nodes if n in done})
             for tensor, region in task.outputs.items():
                 value = part_of(done[tensor], region, self.graph[tensor])  # it may have made more
                 _put(store, tensor, region, value, self.program.canvases[tensor], self.graph)
