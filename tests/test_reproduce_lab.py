@@ -331,7 +331,7 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
     quota = {"resnet34": 0.1, "inception_v3": 0.12}
     calibrated, quotas, runs = [], [], []
 
-    def calibrate(model, calibration, profile, dilation, scratch, progress, backend=""):
+    def calibrate(model, calibration, profile, dilation, scratch, progress):
         calibrated.append((model, calibration, profile))
         return (Calibration(profile, 5.0, 5.2, quota[model], 0.5, 2),)
 
@@ -339,7 +339,7 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
         quotas.append(profiles)
         return {"pi0": max(profiles.values())}
 
-    def run_plan(model, planned, inventory, frames, folder, backend=""):
+    def run_plan(model, planned, inventory, frames, folder):
         runs.append((model, planned.scheme, planned.fleet, frames, quotas[-1]))
 
     monkeypatch.setattr(lab, "available", lambda: None)
@@ -437,7 +437,6 @@ def test_a_label_plans_with_its_own_options_and_keys_its_rows_with_its_own_value
     assert [setup.scheme(s, 1) for s in ("modnn", "deepthings", "deepthings-reuse")] == [
         "modnn", "deepthings", "deepthings-reuse"]  # fmt: skip
     assert setup.plan_options("modnn", 6) == {}
-    assert setup.backend == ""  # the default backend: onnxruntime's FTP with reuse is exact too
     # the lab plans FTP as the figure does: the same 5x5 grid, every spatial piece fused (all 16 layers)
     options = setup.plan_options("deepthings", 6)
     assert options == ftp_options((5, 5)) and options["grid"] == (5, 5) and options["fused_pieces"] > 1

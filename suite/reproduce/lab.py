@@ -68,7 +68,6 @@ class LabFigure:
     single_on_one: bool = False
     options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> plan options
     label_keys: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # label -> its key values
-    backend: str = ""  # `suite run --backend` of every run, calibration included ("": the default)
 
     def scheme(self, label: str, devices: int) -> str:
         """Our scheme behind the figure's point (`label`, `devices`)."""
@@ -117,8 +116,7 @@ def edgeld_latency() -> LabFigure:
 def deepthings_latency() -> LabFigure:
     """DeepThings' Fig. 13 at its end points, 1 and 6 Pi 3B (the lab time of every count between is
     too long for a shared host): MoDNN and FTP 5x5 without and with data reuse, planned as the figure
-    plans them (`deepthings.ftp_options`), one frame at a time (FTP without reuse is the slow one), on
-    the default backend."""
+    plans them (`deepthings.ftp_options`), one frame at a time (FTP without reuse is the slow one)."""
     grid = (5, 5)
     return LabFigure((deepthings.MODEL,), {n: deepthings.fleet_of(n) for n in (1, 6)},
                      {"modnn": 5, "deepthings": 3, "deepthings-reuse": 5}, {"grid": ""},
@@ -279,15 +277,15 @@ class _Lab:
         _suite("lab", "down", "--name", self.name)
 
 
-def run_plan(model: str, planned, inventory: str, frames: int, folder: Path, backend: str = "") -> RunSummary:
-    """`planned` run on the lab of `inventory` (`suite run --plan`, on `backend` where one is named),
+def run_plan(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
+    """`planned` run on the lab of `inventory` (`suite run --plan`),
     every frame checked bit for bit."""
     folder.mkdir(parents=True)
     save_plan(planned, folder / "plan.json")
     run = RunSummary.from_json(json.loads(_suite(
         "run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
         "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json", "-o",
-        str(folder / "results"), *(("--backend", backend) if backend else ()))))  # fmt: skip
+        str(folder / "results"))))  # fmt: skip
     if not run.bit_exact:
         raise UserError(f"lab run of {planned.scheme} on {planned.fleet} was not bit-exact: {run.error}")
     return run
@@ -302,9 +300,9 @@ def calibration_fleet(fleets: Mapping[int, str], profile: str) -> str:
 
 
 def calibrate(model: str, calibration: str, profile: str, dilation: float, scratch: Path,
-              progress: Callable[[str], None], backend: str = "") -> tuple[Calibration, ...]:  # fmt: skip
-    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` (on `backend`,
-    as the figure's runs) until `calibration_step` is done."""
+              progress: Callable[[str], None]) -> tuple[Calibration, ...]:  # fmt: skip
+    """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` until
+    `calibration_step` is done."""
     planned = plan(model, "single", calibration)
     target = planned.predicted.latency_s
     tries: tuple[Calibration, ...] = ()
@@ -313,7 +311,7 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
         while cores is not None:
             _set_cores(up["lab"], {profile: cores})
             folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
-            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder, backend)
+            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
             tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
                                   os.cpu_count() or 1),)  # fmt: skip
             progress(
@@ -339,7 +337,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
         calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, Path(scratch),
-                                          progress, setup.backend)
+                                          progress)
                         for m in setup.models for p in profiles}  # fmt: skip
         for n, fleet_name in setup.fleets.items():
             first = fleet(fleet_name).devices[0].profile.name
@@ -351,7 +349,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                         folder = Path(scratch) / f"{model}-{label}-{n}"
                         options = setup.plan_options(label, n)
                         planned = plan(model, setup.scheme(label, n), fleet_name, **options)
-                        run = run_plan(model, planned, up["inventory"], frames, folder, setup.backend)
+                        run = run_plan(model, planned, up["inventory"], frames, folder)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
                         keys = {**setup.key(model), **setup.row_keys(label)}
