@@ -253,7 +253,7 @@ def test_modnn_measured_on_edgeld_testbed_takes_the_ratios_and_the_headline(base
     # the flagged line's cause says which part of the measured frame outgrew the prediction, then ours
     cause = merged.causes["edgeld-100mbps"]
     assert cause.startswith("Measured in the lab, the 4-device MoDNN frame's devices spend up to 1.00 s a "
-                            "frame sending and receiving against 0.50 s computing")  # fmt: skip
+                            "frame sending or waiting to receive against 0.50 s computing")  # fmt: skip
     assert cause.endswith(outcome.causes["edgeld-100mbps"]) and cause in text
     assert merged.causes["ncnn-1.5ghz"] == outcome.causes["ncnn-1.5ghz"]
 

@@ -129,14 +129,15 @@ def _measured_cause(row, name: str) -> str:
                 f"than its transfers ({moving:.2f} s at most): the lab's compute, not its links, is what "
                 "the prediction misses there.")  # fmt: skip
     return (
-        f"Measured in the lab, the {name}'s devices spend up to {moving:.2f} s a frame sending and "
-        f"receiving against {compute:.2f} s computing at most (the time split above): its transfers, "
-        "which the cost model prices at the link's rate, are what the prediction misses. We believe "
-        "the cause is the lab's, not the scheme's: the lab caps a device's whole CPU so that its "
-        "convolutions run at the profile's speed, and so caps the CPU each message costs (serialising, "
-        "copying, authenticating) by the same factor, where the paper's engine was slow at "
-        "convolutions, not at moving bytes. Tested on MoDNN on EdgeLD's testbed (docs/reproduction.md): "
-        "the devices' quota doubled, the link kept, the transfer seconds more than halved."
+        f"Measured in the lab, the {name}'s devices spend up to {moving:.2f} s a frame sending or waiting "
+        f"to receive against {compute:.2f} s computing at most (the time split above): the frame's time "
+        "goes between the devices, not into their compute. A receive's seconds include the wait for the "
+        "device that sends, so the timelines do not tell the link's time from a slower stage before it. "
+        "One cause is tested: the lab caps a device's whole CPU so that its convolutions run at the "
+        "profile's speed, and so caps the CPU each message costs (serialising, copying, authenticating) "
+        "by the same factor, where the paper's engine was slow at convolutions, not at moving bytes; on "
+        "MoDNN on EdgeLD's testbed (docs/reproduction.md) the devices' quota doubled, the link kept, "
+        "more than halved the transfer seconds."
     )
 
 
