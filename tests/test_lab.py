@@ -14,7 +14,7 @@ from suite.cli import main
 from suite.inventory import load_inventory
 from suite.orchestrate import lab
 from suite.orchestrate.labcheck import measure_flows
-from suite.runtime.emulate import CPU_ROOT
+from suite.runtime.emulate import CPU_ROOT, period_for
 
 
 @pytest.fixture
@@ -114,8 +114,9 @@ def test_dilation_scales_caps_and_links_and_is_recorded(make_lab, capsys):
     made = make_lab(devices=2, mbps=4, shared=False, speed=0.2, dilate="2")
     assert made.dilation == 2 and made.rate_bps == 8e6
     assert [d.cpu_cores for d in made.devices] == [0.4, 0.4]
-    quota = (CPU_ROOT / made.devices[0].cgroup / "cpu.cfs_quota_us").read_text()
-    assert int(quota) == 40_000
+    cgroup = CPU_ROOT / made.devices[0].cgroup
+    period, quota = (int((cgroup / f"cpu.cfs_{f}_us").read_text()) for f in ("period", "quota"))
+    assert period == period_for(0.4) and quota == 0.4 * period  # 4 ms over 10 ms
     classes = subprocess.run(
         ["tc", "-n", made.ap_namespace, "class", "show", "dev", "p0"], capture_output=True, text=True
     ).stdout
