@@ -62,6 +62,7 @@ from suite.backends.folded import DATA, MODEL, External, WeightFile, read_folded
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, part_of
+from suite.runtime.emulate import process_alive
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel
@@ -476,14 +477,8 @@ def _remove_orphaned_folds(scratch: Path) -> None:
     a whole model's weights. A folder whose process lives, or whose name carries no process id, stays."""
     for folder in scratch.glob(_folded_prefix("*") + "*"):
         pid = folder.name.removeprefix("suite-folded-").split("-", 1)[0]
-        if not pid.isdigit() or folder.stat().st_uid != os.getuid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and folder.stat().st_uid == os.getuid() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
 
 
 def _fold(model_bytes: bytes, name: str) -> Path:

@@ -42,7 +42,7 @@ from suite.errors import UserError
 from suite.plan import save_plan
 from suite.reproduce import deepthings
 from suite.reproduce.common import SCHEME_OF, fleet, plan
-from suite.runtime.emulate import CPU_ROOT, LONGEST_PERIOD_US, MIN_QUOTA_US, write_cap
+from suite.runtime.emulate import CPU_ROOT, MIN_CORES, write_cap
 from suite.runtime.outcome import RunSummary
 
 TOLERANCE = 0.10  # a calibrated device's frame is within 10% of its profile's
@@ -193,8 +193,7 @@ def calibration_step(tries: tuple[Calibration, ...]) -> float | None:
     repeated = len(tries) > 1 and tries[-2].cores == last.cores
     if last.loaded and not repeated:
         return last.cores
-    smallest = MIN_QUOTA_US / LONGEST_PERIOD_US
-    return min(1.0, max(smallest, round(last.cores * last.measured_s / last.target_s, 4)))
+    return min(1.0, max(MIN_CORES, round(last.cores * last.measured_s / last.target_s, 4)))
 
 
 def one_dilation(rows: pd.DataFrame) -> float:

@@ -27,6 +27,7 @@ CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
 SHORTEST_PERIOD_US = 10_000  # shorter periods cost the kernel more timer work for little gain
 LONGEST_PERIOD_US = 1_000_000  # the kernel's longest period
+MIN_CORES = MIN_QUOTA_US / LONGEST_PERIOD_US  # the smallest cap the kernel can hold
 # an emulated device's cgroup weighs as much as 8 busy processes: it gets its quota on a busy host
 # (which still caps it), so its speed is its profile's, not what other jobs leave over
 DEVICE_CPU_SHARES = 8 * 1024
@@ -46,7 +47,7 @@ def sweep_stale() -> list[Path]:
         return removed
     for path in CPU_ROOT.glob("suite-*-*"):
         owner = path.name.split("-")[1]
-        if not owner.isdigit() or _alive(int(owner)):
+        if not owner.isdigit() or process_alive(int(owner)):
             continue
         try:
             _remove(path, os.getpid())
@@ -56,7 +57,8 @@ def sweep_stale() -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,11 +108,11 @@ class CpuLimit:
     _cleanup: weakref.finalize | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.cores * LONGEST_PERIOD_US >= MIN_QUOTA_US:  # `not >=` also refuses NaN
+        if not self.cores >= MIN_CORES:  # `not >=` also refuses NaN
             raise UserError(
                 f"cpu limit of {self.cores} cores is below the kernel's minimum quota "
                 f"({MIN_QUOTA_US} us per {LONGEST_PERIOD_US} us period); use at least "
-                f"{MIN_QUOTA_US / LONGEST_PERIOD_US} cores"
+                f"{MIN_CORES} cores"
             )
 
     def create(self) -> Path:
