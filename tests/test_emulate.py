@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from suite.errors import UserError
+from suite.processes import process_alive
 from suite.runtime.emulate import (
     CPU_ROOT,
     LONGEST_PERIOD_US,
@@ -145,3 +147,19 @@ def test_forgotten_limit_is_removed_when_collected():
 def test_add_before_create_is_refused():
     with pytest.raises(RuntimeError, match="before create"):
         CpuLimit(0.5).add(1)
+
+
+def test_a_process_counts_as_alive_until_it_exits_and_a_zombie_does_not():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert process_alive(os.getpid()) and process_alive(child.pid)
+        child.stdin.close()  # it exits; until reaped below it is a zombie
+        deadline = time.monotonic() + 10
+        while process_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not process_alive(child.pid)
+        assert Path(f"/proc/{child.pid}").exists(), "still a zombie: its parent has not reaped it"
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_alive(child.pid)

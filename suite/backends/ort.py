@@ -61,8 +61,8 @@ from suite.backends.export import export_onnx
 from suite.backends.folded import DATA, MODEL, External, WeightFile, read_folded
 from suite.graph import Graph, Node
 from suite.graph.from_onnx import from_onnx
+from suite.processes import process_alive
 from suite.regions import WHOLE, FeatureRange, NodeRegion, Region, as_part, full_box, hull_of, part_of
-from suite.runtime.emulate import process_alive
 
 if TYPE_CHECKING:
     from suite.models.load import LoadedModel

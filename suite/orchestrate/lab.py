@@ -68,6 +68,7 @@ from suite.orchestrate.labplan import (
     sshd_config,
     topology_commands,
 )
+from suite.processes import process_alive
 from suite.runtime.emulate import CPU_ROOT, DEVICE_CPU_SHARES, CpuLimit, cpu_quota_available, remove_cgroup
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and needs its absolute path
@@ -344,17 +345,9 @@ def _kill_processes(found: dict[str, list[str]]) -> int:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     return len(pids)
-
-
-def _alive(pid: int) -> bool:
-    """A process that still exists and is not a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def status(name: str) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.errors import UserError
+from suite.processes import process_alive
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
@@ -55,17 +56,6 @@ def sweep_stale() -> list[Path]:
         except OSError:  # a process is still inside and will not leave: leave it for next time
             pass
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def period_for(cores: float) -> int:

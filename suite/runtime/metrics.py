@@ -29,6 +29,7 @@ import torch
 
 from suite import package
 from suite.errors import RunFailed, UserError
+from suite.processes import process_alive
 
 KINDS = ("compute", "send", "recv")  # also the Chrome trace thread ids 1, 2, 3, one track each
 VERSIONED = ("torch", "numpy", "onnxruntime", "pandas", "suite")
@@ -375,13 +376,7 @@ def _running(owner: dict) -> bool:
     started = _started(owner["pid"])
     if started is not None or owner["started"] is not None:
         return started is not None and started == owner["started"]
-    try:  # no /proc here: whether the pid runs at all
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    return process_alive(owner["pid"])  # no start time to compare: whether the pid runs at all
 
 
 def _describe_owner(marker: Path) -> str:
