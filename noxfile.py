@@ -27,7 +27,7 @@ nox.options.default_venv_backend = "none"  # the running interpreter's environme
 nox.options.sessions = ["lint", "tests"]  # plain `nox`; the others are long, root-only or the lab host's
 
 HERE = Path(__file__).resolve().parent
-PYTEST = ("-m", "pytest", "-p", "no:cacheprovider")
+PYTEST = ("-m", "pytest", "-p", "no:cacheprovider", "--durations=15")  # CI prints its slowest tests
 
 
 def _python(session: nox.Session) -> str:

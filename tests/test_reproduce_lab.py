@@ -205,7 +205,7 @@ def _lab_rows(setup: LabFigure, latencies: dict[tuple[str, int], float]) -> Meas
     """The rows `measure` gives for `setup`, with these measured latencies (one frame at a time, so
     the period is the latency), at dilation 22 on a calibrated class."""
     calibrations = _calibrations()
-    rows = [{"scheme": label, **setup.row_keys(label), "devices": n, "measured_period_s": t,
+    rows = [{"scheme": label, **setup.row_keys(label, setup.models[0]), "devices": n, "measured_period_s": t,
              "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": 22.0,
              "lab_cores": 0.2, "measured_host_load": 1.5, "lab_devices": [f"vm{i}" for i in range(n)],
              **{f"lab_{k}_s": [0.5] * n for k in ("compute", "send", "recv", "idle")},
@@ -316,9 +316,9 @@ def test_a_figure_of_two_models_keys_its_measured_rows_by_model_and_one_of_one_m
     setup = pico_speedups()
     assert setup.models == ("resnet34", "inception_v3") and sorted(setup.fleets) == [1, 8]
     assert setup.columns == ("scheme", "model", "clock_mhz", "devices")
-    assert setup.key("inception_v3") == {"model": "inception_v3"}
+    assert setup.row_keys("pico", "inception_v3") == {"model": "inception_v3", **setup.keys}
     assert pico_periods("vgg16").columns == ("scheme", "clock_mhz", "devices")
-    assert pico_periods("vgg16").key("vgg16") == {}
+    assert pico_periods("vgg16").row_keys("pico", "vgg16") == {"clock_mhz": 1000}
 
 
 def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_model(monkeypatch):
@@ -370,7 +370,7 @@ def _fig12_rows(periods: dict[tuple[str, int], float], dilation: float = 10.0) -
     setup = pico_speedups()
     calibrations = {(m, "rpi4b"): (Calibration("rpi4b", t, t * 1.04, 0.1, 0.8, 2),)
                     for m, t in (("resnet34", 5.39), ("inception_v3", 8.42))}  # fmt: skip
-    rows = [{"scheme": "pico", **setup.key(m), **setup.keys, "devices": n, "measured_period_s": t,
+    rows = [{"scheme": "pico", **setup.row_keys("pico", m), "devices": n, "measured_period_s": t,
              "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": dilation,
              "lab_cores": 0.1, "measured_host_load": 1.5 + n / 8, "lab_devices": [f"pi{i}" for i in range(n)],
              "lab_compute_s": [t * 0.8] * n, "lab_send_s": [0.1] * n, "lab_recv_s": [0.2] * n,
@@ -433,7 +433,8 @@ def test_a_label_plans_with_its_own_options_and_keys_its_rows_with_its_own_value
     setup = deepthings_latency()
     assert setup.fleets == {1: "deepthings-pi3-1", 6: "deepthings-pi3-6"}  # the paper's end points
     assert setup.columns == ("scheme", "grid", "devices")
-    assert setup.row_keys("modnn") == {"grid": ""} and setup.row_keys("deepthings-reuse") == {"grid": "5x5"}
+    assert setup.row_keys("modnn", MODEL) == {"grid": ""}
+    assert setup.row_keys("deepthings-reuse", MODEL) == {"grid": "5x5"}
     assert [setup.scheme(s, 1) for s in ("modnn", "deepthings", "deepthings-reuse")] == [
         "modnn", "deepthings", "deepthings-reuse"]  # fmt: skip
     assert setup.plan_options("modnn", 6) == {}
@@ -443,7 +444,7 @@ def test_a_label_plans_with_its_own_options_and_keys_its_rows_with_its_own_value
     assert plan(MODEL, "deepthings", fleet_of(6), **options) is _ftp(6, (5, 5))
     # a figure without per-label options or keys measures as before; the single device's plan takes none
     modnn = edgeld_latency()
-    assert modnn.row_keys("modnn") == modnn.keys and modnn.plan_options("modnn", 2) == {}
+    assert modnn.row_keys("modnn", "vgg16") == modnn.keys and modnn.plan_options("modnn", 2) == {}
     with_options = replace(modnn, options={"modnn": {"grid": (1, 2)}})
     assert with_options.plan_options("modnn", 1) == {}
     assert with_options.plan_options("modnn", 2) == {"grid": (1, 2)}

@@ -78,18 +78,16 @@ class LabFigure:
         device's plan."""
         return {} if self.scheme(label, devices) == "single" else dict(self.options.get(label, {}))
 
-    def row_keys(self, label: str) -> dict[str, object]:
-        """The key columns' values of a label's measured rows: the figure's, overridden by the label's."""
-        return {**self.keys, **self.label_keys.get(label, {})}
+    def row_keys(self, label: str, model: str) -> dict[str, object]:
+        """The key columns' values of a measured row of `label` on `model`: its `model` where the figure
+        has several, then the figure's keys, overridden by the label's."""
+        named = {"model": model} if len(self.models) > 1 else {}
+        return {**named, **self.keys, **self.label_keys.get(label, {})}
 
     @property
     def columns(self) -> tuple[str, ...]:
         """The columns that name a measured row (and on which it meets the figure's table)."""
         return ("scheme", *(("model",) if len(self.models) > 1 else ()), *self.keys, "devices")
-
-    def key(self, model: str) -> dict[str, str]:
-        """The `model` column of a measured row, where the figure has one (`columns`)."""
-        return {"model": model} if "model" in self.columns else {}
 
 
 def pico_periods(model: str) -> LabFigure:
@@ -351,8 +349,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                         run = run_plan(model, planned, up["inventory"], frames, folder)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
-                        keys = {**setup.key(model), **setup.row_keys(label)}
-                        rows.append({"scheme": label, **keys, "devices": n, **row,
+                        rows.append({"scheme": label, **setup.row_keys(label, model), "devices": n, **row,
                                      "lab_cores": max(cores.values()), "measured_host_load": load,
                                      **calibration_columns(calibrations, model, first)})  # fmt: skip
                         progress(
