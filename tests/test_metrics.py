@@ -67,8 +67,8 @@ def test_events_from_outside_the_fleet_are_a_bug():
 
 def test_device_table_unions_overlapping_busy_time():
     table = device_table(EVENTS, DEVICES, start_s=10.0, end_s=11.0).set_index("device")
-    assert list(table.columns) == ["compute_s", "send_s", "recv_s", "idle_s", "bytes_sent", "bytes_received",
-                                   "utilisation"]  # fmt: skip
+    assert list(table.columns) == ["compute_s", "send_s", "recv_s", "recv_wait_s", "idle_s", "bytes_sent",
+                                   "bytes_received", "utilisation"]  # fmt: skip
     d0, d1 = table.loc["d0"], table.loc["d1"]
     assert d0.compute_s == pytest.approx(0.4)
     assert d0.send_s == pytest.approx(0.2)  # two sends overlap: their union, not their sum
@@ -76,7 +76,45 @@ def test_device_table_unions_overlapping_busy_time():
     assert d0.bytes_sent == 1500 and d0.bytes_received == 0
     assert d0.utilisation == pytest.approx(0.4)
     assert d1.recv_s == pytest.approx(0.2) and d1.idle_s == pytest.approx(0.4)
+    assert d1.recv_wait_s == 0  # its 1500 bytes match no send: transfer throughout
     assert d1.bytes_received == 1500
+
+
+def test_a_receive_waits_for_its_sender_until_the_send_is_posted_then_transfers():
+    """d1 waits from 1.0; d0 posts the matching send at 1.75 (d0 still computing before it), so 0.75 s
+    of the 1.0 s receive is waiting and 0.25 s transfer. A send posted (by the aligned clocks) before
+    its receive starts or after it ends is clamped into it: all transfer, or all waiting."""
+    events = [
+        Event("d0", 0, "compute", 0, 0, 0.0, 1.75),
+        Event("d0", 0, "send", 0, 0, 1.75, 1.9, bytes=64, peer="d1"),
+        Event("d1", 1, "recv", 0, 1, 1.0, 2.0, bytes=64, peer="d0"),
+    ]
+    d1 = device_table(events, DEVICES, 0.0, 4.0).set_index("device").loc["d1"]
+    assert d1.recv_s == pytest.approx(1.0) and d1.recv_wait_s == pytest.approx(0.75)
+    early = [Event("d0", 0, "send", 1, 0, 2.5, 2.6, bytes=8, peer="d1"),
+             Event("d1", 1, "recv", 1, 1, 3.0, 3.5, bytes=8, peer="d0")]  # fmt: skip
+    late = [Event("d0", 0, "send", 2, 0, 3.9, 4.0, bytes=8, peer="d1"),
+            Event("d1", 1, "recv", 2, 1, 3.6, 3.8, bytes=8, peer="d0")]  # fmt: skip
+    d1 = device_table(events + early + late, DEVICES, 0.0, 4.0).set_index("device").loc["d1"]
+    assert d1.recv_s == pytest.approx(1.7) and d1.recv_wait_s == pytest.approx(0.75 + 0.2)
+
+
+def test_receive_waits_count_once_where_receives_overlap_and_not_while_a_message_moves():
+    """Two receives wait together over 0-1 (counted once); from 1 the first one's message moves, so
+    its transfer, not the second's wait, is what 1-1.5 counts as; 1.5-2 waits again. A receive whose
+    send is outside the events (another bytes count) is transfer throughout."""
+    events = [
+        Event("d0", 0, "send", 0, 0, 1.0, 1.1, bytes=10, peer="d1"),
+        Event("d0", 0, "send", 0, 0, 2.0, 2.1, bytes=20, peer="d1"),
+        Event("d1", 1, "recv", 0, 1, 0.0, 1.5, bytes=10, peer="d0"),
+        Event("d1", 1, "recv", 0, 1, 0.0, 2.5, bytes=20, peer="d0"),
+        Event("d1", 1, "recv", 0, 1, 3.0, 3.5, bytes=30, peer="d0"),
+    ]
+    d1 = device_table(events, DEVICES, 0.0, 4.0).set_index("device").loc["d1"]
+    assert d1.recv_s == pytest.approx(3.0)
+    assert d1.recv_wait_s == pytest.approx(1.0 + 0.5)  # 0-1 and 1.5-2; 1-1.5, 2-2.5 and 3-3.5 transfer
+    clipped = device_table(events, DEVICES, 0.5, 1.2).set_index("device").loc["d1"]
+    assert clipped.recv_s == pytest.approx(0.7) and clipped.recv_wait_s == pytest.approx(0.5)
 
 
 def test_device_table_clips_to_the_window_and_lists_idle_devices():
@@ -84,7 +122,7 @@ def test_device_table_clips_to_the_window_and_lists_idle_devices():
     assert table.loc["d0", "compute_s"] == pytest.approx(0.2)
     assert table.loc["d1", "compute_s"] == pytest.approx(0.1)
     assert table.loc["d0", "idle_s"] == pytest.approx(0.1)
-    assert table.loc["d2"].tolist() == [0, 0, 0, pytest.approx(0.4), 0, 0, 0]
+    assert table.loc["d2"].tolist() == [0, 0, 0, 0, pytest.approx(0.4), 0, 0, 0]
     with pytest.raises(ValueError, match="empty window"):
         device_table(EVENTS, DEVICES, 1.0, 1.0)
 

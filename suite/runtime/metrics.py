@@ -112,8 +112,16 @@ def _tracks(events: list[Event]) -> dict[tuple[str, int], tuple[int, str]]:
 
 
 def _flows(events: list[Event]) -> dict[int, int]:
-    """A flow id for each send and the receive it matches (by index in `events`): the k-th send from
-    A to B of a frame's n bytes is the k-th such receive on B."""
+    """A flow id for each send and the receive it matches (by index in `events`)."""
+    flows = {}
+    for flow, (send, recv) in enumerate(_matches(events), start=1):
+        flows[send] = flows[recv] = flow
+    return flows
+
+
+def _matches(events: list[Event]) -> list[tuple[int, int]]:
+    """Each send and the receive it matches, as indices in `events` (sorted by start): the k-th send
+    from A to B of a frame's n bytes is the k-th such receive on B."""
     sends: dict[tuple, list[int]] = {}
     recvs: dict[tuple, list[int]] = {}
     for k, e in enumerate(events):
@@ -121,11 +129,17 @@ def _flows(events: list[Event]) -> dict[int, int]:
             sends.setdefault((e.device, e.peer, e.frame, e.bytes), []).append(k)
         elif e.kind == "recv":
             recvs.setdefault((e.peer, e.device, e.frame, e.bytes), []).append(k)
-    flows = {}
-    for key, out in sends.items():
-        for send, recv in zip(out, recvs.get(key, [])):
-            flows[send] = flows[recv] = len(flows) // 2 + 1
-    return flows
+    return [pair for key, out in sends.items() for pair in zip(out, recvs.get(key, []))]
+
+
+def _transfer_starts(events: list[Event]) -> dict[int, float]:
+    """When each receive's transfer began (by index in `events`, sorted by start): when its matching
+    send was posted, clamped into the receive (the coordinator aligns the devices' clocks only to a
+    small offset). Before that the receiver waits for the sender; a receive without a matching send
+    in `events` is transfer throughout."""
+    posted = {recv: events[send].start_s for send, recv in _matches(events)}
+    return {k: min(max(posted.get(k, e.start_s), e.start_s), e.end_s)
+            for k, e in enumerate(events) if e.kind == "recv"}  # fmt: skip
 
 
 def _meta(event: str, pid: int, tid: int, args: dict) -> dict:
@@ -138,12 +152,15 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
 
     Events are clipped to the window. Each kind's seconds are the union of its intervals (sends to
     several peers may overlap); idle is the window minus the union of all busy intervals, because
-    communication overlaps computation. Bytes count the transfers that end inside the window.
+    communication overlaps computation. `recv_wait_s` is the part of `recv_s` spent waiting for a
+    sender to post its message, while no other receive's message was moving (the rest of `recv_s`
+    is transfer). Bytes count the transfers that end inside the window.
     """
     if end_s <= start_s:
         raise ValueError(f"empty window: end_s {end_s} <= start_s {start_s}")
-    events = list(events)
+    events = sorted(events, key=lambda e: e.start_s)
     _pids(devices, events)
+    transfer_starts = _transfer_starts(events)
     window = end_s - start_s
     rows = []
     for device in devices:
@@ -151,6 +168,8 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
         spans = {kind: [(max(e.start_s, start_s), min(e.end_s, end_s)) for e in mine if e.kind == kind]
                  for kind in KINDS}  # fmt: skip
         busy = {kind: _union_s(spans[kind]) for kind in KINDS}
+        transfers = [(max(transfer_starts[k], start_s), min(e.end_s, end_s))
+                     for k, e in enumerate(events) if e.device == device and e.kind == "recv"]  # fmt: skip
         inside = [e for e in mine if start_s <= e.end_s <= end_s]
         rows.append(
             {
@@ -158,14 +177,15 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
                 "compute_s": busy["compute"],
                 "send_s": busy["send"],
                 "recv_s": busy["recv"],
+                "recv_wait_s": max(busy["recv"] - _union_s(transfers), 0.0),  # 0.0: float rounding
                 "idle_s": window - _union_s([span for kind in KINDS for span in spans[kind]]),
                 "bytes_sent": sum(e.bytes for e in inside if e.kind == "send"),
                 "bytes_received": sum(e.bytes for e in inside if e.kind == "recv"),
                 "utilisation": busy["compute"] / window,
             }
         )
-    return pd.DataFrame(rows, columns=["device", "compute_s", "send_s", "recv_s", "idle_s", "bytes_sent",
-                                       "bytes_received", "utilisation"])  # fmt: skip
+    return pd.DataFrame(rows, columns=["device", "compute_s", "send_s", "recv_s", "recv_wait_s", "idle_s",
+                                       "bytes_sent", "bytes_received", "utilisation"])  # fmt: skip
 
 
 def _pids(devices: list[str], events: list[Event]) -> dict[str, int]:
