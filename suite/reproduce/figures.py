@@ -107,9 +107,11 @@ def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd
     for row in slow.itertuples():
         model = f"{row.model} " if hasattr(row, "model") else ""  # a figure of several models names it
         name = f"{row.devices}-device {model}{report.NAMES.get(row.scheme, row.scheme)} frame"
-        split = "; ".join(f"{d} computes {c:.2f} s, sends {s:.2f} s, receives {r:.2f} s, idles {i:.2f} s"
-                          for d, c, s, r, i in zip(row.lab_devices, row.lab_compute_s, row.lab_send_s,
-                                                   row.lab_recv_s, row.lab_idle_s))  # fmt: skip
+        split = "; ".join(f"{d} computes {c:.2f} s, sends {s:.2f} s, receives {r:.2f} s ({w:.2f} s of it "
+                          f"waiting for the sender), idles {i:.2f} s"
+                          for d, c, s, r, w, i in zip(row.lab_devices, row.lab_compute_s, row.lab_send_s,
+                                                      row.lab_recv_s, row.lab_recv_wait_s,
+                                                      row.lab_idle_s))  # fmt: skip
         findings.append(f"Where the {name}'s time goes, per frame, real time: {split}.")
         for value in (getattr(row, group) for group in groups):
             causes[value] = f"{_measured_cause(row, name)} {causes.get(value, '')}".strip()
@@ -120,24 +122,31 @@ def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd
 
 
 def _measured_cause(row, name: str) -> str:
-    """The measured side of a slow point's cause paragraph: whether its devices' compute or their
-    transfers (each device's send and receive seconds, from the lab's timelines) took the time."""
+    """The measured side of a slow point's cause paragraph: which took the most of a device's frame,
+    from the lab's timelines: its compute, its transfers (sending, and receiving once the sender has
+    posted the message) or waiting for a sender (the pipeline's other stages)."""
     compute = max(row.lab_compute_s)
-    moving = max(s + r for s, r in zip(row.lab_send_s, row.lab_recv_s))
-    if moving <= compute:
+    transfers = max(s + r - w for s, r, w in zip(row.lab_send_s, row.lab_recv_s, row.lab_recv_wait_s))
+    waiting = max(row.lab_recv_wait_s)
+    if compute >= max(transfers, waiting):
         return (f"Measured in the lab, the {name}'s busiest device computes {compute:.2f} s a frame, more "
-                f"than its transfers ({moving:.2f} s at most): the lab's compute, not its links, is what "
-                "the prediction misses there.")  # fmt: skip
+                f"than any device's transfers ({transfers:.2f} s at most) or waits for a sender "
+                f"({waiting:.2f} s at most): the lab's compute, not its links, is what the prediction "
+                "misses there.")  # fmt: skip
+    if waiting > transfers:
+        return (f"Measured in the lab, the {name}'s devices wait up to {waiting:.2f} s a frame for a sender "
+                f"to post its message, against {compute:.2f} s computing and {transfers:.2f} s on "
+                "transfers at most (the time split above): the frame's time goes to stages waiting on the "
+                "stages before them, not to the links or to one device's compute.")  # fmt: skip
     return (
-        f"Measured in the lab, the {name}'s devices spend up to {moving:.2f} s a frame sending or waiting "
-        f"to receive against {compute:.2f} s computing at most (the time split above): the frame's time "
-        "goes between the devices, not into their compute. A receive's seconds include the wait for the "
-        "device that sends, so the timelines do not tell the link's time from a slower stage before it. "
-        "One cause is tested: the lab caps a device's whole CPU so that its convolutions run at the "
-        "profile's speed, and so caps the CPU each message costs (serialising, copying, authenticating) "
-        "by the same factor, where the paper's engine was slow at convolutions, not at moving bytes; on "
-        "MoDNN on EdgeLD's testbed (docs/reproduction.md) the devices' quota doubled, the link kept, "
-        "more than halved the transfer seconds."
+        f"Measured in the lab, the {name}'s devices spend up to {transfers:.2f} s a frame on transfers "
+        f"(sending, and receiving once the sender has posted) against {compute:.2f} s computing and "
+        f"{waiting:.2f} s waiting for a sender at most (the time split above): the frame's time goes into "
+        "moving data between the devices, not into their compute. One cause is tested: the lab caps a "
+        "device's whole CPU so that its convolutions run at the profile's speed, and so caps the CPU each "
+        "message costs (serialising, copying, authenticating) by the same factor, where the paper's engine "
+        "was slow at convolutions, not at moving bytes; on MoDNN on EdgeLD's testbed (docs/reproduction.md) "
+        "the devices' quota doubled, the link kept, more than halved the transfer seconds."
     )
 
 

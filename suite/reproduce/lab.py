@@ -22,7 +22,8 @@ gives its devices the quota calibrated on the model it runs. The calibration (ta
 quota, host load) reaches the CSV's `calibration_*` columns and the report.
 
 Each device's compute, send, receive and idle seconds come from the run's own timelines (its
-devices.csv), so a point that falls short of its prediction shows where the time went.
+devices.csv), a receive's split into waiting for the sender to post it and transfer, so a point that
+falls short of its prediction shows where the time went.
 """
 
 from __future__ import annotations
@@ -362,13 +363,14 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
 
 def point(run: RunSummary, devices_csv: Path) -> dict:
     """A run's measured period, throughput and median latency in real time, the lab's dilation, and
-    each device's compute, send, receive and idle seconds per frame (real time) from its timelines."""
+    each device's compute, send, receive (and of that, waiting for the sender) and idle seconds per
+    frame (real time) from its timelines."""
     period = 1 / run.real_time.throughput_fps
     table = pd.read_csv(devices_csv)
     table = table[(table.run == "plan") & (table.device != "coordinator")]
     dilation = run.network.dilation  # the lab's, as the run found it in the inventory
     per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (run.frames + 1)).round(4).tolist()
-                 for kind in ("compute", "send", "recv", "idle")}  # fmt: skip
+                 for kind in ("compute", "send", "recv", "recv_wait", "idle")}  # fmt: skip
     return {
         "measured_period_s": period,
         "measured_throughput_fpm": 60 / period,
