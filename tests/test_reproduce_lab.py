@@ -26,11 +26,13 @@ from suite.reproduce.lab import (
     calibration_step,
     deepthings_latency,
     describe_calibration,
+    drift,
     edgeld_latency,
     figure_dilation,
     one_dilation,
     pico_periods,
     pico_speedups,
+    recheck_columns,
 )
 from suite.reproduce.report import compared, header, section
 
@@ -168,7 +170,7 @@ def test_the_report_header_names_the_measured_figures_and_tables_every_figure():
 
 def test_a_calibration_still_off_after_its_tries_says_so():
     tries = tuple(Calibration("pi", 10.0, 7.0, 0.2, 9.0, 2) for _ in range(CALIBRATION_TRIES))
-    assert "still -30% after 4 tries" in describe_calibration({("vgg16", "pi"): tries}, 10.0)
+    assert "still -30% after 4 tries" in describe_calibration({("vgg16", "pi"): tries}, 10.0, {})
 
 
 def test_measured_points_are_drawn_with_their_own_marker_and_legend_entry():
@@ -363,8 +365,14 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
     def run_plan(model, planned, inventory, frames, folder):
         runs.append((model, planned.scheme, planned.fleet, frames, quotas[-1]))
 
+    def recheck(model, calibration, kept, dilation, scratch, progress):
+        rechecked.append((model, calibration, kept))
+        return replace(kept, measured_s=kept.measured_s * 1.3)
+
+    rechecked = []
     monkeypatch.setattr(lab, "available", lambda: None)
     monkeypatch.setattr(lab, "calibrate", calibrate)
+    monkeypatch.setattr(lab, "recheck", recheck)
     monkeypatch.setattr(lab, "_Lab", lambda *a: nullcontext({"lab": "l", "inventory": "i"}))
     monkeypatch.setattr(lab, "_set_cores", set_cores)
     monkeypatch.setattr(lab, "run_plan", run_plan)
@@ -383,6 +391,26 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
                                                    ("inception_v3", 8)]  # fmt: skip
     assert rows.calibration_cores.tolist() == rows.lab_cores.tolist() == [0.1, 0.12, 0.1, 0.12]
     assert measured.keys == ("scheme", "model", "clock_mhz", "devices")
+    # after every point, each (model, device class)'s kept run once more at its quota: how far the host moved
+    assert [(m, c, k.cores) for m, c, k in rechecked] == [
+        (m, "pico-libtorch-1000mhz-1", quota[m]) for m in ("resnet34", "inception_v3")]  # fmt: skip
+    assert set(measured.rechecks) == set(measured.calibrations)
+    assert rows.calibration_recheck_s.tolist() == pytest.approx([5.2 * 1.3] * 4)
+    assert rows.calibration_drift.tolist() == pytest.approx([0.3] * 4)
+
+
+def test_the_report_says_how_far_the_host_moved_while_a_figures_points_were_measured():
+    kept = Calibration("rpi4b", 22.6, 21.0, 0.3, 0.8, 2)
+    calibrations = {("vgg16", "rpi4b"): (kept,)}
+    steady = describe_calibration(calibrations, 10.0, {("vgg16", "rpi4b"): replace(kept, measured_s=22.0)})
+    assert "after the figure's points the same run at the same quota took 22.00 s (load 0.8), +5% from the " \
+           "kept one" in steady and "tolerance" not in steady  # fmt: skip
+    moved = describe_calibration(calibrations, 10.0, {("vgg16", "rpi4b"): replace(kept, measured_s=27.3)})
+    assert "+30% from the kept one, more than the 10% tolerance: the host's speed moved" in moved
+    assert drift(kept, replace(kept, measured_s=27.3)) == pytest.approx(0.3)
+    assert recheck_columns(kept, replace(kept, measured_s=27.3)) == {"calibration_recheck_s": 27.3,
+                                                                     "calibration_drift": 0.3}  # fmt: skip
+    assert "after the figure's points" not in describe_calibration(calibrations, 10.0, {})
 
 
 def _fig12_rows(periods: dict[tuple[str, int], float], dilation: float = 10.0) -> Measured:
@@ -541,8 +569,10 @@ def test_a_small_lab_measures_points_that_reach_the_csv_and_the_report(tmp_path,
     assert len(measured) == 4 and (measured.measured_period_s > 0).all()
     assert set(measured.lab_dilation) == {measured.lab_dilation.iloc[0]}  # one dilation
     assert measured.calibration_tries.between(1, CALIBRATION_TRIES).all()
+    assert (measured.calibration_recheck_s > 0).all() and measured.calibration_drift.notna().all()
     report = (out / "REPORT.md").read_text()
     assert "**Measured** points" in report and "Lab calibration at dilation" in report
+    assert "after the figure's points the same run at the same quota took" in report
     assert "| measured |" in report
 
 

@@ -27,6 +27,7 @@ from suite.reproduce.lab import (
     aofl_latency,
     deepthings_latency,
     describe_calibration,
+    drift,
     edgeld_latency,
     measure,
     one_dilation,
@@ -101,7 +102,7 @@ def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd
     its prediction) where its time goes and, in its group's cause paragraph, which part outgrew the
     prediction; the per-device columns behind that are dropped from the CSV."""
     table = outcome.table.merge(measured.rows, on=list(measured.keys), how="left")
-    findings = [describe_calibration(measured.calibrations, measured.dilation)]
+    findings = [describe_calibration(measured.calibrations, measured.dilation, measured.rechecks)]
     causes = dict(outcome.causes)
     groups = dict.fromkeys(c.group for c in outcome.comparisons if c.group in slow)
     for row in slow.itertuples():
@@ -211,7 +212,15 @@ def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
                     f"{points.predicted_speedup.iloc[-1]:.2f}x"
                     + ("" if math.isnan(paper) else f", paper {report.number(paper)}x") + ")")  # fmt: skip
     last = [tries[-1] for tries in measured.calibrations.values()]
-    calibrated = ", ".join(f"{t.profile} {t.error:+.0%}" for t in last)
+    calibrated = ", ".join(
+        f"{tries[-1].profile} {tries[-1].error:+.0%}"
+        + (
+            f" (then {drift(tries[-1], measured.rechecks[key]):+.0%} after the points)"
+            if key in measured.rechecks
+            else ""
+        )
+        for key, tries in measured.calibrations.items()
+    )
     headline = (f"Measured in the emulated lab (dilation x{dilation:g}, real time, one frame at a time, "
                 f"every frame bit-exact; devices calibrated to their profile's frame: {calibrated}; host "
                 f"load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "

@@ -112,7 +112,7 @@ def with_lab(outcome: Outcome, measured: dict) -> Outcome:
                     f"{100 * rows.loc[k, 'simulated_deadline_met']:.0f}%)" for k in DEADLINES)  # fmt: skip
     scales = np.asarray(measured["scales"])
     findings = (
-        describe_calibration(measured["calibrations"], measured["dilation"]),
+        describe_calibration(measured["calibrations"], measured["dilation"], {}),
         f"Measured in the emulated lab on {FLEET} (three Pi 4 at PICO's LibTorch speed; time dilated "
         f"x{measured['dilation']:g}, real-time figures; every frame bit-exact): HALP's VGG-16 frame takes "
         f"{halp:.2f} s against one Pi's {single:.2f} s, a {speedup:.2f}x speedup ({speedup / paper:.2f} x "

@@ -159,6 +159,7 @@ class Measured:
     calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]]  # (model, profile) -> every try
     dilation: float
     keys: tuple[str, ...]  # the columns that name a row (`LabFigure.columns`)
+    rechecks: Mapping[tuple[str, str], Calibration] = field(default_factory=dict)  # `recheck`'s runs
 
 
 def available() -> str | None:
@@ -215,9 +216,22 @@ def calibration_columns(calibrations: Mapping[tuple[str, str], tuple[Calibration
             "calibration_tries": len(tries)}  # fmt: skip
 
 
-def describe_calibration(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]],
-                         dilation: float) -> str:  # fmt: skip
-    """The report's sentence on how the lab's devices were calibrated, per model and device class."""
+def drift(kept: Calibration, again: Calibration) -> float:
+    """How far the host's speed moved between a device class's kept calibration run and the same run at
+    the same quota after the figure's points (`recheck`): their frames' ratio, less one."""
+    return again.measured_s / kept.measured_s - 1
+
+
+def recheck_columns(kept: Calibration, again: Calibration) -> dict:
+    """The CSV's record of `recheck`: the run after the figure's points, and its drift from the kept one."""
+    return {"calibration_recheck_s": round(again.measured_s, 4),
+            "calibration_drift": round(drift(kept, again), 4)}  # fmt: skip
+
+
+def describe_calibration(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]], dilation: float,
+                         rechecks: Mapping[tuple[str, str], Calibration]) -> str:  # fmt: skip
+    """The report's sentence on how the lab's devices were calibrated, per model and device class, and
+    how far the host's speed moved while the figure's points were measured (`recheck`)."""
     parts = []
     for (model, profile), tries in calibrations.items():
         runs = "; ".join(f"{t.measured_s:.2f} s at {t.cores:.4g} cores (load {t.load:.1f} on {t.host_cores} "
@@ -226,6 +240,14 @@ def describe_calibration(calibrations: Mapping[tuple[str, str], tuple[Calibratio
         verdict = (f"within {TOLERANCE:.0%}" if abs(last.error) <= TOLERANCE else
                    f"still {last.error:+.0%} after {len(tries)} tries, so every measured point of this class "
                    "carries that offset")  # fmt: skip
+        again = rechecks.get((model, profile))
+        if again is not None:
+            moved = drift(last, again)
+            verdict += (f"; after the figure's points the same run at the same quota took "
+                        f"{again.measured_s:.2f} s (load {again.load:.1f}), {moved:+.0%} from the kept one"
+                        + (f", more than the {TOLERANCE:.0%} tolerance: the host's speed moved while "
+                           "the points were measured, and they carry it" if abs(moved) > TOLERANCE
+                           else ""))  # fmt: skip
         parts.append(f"{profile} on {model}: target {last.target_s:.2f} s a frame (the profile's "
                      f"prediction); measured {runs}; {verdict}")  # fmt: skip
     return (
@@ -302,22 +324,45 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
     """Single-device runs of `profile` on a lab of fleet `calibration` at `dilation` until
     `calibration_step` is done."""
     planned = plan(model, "single", calibration)
-    target = planned.predicted.latency_s
     tries: tuple[Calibration, ...] = ()
     with _Lab(calibration, dilation, "c", progress) as up:
         cores = up["devices"][0]["cpu_cores"]
         while cores is not None:
-            _set_cores(up["lab"], {profile: cores})
-            folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
-            run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
-            tries += (Calibration(profile, target, run.real_time.latency_s, cores, os.getloadavg()[0],
-                                  os.cpu_count() or 1),)  # fmt: skip
+            tries += (
+                _single_run(
+                    up, model, planned, profile, cores, scratch / f"calibrate-{model}-{profile}-{len(tries)}"
+                ),
+            )
             progress(
-                f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against {target:.2f} s "
-                f"at {cores:.4g} cores (load {tries[-1].load:.1f})"
+                f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against "
+                f"{tries[-1].target_s:.2f} s at {cores:.4g} cores (load {tries[-1].load:.1f})"
             )
             cores = calibration_step(tries)
     return tries
+
+
+def recheck(model: str, calibration: str, kept: Calibration, dilation: float, scratch: Path,
+            progress: Callable[[str], None]) -> Calibration:  # fmt: skip
+    """The kept calibration run once more, at its quota on a fresh lab, after the figure's points: on a
+    shared host a capped device's speed can move by more than the calibration's tolerance within
+    minutes, and this says by how much it moved while the points were taken."""
+    planned = plan(model, "single", calibration)
+    with _Lab(calibration, dilation, "r", progress) as up:
+        again = _single_run(
+            up, model, planned, kept.profile, kept.cores, scratch / f"recheck-{model}-{kept.profile}"
+        )
+    progress(f"lab: rechecking {kept.profile} on {model}: {again.measured_s:.2f} s at {kept.cores:.4g} "
+             f"cores, {drift(kept, again):+.0%} from the kept {kept.measured_s:.2f} s "
+             f"(load {again.load:.1f})")  # fmt: skip
+    return again
+
+
+def _single_run(up: dict, model: str, planned, profile: str, cores: float, folder: Path) -> Calibration:
+    """One single-device run of `profile` at `cores` on the lab `up`, against the plan's predicted frame."""
+    _set_cores(up["lab"], {profile: cores})
+    run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
+    return Calibration(profile, planned.predicted.latency_s, run.real_time.latency_s, cores,
+                       os.getloadavg()[0], os.cpu_count() or 1)  # fmt: skip
 
 
 def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
@@ -332,7 +377,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     dilation = figure_dilation([speed_ratios(fleet(f), host) for f in setup.fleets.values()],
                                os.cpu_count() or 1)  # fmt: skip
     profiles = dict.fromkeys(d.profile.name for f in setup.fleets.values() for d in fleet(f).devices)
-    rows = []
+    made = []  # ((model, profile) of its calibration, row)
     with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
         calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, Path(scratch),
                                           progress)
@@ -350,15 +395,20 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                         run = run_plan(model, planned, up["inventory"], frames, folder)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
-                        rows.append({"scheme": label, **setup.row_keys(label, model), "devices": n, **row,
-                                     "lab_cores": max(cores.values()), "measured_host_load": load,
-                                     **calibration_columns(calibrations, model, first)})  # fmt: skip
+                        made.append(((model, first), {
+                            "scheme": label, **setup.row_keys(label, model), "devices": n, **row,
+                            "lab_cores": max(cores.values()), "measured_host_load": load,
+                            **calibration_columns(calibrations, model, first)}))  # fmt: skip
                         progress(
                             f"lab: {model} {planned.scheme} on {fleet_name}: period "
                             f"{row['measured_period_s']:.2f} s, latency {row['measured_latency_s']:.2f} s "
                             f"real time (x{row['lab_dilation']:g}, load {load:.1f}), bit-exact"
                         )
-    return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
+        rechecks = {(m, p): recheck(m, calibration_fleet(setup.fleets, p), tries[-1], dilation, Path(scratch),
+                                    progress)
+                    for (m, p), tries in calibrations.items()}  # fmt: skip
+    rows = [{**row, **recheck_columns(calibrations[key][-1], rechecks[key])} for key, row in made]
+    return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns, rechecks)
 
 
 def point(run: RunSummary, devices_csv: Path) -> dict:
