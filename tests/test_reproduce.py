@@ -445,7 +445,7 @@ def test_reproduce_writes_a_figure_its_csv_and_the_report(tmp_path):
                                                      "modnn.png"]  # fmt: skip
     # the figure's standing, in --json, in modnn.json and in REPORT.md's table, all from one summary
     summary = json.loads((out / "modnn.json").read_text())
-    assert summary == {k: files[k] for k in ("points", "median_error", "off", "measured")}
+    assert summary == {k: files[k] for k in ("points", "median_error", "off", "measured", "lab")}
     assert summary["points"] >= 10 and summary["measured"] == 0
     median = f"{summary['median_error']:.0%}"
     assert f"over the {summary['points']} points with a ratio: {median}." in report

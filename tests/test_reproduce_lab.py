@@ -166,6 +166,9 @@ def test_the_report_header_names_the_measured_figures_and_tables_every_figure():
     assert "| [pico-fig9](#pico-fig9-y) | y | - | skipped | - | - |" in top
     top = header("s", [("pico-fig8", "t", predicted | {"measured": 8})])
     assert "None is measured" not in top and "**Measured** points" in top and "in pico-fig8;" in top
+    # HALP's lab points are on a fleet the paper has no number for: none compared, yet measured
+    top = header("s", [("halp", "h", predicted | {"lab": True})])
+    assert "None is measured" not in top and "in halp;" in top
 
 
 def test_a_calibration_still_off_after_its_tries_says_so():

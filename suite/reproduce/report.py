@@ -121,12 +121,15 @@ def median_error(points: pd.DataFrame) -> tuple[float, int]:
 def summary(outcome: Outcome) -> dict:
     """A figure's standing against its paper, for REPORT.md's table and `--json`: how many points have a
     ratio, their median |ours / published - 1| (None without one), how many are further than `OFF`
-    from the paper's (bounds not met included) and how many of the compared points are measured."""
+    from the paper's (bounds not met included), how many of the compared points are measured, and
+    whether the figure has measured values at all (`lab`: HALP's lab fleet has none of the paper's)."""
     points = compared(outcome)
     error, counted = median_error(points)
+    lab = any(outcome.table[c].notna().any() for c in outcome.table.columns if c.startswith("measured_"))
     return {"points": counted, "median_error": None if math.isnan(error) else round(error, 4),
             "off": int(points.off.sum()) if len(points) else 0,
-            "measured": int((points.ours_column == "measured").sum()) if len(points) else 0}  # fmt: skip
+            "measured": int((points.ours_column == "measured").sum()) if len(points) else 0,
+            "lab": bool(lab)}  # fmt: skip
 
 
 def section(outcome: Outcome, baseline: Figure, stamp: str) -> str:
@@ -190,7 +193,7 @@ def skipped_section(name: str, baseline: Figure, reason: str, stamp: str) -> str
 def header(stamp: str, sections: list[tuple[str, str, dict | None]]) -> str:
     """The top of REPORT.md: what the points are, which figures have measured ones, and a table of the
     figures (each `summary`, or None for a section written before summaries were kept)."""
-    measured = [name for name, _, s in sections if s and s.get("measured")]
+    measured = [name for name, _, s in sections if s and (s.get("measured") or s.get("lab"))]
     lab = ("None is measured: measured points come from the emulated lab (`suite reproduce NAME --lab`), "
            "which no figure here used." if not measured else
            f"**Measured** points (the emulated lab, `--lab`: the figure's own plans run through namespaces, "
