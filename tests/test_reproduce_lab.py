@@ -600,3 +600,22 @@ def test_a_small_latency_lab_measures_modnn_rows_that_reach_the_csv_and_the_repo
     report = (out / "REPORT.md").read_text()
     assert "**Measured** points" in report and "Lab calibration at dilation" in report
     assert "edgeld-100mbps on 1/2 devices: measured" in report
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, UserError])
+def test_a_lab_whose_bring_up_fails_or_is_interrupted_is_brought_down(monkeypatch, failure):
+    """Ctrl-C during `lab up` (or its failing) leaves part of a lab (namespaces, sshd): it goes down."""
+    from suite.reproduce import lab
+
+    calls = []
+
+    def suite(*args):
+        calls.append(args[:2])
+        if args[1] == "up":
+            raise failure("up stopped")
+        return ""
+
+    monkeypatch.setattr(lab, "_suite", suite)
+    with pytest.raises(failure), lab._Lab("pico-libtorch-1000mhz-1", 10.0, "t", lambda _: None):
+        pass
+    assert calls == [("lab", "up"), ("lab", "down")]

@@ -290,8 +290,13 @@ class _Lab:
 
     def __enter__(self) -> dict:
         self.progress(f"lab: {self.fleet_name} up at x{self.dilation:g} and deployed ...")
-        return json.loads(_suite("lab", "up", "--fleet", self.fleet_name, "--dilate", f"{self.dilation:g}",
-                                 "--name", self.name, "--deploy", "--json"))  # fmt: skip
+        try:
+            up = _suite("lab", "up", "--fleet", self.fleet_name, "--dilate", f"{self.dilation:g}",
+                        "--name", self.name, "--deploy", "--json")  # fmt: skip
+            return json.loads(up)
+        except BaseException:  # a failed or interrupted `lab up` (Ctrl-C) may leave part of a lab behind
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         _suite("lab", "down", "--name", self.name)
