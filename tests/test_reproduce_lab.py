@@ -619,3 +619,14 @@ def test_a_lab_whose_bring_up_fails_or_is_interrupted_is_brought_down(monkeypatc
     with pytest.raises(failure), lab._Lab("pico-libtorch-1000mhz-1", 10.0, "t", lambda _: None):
         pass
     assert calls == [("lab", "up"), ("lab", "down")]
+
+
+def test_every_lab_headline_says_how_far_the_host_moved_after_the_calibration():
+    outcome, measured = _fig8_like()
+    kept = measured.calibrations[("vgg16", "rpi4b")][-1]
+    rechecked = replace(
+        measured, rechecks={("vgg16", "rpi4b"): replace(kept, measured_s=kept.measured_s * 0.68)}
+    )
+    said = "calibrated to their profile's frame: rpi4b -3% (then -32% after the points)"
+    assert said in with_lab(outcome, rechecked).headline
+    assert "after the points" not in with_lab(outcome, measured).headline  # no recheck made

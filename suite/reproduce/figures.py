@@ -151,6 +151,16 @@ def _measured_cause(row, name: str) -> str:
     )
 
 
+def _calibrated(measured: Measured) -> str:
+    """The headline's clause on the calibration: each device class's error against its profile, and
+    how far the host moved while the points were measured (`lab.recheck`)."""
+    said = ", ".join(f"{tries[-1].profile} {tries[-1].error:+.0%}"
+                     + (f" (then {drift(tries[-1], measured.rechecks[key]):+.0%} after the points)"
+                        if key in measured.rechecks else "")
+                     for key, tries in measured.calibrations.items())  # fmt: skip
+    return f"devices calibrated to their profile's frame: {said}"
+
+
 def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
     """A period figure (PICO Fig. 8, 9) with the emulated lab's measured points: `measured_*` columns
     beside the predicted ones, the measured speedups, where the largest fleet's PICO frame goes (when
@@ -175,8 +185,8 @@ def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
                      for s, (m, p, q) in gains.items())  # fmt: skip
     headline = (
         f"Measured in the emulated lab at {clock} MHz (dilation x{dilation:g}, real time, every "
-        f"frame bit-exact): throughput speedup on {high} devices over {low}: {said}. "
-        f"{outcome.headline}"
+        f"frame bit-exact; {_calibrated(measured)}): throughput speedup on {high} devices over {low}: "
+        f"{said}. {outcome.headline}"
     )
     pico = rows[(rows.scheme == "pico") & (rows.devices == high)]
     predicted = ours.loc[("pico", high), "predicted_period_s"]
@@ -212,17 +222,8 @@ def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
                     f"{points.predicted_speedup.iloc[-1]:.2f}x"
                     + ("" if math.isnan(paper) else f", paper {report.number(paper)}x") + ")")  # fmt: skip
     last = [tries[-1] for tries in measured.calibrations.values()]
-    calibrated = ", ".join(
-        f"{tries[-1].profile} {tries[-1].error:+.0%}"
-        + (
-            f" (then {drift(tries[-1], measured.rechecks[key]):+.0%} after the points)"
-            if key in measured.rechecks
-            else ""
-        )
-        for key, tries in measured.calibrations.items()
-    )
     headline = (f"Measured in the emulated lab (dilation x{dilation:g}, real time, one frame at a time, "
-                f"every frame bit-exact; devices calibrated to their profile's frame: {calibrated}; host "
+                f"every frame bit-exact; {_calibrated(measured)}; host "
                 f"load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "
                 f"{last[0].host_cores} cores): {'; '.join(said)}. {outcome.headline}")  # fmt: skip
     largest = ours.devices == ours.groupby(line).devices.transform("max")
@@ -257,7 +258,8 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
     load = rows.measured_host_load
     headline = (
         f"Measured in the emulated lab at {clock} (dilation x{dilation:g}, real time, every frame "
-        f"bit-exact, host 1-minute load {load.min():.1f}-{load.max():.1f}): PICO's throughput speedup on "
+        f"bit-exact; {_calibrated(measured)}; host 1-minute load {load.min():.1f}-{load.max():.1f}): "
+        "PICO's throughput speedup on "
         f"{high} devices over {low}: {said}. {outcome.headline}"
     )
     slow = ours[ours.measured_speedup < (1 - TOLERANCE) * ours.predicted_speedup]
