@@ -19,7 +19,9 @@ profile's prediction for that model (`calibration_step`), so a class is calibrat
 repeated, at most `CALIBRATION_TRIES` times, and a reading taken while the host was loaded (1-minute
 load average above its cores) is first re-measured at the same quota. Every lab of the figure then
 gives its devices the quota calibrated on the model it runs. The calibration (target, measured,
-quota, host load) reaches the CSV's `calibration_*` columns and the report.
+quota, host load) reaches the CSV's `calibration_*` columns and the report. After the points, each
+kept calibration run is made once more (`recheck`): a shared host's speed moves under its caps, and
+the report says by how much it moved while the points were measured (`calibration_drift`).
 
 Each device's compute, send, receive and idle seconds come from the run's own timelines (its
 devices.csv), a receive's split into waiting for the sender to post it and transfer, so a point that
@@ -333,11 +335,8 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
     with _Lab(calibration, dilation, "c", progress) as up:
         cores = up["devices"][0]["cpu_cores"]
         while cores is not None:
-            tries += (
-                _single_run(
-                    up, model, planned, profile, cores, scratch / f"calibrate-{model}-{profile}-{len(tries)}"
-                ),
-            )
+            folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
+            tries += (_single_run(up, model, planned, profile, cores, folder),)
             progress(
                 f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against "
                 f"{tries[-1].target_s:.2f} s at {cores:.4g} cores (load {tries[-1].load:.1f})"
@@ -352,10 +351,9 @@ def recheck(model: str, calibration: str, kept: Calibration, dilation: float, sc
     shared host a capped device's speed can move by more than the calibration's tolerance within
     minutes, and this says by how much it moved while the points were taken."""
     planned = plan(model, "single", calibration)
+    folder = scratch / f"recheck-{model}-{kept.profile}"
     with _Lab(calibration, dilation, "r", progress) as up:
-        again = _single_run(
-            up, model, planned, kept.profile, kept.cores, scratch / f"recheck-{model}-{kept.profile}"
-        )
+        again = _single_run(up, model, planned, kept.profile, kept.cores, folder)
     progress(f"lab: rechecking {kept.profile} on {model}: {again.measured_s:.2f} s at {kept.cores:.4g} "
              f"cores, {drift(kept, again):+.0%} from the kept {kept.measured_s:.2f} s "
              f"(load {again.load:.1f})")  # fmt: skip
