@@ -32,7 +32,15 @@ from suite.orchestrate.channel import playing
 from suite.orchestrate.lab import load_lab
 from suite.reproduce.common import Outcome, fleet, plan
 from suite.reproduce.halp import DEADLINES, MODEL, SNR_DB
-from suite.reproduce.lab import _Lab, _set_cores, available, calibrate, describe_calibration, run_plan
+from suite.reproduce.lab import (
+    TIME_SPLIT,
+    _Lab,
+    _set_cores,
+    available,
+    calibrate,
+    describe_calibration,
+    run_plan,
+)
 from suite.simulate import rayleigh_trace
 
 FLEET = "pico-libtorch-1000mhz-3"
@@ -87,7 +95,7 @@ def _time_split(folder: Path, frames: int, dilation: float) -> dict[str, dict[st
     table = pd.read_csv(folder / "results" / "devices.csv")
     table = table[(table.run == "plan") & (table.device != "coordinator")]
     return {row.device: {kind: getattr(row, f"{kind}_s") * dilation / frames
-                         for kind in ("compute", "send", "recv", "recv_wait", "idle")}
+                         for kind in TIME_SPLIT}
             for row in table.itertuples()}  # fmt: skip
 
 

@@ -51,6 +51,7 @@ from suite.runtime.outcome import RunSummary
 TOLERANCE = 0.10  # a calibrated device's frame is within 10% of its profile's
 CALIBRATION_TRIES = 4  # single-device runs per device class, at most
 CALIBRATION_FRAMES = 2
+TIME_SPLIT = ("compute", "send", "recv", "recv_wait", "idle")  # devices.csv's `<kind>_s` per device
 
 
 @dataclass(frozen=True)
@@ -423,7 +424,7 @@ def point(run: RunSummary, devices_csv: Path) -> dict:
     table = table[(table.run == "plan") & (table.device != "coordinator")]
     dilation = run.network.dilation  # the lab's, as the run found it in the inventory
     per_frame = {f"lab_{kind}_s": (table[f"{kind}_s"] * dilation / (run.frames + 1)).round(4).tolist()
-                 for kind in ("compute", "send", "recv", "recv_wait", "idle")}  # fmt: skip
+                 for kind in TIME_SPLIT}  # fmt: skip
     return {
         "measured_period_s": period,
         "measured_throughput_fpm": 60 / period,
