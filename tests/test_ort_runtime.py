@@ -356,3 +356,37 @@ def test_plan_on_onnxruntime_prices_by_its_profile():
         plans[backend] = json.loads(done.stdout)
     assert plans["onnxruntime"]["stages"] == plans["torch"]["stages"]
     assert plans["onnxruntime"]["predicted"]["latency_s"] < plans["torch"]["predicted"]["latency_s"]
+
+
+def _conv_model(scale: float, channels: int, side: int) -> bytes:
+    """A 3x3 convolution and a ReLU on a `channels` x `side` x `side` map, as ONNX bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((channels, channels, 3, 3), scale, np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["y"], ["z"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, side, side])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "conv", [x], [z], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_the_sessions_of_a_process_share_one_arena_not_one_each():
+    """A per-layer plan's worker holds a session per layer: once the first has run, the others run
+    in the buffers it freed instead of each growing and keeping an arena of its own maps."""
+
+    def rss() -> int:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(status["VmRSS"].split()[0]) * 1024
+
+    backend, x = OrtBackend(threads=1), np.ones((1, 32, 256, 256), np.float32)
+    sessions = [backend.session(_conv_model(0.01 * i, 32, 256)) for i in range(1, 5)]
+    sessions[0].run(None, {"x": x})
+    before = rss()
+    for session in sessions[1:]:
+        session.run(None, {"x": x})  # its output is dropped: only the sessions' own buffers stay
+    assert rss() - before < x.nbytes  # each session's own arena would keep about two maps: 6 here
