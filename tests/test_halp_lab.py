@@ -23,8 +23,8 @@ def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_si
                 "halp_s": np.array([11.0, 11.0, 12.0]),
                 "faded_s": np.array([10.0, 12.0, 14.0, 16.0, 30.0]), "dilation": 27.0,
                 "scales": [0.4, 1.1, 0.9],
-                "halp_split": {"pi0": {"compute": 9.0, "send": 0.5, "recv": 0.25, "recv_wait": 0.1,
-                                        "idle": 1.0}}}  # fmt: skip
+                "halp_split": {"pi0": {"compute": 9.0, "send": 0.5, "send_wait": 0.2, "recv": 0.25,
+                                        "recv_wait": 0.1, "idle": 1.0}}}  # fmt: skip
     shown = with_lab(outcome, measured)
     t = shown.table
     speed = t[t.deadline_s.isna() & t.measured_speedup.notna()]
@@ -48,6 +48,9 @@ def test_measured_latencies_give_the_speedup_and_the_deadlines_met_beside_the_si
     )
     assert "22.00 s at 0.0952 cores (load 1.7 on 2 cores, -3%); within 10%" in calibration
     assert "pi0 computes 9.00 s (predicted " in shown.findings[-1] and "idles 1.00 s" in shown.findings[-1]
-    assert "receives 0.25 s (0.10 s of it waiting for the sender)" in shown.findings[-1]
+    assert (
+        "sends 0.50 s (0.20 s of it waiting for the receiver), receives 0.25 s (0.10 s of it waiting for "
+        "the sender)"
+    ) in shown.findings[-1]
     assert outcome.table.columns.tolist() == [c for c in t.columns if not c.startswith("measured_")]
     FIGURES["halp"].draw(shown)

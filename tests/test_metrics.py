@@ -67,11 +67,12 @@ def test_events_from_outside_the_fleet_are_a_bug():
 
 def test_device_table_unions_overlapping_busy_time():
     table = device_table(EVENTS, DEVICES, start_s=10.0, end_s=11.0).set_index("device")
-    assert list(table.columns) == ["compute_s", "send_s", "recv_s", "recv_wait_s", "idle_s", "bytes_sent",
-                                   "bytes_received", "utilisation"]  # fmt: skip
+    assert list(table.columns) == ["compute_s", "send_s", "send_wait_s", "recv_s", "recv_wait_s", "idle_s",
+                                   "bytes_sent", "bytes_received", "utilisation"]  # fmt: skip
     d0, d1 = table.loc["d0"], table.loc["d1"]
     assert d0.compute_s == pytest.approx(0.4)
     assert d0.send_s == pytest.approx(0.2)  # two sends overlap: their union, not their sum
+    assert d0.send_wait_s == 0  # 1000 and 500 bytes match no receive: transfer throughout
     assert d0.idle_s == pytest.approx(0.5)  # busy 10.0-10.5
     assert d0.bytes_sent == 1500 and d0.bytes_received == 0
     assert d0.utilisation == pytest.approx(0.4)
@@ -117,12 +118,39 @@ def test_receive_waits_count_once_where_receives_overlap_and_not_while_a_message
     assert clipped.recv_s == pytest.approx(0.7) and clipped.recv_wait_s == pytest.approx(0.5)
 
 
+def test_a_send_waits_for_its_receiver_until_the_receive_is_posted_then_transfers():
+    """gloo's large sends block until the receive is posted. d0 posts two sends at 0 while d1 computes
+    (waiting 0-1, counted once); d1 posts the first's receive at 1 and the second's at 2, so 1-1.5 the
+    first message moves, 1.5-2 waits again and 2-2.5 transfers; a send matching no receive is transfer
+    throughout. A receive posted before its send starts or after it ends is clamped into it."""
+    events = [
+        Event("d0", 0, "send", 0, 0, 0.0, 1.5, bytes=10, peer="d1"),
+        Event("d0", 0, "send", 0, 0, 0.0, 2.5, bytes=20, peer="d1"),
+        Event("d1", 1, "compute", 0, 1, 0.0, 1.0),
+        Event("d1", 1, "recv", 0, 1, 1.0, 1.6, bytes=10, peer="d0"),
+        Event("d1", 1, "recv", 0, 1, 2.0, 2.6, bytes=20, peer="d0"),
+        Event("d0", 0, "send", 0, 0, 3.0, 3.5, bytes=30, peer="d1"),
+    ]
+    d0 = device_table(events, DEVICES, 0.0, 4.0).set_index("device").loc["d0"]
+    assert d0.send_s == pytest.approx(3.0) and d0.send_wait_s == pytest.approx(1.0 + 0.5)
+    clipped = device_table(events, DEVICES, 0.5, 1.2).set_index("device").loc["d0"]
+    assert clipped.send_s == pytest.approx(0.7) and clipped.send_wait_s == pytest.approx(0.5)
+    early = [Event("d1", 1, "recv", 1, 1, 3.5, 3.7, bytes=8, peer="d0"),
+             Event("d0", 0, "send", 1, 0, 3.6, 3.7, bytes=8, peer="d1")]  # fmt: skip
+    late = [Event("d0", 0, "send", 2, 0, 3.8, 3.9, bytes=8, peer="d1"),
+            Event("d1", 1, "recv", 2, 1, 3.95, 4.0, bytes=8, peer="d0")]  # fmt: skip
+    table = device_table(events + early + late, DEVICES, 0.0, 4.0).set_index("device")
+    assert table.loc["d0", "send_s"] == pytest.approx(3.2)
+    assert table.loc["d0", "send_wait_s"] == pytest.approx(1.5 + 0.1)  # early all transfer, late all waiting
+    assert table.loc["d1", "recv_wait_s"] == pytest.approx(0.1)  # the early receive waits for its send
+
+
 def test_device_table_clips_to_the_window_and_lists_idle_devices():
     table = device_table(EVENTS, [*DEVICES, "d2"], start_s=10.2, end_s=10.6).set_index("device")
     assert table.loc["d0", "compute_s"] == pytest.approx(0.2)
     assert table.loc["d1", "compute_s"] == pytest.approx(0.1)
     assert table.loc["d0", "idle_s"] == pytest.approx(0.1)
-    assert table.loc["d2"].tolist() == [0, 0, 0, 0, pytest.approx(0.4), 0, 0, 0]
+    assert table.loc["d2"].tolist() == [0, 0, 0, 0, 0, pytest.approx(0.4), 0, 0, 0]
     with pytest.raises(ValueError, match="empty window"):
         device_table(EVENTS, DEVICES, 1.0, 1.0)
 

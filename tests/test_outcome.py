@@ -176,13 +176,14 @@ def test_the_reproductions_lab_point_reads_the_runs_json_by_field(tmp_path):
     printed = json.dumps(summary_json(summarize(runs, FLEET, _options(inventory=SimpleNamespace(
         name="lab1", lab=lab)))) | {"results": "x", "backend_is_default": True})  # fmt: skip
     pd.DataFrame({"run": ["plan"] * 2, "device": ["coordinator", "d0"], "compute_s": [0.0, 1.0],
-                  "send_s": [0.0, 0.4], "recv_s": [0.0, 0.3], "recv_wait_s": [0.0, 0.2],
-                  "idle_s": [2.0, 0.3]}).to_csv(
+                  "send_s": [0.0, 0.4], "send_wait_s": [0.0, 0.1], "recv_s": [0.0, 0.3],
+                  "recv_wait_s": [0.0, 0.2], "idle_s": [2.0, 0.3]}).to_csv(
         tmp_path / "devices.csv", index=False)  # fmt: skip
     found = point(RunSummary.from_json(json.loads(printed)), tmp_path / "devices.csv")
     assert found["measured_period_s"] == pytest.approx(0.5 * 4) and found["lab_dilation"] == 4.0
     assert found["lab_devices"] == ["d0"] and found["lab_compute_s"] == [pytest.approx(1.0 * 4 / 4)]
     assert found["lab_recv_s"] == [pytest.approx(0.3)] and found["lab_recv_wait_s"] == [pytest.approx(0.2)]
+    assert found["lab_send_s"] == [pytest.approx(0.4)] and found["lab_send_wait_s"] == [pytest.approx(0.1)]
 
 
 def test_the_text_gives_percentiles_intervals_and_what_is_inconclusive():

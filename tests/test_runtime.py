@@ -104,9 +104,11 @@ def test_every_scheme_runs_bit_exact_on_workers(tmp_path, scheme, devices):
     assert result["scheme"] == scheme and result["latency_s"] > 0 and result["throughput_fps"] > 0
     frames = pd.read_csv(tmp_path / "out" / "frames.csv")
     assert len(frames) == 3 and frames["bit_exact"].all()
-    # a receive's wait for its sender is part of the receive; a pipeline's later stages wait for the first
+    # a receive's wait for its sender is part of the receive, a send's wait for its receiver part of the
+    # send; a pipeline's later stages wait for the first
     devices = pd.read_csv(tmp_path / "out" / "devices.csv")
     assert ((devices.recv_wait_s >= 0) & (devices.recv_wait_s <= devices.recv_s)).all(), devices
+    assert ((devices.send_wait_s >= 0) & (devices.send_wait_s <= devices.send_s)).all(), devices
     if scheme == "pico":
         assert (devices.recv_wait_s > 0).any(), devices
 

@@ -21,12 +21,14 @@ from suite.errors import UserError
 from suite.reproduce import NAMES, aofl, deepthings, halp, modnn, pico, plots, report, select
 from suite.reproduce.common import OFF, Outcome, Skipped
 from suite.reproduce.lab import (
+    TIME_SPLIT,
     TOLERANCE,
     LabFigure,
     Measured,
     aofl_latency,
     deepthings_latency,
     describe_calibration,
+    describe_exchanges,
     drift,
     edgeld_latency,
     measure,
@@ -108,11 +110,10 @@ def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd
     for row in slow.itertuples():
         model = f"{row.model} " if hasattr(row, "model") else ""  # a figure of several models names it
         name = f"{row.devices}-device {model}{report.NAMES.get(row.scheme, row.scheme)} frame"
-        split = "; ".join(f"{d} computes {c:.2f} s, sends {s:.2f} s, receives {r:.2f} s ({w:.2f} s of it "
-                          f"waiting for the sender), idles {i:.2f} s"
-                          for d, c, s, r, w, i in zip(row.lab_devices, row.lab_compute_s, row.lab_send_s,
-                                                      row.lab_recv_s, row.lab_recv_wait_s,
-                                                      row.lab_idle_s))  # fmt: skip
+        split = "; ".join(
+            f"{d} computes {s['compute']:.2f} s, {describe_exchanges(s)}, idles {s['idle']:.2f} s"
+            for d, s in zip(row.lab_devices, _device_splits(row))
+        )
         findings.append(f"Where the {name}'s time goes, per frame, real time: {split}.")
         for value in (getattr(row, group) for group in groups):
             causes[value] = f"{_measured_cause(row, name)} {causes.get(value, '')}".strip()
@@ -122,27 +123,40 @@ def _with_measured(outcome: Outcome, measured: Measured, headline: str, slow: pd
                    causes=causes)  # fmt: skip
 
 
+def _device_splits(row) -> list[dict[str, float]]:
+    """Each device's time split by kind, from a lab row's `lab_<kind>_s` lists (one value a device)."""
+    return [
+        dict(zip(TIME_SPLIT, seconds))
+        for seconds in zip(*(getattr(row, f"lab_{kind}_s") for kind in TIME_SPLIT))
+    ]
+
+
 def _measured_cause(row, name: str) -> str:
     """The measured side of a slow point's cause paragraph: which took the most of a device's frame,
-    from the lab's timelines: its compute, its transfers (sending, and receiving once the sender has
-    posted the message) or waiting for a sender (the pipeline's other stages)."""
+    from the lab's timelines: its compute, its transfers (sending and receiving once the other end has
+    posted) or waiting for a peer, whichever peer was waited on longer: a sender (the stages before) or a
+    receiver (the stages after: gloo's large sends block until the receive is posted)."""
     compute = max(row.lab_compute_s)
-    transfers = max(s + r - w for s, r, w in zip(row.lab_send_s, row.lab_recv_s, row.lab_recv_wait_s))
-    waiting = max(row.lab_recv_wait_s)
+    transfers = max(s["send"] - s["send_wait"] + s["recv"] - s["recv_wait"] for s in _device_splits(row))
+    for_sender, for_receiver = max(row.lab_recv_wait_s), max(row.lab_send_wait_s)
+    if for_sender >= for_receiver:
+        waiting, peer, posted, stages = for_sender, "sender", "its message", "before"
+    else:
+        waiting, peer, posted, stages = for_receiver, "receiver", "its receive", "after"
     if compute >= max(transfers, waiting):
         return (f"Measured in the lab, the {name}'s busiest device computes {compute:.2f} s a frame, more "
-                f"than any device's transfers ({transfers:.2f} s at most) or waits for a sender "
+                f"than any device's transfers ({transfers:.2f} s at most) or waits for a {peer} "
                 f"({waiting:.2f} s at most): the lab's compute, not its links, is what the prediction "
                 "misses there.")  # fmt: skip
     if waiting > transfers:
-        return (f"Measured in the lab, the {name}'s devices wait up to {waiting:.2f} s a frame for a sender "
-                f"to post its message, against {compute:.2f} s computing and {transfers:.2f} s on "
+        return (f"Measured in the lab, the {name}'s devices wait up to {waiting:.2f} s a frame for a {peer} "
+                f"to post {posted}, against {compute:.2f} s computing and {transfers:.2f} s on "
                 "transfers at most (the time split above): the frame's time goes to stages waiting on the "
-                "stages before them, not to the links or to one device's compute.")  # fmt: skip
+                f"stages {stages} them, not to the links or to one device's compute.")  # fmt: skip
     return (
         f"Measured in the lab, the {name}'s devices spend up to {transfers:.2f} s a frame on transfers "
-        f"(sending, and receiving once the sender has posted) against {compute:.2f} s computing and "
-        f"{waiting:.2f} s waiting for a sender at most (the time split above): the frame's time goes into "
+        f"(sending and receiving once the other end has posted) against {compute:.2f} s computing and "
+        f"{waiting:.2f} s waiting for a {peer} at most (the time split above): the frame's time goes into "
         "moving data between the devices, not into their compute. One cause is tested: the lab caps a "
         "device's whole CPU so that its convolutions run at the profile's speed, and so caps the CPU each "
         "message costs (serialising, copying, authenticating) by the same factor, where the paper's engine "

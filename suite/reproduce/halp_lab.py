@@ -39,6 +39,7 @@ from suite.reproduce.lab import (
     available,
     calibrate,
     describe_calibration,
+    describe_exchanges,
     run_plan,
 )
 from suite.simulate import rayleigh_trace
@@ -90,8 +91,9 @@ def _latencies(scheme: str, frames: int, inventory: str, folder: Path,
 
 
 def _time_split(folder: Path, frames: int, dilation: float) -> dict[str, dict[str, float]]:
-    """Each device's real-time seconds per frame computing, sending, receiving (and of that, waiting for
-    the sender) and idle, from the run's own timelines (devices.csv; `frames` counts the warm-up too)."""
+    """Each device's real-time seconds per frame computing, sending (and of that, waiting for the
+    receiver), receiving (and of that, waiting for the sender) and idle, from the run's own timelines
+    (devices.csv; `frames` counts the warm-up too)."""
     table = pd.read_csv(folder / "results" / "devices.csv")
     table = table[(table.run == "plan") & (table.device != "coordinator")]
     return {row.device: {kind: getattr(row, f"{kind}_s") * dilation / frames
@@ -138,9 +140,8 @@ def with_lab(outcome: Outcome, measured: dict) -> Outcome:
     for cost in plan(MODEL, "halp", FLEET).predicted.stages:
         for device, seconds in cost.device_compute_s.items():
             computes[device] = computes.get(device, 0.0) + seconds
-    split = "; ".join(f"{d} computes {s['compute']:.2f} s (predicted {computes.get(d, 0.0):.2f} s), sends "
-                      f"{s['send']:.2f} s, receives {s['recv']:.2f} s ({s['recv_wait']:.2f} s of it waiting "
-                      f"for the sender), idles {s['idle']:.2f} s"
+    split = "; ".join(f"{d} computes {s['compute']:.2f} s (predicted {computes.get(d, 0.0):.2f} s), "
+                      f"{describe_exchanges(s)}, idles {s['idle']:.2f} s"
                       for d, s in measured["halp_split"].items())  # fmt: skip
     findings = (*findings, f"Where HALP's frame goes on the fixed link, per frame, real time: {split}.")
     return replace(outcome, table=t, findings=(*outcome.findings, *findings))

@@ -24,8 +24,9 @@ kept calibration run is made once more (`recheck`): a shared host's speed moves 
 the report says by how much it moved while the points were measured (`calibration_drift`).
 
 Each device's compute, send, receive and idle seconds come from the run's own timelines (its
-devices.csv), a receive's split into waiting for the sender to post it and transfer, so a point that
-falls short of its prediction shows where the time went.
+devices.csv), a receive's split into waiting for the sender to post it and transfer, a send's into
+waiting for the receiver to post its receive and transfer, so a point that falls short of its
+prediction shows where the time went.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from suite.runtime.outcome import RunSummary
 TOLERANCE = 0.10  # a calibrated device's frame is within 10% of its profile's
 CALIBRATION_TRIES = 4  # single-device runs per device class, at most
 CALIBRATION_FRAMES = 2
-TIME_SPLIT = ("compute", "send", "recv", "recv_wait", "idle")  # devices.csv's `<kind>_s` per device
+TIME_SPLIT = ("compute", "send", "send_wait", "recv", "recv_wait", "idle")  # devices.csv's `<kind>_s`
 
 
 @dataclass(frozen=True)
@@ -415,10 +416,19 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
     return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns, rechecks)
 
 
+def describe_exchanges(split: Mapping[str, float]) -> str:
+    """One device's sending and receiving in a time split's sentence, each with the part of it spent
+    waiting for the other end to post (the pipeline waiting, not the link)."""
+    return (
+        f"sends {split['send']:.2f} s ({split['send_wait']:.2f} s of it waiting for the receiver), "
+        f"receives {split['recv']:.2f} s ({split['recv_wait']:.2f} s of it waiting for the sender)"
+    )
+
+
 def point(run: RunSummary, devices_csv: Path) -> dict:
     """A run's measured period, throughput and median latency in real time, the lab's dilation, and
-    each device's compute, send, receive (and of that, waiting for the sender) and idle seconds per
-    frame (real time) from its timelines."""
+    each device's compute, send (and of that, waiting for the receiver), receive (and of that, waiting
+    for the sender) and idle seconds per frame (real time) from its timelines."""
     period = 1 / run.real_time.throughput_fps
     table = pd.read_csv(devices_csv)
     table = table[(table.run == "plan") & (table.device != "coordinator")]

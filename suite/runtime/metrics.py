@@ -133,13 +133,16 @@ def _matches(events: list[Event]) -> list[tuple[int, int]]:
 
 
 def _transfer_starts(events: list[Event]) -> dict[int, float]:
-    """When each receive's transfer began (by index in `events`, sorted by start): when its matching
-    send was posted, clamped into the receive (the coordinator aligns the devices' clocks only to a
-    small offset). Before that the receiver waits for the sender; a receive without a matching send
-    in `events` is transfer throughout."""
-    posted = {recv: events[send].start_s for send, recv in _matches(events)}
+    """When each send's and receive's transfer began (by index in `events`, sorted by start): when the
+    other end was posted, clamped into it (the coordinator aligns the devices' clocks only to a small
+    offset). Before that it waits for its peer: a receive for a sender still busy with an earlier stage,
+    a send (gloo's large messages block until the receive is posted) for a receiver. A send or receive
+    without its match in `events` is transfer throughout."""
+    posted = {}
+    for send, recv in _matches(events):
+        posted[send], posted[recv] = events[recv].start_s, events[send].start_s
     return {k: min(max(posted.get(k, e.start_s), e.start_s), e.end_s)
-            for k, e in enumerate(events) if e.kind == "recv"}  # fmt: skip
+            for k, e in enumerate(events) if e.kind in ("send", "recv")}  # fmt: skip
 
 
 def _meta(event: str, pid: int, tid: int, args: dict) -> dict:
@@ -154,7 +157,8 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
     several peers may overlap); idle is the window minus the union of all busy intervals, because
     communication overlaps computation. `recv_wait_s` is the part of `recv_s` spent waiting for a
     sender to post its message, while no other receive's message was moving (the rest of `recv_s`
-    is transfer). Bytes count the transfers that end inside the window.
+    is transfer); `send_wait_s` is the same for `send_s`, waiting for a receiver to post its receive.
+    Bytes count the transfers that end inside the window.
     """
     if end_s <= start_s:
         raise ValueError(f"empty window: end_s {end_s} <= start_s {start_s}")
@@ -168,24 +172,28 @@ def device_table(events: Iterable[Event], devices: list[str], start_s: float, en
         spans = {kind: [(max(e.start_s, start_s), min(e.end_s, end_s)) for e in mine if e.kind == kind]
                  for kind in KINDS}  # fmt: skip
         busy = {kind: _union_s(spans[kind]) for kind in KINDS}
-        transfers = [(max(transfer_starts[k], start_s), min(e.end_s, end_s))
-                     for k, e in enumerate(events) if e.device == device and e.kind == "recv"]  # fmt: skip
+        transfers = {kind: _union_s([(max(transfer_starts[k], start_s), min(e.end_s, end_s))
+                                     for k, e in enumerate(events) if e.device == device and e.kind == kind])
+                     for kind in ("send", "recv")}  # fmt: skip
+        waits = {kind: max(busy[kind] - transfers[kind], 0.0) for kind in transfers}  # 0.0: float rounding
         inside = [e for e in mine if start_s <= e.end_s <= end_s]
         rows.append(
             {
                 "device": device,
                 "compute_s": busy["compute"],
                 "send_s": busy["send"],
+                "send_wait_s": waits["send"],
                 "recv_s": busy["recv"],
-                "recv_wait_s": max(busy["recv"] - _union_s(transfers), 0.0),  # 0.0: float rounding
+                "recv_wait_s": waits["recv"],
                 "idle_s": window - _union_s([span for kind in KINDS for span in spans[kind]]),
                 "bytes_sent": sum(e.bytes for e in inside if e.kind == "send"),
                 "bytes_received": sum(e.bytes for e in inside if e.kind == "recv"),
                 "utilisation": busy["compute"] / window,
             }
         )
-    return pd.DataFrame(rows, columns=["device", "compute_s", "send_s", "recv_s", "recv_wait_s", "idle_s",
-                                       "bytes_sent", "bytes_received", "utilisation"])  # fmt: skip
+    return pd.DataFrame(rows, columns=["device", "compute_s", "send_s", "send_wait_s", "recv_s",
+                                       "recv_wait_s", "idle_s", "bytes_sent", "bytes_received",
+                                       "utilisation"])  # fmt: skip
 
 
 def _pids(devices: list[str], events: list[Event]) -> dict[str, int]:
