@@ -12,9 +12,15 @@ from labkit import needs_lab, write_fleet
 
 from suite.errors import UserError
 from suite.reproduce import plots
-from suite.reproduce.common import Comparison, Outcome, plan
+from suite.reproduce.common import SCHEME_OF, Comparison, Outcome, plan
 from suite.reproduce.deepthings import MODEL, _ftp, fleet_of, ftp_options
-from suite.reproduce.figures import FIGURES, with_lab, with_lab_latency, with_lab_speedup
+from suite.reproduce.figures import (
+    FIGURES,
+    with_lab,
+    with_lab_latency,
+    with_lab_speedup,
+    with_lab_utilisation,
+)
 from suite.reproduce.lab import (
     CALIBRATION_TRIES,
     TIME_SPLIT,
@@ -30,7 +36,10 @@ from suite.reproduce.lab import (
     drift,
     edgeld_latency,
     figure_dilation,
+    furthest_class,
+    measured_utilisation,
     one_dilation,
+    pico_heterogeneous,
     pico_periods,
     pico_speedups,
     recheck_columns,
@@ -669,3 +678,158 @@ def test_every_lab_headline_says_how_far_the_host_moved_after_the_calibration():
     said = "calibrated to their profile's frame: rpi4b -3% (then -32% after the points)"
     assert said in with_lab(outcome, rechecked).headline
     assert "after the points" not in with_lab(outcome, measured).headline  # no recheck made
+
+
+# ---- PICO's Table I on the heterogeneous cluster -------------------------------------------------------
+
+HETERO_CLASSES = ("rpi4b-libtorch-1200mhz", "rpi4b-libtorch-800mhz", "rpi4b-libtorch-600mhz")
+
+
+def test_measured_utilisation_is_the_fleets_mean_share_of_the_period_an_idle_device_counting_0():
+    # 7 devices compute 4 s of a 5 s period, the eighth is left idle: 28 / 8 / 5, listed or not
+    assert measured_utilisation([4.0] * 7, 8, 5.0) == pytest.approx(0.7)
+    assert measured_utilisation([4.0] * 7 + [0.0], 8, 5.0) == pytest.approx(0.7)
+    assert measured_utilisation([5.0] * 8, 8, 5.0) == pytest.approx(1.0)
+
+
+def test_a_heterogeneous_fleets_rows_give_the_calibration_of_its_class_furthest_from_its_profile():
+    errors = {"rpi4b-libtorch-1200mhz": 1.05, "rpi4b-libtorch-800mhz": 0.88, "rpi4b-libtorch-600mhz": 1.09}
+    calibrations = {("vgg16", p): (Calibration(p, 10.0, 5.0, 0.2, 0.5, 2),
+                                   Calibration(p, 10.0, 10 * e, 0.1, 0.5, 2))
+                    for p, e in errors.items()}  # fmt: skip
+    assert furthest_class(calibrations, "vgg16", HETERO_CLASSES) == "rpi4b-libtorch-800mhz"  # -12%, its last
+    assert furthest_class(calibrations, "vgg16", ("rpi4b-libtorch-600mhz",)) == "rpi4b-libtorch-600mhz"
+
+
+def test_table1_measures_every_scheme_and_model_on_the_heterogeneous_fleet_with_each_class_calibrated(
+    monkeypatch,
+):
+    """`measure` on Table I's setup with the lab replaced: each (model, device class) calibrated on one
+    device of its own, the 8-device lab's devices each on its class's quota for the model it runs."""
+    from contextlib import nullcontext
+
+    from suite.reproduce import lab
+
+    error = {"rpi4b-libtorch-1200mhz": 1.02, "rpi4b-libtorch-800mhz": 0.93, "rpi4b-libtorch-600mhz": 1.04}
+    quota = dict(zip(HETERO_CLASSES, (0.12, 0.11, 0.1)))
+    calibrated, quotas, runs = [], [], []
+
+    def calibrate(model, calibration, profile, dilation, scratch, progress):
+        calibrated.append((model, calibration))
+        return (Calibration(profile, 20.0, 20.0 * error[profile], quota[profile], 0.5, 2),)
+
+    def set_cores(name, profiles):
+        quotas.append(profiles)
+        return {"fast0": max(profiles.values())}
+
+    monkeypatch.setattr(lab, "available", lambda: None)
+    monkeypatch.setattr(lab, "calibrate", calibrate)
+    monkeypatch.setattr(lab, "recheck", lambda model, calibration, kept, *a: kept)
+    monkeypatch.setattr(lab, "_Lab", lambda *a: nullcontext({"lab": "l", "inventory": "i"}))
+    monkeypatch.setattr(lab, "_set_cores", set_cores)
+
+    def run_plan(model, planned, inventory, frames, folder):
+        runs.append((model, planned.scheme, planned.fleet, frames))
+
+    monkeypatch.setattr(lab, "run_plan", run_plan)
+    row = {"measured_period_s": 1.0, "measured_latency_s": 1.0, "lab_dilation": 12.0}
+    monkeypatch.setattr(lab, "point", lambda run, csv: row)
+    setup = pico_heterogeneous()
+    measured = lab.measure(setup, progress=lambda _: None)
+    assert setup.fleets == {8: "pico-libtorch-hetero"} and setup.columns == ("scheme", "model", "devices")
+    assert calibrated == [(m, f"1x{p}") for m in ("vgg16", "yolov2") for p in HETERO_CLASSES]
+    assert quotas == [quota, quota]  # every class on its own quota, once per model
+    assert runs == [(m, SCHEME_OF[s], "pico-libtorch-hetero", f) for m in ("vgg16", "yolov2")
+                    for s, f in (("lw", 2), ("efl", 2), ("ofl", 3), ("pico", 8))]  # fmt: skip
+    rows = measured.rows
+    assert set(rows.calibration_profile) == {"rpi4b-libtorch-800mhz"}  # -7%, the furthest of the three
+    assert rows.calibration_cores.tolist() == [quota["rpi4b-libtorch-800mhz"]] * 8
+    assert rows.lab_cores.tolist() == [0.12] * 8 and set(rows.devices) == {8}  # the fastest class's quota
+
+
+def _table1_rows(periods: dict[tuple[str, str], float], dilation: float = 12.0) -> Measured:
+    """The rows `measure` gives for `pico_heterogeneous` with these measured periods: each device
+    computes half the period a frame, but OFL's plan leaves slow3 idle, so its run does not list it."""
+    setup = pico_heterogeneous()
+    calibrations = {(m, p): (Calibration(p, 20.0, 20.0 * e, 0.1, 0.8, 2),)
+                    for m in setup.models
+                    for p, e in zip(HETERO_CLASSES, (1.02, 0.95, 1.06))}  # fmt: skip
+    devices = ["fast0", "fast1", "mid0", "mid1", "slow0", "slow1", "slow2", "slow3"]
+    rows = []
+    for (model, scheme), t in periods.items():
+        used = devices[:7] if scheme == "ofl" else devices
+        rows.append({"scheme": scheme, **setup.row_keys(scheme, model), "devices": 8, "measured_period_s": t,
+                     "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": dilation,
+                     "lab_cores": 0.1, "measured_host_load": 1.2, "lab_devices": used,
+                     "lab_compute_s": [t / 2] * len(used), "lab_send_s": [0.1] * len(used),
+                     "lab_recv_s": [0.2] * len(used), "lab_recv_wait_s": [0.05] * len(used),
+                     "lab_idle_s": [0.0] * len(used),
+                     **calibration_columns(calibrations, model, "rpi4b-libtorch-600mhz")})  # fmt: skip
+    return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
+
+
+TABLE1_PERIODS = {("vgg16", "lw"): 50.0, ("vgg16", "efl"): 14.0, ("vgg16", "ofl"): 8.0,
+                  ("vgg16", "pico"): 5.0, ("yolov2", "lw"): 70.0, ("yolov2", "efl"): 17.0,
+                  ("yolov2", "ofl"): 12.0, ("yolov2", "pico"): 7.5}  # fmt: skip
+
+
+def test_table1_takes_the_measured_utilisation_into_its_csv_ratio_headline_and_report(baselines):
+    outcome = FIGURES["pico-table1"].compute(baselines["pico-table1"])
+    merged = with_lab_utilisation(outcome, _table1_rows(TABLE1_PERIODS))
+    t = merged.table.set_index(["model", "scheme"])
+    assert t.loc[("vgg16", "pico"), "measured_utilisation_pct"] == pytest.approx(50.0)
+    assert t.loc[("vgg16", "ofl"), "measured_utilisation_pct"] == pytest.approx(100 * 7 * 4.0 / 8 / 8.0)
+    assert (
+        t.loc[("yolov2", "lw"), "measured_period_s"] == 70.0 and t.loc[("yolov2", "lw"), "lab_dilation"] == 12
+    )
+    assert {"calibration_target_s", "calibration_profile", "measured_host_load"} <= set(t.columns)
+    assert "devices" not in t and "measured_redundancy_pct" not in t
+    assert not any(c.startswith("lab_") and c not in ("lab_dilation", "lab_cores") for c in t.columns)
+    points = compared(merged).set_index(["point", "quantity"])
+    pico = points.loc[("vgg16, PICO", "utilisation_pct")]
+    assert pico.ours_column == "measured" and pico.ours == pytest.approx(50.0)
+    assert points.loc[("vgg16, PICO", "redundancy_pct")].ours_column == "predicted"  # a plan's MACs
+    vgg = t.loc[("vgg16", "pico")]
+    assert (
+        f"vgg16: utilisation LW 50.0% (predicted {t.loc[('vgg16', 'lw'), 'predicted_utilisation_pct']:.1f}%, "
+        f"paper {t.loc[('vgg16', 'lw'), 'published_utilisation_pct']:.3g}%)"
+    ) in merged.headline
+    assert f"PICO 5.00 s (predicted {vgg.predicted_period_s:.2f} s)" in merged.headline
+    assert "yolov2: utilisation LW" in merged.headline and "Redundancy stays predicted" in merged.headline
+    assert "x12" in merged.headline and "host load 1.2-1.2 on 2 cores" in merged.headline
+    assert "rpi4b-libtorch-800mhz on yolov2 -5%" in merged.headline  # a class named with its model
+    assert merged.headline.endswith(outcome.headline)
+    # LW measured 50 s against about 22 s predicted: where its frame goes, and its cause says so
+    assert any(f.startswith("Where the 8-device vgg16 LW frame's time goes") for f in merged.findings)
+    assert merged.causes["lw"].startswith("Measured in the lab, the 8-device")
+    assert merged.causes["pico"] == outcome.causes["pico"]  # 5.0 s within 25% of its 4.5 s
+    text = section(merged, baselines["pico-table1"], "stamp")
+    assert "| measured |" in text and "| predicted |" in text and "Lab calibration at dilation x12" in text
+    assert all(f"{p} on vgg16: target 20.00 s" in text for p in HETERO_CLASSES)
+    assert "a device the plan leaves idle counts 0" in text
+    fig = plots.heterogeneous(merged)
+    assert "measured (bar)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "measured (bar)" not in [t.get_text() for t in plots.heterogeneous(outcome).legends[0].get_texts()]
+
+
+def test_suite_reproduce_pico_table1_lab_is_accepted_and_writes_the_measured_columns(tmp_path, monkeypatch):
+    """The command line with the lab replaced: `--lab` on Table I measures its setup and merges it."""
+    from suite.cli import main
+    from suite.reproduce import figures, lab
+
+    asked = []
+
+    def measure(setup, progress):
+        asked.append(setup)
+        return _table1_rows(TABLE1_PERIODS)
+
+    monkeypatch.setattr(lab, "available", lambda: None)
+    monkeypatch.setattr(figures, "measure", measure)
+    out = tmp_path / "reports"
+    assert main(["reproduce", "pico-table1", "--lab", "-o", str(out)]) == 0
+    assert asked == [pico_heterogeneous()]
+    table = pd.read_csv(out / "pico-table1.csv")
+    assert {"measured_utilisation_pct", "measured_period_s"} <= set(table.columns)
+    assert table.measured_utilisation_pct.notna().sum() == 8
+    report = (out / "REPORT.md").read_text()
+    assert "**Measured** points" in report and "in pico-table1;" in report

@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
     r.add_argument(
         "--lab",
         action="store_true",
-        help="add the emulated lab's measured points to PICO Fig. 8, 9, 12, MoDNN, AOFL, DeepThings Fig. 13 "
-        "and HALP (root; minutes)",
+        help="add the emulated lab's measured points to PICO Fig. 8, 9, 12 and Table I, MoDNN, AOFL, "
+        "DeepThings Fig. 13 and HALP (root; minutes)",
     )
     r.add_argument("--json", action="store_true", help="print one JSON object listing the files written")
     r.set_defaults(run=cmd_reproduce)

@@ -32,7 +32,9 @@ from suite.reproduce.lab import (
     drift,
     edgeld_latency,
     measure,
+    measured_utilisation,
     one_dilation,
+    pico_heterogeneous,
     pico_periods,
     pico_speedups,
 )
@@ -167,8 +169,10 @@ def _measured_cause(row, name: str) -> str:
 
 def _calibrated(measured: Measured) -> str:
     """The headline's clause on the calibration: each device class's error against its profile, and
-    how far the host moved while the points were measured (`lab.recheck`)."""
-    said = ", ".join(f"{tries[-1].profile} {tries[-1].error:+.0%}"
+    how far the host moved while the points were measured (`lab.recheck`); each class names its model
+    where the figure has several (Table I calibrates three classes on each of two)."""
+    several = len({model for model, _ in measured.calibrations}) > 1
+    said = ", ".join(f"{tries[-1].profile}{f' on {key[0]}' if several else ''} {tries[-1].error:+.0%}"
                      + (f" (then {drift(tries[-1], measured.rechecks[key]):+.0%} after the points)"
                         if key in measured.rechecks else "")
                      for key, tries in measured.calibrations.items())  # fmt: skip
@@ -281,11 +285,52 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
                           slow)  # fmt: skip
 
 
+def with_lab_utilisation(outcome: Outcome, measured: Measured) -> Outcome:
+    """PICO's Table I with the emulated lab's measured points: on each (model, scheme) row,
+    `measured_period_s` and `measured_utilisation_pct` (`lab.measured_utilisation`), which the report's
+    utilisation ratio then uses; a headline sentence per model (measured, predicted and paper
+    utilisation, measured and predicted period; the calibration and host load); where the frame goes
+    for a point whose measured period is more than 25% over its prediction; and the calibration.
+    Redundancy stays predicted: it counts the MACs a plan computes, which a run does not change."""
+    rows = measured.rows.copy()
+    dilation = one_dilation(rows)
+    rows["measured_utilisation_pct"] = [
+        100 * measured_utilisation(c, n, p)
+        for c, n, p in zip(rows.lab_compute_s, rows.devices, rows.measured_period_s)
+    ]
+    keys = tuple(k for k in measured.keys if k != "devices")  # one fleet: Table I keys by model and scheme
+    ours = outcome.table.merge(rows, on=list(keys), how="inner")
+    said = []
+    for model, points in ours.groupby("model", sort=False):
+        schemes = list(zip(points.scheme, points.measured_utilisation_pct, points.predicted_utilisation_pct,
+                           points.published_utilisation_pct, points.measured_period_s,
+                           points.predicted_period_s))  # fmt: skip
+        said.append(f"{model}: utilisation "
+                    + ", ".join(f"{report.NAMES.get(s, s)} {m:.1f}% (predicted {p:.1f}%, paper "
+                                f"{report.number(q)}%)" for s, m, p, q, _, _ in schemes)
+                    + "; period " + ", ".join(f"{report.NAMES.get(s, s)} {m:.2f} s (predicted {p:.2f} s)"
+                                              for s, _, _, _, m, p in schemes))  # fmt: skip
+    last = [tries[-1] for tries in measured.calibrations.values()]
+    load = rows.measured_host_load
+    headline = (f"Measured in the emulated lab on `{pico.HETERO}` (dilation x{dilation:g}, real time, every "
+                f"frame bit-exact; {_calibrated(measured)}; host load {load.min():.1f}-{load.max():.1f} on "
+                f"{last[0].host_cores} cores): {'; '.join(said)}. Redundancy stays predicted: it counts the "
+                f"MACs a plan computes, which a run does not change. {outcome.headline}")  # fmt: skip
+    definition = ("Measured utilisation: the mean over every device of the fleet of its compute seconds a "
+                  "frame, from the run's own timelines, over the measured period (real time); a device the "
+                  "plan leaves idle counts 0, as in the predicted column.")  # fmt: skip
+    slow = ours[ours.measured_period_s > (1 + OFF) * ours.predicted_period_s]
+    return _with_measured(replace(outcome, findings=(*outcome.findings, definition)),
+                          replace(measured, rows=rows.drop(columns="devices"), keys=keys), headline,
+                          slow)  # fmt: skip
+
+
 # the figures the lab measures, and how
 LAB: dict[str, tuple[Callable[[], LabFigure], Callable[[Outcome, Measured], Outcome]]] = {
     "pico-fig8": (lambda: pico_periods("vgg16"), with_lab),
     "pico-fig9": (lambda: pico_periods("yolov2"), with_lab),
     "pico-fig12": (pico_speedups, with_lab_speedup),
+    "pico-table1": (pico_heterogeneous, with_lab_utilisation),
     "modnn": (edgeld_latency, with_lab_latency),
     "aofl": (aofl_latency, with_lab_latency),
     "deepthings-fig13": (deepthings_latency, with_lab_latency),

@@ -1,12 +1,13 @@
 """Measured points for the reproduction: a figure's own plans run through the emulated lab.
 
-For PICO's Fig. 8, 9 and 12 at 1 GHz, MoDNN on EdgeLD's testbed, AOFL's Fig. 9 at 1 GHz and
-DeepThings' Fig. 13 at 1 and 6 devices, each device count's paper fleet (`pico-libtorch-1000mhz-N`,
-`edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`, `deepthings-pi3-N`) becomes a lab (`suite lab up --deploy`)
-and the very plans the figure predicts run through it with `suite run --inventory --plan`, every frame
-checked bit for bit. A figure of several models (Fig. 12: ResNet34 and InceptionV3) runs each of them
-on every one of its labs, its rows keyed by `model`; a label's own plan options (FTP's grid and fused
-pieces) and key values (its grid) come with it (`LabFigure.options`, `LabFigure.label_keys`).
+For PICO's Fig. 8, 9 and 12 at 1 GHz and its Table I, MoDNN on EdgeLD's testbed, AOFL's Fig. 9 at
+1 GHz and DeepThings' Fig. 13 at 1 and 6 devices, each device count's paper fleet
+(`pico-libtorch-1000mhz-N`, `pico-libtorch-hetero`, `edgeld-vm-N`, `aofl-pi3bplus-1000mhz-N`,
+`deepthings-pi3-N`) becomes a lab (`suite lab up --deploy`) and the very plans the figure predicts run
+through it with `suite run --inventory --plan`, every frame checked bit for bit. A figure of several
+models (Fig. 12: ResNet34 and InceptionV3) runs each of them on every one of its labs, its rows keyed
+by `model`; a label's own plan options (FTP's grid and fused pieces) and key values (its grid) come
+with it (`LabFigure.options`, `LabFigure.label_keys`).
 
 One dilation per figure: every lab of a figure runs at the same F, the largest that its largest fleet
 allows on this host (`figure_dilation`), so no two of its measured periods come from labs scaled
@@ -18,10 +19,11 @@ profile's prediction for that model (`calibration_step`), so a class is calibrat
 `TOLERANCE` it is kept; otherwise the device's cgroup quota is scaled by measured / target and the run
 repeated, at most `CALIBRATION_TRIES` times, and a reading taken while the host was loaded (1-minute
 load average above its cores) is first re-measured at the same quota. Every lab of the figure then
-gives its devices the quota calibrated on the model it runs. The calibration (target, measured,
-quota, host load) reaches the CSV's `calibration_*` columns and the report. After the points, each
-kept calibration run is made once more (`recheck`): a shared host's speed moves under its caps, and
-the report says by how much it moved while the points were measured (`calibration_drift`).
+gives each device the quota its class was calibrated to on the model it runs. The calibration
+(target, measured, quota, host load) reaches the CSV's `calibration_*` columns (for a fleet of several
+classes, Table I's, the class furthest from its profile: `furthest_class`) and the report. After the
+points, each kept calibration run is made once more (`recheck`): a shared host's speed moves under its
+caps, and the report says by how much it moved while the points were measured (`calibration_drift`).
 
 Each device's compute, send, receive and idle seconds come from the run's own timelines (its
 devices.csv), a receive's split into waiting for the sender to post it and transfer, a send's into
@@ -36,7 +38,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from suite.errors import UserError
 from suite.plan import save_plan
 from suite.reproduce import deepthings
 from suite.reproduce.common import SCHEME_OF, fleet, plan
+from suite.reproduce.pico import HETERO
 from suite.runtime.emulate import CPU_ROOT, MIN_CORES, write_cap
 from suite.runtime.outcome import RunSummary
 
@@ -107,6 +110,15 @@ def pico_speedups() -> LabFigure:
     the figure's throughput speedup (their frames are short, so each point runs more of them)."""
     return LabFigure(("resnet34", "inception_v3"), {n: f"pico-libtorch-1000mhz-{n}" for n in (1, 8)},
                      {"pico": 10}, {"clock_mhz": 1000})  # fmt: skip
+
+
+def pico_heterogeneous() -> LabFigure:
+    """PICO Table I on its heterogeneous cluster (2 x 1.2 GHz, 2 x 800 MHz, 4 x 600 MHz Pi 4B), VGG-16
+    and YOLOv2: LW, EFL, OFL and PICO's period, and each device's compute a frame, from which the
+    utilisation is measured (`measured_utilisation`). Each of its three device classes is calibrated
+    on a device of its own (`calibration_fleet`). LW's and EFL's frames are the slow ones, so they run
+    fewer."""
+    return LabFigure(("vgg16", "yolov2"), {8: HETERO}, {"lw": 2, "efl": 2, "ofl": 3, "pico": 8}, {})
 
 
 def edgeld_latency() -> LabFigure:
@@ -218,6 +230,21 @@ def calibration_columns(calibrations: Mapping[tuple[str, str], tuple[Calibration
             "calibration_measured_s": round(last.measured_s, 4), "calibration_cores": last.cores,
             "calibration_load": last.load, "calibration_host_cores": last.host_cores,
             "calibration_tries": len(tries)}  # fmt: skip
+
+
+def furthest_class(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]], model: str,
+                   profiles: Sequence[str]) -> str:  # fmt: skip
+    """The device class whose calibration a measured row's `calibration_*` columns give: of a fleet's
+    `profiles`, the one whose kept run on `model` is furthest from its profile (a heterogeneous fleet's
+    point is no nearer its prediction than its worst class; the report gives every class)."""
+    return max(profiles, key=lambda p: abs(calibrations[(model, p)][-1].error))
+
+
+def measured_utilisation(compute_s: Sequence[float], devices: int, period_s: float) -> float:
+    """The mean over a fleet's `devices` of the share of the period each one computes: the run's
+    compute seconds per frame (`lab_compute_s`, one per device the run had) over the measured period,
+    a device the plan leaves idle counting 0 whether or not the run listed it."""
+    return sum(compute_s) / devices / period_s
 
 
 def drift(kept: Calibration, again: Calibration) -> float:
@@ -388,9 +415,10 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                                           progress)
                         for m in setup.models for p in profiles}  # fmt: skip
         for n, fleet_name in setup.fleets.items():
-            first = fleet(fleet_name).devices[0].profile.name
+            classes = tuple(dict.fromkeys(d.profile.name for d in fleet(fleet_name).devices))
             with _Lab(fleet_name, dilation, str(n), progress) as up:
                 for model in setup.models:
+                    shown = furthest_class(calibrations, model, classes)
                     # the quota calibrated on this model at this dilation, per profile
                     cores = _set_cores(up["lab"], {p: calibrations[(model, p)][-1].cores for p in profiles})
                     for label, frames in setup.frames.items():
@@ -400,10 +428,10 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                         run = run_plan(model, planned, up["inventory"], frames, folder)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
-                        made.append(((model, first), {
+                        made.append(((model, shown), {
                             "scheme": label, **setup.row_keys(label, model), "devices": n, **row,
                             "lab_cores": max(cores.values()), "measured_host_load": load,
-                            **calibration_columns(calibrations, model, first)}))  # fmt: skip
+                            **calibration_columns(calibrations, model, shown)}))  # fmt: skip
                         progress(
                             f"lab: {model} {planned.scheme} on {fleet_name}: period "
                             f"{row['measured_period_s']:.2f} s, latency {row['measured_latency_s']:.2f} s "
