@@ -762,7 +762,8 @@ def _table1_rows(periods: dict[tuple[str, str], float], dilation: float = 12.0) 
                      "measured_throughput_fpm": 60 / t, "measured_latency_s": t, "lab_dilation": dilation,
                      "lab_cores": 0.1, "measured_host_load": 1.2, "lab_devices": used,
                      "lab_compute_s": [t / 2] * len(used), "lab_send_s": [0.1] * len(used),
-                     "lab_recv_s": [0.2] * len(used), "lab_recv_wait_s": [0.05] * len(used),
+                     "lab_send_wait_s": [0.0] * len(used), "lab_recv_s": [0.2] * len(used),
+                     "lab_recv_wait_s": [0.05] * len(used),
                      "lab_idle_s": [0.0] * len(used),
                      **calibration_columns(calibrations, model, "rpi4b-libtorch-600mhz")})  # fmt: skip
     return Measured(pd.DataFrame(rows), calibrations, dilation, setup.columns)
