@@ -26,10 +26,10 @@ from suite.reproduce.lab import (
     LabFigure,
     Measured,
     aofl_latency,
+    calibration_clause,
     deepthings_latency,
     describe_calibration,
     describe_exchanges,
-    drift,
     edgeld_latency,
     measure,
     measured_utilisation,
@@ -167,18 +167,6 @@ def _measured_cause(row, name: str) -> str:
     )
 
 
-def _calibrated(measured: Measured) -> str:
-    """The headline's clause on the calibration: each device class's error against its profile, and
-    how far the host moved while the points were measured (`lab.recheck`); each class names its model
-    where the figure has several (Table I calibrates three classes on each of two)."""
-    several = len({model for model, _ in measured.calibrations}) > 1
-    said = ", ".join(f"{tries[-1].profile}{f' on {key[0]}' if several else ''} {tries[-1].error:+.0%}"
-                     + (f" (then {drift(tries[-1], measured.rechecks[key]):+.0%} after the points)"
-                        if key in measured.rechecks else "")
-                     for key, tries in measured.calibrations.items())  # fmt: skip
-    return f"devices calibrated to their profile's frame: {said}"
-
-
 def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
     """A period figure (PICO Fig. 8, 9) with the emulated lab's measured points: `measured_*` columns
     beside the predicted ones, the measured speedups, where the largest fleet's PICO frame goes (when
@@ -203,8 +191,8 @@ def with_lab(outcome: Outcome, measured: Measured) -> Outcome:
                      for s, (m, p, q) in gains.items())  # fmt: skip
     headline = (
         f"Measured in the emulated lab at {clock} MHz (dilation x{dilation:g}, real time, every "
-        f"frame bit-exact; {_calibrated(measured)}): throughput speedup on {high} devices over {low}: "
-        f"{said}. {outcome.headline}"
+        f"frame bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}): "
+        f"throughput speedup on {high} devices over {low}: {said}. {outcome.headline}"
     )
     pico = rows[(rows.scheme == "pico") & (rows.devices == high)]
     predicted = ours.loc[("pico", high), "predicted_period_s"]
@@ -241,8 +229,8 @@ def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
                     + ("" if math.isnan(paper) else f", paper {report.number(paper)}x") + ")")  # fmt: skip
     last = [tries[-1] for tries in measured.calibrations.values()]
     headline = (f"Measured in the emulated lab (dilation x{dilation:g}, real time, one frame at a time, "
-                f"every frame bit-exact; {_calibrated(measured)}; host "
-                f"load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "
+                f"every frame bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
+                f"host load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "
                 f"{last[0].host_cores} cores): {'; '.join(said)}. {outcome.headline}")  # fmt: skip
     largest = ours.devices == ours.groupby(line).devices.transform("max")
     slow = ours[largest & (ours.measured_latency_s > (1 + OFF) * ours.predicted_latency_s)]
@@ -276,7 +264,8 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
     load = rows.measured_host_load
     headline = (
         f"Measured in the emulated lab at {clock} (dilation x{dilation:g}, real time, every frame "
-        f"bit-exact; {_calibrated(measured)}; host 1-minute load {load.min():.1f}-{load.max():.1f}): "
+        f"bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
+        f"host 1-minute load {load.min():.1f}-{load.max():.1f}): "
         "PICO's throughput speedup on "
         f"{high} devices over {low}: {said}. {outcome.headline}"
     )
@@ -313,7 +302,8 @@ def with_lab_utilisation(outcome: Outcome, measured: Measured) -> Outcome:
     last = [tries[-1] for tries in measured.calibrations.values()]
     load = rows.measured_host_load
     headline = (f"Measured in the emulated lab on `{pico.HETERO}` (dilation x{dilation:g}, real time, every "
-                f"frame bit-exact; {_calibrated(measured)}; host load {load.min():.1f}-{load.max():.1f} on "
+                f"frame bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
+                f"host load {load.min():.1f}-{load.max():.1f} on "
                 f"{last[0].host_cores} cores): {'; '.join(said)}. Redundancy stays predicted: it counts the "
                 f"MACs a plan computes, which a run does not change. {outcome.headline}")  # fmt: skip
     definition = ("Measured utilisation: the mean over every device of the fleet of its compute seconds a "

@@ -287,6 +287,19 @@ def describe_calibration(calibrations: Mapping[tuple[str, str], tuple[Calibratio
     )
 
 
+def calibration_clause(calibrations: Mapping[tuple[str, str], tuple[Calibration, ...]],
+                       rechecks: Mapping[tuple[str, str], Calibration]) -> str:  # fmt: skip
+    """A measured headline's clause on the calibration: each device class's error against its profile,
+    and how far the host moved while the points were measured (`recheck`); each class names its model
+    where the figure has several (Table I calibrates three classes on each of two)."""
+    several = len({model for model, _ in calibrations}) > 1
+    said = ", ".join(f"{tries[-1].profile}{f' on {key[0]}' if several else ''} {tries[-1].error:+.0%}"
+                     + (f" (then {drift(tries[-1], rechecks[key]):+.0%} after the points)"
+                        if key in rechecks else "")
+                     for key, tries in calibrations.items())  # fmt: skip
+    return f"devices calibrated to their profile's frame: {said}"
+
+
 # ---- the lab -------------------------------------------------------------------------------------
 
 
