@@ -227,11 +227,9 @@ def with_lab_latency(outcome: Outcome, measured: Measured) -> Outcome:
                     f"speedup {points.measured_speedup.iloc[-1]:.2f}x, predicted "
                     f"{points.predicted_speedup.iloc[-1]:.2f}x"
                     + ("" if math.isnan(paper) else f", paper {report.number(paper)}x") + ")")  # fmt: skip
-    last = [tries[-1] for tries in measured.calibrations.values()]
     headline = (f"Measured in the emulated lab (dilation x{dilation:g}, real time, one frame at a time, "
-                f"every frame bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
-                f"host load {rows.measured_host_load.min():.1f}-{rows.measured_host_load.max():.1f} on "
-                f"{last[0].host_cores} cores): {'; '.join(said)}. {outcome.headline}")  # fmt: skip
+                f"every frame bit-exact; {_conditions(measured)}): {'; '.join(said)}. "
+                f"{outcome.headline}")  # fmt: skip
     largest = ours.devices == ours.groupby(line).devices.transform("max")
     slow = ours[largest & (ours.measured_latency_s > (1 + OFF) * ours.predicted_latency_s)]
     return _with_measured(outcome, replace(measured, rows=rows), headline, slow)
@@ -274,6 +272,14 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
                           slow)  # fmt: skip
 
 
+def _conditions(measured: Measured) -> str:
+    """A latency or utilisation headline's clause on what the points were measured under: the
+    calibration (`calibration_clause`) and the host's 1-minute load over the points."""
+    load, cores = measured.rows.measured_host_load, next(iter(measured.calibrations.values()))[-1].host_cores
+    return (f"{calibration_clause(measured.calibrations, measured.rechecks)}; host load "
+            f"{load.min():.1f}-{load.max():.1f} on {cores} cores")  # fmt: skip
+
+
 def with_lab_utilisation(outcome: Outcome, measured: Measured) -> Outcome:
     """PICO's Table I with the emulated lab's measured points: on each (model, scheme) row,
     `measured_period_s` and `measured_utilisation_pct` (`lab.measured_utilisation`), which the report's
@@ -299,13 +305,10 @@ def with_lab_utilisation(outcome: Outcome, measured: Measured) -> Outcome:
                                 f"{report.number(q)}%)" for s, m, p, q, _, _ in schemes)
                     + "; period " + ", ".join(f"{report.NAMES.get(s, s)} {m:.2f} s (predicted {p:.2f} s)"
                                               for s, _, _, _, m, p in schemes))  # fmt: skip
-    last = [tries[-1] for tries in measured.calibrations.values()]
-    load = rows.measured_host_load
     headline = (f"Measured in the emulated lab on `{pico.HETERO}` (dilation x{dilation:g}, real time, every "
-                f"frame bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
-                f"host load {load.min():.1f}-{load.max():.1f} on "
-                f"{last[0].host_cores} cores): {'; '.join(said)}. Redundancy stays predicted: it counts the "
-                f"MACs a plan computes, which a run does not change. {outcome.headline}")  # fmt: skip
+                f"frame bit-exact; {_conditions(measured)}): {'; '.join(said)}. Redundancy stays "
+                "predicted: it counts the MACs a plan computes, which a run does not change. "
+                f"{outcome.headline}")  # fmt: skip
     definition = ("Measured utilisation: the mean over every device of the fleet of its compute seconds a "
                   "frame, from the run's own timelines, over the measured period (real time); a device the "
                   "plan leaves idle counts 0, as in the predicted column.")  # fmt: skip
