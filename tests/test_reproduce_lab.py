@@ -3,8 +3,11 @@ calibrated devices. The pure parts run anywhere; one small lab run (root) is mar
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -413,7 +416,7 @@ def test_measure_runs_each_model_on_every_lab_on_the_quota_calibrated_on_that_mo
         quotas.append(profiles)
         return {"pi0": max(profiles.values())}
 
-    def run_plan(model, planned, inventory, frames, folder):
+    def run_plan(model, planned, inventory, frames, folder, progress):
         runs.append((model, planned.scheme, planned.fleet, frames, quotas[-1]))
 
     def recheck(model, calibration, kept, dilation, scratch, progress):
@@ -669,6 +672,69 @@ def test_a_lab_whose_bring_up_fails_or_is_interrupted_is_brought_down(monkeypatc
     assert calls == [("lab", "up"), ("lab", "down")]
 
 
+def _flaky_suite(monkeypatch, failures: int, bit_exact: bool = True) -> list:
+    """`lab._suite` failing its first `failures` runs (each leaving a results folder), then answering a
+    run whose frames are bit-exact or not; returns the runs' arguments."""
+    from suite.reproduce import lab
+
+    calls = []
+
+    def suite(*args):
+        calls.append(args)
+        results = Path(args[args.index("-o") + 1])
+        results.mkdir()
+        if len(calls) <= failures:
+            raise UserError("`suite run --inventory` for the lab failed: error: the workers did not all join")
+        return json.dumps({"bit_exact": bit_exact, "error": None if bit_exact else "frame 1 differs"})
+
+    monkeypatch.setattr(lab, "_suite", suite)
+    monkeypatch.setattr(lab, "save_plan", lambda planned, path: None)
+    monkeypatch.setattr(lab.RunSummary, "from_json", lambda data: SimpleNamespace(**data))
+    return calls
+
+
+def test_a_lab_run_that_fails_runs_once_more_keeping_the_failed_runs_results(tmp_path, monkeypatch):
+    """One stalled run (a worker that did not join) must not cost a figure every point before it."""
+    from suite.reproduce import lab
+
+    calls, said = _flaky_suite(monkeypatch, failures=1), []
+    planned = SimpleNamespace(scheme="pico", fleet="pico-libtorch-hetero")
+    run = lab.run_plan("yolov2", planned, "inv.yaml", 8, tmp_path / "p", said.append)
+    assert run.bit_exact and len(calls) == 2 and calls[0] == calls[1]
+    assert (tmp_path / "p" / "results-failed").is_dir() and (tmp_path / "p" / "results").is_dir()
+    assert said == [f"lab: yolov2 pico on pico-libtorch-hetero failed, running it once more (results and "
+                    f"logs in {tmp_path / 'p' / 'results-failed'}): `suite run --inventory` for the lab "
+                    "failed: error: the workers did not all join"]  # fmt: skip
+
+
+@pytest.mark.parametrize("failures, bit_exact, runs", [(2, True, 2), (0, False, 1)])
+def test_a_lab_run_failing_twice_or_not_bit_exact_ends_the_figure(tmp_path, monkeypatch, failures, bit_exact,
+                                                                  runs):  # fmt: skip
+    """A second failure is not a moment; a frame that differs is a finding, and is never run away from."""
+    from suite.reproduce import lab
+
+    calls = _flaky_suite(monkeypatch, failures, bit_exact)
+    planned = SimpleNamespace(scheme="pico", fleet="pico-libtorch-1000mhz-8")
+    with pytest.raises(UserError, match="did not all join" if failures else "was not bit-exact"):
+        lab.run_plan("vgg16", planned, "inv.yaml", 4, tmp_path / "p", lambda _: None)
+    assert len(calls) == runs
+
+
+def test_a_figures_lab_runs_are_kept_and_named_only_when_one_fails():
+    """A failed figure's runs hold the workers' logs that say why; a measured or interrupted one's go."""
+    from suite.reproduce import lab
+
+    with lab.scratch_folder("suite-test-scratch-") as measured:
+        (measured / "run").mkdir()
+    with pytest.raises(KeyboardInterrupt), lab.scratch_folder("suite-test-scratch-") as interrupted:
+        raise KeyboardInterrupt
+    with pytest.raises(UserError) as said, lab.scratch_folder("suite-test-scratch-") as failed:
+        raise UserError("a run failed")
+    assert not measured.exists() and not interrupted.exists() and failed.is_dir()
+    assert str(said.value) == f"a run failed (the figure's lab runs, results and logs are kept in {failed})"
+    failed.rmdir()
+
+
 def test_every_lab_headline_says_how_far_the_host_moved_after_the_calibration():
     outcome, measured = _fig8_like()
     kept = measured.calibrations[("vgg16", "rpi4b")][-1]
@@ -728,7 +794,7 @@ def test_table1_measures_every_scheme_and_model_on_the_heterogeneous_fleet_with_
     monkeypatch.setattr(lab, "_Lab", lambda *a: nullcontext({"lab": "l", "inventory": "i"}))
     monkeypatch.setattr(lab, "_set_cores", set_cores)
 
-    def run_plan(model, planned, inventory, frames, folder):
+    def run_plan(model, planned, inventory, frames, folder, progress):
         runs.append((model, planned.scheme, planned.fleet, frames))
 
     monkeypatch.setattr(lab, "run_plan", run_plan)

@@ -22,7 +22,6 @@ in the CSV's measured rows, the measured sentence and the calibration paragraph)
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -48,6 +47,7 @@ from suite.reproduce.lab import (
     recheck,
     recheck_columns,
     run_plan,
+    scratch_folder,
 )
 from suite.simulate import rayleigh_trace
 
@@ -68,8 +68,7 @@ def measure(progress: Callable[[str], None]) -> dict:
         raise UserError(reason)
     (profile,) = {d.profile.name for d in fleet(FLEET).devices}
     rate = fleet(FLEET).link.bandwidth_bps
-    with tempfile.TemporaryDirectory(prefix="suite-reproduce-halp-") as scratch:
-        folder = Path(scratch)
+    with scratch_folder("suite-reproduce-halp-") as folder:
         tries = calibrate(MODEL, FLEET, profile, DILATION, folder, progress)
         with _Lab(FLEET, DILATION, "h", progress) as up:
             _set_cores(up["lab"], {profile: tries[-1].cores})
@@ -91,7 +90,7 @@ def measure(progress: Callable[[str], None]) -> dict:
 def _latencies(scheme: str, frames: int, inventory: str, folder: Path,
                progress: Callable[[str], None]) -> np.ndarray:  # fmt: skip
     """Each timed frame's latency in real time (lab seconds x the lab's dilation); every frame checked."""
-    summary = run_plan(MODEL, plan(MODEL, scheme, FLEET), inventory, frames, folder)
+    summary = run_plan(MODEL, plan(MODEL, scheme, FLEET), inventory, frames, folder, progress)
     table = pd.read_csv(folder / "results" / "frames.csv")
     timed = table[(table.run == "plan") & ~table.warmup].latency_s.to_numpy() * summary.network.dilation
     progress(f"lab: {scheme} on {FLEET}: median {np.median(timed):.2f} s real time over {len(timed)} "

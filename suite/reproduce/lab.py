@@ -33,12 +33,14 @@ prediction shows where the time went.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,18 +348,47 @@ class _Lab:
         _suite("lab", "down", "--name", self.name)
 
 
-def run_plan(model: str, planned, inventory: str, frames: int, folder: Path) -> RunSummary:
-    """`planned` run on the lab of `inventory` (`suite run --plan`),
-    every frame checked bit for bit."""
+def run_plan(model: str, planned, inventory: str, frames: int, folder: Path,
+             progress: Callable[[str], None]) -> RunSummary:  # fmt: skip
+    """`planned` run on the lab of `inventory` (`suite run --plan`), every frame checked bit for bit.
+
+    A run that fails (a worker that did not join, a stall past the timeout: a shared host's moments,
+    which cost a figure every point measured before them) runs once more, its results and logs kept
+    beside (`results-failed`); a second failure ends the figure. A frame that is not bit-exact is a
+    finding, not a moment, and ends it at once."""
     folder.mkdir(parents=True)
     save_plan(planned, folder / "plan.json")
-    run = RunSummary.from_json(json.loads(_suite(
-        "run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
-        "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json", "-o",
-        str(folder / "results"))))  # fmt: skip
+    args = ("run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
+            "--frames", str(frames), "--warmup", "1", "--no-baseline", "--json",
+            "-o", str(folder / "results"))  # fmt: skip
+    try:
+        out = _suite(*args)
+    except UserError as exc:
+        failed = folder / "results-failed"
+        if (folder / "results").exists():
+            (folder / "results").rename(failed)
+        progress(f"lab: {model} {planned.scheme} on {planned.fleet} failed, running it once more "
+                 f"(results and logs in {failed}): {exc}")  # fmt: skip
+        out = _suite(*args)
+    run = RunSummary.from_json(json.loads(out))
     if not run.bit_exact:
         raise UserError(f"lab run of {planned.scheme} on {planned.fleet} was not bit-exact: {run.error}")
     return run
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """The folder of a figure's lab runs: removed once the figure is measured or interrupted, kept when
+    a run fails, the error naming it, so the runs' results and workers' logs say why."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    except UserError as exc:
+        raise UserError(f"{exc} (the figure's lab runs, results and logs are kept in {folder})") from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def calibration_fleet(fleets: Mapping[int, str], profile: str) -> str:
@@ -378,7 +409,7 @@ def calibrate(model: str, calibration: str, profile: str, dilation: float, scrat
         cores = up["devices"][0]["cpu_cores"]
         while cores is not None:
             folder = scratch / f"calibrate-{model}-{profile}-{len(tries)}"
-            tries += (_single_run(up, model, planned, profile, cores, folder),)
+            tries += (_single_run(up, model, planned, profile, cores, folder, progress),)
             progress(
                 f"lab: calibrating {profile} on {model}: {tries[-1].measured_s:.2f} s against "
                 f"{tries[-1].target_s:.2f} s at {cores:.4g} cores (load {tries[-1].load:.1f})"
@@ -395,17 +426,18 @@ def recheck(model: str, calibration: str, kept: Calibration, dilation: float, sc
     planned = plan(model, "single", calibration)
     folder = scratch / f"recheck-{model}-{kept.profile}"
     with _Lab(calibration, dilation, "r", progress) as up:
-        again = _single_run(up, model, planned, kept.profile, kept.cores, folder)
+        again = _single_run(up, model, planned, kept.profile, kept.cores, folder, progress)
     progress(f"lab: rechecking {kept.profile} on {model}: {again.measured_s:.2f} s at {kept.cores:.4g} "
              f"cores, {drift(kept, again):+.0%} from the kept {kept.measured_s:.2f} s "
              f"(load {again.load:.1f})")  # fmt: skip
     return again
 
 
-def _single_run(up: dict, model: str, planned, profile: str, cores: float, folder: Path) -> Calibration:
+def _single_run(up: dict, model: str, planned, profile: str, cores: float, folder: Path,
+                progress: Callable[[str], None]) -> Calibration:  # fmt: skip
     """One single-device run of `profile` at `cores` on the lab `up`, against the plan's predicted frame."""
     _set_cores(up["lab"], {profile: cores})
-    run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder)
+    run = run_plan(model, planned, up["inventory"], CALIBRATION_FRAMES, folder, progress)
     return Calibration(profile, planned.predicted.latency_s, run.real_time.latency_s, cores,
                        os.getloadavg()[0], os.cpu_count() or 1)  # fmt: skip
 
@@ -423,8 +455,8 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                                os.cpu_count() or 1)  # fmt: skip
     profiles = dict.fromkeys(d.profile.name for f in setup.fleets.values() for d in fleet(f).devices)
     made = []  # ((model, profile) of its calibration, row)
-    with tempfile.TemporaryDirectory(prefix="suite-reproduce-lab-") as scratch:
-        calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, Path(scratch),
+    with scratch_folder("suite-reproduce-lab-") as scratch:
+        calibrations = {(m, p): calibrate(m, calibration_fleet(setup.fleets, p), p, dilation, scratch,
                                           progress)
                         for m in setup.models for p in profiles}  # fmt: skip
         for n, fleet_name in setup.fleets.items():
@@ -435,10 +467,10 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                     # the quota calibrated on this model at this dilation, per profile
                     cores = _set_cores(up["lab"], {p: calibrations[(model, p)][-1].cores for p in profiles})
                     for label, frames in setup.frames.items():
-                        folder = Path(scratch) / f"{model}-{label}-{n}"
+                        folder = scratch / f"{model}-{label}-{n}"
                         options = setup.plan_options(label, n)
                         planned = plan(model, setup.scheme(label, n), fleet_name, **options)
-                        run = run_plan(model, planned, up["inventory"], frames, folder)
+                        run = run_plan(model, planned, up["inventory"], frames, folder, progress)
                         row = point(run, folder / "results" / "devices.csv")
                         load = os.getloadavg()[0]
                         made.append(((model, shown), {
@@ -450,7 +482,7 @@ def measure(setup: LabFigure, progress: Callable[[str], None]) -> Measured:
                             f"{row['measured_period_s']:.2f} s, latency {row['measured_latency_s']:.2f} s "
                             f"real time (x{row['lab_dilation']:g}, load {load:.1f}), bit-exact"
                         )
-        rechecks = {(m, p): recheck(m, calibration_fleet(setup.fleets, p), tries[-1], dilation, Path(scratch),
+        rechecks = {(m, p): recheck(m, calibration_fleet(setup.fleets, p), tries[-1], dilation, scratch,
                                     progress)
                     for (m, p), tries in calibrations.items()}  # fmt: skip
     rows = [{**row, **recheck_columns(calibrations[key][-1], rechecks[key])} for key, row in made]
