@@ -379,3 +379,28 @@ def test_nightly_run_end_to_end_on_the_lab_fails_on_a_regression(tmp_path):
     low, median, high = spread.loc["pico", ["latency_low_s", "latency_s", "latency_high_s"]]
     assert low <= median <= high  # p10, median and p90 of the frames, in real time
     assert pd.isna(spread.loc["single", "speedup_low"])  # one device's speedup over itself has no interval
+
+
+def test_a_run_stopped_by_ctrl_c_stops_the_matrix_not_only_its_cell(monkeypatch):
+    """The coordinator turns Ctrl-C (or SIGTERM) into a stopped run, so `suite run` can save it; one of
+    a matrix's runs stopped so must not leave the night going on to the next scheme and cell."""
+    from suite.fleet import uniform_fleet
+    from suite.runtime.coordinator import INTERRUPTED, Coordinator
+    from suite.runtime.measurement import Measurement
+    from suite.tracking.measure import Workload, measure_schemes
+
+    ran, said = [], []
+    real = Coordinator.run
+
+    def run(self, plan, *args, **kwargs):
+        ran.append(plan.scheme)
+        if plan.scheme == "pico":
+            return Measurement(plan, (), (), {}, 1, 0.0, 0.1, INTERRUPTED)
+        return real(self, plan, *args, **kwargs)
+
+    monkeypatch.setattr(Coordinator, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        measure_schemes(Workload("resnet18", (3, 32, 32), 1, 0), uniform_fleet(2), ["pico", "modnn"],
+                        say=said.append)  # fmt: skip
+    assert ran == ["single", "pico"]
+    assert said[-1].startswith("pico resnet18 3x32x32 on ") and said[-1].endswith(f"FAILED: {INTERRUPTED}")

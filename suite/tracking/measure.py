@@ -55,9 +55,12 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
                     say: Callable[[str], None] = lambda _: None) -> dict[str, RunSummary]:  # fmt: skip
     """`{scheme: summary}` for "single" and each of `schemes`, run on `fleet`'s devices: local
     worker processes, or the inventory's devices over SSH. With `results`, each run's tables,
-    trace and plan are saved under `results/<scheme>/` as `suite run -o` saves them."""
+    trace and plan are saved under `results/<scheme>/` as `suite run -o` saves them. A run stopped by
+    Ctrl-C or SIGTERM is saved, then the interrupt goes on to the caller (a nightly stops there; a
+    run that caught it must not leave the rest of the matrix to run)."""
     from suite.models.load import load_model
     from suite.orchestrate.remote import RemoteWorkers
+    from suite.runtime.coordinator import INTERRUPTED
     from suite.runtime.measurement import Repeat, RunOptions, Runs
     from suite.runtime.outcome import summarize
     from suite.runtime.results import save
@@ -82,6 +85,8 @@ def measure_schemes(workload: Workload, fleet: Fleet, schemes: Sequence[str],
         if results is not None:
             save(results / scheme, runs, summaries[scheme], fleet, options)
         say(_line(workload, fleet, summaries[scheme]))
+        if run.error == INTERRUPTED:  # the coordinator stopped this run on Ctrl-C or SIGTERM: stop them all
+            raise KeyboardInterrupt
     return summaries
 
 
