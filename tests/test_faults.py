@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from suite.runtime.faults import FAULT_ENV, KINDS, PHASES, spec
+from suite.runtime.faults import DELAY_ENV, FAULT_ENV, KINDS, PHASES, spec
 
 TIMEOUT_S = 12  # --timeout: a frozen worker is given up on after this long (gloo joins in it on a busy host)
 FAULTS = [(kind, phase) for kind in sorted(KINDS) for phase in PHASES]
@@ -141,6 +141,19 @@ def test_every_fault_at_every_phase_ends_the_run_in_one_line_within_the_timeout(
 @given(fault=st.sampled_from(FAULTS), rank=st.sampled_from([1, 2]))
 def test_a_sampled_fault_ends_the_run_in_one_line_within_the_timeout(tmp_path_factory, fault, rank):
     _fault_run(tmp_path_factory.mktemp("fault") / "out", *fault, rank=rank)
+
+
+def test_a_device_that_builds_long_after_the_others_does_not_run_out_their_join(tmp_path):
+    """A heterogeneous fleet's slowest device (or one building a per-layer plan's many sessions) is
+    ready long after the fastest; the fastest must not give up on connecting to it meanwhile. Rank 2
+    builds 8 s after rank 1, past a 3 s --timeout: the run completes, every frame bit-exact."""
+    argv = [sys.executable, "-m", "suite", "run", "--model", "vgg16", "--input-size", "3x32x32", "--devices",
+            "2", "--frames", "2", "--warmup", "1", "--no-baseline", "--timeout", "3", "--json",
+            "-o", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240,
+                          env=os.environ | {DELAY_ENV: "start-up:2:8"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["bit_exact"]
 
 
 def _listening(pids: list[int]) -> set[int]:

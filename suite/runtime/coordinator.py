@@ -337,7 +337,9 @@ def _join(store: RendezvousStore, gloo: transport.GlooTransport, workers: Worker
           ) -> dict[str, float]:  # fmt: skip
     """Form the gloo group with every worker, then each worker's clock offset (authenticated like
     every message); a worker that does not come to the join, join or answer in `timeout_s` ends the
-    run in one line that names it where it can be told."""
+    run in one line that names it where it can be told. The workers wait for this call's word to join
+    (`join`), given once every one is built, so gloo's join timer starts alike for all."""
+    store.set("join", "1")
     _await_arrivals(store, workers, timeout_s)
     taken = "(a worker stopped, or a party outside the run took its connection)"
     try:

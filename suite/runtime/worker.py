@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 
 from suite.errors import UserError
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         faults.at("start-up", args.rank)
+        faults.delay("start-up", args.rank)
         config = WorkerConfig.from_json(store.get("config"))
         runner, report, weights = _build(config, args, transport.data_key(secret))
         report = replace(report, startup_s=time.perf_counter() - started, rss_bytes=_give_back_freed_memory())
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from suite.plan import COORDINATOR  # after the build: a worker without the suite's packages says so there
 
     try:
+        # Every worker enters gloo's join when the coordinator says all are built, so gloo's timer for
+        # its peers runs from then: a slow device's build (a heterogeneous fleet's slowest, a per-layer
+        # plan's many sessions) would otherwise run out a fast device's time to connect to it.
+        store.wait(["join"], timedelta(seconds=STARTUP_TIMEOUT_S + config.timeout_s))
         faults.at("join", args.rank)
         store.set(f"joining/{args.rank}", "1")  # so that one which never comes can be named
         transport.join(store, args.rank, args.world, config.timeout_s)
