@@ -364,11 +364,12 @@ def run_plan(model: str, planned, inventory: str, frames: int, folder: Path,
     try:
         out = _suite(*args)
     except UserError as exc:
-        failed = folder / "results-failed"
+        kept = "it wrote no results"  # a run that fails before its first frame (a join) writes none
         if (folder / "results").exists():
-            (folder / "results").rename(failed)
+            (folder / "results").rename(folder / "results-failed")
+            kept = f"results and logs in {folder / 'results-failed'}"
         progress(f"lab: {model} {planned.scheme} on {planned.fleet} failed, running it once more "
-                 f"(results and logs in {failed}): {exc}")  # fmt: skip
+                 f"({kept}): {exc}")  # fmt: skip
         out = _suite(*args)
     run = RunSummary.from_json(json.loads(out))
     if not run.bit_exact:
