@@ -579,7 +579,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runtime.energy import RaplSampler
     from suite.runtime.engine import parties
     from suite.runtime.measurement import RunOptions
-    from suite.runtime.metrics import host_state, logs_folder, release_results, reserve_results
+    from suite.runtime.metrics import (
+        host_state,
+        keep_failed_logs,
+        logs_folder,
+        release_results,
+        reserve_results,
+    )
     from suite.runtime.outcome import summarize, summary_json
     from suite.runtime.results import save
     from suite.runtime.setup import set_up_run
@@ -620,6 +626,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if inventory is None:
             _warn_above_cap(outcome.speedup_vs_single, workers * args.threads)
         folder = save(output, runs, outcome, fleet, options, host_before)
+    except (UserError, RunFailed) as exc:
+        kept = keep_failed_logs(output)
+        if kept is None:
+            raise
+        raise type(exc)(f"{exc}; the workers' logs are kept in {kept}") from None
     finally:
         release_results(output)  # the claim, if nothing was saved (a saved folder stays)
         shutil.rmtree(logs, ignore_errors=True)

@@ -23,6 +23,7 @@ from suite.models.load import load_model
 from suite.plan import COORDINATOR
 from suite.regions import full_box
 from suite.runtime.engine import compile_program, parties
+from suite.runtime.metrics import logs_folder
 from suite.runtime.replay import locate_mismatch, replay
 from suite.schemes import SCHEMES, make_plan
 from suite.verify import compare_tensors
@@ -263,16 +264,36 @@ def test_port_in_use_is_one_line_exit_2():
     assert_one_line_error(done, f"--port {port} on 127.0.0.1 is in use")
 
 
-def test_worker_without_torch_is_reported_by_device():
+def test_worker_without_torch_is_reported_by_device(tmp_path):
     python = "/usr/bin/python3"
     if not os.path.exists(python) or subprocess.run([python, "-c", "import torch"],
                                                     capture_output=True).returncode == 0:  # fmt: skip
         pytest.skip("needs a system python without torch")
     done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2", "--worker-python",
-                 python)  # fmt: skip
+                 python, "-o", str(tmp_path / "results"))  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error")]
     assert len(lines) == 1 and "the worker could not start" in lines[0] and "torch" in lines[0]
+
+
+def test_a_run_that_fails_before_its_first_frame_keeps_its_workers_logs(tmp_path):
+    """Only a worker's last line reaches the error; the rest of its log (a traceback, gloo's complaint
+    before it) is kept beside the unused results folder and named, one folder per failure."""
+    worker = tmp_path / "worker"
+    worker.write_text(
+        "#!/bin/sh\necho 'the line before the last'\necho 'this worker will not start'\nexit 3\n"
+    )
+    worker.chmod(0o755)
+    out = tmp_path / "results"
+    for kept in ["results.failed-logs", "results.failed-logs-2"]:
+        done = suite("run", "--model", "vgg16", "--input-size", "3x64x64", "--devices", "2",
+                     "--worker-python", str(worker), "-o", str(out))  # fmt: skip
+        assert_one_line_error(
+            done, f"this worker will not start; the workers' logs are kept in {tmp_path / kept}"
+        )
+        logs = {log.name: log.read_text() for log in (tmp_path / kept).rglob("*.log")}
+        assert "the line before the last" in logs["dev0.log"], logs
+    assert not out.exists() and not logs_folder(out).exists()
 
 
 # -- faults ----------------------------------------------------------------------------------------

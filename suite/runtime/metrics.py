@@ -329,6 +329,22 @@ def logs_folder(directory: Path) -> Path:
     return Path(directory).parent / f".{Path(directory).name}.logs"
 
 
+def keep_failed_logs(directory: Path) -> Path | None:
+    """The workers' logs (`logs_folder`) of a run that failed before it saved anything, moved to
+    `<directory>.failed-logs` (`-2`, `-3`, ... beside an earlier failure's) for its error to name: a
+    worker's last line is seldom the whole story. None, and nothing kept, when no worker wrote a line."""
+    logs = logs_folder(directory)
+    if not logs.is_dir() or not any(f.is_file() and f.stat().st_size for f in logs.rglob("*")):
+        return None
+    name = f"{Path(directory).name}.failed-logs"
+    kept, n = Path(directory).parent / name, 1
+    while kept.exists():
+        n += 1
+        kept = kept.with_name(f"{name}-{n}")
+    logs.rename(kept)
+    return kept
+
+
 def _claim(marker: Path) -> int:
     """The new marker's file descriptor; raises FileExistsError while a live run holds it. A dead
     run's marker is removed under a lock, and only if it is still that run's, so two runs that
