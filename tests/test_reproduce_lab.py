@@ -505,7 +505,7 @@ def test_pico_fig12_takes_each_models_measured_speedup_into_its_ratio_headline_a
         merged.headline
     )
     assert "inception_v3 3.00x" in merged.headline and "x10" in merged.headline
-    assert "host 1-minute load 1.6-2.5" in merged.headline and merged.headline.endswith(outcome.headline)
+    assert "host load 1.6-2.5 on 2 cores" in merged.headline and merged.headline.endswith(outcome.headline)
     # InceptionV3 falls short of its prediction: where its 8-device frame goes, and its cause says so
     where = "Where the 8-device inception_v3 PICO frame's time goes"
     assert any(f.startswith(where) for f in merged.findings)

@@ -239,8 +239,8 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
     """A speedup figure (PICO Fig. 12, whose rows are all PICO's, so its table has no scheme column)
     with the emulated lab's measured points: on each model's row for the most devices, the measured
     period there and on the fewest (`measured_single_period_s`) and their ratio, `measured_speedup`
-    (the report's ratio then uses it); a headline sentence per model (measured, predicted, paper, the
-    host's load); where the frame goes on the most devices when a model's measured speedup falls
+    (the report's ratio then uses it); a headline sentence per model (measured, predicted, paper; the
+    calibration and host load); where the frame goes on the most devices when a model's measured speedup falls
     short of its prediction by more than the lab's calibration tolerance; and the calibration."""
     rows = measured.rows
     dilation = one_dilation(rows)
@@ -259,13 +259,10 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
         for r in ours.itertuples()
     )
     clock = ", ".join(f"{c} MHz" for c in dict.fromkeys(ours.clock_mhz))
-    load = rows.measured_host_load
     headline = (
         f"Measured in the emulated lab at {clock} (dilation x{dilation:g}, real time, every frame "
-        f"bit-exact; {calibration_clause(measured.calibrations, measured.rechecks)}; "
-        f"host 1-minute load {load.min():.1f}-{load.max():.1f}): "
-        "PICO's throughput speedup on "
-        f"{high} devices over {low}: {said}. {outcome.headline}"
+        f"bit-exact; {_conditions(measured)}): PICO's throughput speedup on {high} devices over {low}: "
+        f"{said}. {outcome.headline}"
     )
     slow = ours[ours.measured_speedup < (1 - TOLERANCE) * ours.predicted_speedup]
     return _with_measured(outcome, replace(measured, rows=gains.drop(columns="scheme"), keys=keys), headline,
