@@ -240,8 +240,9 @@ def with_lab_speedup(outcome: Outcome, measured: Measured) -> Outcome:
     with the emulated lab's measured points: on each model's row for the most devices, the measured
     period there and on the fewest (`measured_single_period_s`) and their ratio, `measured_speedup`
     (the report's ratio then uses it); a headline sentence per model (measured, predicted, paper; the
-    calibration and host load); where the frame goes on the most devices when a model's measured speedup falls
-    short of its prediction by more than the lab's calibration tolerance; and the calibration."""
+    calibration and host load); where the frame goes on the most devices when a model's measured
+    speedup falls short of its prediction by more than the lab's calibration tolerance; and the
+    calibration."""
     rows = measured.rows
     dilation = one_dilation(rows)
     keys = tuple(k for k in measured.keys if k != "scheme")

@@ -355,8 +355,8 @@ def run_plan(model: str, planned, inventory: str, frames: int, folder: Path,
     A run that fails (a worker that did not join, a stall past the timeout: a shared host's moments,
     which cost a figure every point measured before them) runs once more, its results and logs kept
     beside (`results-failed`, or only the logs, `results.failed-logs`, when it failed before its first
-    frame); a second failure ends the figure. A frame that is not bit-exact is a
-    finding, not a moment, and ends it at once."""
+    frame); a second failure ends the figure. A frame that is not bit-exact is a finding, not a
+    moment, and ends it at once."""
     folder.mkdir(parents=True)
     save_plan(planned, folder / "plan.json")
     args = ("run", "--inventory", inventory, "--model", model, "--plan", str(folder / "plan.json"),
