@@ -333,14 +333,15 @@ def keep_failed_logs(directory: Path) -> Path | None:
     """The workers' logs (`logs_folder`) of a run that failed before it saved anything, moved to
     `<directory>.failed-logs` (`-2`, `-3`, ... beside an earlier failure's) for its error to name: a
     worker's last line is seldom the whole story. None, and nothing kept, when no worker wrote a line."""
+    directory = Path(directory)
     logs = logs_folder(directory)
     if not logs.is_dir() or not any(f.is_file() and f.stat().st_size for f in logs.rglob("*")):
         return None
-    name = f"{Path(directory).name}.failed-logs"
-    kept, n = Path(directory).parent / name, 1
+    name = f"{directory.name}.failed-logs"
+    kept, n = directory.with_name(name), 1
     while kept.exists():
         n += 1
-        kept = kept.with_name(f"{name}-{n}")
+        kept = directory.with_name(f"{name}-{n}")
     logs.rename(kept)
     return kept
 
